@@ -1,0 +1,18 @@
+//! # smsbus-core
+//!
+//! The parts of smsbus that are plain Rust and shared by the PostgreSQL
+//! extension and the worker:
+//!
+//! - [`gsm7`]: the GSM 03.38 default alphabet and its extension table.
+//! - [`text`]: choosing an encoding for a body and counting the segments it
+//!   needs (160/153 septets, 70/67 UCS-2 units, 140/134 octets), never
+//!   splitting an escape pair or a surrogate pair.
+//! - [`address`]: normalising destination and sender addresses and deriving
+//!   their SMPP/TP type of number and numbering plan.
+//! - [`status`]: the message state machine (statuses and legal transitions).
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod gsm7;
+pub mod status;
+pub mod text;

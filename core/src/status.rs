@@ -1,0 +1,173 @@
+//! The message state machine (DESIGN.md §3).
+//!
+//! | from | to | by |
+//! | --- | --- | --- |
+//! | (insert) | scheduled, queued, blocked, nochannel, dailylimit | router |
+//! | scheduled | queued, blocked, nochannel, dailylimit, expired | router, when due |
+//! | queued | sending | channel claim |
+//! | sending | sent, failed, queued (retry / lease expired), expired | channel |
+//! | sent | delivered, notdelivered, noreport | delivery report / timeout |
+//! | failed, nochannel, blocked, dailylimit, expired, notdelivered, noreport | scheduled | retry |
+//! | (insert, inbound) | received | channel |
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    Scheduled,
+    Queued,
+    Sending,
+    Sent,
+    Failed,
+    NoChannel,
+    Blocked,
+    DailyLimit,
+    Expired,
+    Received,
+    Delivered,
+    NotDelivered,
+    NoReport,
+}
+
+impl Status {
+    pub const ALL: [Status; 13] = [
+        Status::Scheduled,
+        Status::Queued,
+        Status::Sending,
+        Status::Sent,
+        Status::Failed,
+        Status::NoChannel,
+        Status::Blocked,
+        Status::DailyLimit,
+        Status::Expired,
+        Status::Received,
+        Status::Delivered,
+        Status::NotDelivered,
+        Status::NoReport,
+    ];
+
+    /// The name of the value in the SQL enum `smsbus.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Scheduled => "scheduled",
+            Status::Queued => "queued",
+            Status::Sending => "sending",
+            Status::Sent => "sent",
+            Status::Failed => "failed",
+            Status::NoChannel => "nochannel",
+            Status::Blocked => "blocked",
+            Status::DailyLimit => "dailylimit",
+            Status::Expired => "expired",
+            Status::Received => "received",
+            Status::Delivered => "delivered",
+            Status::NotDelivered => "notdelivered",
+            Status::NoReport => "noreport",
+        }
+    }
+
+    /// A permanent status is one the message may rest in: triggers may run.
+    pub fn is_permanent(self) -> bool {
+        !matches!(self, Status::Scheduled | Status::Queued | Status::Sending)
+    }
+
+    /// Whether a message may be inserted in this status (outbound statuses
+    /// are chosen by the router, `received` by an inbound channel).
+    pub fn is_initial(self) -> bool {
+        matches!(
+            self,
+            Status::Scheduled
+                | Status::Queued
+                | Status::Blocked
+                | Status::NoChannel
+                | Status::DailyLimit
+                | Status::Received
+        )
+    }
+
+    /// Whether a message in `self` may move to `to`.
+    pub fn can_become(self, to: Status) -> bool {
+        use Status::*;
+        match self {
+            Scheduled => matches!(to, Queued | Blocked | NoChannel | DailyLimit | Expired),
+            Queued => to == Sending,
+            Sending => matches!(to, Sent | Failed | Queued | Expired),
+            Sent => matches!(to, Delivered | NotDelivered | NoReport),
+            Failed | NoChannel | Blocked | DailyLimit | Expired | NotDelivered | NoReport => {
+                to == Scheduled
+            }
+            Received | Delivered => false,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown message status \"{0}\"")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for Status {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Status::*;
+
+    #[test]
+    fn the_table_of_design_md() {
+        let allowed: &[(Status, &[Status])] = &[
+            (Scheduled, &[Queued, Blocked, NoChannel, DailyLimit, Expired]),
+            (Queued, &[Sending]),
+            (Sending, &[Sent, Failed, Queued, Expired]),
+            (Sent, &[Delivered, NotDelivered, NoReport]),
+            (Failed, &[Scheduled]),
+            (NoChannel, &[Scheduled]),
+            (Blocked, &[Scheduled]),
+            (DailyLimit, &[Scheduled]),
+            (Expired, &[Scheduled]),
+            (NotDelivered, &[Scheduled]),
+            (NoReport, &[Scheduled]),
+            (Received, &[]),
+            (Delivered, &[]),
+        ];
+        let mut legal = 0;
+        for &(from, tos) in allowed {
+            for to in Status::ALL {
+                assert_eq!(from.can_become(to), tos.contains(&to), "{from} -> {to}");
+                legal += usize::from(from.can_become(to));
+            }
+        }
+        assert_eq!(legal, 20);
+    }
+
+    #[test]
+    fn permanent_statuses() {
+        let permanent: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_permanent()).collect();
+        assert_eq!(
+            permanent,
+            [Sent, Failed, NoChannel, Blocked, DailyLimit, Expired, Received, Delivered, NotDelivered, NoReport]
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in Status::ALL {
+            assert_eq!(s.as_str().parse::<Status>(), Ok(s));
+        }
+        assert!("lost".parse::<Status>().is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! Choosing an encoding for a body and cutting it into segments.
+//!
+//! A single SMS carries 140 octets of user data: 160 GSM 7-bit septets, 70
+//! UCS-2 units or 140 Latin-1 octets. A concatenated message gives 6 octets of
+//! each part to the user data header (8-bit reference, TS 23.040 §9.2.3.24.1),
+//! leaving 153 septets, 67 units or 134 octets. A GSM escape pair and a UTF-16
+//! surrogate pair are never split across two parts: a receiver would show
+//! garbage on both sides of the cut.
+
+use std::fmt;
+use std::ops::Range;
+use std::str::FromStr;
+
+use crate::gsm7;
+
+/// The alphabet a message is sent in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// GSM 03.38 default alphabet with its extension table (data_coding 0).
+    Gsm7,
+    /// UCS-2 / UTF-16 big-endian (data_coding 8).
+    Ucs2,
+    /// ISO-8859-1 (data_coding 3), for providers that ask for it.
+    Latin1,
+}
+
+impl Encoding {
+    pub const ALL: [Encoding; 3] = [Encoding::Gsm7, Encoding::Ucs2, Encoding::Latin1];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Gsm7 => "gsm7",
+            Encoding::Ucs2 => "ucs2",
+            Encoding::Latin1 => "latin1",
+        }
+    }
+
+    /// Units (septets, UTF-16 units, octets) a single-part message holds.
+    pub fn single_capacity(self) -> usize {
+        match self {
+            Encoding::Gsm7 => 160,
+            Encoding::Ucs2 => 70,
+            Encoding::Latin1 => 140,
+        }
+    }
+
+    /// Units each part of a concatenated message holds.
+    pub fn part_capacity(self) -> usize {
+        match self {
+            Encoding::Gsm7 => 153,
+            Encoding::Ucs2 => 67,
+            Encoding::Latin1 => 134,
+        }
+    }
+
+    /// Units `c` costs in this encoding, or None when it cannot carry it.
+    pub fn units(self, c: char) -> Option<usize> {
+        match self {
+            Encoding::Gsm7 => gsm7::septets(c),
+            Encoding::Ucs2 => Some(c.len_utf16()),
+            Encoding::Latin1 => (u32::from(c) <= 0xFF).then_some(1),
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Encoding {
+    type Err = TextError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Encoding::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| TextError::UnknownEncoding(s.to_owned()))
+    }
+}
+
+/// Why a body cannot be sent as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    #[error("unknown encoding \"{0}\" (expected gsm7, ucs2 or latin1)")]
+    UnknownEncoding(String),
+    #[error("body cannot be encoded in {encoding}: character {character:?} (U+{code:04X}) at position {position}")]
+    Unencodable {
+        encoding: Encoding,
+        character: char,
+        code: u32,
+        /// 1-based character position in the body.
+        position: usize,
+    },
+}
+
+/// The encoding smsbus picks when none is asked for: GSM 7-bit when every
+/// character is in the default alphabet or its extension table, else UCS-2.
+pub fn detect(body: &str) -> Encoding {
+    if body.chars().all(|c| gsm7::septets(c).is_some()) {
+        Encoding::Gsm7
+    } else {
+        Encoding::Ucs2
+    }
+}
+
+/// Total units `body` costs in `encoding`.
+pub fn units(body: &str, encoding: Encoding) -> Result<usize, TextError> {
+    body.chars().enumerate().try_fold(0, |sum, (i, c)| {
+        Ok(sum + unit_of(encoding, c, i)?)
+    })
+}
+
+fn unit_of(encoding: Encoding, c: char, index: usize) -> Result<usize, TextError> {
+    encoding.units(c).ok_or(TextError::Unencodable {
+        encoding,
+        character: c,
+        code: u32::from(c),
+        position: index + 1,
+    })
+}
+
+/// The byte ranges of `body` that go into each part. An empty body is one
+/// (empty) part.
+pub fn split(body: &str, encoding: Encoding) -> Result<Vec<Range<usize>>, TextError> {
+    if units(body, encoding)? <= encoding.single_capacity() {
+        return Ok(vec![0..body.len()]);
+    }
+    let capacity = encoding.part_capacity();
+    let mut parts = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, (at, c)) in body.char_indices().enumerate() {
+        let cost = unit_of(encoding, c, i)?;
+        if used + cost > capacity {
+            parts.push(start..at);
+            start = at;
+            used = 0;
+        }
+        used += cost;
+    }
+    parts.push(start..body.len());
+    Ok(parts)
+}
+
+/// How many parts `body` needs in `encoding`.
+pub fn segments(body: &str, encoding: Encoding) -> Result<usize, TextError> {
+    let total = units(body, encoding)?;
+    if total <= encoding.single_capacity() {
+        return Ok(1);
+    }
+    // Only the escape and surrogate pairs can push a part over; count greedily.
+    let capacity = encoding.part_capacity();
+    let (mut parts, mut used) = (1, 0);
+    for c in body.chars() {
+        let cost = encoding.units(c).unwrap_or(1);
+        if used + cost > capacity {
+            parts += 1;
+            used = 0;
+        }
+        used += cost;
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(body: &str) -> (Encoding, usize) {
+        let e = detect(body);
+        (e, segments(body, e).unwrap())
+    }
+
+    #[test]
+    fn detects_gsm_including_extension_table() {
+        assert_eq!(detect("Hello world"), Encoding::Gsm7);
+        assert_eq!(detect("Price: 5€ [approx] {x} ~ | ^ \\"), Encoding::Gsm7);
+        assert_eq!(detect("Ünïcode"), Encoding::Ucs2); // ï is not in GSM 03.38
+        assert_eq!(detect("Grüße aus Köln"), Encoding::Gsm7);
+        assert_eq!(detect("Привет"), Encoding::Ucs2);
+        assert_eq!(detect("ok 👍"), Encoding::Ucs2);
+        assert_eq!(detect("`backtick`"), Encoding::Ucs2);
+        assert_eq!(detect(""), Encoding::Gsm7);
+    }
+
+    // The limits every provider documents (e.g. Twilio's and Vonage's
+    // segment calculators, 3GPP TS 23.040 §9.2.3.24): 160/153 and 70/67.
+    #[test]
+    fn gsm_limits() {
+        assert_eq!(seg(&"a".repeat(160)), (Encoding::Gsm7, 1));
+        assert_eq!(seg(&"a".repeat(161)), (Encoding::Gsm7, 2));
+        assert_eq!(seg(&"a".repeat(306)), (Encoding::Gsm7, 2));
+        assert_eq!(seg(&"a".repeat(307)), (Encoding::Gsm7, 3));
+        assert_eq!(seg(&"a".repeat(459)), (Encoding::Gsm7, 3));
+        assert_eq!(seg(&"a".repeat(460)), (Encoding::Gsm7, 4));
+    }
+
+    #[test]
+    fn escaped_characters_take_two_septets() {
+        assert_eq!(units("€", Encoding::Gsm7), Ok(2));
+        assert_eq!(seg(&"€".repeat(80)), (Encoding::Gsm7, 1));
+        assert_eq!(seg(&"€".repeat(81)), (Encoding::Gsm7, 2));
+        assert_eq!(seg(&format!("{}€", "a".repeat(158))), (Encoding::Gsm7, 1));
+        assert_eq!(seg(&format!("{}€", "a".repeat(159))), (Encoding::Gsm7, 2));
+    }
+
+    #[test]
+    fn escape_pair_is_never_split() {
+        // 152 + 2 + 152 = 306 septets would fill two parts exactly if the
+        // pair could be split; kept whole it needs a third.
+        let body = format!("{}€{}", "a".repeat(152), "b".repeat(152));
+        assert_eq!(seg(&body), (Encoding::Gsm7, 3));
+        let parts = split(&body, Encoding::Gsm7).unwrap();
+        assert_eq!(&body[parts[0].clone()], "a".repeat(152));
+        assert!(body[parts[1].clone()].starts_with('€'));
+        assert_eq!(units(&body[parts[1].clone()], Encoding::Gsm7), Ok(153));
+        assert_eq!(&body[parts[2].clone()], "b");
+    }
+
+    #[test]
+    fn ucs2_limits() {
+        assert_eq!(seg(&"ж".repeat(70)), (Encoding::Ucs2, 1));
+        assert_eq!(seg(&"ж".repeat(71)), (Encoding::Ucs2, 2));
+        assert_eq!(seg(&"ж".repeat(134)), (Encoding::Ucs2, 2));
+        assert_eq!(seg(&"ж".repeat(135)), (Encoding::Ucs2, 3));
+    }
+
+    #[test]
+    fn surrogate_pair_takes_two_units_and_is_never_split() {
+        assert_eq!(units("😀", Encoding::Ucs2), Ok(2));
+        assert_eq!(seg(&"😀".repeat(35)), (Encoding::Ucs2, 1));
+        assert_eq!(seg(&"😀".repeat(36)), (Encoding::Ucs2, 2));
+        // 67 emoji = 134 units: two parts of 67 units if pairs could be cut,
+        // but a part holds 33 whole pairs, so three parts.
+        assert_eq!(seg(&"😀".repeat(67)), (Encoding::Ucs2, 3));
+        let body = "😀".repeat(67);
+        for part in split(&body, Encoding::Ucs2).unwrap() {
+            assert!(body.is_char_boundary(part.start) && body.is_char_boundary(part.end));
+            assert!(units(&body[part], Encoding::Ucs2).unwrap() <= 67);
+        }
+    }
+
+    #[test]
+    fn latin1_limits_and_refusal() {
+        assert_eq!(segments(&"é".repeat(140), Encoding::Latin1), Ok(1));
+        assert_eq!(segments(&"é".repeat(141), Encoding::Latin1), Ok(2));
+        assert_eq!(
+            segments("5 €", Encoding::Latin1),
+            Err(TextError::Unencodable {
+                encoding: Encoding::Latin1,
+                character: '€',
+                code: 0x20AC,
+                position: 3
+            })
+        );
+    }
+
+    #[test]
+    fn forced_gsm_refuses_what_it_cannot_carry() {
+        let err = segments("hi Жанна", Encoding::Gsm7).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "body cannot be encoded in gsm7: character 'Ж' (U+0416) at position 4"
+        );
+    }
+
+    #[test]
+    fn split_and_segments_agree() {
+        let samples = [
+            "a".repeat(1000),
+            "€a".repeat(200),
+            "😀ж".repeat(100),
+            format!("{}{}", "x".repeat(152), "€".repeat(100)),
+        ];
+        for body in &samples {
+            let e = detect(body);
+            let parts = split(body, e).unwrap();
+            assert_eq!(parts.len(), segments(body, e).unwrap());
+            let joined: String = parts.iter().map(|r| &body[r.clone()]).collect();
+            assert_eq!(&joined, body);
+        }
+    }
+
+    #[test]
+    fn encoding_names() {
+        assert_eq!("ucs2".parse::<Encoding>(), Ok(Encoding::Ucs2));
+        assert_eq!(
+            "utf8".parse::<Encoding>().unwrap_err().to_string(),
+            "unknown encoding \"utf8\" (expected gsm7, ucs2 or latin1)"
+        );
+    }
+}

@@ -1,0 +1,722 @@
+-- smsbus API: the state machine's triggers, the user functions, the worker's
+-- functions and the views. Runs after schema.sql and the Rust functions
+-- (sms_encoding, _normalize_destination, _transition_allowed, ...).
+--
+-- Naming: user functions are short verbs (send, archive); functions only the
+-- extension and the worker call start with an underscore.
+
+-- Who is changing messages, for the trace: the worker sets smsbus.actor on
+-- its connections ('worker:<id>'); anyone else is their database role.
+CREATE FUNCTION _actor() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT coalesce(nullif(current_setting('smsbus.actor', true), ''), current_user::text) $$;
+
+---------------------------------------------------------------------------
+-- Routing (the router issue replaces this with compiled rules)
+---------------------------------------------------------------------------
+
+-- The status a due outbound message gets, and why: queued on its channel
+-- when that channel exists and can send, else nochannel.
+CREATE FUNCTION _route(m message, OUT status status, OUT channel text, OUT reason text)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    ch record;
+BEGIN
+    channel := m.channel;
+    IF m.channel IS NULL THEN
+        status := 'nochannel';
+        reason := 'no channel given and no route matched';
+        RETURN;
+    END IF;
+    SELECT c.enabled, c.can_send INTO ch FROM smsbus.channel c WHERE c.name = m.channel;
+    IF NOT FOUND THEN
+        status := 'nochannel';
+        reason := format('channel "%s" does not exist', m.channel);
+    ELSIF NOT ch.enabled THEN
+        status := 'nochannel';
+        reason := format('channel "%s" is disabled', m.channel);
+    ELSIF NOT ch.can_send THEN
+        status := 'nochannel';
+        reason := format('channel "%s" cannot send', m.channel);
+    ELSE
+        status := 'queued';
+        reason := NULL;
+    END IF;
+END
+$$;
+
+---------------------------------------------------------------------------
+-- The queue's triggers
+---------------------------------------------------------------------------
+
+-- Validates and normalises a new message, picks its encoding and segment
+-- count, and gives it its first status.
+CREATE FUNCTION _message_before_insert() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    existing bigint;
+    route record;
+BEGIN
+    -- Columns the system owns start from known values, whatever the INSERT said.
+    NEW.trigger_status := 'none';
+    NEW.attempts := 0;
+    NEW.created_at := now();
+    NEW.updated_at := now();
+    NEW.sent_at := NULL;
+    NEW.delivered_at := NULL;
+    NEW.claimed_by := NULL;
+    NEW.claimed_until := NULL;
+    NEW.last_error := NULL;
+    IF NEW.body IS NULL THEN
+        RAISE EXCEPTION 'body is required' USING ERRCODE = 'not_null_violation';
+    END IF;
+
+    IF NEW.direction = 'in' THEN
+        -- What a peer sent is recorded as it came: never refused for its form.
+        NEW.status := 'received';
+        NEW.trigger_status := 'notriggers';
+        NEW.received_at := coalesce(NEW.received_at, now());
+        NEW.encoding := coalesce(NEW.encoding, smsbus.sms_encoding(NEW.body));
+        NEW.segments := smsbus._received_segments(NEW.body, NEW.encoding);
+        NEW.from_ton := smsbus._address_ton(NEW.from_address);
+        NEW.from_npi := smsbus._address_npi(NEW.from_address);
+        NEW.to_ton := smsbus._address_ton(NEW.to_address);
+        NEW.to_npi := smsbus._address_npi(NEW.to_address);
+        RETURN NEW;
+    END IF;
+
+    NEW.received_at := NULL;
+    NEW.reference := NULL;
+    IF NEW.to_address IS NULL THEN
+        RAISE EXCEPTION 'to_address is required' USING ERRCODE = 'not_null_violation';
+    END IF;
+    NEW.to_address := smsbus._normalize_destination(NEW.to_address);
+    NEW.to_ton := smsbus._address_ton(NEW.to_address);
+    NEW.to_npi := smsbus._address_npi(NEW.to_address);
+    IF NEW.from_address IS NULL THEN
+        NEW.from_ton := NULL;
+        NEW.from_npi := NULL;
+    ELSE
+        NEW.from_address := smsbus._normalize_sender(NEW.from_address);
+        NEW.from_ton := smsbus._address_ton(NEW.from_address);
+        NEW.from_npi := smsbus._address_npi(NEW.from_address);
+    END IF;
+    NEW.encoding := smsbus._encoding_for(NEW.body, NEW.encoding);
+    NEW.segments := smsbus._outbound_segments(NEW.body, NEW.encoding);
+
+    IF NEW.valid_until IS NOT NULL AND NEW.valid_until <= NEW.scheduled_at THEN
+        RAISE EXCEPTION 'valid_until (%) must be later than scheduled_at (%)',
+            NEW.valid_until, NEW.scheduled_at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF NEW.idempotency_key IS NOT NULL THEN
+        -- The unique index settles races; this names the first message.
+        SELECT id INTO existing FROM smsbus.message WHERE idempotency_key = NEW.idempotency_key;
+        IF NOT FOUND THEN
+            SELECT id INTO existing FROM smsbus.message_archive WHERE idempotency_key = NEW.idempotency_key;
+        END IF;
+        IF existing IS NOT NULL THEN
+            RAISE EXCEPTION 'idempotency_key "%" was already used by message %', NEW.idempotency_key, existing
+                USING ERRCODE = 'unique_violation';
+        END IF;
+    END IF;
+
+    IF NEW.channel IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM smsbus.channel WHERE name = NEW.channel) THEN
+        RAISE EXCEPTION 'unknown channel "%"', NEW.channel
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Use a name from smsbus.channel, or leave channel null to let the router choose.';
+    END IF;
+
+    IF NEW.scheduled_at > now() THEN
+        NEW.status := 'scheduled';
+        RETURN NEW;
+    END IF;
+    route := smsbus._route(NEW);
+    NEW.status := route.status;
+    NEW.channel := route.channel;
+    NEW.last_error := route.reason;
+    IF smsbus.status_is_permanent(NEW.status::text) THEN
+        NEW.trigger_status := 'notriggers';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- Per statement: writes the trace of the new rows and wakes each channel
+-- that got work, with one notification per channel.
+CREATE FUNCTION _message_after_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = smsbus, pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
+    SELECT n.id, NULL, n.status, smsbus._actor(), n.last_error FROM inserted n;
+    PERFORM pg_notify('smsbus_queue', q.channel)
+    FROM (SELECT DISTINCT n.channel FROM inserted n WHERE n.status = 'queued') q;
+    RETURN NULL;
+END
+$$;
+
+-- Enforces the state machine and keeps the system's columns: timestamps,
+-- attempts, the lease, and the normalised addresses and segment count when
+-- a message is edited before it is sent.
+CREATE FUNCTION _message_before_update() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.direction := OLD.direction;
+    NEW.created_at := OLD.created_at;
+    NEW.attempts := OLD.attempts;
+    NEW.sent_at := OLD.sent_at;
+    NEW.delivered_at := OLD.delivered_at;
+    NEW.received_at := OLD.received_at;
+    NEW.updated_at := now();
+
+    IF NEW.direction = 'out' THEN
+        IF NEW.to_address IS DISTINCT FROM OLD.to_address THEN
+            IF NEW.to_address IS NULL THEN
+                RAISE EXCEPTION 'to_address is required' USING ERRCODE = 'not_null_violation';
+            END IF;
+            NEW.to_address := smsbus._normalize_destination(NEW.to_address);
+            NEW.to_ton := smsbus._address_ton(NEW.to_address);
+            NEW.to_npi := smsbus._address_npi(NEW.to_address);
+        END IF;
+        IF NEW.from_address IS DISTINCT FROM OLD.from_address THEN
+            IF NEW.from_address IS NOT NULL THEN
+                NEW.from_address := smsbus._normalize_sender(NEW.from_address);
+            END IF;
+            NEW.from_ton := smsbus._address_ton(NEW.from_address);
+            NEW.from_npi := smsbus._address_npi(NEW.from_address);
+        END IF;
+        IF NEW.body IS DISTINCT FROM OLD.body OR NEW.encoding IS DISTINCT FROM OLD.encoding THEN
+            IF NEW.body IS NULL THEN
+                RAISE EXCEPTION 'body is required' USING ERRCODE = 'not_null_violation';
+            END IF;
+            NEW.encoding := smsbus._encoding_for(NEW.body, NEW.encoding);
+            NEW.segments := smsbus._outbound_segments(NEW.body, NEW.encoding);
+        ELSE
+            NEW.segments := OLD.segments;
+        END IF;
+    END IF;
+
+    IF NEW.status = OLD.status THEN
+        RETURN NEW;
+    END IF;
+    IF NOT smsbus._transition_allowed(OLD.status::text, NEW.status::text) THEN
+        RAISE EXCEPTION 'illegal status transition from % to % (message %)', OLD.status, NEW.status, OLD.id
+            USING ERRCODE = 'check_violation',
+                  HINT = smsbus._next_statuses(OLD.status::text);
+    END IF;
+    CASE NEW.status
+        WHEN 'sending' THEN
+            NEW.attempts := OLD.attempts + 1;
+        WHEN 'sent' THEN
+            NEW.sent_at := now();
+        WHEN 'delivered' THEN
+            NEW.delivered_at := now();
+        ELSE
+            NULL;
+    END CASE;
+    IF NEW.status <> 'sending' THEN
+        NEW.claimed_by := NULL;
+        NEW.claimed_until := NULL;
+    END IF;
+    NEW.trigger_status := CASE WHEN smsbus.status_is_permanent(NEW.status::text)
+                               THEN 'notriggers' ELSE 'none' END;
+    RETURN NEW;
+END
+$$;
+
+-- Per statement: the trace of every status change, and one wake-up per
+-- channel whose queue got messages back (retries, expired leases, due
+-- scheduled messages).
+CREATE FUNCTION _message_after_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = smsbus, pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
+    SELECT n.id, o.status, n.status, smsbus._actor(),
+           CASE
+               WHEN n.status = 'sent' AND n.reference IS NOT NULL THEN 'reference ' || n.reference
+               WHEN n.last_error IS DISTINCT FROM o.last_error THEN n.last_error
+           END
+    FROM updated n JOIN previous o ON o.id = n.id
+    WHERE n.status <> o.status
+    ORDER BY n.id;
+    PERFORM pg_notify('smsbus_queue', q.channel)
+    FROM (SELECT DISTINCT n.channel
+          FROM updated n JOIN previous o ON o.id = n.id
+          WHERE n.status = 'queued' AND o.status <> 'queued') q;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER message_before_insert BEFORE INSERT ON message
+    FOR EACH ROW EXECUTE FUNCTION _message_before_insert();
+CREATE TRIGGER message_after_insert AFTER INSERT ON message
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION _message_after_insert();
+CREATE TRIGGER message_before_update BEFORE UPDATE ON message
+    FOR EACH ROW EXECUTE FUNCTION _message_before_update();
+CREATE TRIGGER message_after_update AFTER UPDATE ON message
+    REFERENCING OLD TABLE AS previous NEW TABLE AS updated
+    FOR EACH STATEMENT EXECUTE FUNCTION _message_after_update();
+
+-- Channel rows carry their own updated_at, and every change wakes the
+-- worker's supervisor.
+CREATE FUNCTION _channel_touch() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION _channel_changed() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_notify('smsbus_config', 'channel');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER channel_touch BEFORE UPDATE ON channel
+    FOR EACH ROW EXECUTE FUNCTION _channel_touch();
+CREATE TRIGGER channel_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON channel
+    FOR EACH STATEMENT EXECUTE FUNCTION _channel_changed();
+
+---------------------------------------------------------------------------
+-- User functions
+---------------------------------------------------------------------------
+
+-- Queues one SMS and returns its id. With an idempotency_key that was used
+-- before, returns the first message's id and sends nothing.
+CREATE FUNCTION send(
+    to_address      text,
+    body            text,
+    from_address    text DEFAULT NULL,
+    channel         text DEFAULT NULL,
+    priority        smallint DEFAULT 0,
+    scheduled_at    timestamptz DEFAULT now(),
+    valid_until     timestamptz DEFAULT NULL,
+    request_report  boolean DEFAULT true,
+    encoding        text DEFAULT NULL,
+    custom          jsonb DEFAULT NULL,
+    batch_id        text DEFAULT NULL,
+    idempotency_key text DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    IF send.idempotency_key IS NOT NULL THEN
+        SELECT m.id INTO new_id FROM smsbus.message m WHERE m.idempotency_key = send.idempotency_key;
+        IF NOT FOUND THEN
+            SELECT a.id INTO new_id FROM smsbus.message_archive a WHERE a.idempotency_key = send.idempotency_key;
+        END IF;
+        IF new_id IS NOT NULL THEN
+            RETURN new_id;
+        END IF;
+    END IF;
+    BEGIN
+        INSERT INTO smsbus.message (to_address, body, from_address, channel, priority, scheduled_at,
+                                    valid_until, request_report, encoding, custom, batch_id, idempotency_key)
+        VALUES (send.to_address, send.body, send.from_address, send.channel, send.priority,
+                coalesce(send.scheduled_at, now()), send.valid_until, coalesce(send.request_report, true),
+                send.encoding, send.custom, send.batch_id, send.idempotency_key)
+        RETURNING id INTO new_id;
+    EXCEPTION WHEN unique_violation THEN
+        -- A concurrent send() with the same key committed first.
+        SELECT m.id INTO new_id FROM smsbus.message m WHERE m.idempotency_key = send.idempotency_key;
+        IF new_id IS NULL THEN
+            RAISE;
+        END IF;
+    END;
+    RETURN new_id;
+END
+$$;
+
+-- Moves up to batch_size finished messages (and their parts) that have not
+-- changed for older_than into smsbus.message_archive. Returns how many moved;
+-- call it again until it returns 0.
+CREATE FUNCTION archive(older_than interval, batch_size integer DEFAULT 10000) RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    moved bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a positive interval, not %', older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1, not %', batch_size
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH victims AS (
+        SELECT m.id FROM smsbus.message m
+        WHERE (m.status NOT IN ('scheduled', 'queued', 'sending', 'sent')
+               OR (m.status = 'sent' AND NOT m.request_report))
+          AND m.trigger_status NOT IN ('pending', 'processing')
+          AND m.updated_at < now() - older_than
+        ORDER BY m.updated_at
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM smsbus.message m USING victims v WHERE m.id = v.id RETURNING m.*
+    ), kept AS (
+        INSERT INTO smsbus.message_archive SELECT * FROM gone RETURNING id
+    ), gone_parts AS (
+        DELETE FROM smsbus.message_part p USING victims v WHERE p.message_id = v.id RETURNING p.*
+    ), kept_parts AS (
+        INSERT INTO smsbus.message_part_archive SELECT * FROM gone_parts
+    )
+    SELECT count(*) INTO moved FROM kept;
+    RETURN moved;
+END
+$$;
+
+---------------------------------------------------------------------------
+-- The worker's functions
+---------------------------------------------------------------------------
+
+-- Claims up to p_limit due queued messages of a channel for p_worker, with a
+-- lease of p_lease: priority first, then age. Messages whose validity ended
+-- while they waited are claimed and expired at once, never returned.
+CREATE FUNCTION _claim(p_channel text, p_worker text, p_limit integer, p_lease interval)
+RETURNS SETOF message
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    rows smsbus.message[];
+    late bigint[];
+BEGIN
+    WITH picked AS (
+        SELECT m.id FROM smsbus.message m
+        WHERE m.status = 'queued' AND m.channel = p_channel AND m.scheduled_at <= now()
+        ORDER BY m.priority DESC, m.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE smsbus.message m
+        SET status = 'sending', claimed_by = p_worker, claimed_until = now() + p_lease
+        FROM picked WHERE m.id = picked.id
+        RETURNING m.*
+    )
+    SELECT array_agg(c ORDER BY c.priority DESC, c.id) FILTER (WHERE c.valid_until IS NULL OR c.valid_until > now()),
+           array_agg(c.id) FILTER (WHERE c.valid_until <= now())
+    INTO rows, late
+    FROM claimed c;
+    IF late IS NOT NULL THEN
+        UPDATE smsbus.message SET status = 'expired', last_error = 'validity period ended before submission'
+        WHERE id = ANY (late);
+    END IF;
+    RETURN QUERY SELECT * FROM unnest(rows);
+END
+$$;
+
+-- Records submitted messages: one (message, part, reference) triple per
+-- segment. Each message becomes sent with its first part's reference;
+-- delivery reports that arrived early are applied now.
+CREATE FUNCTION _mark_sent(p_channel text, p_ids bigint[], p_parts integer[], p_references text[])
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+    early record;
+BEGIN
+    INSERT INTO smsbus.message_part (message_id, part, channel, reference)
+    SELECT u.id, u.part, p_channel, u.reference
+    FROM unnest(p_ids, p_parts, p_references) AS u(id, part, reference)
+    ON CONFLICT (message_id, part) DO UPDATE
+        SET channel = EXCLUDED.channel, reference = EXCLUDED.reference, status = 'sent',
+            detail = NULL, submitted_at = now(), reported_at = NULL;
+
+    UPDATE smsbus.message m SET status = 'sent', reference = f.reference, last_error = NULL
+    FROM (SELECT DISTINCT ON (u.id) u.id, u.reference
+          FROM unnest(p_ids, p_parts, p_references) AS u(id, part, reference)
+          ORDER BY u.id, u.part) f
+    WHERE m.id = f.id AND m.status = 'sending';
+    GET DIAGNOSTICS done = ROW_COUNT;
+
+    WITH taken AS (
+        DELETE FROM smsbus.pending_report r
+        USING unnest(p_references) AS u(reference)
+        WHERE r.channel = p_channel AND r.reference = u.reference
+        RETURNING r.reference, r.status, r.detail, r.received_at
+    )
+    SELECT array_agg(t.reference ORDER BY t.received_at) AS refs,
+           array_agg(t.status ORDER BY t.received_at) AS statuses,
+           array_agg(t.detail ORDER BY t.received_at) AS details
+    INTO early FROM taken t;
+    IF early.refs IS NOT NULL THEN
+        PERFORM smsbus._apply_reports(p_channel, early.refs, early.statuses, early.details);
+    END IF;
+    RETURN done;
+END
+$$;
+
+-- Fails messages permanently, with the reason in last_error.
+CREATE FUNCTION _mark_failed(p_ids bigint[], p_errors text[]) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m SET status = 'failed', last_error = u.error
+    FROM unnest(p_ids, p_errors) AS u(id, error)
+    WHERE m.id = u.id AND m.status = 'sending';
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+-- Hands messages back to their queue, to be claimed again after a delay
+-- (seconds); the reason is kept in last_error and the trace.
+CREATE FUNCTION _mark_retry(p_ids bigint[], p_errors text[], p_delays double precision[]) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET status = 'queued', last_error = u.error,
+        scheduled_at = now() + make_interval(secs => greatest(coalesce(u.delay, 0), 0))
+    FROM unnest(p_ids, p_errors, p_delays) AS u(id, error, delay)
+    WHERE m.id = u.id AND m.status = 'sending';
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+-- Applies delivery reports by (channel, reference): each part takes its
+-- report ('delivered', 'notdelivered' or 'enroute'); a message is
+-- notdelivered as soon as one part is, delivered when all parts are.
+-- Reports for references not recorded yet are kept for _mark_sent.
+-- Returns how many reports matched a part.
+CREATE FUNCTION _apply_reports(p_channel text, p_references text[], p_statuses text[], p_details text[])
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    matched integer;
+    touched bigint[];
+BEGIN
+    WITH report AS (
+        SELECT * FROM unnest(p_references, p_statuses, p_details) AS r(reference, status, detail)
+    ), applied AS (
+        UPDATE smsbus.message_part p
+        SET status = r.status, detail = r.detail, reported_at = now()
+        FROM report r
+        WHERE p.channel = p_channel AND p.reference = r.reference AND p.status IN ('sent', 'enroute')
+        RETURNING p.message_id, p.reference
+    ), parked AS (
+        INSERT INTO smsbus.pending_report (channel, reference, status, detail)
+        SELECT p_channel, r.reference, r.status, r.detail FROM report r
+        WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.reference = r.reference)
+          AND NOT EXISTS (SELECT 1 FROM smsbus.message_part p
+                          WHERE p.channel = p_channel AND p.reference = r.reference)
+    )
+    SELECT count(*), array_agg(DISTINCT a.message_id) INTO matched, touched FROM applied a;
+
+    IF touched IS NOT NULL THEN
+        UPDATE smsbus.message m
+        SET status = CASE WHEN s.any_failed THEN 'notdelivered'::smsbus.status
+                          ELSE 'delivered'::smsbus.status END,
+            last_error = CASE WHEN s.any_failed THEN s.failed_detail END
+        FROM (SELECT p.message_id,
+                     bool_or(p.status = 'notdelivered') AS any_failed,
+                     bool_and(p.status = 'delivered') AS all_delivered,
+                     min(p.detail) FILTER (WHERE p.status = 'notdelivered') AS failed_detail
+              FROM smsbus.message_part p
+              WHERE p.message_id = ANY (touched)
+              GROUP BY p.message_id) s
+        WHERE m.id = s.message_id AND m.status = 'sent' AND (s.any_failed OR s.all_delivered);
+    END IF;
+    RETURN matched;
+END
+$$;
+
+-- Records received messages (arrays of equal length, one element per
+-- message) and returns their ids in the same order. The channel acknowledges
+-- them to the peer only after this commits.
+CREATE FUNCTION _record_inbound(
+    p_channel text, p_from text[], p_to text[], p_bodies text[], p_references text[],
+    p_received_at timestamptz[] DEFAULT NULL, p_custom jsonb[] DEFAULT NULL
+) RETURNS bigint[]
+LANGUAGE sql
+AS $$
+    WITH rows AS (
+        SELECT u.*, row_number() OVER () AS ord
+        FROM unnest(p_from, p_to, p_bodies, p_references,
+                    coalesce(p_received_at, array_fill(NULL::timestamptz, ARRAY[cardinality(p_bodies)])),
+                    coalesce(p_custom, array_fill(NULL::jsonb, ARRAY[cardinality(p_bodies)])))
+             AS u(from_address, to_address, body, reference, received_at, custom)
+    ), ins AS (
+        INSERT INTO smsbus.message (direction, channel, from_address, to_address, body, reference,
+                                    received_at, custom)
+        SELECT 'in', p_channel, r.from_address, r.to_address, r.body, r.reference, r.received_at, r.custom
+        FROM rows r ORDER BY r.ord
+        RETURNING id
+    )
+    SELECT array_agg(id ORDER BY id) FROM ins
+$$;
+
+-- Sends messages whose lease ran out (their worker died or hung) back to
+-- their queue. What that worker had handed to the SMSC may be sent twice:
+-- the trace says the outcome is unknown.
+CREATE FUNCTION _expire_leases(p_limit integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET status = 'queued',
+        last_error = format('lease of %s expired: outcome of the submission unknown', m.claimed_by)
+    FROM (SELECT id FROM smsbus.message
+          WHERE status = 'sending' AND claimed_until < now()
+          ORDER BY claimed_until LIMIT p_limit FOR UPDATE SKIP LOCKED) x
+    WHERE m.id = x.id;
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+-- Hands back the messages a worker claimed but did not submit (on shutdown).
+CREATE FUNCTION _release(p_worker text, p_ids bigint[] DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message
+    SET status = 'queued', last_error = format('handed back by %s before submission', p_worker)
+    WHERE status = 'sending' AND claimed_by = p_worker AND (p_ids IS NULL OR id = ANY (p_ids));
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+-- Routes scheduled messages that came due; those whose validity ended first
+-- expire.
+CREATE FUNCTION _promote_scheduled(p_limit integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET (status, channel, last_error) = (
+        SELECT CASE WHEN m.valid_until <= now() THEN 'expired'::smsbus.status ELSE r.status END,
+               r.channel,
+               CASE WHEN m.valid_until <= now() THEN 'validity period ended before the message was due'
+                    ELSE r.reason END
+        FROM smsbus._route(m) r)
+    FROM (SELECT id FROM smsbus.message
+          WHERE status = 'scheduled' AND scheduled_at <= now()
+          ORDER BY scheduled_at LIMIT p_limit FOR UPDATE SKIP LOCKED) due
+    WHERE m.id = due.id;
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+-- Marks sent messages whose delivery report is overdue: the channel's
+-- config.report_timeout_s, else p_default.
+CREATE FUNCTION _mark_noreport(p_default interval DEFAULT interval '48 hours', p_limit integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET status = 'noreport', last_error = 'no delivery report before the deadline'
+    FROM (SELECT x.id FROM smsbus.message x
+          LEFT JOIN smsbus.channel c ON c.name = x.channel
+          WHERE x.status = 'sent' AND x.request_report
+            AND x.sent_at < now() - CASE
+                    WHEN c.config->>'report_timeout_s' ~ '^[0-9]+(\.[0-9]+)?$'
+                    THEN make_interval(secs => (c.config->>'report_timeout_s')::double precision)
+                    ELSE p_default END
+          ORDER BY x.sent_at LIMIT p_limit FOR UPDATE OF x SKIP LOCKED) late
+    WHERE m.id = late.id;
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+-- One pass of the worker's maintenance; returns what each step did.
+CREATE FUNCTION _maintain(p_report_timeout interval DEFAULT interval '48 hours', p_limit integer DEFAULT 10000)
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    dropped integer;
+    result jsonb;
+BEGIN
+    result := jsonb_build_object(
+        'promoted', smsbus._promote_scheduled(p_limit),
+        'leases_expired', smsbus._expire_leases(p_limit),
+        'noreport', smsbus._mark_noreport(p_report_timeout, p_limit));
+    -- Reports whose submission never got recorded are kept a day.
+    DELETE FROM smsbus.pending_report WHERE received_at < now() - interval '1 day';
+    GET DIAGNOSTICS dropped = ROW_COUNT;
+    RETURN result || jsonb_build_object('reports_dropped', dropped);
+END
+$$;
+
+---------------------------------------------------------------------------
+-- Views
+---------------------------------------------------------------------------
+
+-- Messages waiting or in flight, per channel and status.
+CREATE VIEW queue_depth AS
+SELECT channel, status, count(*) AS messages, min(created_at) AS oldest
+FROM message
+WHERE status IN ('scheduled', 'queued', 'sending')
+GROUP BY channel, status;
+
+-- Each channel with its link state and queue (no credentials).
+CREATE VIEW channel_overview AS
+SELECT c.name, c.kind, c.enabled, c.can_send, c.can_receive, c.daily_limit,
+       coalesce(s.status, 'disconnected') AS link, s.owner, s.since, s.last_error,
+       coalesce(q.queued, 0) AS queued, coalesce(q.sending, 0) AS sending
+FROM channel c
+LEFT JOIN channel_state s ON s.channel = c.name
+LEFT JOIN (SELECT channel,
+                  count(*) FILTER (WHERE status = 'queued') AS queued,
+                  count(*) FILTER (WHERE status = 'sending') AS sending
+           FROM message WHERE status IN ('queued', 'sending') GROUP BY channel) q
+       ON q.channel = c.name;
+
+---------------------------------------------------------------------------
+-- Privileges on functions and views
+---------------------------------------------------------------------------
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsbus FROM PUBLIC;
+-- Pure helpers the triggers call as the inserting role.
+GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text),
+    _encoding_for(text, text), _outbound_segments(text, text), _received_segments(text, text),
+    _normalize_destination(text), _normalize_sender(text), _address_ton(text), _address_npi(text),
+    _transition_allowed(text, text), _next_statuses(text), _actor(), _route(message)
+    TO PUBLIC;
+GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean,
+    text, jsonb, text, text) TO smsbus_sender, smsbus_admin;
+GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_worker;
+GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
+    _mark_sent(text, bigint[], integer[], text[]), _mark_failed(bigint[], text[]),
+    _mark_retry(bigint[], text[], double precision[]), _apply_reports(text, text[], text[], text[]),
+    _record_inbound(text, text[], text[], text[], text[], timestamptz[], jsonb[]),
+    _expire_leases(integer), _release(text, bigint[]), _promote_scheduled(integer),
+    _mark_noreport(interval, integer), _maintain(interval, integer)
+    TO smsbus_worker, smsbus_admin;
+GRANT SELECT ON queue_depth, channel_overview TO smsbus_sender, smsbus_admin, smsbus_worker;

@@ -1,0 +1,205 @@
+-- smsbus schema: types, tables, indexes and roles.
+--
+-- Installed by CREATE EXTENSION smsbus into schema smsbus (the control file
+-- names it). Functions, triggers and views are in api.sql, which runs after
+-- the Rust functions exist.
+
+-- Where a message is in its life; DESIGN.md §3 has the transitions.
+CREATE TYPE status AS ENUM (
+    'scheduled', 'queued', 'sending', 'sent', 'failed', 'nochannel',
+    'blocked', 'dailylimit', 'expired', 'received', 'delivered',
+    'notdelivered', 'noreport'
+);
+
+-- Where a message is with its triggers.
+CREATE TYPE trigger_status AS ENUM (
+    'none', 'pending', 'processing', 'processed', 'failed', 'notriggers', 'nomatch'
+);
+
+-- A connection to the outside world: an SMPP provider or a GSM modem.
+CREATE TABLE channel (
+    name        text PRIMARY KEY
+                CONSTRAINT channel_name_format CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
+    kind        text NOT NULL CONSTRAINT channel_kind CHECK (kind IN ('smpp', 'gsm')),
+    enabled     boolean NOT NULL DEFAULT true,
+    can_send    boolean NOT NULL DEFAULT true,
+    can_receive boolean NOT NULL DEFAULT true,
+    -- Most messages the channel may send per day (null: no limit).
+    daily_limit integer CONSTRAINT channel_daily_limit CHECK (daily_limit >= 0),
+    -- Driver settings, credentials included: senders cannot read this column.
+    config      jsonb NOT NULL DEFAULT '{}'
+                CONSTRAINT channel_config_object CHECK (jsonb_typeof(config) = 'object'),
+    description text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE channel IS 'SMPP providers and GSM modems; the worker follows changes live.';
+
+-- What the worker knows about each channel right now.
+CREATE TABLE channel_state (
+    channel       text PRIMARY KEY REFERENCES channel (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    status        text NOT NULL DEFAULT 'disconnected'
+                  CONSTRAINT channel_state_status CHECK (status IN
+                      ('disconnected', 'connecting', 'connected', 'disconnecting', 'error')),
+    owner         text,
+    since         timestamptz NOT NULL DEFAULT now(),
+    last_error    text,
+    submitted     bigint NOT NULL DEFAULT 0,
+    sent          bigint NOT NULL DEFAULT 0,
+    failed        bigint NOT NULL DEFAULT 0,
+    reports       bigint NOT NULL DEFAULT 0,
+    inbound       bigint NOT NULL DEFAULT 0,
+    window_in_use integer NOT NULL DEFAULT 0,
+    rate          real NOT NULL DEFAULT 0,
+    detail        jsonb NOT NULL DEFAULT '{}',
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE channel_state IS 'Written by the worker: link status, owner and counters per channel.';
+
+-- The queue. Users write the first group of columns; the extension and the
+-- worker write the rest.
+CREATE TABLE message (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- written by users
+    to_address      text,
+    body            text,
+    from_address    text,
+    channel         text,
+    priority        smallint NOT NULL DEFAULT 0,
+    scheduled_at    timestamptz NOT NULL DEFAULT now(),
+    valid_until     timestamptz,
+    request_report  boolean NOT NULL DEFAULT true,
+    encoding        text,
+    custom          jsonb,
+    batch_id        text,
+    idempotency_key text,
+    -- written by the system
+    direction       text NOT NULL DEFAULT 'out'
+                    CONSTRAINT message_direction CHECK (direction IN ('out', 'in')),
+    status          status NOT NULL,
+    trigger_status  trigger_status NOT NULL DEFAULT 'none',
+    segments        integer NOT NULL,
+    to_ton          smallint,
+    to_npi          smallint,
+    from_ton        smallint,
+    from_npi        smallint,
+    reference       text,
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    sent_at         timestamptz,
+    delivered_at    timestamptz,
+    received_at     timestamptz,
+    claimed_by      text,
+    claimed_until   timestamptz,
+    -- Inbound messages may not know their recipient; outbound ones must.
+    CONSTRAINT message_to_address_required CHECK (direction = 'in' OR to_address IS NOT NULL),
+    CONSTRAINT message_body_required CHECK (body IS NOT NULL)
+);
+COMMENT ON TABLE message IS 'The queue: INSERT to send; every row follows the state machine of smsbus.status.';
+
+-- A repeated idempotency key never yields a second message.
+CREATE UNIQUE INDEX message_idempotency_key ON message (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+-- Partial indexes on the active statuses: a table of millions of finished
+-- rows costs the hot paths nothing.
+CREATE INDEX message_queued ON message (channel, priority DESC, id) WHERE status = 'queued';
+CREATE INDEX message_scheduled ON message (scheduled_at) WHERE status = 'scheduled';
+CREATE INDEX message_sending ON message (claimed_until) WHERE status = 'sending';
+CREATE INDEX message_awaiting_report ON message (sent_at) WHERE status = 'sent';
+CREATE INDEX message_batch ON message (batch_id) WHERE batch_id IS NOT NULL;
+CREATE INDEX message_finished ON message (updated_at)
+    WHERE status NOT IN ('scheduled', 'queued', 'sending', 'sent');
+
+-- The trace: one row per transition.
+CREATE TABLE message_event (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id  bigint NOT NULL,
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    from_status status,
+    to_status   status NOT NULL,
+    actor       text NOT NULL,
+    detail      text
+);
+CREATE INDEX message_event_message ON message_event (message_id, id);
+COMMENT ON TABLE message_event IS 'Every status change of every message, with who made it and why.';
+
+-- One row per submitted segment; delivery reports are matched on
+-- (channel, reference).
+CREATE TABLE message_part (
+    message_id   bigint NOT NULL,
+    part         smallint NOT NULL CONSTRAINT message_part_number CHECK (part >= 1),
+    channel      text NOT NULL,
+    reference    text NOT NULL,
+    status       text NOT NULL DEFAULT 'sent'
+                 CONSTRAINT message_part_status CHECK (status IN ('sent', 'delivered', 'notdelivered', 'enroute')),
+    detail       text,
+    submitted_at timestamptz NOT NULL DEFAULT now(),
+    reported_at  timestamptz,
+    PRIMARY KEY (message_id, part)
+);
+CREATE INDEX message_part_reference ON message_part (channel, reference);
+
+-- Delivery reports that arrived before their submit outcome was recorded
+-- (the SMSC may answer faster than our batching writer); applied when it is.
+CREATE TABLE pending_report (
+    channel     text NOT NULL,
+    reference   text NOT NULL,
+    status      text NOT NULL CONSTRAINT pending_report_status CHECK (status IN ('delivered', 'notdelivered', 'enroute')),
+    detail      text,
+    received_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pending_report_reference ON pending_report (channel, reference);
+
+-- Finished messages moved out of the queue by smsbus.archive().
+CREATE TABLE message_archive (LIKE message INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+ALTER TABLE message_archive ADD PRIMARY KEY (id);
+CREATE UNIQUE INDEX message_archive_idempotency_key ON message_archive (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX message_archive_created ON message_archive (created_at);
+CREATE TABLE message_part_archive (LIKE message_part INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+ALTER TABLE message_part_archive ADD PRIMARY KEY (message_id, part);
+
+-- Roles. They are cluster-wide, so another database's CREATE EXTENSION may
+-- have made them already.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'smsbus_sender') THEN
+        CREATE ROLE smsbus_sender NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'smsbus_admin') THEN
+        CREATE ROLE smsbus_admin NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'smsbus_worker') THEN
+        CREATE ROLE smsbus_worker NOLOGIN;
+    END IF;
+END
+$roles$;
+COMMENT ON ROLE smsbus_sender IS 'smsbus: may send messages and read them; cannot read channel credentials or change rules.';
+COMMENT ON ROLE smsbus_admin IS 'smsbus: configures channels, routes and triggers.';
+COMMENT ON ROLE smsbus_worker IS 'smsbus: the role smsbus-worker logs in with (grant it to a login role).';
+
+GRANT USAGE ON SCHEMA smsbus TO smsbus_sender, smsbus_admin, smsbus_worker;
+
+-- Senders: write messages, read messages and their trace, see channels
+-- without their config.
+GRANT SELECT ON message TO smsbus_sender;
+GRANT INSERT (to_address, body, from_address, channel, priority, scheduled_at, valid_until,
+              request_report, encoding, custom, batch_id, idempotency_key)
+    ON message TO smsbus_sender;
+GRANT SELECT ON message_event, message_part, message_archive, message_part_archive, channel_state
+    TO smsbus_sender;
+GRANT SELECT (name, kind, enabled, can_send, can_receive, daily_limit, description, created_at, updated_at)
+    ON channel TO smsbus_sender;
+
+-- Admins: everything.
+GRANT ALL ON ALL TABLES IN SCHEMA smsbus TO smsbus_admin;
+
+-- The worker: runs the queue.
+GRANT SELECT ON channel TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE ON message TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_report TO smsbus_worker;
+GRANT SELECT, INSERT ON message_event TO smsbus_worker;
+GRANT SELECT, INSERT, DELETE ON message_archive, message_part_archive TO smsbus_worker;
+GRANT DELETE ON message TO smsbus_worker;
