@@ -2,19 +2,27 @@
 # The local PostgreSQL 15 cluster for `make run`, `make test` and `make bench`.
 #
 # PostgreSQL refuses to run as root, so the cluster belongs to the postgres
-# user and lives in .cluster/ (ignored by git), on its own port and socket
-# directory, so it never meets a system cluster.
+# user and lives in .cluster/<name>/ (ignored by git), on its own port and
+# socket directory, so it never meets a system cluster. SMSBUS_CLUSTER picks
+# the cluster: "dev" (make run, port 54315) or "test" (make test and make
+# bench, port 54316), so tests never disturb a running demo.
 #
 #   scripts/cluster.sh start|stop|status|template|createdb NAME|env
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-DIR=$ROOT/.cluster
+NAME=${SMSBUS_CLUSTER:-dev}
+case "$NAME" in
+    dev) DEFAULT_PORT=54315 ;;
+    test) DEFAULT_PORT=54316 ;;
+    *) DEFAULT_PORT=54317 ;;
+esac
+DIR=$ROOT/.cluster/$NAME
 DATA=$DIR/data
 RUN=$DIR/run
 LOG=$DIR/postgresql.log
-PORT=${SMSBUS_PGPORT:-54315}
+PORT=${SMSBUS_PGPORT:-$DEFAULT_PORT}
 TEMPLATE=smsbus_template
 
 as_postgres() {
@@ -29,6 +37,7 @@ init() {
     [ -f "$DATA/PG_VERSION" ] && return
     mkdir -p "$DIR" "$RUN"
     if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$DIR" "$RUN"; fi
+    chmod 755 "$ROOT/.cluster"
     as_postgres "$PGBIN/initdb" -D "$DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
     cat >>"$DATA/postgresql.conf" <<CONF
 # smsbus local cluster

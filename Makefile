@@ -1,0 +1,36 @@
+# smsbus — see README.md. `make help` lists the targets.
+
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+export PG_CONFIG
+
+.DEFAULT_GOAL := help
+.PHONY: help setup install run test bench lint stop clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: ## Install what a fresh machine lacks (packages, cargo-pgrx, pgrx init)
+	@scripts/setup.sh
+
+install: setup ## Build and install the extension into the system PostgreSQL 15
+	cargo pgrx install --pg-config $(PG_CONFIG)
+
+run: ## Start a local database, the worker and example messages; show them flowing
+	@scripts/run.sh
+
+test: ## Lint, install, start a test cluster and run every test
+	@scripts/test.sh
+
+bench: ## Run the benchmarks (release build) and write bench-results.json
+	@scripts/bench.sh
+
+lint: ## cargo fmt --check and clippy -D warnings
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+stop: ## Stop the local clusters started by run/test/bench
+	@SMSBUS_CLUSTER=dev scripts/cluster.sh stop
+	@SMSBUS_CLUSTER=test scripts/cluster.sh stop
+
+clean: stop ## Remove the local clusters and build output
+	rm -rf .cluster target

@@ -1,0 +1,126 @@
+//! A fresh database per test.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+/// The template every test database is copied from (`scripts/cluster.sh template`).
+pub const TEMPLATE: &str = "smsbus_template";
+
+/// Connection settings of the test cluster, without a database name.
+pub fn base_conninfo() -> String {
+    std::env::var("SMSBUS_TEST_PG").unwrap_or_else(|_| {
+        panic!("SMSBUS_TEST_PG is not set: run the tests with `make test`, which starts the test cluster")
+    })
+}
+
+/// A database made for one test and dropped when this value is dropped.
+pub struct TestDb {
+    pub name: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let name = format!(
+            "t_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        let admin = connect_to(&format!("{} dbname=postgres", base_conninfo())).await;
+        // CREATE DATABASE from a template fails while another session is
+        // copying it; retry a little.
+        let mut attempt = 0;
+        loop {
+            match admin
+                .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE {TEMPLATE}"))
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if attempt < 50 && e.to_string().contains("is being accessed by other users") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot create test database {name}: {e}"),
+            }
+        }
+        TestDb { name }
+    }
+
+    /// `key=value` connection string of this database.
+    pub fn conninfo(&self) -> String {
+        format!("{} dbname={}", base_conninfo(), self.name)
+    }
+
+    /// A new superuser connection.
+    pub async fn connect(&self) -> Client {
+        connect_to(&self.conninfo()).await
+    }
+
+    /// A new connection acting as `role` (e.g. smsbus_sender).
+    pub async fn connect_as(&self, role: &str) -> Client {
+        let client = self.connect().await;
+        client
+            .batch_execute(&format!("SET ROLE {role}"))
+            .await
+            .unwrap_or_else(|e| panic!("SET ROLE {role}: {e}"));
+        client
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context; a plain thread with the blocking
+        // client avoids nesting runtimes.
+        let dropped = std::thread::spawn(move || -> Result<(), postgres::Error> {
+            let mut admin = postgres::Client::connect(&format!("{} dbname=postgres", base_conninfo()), postgres::NoTls)?;
+            admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("warning: could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Connects and drives the connection on the current runtime.
+pub async fn connect_to(conninfo: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(conninfo, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {conninfo}: {e}"));
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("test connection ended: {e}");
+        }
+    });
+    client
+}
+
+/// The SQLSTATE and message of a failed statement, for exact assertions.
+pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("expected a database error, got {e}"));
+    (db.code().code().to_owned(), db.message().to_owned())
+}
+
+/// Runs `sql` expecting it to fail; returns (SQLSTATE, message).
+pub async fn expect_error(client: &Client, sql: &str) -> (String, String) {
+    match client.batch_execute(sql).await {
+        Ok(()) => panic!("expected an error from: {sql}"),
+        Err(e) => db_error(&e),
+    }
+}
+
+/// Count of rows a query returns as its single bigint column.
+pub async fn count(client: &Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}

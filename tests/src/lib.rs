@@ -1,0 +1,12 @@
+//! # smsbus-tests
+//!
+//! End-to-end tests run against a real PostgreSQL 15 cluster with the
+//! extension installed (`make test` starts it and exports `SMSBUS_TEST_PG`).
+//!
+//! - [`db`]: a fresh database per test, copied from a template that already
+//!   has the extension and dropped afterwards, so tests run in parallel.
+//! - [`worker`]: starting `smsbus-worker` as a child process.
+//! - `src/bin/bench.rs`: the benchmark harness (`make bench`).
+
+pub mod db;
+pub mod worker;

@@ -1,0 +1,90 @@
+//! The worker's settings. Only what is needed to reach the database comes
+//! from flags and the environment; everything else is read from the database.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+/// Command-line flags (each also readable from the environment).
+#[derive(Debug, Parser)]
+#[command(name = "smsbus-worker", version, about = "Runs the channels, triggers and maintenance of an smsbus database")]
+pub struct Args {
+    /// PostgreSQL connection: a URL (postgresql://user@host/db) or key=value pairs.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// This worker's name in leases, channel ownership and the trace
+    /// (default: host name and process id).
+    #[arg(long, env = "SMSBUS_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// Seconds between maintenance passes (due scheduled messages, expired
+    /// leases, overdue reports); notifications wake it sooner.
+    #[arg(long, env = "SMSBUS_MAINTENANCE_INTERVAL", default_value_t = 1.0)]
+    pub maintenance_interval: f64,
+
+    /// Hours a sent message waits for its delivery report before it becomes
+    /// noreport, unless its channel's config sets report_timeout_s.
+    #[arg(long, env = "SMSBUS_REPORT_TIMEOUT_HOURS", default_value_t = 48.0)]
+    pub report_timeout_hours: f64,
+
+    /// Most connections the worker opens (the listener's is extra).
+    #[arg(long, env = "SMSBUS_POOL_SIZE", default_value_t = 8)]
+    pub pool_size: usize,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: tokio_postgres::Config,
+    pub worker_id: String,
+    pub maintenance_interval: Duration,
+    pub report_timeout: Duration,
+    pub pool_size: usize,
+}
+
+/// Most rows one maintenance statement touches, so a backlog is worked off
+/// in short transactions.
+pub const MAINTENANCE_BATCH: i32 = 10_000;
+
+impl Config {
+    pub fn from_args(args: Args) -> anyhow::Result<Config> {
+        let database: tokio_postgres::Config = args
+            .database_url
+            .parse()
+            .context("--database-url / DATABASE_URL is not a PostgreSQL connection string")?;
+        let worker_id = match args.worker_id {
+            Some(id) => id,
+            None => default_worker_id(),
+        };
+        if worker_id.is_empty() || worker_id.len() > 100 || worker_id.chars().any(char::is_control) {
+            bail!("--worker-id must be 1 to 100 printable characters");
+        }
+        Ok(Config {
+            database,
+            worker_id,
+            maintenance_interval: seconds("--maintenance-interval", args.maintenance_interval, 0.05, 3600.0)?,
+            report_timeout: seconds("--report-timeout-hours", args.report_timeout_hours * 3600.0, 1.0, 365.0 * 86400.0)?,
+            pool_size: match args.pool_size {
+                1..=256 => args.pool_size,
+                n => bail!("--pool-size must be between 1 and 256, not {n}"),
+            },
+        })
+    }
+}
+
+fn seconds(flag: &str, value: f64, min: f64, max: f64) -> anyhow::Result<Duration> {
+    if !(min..=max).contains(&value) {
+        bail!("{flag} is out of range ({value})");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn default_worker_id() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}:{}", std::process::id())
+}

@@ -1,0 +1,71 @@
+//! # smsbus-worker
+//!
+//! The process that runs beside an smsbus database and does what SQL cannot:
+//! hold connections to the outside world, run trigger scripts and keep time.
+//!
+//! ## Layout
+//!
+//! - [`config`]: the worker's settings (from flags and the environment).
+//! - [`db`]: the connection pool; every connection names its worker as the
+//!   actor of the changes it makes (`smsbus.actor`), so the trace says who.
+//! - [`listener`]: one dedicated connection that LISTENs for the database's
+//!   wake-ups and reconnects on its own; a missed notification only delays
+//!   work, because every loop also polls on a timer.
+//! - [`maintenance`]: due scheduled messages, expired leases, overdue
+//!   delivery reports (DESIGN.md §7).
+//! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
+//!   against.
+//!
+//! [`run`] wires them: it starts the listener and maintenance, waits for the
+//! shutdown signal, lets every task finish, hands back whatever this worker
+//! still had claimed, and returns.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod db;
+pub mod listener;
+pub mod maintenance;
+pub mod shutdown;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+/// Runs the worker until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = db::pool(&config).context("cannot set up the database pool")?;
+    db::check_extension(&pool)
+        .await
+        .context("cannot start: the database is not ready for smsbus")?;
+    tracing::info!(worker = %config.worker_id, "worker started");
+
+    let wakeups = listener::Wakeups::default();
+    let tasks = TaskTracker::new();
+    tasks.spawn(listener::run(
+        config.clone(),
+        wakeups.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(maintenance::run(
+        config.clone(),
+        pool.clone(),
+        wakeups.clone(),
+        shutdown.clone(),
+    ));
+    tasks.close();
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    tasks.wait().await;
+
+    let released = db::release_claims(&pool, &config.worker_id)
+        .await
+        .context("cannot hand back claimed messages")?;
+    if released > 0 {
+        tracing::info!(released, "handed back claimed messages");
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}

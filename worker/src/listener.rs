@@ -1,0 +1,162 @@
+//! The LISTEN connection: one dedicated connection (a pooled one cannot
+//! hold a LISTEN), reconnecting with backoff, turning notifications into
+//! wake-ups for the tasks that wait on them.
+//!
+//! Notification channels (sent by the extension):
+//! - `smsbus_queue`, payload a channel name: that channel has queued work.
+//! - `smsbus_config`: channel rows changed.
+//! - `smsbus_maintenance`: run maintenance now (operators may send it too).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::poll_fn;
+use tokio::sync::{broadcast, Notify};
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use crate::{db, Config};
+
+pub const QUEUE: &str = "smsbus_queue";
+pub const CONFIG: &str = "smsbus_config";
+pub const MAINTENANCE: &str = "smsbus_maintenance";
+
+/// How many queue wake-ups may wait for slow receivers; a receiver that
+/// falls behind sees `Lagged` and polls its queue, which is what a wake-up
+/// would have made it do anyway.
+const QUEUE_BACKLOG: usize = 1024;
+
+/// What the listener hands out. Cheap to clone.
+#[derive(Clone)]
+pub struct Wakeups {
+    /// Channel names with new queued messages.
+    pub queue: broadcast::Sender<Arc<str>>,
+    pub config: Arc<Notify>,
+    pub maintenance: Arc<Notify>,
+}
+
+impl Default for Wakeups {
+    fn default() -> Self {
+        Wakeups {
+            queue: broadcast::channel(QUEUE_BACKLOG).0,
+            config: Arc::new(Notify::new()),
+            maintenance: Arc::new(Notify::new()),
+        }
+    }
+}
+
+impl Wakeups {
+    fn dispatch(&self, channel: &str, payload: &str) {
+        match channel {
+            QUEUE => {
+                // No receiver yet is fine: the channel polls when it starts.
+                let _unheard = self.queue.send(Arc::from(payload));
+            }
+            CONFIG => self.config.notify_waiters(),
+            MAINTENANCE => self.maintenance.notify_one(),
+            other => tracing::debug!(channel = other, "ignoring notification"),
+        }
+    }
+
+    /// After a reconnect notifications may have been missed: wake everyone.
+    fn everyone(&self) {
+        self.config.notify_waiters();
+        self.maintenance.notify_one();
+    }
+}
+
+/// Runs the listener until `shutdown`.
+pub async fn run(config: Config, wakeups: Wakeups, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = listen(&config, &wakeups, &mut backoff) => outcome,
+        };
+        let delay = backoff.next();
+        match outcome {
+            Ok(()) => tracing::warn!("listener connection closed; reconnecting in {delay:?}"),
+            Err(e) => tracing::warn!("listener: {e:#}; reconnecting in {delay:?}"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One connection's life: connect, LISTEN, forward until it ends.
+async fn listen(config: &Config, wakeups: &Wakeups, backoff: &mut Backoff) -> anyhow::Result<()> {
+    let (client, mut connection) = db::connection_config(config, "listener")
+        .connect(NoTls)
+        .await?;
+    let wake = wakeups.clone();
+    // The connection must be polled for the client's statements to run, and
+    // it is where notifications come out.
+    let pump = async move {
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => wake.dispatch(n.channel(), n.payload()),
+                Some(Ok(AsyncMessage::Notice(notice))) => {
+                    tracing::debug!("listener notice: {}", notice.message())
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(anyhow::Error::from(e)),
+                None => return Ok(()),
+            }
+        }
+    };
+    tokio::pin!(pump);
+    let subscribe = format!("LISTEN {QUEUE}; LISTEN {CONFIG}; LISTEN {MAINTENANCE};");
+    tokio::select! {
+        result = &mut pump => return result,
+        subscribed = client.batch_execute(&subscribe) => subscribed?,
+    }
+    tracing::info!("listening for notifications");
+    backoff.reset();
+    wakeups.everyone();
+    let result = pump.await;
+    drop(client);
+    result
+}
+
+/// Exponential backoff with full jitter.
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff { base, max, attempt: 0 }
+    }
+
+    pub fn next(&mut self) -> Duration {
+        let ceiling = self.base.saturating_mul(1 << self.attempt.min(16)).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        ceiling.mul_f64(rand::random_range(0.5..=1.0))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_ceiling_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let first = b.next();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        for _ in 0..20 {
+            assert!(b.next() <= Duration::from_secs(2));
+        }
+        assert!(b.next() >= Duration::from_secs(1));
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,59 @@
+//! Maintenance: on a timer and on wake-ups, one call of
+//! `smsbus._maintain()` moves due scheduled messages on, sends expired
+//! leases back to the queue and marks overdue reports `noreport`. A failed
+//! pass is logged and tried again at the next tick: the worker keeps going.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MAINTENANCE_BATCH;
+use crate::listener::Wakeups;
+use crate::Config;
+
+pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(config.maintenance_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            _ = wakeups.maintenance.notified() => {}
+        }
+        // A full batch means there is more: go again at once.
+        loop {
+            match pass(&pool, config.report_timeout).await {
+                Ok(full) if full && !shutdown.is_cancelled() => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!("maintenance pass failed: {e:#}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One pass; returns whether any step hit its batch limit.
+async fn pass(pool: &Pool, report_timeout: Duration) -> anyhow::Result<bool> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached("SELECT smsbus._maintain(make_interval(secs => $1), $2)")
+        .await?;
+    let row = client
+        .query_one(&statement, &[&report_timeout.as_secs_f64(), &MAINTENANCE_BATCH])
+        .await?;
+    let done: serde_json::Value = row.get(0);
+    let mut full = false;
+    if let Some(steps) = done.as_object() {
+        for (step, count) in steps {
+            let count = count.as_i64().unwrap_or(0);
+            if count > 0 {
+                tracing::info!(step = %step, count, "maintenance");
+            }
+            full |= count >= i64::from(MAINTENANCE_BATCH);
+        }
+    }
+    Ok(full)
+}
