@@ -1,0 +1,332 @@
+//! What an INSERT into smsbus.message does: normalisation, encoding, segments,
+//! the first status, the trace, and the notifications.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use smsbus_tests::db::{count, TestDb};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+async fn setup(db: &TestDb) -> tokio_postgres::Client {
+    let c = db.connect().await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp'), ('modem', 'gsm');
+         INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('off', 'smpp', false);
+         INSERT INTO smsbus.channel (name, kind, can_send) VALUES ('rx', 'smpp', false);",
+    )
+    .await
+    .unwrap();
+    c
+}
+
+#[tokio::test]
+async fn addresses_are_normalised_with_ton_npi() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let cases = [
+        ("+31 6 1234-5678", None, "+31612345678", 1, 1),
+        ("0031612345678", None, "+31612345678", 1, 1),
+        ("06 1234 5678", None, "0612345678", 2, 1),
+        ("1234", None, "1234", 3, 0),
+        ("+1 (555) 010-9999", Some("MyShop"), "+15550109999", 1, 1),
+    ];
+    for (to, from, want, ton, npi) in cases {
+        let row = c
+            .query_one(
+                "INSERT INTO smsbus.message (to_address, from_address, body, channel)
+                 VALUES ($1, $2, 'x', 'kpn') RETURNING to_address, to_ton, to_npi",
+                &[&to, &from],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), want, "{to}");
+        assert_eq!(row.get::<_, i16>(1), ton, "{to}");
+        assert_eq!(row.get::<_, i16>(2), npi, "{to}");
+    }
+    let senders = [
+        (" MyShop ", "MyShop", 5, 0),
+        ("+44 20 7946 0958", "+442079460958", 1, 1),
+        ("4455", "4455", 3, 0),
+    ];
+    for (from, want, ton, npi) in senders {
+        let row = c
+            .query_one(
+                "INSERT INTO smsbus.message (to_address, from_address, body, channel)
+                 VALUES ('+31612345678', $1, 'x', 'kpn') RETURNING from_address, from_ton, from_npi",
+                &[&from],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, i16>(1), row.get::<_, i16>(2)),
+            (want.to_owned(), ton, npi)
+        );
+    }
+}
+
+#[tokio::test]
+async fn encoding_and_segments_are_computed() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let cases: [(String, Option<&str>, &str, i32); 5] = [
+        ("Hello".into(), None, "gsm7", 1),
+        ("€".repeat(81), None, "gsm7", 2),
+        ("Привет".into(), None, "ucs2", 1),
+        ("a".repeat(71), Some("ucs2"), "ucs2", 2),
+        ("é".repeat(100), Some("latin1"), "latin1", 1),
+    ];
+    for (body, asked, want, parts) in cases {
+        let row = c
+            .query_one(
+                "INSERT INTO smsbus.message (to_address, body, encoding, channel)
+                 VALUES ('+31612345678', $1, $2, 'kpn') RETURNING encoding, segments",
+                &[&body, &asked],
+            )
+            .await
+            .unwrap();
+        assert_eq!((row.get::<_, String>(0).as_str(), row.get::<_, i32>(1)), (want, parts));
+    }
+}
+
+#[tokio::test]
+async fn first_status_depends_on_channel_and_schedule() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let cases = [
+        ("'kpn'", "now()", "queued", None),
+        ("NULL", "now()", "nochannel", Some("no channel given and no route matched")),
+        ("'off'", "now()", "nochannel", Some("channel \"off\" is disabled")),
+        ("'rx'", "now()", "nochannel", Some("channel \"rx\" cannot send")),
+        ("'kpn'", "now() + interval '1 hour'", "scheduled", None),
+        ("NULL", "now() + interval '1 hour'", "scheduled", None),
+    ];
+    for (channel, at, want, error) in cases {
+        let row = c
+            .query_one(
+                &format!(
+                    "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
+                     VALUES ('+31612345678', 'x', {channel}, {at})
+                     RETURNING status::text, trigger_status::text, last_error"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let status: String = row.get(0);
+        assert_eq!(status, want, "{channel} {at}");
+        let trigger_status: String = row.get(1);
+        // Permanent statuses are ready for triggers (none defined yet).
+        let permanent = want == "nochannel";
+        assert_eq!(trigger_status, if permanent { "notriggers" } else { "none" });
+        assert_eq!(row.get::<_, Option<String>>(2).as_deref(), error);
+    }
+}
+
+#[tokio::test]
+async fn system_columns_cannot_be_forged() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let row = c
+        .query_one(
+            "INSERT INTO smsbus.message (to_address, body, channel, status, trigger_status, attempts,
+                 sent_at, delivered_at, claimed_by, segments, reference, last_error, created_at)
+             VALUES ('+31612345678', 'x', 'kpn', 'delivered', 'processed', 7, now(), now(), 'me', 99,
+                 'ref', 'err', '2000-01-01')
+             RETURNING status::text, trigger_status::text, attempts, sent_at IS NULL, delivered_at IS NULL,
+                 claimed_by IS NULL, segments, reference IS NULL, last_error IS NULL, created_at > '2020-01-01'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "queued");
+    assert_eq!(row.get::<_, String>(1), "none");
+    assert_eq!(row.get::<_, i32>(2), 0);
+    for i in [3, 4, 5, 7, 8, 9] {
+        assert!(row.get::<_, bool>(i), "column {i}");
+    }
+    assert_eq!(row.get::<_, i32>(6), 1);
+}
+
+#[tokio::test]
+async fn every_insert_is_traced() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        "SET smsbus.actor = 'test-suite';
+         INSERT INTO smsbus.message (to_address, body, channel) VALUES
+            ('+31612345678', 'a', 'kpn'), ('+31612345679', 'b', NULL);",
+    )
+    .await
+    .unwrap();
+    let rows = c
+        .query(
+            "SELECT e.message_id, e.from_status::text, e.to_status::text, e.actor, e.detail
+             FROM smsbus.message_event e ORDER BY e.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, Option<String>>(1), None);
+    assert_eq!(rows[0].get::<_, String>(2), "queued");
+    assert_eq!(rows[0].get::<_, String>(3), "test-suite");
+    assert_eq!(rows[1].get::<_, String>(2), "nochannel");
+    assert_eq!(
+        rows[1].get::<_, Option<String>>(4).as_deref(),
+        Some("no channel given and no route matched")
+    );
+}
+
+#[tokio::test]
+async fn send_function_and_idempotency() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let first: i64 = c
+        .query_one(
+            "SELECT smsbus.send('+31612345678', 'hello', channel => 'kpn', idempotency_key => 'order-1')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let again: i64 = c
+        .query_one(
+            "SELECT smsbus.send('+31612345678', 'hello again', channel => 'kpn', idempotency_key => 'order-1')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(first, again);
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 1);
+    // Still true once the first message is archived.
+    c.batch_execute(&format!(
+        "UPDATE smsbus.message SET status = 'sending' WHERE id = {first};
+         UPDATE smsbus.message SET status = 'failed' WHERE id = {first};"
+    ))
+    .await
+    .unwrap();
+    let moved: i64 = c
+        .query_one("SELECT smsbus.archive(interval '0')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(moved, 1);
+    let after_archive: i64 = c
+        .query_one(
+            "SELECT smsbus.send('+31612345678', 'x', idempotency_key => 'order-1')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(after_archive, first);
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 0);
+    // Without a key every call is a message.
+    let plain: i64 = c
+        .query_one("SELECT smsbus.send('+31612345678', 'x', channel => 'kpn')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(plain > first);
+}
+
+#[tokio::test]
+async fn concurrent_sends_with_one_key_make_one_message() {
+    let db = TestDb::new().await;
+    let _setup = setup(&db).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let conninfo = db.conninfo();
+        tasks.push(tokio::spawn(async move {
+            let c = smsbus_tests::db::connect_to(&conninfo).await;
+            c.query_one(
+                "SELECT smsbus.send('+31612345678', 'once', channel => 'kpn', idempotency_key => 'race')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let c = db.connect().await;
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 1);
+}
+
+/// Collects the notifications a LISTEN connection receives.
+async fn listener(db: &TestDb) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    let (client, mut connection) = tokio_postgres::connect(&db.conninfo(), NoTls).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(msg)) = stream.next().await {
+            if let AsyncMessage::Notification(n) = msg {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    client.batch_execute("LISTEN smsbus_queue").await.unwrap();
+    (client, rx)
+}
+
+#[tokio::test]
+async fn one_notification_per_statement_and_channel() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let (_l, mut rx) = listener(&db).await;
+    // 100 rows for two channels and some that are not queued.
+    c.batch_execute(
+        "INSERT INTO smsbus.message (to_address, body, channel)
+         SELECT '+31612345678', 'x', CASE WHEN g % 2 = 0 THEN 'kpn' ELSE 'modem' END
+         FROM generate_series(1, 100) g;
+         INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'off');
+         INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
+             VALUES ('+31612345678', 'x', 'kpn', now() + interval '1 day');",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'y', 'kpn')")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        got.push(n);
+    }
+    got.sort();
+    let want: Vec<(String, String)> = [("smsbus_queue", "kpn"), ("smsbus_queue", "kpn"), ("smsbus_queue", "modem")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn max_segments_is_configurable() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute("SET smsbus.max_segments = 2").await.unwrap();
+    let body = "a".repeat(306);
+    c.execute(
+        "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', $1, 'kpn')",
+        &[&body],
+    )
+    .await
+    .unwrap();
+    let err = c
+        .execute(
+            "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', $1, 'kpn')",
+            &[&"a".repeat(307)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        smsbus_tests::db::db_error(&err).1,
+        "body needs 3 gsm7 segments, more than smsbus.max_segments (2)"
+    );
+}
