@@ -13,7 +13,7 @@ setup: ## Install what a fresh machine lacks (packages, cargo-pgrx, pgrx init)
 	@scripts/setup.sh
 
 install: setup ## Build and install the extension into the system PostgreSQL 15
-	cargo pgrx install --pg-config $(PG_CONFIG)
+	@scripts/install.sh
 
 run: ## Start a local database, the worker and example messages; show them flowing
 	@scripts/run.sh

@@ -11,7 +11,7 @@ echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 echo "== install the extension"
-cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
+scripts/install.sh
 echo "== start the test cluster"
 scripts/cluster.sh start
 trap 'scripts/cluster.sh stop' EXIT
