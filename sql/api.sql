@@ -195,6 +195,10 @@ BEGIN
             IF NEW.body IS NULL THEN
                 RAISE EXCEPTION 'body is required' USING ERRCODE = 'not_null_violation';
             END IF;
+            -- A new body without a new encoding gets its encoding detected again.
+            IF NEW.encoding IS NOT DISTINCT FROM OLD.encoding THEN
+                NEW.encoding := NULL;
+            END IF;
             NEW.encoding := smsbus._encoding_for(NEW.body, NEW.encoding);
             NEW.segments := smsbus._outbound_segments(NEW.body, NEW.encoding);
         ELSE
