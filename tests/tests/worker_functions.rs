@@ -1,0 +1,516 @@
+//! The worker's side of the database: claims with leases, outcomes in
+//! batches, delivery reports (also early ones), inbound messages, and the
+//! maintenance steps.
+
+use smsbus_tests::db::{count, TestDb};
+use tokio_postgres::Client;
+
+async fn setup(db: &TestDb) -> Client {
+    let c = db.connect().await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp'), ('other', 'smpp');",
+    )
+    .await
+    .unwrap();
+    c
+}
+
+async fn queue(c: &Client, n: i32, channel: &str) -> Vec<i64> {
+    c.query(
+        "INSERT INTO smsbus.message (to_address, body, channel)
+         SELECT '+3161234' || lpad(g::text, 4, '0'), 'msg ' || g, $2 FROM generate_series(1, $1) g
+         RETURNING id",
+        &[&n, &channel],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn claim(c: &Client, channel: &str, worker: &str, limit: i32) -> Vec<i64> {
+    c.query(
+        "SELECT id FROM smsbus._claim($1, $2, $3, interval '1 minute')",
+        &[&channel, &worker, &limit],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn status_of(c: &Client, id: i64) -> String {
+    c.query_one("SELECT status::text FROM smsbus.message WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn last_event(c: &Client, id: i64) -> (String, String, Option<String>) {
+    let row = c
+        .query_one(
+            "SELECT to_status::text, actor, detail FROM smsbus.message_event
+             WHERE message_id = $1 ORDER BY id DESC LIMIT 1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[tokio::test]
+async fn claim_takes_priority_then_age_and_sets_a_lease() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let low = queue(&c, 3, "kpn").await;
+    let high: i64 = c
+        .query_one(
+            "INSERT INTO smsbus.message (to_address, body, channel, priority)
+             VALUES ('+31612345678', 'urgent', 'kpn', 2) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    queue(&c, 2, "other").await;
+    let got = claim(&c, "kpn", "w1", 3).await;
+    assert_eq!(got, vec![high, low[0], low[1]]);
+    let row = c
+        .query_one(
+            "SELECT status::text, claimed_by, claimed_until > now() + interval '50 seconds', attempts
+             FROM smsbus.message WHERE id = $1",
+            &[&high],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "sending");
+    assert_eq!(row.get::<_, String>(1), "w1");
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, i32>(3), 1);
+    // The rest, then nothing; the other channel's messages are not touched.
+    assert_eq!(claim(&c, "kpn", "w1", 10).await, vec![low[2]]);
+    assert!(claim(&c, "kpn", "w1", 10).await.is_empty());
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.message WHERE channel = 'other' AND status = 'queued'").await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn concurrent_claims_never_share_a_message() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    queue(&c, 10, "kpn").await;
+    // Worker A holds its claim open in a transaction; B skips those rows.
+    let mut a = db.connect().await;
+    let b = db.connect().await;
+    let tx = a.transaction().await.unwrap();
+    let a_ids: Vec<i64> = tx
+        .query("SELECT id FROM smsbus._claim('kpn', 'a', 4, interval '1 minute')", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let b_ids = claim(&b, "kpn", "b", 100).await;
+    assert_eq!(a_ids.len(), 4);
+    assert_eq!(b_ids.len(), 6);
+    assert!(a_ids.iter().all(|id| !b_ids.contains(id)));
+    tx.commit().await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message WHERE status = 'sending'").await, 10);
+}
+
+#[tokio::test]
+async fn claim_expires_messages_past_their_validity() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids: Vec<i64> = c
+        .query(
+            "INSERT INTO smsbus.message (to_address, body, channel, valid_until) VALUES
+                ('+31612345678', 'late', 'kpn', now() + interval '50 milliseconds'),
+                ('+31612345678', 'fine', 'kpn', now() + interval '1 hour')
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(claim(&c, "kpn", "w", 10).await, vec![ids[1]]);
+    assert_eq!(status_of(&c, ids[0]).await, "expired");
+    assert_eq!(
+        last_event(&c, ids[0]).await.2.as_deref(),
+        Some("validity period ended before submission")
+    );
+}
+
+#[tokio::test]
+async fn outcomes_in_batches() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids = queue(&c, 4, "kpn").await;
+    claim(&c, "kpn", "w", 10).await;
+    // Message 0 has two parts, message 1 one; 2 fails; 3 is retried later.
+    let sent: i32 = c
+        .query_one(
+            "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+            &[&vec![ids[0], ids[0], ids[1]], &vec![1i32, 2, 1], &vec!["r0a", "r0b", "r1"]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sent, 2);
+    let failed: i32 = c
+        .query_one(
+            "SELECT smsbus._mark_failed($1, $2)",
+            &[&vec![ids[2]], &vec!["0x0000000B: invalid destination address (ESME_RINVDSTADR)"]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 1);
+    let retried: i32 = c
+        .query_one(
+            "SELECT smsbus._mark_retry($1, $2, $3)",
+            &[&vec![ids[3]], &vec!["0x00000058: throttled"], &vec![3600.0f64]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(retried, 1);
+
+    let row = c
+        .query_one("SELECT status::text, reference, sent_at IS NOT NULL FROM smsbus.message WHERE id = $1", &[&ids[0]])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, bool>(2)),
+        ("sent".into(), "r0a".into(), true)
+    );
+    assert_eq!(count(&c, &format!("SELECT count(*) FROM smsbus.message_part WHERE message_id = {}", ids[0])).await, 2);
+    assert_eq!(last_event(&c, ids[0]).await.2.as_deref(), Some("reference r0a"));
+    assert_eq!(status_of(&c, ids[2]).await, "failed");
+    assert_eq!(
+        last_event(&c, ids[2]).await.2.as_deref(),
+        Some("0x0000000B: invalid destination address (ESME_RINVDSTADR)")
+    );
+    // The retried message waits for its delay before it can be claimed.
+    assert_eq!(status_of(&c, ids[3]).await, "queued");
+    assert!(claim(&c, "kpn", "w", 10).await.is_empty());
+    c.batch_execute(&format!("UPDATE smsbus.message SET scheduled_at = now() WHERE id = {}", ids[3]))
+        .await
+        .unwrap();
+    assert_eq!(claim(&c, "kpn", "w", 10).await, vec![ids[3]]);
+    let attempts: i32 = c
+        .query_one("SELECT attempts FROM smsbus.message WHERE id = $1", &[&ids[3]])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 2);
+    // An outcome for a message that is not in flight changes nothing.
+    let again: i32 = c
+        .query_one("SELECT smsbus._mark_failed($1, $2)", &[&vec![ids[0]], &vec!["late"]])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again, 0);
+    assert_eq!(status_of(&c, ids[0]).await, "sent");
+}
+
+async fn report(c: &Client, channel: &str, refs: &[&str], statuses: &[&str]) -> i32 {
+    let details: Vec<Option<String>> = statuses.iter().map(|s| Some(format!("stat:{s}"))).collect();
+    c.query_one(
+        "SELECT smsbus._apply_reports($1, $2, $3, $4)",
+        &[&channel, &refs, &statuses, &details],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn delivery_reports_per_part() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids = queue(&c, 2, "kpn").await;
+    claim(&c, "kpn", "w", 10).await;
+    c.execute(
+        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+        &[&vec![ids[0], ids[0], ids[1], ids[1]], &vec![1i32, 2, 1, 2], &vec!["a1", "a2", "b1", "b2"]],
+    )
+    .await
+    .unwrap();
+    // One part delivered: the message still waits for the other.
+    assert_eq!(report(&c, "kpn", &["a1"], &["delivered"]).await, 1);
+    assert_eq!(status_of(&c, ids[0]).await, "sent");
+    assert_eq!(report(&c, "kpn", &["a2"], &["delivered"]).await, 1);
+    assert_eq!(status_of(&c, ids[0]).await, "delivered");
+    // One part not delivered is enough.
+    assert_eq!(report(&c, "kpn", &["b2"], &["notdelivered"]).await, 1);
+    assert_eq!(status_of(&c, ids[1]).await, "notdelivered");
+    let err: Option<String> = c
+        .query_one("SELECT last_error FROM smsbus.message WHERE id = $1", &[&ids[1]])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(err.as_deref(), Some("stat:notdelivered"));
+    // The same reference on another channel is another message.
+    assert_eq!(report(&c, "other", &["b1"], &["delivered"]).await, 0);
+    // A repeated report for a finished part is ignored, not parked.
+    assert_eq!(report(&c, "kpn", &["a1"], &["notdelivered"]).await, 0);
+    assert_eq!(status_of(&c, ids[0]).await, "delivered");
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.pending_report WHERE reference = 'a1'").await, 0);
+}
+
+#[tokio::test]
+async fn a_report_before_the_submit_outcome_is_applied_later() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids = queue(&c, 1, "kpn").await;
+    claim(&c, "kpn", "w", 10).await;
+    // The SMSC answered and reported before the batching writer recorded
+    // the submission.
+    assert_eq!(report(&c, "kpn", &["early"], &["delivered"]).await, 0);
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.pending_report").await, 1);
+    c.execute("SELECT smsbus._mark_sent('kpn', $1, $2, $3)", &[&vec![ids[0]], &vec![1i32], &vec!["early"]])
+        .await
+        .unwrap();
+    assert_eq!(status_of(&c, ids[0]).await, "delivered");
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.pending_report").await, 0);
+    let trace: Vec<String> = c
+        .query(
+            "SELECT to_status::text FROM smsbus.message_event WHERE message_id = $1 ORDER BY id",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(trace, ["queued", "sending", "sent", "delivered"]);
+}
+
+#[tokio::test]
+async fn inbound_messages_are_recorded() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids: Vec<i64> = c
+        .query_one(
+            "SELECT smsbus._record_inbound('kpn', $1, $2, $3, $4, NULL, $5)",
+            &[
+                &vec!["+31612345678", "MyBank"],
+                &vec![Some("4455"), None],
+                &vec!["STOP", "Ваш код 1234"],
+                &vec!["in-1", "in-2"],
+                &vec![serde_json::json!({"smsc_time": "2026-11-25T10:00:00+01:00"}), serde_json::json!(null)],
+            ],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ids.len(), 2);
+    let rows = c
+        .query(
+            "SELECT direction, status::text, from_address, from_ton, to_address, body, encoding, reference,
+                    received_at IS NOT NULL, custom->>'smsc_time'
+             FROM smsbus.message WHERE id = ANY($1) ORDER BY id",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "in");
+    assert_eq!(rows[0].get::<_, String>(1), "received");
+    assert_eq!(rows[0].get::<_, String>(2), "+31612345678");
+    assert_eq!(rows[0].get::<_, i16>(3), 1);
+    assert_eq!(rows[0].get::<_, Option<String>>(4).as_deref(), Some("4455"));
+    assert_eq!(rows[0].get::<_, String>(5), "STOP");
+    assert_eq!(rows[0].get::<_, String>(7), "in-1");
+    assert!(rows[0].get::<_, bool>(8));
+    assert_eq!(rows[0].get::<_, Option<String>>(9).as_deref(), Some("2026-11-25T10:00:00+01:00"));
+    assert_eq!(rows[1].get::<_, String>(2), "MyBank");
+    assert_eq!(rows[1].get::<_, i16>(3), 5);
+    assert_eq!(rows[1].get::<_, Option<String>>(4), None);
+    assert_eq!(rows[1].get::<_, String>(6), "ucs2");
+    // Whatever the peer sent is kept: a malformed originator is not refused.
+    c.execute(
+        "SELECT smsbus._record_inbound('kpn', ARRAY['??? not a number ???'], ARRAY[NULL], ARRAY[''], ARRAY[NULL])",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message WHERE direction = 'in'").await, 3);
+}
+
+#[tokio::test]
+async fn expired_leases_go_back_to_the_queue_marked_unknown() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids = queue(&c, 3, "kpn").await;
+    c.query("SELECT id FROM smsbus._claim('kpn', 'dead-worker', 2, interval '10 milliseconds')", &[])
+        .await
+        .unwrap();
+    c.query("SELECT id FROM smsbus._claim('kpn', 'live-worker', 1, interval '1 hour')", &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let n: i32 = c.query_one("SELECT smsbus._expire_leases()", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+    assert_eq!(status_of(&c, ids[0]).await, "queued");
+    assert_eq!(status_of(&c, ids[2]).await, "sending");
+    let (_, _, detail) = last_event(&c, ids[0]).await;
+    assert_eq!(
+        detail.as_deref(),
+        Some("lease of dead-worker expired: outcome of the submission unknown")
+    );
+    // Released on shutdown.
+    let n: i32 = c.query_one("SELECT smsbus._release('live-worker')", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    assert_eq!(status_of(&c, ids[2]).await, "queued");
+}
+
+#[tokio::test]
+async fn maintenance_promotes_due_messages_and_marks_noreport() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        "UPDATE smsbus.channel SET config = '{\"report_timeout_s\": 0}' WHERE name = 'other';
+         SET smsbus.actor = 'worker:test';",
+    )
+    .await
+    .unwrap();
+    let ids: Vec<i64> = c
+        .query(
+            "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at, valid_until) VALUES
+                ('+31612345678', 'due', 'kpn', now() + interval '100 milliseconds', NULL),
+                ('+31612345678', 'no channel', NULL, now() + interval '100 milliseconds', NULL),
+                ('+31612345678', 'stale', 'kpn', now() + interval '100 milliseconds', now() + interval '150 milliseconds'),
+                ('+31612345678', 'later', 'kpn', now() + interval '1 hour', NULL)
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let sent = queue(&c, 2, "other").await;
+    claim(&c, "other", "w", 10).await;
+    c.execute("SELECT smsbus._mark_sent('other', $1, $2, $3)", &[&sent, &vec![1i32, 1], &vec!["s1", "s2"]])
+        .await
+        .unwrap();
+    c.batch_execute(&format!("UPDATE smsbus.message SET request_report = false WHERE id = {}", sent[1]))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let done: serde_json::Value = c.query_one("SELECT smsbus._maintain()", &[]).await.unwrap().get(0);
+    assert_eq!(done["promoted"], 3);
+    assert_eq!(done["noreport"], 1);
+    assert_eq!(status_of(&c, ids[0]).await, "queued");
+    assert_eq!(status_of(&c, ids[1]).await, "nochannel");
+    assert_eq!(status_of(&c, ids[2]).await, "expired");
+    assert_eq!(status_of(&c, ids[3]).await, "scheduled");
+    assert_eq!(status_of(&c, sent[0]).await, "noreport");
+    // Without a report requested, sent is final.
+    assert_eq!(status_of(&c, sent[1]).await, "sent");
+    assert_eq!(
+        last_event(&c, ids[0]).await,
+        ("queued".into(), "worker:test".into(), None)
+    );
+}
+
+#[tokio::test]
+async fn archive_moves_finished_messages_only() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids = queue(&c, 5, "kpn").await;
+    claim(&c, "kpn", "w", 3).await;
+    c.execute("SELECT smsbus._mark_sent('kpn', $1, $2, $3)", &[&vec![ids[0]], &vec![1i32], &vec!["x"]])
+        .await
+        .unwrap();
+    c.execute("SELECT smsbus._mark_failed($1, $2)", &[&vec![ids[1]], &vec!["nope"]])
+        .await
+        .unwrap();
+    report(&c, "kpn", &["x"], &["delivered"]).await;
+    // delivered + failed are finished; sending and queued are not.
+    let moved: i64 = c.query_one("SELECT smsbus.archive(interval '0', 1)", &[]).await.unwrap().get(0);
+    assert_eq!(moved, 1);
+    let moved: i64 = c.query_one("SELECT smsbus.archive(interval '0')", &[]).await.unwrap().get(0);
+    assert_eq!(moved, 1);
+    let moved: i64 = c.query_one("SELECT smsbus.archive(interval '0')", &[]).await.unwrap().get(0);
+    assert_eq!(moved, 0);
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 3);
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message_archive").await, 2);
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message_part_archive").await, 1);
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message_part").await, 0);
+    // Recent messages are kept until they are old enough.
+    let moved: i64 = c.query_one("SELECT smsbus.archive(interval '1 day')", &[]).await.unwrap().get(0);
+    assert_eq!(moved, 0);
+    let row = c
+        .query_one("SELECT status::text, reference FROM smsbus.message_archive WHERE id = $1", &[&ids[0]])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("delivered".into(), "x".into()));
+}
+
+#[tokio::test]
+async fn queue_depth_view() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    queue(&c, 3, "kpn").await;
+    queue(&c, 1, "other").await;
+    claim(&c, "kpn", "w", 1).await;
+    let rows = c
+        .query("SELECT channel, status::text, messages FROM smsbus.queue_depth ORDER BY 1, 2", &[])
+        .await
+        .unwrap();
+    let got: Vec<(String, String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("kpn".into(), "queued".into(), 2),
+            ("kpn".into(), "sending".into(), 1),
+            ("other".into(), "queued".into(), 1)
+        ]
+    );
+    let overview = c
+        .query_one("SELECT link, queued, sending FROM smsbus.channel_overview WHERE name = 'kpn'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (overview.get::<_, String>(0), overview.get::<_, i64>(1), overview.get::<_, i64>(2)),
+        ("disconnected".into(), 2, 1)
+    );
+}
+
+#[tokio::test]
+async fn the_worker_role_can_run_the_queue() {
+    let db = TestDb::new().await;
+    let admin = setup(&db).await;
+    queue(&admin, 2, "kpn").await;
+    let w = db.connect_as("smsbus_worker").await;
+    let ids = claim(&w, "kpn", "w", 10).await;
+    assert_eq!(ids.len(), 2);
+    w.execute("SELECT smsbus._mark_sent('kpn', $1, $2, $3)", &[&ids, &vec![1i32, 1], &vec!["a", "b"]])
+        .await
+        .unwrap();
+    assert_eq!(report(&w, "kpn", &["a", "b"], &["delivered", "delivered"]).await, 2);
+    w.execute("SELECT smsbus._record_inbound('kpn', ARRAY['+31612345678'], ARRAY['1234'], ARRAY['hi'], ARRAY['r'])", &[])
+        .await
+        .unwrap();
+    w.query_one("SELECT smsbus._maintain()", &[]).await.unwrap();
+    // ... and a sender can queue with send() and read the outcome.
+    let s = db.connect_as("smsbus_sender").await;
+    let id: i64 = s
+        .query_one("SELECT smsbus.send('+31612345678', 'hi', channel => 'kpn')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status_of(&s, id).await, "queued");
+    let names = s.query("SELECT name FROM smsbus.channel ORDER BY name", &[]).await.unwrap();
+    assert_eq!(names.len(), 2);
+    assert_eq!(count(&s, "SELECT count(*) FROM smsbus.queue_depth").await, 1);
+}
