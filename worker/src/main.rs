@@ -1,5 +1,7 @@
 //! `smsbus-worker`: parses flags, sets up logging, runs the worker library.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use smsbus_worker::{config::Args, shutdown, Config};
 use tracing_subscriber::EnvFilter;
@@ -11,6 +13,8 @@ async fn main() -> std::process::ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let config = match Config::from_args(Args::parse()) {
