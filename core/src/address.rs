@@ -226,14 +226,26 @@ mod tests {
 
     #[test]
     fn national_numbers_and_short_codes() {
-        assert_eq!(dest("0612345678"), ("0612345678".into(), AddressKind::National));
-        assert_eq!(dest("06-1234 5678"), ("0612345678".into(), AddressKind::National));
+        assert_eq!(
+            dest("0612345678"),
+            ("0612345678".into(), AddressKind::National)
+        );
+        assert_eq!(
+            dest("06-1234 5678"),
+            ("0612345678".into(), AddressKind::National)
+        );
         assert_eq!(dest("5551234"), ("5551234".into(), AddressKind::National));
         assert_eq!(dest("1234"), ("1234".into(), AddressKind::ShortCode));
         assert_eq!(dest("112"), ("112".into(), AddressKind::ShortCode));
         assert_eq!(dest("898882"), ("898882".into(), AddressKind::ShortCode));
-        assert_eq!((AddressKind::ShortCode.ton(), AddressKind::ShortCode.npi()), (3, 0));
-        assert_eq!((AddressKind::National.ton(), AddressKind::National.npi()), (2, 1));
+        assert_eq!(
+            (AddressKind::ShortCode.ton(), AddressKind::ShortCode.npi()),
+            (3, 0)
+        );
+        assert_eq!(
+            (AddressKind::National.ton(), AddressKind::National.npi()),
+            (2, 1)
+        );
     }
 
     #[test]
@@ -253,7 +265,10 @@ mod tests {
             err("+123"),
             "to_address \"+123\" has 3 digits after the country code prefix; an international number has 7 to 15"
         );
-        assert_eq!(err("+0123456789"), "to_address \"+0123456789\": a country code never starts with 0");
+        assert_eq!(
+            err("+0123456789"),
+            "to_address \"+0123456789\": a country code never starts with 0"
+        );
         assert_eq!(
             err("12"),
             "to_address \"12\" has 2 digits; a short code has 3 to 6 and a national number 7 to 15"
@@ -269,12 +284,30 @@ mod tests {
     #[test]
     fn senders() {
         let s = |x: &str| sender(x).map(|a| (a.text, a.kind));
-        assert_eq!(s("MyShop"), Ok(("MyShop".into(), AddressKind::Alphanumeric)));
-        assert_eq!(s(" Shop 24 "), Ok(("Shop 24".into(), AddressKind::Alphanumeric)));
-        assert_eq!(s("ElevenChars"), Ok(("ElevenChars".into(), AddressKind::Alphanumeric)));
-        assert_eq!(s("+31 20 123 4567"), Ok(("+31201234567".into(), AddressKind::International)));
+        assert_eq!(
+            s("MyShop"),
+            Ok(("MyShop".into(), AddressKind::Alphanumeric))
+        );
+        assert_eq!(
+            s(" Shop 24 "),
+            Ok(("Shop 24".into(), AddressKind::Alphanumeric))
+        );
+        assert_eq!(
+            s("ElevenChars"),
+            Ok(("ElevenChars".into(), AddressKind::Alphanumeric))
+        );
+        assert_eq!(
+            s("+31 20 123 4567"),
+            Ok(("+31201234567".into(), AddressKind::International))
+        );
         assert_eq!(s("4455"), Ok(("4455".into(), AddressKind::ShortCode)));
-        assert_eq!((AddressKind::Alphanumeric.ton(), AddressKind::Alphanumeric.npi()), (5, 0));
+        assert_eq!(
+            (
+                AddressKind::Alphanumeric.ton(),
+                AddressKind::Alphanumeric.npi()
+            ),
+            (5, 0)
+        );
     }
 
     #[test]
@@ -299,10 +332,16 @@ mod tests {
 
     #[test]
     fn received_addresses_are_never_refused() {
-        assert_eq!(classify_received("+31612345678"), AddressKind::International);
+        assert_eq!(
+            classify_received("+31612345678"),
+            AddressKind::International
+        );
         assert_eq!(classify_received("+12"), AddressKind::International);
         assert_eq!(classify_received("Bank"), AddressKind::Alphanumeric);
-        assert_eq!(classify_received("A very long sender name"), AddressKind::Alphanumeric);
+        assert_eq!(
+            classify_received("A very long sender name"),
+            AddressKind::Alphanumeric
+        );
         assert_eq!(classify_received("12"), AddressKind::National);
     }
 }

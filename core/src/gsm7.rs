@@ -49,7 +49,10 @@ pub fn basic_septet(c: char) -> Option<u8> {
 
 /// The code (after the escape) of an extension-table character.
 pub fn extension_code(c: char) -> Option<u8> {
-    EXTENSION.iter().find(|&&(_, e)| e == c).map(|&(code, _)| code)
+    EXTENSION
+        .iter()
+        .find(|&&(_, e)| e == c)
+        .map(|&(code, _)| code)
 }
 
 /// How many septets `c` costs in GSM 7-bit: 1, 2 (escaped), or None when the
@@ -146,7 +149,10 @@ mod tests {
 
     #[test]
     fn extension_characters_are_escaped() {
-        assert_eq!(encode("€[]").unwrap(), vec![0x1B, 0x65, 0x1B, 0x3C, 0x1B, 0x3E]);
+        assert_eq!(
+            encode("€[]").unwrap(),
+            vec![0x1B, 0x65, 0x1B, 0x3C, 0x1B, 0x3E]
+        );
         assert_eq!(decode(&[0x1B, 0x65, 0x41]), "€A");
         assert_eq!(encode("a€").unwrap().len(), 3);
         assert_eq!(encode("Привет"), Err('П'));

@@ -130,7 +130,10 @@ mod tests {
     #[test]
     fn the_table_of_design_md() {
         let allowed: &[(Status, &[Status])] = &[
-            (Scheduled, &[Queued, Blocked, NoChannel, DailyLimit, Expired]),
+            (
+                Scheduled,
+                &[Queued, Blocked, NoChannel, DailyLimit, Expired],
+            ),
             (Queued, &[Sending]),
             (Sending, &[Sent, Failed, Queued, Expired]),
             (Sent, &[Delivered, NotDelivered, NoReport]),
@@ -156,10 +159,24 @@ mod tests {
 
     #[test]
     fn permanent_statuses() {
-        let permanent: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_permanent()).collect();
+        let permanent: Vec<_> = Status::ALL
+            .into_iter()
+            .filter(|s| s.is_permanent())
+            .collect();
         assert_eq!(
             permanent,
-            [Sent, Failed, NoChannel, Blocked, DailyLimit, Expired, Received, Delivered, NotDelivered, NoReport]
+            [
+                Sent,
+                Failed,
+                NoChannel,
+                Blocked,
+                DailyLimit,
+                Expired,
+                Received,
+                Delivered,
+                NotDelivered,
+                NoReport
+            ]
         );
     }
 

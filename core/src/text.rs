@@ -107,9 +107,9 @@ pub fn detect(body: &str) -> Encoding {
 
 /// Total units `body` costs in `encoding`.
 pub fn units(body: &str, encoding: Encoding) -> Result<usize, TextError> {
-    body.chars().enumerate().try_fold(0, |sum, (i, c)| {
-        Ok(sum + unit_of(encoding, c, i)?)
-    })
+    body.chars()
+        .enumerate()
+        .try_fold(0, |sum, (i, c)| Ok(sum + unit_of(encoding, c, i)?))
 }
 
 fn unit_of(encoding: Encoding, c: char, index: usize) -> Result<usize, TextError> {
@@ -125,7 +125,7 @@ fn unit_of(encoding: Encoding, c: char, index: usize) -> Result<usize, TextError
 /// (empty) part.
 pub fn split(body: &str, encoding: Encoding) -> Result<Vec<Range<usize>>, TextError> {
     if units(body, encoding)? <= encoding.single_capacity() {
-        return Ok(vec![0..body.len()]);
+        return Ok(std::iter::once(0..body.len()).collect());
     }
     let capacity = encoding.part_capacity();
     let mut parts = Vec::new();

@@ -8,7 +8,11 @@ use clap::Parser;
 
 /// Command-line flags (each also readable from the environment).
 #[derive(Debug, Parser)]
-#[command(name = "smsbus-worker", version, about = "Runs the channels, triggers and maintenance of an smsbus database")]
+#[command(
+    name = "smsbus-worker",
+    version,
+    about = "Runs the channels, triggers and maintenance of an smsbus database"
+)]
 pub struct Args {
     /// PostgreSQL connection: a URL (postgresql://user@host/db) or key=value pairs.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -58,14 +62,25 @@ impl Config {
             Some(id) => id,
             None => default_worker_id(),
         };
-        if worker_id.is_empty() || worker_id.len() > 100 || worker_id.chars().any(char::is_control) {
+        if worker_id.is_empty() || worker_id.len() > 100 || worker_id.chars().any(char::is_control)
+        {
             bail!("--worker-id must be 1 to 100 printable characters");
         }
         Ok(Config {
             database,
             worker_id,
-            maintenance_interval: seconds("--maintenance-interval", args.maintenance_interval, 0.05, 3600.0)?,
-            report_timeout: seconds("--report-timeout-hours", args.report_timeout_hours * 3600.0, 1.0, 365.0 * 86400.0)?,
+            maintenance_interval: seconds(
+                "--maintenance-interval",
+                args.maintenance_interval,
+                0.05,
+                3600.0,
+            )?,
+            report_timeout: seconds(
+                "--report-timeout-hours",
+                args.report_timeout_hours * 3600.0,
+                1.0,
+                365.0 * 86400.0,
+            )?,
             pool_size: match args.pool_size {
                 1..=256 => args.pool_size,
                 n => bail!("--pool-size must be between 1 and 256, not {n}"),

@@ -10,10 +10,12 @@ use crate::Config;
 /// application name shows in pg_stat_activity, the actor in the trace.
 pub fn connection_config(config: &Config, role: &str) -> tokio_postgres::Config {
     let mut pg = config.database.clone();
-    pg.application_name(&format!("smsbus-worker {role}"));
+    pg.application_name(format!("smsbus-worker {role}"));
     // The actor is a plain GUC; quote it for the server's options parser.
-    let actor = format!("worker:{}", config.worker_id).replace('\\', "\\\\").replace(' ', "\\ ");
-    pg.options(&format!("-c smsbus.actor={actor}"));
+    let actor = format!("worker:{}", config.worker_id)
+        .replace('\\', "\\\\")
+        .replace(' ', "\\ ");
+    pg.options(format!("-c smsbus.actor={actor}"));
     pg
 }
 
@@ -44,7 +46,9 @@ pub async fn check_extension(pool: &Pool) -> anyhow::Result<String> {
         .context("cannot read pg_extension")?;
     match row {
         Some(row) => Ok(row.get(0)),
-        None => bail!("extension smsbus is not installed in this database (CREATE EXTENSION smsbus)"),
+        None => {
+            bail!("extension smsbus is not installed in this database (CREATE EXTENSION smsbus)")
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //!
 //! ## Layout
 //!
+//! - [`backoff`]: reconnect delays with jitter.
 //! - [`config`]: the worker's settings (from flags and the environment).
 //! - [`db`]: the connection pool; every connection names its worker as the
 //!   actor of the changes it makes (`smsbus.actor`), so the trace says who.
@@ -21,6 +22,7 @@
 //! still had claimed, and returns.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod listener;

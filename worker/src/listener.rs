@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::{db, Config};
 
 pub const QUEUE: &str = "smsbus_queue";
@@ -73,7 +74,7 @@ pub async fn run(config: Config, wakeups: Wakeups, shutdown: CancellationToken) 
             _ = shutdown.cancelled() => return,
             outcome = listen(&config, &wakeups, &mut backoff) => outcome,
         };
-        let delay = backoff.next();
+        let delay = backoff.next_delay();
         match outcome {
             Ok(()) => tracing::warn!("listener connection closed; reconnecting in {delay:?}"),
             Err(e) => tracing::warn!("listener: {e:#}; reconnecting in {delay:?}"),
@@ -118,45 +119,4 @@ async fn listen(config: &Config, wakeups: &Wakeups, backoff: &mut Backoff) -> an
     let result = pump.await;
     drop(client);
     result
-}
-
-/// Exponential backoff with full jitter.
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff { base, max, attempt: 0 }
-    }
-
-    pub fn next(&mut self) -> Duration {
-        let ceiling = self.base.saturating_mul(1 << self.attempt.min(16)).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        ceiling.mul_f64(rand::random_range(0.5..=1.0))
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_ceiling_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let first = b.next();
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-        for _ in 0..20 {
-            assert!(b.next() <= Duration::from_secs(2));
-        }
-        assert!(b.next() >= Duration::from_secs(1));
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
-    }
 }

@@ -42,7 +42,10 @@ async fn pass(pool: &Pool, report_timeout: Duration) -> anyhow::Result<bool> {
         .prepare_cached("SELECT smsbus._maintain(make_interval(secs => $1), $2)")
         .await?;
     let row = client
-        .query_one(&statement, &[&report_timeout.as_secs_f64(), &MAINTENANCE_BATCH])
+        .query_one(
+            &statement,
+            &[&report_timeout.as_secs_f64(), &MAINTENANCE_BATCH],
+        )
         .await?;
     let done: serde_json::Value = row.get(0);
     let mut full = false;
