@@ -31,6 +31,7 @@ lint: ## cargo fmt --check and clippy -D warnings
 stop: ## Stop the local clusters started by run/test/bench
 	@SMSBUS_CLUSTER=dev scripts/cluster.sh stop
 	@SMSBUS_CLUSTER=test scripts/cluster.sh stop
+	@SMSBUS_CLUSTER=bench scripts/cluster.sh stop
 
 clean: stop ## Remove the local clusters and build output
 	rm -rf .cluster target

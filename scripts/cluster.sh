@@ -4,8 +4,8 @@
 # PostgreSQL refuses to run as root, so the cluster belongs to the postgres
 # user and lives in .cluster/<name>/ (ignored by git), on its own port and
 # socket directory, so it never meets a system cluster. SMSBUS_CLUSTER picks
-# the cluster: "dev" (make run, port 54315) or "test" (make test and make
-# bench, port 54316), so tests never disturb a running demo.
+# the cluster: "dev" (make run, port 54315), "test" (make test, port 54316)
+# or "bench" (make bench, port 54317), so none disturbs another.
 #
 #   scripts/cluster.sh start|stop|status|template|createdb NAME|env
 set -euo pipefail

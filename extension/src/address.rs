@@ -9,13 +9,17 @@ use crate::refuse;
 /// national digits or a short code).
 #[pg_extern(immutable, strict, parallel_safe, name = "_normalize_destination")]
 fn normalize_destination(raw: &str) -> String {
-    address::destination(raw).unwrap_or_else(|e| refuse(e.to_string())).text
+    address::destination(raw)
+        .unwrap_or_else(|e| refuse(e.to_string()))
+        .text
 }
 
 /// `from_address` as stored: a normalised number or an alphanumeric sender.
 #[pg_extern(immutable, strict, parallel_safe, name = "_normalize_sender")]
 fn normalize_sender(raw: &str) -> String {
-    address::sender(raw).unwrap_or_else(|e| refuse(e.to_string())).text
+    address::sender(raw)
+        .unwrap_or_else(|e| refuse(e.to_string()))
+        .text
 }
 
 /// SMPP type of number of a stored address.

@@ -7,7 +7,8 @@ use smsbus_core::status::Status;
 use crate::refuse;
 
 fn parse(s: &str) -> Status {
-    s.parse().unwrap_or_else(|e: smsbus_core::status::UnknownStatus| refuse(e.to_string()))
+    s.parse()
+        .unwrap_or_else(|e: smsbus_core::status::UnknownStatus| refuse(e.to_string()))
 }
 
 /// Whether a message may move from status `from` to status `to`.

@@ -8,7 +8,9 @@ use crate::{refuse, settings};
 fn parse_encoding(name: Option<&str>, body: &str) -> Encoding {
     match name {
         None => text::detect(body),
-        Some(n) => n.parse().unwrap_or_else(|e: text::TextError| refuse(e.to_string())),
+        Some(n) => n
+            .parse()
+            .unwrap_or_else(|e: text::TextError| refuse(e.to_string())),
     }
 }
 

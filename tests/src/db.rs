@@ -40,7 +40,10 @@ impl TestDb {
                 .await
             {
                 Ok(()) => break,
-                Err(e) if attempt < 50 && e.to_string().contains("is being accessed by other users") => {
+                Err(e)
+                    if attempt < 50
+                        && e.to_string().contains("is being accessed by other users") =>
+                {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -77,7 +80,10 @@ impl Drop for TestDb {
         // Drop runs outside async context; a plain thread with the blocking
         // client avoids nesting runtimes.
         let dropped = std::thread::spawn(move || -> Result<(), postgres::Error> {
-            let mut admin = postgres::Client::connect(&format!("{} dbname=postgres", base_conninfo()), postgres::NoTls)?;
+            let mut admin = postgres::Client::connect(
+                &format!("{} dbname=postgres", base_conninfo()),
+                postgres::NoTls,
+            )?;
             admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         })
         .join();

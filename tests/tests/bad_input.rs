@@ -62,7 +62,12 @@ async fn check_all(db: &TestDb, role: Option<&str>, cases: Vec<Case>) {
             "for: {}",
             case.sql
         );
-        assert_eq!(snapshot(&admin).await, before, "database changed after: {}", case.sql);
+        assert_eq!(
+            snapshot(&admin).await,
+            before,
+            "database changed after: {}",
+            case.sql
+        );
     }
     // Every message still has its trace.
     assert_eq!(
@@ -163,7 +168,11 @@ async fn bad_bodies_and_encodings() {
         &db,
         None,
         vec![
-            case(insert(to, "NULL", "NULL", "", ""), "23502", "body is required"),
+            case(
+                insert(to, "NULL", "NULL", "", ""),
+                "23502",
+                "body is required",
+            ),
             case(
                 insert(to, "NULL", "repeat('a', 1531)", "", ""),
                 "22023",
@@ -199,7 +208,10 @@ async fn bad_schedules_channels_and_keys() {
     let db = TestDb::new().await;
     let c = fixture(&db).await;
     let first: i64 = c
-        .query_one("SELECT id FROM smsbus.message WHERE idempotency_key = 'dup'", &[])
+        .query_one(
+            "SELECT id FROM smsbus.message WHERE idempotency_key = 'dup'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -271,7 +283,10 @@ async fn illegal_transitions() {
     let db = TestDb::new().await;
     let c = fixture(&db).await;
     let queued: i64 = c
-        .query_one("SELECT id FROM smsbus.message WHERE idempotency_key = 'dup'", &[])
+        .query_one(
+            "SELECT id FROM smsbus.message WHERE idempotency_key = 'dup'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -283,21 +298,45 @@ async fn illegal_transitions() {
         .await
         .unwrap()
         .get(0);
-    let upd = |id: i64, to: &str| format!("UPDATE smsbus.message SET status = '{to}' WHERE id = {id}");
+    let upd =
+        |id: i64, to: &str| format!("UPDATE smsbus.message SET status = '{to}' WHERE id = {id}");
     check_all(
         &db,
         None,
         vec![
-            case(upd(queued, "delivered"), "23514", format!("illegal status transition from queued to delivered (message {queued})")),
-            case(upd(queued, "sent"), "23514", format!("illegal status transition from queued to sent (message {queued})")),
-            case(upd(queued, "received"), "23514", format!("illegal status transition from queued to received (message {queued})")),
-            case(upd(inbound, "sent"), "23514", format!("illegal status transition from received to sent (message {inbound})")),
-            case(upd(inbound, "scheduled"), "23514", format!("illegal status transition from received to scheduled (message {inbound})")),
+            case(
+                upd(queued, "delivered"),
+                "23514",
+                format!("illegal status transition from queued to delivered (message {queued})"),
+            ),
+            case(
+                upd(queued, "sent"),
+                "23514",
+                format!("illegal status transition from queued to sent (message {queued})"),
+            ),
+            case(
+                upd(queued, "received"),
+                "23514",
+                format!("illegal status transition from queued to received (message {queued})"),
+            ),
+            case(
+                upd(inbound, "sent"),
+                "23514",
+                format!("illegal status transition from received to sent (message {inbound})"),
+            ),
+            case(
+                upd(inbound, "scheduled"),
+                "23514",
+                format!("illegal status transition from received to scheduled (message {inbound})"),
+            ),
         ],
     )
     .await;
     // The hint tells the operator where the message may go.
-    let err = c.batch_execute(&upd(queued, "delivered")).await.unwrap_err();
+    let err = c
+        .batch_execute(&upd(queued, "delivered"))
+        .await
+        .unwrap_err();
     assert_eq!(
         err.as_db_error().unwrap().hint(),
         Some("from queued a message may move to: sending")

@@ -58,7 +58,11 @@ async fn addresses_are_normalised_with_ton_npi() {
             .await
             .unwrap();
         assert_eq!(
-            (row.get::<_, String>(0), row.get::<_, i16>(1), row.get::<_, i16>(2)),
+            (
+                row.get::<_, String>(0),
+                row.get::<_, i16>(1),
+                row.get::<_, i16>(2)
+            ),
             (want.to_owned(), ton, npi)
         );
     }
@@ -84,7 +88,10 @@ async fn encoding_and_segments_are_computed() {
             )
             .await
             .unwrap();
-        assert_eq!((row.get::<_, String>(0).as_str(), row.get::<_, i32>(1)), (want, parts));
+        assert_eq!(
+            (row.get::<_, String>(0).as_str(), row.get::<_, i32>(1)),
+            (want, parts)
+        );
     }
 }
 
@@ -94,9 +101,24 @@ async fn first_status_depends_on_channel_and_schedule() {
     let c = setup(&db).await;
     let cases = [
         ("'kpn'", "now()", "queued", None),
-        ("NULL", "now()", "nochannel", Some("no channel given and no route matched")),
-        ("'off'", "now()", "nochannel", Some("channel \"off\" is disabled")),
-        ("'rx'", "now()", "nochannel", Some("channel \"rx\" cannot send")),
+        (
+            "NULL",
+            "now()",
+            "nochannel",
+            Some("no channel given and no route matched"),
+        ),
+        (
+            "'off'",
+            "now()",
+            "nochannel",
+            Some("channel \"off\" is disabled"),
+        ),
+        (
+            "'rx'",
+            "now()",
+            "nochannel",
+            Some("channel \"rx\" cannot send"),
+        ),
         ("'kpn'", "now() + interval '1 hour'", "scheduled", None),
         ("NULL", "now() + interval '1 hour'", "scheduled", None),
     ];
@@ -117,7 +139,10 @@ async fn first_status_depends_on_channel_and_schedule() {
         let trigger_status: String = row.get(1);
         // Permanent statuses are ready for triggers (none defined yet).
         let permanent = want == "nochannel";
-        assert_eq!(trigger_status, if permanent { "notriggers" } else { "none" });
+        assert_eq!(
+            trigger_status,
+            if permanent { "notriggers" } else { "none" }
+        );
         assert_eq!(row.get::<_, Option<String>>(2).as_deref(), error);
     }
 }
@@ -224,7 +249,10 @@ async fn send_function_and_idempotency() {
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 0);
     // Without a key every call is a message.
     let plain: i64 = c
-        .query_one("SELECT smsbus.send('+31612345678', 'x', channel => 'kpn')", &[])
+        .query_one(
+            "SELECT smsbus.send('+31612345678', 'x', channel => 'kpn')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -260,8 +288,15 @@ async fn concurrent_sends_with_one_key_make_one_message() {
 }
 
 /// Collects the notifications a LISTEN connection receives.
-async fn listener(db: &TestDb) -> (tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
-    let (client, mut connection) = tokio_postgres::connect(&db.conninfo(), NoTls).await.unwrap();
+async fn listener(
+    db: &TestDb,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
+    let (client, mut connection) = tokio_postgres::connect(&db.conninfo(), NoTls)
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -299,10 +334,14 @@ async fn one_notification_per_statement_and_channel() {
         got.push(n);
     }
     got.sort();
-    let want: Vec<(String, String)> = [("smsbus_queue", "kpn"), ("smsbus_queue", "kpn"), ("smsbus_queue", "modem")]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let want: Vec<(String, String)> = [
+        ("smsbus_queue", "kpn"),
+        ("smsbus_queue", "kpn"),
+        ("smsbus_queue", "modem"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
     assert_eq!(got, want);
 }
 
@@ -310,7 +349,9 @@ async fn one_notification_per_statement_and_channel() {
 async fn max_segments_is_configurable() {
     let db = TestDb::new().await;
     let c = setup(&db).await;
-    c.batch_execute("SET smsbus.max_segments = 2").await.unwrap();
+    c.batch_execute("SET smsbus.max_segments = 2")
+        .await
+        .unwrap();
     let body = "a".repeat(306);
     c.execute(
         "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', $1, 'kpn')",

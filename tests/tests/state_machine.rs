@@ -9,19 +9,28 @@ use tokio_postgres::Transaction;
 /// Brings a fresh message into `status` by legal steps; returns its id.
 async fn message_in(c: &Transaction<'_>, status: Status) -> i64 {
     let id_of = |sql: String| async move {
-        c.query_one(&sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get::<_, i64>(0)
+        c.query_one(&sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get::<_, i64>(0)
     };
     let queued = || {
         id_of("INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'kpn') RETURNING id".into())
     };
     let scheduled = || {
-        id_of("INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
+        id_of(
+            "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
                VALUES ('+31612345678', 'x', 'kpn', now() + interval '1 day') RETURNING id"
-            .into())
+                .into(),
+        )
     };
     let set = |id: i64, to: &str| {
         let sql = format!("UPDATE smsbus.message SET status = '{to}' WHERE id = {id}");
-        async move { c.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")) }
+        async move {
+            c.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }
     };
     use Status::*;
     match status {
@@ -73,13 +82,18 @@ async fn every_pair_of_statuses() {
             let tx = c.transaction().await.unwrap();
             let id = message_in(&tx, from).await;
             let got: String = tx
-                .query_one("SELECT status::text FROM smsbus.message WHERE id = $1", &[&id])
+                .query_one(
+                    "SELECT status::text FROM smsbus.message WHERE id = $1",
+                    &[&id],
+                )
                 .await
                 .unwrap()
                 .get(0);
             assert_eq!(got, from.as_str());
             let result = tx
-                .batch_execute(&format!("UPDATE smsbus.message SET status = '{to}' WHERE id = {id}"))
+                .batch_execute(&format!(
+                    "UPDATE smsbus.message SET status = '{to}' WHERE id = {id}"
+                ))
                 .await;
             match (from.can_become(to), result) {
                 (true, Ok(())) => {
@@ -99,7 +113,11 @@ async fn every_pair_of_statuses() {
                         (row.get(0), row.get(1))
                     };
                     assert_eq!(now, to.as_str());
-                    assert_eq!(last, Some(format!("{from}->{to}")), "trace of {from} -> {to}");
+                    assert_eq!(
+                        last,
+                        Some(format!("{from}->{to}")),
+                        "trace of {from} -> {to}"
+                    );
                 }
                 (false, Err(e)) => {
                     assert_eq!(
@@ -144,19 +162,39 @@ async fn timestamps_and_attempts_are_maintained() {
             )
             .await
             .unwrap();
-        (row.get::<_, i32>(0), row.get::<_, bool>(1), row.get::<_, bool>(2), row.get::<_, String>(3))
+        (
+            row.get::<_, i32>(0),
+            row.get::<_, bool>(1),
+            row.get::<_, bool>(2),
+            row.get::<_, String>(3),
+        )
     };
     let step = |sql: String| async move { c.batch_execute(&sql).await.unwrap() };
     assert_eq!(state().await, (0, false, false, "none".into()));
-    step(format!("UPDATE smsbus.message SET status = 'sending' WHERE id = {id}")).await;
+    step(format!(
+        "UPDATE smsbus.message SET status = 'sending' WHERE id = {id}"
+    ))
+    .await;
     assert_eq!(state().await, (1, false, false, "none".into()));
     // A retry goes back to the queue; the next claim counts a second attempt.
-    step(format!("UPDATE smsbus.message SET status = 'queued' WHERE id = {id}")).await;
-    step(format!("UPDATE smsbus.message SET status = 'sending' WHERE id = {id}")).await;
+    step(format!(
+        "UPDATE smsbus.message SET status = 'queued' WHERE id = {id}"
+    ))
+    .await;
+    step(format!(
+        "UPDATE smsbus.message SET status = 'sending' WHERE id = {id}"
+    ))
+    .await;
     assert_eq!(state().await, (2, false, false, "none".into()));
-    step(format!("UPDATE smsbus.message SET status = 'sent' WHERE id = {id}")).await;
+    step(format!(
+        "UPDATE smsbus.message SET status = 'sent' WHERE id = {id}"
+    ))
+    .await;
     assert_eq!(state().await, (2, true, false, "notriggers".into()));
-    step(format!("UPDATE smsbus.message SET status = 'delivered' WHERE id = {id}")).await;
+    step(format!(
+        "UPDATE smsbus.message SET status = 'delivered' WHERE id = {id}"
+    ))
+    .await;
     assert_eq!(state().await, (2, true, true, "notriggers".into()));
     // Callers cannot write the system's columns.
     step(format!(
@@ -166,10 +204,16 @@ async fn timestamps_and_attempts_are_maintained() {
     .await;
     assert_eq!(state().await, (2, true, true, "notriggers".into()));
     let row = c
-        .query_one("SELECT direction, created_at > '2020-01-01' FROM smsbus.message WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT direction, created_at > '2020-01-01' FROM smsbus.message WHERE id = $1",
+            &[&id],
+        )
         .await
         .unwrap();
-    assert_eq!((row.get::<_, String>(0), row.get::<_, bool>(1)), ("out".into(), true));
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, bool>(1)),
+        ("out".into(), true)
+    );
 }
 
 #[tokio::test]
@@ -194,7 +238,10 @@ async fn editing_a_waiting_message_revalidates_it() {
     .await
     .unwrap();
     let row = c
-        .query_one("SELECT to_address, to_ton, encoding, segments FROM smsbus.message WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT to_address, to_ton, encoding, segments FROM smsbus.message WHERE id = $1",
+            &[&id],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "+31201234567");
@@ -202,7 +249,9 @@ async fn editing_a_waiting_message_revalidates_it() {
     assert_eq!(row.get::<_, String>(2), "ucs2");
     assert_eq!(row.get::<_, i32>(3), 2);
     let err = c
-        .batch_execute(&format!("UPDATE smsbus.message SET to_address = 'nobody' WHERE id = {id}"))
+        .batch_execute(&format!(
+            "UPDATE smsbus.message SET to_address = 'nobody' WHERE id = {id}"
+        ))
         .await
         .unwrap_err();
     assert_eq!(db_error(&err).0, "22023");

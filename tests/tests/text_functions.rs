@@ -25,7 +25,14 @@ async fn encoding_detection() {
     let c = db.connect().await;
     assert_eq!(encoding(&c, "Hello, world!").await, "gsm7");
     // Every character of the basic table and the extension table.
-    assert_eq!(encoding(&c, "@£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./:;<=>?¡ÄÖÑÜ§¿äöñüà").await, "gsm7");
+    assert_eq!(
+        encoding(
+            &c,
+            "@£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./:;<=>?¡ÄÖÑÜ§¿äöñüà"
+        )
+        .await,
+        "gsm7"
+    );
     assert_eq!(encoding(&c, "^{}\\[~]|€\u{0C}").await, "gsm7");
     assert_eq!(encoding(&c, "naïve").await, "ucs2");
     assert_eq!(encoding(&c, "`").await, "ucs2");
@@ -55,7 +62,10 @@ async fn segment_counts() {
     assert_eq!(segments(&c, &"€".repeat(80), None).await, 1);
     assert_eq!(segments(&c, &"€".repeat(81), None).await, 2);
     // An escape pair is never split: 152 + € + 152 needs a third part.
-    assert_eq!(segments(&c, &format!("{}€{}", a(152), a(152)), None).await, 3);
+    assert_eq!(
+        segments(&c, &format!("{}€{}", a(152), a(152)), None).await,
+        3
+    );
     // UCS-2: 70 single, 67 per part; a surrogate pair takes two units.
     assert_eq!(segments(&c, &"ж".repeat(70), None).await, 1);
     assert_eq!(segments(&c, &"ж".repeat(71), None).await, 2);

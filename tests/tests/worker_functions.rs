@@ -42,10 +42,13 @@ async fn claim(c: &Client, channel: &str, worker: &str, limit: i32) -> Vec<i64> 
 }
 
 async fn status_of(c: &Client, id: i64) -> String {
-    c.query_one("SELECT status::text FROM smsbus.message WHERE id = $1", &[&id])
-        .await
-        .unwrap()
-        .get(0)
+    c.query_one(
+        "SELECT status::text FROM smsbus.message WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 async fn last_event(c: &Client, id: i64) -> (String, String, Option<String>) {
@@ -93,7 +96,11 @@ async fn claim_takes_priority_then_age_and_sets_a_lease() {
     assert_eq!(claim(&c, "kpn", "w1", 10).await, vec![low[2]]);
     assert!(claim(&c, "kpn", "w1", 10).await.is_empty());
     assert_eq!(
-        count(&c, "SELECT count(*) FROM smsbus.message WHERE channel = 'other' AND status = 'queued'").await,
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE channel = 'other' AND status = 'queued'"
+        )
+        .await,
         2
     );
 }
@@ -108,7 +115,10 @@ async fn concurrent_claims_never_share_a_message() {
     let b = db.connect().await;
     let tx = a.transaction().await.unwrap();
     let a_ids: Vec<i64> = tx
-        .query("SELECT id FROM smsbus._claim('kpn', 'a', 4, interval '1 minute')", &[])
+        .query(
+            "SELECT id FROM smsbus._claim('kpn', 'a', 4, interval '1 minute')",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -119,7 +129,14 @@ async fn concurrent_claims_never_share_a_message() {
     assert_eq!(b_ids.len(), 6);
     assert!(a_ids.iter().all(|id| !b_ids.contains(id)));
     tx.commit().await.unwrap();
-    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message WHERE status = 'sending'").await, 10);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE status = 'sending'"
+        )
+        .await,
+        10
+    );
 }
 
 #[tokio::test]
@@ -158,7 +175,11 @@ async fn outcomes_in_batches() {
     let sent: i32 = c
         .query_one(
             "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
-            &[&vec![ids[0], ids[0], ids[1]], &vec![1i32, 2, 1], &vec!["r0a", "r0b", "r1"]],
+            &[
+                &vec![ids[0], ids[0], ids[1]],
+                &vec![1i32, 2, 1],
+                &vec!["r0a", "r0b", "r1"],
+            ],
         )
         .await
         .unwrap()
@@ -167,7 +188,10 @@ async fn outcomes_in_batches() {
     let failed: i32 = c
         .query_one(
             "SELECT smsbus._mark_failed($1, $2)",
-            &[&vec![ids[2]], &vec!["0x0000000B: invalid destination address (ESME_RINVDSTADR)"]],
+            &[
+                &vec![ids[2]],
+                &vec!["0x0000000B: invalid destination address (ESME_RINVDSTADR)"],
+            ],
         )
         .await
         .unwrap()
@@ -176,7 +200,11 @@ async fn outcomes_in_batches() {
     let retried: i32 = c
         .query_one(
             "SELECT smsbus._mark_retry($1, $2, $3)",
-            &[&vec![ids[3]], &vec!["0x00000058: throttled"], &vec![3600.0f64]],
+            &[
+                &vec![ids[3]],
+                &vec!["0x00000058: throttled"],
+                &vec![3600.0f64],
+            ],
         )
         .await
         .unwrap()
@@ -184,15 +212,35 @@ async fn outcomes_in_batches() {
     assert_eq!(retried, 1);
 
     let row = c
-        .query_one("SELECT status::text, reference, sent_at IS NOT NULL FROM smsbus.message WHERE id = $1", &[&ids[0]])
+        .query_one(
+            "SELECT status::text, reference, sent_at IS NOT NULL FROM smsbus.message WHERE id = $1",
+            &[&ids[0]],
+        )
         .await
         .unwrap();
     assert_eq!(
-        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, bool>(2)),
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, bool>(2)
+        ),
         ("sent".into(), "r0a".into(), true)
     );
-    assert_eq!(count(&c, &format!("SELECT count(*) FROM smsbus.message_part WHERE message_id = {}", ids[0])).await, 2);
-    assert_eq!(last_event(&c, ids[0]).await.2.as_deref(), Some("reference r0a"));
+    assert_eq!(
+        count(
+            &c,
+            &format!(
+                "SELECT count(*) FROM smsbus.message_part WHERE message_id = {}",
+                ids[0]
+            )
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        last_event(&c, ids[0]).await.2.as_deref(),
+        Some("reference r0a")
+    );
     assert_eq!(status_of(&c, ids[2]).await, "failed");
     assert_eq!(
         last_event(&c, ids[2]).await.2.as_deref(),
@@ -201,19 +249,28 @@ async fn outcomes_in_batches() {
     // The retried message waits for its delay before it can be claimed.
     assert_eq!(status_of(&c, ids[3]).await, "queued");
     assert!(claim(&c, "kpn", "w", 10).await.is_empty());
-    c.batch_execute(&format!("UPDATE smsbus.message SET scheduled_at = now() WHERE id = {}", ids[3]))
-        .await
-        .unwrap();
+    c.batch_execute(&format!(
+        "UPDATE smsbus.message SET scheduled_at = now() WHERE id = {}",
+        ids[3]
+    ))
+    .await
+    .unwrap();
     assert_eq!(claim(&c, "kpn", "w", 10).await, vec![ids[3]]);
     let attempts: i32 = c
-        .query_one("SELECT attempts FROM smsbus.message WHERE id = $1", &[&ids[3]])
+        .query_one(
+            "SELECT attempts FROM smsbus.message WHERE id = $1",
+            &[&ids[3]],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(attempts, 2);
     // An outcome for a message that is not in flight changes nothing.
     let again: i32 = c
-        .query_one("SELECT smsbus._mark_failed($1, $2)", &[&vec![ids[0]], &vec!["late"]])
+        .query_one(
+            "SELECT smsbus._mark_failed($1, $2)",
+            &[&vec![ids[0]], &vec!["late"]],
+        )
         .await
         .unwrap()
         .get(0);
@@ -240,7 +297,11 @@ async fn delivery_reports_per_part() {
     claim(&c, "kpn", "w", 10).await;
     c.execute(
         "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
-        &[&vec![ids[0], ids[0], ids[1], ids[1]], &vec![1i32, 2, 1, 2], &vec!["a1", "a2", "b1", "b2"]],
+        &[
+            &vec![ids[0], ids[0], ids[1], ids[1]],
+            &vec![1i32, 2, 1, 2],
+            &vec!["a1", "a2", "b1", "b2"],
+        ],
     )
     .await
     .unwrap();
@@ -253,7 +314,10 @@ async fn delivery_reports_per_part() {
     assert_eq!(report(&c, "kpn", &["b2"], &["notdelivered"]).await, 1);
     assert_eq!(status_of(&c, ids[1]).await, "notdelivered");
     let err: Option<String> = c
-        .query_one("SELECT last_error FROM smsbus.message WHERE id = $1", &[&ids[1]])
+        .query_one(
+            "SELECT last_error FROM smsbus.message WHERE id = $1",
+            &[&ids[1]],
+        )
         .await
         .unwrap()
         .get(0);
@@ -263,7 +327,14 @@ async fn delivery_reports_per_part() {
     // A repeated report for a finished part is ignored, not parked.
     assert_eq!(report(&c, "kpn", &["a1"], &["notdelivered"]).await, 0);
     assert_eq!(status_of(&c, ids[0]).await, "delivered");
-    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.pending_report WHERE reference = 'a1'").await, 0);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.pending_report WHERE reference = 'a1'"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -275,12 +346,21 @@ async fn a_report_before_the_submit_outcome_is_applied_later() {
     // The SMSC answered and reported before the batching writer recorded
     // the submission.
     assert_eq!(report(&c, "kpn", &["early"], &["delivered"]).await, 0);
-    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.pending_report").await, 1);
-    c.execute("SELECT smsbus._mark_sent('kpn', $1, $2, $3)", &[&vec![ids[0]], &vec![1i32], &vec!["early"]])
-        .await
-        .unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.pending_report").await,
+        1
+    );
+    c.execute(
+        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+        &[&vec![ids[0]], &vec![1i32], &vec!["early"]],
+    )
+    .await
+    .unwrap();
     assert_eq!(status_of(&c, ids[0]).await, "delivered");
-    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.pending_report").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.pending_report").await,
+        0
+    );
     let trace: Vec<String> = c
         .query(
             "SELECT to_status::text FROM smsbus.message_event WHERE message_id = $1 ORDER BY id",
@@ -306,7 +386,10 @@ async fn inbound_messages_are_recorded() {
                 &vec![Some("4455"), None],
                 &vec!["STOP", "Ваш код 1234"],
                 &vec!["in-1", "in-2"],
-                &vec![serde_json::json!({"smsc_time": "2026-11-25T10:00:00+01:00"}), serde_json::json!(null)],
+                &vec![
+                    serde_json::json!({"smsc_time": "2026-11-25T10:00:00+01:00"}),
+                    serde_json::json!(null),
+                ],
             ],
         )
         .await
@@ -330,7 +413,10 @@ async fn inbound_messages_are_recorded() {
     assert_eq!(rows[0].get::<_, String>(5), "STOP");
     assert_eq!(rows[0].get::<_, String>(7), "in-1");
     assert!(rows[0].get::<_, bool>(8));
-    assert_eq!(rows[0].get::<_, Option<String>>(9).as_deref(), Some("2026-11-25T10:00:00+01:00"));
+    assert_eq!(
+        rows[0].get::<_, Option<String>>(9).as_deref(),
+        Some("2026-11-25T10:00:00+01:00")
+    );
     assert_eq!(rows[1].get::<_, String>(2), "MyBank");
     assert_eq!(rows[1].get::<_, i16>(3), 5);
     assert_eq!(rows[1].get::<_, Option<String>>(4), None);
@@ -342,7 +428,14 @@ async fn inbound_messages_are_recorded() {
     )
     .await
     .unwrap();
-    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message WHERE direction = 'in'").await, 3);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE direction = 'in'"
+        )
+        .await,
+        3
+    );
 }
 
 #[tokio::test]
@@ -350,14 +443,24 @@ async fn expired_leases_go_back_to_the_queue_marked_unknown() {
     let db = TestDb::new().await;
     let c = setup(&db).await;
     let ids = queue(&c, 3, "kpn").await;
-    c.query("SELECT id FROM smsbus._claim('kpn', 'dead-worker', 2, interval '10 milliseconds')", &[])
-        .await
-        .unwrap();
-    c.query("SELECT id FROM smsbus._claim('kpn', 'live-worker', 1, interval '1 hour')", &[])
-        .await
-        .unwrap();
+    c.query(
+        "SELECT id FROM smsbus._claim('kpn', 'dead-worker', 2, interval '10 milliseconds')",
+        &[],
+    )
+    .await
+    .unwrap();
+    c.query(
+        "SELECT id FROM smsbus._claim('kpn', 'live-worker', 1, interval '1 hour')",
+        &[],
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let n: i32 = c.query_one("SELECT smsbus._expire_leases()", &[]).await.unwrap().get(0);
+    let n: i32 = c
+        .query_one("SELECT smsbus._expire_leases()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2);
     assert_eq!(status_of(&c, ids[0]).await, "queued");
     assert_eq!(status_of(&c, ids[2]).await, "sending");
@@ -367,7 +470,11 @@ async fn expired_leases_go_back_to_the_queue_marked_unknown() {
         Some("lease of dead-worker expired: outcome of the submission unknown")
     );
     // Released on shutdown.
-    let n: i32 = c.query_one("SELECT smsbus._release('live-worker')", &[]).await.unwrap().get(0);
+    let n: i32 = c
+        .query_one("SELECT smsbus._release('live-worker')", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
     assert_eq!(status_of(&c, ids[2]).await, "queued");
 }
@@ -399,14 +506,24 @@ async fn maintenance_promotes_due_messages_and_marks_noreport() {
         .collect();
     let sent = queue(&c, 2, "other").await;
     claim(&c, "other", "w", 10).await;
-    c.execute("SELECT smsbus._mark_sent('other', $1, $2, $3)", &[&sent, &vec![1i32, 1], &vec!["s1", "s2"]])
-        .await
-        .unwrap();
-    c.batch_execute(&format!("UPDATE smsbus.message SET request_report = false WHERE id = {}", sent[1]))
-        .await
-        .unwrap();
+    c.execute(
+        "SELECT smsbus._mark_sent('other', $1, $2, $3)",
+        &[&sent, &vec![1i32, 1], &vec!["s1", "s2"]],
+    )
+    .await
+    .unwrap();
+    c.batch_execute(&format!(
+        "UPDATE smsbus.message SET request_report = false WHERE id = {}",
+        sent[1]
+    ))
+    .await
+    .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let done: serde_json::Value = c.query_one("SELECT smsbus._maintain()", &[]).await.unwrap().get(0);
+    let done: serde_json::Value = c
+        .query_one("SELECT smsbus._maintain()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(done["promoted"], 3);
     assert_eq!(done["noreport"], 1);
     assert_eq!(status_of(&c, ids[0]).await, "queued");
@@ -428,32 +545,69 @@ async fn archive_moves_finished_messages_only() {
     let c = setup(&db).await;
     let ids = queue(&c, 5, "kpn").await;
     claim(&c, "kpn", "w", 3).await;
-    c.execute("SELECT smsbus._mark_sent('kpn', $1, $2, $3)", &[&vec![ids[0]], &vec![1i32], &vec!["x"]])
-        .await
-        .unwrap();
-    c.execute("SELECT smsbus._mark_failed($1, $2)", &[&vec![ids[1]], &vec!["nope"]])
-        .await
-        .unwrap();
+    c.execute(
+        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+        &[&vec![ids[0]], &vec![1i32], &vec!["x"]],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT smsbus._mark_failed($1, $2)",
+        &[&vec![ids[1]], &vec!["nope"]],
+    )
+    .await
+    .unwrap();
     report(&c, "kpn", &["x"], &["delivered"]).await;
     // delivered + failed are finished; sending and queued are not.
-    let moved: i64 = c.query_one("SELECT smsbus.archive(interval '0', 1)", &[]).await.unwrap().get(0);
+    let moved: i64 = c
+        .query_one("SELECT smsbus.archive(interval '0', 1)", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(moved, 1);
-    let moved: i64 = c.query_one("SELECT smsbus.archive(interval '0')", &[]).await.unwrap().get(0);
+    let moved: i64 = c
+        .query_one("SELECT smsbus.archive(interval '0')", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(moved, 1);
-    let moved: i64 = c.query_one("SELECT smsbus.archive(interval '0')", &[]).await.unwrap().get(0);
+    let moved: i64 = c
+        .query_one("SELECT smsbus.archive(interval '0')", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(moved, 0);
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 3);
-    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message_archive").await, 2);
-    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message_part_archive").await, 1);
-    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message_part").await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.message_archive").await,
+        2
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.message_part_archive").await,
+        1
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.message_part").await,
+        0
+    );
     // Recent messages are kept until they are old enough.
-    let moved: i64 = c.query_one("SELECT smsbus.archive(interval '1 day')", &[]).await.unwrap().get(0);
+    let moved: i64 = c
+        .query_one("SELECT smsbus.archive(interval '1 day')", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(moved, 0);
     let row = c
-        .query_one("SELECT status::text, reference FROM smsbus.message_archive WHERE id = $1", &[&ids[0]])
+        .query_one(
+            "SELECT status::text, reference FROM smsbus.message_archive WHERE id = $1",
+            &[&ids[0]],
+        )
         .await
         .unwrap();
-    assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("delivered".into(), "x".into()));
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("delivered".into(), "x".into())
+    );
 }
 
 #[tokio::test]
@@ -464,10 +618,16 @@ async fn queue_depth_view() {
     queue(&c, 1, "other").await;
     claim(&c, "kpn", "w", 1).await;
     let rows = c
-        .query("SELECT channel, status::text, messages FROM smsbus.queue_depth ORDER BY 1, 2", &[])
+        .query(
+            "SELECT channel, status::text, messages FROM smsbus.queue_depth ORDER BY 1, 2",
+            &[],
+        )
         .await
         .unwrap();
-    let got: Vec<(String, String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -477,11 +637,18 @@ async fn queue_depth_view() {
         ]
     );
     let overview = c
-        .query_one("SELECT link, queued, sending FROM smsbus.channel_overview WHERE name = 'kpn'", &[])
+        .query_one(
+            "SELECT link, queued, sending FROM smsbus.channel_overview WHERE name = 'kpn'",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
-        (overview.get::<_, String>(0), overview.get::<_, i64>(1), overview.get::<_, i64>(2)),
+        (
+            overview.get::<_, String>(0),
+            overview.get::<_, i64>(1),
+            overview.get::<_, i64>(2)
+        ),
         ("disconnected".into(), 2, 1)
     );
 }
@@ -494,10 +661,16 @@ async fn the_worker_role_can_run_the_queue() {
     let w = db.connect_as("smsbus_worker").await;
     let ids = claim(&w, "kpn", "w", 10).await;
     assert_eq!(ids.len(), 2);
-    w.execute("SELECT smsbus._mark_sent('kpn', $1, $2, $3)", &[&ids, &vec![1i32, 1], &vec!["a", "b"]])
-        .await
-        .unwrap();
-    assert_eq!(report(&w, "kpn", &["a", "b"], &["delivered", "delivered"]).await, 2);
+    w.execute(
+        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+        &[&ids, &vec![1i32, 1], &vec!["a", "b"]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report(&w, "kpn", &["a", "b"], &["delivered", "delivered"]).await,
+        2
+    );
     w.execute("SELECT smsbus._record_inbound('kpn', ARRAY['+31612345678'], ARRAY['1234'], ARRAY['hi'], ARRAY['r'])", &[])
         .await
         .unwrap();
@@ -505,12 +678,21 @@ async fn the_worker_role_can_run_the_queue() {
     // ... and a sender can queue with send() and read the outcome.
     let s = db.connect_as("smsbus_sender").await;
     let id: i64 = s
-        .query_one("SELECT smsbus.send('+31612345678', 'hi', channel => 'kpn')", &[])
+        .query_one(
+            "SELECT smsbus.send('+31612345678', 'hi', channel => 'kpn')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(status_of(&s, id).await, "queued");
-    let names = s.query("SELECT name FROM smsbus.channel ORDER BY name", &[]).await.unwrap();
+    let names = s
+        .query("SELECT name FROM smsbus.channel ORDER BY name", &[])
+        .await
+        .unwrap();
     assert_eq!(names.len(), 2);
-    assert_eq!(count(&s, "SELECT count(*) FROM smsbus.queue_depth").await, 1);
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM smsbus.queue_depth").await,
+        1
+    );
 }

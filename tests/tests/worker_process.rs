@@ -9,10 +9,13 @@ use smsbus_tests::db::{count, TestDb};
 use smsbus_tests::worker::{eventually, Worker};
 
 async fn status_of(c: &tokio_postgres::Client, id: i64) -> String {
-    c.query_one("SELECT status::text FROM smsbus.message WHERE id = $1", &[&id])
-        .await
-        .unwrap()
-        .get(0)
+    c.query_one(
+        "SELECT status::text FROM smsbus.message WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 #[tokio::test]
@@ -22,7 +25,10 @@ async fn promotes_scheduled_messages_when_due() {
     c.batch_execute("INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp')")
         .await
         .unwrap();
-    let mut worker = Worker::start(&db.conninfo(), &["--worker-id", "w-promote", "--maintenance-interval", "0.2"]);
+    let mut worker = Worker::start(
+        &db.conninfo(),
+        &["--worker-id", "w-promote", "--maintenance-interval", "0.2"],
+    );
     let id: i64 = c
         .query_one(
             "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
@@ -35,7 +41,10 @@ async fn promotes_scheduled_messages_when_due() {
     assert_eq!(status_of(&c, id).await, "scheduled");
     let c2 = &c;
     assert!(
-        eventually(Duration::from_secs(10), || async move { status_of(c2, id).await == "queued" }).await,
+        eventually(Duration::from_secs(10), || async move {
+            status_of(c2, id).await == "queued"
+        })
+        .await,
         "not promoted; worker log:\n{}",
         worker.log()
     );
@@ -49,8 +58,14 @@ async fn promotes_scheduled_messages_when_due() {
         .get(0);
     assert_eq!(actor, "worker:w-promote");
     worker.signal(Signal::SIGTERM);
-    let status = worker.wait_exit(Duration::from_secs(10)).expect("worker did not stop on SIGTERM");
-    assert!(status.success(), "exit status {status:?}; log:\n{}", worker.log());
+    let status = worker
+        .wait_exit(Duration::from_secs(10))
+        .expect("worker did not stop on SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        worker.log()
+    );
     assert!(worker.log().contains("worker stopped"));
 }
 
@@ -73,7 +88,11 @@ async fn wakes_on_notification_and_survives_losing_its_listener() {
         .await
             == 1
     };
-    assert!(eventually(Duration::from_secs(10), listening).await, "{}", worker.log());
+    assert!(
+        eventually(Duration::from_secs(10), listening).await,
+        "{}",
+        worker.log()
+    );
     // The first pass runs at start; schedule something after it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let id: i64 = c
@@ -89,7 +108,10 @@ async fn wakes_on_notification_and_survives_losing_its_listener() {
     assert_eq!(status_of(&c, id).await, "scheduled");
     c.batch_execute("NOTIFY smsbus_maintenance").await.unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || async move { status_of(c2, id).await == "queued" }).await,
+        eventually(Duration::from_secs(5), || async move {
+            status_of(c2, id).await == "queued"
+        })
+        .await,
         "maintenance did not wake up; log:\n{}",
         worker.log()
     );
@@ -121,7 +143,10 @@ async fn wakes_on_notification_and_survives_losing_its_listener() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     c.batch_execute("NOTIFY smsbus_maintenance").await.unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || async move { status_of(c2, id2).await == "queued" }).await,
+        eventually(Duration::from_secs(5), || async move {
+            status_of(c2, id2).await == "queued"
+        })
+        .await,
         "no wake-up after reconnect; log:\n{}",
         worker.log()
     );
@@ -138,7 +163,14 @@ async fn hands_back_its_claims_on_sigterm() {
     )
     .await
     .unwrap();
-    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message WHERE status = 'sending'").await, 1);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE status = 'sending'"
+        )
+        .await,
+        1
+    );
     let mut worker = Worker::start(&db.conninfo(), &["--worker-id", "w-claims"]);
     let c2 = &c;
     assert!(
@@ -148,11 +180,23 @@ async fn hands_back_its_claims_on_sigterm() {
         .await
     );
     worker.signal(Signal::SIGTERM);
-    let status = worker.wait_exit(Duration::from_secs(10)).expect("worker did not stop");
+    let status = worker
+        .wait_exit(Duration::from_secs(10))
+        .expect("worker did not stop");
     assert!(status.success(), "{}", worker.log());
-    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message WHERE status = 'queued'").await, 1);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE status = 'queued'"
+        )
+        .await,
+        1
+    );
     let detail: String = c
-        .query_one("SELECT detail FROM smsbus.message_event ORDER BY id DESC LIMIT 1", &[])
+        .query_one(
+            "SELECT detail FROM smsbus.message_event ORDER BY id DESC LIMIT 1",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -163,12 +207,18 @@ async fn hands_back_its_claims_on_sigterm() {
 async fn refuses_to_start_without_the_extension() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    c.batch_execute("DROP EXTENSION smsbus CASCADE").await.unwrap();
+    c.batch_execute("DROP EXTENSION smsbus CASCADE")
+        .await
+        .unwrap();
     let mut worker = Worker::start(&db.conninfo(), &[]);
-    let status = worker.wait_exit(Duration::from_secs(10)).expect("worker kept running");
+    let status = worker
+        .wait_exit(Duration::from_secs(10))
+        .expect("worker kept running");
     assert_eq!(status.code(), Some(1));
     assert!(
-        worker.log().contains("extension smsbus is not installed in this database"),
+        worker
+            .log()
+            .contains("extension smsbus is not installed in this database"),
         "{}",
         worker.log()
     );
@@ -177,15 +227,37 @@ async fn refuses_to_start_without_the_extension() {
 #[tokio::test]
 async fn bad_configuration_fails_fast_and_names_the_flag() {
     let cases: [(&str, &[&str], &str); 4] = [
-        ("host=/nonexistent port=1 dbname=x", &[], "cannot connect to the database"),
-        ("not a connection string", &[], "--database-url / DATABASE_URL is not a PostgreSQL connection string"),
-        ("host=/tmp dbname=x", &["--maintenance-interval", "0"], "--maintenance-interval is out of range"),
-        ("host=/tmp dbname=x", &["--pool-size", "0"], "--pool-size must be between 1 and 256, not 0"),
+        (
+            "host=/nonexistent port=1 dbname=x",
+            &[],
+            "cannot connect to the database",
+        ),
+        (
+            "not a connection string",
+            &[],
+            "--database-url / DATABASE_URL is not a PostgreSQL connection string",
+        ),
+        (
+            "host=/tmp dbname=x",
+            &["--maintenance-interval", "0"],
+            "--maintenance-interval is out of range",
+        ),
+        (
+            "host=/tmp dbname=x",
+            &["--pool-size", "0"],
+            "--pool-size must be between 1 and 256, not 0",
+        ),
     ];
     for (url, args, want) in cases {
         let mut worker = Worker::start(url, args);
-        let status = worker.wait_exit(Duration::from_secs(30)).expect("worker kept running");
+        let status = worker
+            .wait_exit(Duration::from_secs(30))
+            .expect("worker kept running");
         assert!(!status.success());
-        assert!(worker.log().contains(want), "want {want:?} in:\n{}", worker.log());
+        assert!(
+            worker.log().contains(want),
+            "want {want:?} in:\n{}",
+            worker.log()
+        );
     }
 }
