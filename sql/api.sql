@@ -15,34 +15,57 @@ AS $$ SELECT coalesce(nullif(current_setting('smsbus.actor', true), ''), current
 -- Routing (the router issue replaces this with compiled rules)
 ---------------------------------------------------------------------------
 
+-- Why a channel cannot take a message now, or NULL when it can. Pure, so
+-- the INSERT trigger decides with the one channel lookup it already made.
+CREATE FUNCTION _channel_refusal(p_channel text, p_exists boolean, p_enabled boolean, p_can_send boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN p_channel IS NULL THEN 'no channel given and no route matched'
+        WHEN NOT p_exists THEN format('channel "%s" does not exist', p_channel)
+        WHEN NOT p_enabled THEN format('channel "%s" is disabled', p_channel)
+        WHEN NOT p_can_send THEN format('channel "%s" cannot send', p_channel)
+    END
+$$;
+
 -- The status a due outbound message gets, and why: queued on its channel
 -- when that channel exists and can send, else nochannel.
 CREATE FUNCTION _route(m message, OUT status status, OUT channel text, OUT reason text)
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    ch record;
+    ch_enabled boolean;
+    ch_can_send boolean;
 BEGIN
+    SELECT c.enabled, c.can_send INTO ch_enabled, ch_can_send FROM smsbus.channel c WHERE c.name = m.channel;
     channel := m.channel;
-    IF m.channel IS NULL THEN
-        status := 'nochannel';
-        reason := 'no channel given and no route matched';
+    reason := smsbus._channel_refusal(m.channel, FOUND, ch_enabled, ch_can_send);
+    status := CASE WHEN reason IS NULL THEN 'queued' ELSE 'nochannel' END;
+END
+$$;
+
+-- Wakes the owners of these channels if they are waiting (see
+-- smsbus.channel_wakeup): at most one NOTIFY per channel, and none for a
+-- channel whose owner is busy. A row another transaction is taking is
+-- skipped: that transaction notifies.
+CREATE FUNCTION _wake(p_channels text[]) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    woken bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM smsbus.channel_wakeup w WHERE w.channel = ANY (p_channels)) THEN
         RETURN;
     END IF;
-    SELECT c.enabled, c.can_send INTO ch FROM smsbus.channel c WHERE c.name = m.channel;
-    IF NOT FOUND THEN
-        status := 'nochannel';
-        reason := format('channel "%s" does not exist', m.channel);
-    ELSIF NOT ch.enabled THEN
-        status := 'nochannel';
-        reason := format('channel "%s" is disabled', m.channel);
-    ELSIF NOT ch.can_send THEN
-        status := 'nochannel';
-        reason := format('channel "%s" cannot send', m.channel);
-    ELSE
-        status := 'queued';
-        reason := NULL;
-    END IF;
+    WITH taken AS (
+        DELETE FROM smsbus.channel_wakeup w
+        WHERE w.channel IN (SELECT x.channel FROM smsbus.channel_wakeup x
+                            WHERE x.channel = ANY (p_channels)
+                            FOR UPDATE SKIP LOCKED)
+        RETURNING w.channel
+    )
+    SELECT count(pg_notify('smsbus_queue', t.channel)) INTO woken FROM taken t;
 END
 $$;
 
@@ -57,7 +80,8 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     existing bigint;
-    route record;
+    ch_enabled boolean;
+    ch_can_send boolean;
 BEGIN
     -- Columns the system owns start from known values, whatever the INSERT said.
     NEW.trigger_status := 'none';
@@ -124,38 +148,40 @@ BEGIN
         END IF;
     END IF;
 
-    IF NEW.channel IS NOT NULL
-       AND NOT EXISTS (SELECT 1 FROM smsbus.channel WHERE name = NEW.channel) THEN
-        RAISE EXCEPTION 'unknown channel "%"', NEW.channel
-            USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'Use a name from smsbus.channel, or leave channel null to let the router choose.';
+    IF NEW.channel IS NOT NULL THEN
+        SELECT c.enabled, c.can_send INTO ch_enabled, ch_can_send
+        FROM smsbus.channel c WHERE c.name = NEW.channel;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown channel "%"', NEW.channel
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Use a name from smsbus.channel, or leave channel null to let the router choose.';
+        END IF;
     END IF;
 
     IF NEW.scheduled_at > now() THEN
         NEW.status := 'scheduled';
         RETURN NEW;
     END IF;
-    route := smsbus._route(NEW);
-    NEW.status := route.status;
-    NEW.channel := route.channel;
-    NEW.last_error := route.reason;
-    IF smsbus.status_is_permanent(NEW.status::text) THEN
+    NEW.last_error := smsbus._channel_refusal(NEW.channel, true, ch_enabled, ch_can_send);
+    IF NEW.last_error IS NULL THEN
+        NEW.status := 'queued';
+    ELSE
+        NEW.status := 'nochannel';
         NEW.trigger_status := 'notriggers';
     END IF;
     RETURN NEW;
 END
 $$;
 
--- Per statement: writes the trace of the new rows and wakes each channel
--- that got work, with one notification per channel.
+-- Per statement: writes the trace of the new rows and wakes the channels
+-- that got work (if their owners wait for it).
 CREATE FUNCTION _message_after_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = smsbus, pg_catalog, pg_temp
 AS $$
 BEGIN
     INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
     SELECT n.id, NULL, n.status, smsbus._actor(), n.last_error FROM inserted n;
-    PERFORM pg_notify('smsbus_queue', q.channel)
-    FROM (SELECT DISTINCT n.channel FROM inserted n WHERE n.status = 'queued') q;
+    PERFORM smsbus._wake(ARRAY(SELECT DISTINCT n.channel FROM inserted n WHERE n.status = 'queued'));
     RETURN NULL;
 END
 $$;
@@ -250,10 +276,9 @@ BEGIN
     FROM updated n JOIN previous o ON o.id = n.id
     WHERE n.status <> o.status
     ORDER BY n.id;
-    PERFORM pg_notify('smsbus_queue', q.channel)
-    FROM (SELECT DISTINCT n.channel
-          FROM updated n JOIN previous o ON o.id = n.id
-          WHERE n.status = 'queued' AND o.status <> 'queued') q;
+    PERFORM smsbus._wake(ARRAY(SELECT DISTINCT n.channel
+                               FROM updated n JOIN previous o ON o.id = n.id
+                               WHERE n.status = 'queued' AND o.status <> 'queued'));
     RETURN NULL;
 END
 $$;
@@ -393,9 +418,14 @@ $$;
 -- Claims up to p_limit due queued messages of a channel for p_worker, with a
 -- lease of p_lease: priority first, then age. Messages whose validity ended
 -- while they waited are claimed and expired at once, never returned.
+--
+-- The batch functions plan each call with its real array sizes
+-- (force_custom_plan): a generic plan guesses 10 rows per unnest() and
+-- picks nested loops that grow with the square of the batch.
 CREATE FUNCTION _claim(p_channel text, p_worker text, p_limit integer, p_lease interval)
 RETURNS SETOF message
 LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     rows smsbus.message[];
@@ -421,6 +451,11 @@ BEGIN
         UPDATE smsbus.message SET status = 'expired', last_error = 'validity period ended before submission'
         WHERE id = ANY (late);
     END IF;
+    -- Less than asked for: the queue is drained, so the owner will wait for
+    -- a wake-up; arm it (see smsbus.channel_wakeup).
+    IF coalesce(cardinality(rows), 0) + coalesce(cardinality(late), 0) < p_limit THEN
+        INSERT INTO smsbus.channel_wakeup (channel) VALUES (p_channel) ON CONFLICT (channel) DO NOTHING;
+    END IF;
     RETURN QUERY SELECT * FROM unnest(rows);
 END
 $$;
@@ -431,6 +466,7 @@ $$;
 CREATE FUNCTION _mark_sent(p_channel text, p_ids bigint[], p_parts integer[], p_references text[])
 RETURNS integer
 LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     done integer;
@@ -447,7 +483,7 @@ BEGIN
     FROM (SELECT DISTINCT ON (u.id) u.id, u.reference
           FROM unnest(p_ids, p_parts, p_references) AS u(id, part, reference)
           ORDER BY u.id, u.part) f
-    WHERE m.id = f.id AND m.status = 'sending';
+    WHERE m.id = f.id AND m.id = ANY (p_ids) AND m.status = 'sending';
     GET DIAGNOSTICS done = ROW_COUNT;
 
     WITH taken AS (
@@ -470,13 +506,14 @@ $$;
 -- Fails messages permanently, with the reason in last_error.
 CREATE FUNCTION _mark_failed(p_ids bigint[], p_errors text[]) RETURNS integer
 LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     done integer;
 BEGIN
     UPDATE smsbus.message m SET status = 'failed', last_error = u.error
     FROM unnest(p_ids, p_errors) AS u(id, error)
-    WHERE m.id = u.id AND m.status = 'sending';
+    WHERE m.id = u.id AND m.id = ANY (p_ids) AND m.status = 'sending';
     GET DIAGNOSTICS done = ROW_COUNT;
     RETURN done;
 END
@@ -486,6 +523,7 @@ $$;
 -- (seconds); the reason is kept in last_error and the trace.
 CREATE FUNCTION _mark_retry(p_ids bigint[], p_errors text[], p_delays double precision[]) RETURNS integer
 LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     done integer;
@@ -494,7 +532,7 @@ BEGIN
     SET status = 'queued', last_error = u.error,
         scheduled_at = now() + make_interval(secs => greatest(coalesce(u.delay, 0), 0))
     FROM unnest(p_ids, p_errors, p_delays) AS u(id, error, delay)
-    WHERE m.id = u.id AND m.status = 'sending';
+    WHERE m.id = u.id AND m.id = ANY (p_ids) AND m.status = 'sending';
     GET DIAGNOSTICS done = ROW_COUNT;
     RETURN done;
 END
@@ -508,6 +546,7 @@ $$;
 CREATE FUNCTION _apply_reports(p_channel text, p_references text[], p_statuses text[], p_details text[])
 RETURNS integer
 LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     matched integer;
@@ -519,7 +558,8 @@ BEGIN
         UPDATE smsbus.message_part p
         SET status = r.status, detail = r.detail, reported_at = now()
         FROM report r
-        WHERE p.channel = p_channel AND p.reference = r.reference AND p.status IN ('sent', 'enroute')
+        WHERE p.channel = p_channel AND p.reference = ANY (p_references) AND p.reference = r.reference
+          AND p.status IN ('sent', 'enroute')
         RETURNING p.message_id, p.reference
     ), parked AS (
         INSERT INTO smsbus.pending_report (channel, reference, status, detail)
@@ -542,7 +582,8 @@ BEGIN
               FROM smsbus.message_part p
               WHERE p.message_id = ANY (touched)
               GROUP BY p.message_id) s
-        WHERE m.id = s.message_id AND m.status = 'sent' AND (s.any_failed OR s.all_delivered);
+        WHERE m.id = s.message_id AND m.id = ANY (touched) AND m.status = 'sent'
+          AND (s.any_failed OR s.all_delivered);
     END IF;
     RETURN matched;
 END
@@ -711,7 +752,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsbus FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text),
     _encoding_for(text, text), _outbound_segments(text, text), _received_segments(text, text),
     _normalize_destination(text), _normalize_sender(text), _address_ton(text), _address_npi(text),
-    _transition_allowed(text, text), _next_statuses(text), _actor(), _route(message)
+    _transition_allowed(text, text), _next_statuses(text), _actor(), _route(message),
+    _channel_refusal(text, boolean, boolean, boolean)
     TO PUBLIC;
 GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean,
     text, jsonb, text, text) TO smsbus_sender, smsbus_admin;

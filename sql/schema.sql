@@ -152,6 +152,17 @@ CREATE TABLE pending_report (
 );
 CREATE INDEX pending_report_reference ON pending_report (channel, reference);
 
+-- Channels whose owner is idle and waiting for a NOTIFY. A NOTIFY makes its
+-- committing transaction take a database-wide lock across the WAL flush, so
+-- notifying on every INSERT serialises busy senders; instead a channel task
+-- that finds its queue empty arms its row here, and the first statement that
+-- queues work for it takes the row and notifies. Busy channels are never
+-- armed and cost inserters nothing.
+CREATE TABLE channel_wakeup (
+    channel  text PRIMARY KEY,
+    armed_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Finished messages moved out of the queue by smsbus.archive().
 CREATE TABLE message_archive (LIKE message INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
 ALTER TABLE message_archive ADD PRIMARY KEY (id);
@@ -199,7 +210,8 @@ GRANT ALL ON ALL TABLES IN SCHEMA smsbus TO smsbus_admin;
 -- The worker: runs the queue.
 GRANT SELECT ON channel TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE ON message TO smsbus_worker;
-GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_report TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_report, channel_wakeup
+    TO smsbus_worker;
 GRANT SELECT, INSERT ON message_event TO smsbus_worker;
 GRANT SELECT, INSERT, DELETE ON message_archive, message_part_archive TO smsbus_worker;
 GRANT DELETE ON message TO smsbus_worker;

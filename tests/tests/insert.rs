@@ -310,12 +310,47 @@ async fn listener(
     (client, rx)
 }
 
+async fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(Some((channel, payload))) =
+        tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+    {
+        assert_eq!(channel, "smsbus_queue");
+        got.push(payload);
+    }
+    got.sort();
+    got
+}
+
+async fn claim(c: &tokio_postgres::Client, channel: &str, limit: i32) -> usize {
+    c.query(
+        "SELECT id FROM smsbus._claim($1, 'w', $2, interval '1 minute')",
+        &[&channel, &limit],
+    )
+    .await
+    .unwrap()
+    .len()
+}
+
 #[tokio::test]
-async fn one_notification_per_statement_and_channel() {
+async fn waiting_channels_are_woken_once_per_statement() {
     let db = TestDb::new().await;
     let c = setup(&db).await;
     let (_l, mut rx) = listener(&db).await;
-    // 100 rows for two channels and some that are not queued.
+    // Nobody waits yet: inserts notify nobody.
+    c.batch_execute("INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'kpn')")
+        .await
+        .unwrap();
+    assert!(drain(&mut rx).await.is_empty());
+    // Both owners drain their queues and wait.
+    assert_eq!(claim(&c, "kpn", 10).await, 1);
+    assert_eq!(claim(&c, "modem", 10).await, 0);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.channel_wakeup").await,
+        2
+    );
+    // 100 rows for two channels, and some that are not queued: one
+    // notification per channel.
     c.batch_execute(
         "INSERT INTO smsbus.message (to_address, body, channel)
          SELECT '+31612345678', 'x', CASE WHEN g % 2 = 0 THEN 'kpn' ELSE 'modem' END
@@ -326,23 +361,35 @@ async fn one_notification_per_statement_and_channel() {
     )
     .await
     .unwrap();
+    assert_eq!(drain(&mut rx).await, ["kpn", "modem"]);
+    // The wake-up was taken: until the owner waits again, no more NOTIFY.
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.channel_wakeup").await,
+        0
+    );
     c.batch_execute("INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'y', 'kpn')")
         .await
         .unwrap();
-    let mut got = Vec::new();
-    while let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-        got.push(n);
-    }
-    got.sort();
-    let want: Vec<(String, String)> = [
-        ("smsbus_queue", "kpn"),
-        ("smsbus_queue", "kpn"),
-        ("smsbus_queue", "modem"),
-    ]
-    .iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect();
-    assert_eq!(got, want);
+    assert!(drain(&mut rx).await.is_empty());
+    // A busy owner (a full batch) does not arm; one that drains its queue does.
+    assert_eq!(claim(&c, "kpn", 10).await, 10);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.channel_wakeup").await,
+        0
+    );
+    assert_eq!(claim(&c, "kpn", 1000).await, 41);
+    c.batch_execute("INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'z', 'kpn')")
+        .await
+        .unwrap();
+    assert_eq!(drain(&mut rx).await, ["kpn"]);
+    // Messages that come back to the queue wake their owner too.
+    assert_eq!(claim(&c, "kpn", 1000).await, 1);
+    c.batch_execute(
+        "UPDATE smsbus.message SET status = 'queued' WHERE status = 'sending' AND channel = 'kpn'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(drain(&mut rx).await, ["kpn"]);
 }
 
 #[tokio::test]
