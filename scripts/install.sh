@@ -18,7 +18,7 @@ if [ "${1:-}" = "--release" ]; then
 fi
 out=target/pgrx-package/$profile
 rm -rf "$out"
-cargo pgrx package "${flags[@]}" --pg-config "$PG_CONFIG" --out-dir "$out" >/dev/null
+cargo pgrx package -p smsbus "${flags[@]}" --pg-config "$PG_CONFIG" --out-dir "$out" >/dev/null
 (cd "$out" && find . -type f) | while read -r file; do
     dest=/${file#./}
     mkdir -p "$(dirname "$dest")"
