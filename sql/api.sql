@@ -84,6 +84,7 @@ DECLARE
     ch_can_send boolean;
 BEGIN
     -- Columns the system owns start from known values, whatever the INSERT said.
+    NEW.previous_status := NULL;
     NEW.trigger_status := 'none';
     NEW.attempts := 0;
     NEW.created_at := now();
@@ -232,6 +233,7 @@ BEGIN
         END IF;
     END IF;
 
+    NEW.previous_status := OLD.status;
     IF NEW.status = OLD.status THEN
         RETURN NEW;
     END IF;
@@ -254,6 +256,12 @@ BEGIN
         NEW.claimed_by := NULL;
         NEW.claimed_until := NULL;
     END IF;
+    -- last_error explains the current status: a step forward, or a retry,
+    -- that gives no reason of its own clears the old one (the trace keeps it).
+    IF NEW.status IN ('sending', 'sent', 'delivered', 'scheduled')
+       AND NEW.last_error IS NOT DISTINCT FROM OLD.last_error THEN
+        NEW.last_error := NULL;
+    END IF;
     NEW.trigger_status := CASE WHEN smsbus.status_is_permanent(NEW.status::text)
                                THEN 'notriggers' ELSE 'none' END;
     RETURN NEW;
@@ -268,17 +276,14 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = smsbus, pg_catalog, pg_temp
 AS $$
 BEGIN
     INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
-    SELECT n.id, o.status, n.status, smsbus._actor(),
-           CASE
-               WHEN n.status = 'sent' AND n.reference IS NOT NULL THEN 'reference ' || n.reference
-               WHEN n.last_error IS DISTINCT FROM o.last_error THEN n.last_error
-           END
-    FROM updated n JOIN previous o ON o.id = n.id
-    WHERE n.status <> o.status
+    SELECT n.id, n.previous_status, n.status, smsbus._actor(),
+           CASE WHEN n.status = 'sent' AND n.reference IS NOT NULL THEN 'reference ' || n.reference
+                ELSE n.last_error END
+    FROM updated n
+    WHERE n.status <> n.previous_status
     ORDER BY n.id;
-    PERFORM smsbus._wake(ARRAY(SELECT DISTINCT n.channel
-                               FROM updated n JOIN previous o ON o.id = n.id
-                               WHERE n.status = 'queued' AND o.status <> 'queued'));
+    PERFORM smsbus._wake(ARRAY(SELECT DISTINCT n.channel FROM updated n
+                               WHERE n.status = 'queued' AND n.previous_status <> 'queued'));
     RETURN NULL;
 END
 $$;
@@ -291,7 +296,7 @@ CREATE TRIGGER message_after_insert AFTER INSERT ON message
 CREATE TRIGGER message_before_update BEFORE UPDATE ON message
     FOR EACH ROW EXECUTE FUNCTION _message_before_update();
 CREATE TRIGGER message_after_update AFTER UPDATE ON message
-    REFERENCING OLD TABLE AS previous NEW TABLE AS updated
+    REFERENCING NEW TABLE AS updated
     FOR EACH STATEMENT EXECUTE FUNCTION _message_after_update();
 
 -- Channel rows carry their own updated_at, and every change wakes the

@@ -77,6 +77,9 @@ CREATE TABLE message (
     direction       text NOT NULL DEFAULT 'out'
                     CONSTRAINT message_direction CHECK (direction IN ('out', 'in')),
     status          status NOT NULL,
+    -- The status before the last update (equal to status when that update
+    -- did not change it); lets the trace be written from the new rows alone.
+    previous_status status,
     trigger_status  trigger_status NOT NULL DEFAULT 'none',
     segments        integer NOT NULL,
     to_ton          smallint,
