@@ -1,6 +1,6 @@
 -- smsbus API: the state machine's triggers, the user functions, the worker's
 -- functions and the views. Runs after schema.sql and the Rust functions
--- (sms_encoding, _normalize_destination, _transition_allowed, ...).
+-- (sms_encoding, the row triggers of smsbus.message, _channel_refusal, ...).
 --
 -- Naming: user functions are short verbs (send, archive); functions only the
 -- extension and the worker call start with an underscore.
@@ -14,20 +14,6 @@ AS $$ SELECT coalesce(nullif(current_setting('smsbus.actor', true), ''), current
 ---------------------------------------------------------------------------
 -- Routing (the router issue replaces this with compiled rules)
 ---------------------------------------------------------------------------
-
--- Why a channel cannot take a message now, or NULL when it can. Pure, so
--- the INSERT trigger decides with the one channel lookup it already made.
-CREATE FUNCTION _channel_refusal(p_channel text, p_exists boolean, p_enabled boolean, p_can_send boolean)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE
-        WHEN p_channel IS NULL THEN 'no channel given and no route matched'
-        WHEN NOT p_exists THEN format('channel "%s" does not exist', p_channel)
-        WHEN NOT p_enabled THEN format('channel "%s" is disabled', p_channel)
-        WHEN NOT p_can_send THEN format('channel "%s" cannot send', p_channel)
-    END
-$$;
 
 -- The status a due outbound message gets, and why: queued on its channel
 -- when that channel exists and can send, else nochannel.
@@ -73,107 +59,6 @@ $$;
 -- The queue's triggers
 ---------------------------------------------------------------------------
 
--- Validates and normalises a new message, picks its encoding and segment
--- count, and gives it its first status.
-CREATE FUNCTION _message_before_insert() RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    existing bigint;
-    ch_enabled boolean;
-    ch_can_send boolean;
-BEGIN
-    -- Columns the system owns start from known values, whatever the INSERT said.
-    NEW.previous_status := NULL;
-    NEW.trigger_status := 'none';
-    NEW.attempts := 0;
-    NEW.created_at := now();
-    NEW.updated_at := now();
-    NEW.sent_at := NULL;
-    NEW.delivered_at := NULL;
-    NEW.claimed_by := NULL;
-    NEW.claimed_until := NULL;
-    NEW.last_error := NULL;
-    IF NEW.body IS NULL THEN
-        RAISE EXCEPTION 'body is required' USING ERRCODE = 'not_null_violation';
-    END IF;
-
-    IF NEW.direction = 'in' THEN
-        -- What a peer sent is recorded as it came: never refused for its form.
-        NEW.status := 'received';
-        NEW.trigger_status := 'notriggers';
-        NEW.received_at := coalesce(NEW.received_at, now());
-        NEW.encoding := coalesce(NEW.encoding, smsbus.sms_encoding(NEW.body));
-        NEW.segments := smsbus._received_segments(NEW.body, NEW.encoding);
-        NEW.from_ton := smsbus._address_ton(NEW.from_address);
-        NEW.from_npi := smsbus._address_npi(NEW.from_address);
-        NEW.to_ton := smsbus._address_ton(NEW.to_address);
-        NEW.to_npi := smsbus._address_npi(NEW.to_address);
-        RETURN NEW;
-    END IF;
-
-    NEW.received_at := NULL;
-    NEW.reference := NULL;
-    IF NEW.to_address IS NULL THEN
-        RAISE EXCEPTION 'to_address is required' USING ERRCODE = 'not_null_violation';
-    END IF;
-    NEW.to_address := smsbus._normalize_destination(NEW.to_address);
-    NEW.to_ton := smsbus._address_ton(NEW.to_address);
-    NEW.to_npi := smsbus._address_npi(NEW.to_address);
-    IF NEW.from_address IS NULL THEN
-        NEW.from_ton := NULL;
-        NEW.from_npi := NULL;
-    ELSE
-        NEW.from_address := smsbus._normalize_sender(NEW.from_address);
-        NEW.from_ton := smsbus._address_ton(NEW.from_address);
-        NEW.from_npi := smsbus._address_npi(NEW.from_address);
-    END IF;
-    NEW.encoding := smsbus._encoding_for(NEW.body, NEW.encoding);
-    NEW.segments := smsbus._outbound_segments(NEW.body, NEW.encoding);
-
-    IF NEW.valid_until IS NOT NULL AND NEW.valid_until <= NEW.scheduled_at THEN
-        RAISE EXCEPTION 'valid_until (%) must be later than scheduled_at (%)',
-            NEW.valid_until, NEW.scheduled_at
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    IF NEW.idempotency_key IS NOT NULL THEN
-        -- The unique index settles races; this names the first message.
-        SELECT id INTO existing FROM smsbus.message WHERE idempotency_key = NEW.idempotency_key;
-        IF NOT FOUND THEN
-            SELECT id INTO existing FROM smsbus.message_archive WHERE idempotency_key = NEW.idempotency_key;
-        END IF;
-        IF existing IS NOT NULL THEN
-            RAISE EXCEPTION 'idempotency_key "%" was already used by message %', NEW.idempotency_key, existing
-                USING ERRCODE = 'unique_violation';
-        END IF;
-    END IF;
-
-    IF NEW.channel IS NOT NULL THEN
-        SELECT c.enabled, c.can_send INTO ch_enabled, ch_can_send
-        FROM smsbus.channel c WHERE c.name = NEW.channel;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'unknown channel "%"', NEW.channel
-                USING ERRCODE = 'foreign_key_violation',
-                      HINT = 'Use a name from smsbus.channel, or leave channel null to let the router choose.';
-        END IF;
-    END IF;
-
-    IF NEW.scheduled_at > now() THEN
-        NEW.status := 'scheduled';
-        RETURN NEW;
-    END IF;
-    NEW.last_error := smsbus._channel_refusal(NEW.channel, true, ch_enabled, ch_can_send);
-    IF NEW.last_error IS NULL THEN
-        NEW.status := 'queued';
-    ELSE
-        NEW.status := 'nochannel';
-        NEW.trigger_status := 'notriggers';
-    END IF;
-    RETURN NEW;
-END
-$$;
-
 -- Per statement: writes the trace of the new rows and wakes the channels
 -- that got work (if their owners wait for it).
 CREATE FUNCTION _message_after_insert() RETURNS trigger
@@ -184,87 +69,6 @@ BEGIN
     SELECT n.id, NULL, n.status, smsbus._actor(), n.last_error FROM inserted n;
     PERFORM smsbus._wake(ARRAY(SELECT DISTINCT n.channel FROM inserted n WHERE n.status = 'queued'));
     RETURN NULL;
-END
-$$;
-
--- Enforces the state machine and keeps the system's columns: timestamps,
--- attempts, the lease, and the normalised addresses and segment count when
--- a message is edited before it is sent.
-CREATE FUNCTION _message_before_update() RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    NEW.direction := OLD.direction;
-    NEW.created_at := OLD.created_at;
-    NEW.attempts := OLD.attempts;
-    NEW.sent_at := OLD.sent_at;
-    NEW.delivered_at := OLD.delivered_at;
-    NEW.received_at := OLD.received_at;
-    NEW.updated_at := now();
-
-    IF NEW.direction = 'out' THEN
-        IF NEW.to_address IS DISTINCT FROM OLD.to_address THEN
-            IF NEW.to_address IS NULL THEN
-                RAISE EXCEPTION 'to_address is required' USING ERRCODE = 'not_null_violation';
-            END IF;
-            NEW.to_address := smsbus._normalize_destination(NEW.to_address);
-            NEW.to_ton := smsbus._address_ton(NEW.to_address);
-            NEW.to_npi := smsbus._address_npi(NEW.to_address);
-        END IF;
-        IF NEW.from_address IS DISTINCT FROM OLD.from_address THEN
-            IF NEW.from_address IS NOT NULL THEN
-                NEW.from_address := smsbus._normalize_sender(NEW.from_address);
-            END IF;
-            NEW.from_ton := smsbus._address_ton(NEW.from_address);
-            NEW.from_npi := smsbus._address_npi(NEW.from_address);
-        END IF;
-        IF NEW.body IS DISTINCT FROM OLD.body OR NEW.encoding IS DISTINCT FROM OLD.encoding THEN
-            IF NEW.body IS NULL THEN
-                RAISE EXCEPTION 'body is required' USING ERRCODE = 'not_null_violation';
-            END IF;
-            -- A new body without a new encoding gets its encoding detected again.
-            IF NEW.encoding IS NOT DISTINCT FROM OLD.encoding THEN
-                NEW.encoding := NULL;
-            END IF;
-            NEW.encoding := smsbus._encoding_for(NEW.body, NEW.encoding);
-            NEW.segments := smsbus._outbound_segments(NEW.body, NEW.encoding);
-        ELSE
-            NEW.segments := OLD.segments;
-        END IF;
-    END IF;
-
-    NEW.previous_status := OLD.status;
-    IF NEW.status = OLD.status THEN
-        RETURN NEW;
-    END IF;
-    IF NOT smsbus._transition_allowed(OLD.status::text, NEW.status::text) THEN
-        RAISE EXCEPTION 'illegal status transition from % to % (message %)', OLD.status, NEW.status, OLD.id
-            USING ERRCODE = 'check_violation',
-                  HINT = smsbus._next_statuses(OLD.status::text);
-    END IF;
-    CASE NEW.status
-        WHEN 'sending' THEN
-            NEW.attempts := OLD.attempts + 1;
-        WHEN 'sent' THEN
-            NEW.sent_at := now();
-        WHEN 'delivered' THEN
-            NEW.delivered_at := now();
-        ELSE
-            NULL;
-    END CASE;
-    IF NEW.status <> 'sending' THEN
-        NEW.claimed_by := NULL;
-        NEW.claimed_until := NULL;
-    END IF;
-    -- last_error explains the current status: a step forward, or a retry,
-    -- that gives no reason of its own clears the old one (the trace keeps it).
-    IF NEW.status IN ('sending', 'sent', 'delivered', 'scheduled')
-       AND NEW.last_error IS NOT DISTINCT FROM OLD.last_error THEN
-        NEW.last_error := NULL;
-    END IF;
-    NEW.trigger_status := CASE WHEN smsbus.status_is_permanent(NEW.status::text)
-                               THEN 'notriggers' ELSE 'none' END;
-    RETURN NEW;
 END
 $$;
 
@@ -288,6 +92,7 @@ BEGIN
 END
 $$;
 
+-- The row triggers are Rust (extension/src/message_triggers.rs).
 CREATE TRIGGER message_before_insert BEFORE INSERT ON message
     FOR EACH ROW EXECUTE FUNCTION _message_before_insert();
 CREATE TRIGGER message_after_insert AFTER INSERT ON message
@@ -753,12 +558,9 @@ LEFT JOIN (SELECT channel,
 ---------------------------------------------------------------------------
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsbus FROM PUBLIC;
--- Pure helpers the triggers call as the inserting role.
+-- Helpers anyone may call; the triggers call some as the inserting role.
 GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text),
-    _encoding_for(text, text), _outbound_segments(text, text), _received_segments(text, text),
-    _normalize_destination(text), _normalize_sender(text), _address_ton(text), _address_npi(text),
-    _transition_allowed(text, text), _next_statuses(text), _actor(), _route(message),
-    _channel_refusal(text, boolean, boolean, boolean)
+    _actor(), _route(message), _channel_refusal(text, boolean, boolean, boolean)
     TO PUBLIC;
 GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean,
     text, jsonb, text, text) TO smsbus_sender, smsbus_admin;

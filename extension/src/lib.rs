@@ -5,19 +5,20 @@
 //! worker functions, views). This crate adds what is better in Rust, as SQL
 //! functions the schema calls:
 //!
-//! - [`text`]: `smsbus.sms_encoding(text)`, `smsbus.sms_segments(text, encoding)`
-//!   and the checked segment count used on insert.
-//! - [`address`]: destination/sender normalisation and TON/NPI.
-//! - [`state`]: the state machine's transition check.
+//! - [`message_triggers`]: the row triggers of `smsbus.message`: validation,
+//!   normalisation, encoding and segments on INSERT; the state machine and
+//!   the system's columns on UPDATE.
+//! - [`text`]: `smsbus.sms_encoding(text)`, `smsbus.sms_segments(text, encoding)`.
+//! - [`state`]: `smsbus.status_is_permanent(status)` and transition hints.
 //! - [`settings`]: the `smsbus.*` configuration parameters.
 //!
-//! The path of an INSERT: `sql/api.sql`'s `_before_insert` trigger calls the
-//! address and text functions, picks the status, and the per-statement
-//! `_after_insert` trigger writes the trace and wakes the channels.
+//! The path of an INSERT: the Rust BEFORE INSERT trigger normalises the row
+//! and picks its status; `sql/api.sql`'s per-statement AFTER INSERT trigger
+//! writes the trace and wakes the channels whose owners wait.
 
 use pgrx::prelude::*;
 
-mod address;
+mod message_triggers;
 mod settings;
 mod state;
 mod text;
@@ -33,11 +34,21 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 /// Raises an SQL error with SQLSTATE 22023 (invalid_parameter_value): the
-/// class of every refusal of bad input in this crate.
+/// class of most refusals of bad input in this crate.
 fn refuse(message: String) -> ! {
-    ereport!(
-        ERROR,
+    raise(
         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        message
-    );
+        message,
+        None,
+    )
+}
+
+/// Raises an SQL error with the given SQLSTATE, message and hint.
+fn raise(code: PgSqlErrorCode, message: String, hint: Option<&str>) -> ! {
+    let mut report = pgrx::pg_sys::panic::ErrorReport::new(code, message, pgrx::function_name!());
+    if let Some(hint) = hint {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
 }

@@ -1,0 +1,674 @@
+//! The row triggers of `smsbus.message`: validation and normalisation on
+//! INSERT, the state machine and the system's columns on UPDATE.
+//!
+//! They run once per row on the hottest path smsbus has, so they are Rust:
+//! the row is read once, every change is collected and written back with one
+//! `heap_modify_tuple`, and the two lookups they need (the channel, an
+//! idempotency key) run as plans prepared once per backend. The
+//! per-statement triggers (the trace, the wake-ups) stay in SQL, in
+//! `sql/api.sql`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::num::NonZeroUsize;
+
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{pg_sys, PgSqlErrorCode};
+use smsbus_core::address;
+use smsbus_core::status::Status;
+use smsbus_core::text::{self, Encoding};
+
+use crate::{raise, refuse, settings};
+
+/// Attribute positions (0-based) of the columns the triggers touch, read
+/// from the table's descriptor on each call, so a future `ALTER TABLE`
+/// cannot make them stale.
+#[derive(Default)]
+struct Columns {
+    id: usize,
+    to_address: usize,
+    body: usize,
+    from_address: usize,
+    channel: usize,
+    scheduled_at: usize,
+    valid_until: usize,
+    encoding: usize,
+    idempotency_key: usize,
+    direction: usize,
+    status: usize,
+    previous_status: usize,
+    trigger_status: usize,
+    segments: usize,
+    to_ton: usize,
+    to_npi: usize,
+    from_ton: usize,
+    from_npi: usize,
+    reference: usize,
+    attempts: usize,
+    last_error: usize,
+    created_at: usize,
+    updated_at: usize,
+    sent_at: usize,
+    delivered_at: usize,
+    received_at: usize,
+    claimed_by: usize,
+    claimed_until: usize,
+    status_type: pg_sys::Oid,
+    trigger_status_type: pg_sys::Oid,
+}
+
+const COLUMN_COUNT: usize = 28;
+
+impl Columns {
+    fn of(desc: pg_sys::TupleDesc) -> Columns {
+        let mut c = Columns::default();
+        let mut found = 0;
+        // SAFETY: `desc` is the trigger relation's live descriptor.
+        let natts = unsafe { (*desc).natts } as usize;
+        for i in 0..natts {
+            let att = unsafe { &*(*desc).attrs.as_ptr().add(i) };
+            if att.attisdropped {
+                continue;
+            }
+            let name = unsafe { CStr::from_ptr(att.attname.data.as_ptr()) };
+            let slot = match name.to_bytes() {
+                b"id" => &mut c.id,
+                b"to_address" => &mut c.to_address,
+                b"body" => &mut c.body,
+                b"from_address" => &mut c.from_address,
+                b"channel" => &mut c.channel,
+                b"scheduled_at" => &mut c.scheduled_at,
+                b"valid_until" => &mut c.valid_until,
+                b"encoding" => &mut c.encoding,
+                b"idempotency_key" => &mut c.idempotency_key,
+                b"direction" => &mut c.direction,
+                b"status" => {
+                    c.status_type = att.atttypid;
+                    &mut c.status
+                }
+                b"previous_status" => &mut c.previous_status,
+                b"trigger_status" => {
+                    c.trigger_status_type = att.atttypid;
+                    &mut c.trigger_status
+                }
+                b"segments" => &mut c.segments,
+                b"to_ton" => &mut c.to_ton,
+                b"to_npi" => &mut c.to_npi,
+                b"from_ton" => &mut c.from_ton,
+                b"from_npi" => &mut c.from_npi,
+                b"reference" => &mut c.reference,
+                b"attempts" => &mut c.attempts,
+                b"last_error" => &mut c.last_error,
+                b"created_at" => &mut c.created_at,
+                b"updated_at" => &mut c.updated_at,
+                b"sent_at" => &mut c.sent_at,
+                b"delivered_at" => &mut c.delivered_at,
+                b"received_at" => &mut c.received_at,
+                b"claimed_by" => &mut c.claimed_by,
+                b"claimed_until" => &mut c.claimed_until,
+                _ => continue,
+            };
+            *slot = i;
+            found += 1;
+        }
+        if found != COLUMN_COUNT {
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("smsbus.message has {found} of the {COLUMN_COUNT} columns smsbus needs: reinstall the extension"),
+                None,
+            );
+        }
+        c
+    }
+}
+
+/// A row as PostgreSQL handed it to the trigger.
+struct Row {
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+}
+
+impl Row {
+    fn datum(&self, column: usize) -> Option<pg_sys::Datum> {
+        // SAFETY: tuple and descriptor come from the same trigger call;
+        // column is below natts (Columns::of checked the names).
+        unsafe {
+            pgrx::heap_getattr_raw(
+                self.tuple,
+                NonZeroUsize::new(column + 1).unwrap(),
+                self.desc,
+            )
+        }
+    }
+
+    fn get<T: FromDatum>(&self, column: usize) -> Option<T> {
+        // SAFETY: the callers ask for the column's own SQL type.
+        self.datum(column)
+            .and_then(|d| unsafe { T::from_datum(d, false) })
+    }
+
+    fn text(&self, column: usize) -> Option<String> {
+        self.get::<String>(column)
+    }
+
+    fn status(&self, column: usize) -> Status {
+        let datum = self
+            .datum(column)
+            .unwrap_or_else(|| refuse("status is required".into()));
+        enum_status(datum)
+    }
+}
+
+/// The changes a trigger makes, written back with one `heap_modify_tuple`.
+struct Edit {
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+    replace: Vec<bool>,
+}
+
+impl Edit {
+    fn new(desc: pg_sys::TupleDesc) -> Edit {
+        let natts = unsafe { (*desc).natts } as usize;
+        Edit {
+            values: vec![pg_sys::Datum::from(0); natts],
+            nulls: vec![false; natts],
+            replace: vec![false; natts],
+        }
+    }
+
+    fn set<T: IntoDatum>(&mut self, column: usize, value: Option<T>) {
+        let datum = value.and_then(IntoDatum::into_datum);
+        self.nulls[column] = datum.is_none();
+        self.values[column] = datum.unwrap_or(pg_sys::Datum::from(0));
+        self.replace[column] = true;
+    }
+
+    fn null(&mut self, column: usize) {
+        self.set::<i32>(column, None);
+    }
+
+    fn datum(&mut self, column: usize, datum: Option<pg_sys::Datum>) {
+        self.nulls[column] = datum.is_none();
+        self.values[column] = datum.unwrap_or(pg_sys::Datum::from(0));
+        self.replace[column] = true;
+    }
+
+    /// Keeps `column` as it was in `old`.
+    fn keep(&mut self, old: &Row, column: usize) {
+        self.datum(column, old.datum(column));
+    }
+
+    fn apply(mut self, row: &Row) -> pg_sys::HeapTuple {
+        // SAFETY: the arrays have natts entries; the datums were made for
+        // the columns' types in this memory context.
+        unsafe {
+            pg_sys::heap_modify_tuple(
+                row.tuple,
+                row.desc,
+                self.values.as_mut_ptr(),
+                self.nulls.as_mut_ptr(),
+                self.replace.as_mut_ptr(),
+            )
+        }
+    }
+}
+
+fn now() -> pg_sys::TimestampTz {
+    // now(): the transaction's start, like the SQL the users write.
+    unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
+}
+
+fn timestamptz_text(ts: pg_sys::TimestampTz) -> String {
+    // The server's own output (DateStyle, TimeZone), as in its messages.
+    unsafe {
+        pgrx::direct_function_call::<&CStr>(
+            pg_sys::timestamptz_out,
+            &[Some(pg_sys::Datum::from(ts))],
+        )
+    }
+    .map(|s| s.to_string_lossy().into_owned())
+    .unwrap_or_default()
+}
+
+thread_local! {
+    /// Enum value OIDs and their labels. pg_enum rows never change once
+    /// made, so neither does this map; a recreated type has new OIDs.
+    static STATUS_BY_OID: RefCell<HashMap<pg_sys::Oid, Status>> = RefCell::new(HashMap::new());
+    static OID_BY_LABEL: RefCell<HashMap<(pg_sys::Oid, &'static str), pg_sys::Oid>> = RefCell::new(HashMap::new());
+}
+
+fn enum_status(datum: pg_sys::Datum) -> Status {
+    let oid = pg_sys::Oid::from(datum.value() as u32);
+    if let Some(s) = STATUS_BY_OID.with(|m| m.borrow().get(&oid).copied()) {
+        return s;
+    }
+    let label = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::enum_out, &[Some(datum)]) }
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let status: Status = label
+        .parse()
+        .unwrap_or_else(|e: smsbus_core::status::UnknownStatus| refuse(e.to_string()));
+    STATUS_BY_OID.with(|m| m.borrow_mut().insert(oid, status));
+    status
+}
+
+fn enum_value(type_oid: pg_sys::Oid, label: &'static str) -> pg_sys::Datum {
+    let key = (type_oid, label);
+    if let Some(oid) = OID_BY_LABEL.with(|m| m.borrow().get(&key).copied()) {
+        return oid.into_datum().unwrap_or(pg_sys::Datum::from(0));
+    }
+    let c_label = CString::new(label).unwrap_or_default();
+    let oid = unsafe {
+        pgrx::direct_function_call::<pg_sys::Oid>(
+            pg_sys::enum_in,
+            &[c_label.as_c_str().into_datum(), type_oid.into_datum()],
+        )
+    }
+    .unwrap_or_else(|| refuse(format!("no enum value {label}")));
+    OID_BY_LABEL.with(|m| m.borrow_mut().insert(key, oid));
+    oid.into_datum().unwrap_or(pg_sys::Datum::from(0))
+}
+
+/// Lookups prepared once per backend. Saved plans follow schema changes by
+/// themselves (PostgreSQL replans them).
+struct Plans {
+    channel: OwnedPreparedStatement,
+    key_live: OwnedPreparedStatement,
+    key_archived: OwnedPreparedStatement,
+}
+
+thread_local! {
+    static PLANS: RefCell<Option<Plans>> = const { RefCell::new(None) };
+}
+
+fn with_plans<R>(f: impl FnOnce(&pgrx::spi::SpiClient<'_>, &Plans) -> R) -> R {
+    Spi::connect(|client| {
+        PLANS.with(|cell| {
+            let mut plans = cell.borrow_mut();
+            if plans.is_none() {
+                let text = [PgOid::BuiltIn(PgBuiltInOids::TEXTOID)];
+                let prepare = |sql: &str| {
+                    client
+                        .prepare(sql, &text)
+                        .unwrap_or_else(|e| refuse(format!("preparing {sql}: {e}")))
+                        .keep()
+                };
+                *plans = Some(Plans {
+                    channel: prepare(
+                        "SELECT enabled, can_send FROM smsbus.channel WHERE name = $1",
+                    ),
+                    key_live: prepare("SELECT id FROM smsbus.message WHERE idempotency_key = $1"),
+                    key_archived: prepare(
+                        "SELECT id FROM smsbus.message_archive WHERE idempotency_key = $1",
+                    ),
+                });
+            }
+            f(client, plans.as_ref().expect("prepared above"))
+        })
+    })
+}
+
+/// (enabled, can_send) of a channel, or None when it does not exist.
+fn channel_flags(name: &str) -> Option<(bool, bool)> {
+    with_plans(|client, plans| {
+        let table = client
+            .select(&plans.channel, Some(1), &[name.into()])
+            .unwrap_or_else(|e| refuse(format!("looking up channel {name}: {e}")));
+        if table.is_empty() {
+            return None;
+        }
+        let (enabled, can_send) = table
+            .first()
+            .get_two::<bool, bool>()
+            .unwrap_or_else(|e| refuse(format!("reading channel {name}: {e}")));
+        Some((enabled.unwrap_or(false), can_send.unwrap_or(false)))
+    })
+}
+
+/// The message that already uses an idempotency key, live or archived.
+fn key_owner(key: &str) -> Option<i64> {
+    with_plans(|client, plans| {
+        for plan in [&plans.key_live, &plans.key_archived] {
+            let table = client
+                .select(plan, Some(1), &[key.into()])
+                .unwrap_or_else(|e| refuse(format!("looking up idempotency_key: {e}")));
+            if !table.is_empty() {
+                return table.first().get_one::<i64>().ok().flatten();
+            }
+        }
+        None
+    })
+}
+
+/// Why a due message cannot be queued on `channel` (None: it can).
+fn channel_refusal(channel: Option<&str>, flags: Option<(bool, bool)>) -> Option<String> {
+    let Some(name) = channel else {
+        return Some("no channel given and no route matched".into());
+    };
+    match flags {
+        None => Some(format!("channel \"{name}\" does not exist")),
+        Some((false, _)) => Some(format!("channel \"{name}\" is disabled")),
+        Some((true, false)) => Some(format!("channel \"{name}\" cannot send")),
+        Some((true, true)) => None,
+    }
+}
+
+fn required(what: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_NOT_NULL_VIOLATION,
+        format!("{what} is required"),
+        None,
+    )
+}
+
+fn encoding_for(body: &str, asked: Option<&str>) -> Encoding {
+    match asked {
+        None => text::detect(body),
+        Some(name) => name
+            .parse()
+            .unwrap_or_else(|e: text::TextError| refuse(e.to_string())),
+    }
+}
+
+/// Segments of an outbound body, refused above `smsbus.max_segments`.
+fn outbound_segments(body: &str, encoding: Encoding) -> i32 {
+    let n = text::segments(body, encoding).unwrap_or_else(|e| refuse(e.to_string()));
+    let n = i32::try_from(n).unwrap_or(i32::MAX);
+    let max = settings::MAX_SEGMENTS.get();
+    if n > max {
+        refuse(format!(
+            "body needs {n} {encoding} segments, more than smsbus.max_segments ({max})"
+        ));
+    }
+    n
+}
+
+fn set_address_type(edit: &mut Edit, ton: usize, npi: usize, kind: Option<address::AddressKind>) {
+    edit.set(ton, kind.map(|k| i16::from(k.ton())));
+    edit.set(npi, kind.map(|k| i16::from(k.npi())));
+}
+
+fn set_status(edit: &mut Edit, c: &Columns, status: Status) {
+    edit.datum(c.status, Some(enum_value(c.status_type, status.as_str())));
+}
+
+fn set_trigger_status(edit: &mut Edit, c: &Columns, label: &'static str) {
+    edit.datum(
+        c.trigger_status,
+        Some(enum_value(c.trigger_status_type, label)),
+    );
+}
+
+/// The trigger status a message gets on entering `status`: `notriggers`
+/// for a permanent status (the triggers issue arms `pending` here), `none`
+/// while it is still on its way.
+fn trigger_status_for(status: Status) -> &'static str {
+    if status.is_permanent() {
+        "notriggers"
+    } else {
+        "none"
+    }
+}
+
+fn row_of<'a>(trigger: &'a PgTrigger<'a>, new: bool) -> Row {
+    let tuple = if new { trigger.new() } else { trigger.old() };
+    let tuple = tuple.unwrap_or_else(|| refuse("smsbus row trigger fired without a row".into()));
+    let desc = trigger
+        .relation()
+        .unwrap_or_else(|e| refuse(format!("smsbus row trigger: {e}")))
+        .rd_att;
+    Row {
+        tuple: tuple.into_pg(),
+        desc,
+    }
+}
+
+fn finish<'a>(new: &Row, edit: Edit) -> Option<PgHeapTuple<'a, AllocatedByPostgres>> {
+    let tuple = edit.apply(new);
+    // SAFETY: a tuple we just formed with the relation's descriptor.
+    Some(unsafe {
+        PgHeapTuple::from_heap_tuple(pgrx::PgTupleDesc::from_pg_unchecked(new.desc), tuple)
+    })
+}
+
+/// BEFORE INSERT: validates and normalises a new message, picks its
+/// encoding and segment count, and gives it its first status.
+#[pg_trigger]
+fn _message_before_insert<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let new = row_of(trigger, true);
+    let c = Columns::of(new.desc);
+    let mut edit = Edit::new(new.desc);
+    let now = now();
+
+    // Columns the system owns start from known values, whatever the INSERT said.
+    edit.null(c.previous_status);
+    set_trigger_status(&mut edit, &c, "none");
+    edit.set(c.attempts, Some(0i32));
+    edit.set(c.created_at, Some(now));
+    edit.set(c.updated_at, Some(now));
+    for column in [
+        c.sent_at,
+        c.delivered_at,
+        c.claimed_by,
+        c.claimed_until,
+        c.last_error,
+    ] {
+        edit.null(column);
+    }
+    let body = new.text(c.body).unwrap_or_else(|| required("body"));
+
+    if new.text(c.direction).as_deref() == Some("in") {
+        // What a peer sent is recorded as it came: never refused for its form.
+        set_status(&mut edit, &c, Status::Received);
+        set_trigger_status(&mut edit, &c, trigger_status_for(Status::Received));
+        if new.datum(c.received_at).is_none() {
+            edit.set(c.received_at, Some(now));
+        }
+        let encoding = new
+            .text(c.encoding)
+            .and_then(|e| e.parse().ok())
+            .unwrap_or_else(|| text::detect(&body));
+        edit.set(c.encoding, Some(encoding.as_str()));
+        let segments = text::segments(&body, encoding)
+            .or_else(|_| text::segments(&body, Encoding::Ucs2))
+            .map_or(1, |n| i32::try_from(n).unwrap_or(i32::MAX));
+        edit.set(c.segments, Some(segments));
+        let kind = |column| new.text(column).map(|a| address::classify_received(&a));
+        set_address_type(&mut edit, c.from_ton, c.from_npi, kind(c.from_address));
+        set_address_type(&mut edit, c.to_ton, c.to_npi, kind(c.to_address));
+        return Ok(finish(&new, edit));
+    }
+
+    edit.null(c.received_at);
+    edit.null(c.reference);
+    let to = new
+        .text(c.to_address)
+        .unwrap_or_else(|| required("to_address"));
+    let to = address::destination(&to).unwrap_or_else(|e| refuse(e.to_string()));
+    set_address_type(&mut edit, c.to_ton, c.to_npi, Some(to.kind));
+    edit.set(c.to_address, Some(to.text));
+    match new.text(c.from_address) {
+        None => set_address_type(&mut edit, c.from_ton, c.from_npi, None),
+        Some(from) => {
+            let from = address::sender(&from).unwrap_or_else(|e| refuse(e.to_string()));
+            set_address_type(&mut edit, c.from_ton, c.from_npi, Some(from.kind));
+            edit.set(c.from_address, Some(from.text));
+        }
+    }
+    let encoding = encoding_for(&body, new.text(c.encoding).as_deref());
+    edit.set(c.encoding, Some(encoding.as_str()));
+    edit.set(c.segments, Some(outbound_segments(&body, encoding)));
+
+    let scheduled_at = new.get::<i64>(c.scheduled_at);
+    if let (Some(valid_until), Some(scheduled_at)) = (new.get::<i64>(c.valid_until), scheduled_at) {
+        if valid_until <= scheduled_at {
+            refuse(format!(
+                "valid_until ({}) must be later than scheduled_at ({})",
+                timestamptz_text(valid_until),
+                timestamptz_text(scheduled_at)
+            ));
+        }
+    }
+
+    if let Some(key) = new.text(c.idempotency_key) {
+        // The unique index settles races; this names the first message.
+        if let Some(first) = key_owner(&key) {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
+                format!("idempotency_key \"{key}\" was already used by message {first}"),
+                None,
+            );
+        }
+    }
+
+    let channel = new.text(c.channel);
+    let flags = channel.as_deref().map(|name| {
+        channel_flags(name).unwrap_or_else(|| {
+            raise(
+                PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
+                format!("unknown channel \"{name}\""),
+                Some("Use a name from smsbus.channel, or leave channel null to let the router choose."),
+            )
+        })
+    });
+
+    let status = if scheduled_at.is_some_and(|at| at > now) {
+        Status::Scheduled
+    } else {
+        match channel_refusal(channel.as_deref(), flags) {
+            None => Status::Queued,
+            Some(reason) => {
+                edit.set(c.last_error, Some(reason));
+                Status::NoChannel
+            }
+        }
+    };
+    set_status(&mut edit, &c, status);
+    set_trigger_status(&mut edit, &c, trigger_status_for(status));
+    Ok(finish(&new, edit))
+}
+
+/// BEFORE UPDATE: enforces the state machine and keeps the system's
+/// columns: timestamps, attempts, the lease, and the normalised addresses,
+/// encoding and segment count when a waiting message is edited.
+#[pg_trigger]
+fn _message_before_update<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let new = row_of(trigger, true);
+    let old = row_of(trigger, false);
+    let c = Columns::of(new.desc);
+    let mut edit = Edit::new(new.desc);
+    let now = now();
+
+    for column in [
+        c.direction,
+        c.created_at,
+        c.attempts,
+        c.sent_at,
+        c.delivered_at,
+        c.received_at,
+    ] {
+        edit.keep(&old, column);
+    }
+    edit.set(c.updated_at, Some(now));
+    let old_status = old.status(c.status);
+    let new_status = new.status(c.status);
+    edit.datum(c.previous_status, old.datum(c.status));
+
+    if old.text(c.direction).as_deref() == Some("out") {
+        revalidate(&old, &new, &c, &mut edit);
+    }
+
+    if new_status == old_status {
+        return Ok(finish(&new, edit));
+    }
+    if !old_status.can_become(new_status) {
+        let id = old.get::<i64>(c.id).unwrap_or_default();
+        raise(
+            PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+            format!("illegal status transition from {old_status} to {new_status} (message {id})"),
+            Some(&crate::state::next_statuses_hint(old_status)),
+        );
+    }
+    match new_status {
+        Status::Sending => {
+            let attempts = old.get::<i32>(c.attempts).unwrap_or(0);
+            edit.set(c.attempts, Some(attempts.saturating_add(1)));
+        }
+        Status::Sent => edit.set(c.sent_at, Some(now)),
+        Status::Delivered => edit.set(c.delivered_at, Some(now)),
+        _ => {}
+    }
+    if new_status != Status::Sending {
+        edit.null(c.claimed_by);
+        edit.null(c.claimed_until);
+    }
+    // last_error explains the current status: a step forward, or a retry,
+    // that gives no reason of its own clears the old one (the trace keeps it).
+    if matches!(
+        new_status,
+        Status::Sending | Status::Sent | Status::Delivered | Status::Scheduled
+    ) && new.text(c.last_error) == old.text(c.last_error)
+    {
+        edit.null(c.last_error);
+    }
+    set_trigger_status(&mut edit, &c, trigger_status_for(new_status));
+    Ok(finish(&new, edit))
+}
+
+/// An outbound message edited while it waits is validated again.
+fn revalidate(old: &Row, new: &Row, c: &Columns, edit: &mut Edit) {
+    let to = new.text(c.to_address);
+    if to != old.text(c.to_address) {
+        let to = to.unwrap_or_else(|| required("to_address"));
+        let to = address::destination(&to).unwrap_or_else(|e| refuse(e.to_string()));
+        set_address_type(edit, c.to_ton, c.to_npi, Some(to.kind));
+        edit.set(c.to_address, Some(to.text));
+    }
+    let from = new.text(c.from_address);
+    if from != old.text(c.from_address) {
+        match from {
+            None => set_address_type(edit, c.from_ton, c.from_npi, None),
+            Some(from) => {
+                let from = address::sender(&from).unwrap_or_else(|e| refuse(e.to_string()));
+                set_address_type(edit, c.from_ton, c.from_npi, Some(from.kind));
+                edit.set(c.from_address, Some(from.text));
+            }
+        }
+    }
+    let body = new.text(c.body);
+    let encoding = new.text(c.encoding);
+    let old_encoding = old.text(c.encoding);
+    if body != old.text(c.body) || encoding != old_encoding {
+        let body = body.unwrap_or_else(|| required("body"));
+        // A new body without a new encoding gets its encoding detected again.
+        let asked = if encoding == old_encoding {
+            None
+        } else {
+            encoding
+        };
+        let encoding = encoding_for(&body, asked.as_deref());
+        edit.set(c.encoding, Some(encoding.as_str()));
+        edit.set(c.segments, Some(outbound_segments(&body, encoding)));
+    } else {
+        edit.keep(old, c.segments);
+    }
+}
+
+/// Why a due message cannot be queued on a channel, or null when it can:
+/// the routing verdict the INSERT trigger and `_route` share.
+#[pg_extern(immutable, parallel_safe, name = "_channel_refusal")]
+fn channel_refusal_sql(
+    channel: Option<&str>,
+    exists: bool,
+    enabled: Option<bool>,
+    can_send: Option<bool>,
+) -> Option<String> {
+    let flags = exists.then(|| (enabled.unwrap_or(false), can_send.unwrap_or(false)));
+    channel_refusal(channel, flags)
+}
