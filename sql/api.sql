@@ -5,12 +5,6 @@
 -- Naming: user functions are short verbs (send, archive); functions only the
 -- extension and the worker call start with an underscore.
 
--- Who is changing messages, for the trace: the worker sets smsbus.actor on
--- its connections ('worker:<id>'); anyone else is their database role.
-CREATE FUNCTION _actor() RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT coalesce(nullif(current_setting('smsbus.actor', true), ''), current_user::text) $$;
-
 ---------------------------------------------------------------------------
 -- Routing (the router issue replaces this with compiled rules)
 ---------------------------------------------------------------------------
@@ -31,78 +25,22 @@ BEGIN
 END
 $$;
 
--- Wakes the owners of these channels if they are waiting (see
--- smsbus.channel_wakeup): at most one NOTIFY per channel, and none for a
--- channel whose owner is busy. A row another transaction is taking is
--- skipped: that transaction notifies.
-CREATE FUNCTION _wake(p_channels text[]) RETURNS void
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    woken bigint;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM smsbus.channel_wakeup w WHERE w.channel = ANY (p_channels)) THEN
-        RETURN;
-    END IF;
-    WITH taken AS (
-        DELETE FROM smsbus.channel_wakeup w
-        WHERE w.channel IN (SELECT x.channel FROM smsbus.channel_wakeup x
-                            WHERE x.channel = ANY (p_channels)
-                            FOR UPDATE SKIP LOCKED)
-        RETURNING w.channel
-    )
-    SELECT count(pg_notify('smsbus_queue', t.channel)) INTO woken FROM taken t;
-END
-$$;
-
 ---------------------------------------------------------------------------
 -- The queue's triggers
 ---------------------------------------------------------------------------
 
--- Per statement: writes the trace of the new rows and wakes the channels
--- that got work (if their owners wait for it).
-CREATE FUNCTION _message_after_insert() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = smsbus, pg_catalog, pg_temp
-AS $$
-BEGIN
-    INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
-    SELECT n.id, NULL, n.status, smsbus._actor(), n.last_error FROM inserted n;
-    PERFORM smsbus._wake(ARRAY(SELECT DISTINCT n.channel FROM inserted n WHERE n.status = 'queued'));
-    RETURN NULL;
-END
-$$;
-
--- Per statement: the trace of every status change, and one wake-up per
--- channel whose queue got messages back (retries, expired leases, due
--- scheduled messages).
-CREATE FUNCTION _message_after_update() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = smsbus, pg_catalog, pg_temp
-AS $$
-BEGIN
-    INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
-    SELECT n.id, n.previous_status, n.status, smsbus._actor(),
-           CASE WHEN n.status = 'sent' AND n.reference IS NOT NULL THEN 'reference ' || n.reference
-                ELSE n.last_error END
-    FROM updated n
-    WHERE n.status <> n.previous_status
-    ORDER BY n.id;
-    PERFORM smsbus._wake(ARRAY(SELECT DISTINCT n.channel FROM updated n
-                               WHERE n.status = 'queued' AND n.previous_status <> 'queued'));
-    RETURN NULL;
-END
-$$;
-
--- The row triggers are Rust (extension/src/message_triggers.rs).
+-- The triggers are Rust: extension/src/message_triggers.rs (rows) and
+-- extension/src/message_trace.rs (the trace and wake-ups, per statement).
 CREATE TRIGGER message_before_insert BEFORE INSERT ON message
     FOR EACH ROW EXECUTE FUNCTION _message_before_insert();
 CREATE TRIGGER message_after_insert AFTER INSERT ON message
     REFERENCING NEW TABLE AS inserted
-    FOR EACH STATEMENT EXECUTE FUNCTION _message_after_insert();
+    FOR EACH STATEMENT EXECUTE FUNCTION _message_after_change();
 CREATE TRIGGER message_before_update BEFORE UPDATE ON message
     FOR EACH ROW EXECUTE FUNCTION _message_before_update();
 CREATE TRIGGER message_after_update AFTER UPDATE ON message
     REFERENCING NEW TABLE AS updated
-    FOR EACH STATEMENT EXECUTE FUNCTION _message_after_update();
+    FOR EACH STATEMENT EXECUTE FUNCTION _message_after_change();
 
 -- Channel rows carry their own updated_at, and every change wakes the
 -- worker's supervisor.
@@ -568,7 +506,7 @@ LEFT JOIN (SELECT channel,
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsbus FROM PUBLIC;
 -- Helpers anyone may call; the triggers call some as the inserting role.
 GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text),
-    _actor(), _route(message), _channel_refusal(text, boolean, boolean, boolean)
+    _route(message), _channel_refusal(text, boolean, boolean, boolean)
     TO PUBLIC;
 GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean,
     text, jsonb, text, text) TO smsbus_sender, smsbus_admin;

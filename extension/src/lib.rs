@@ -8,16 +8,20 @@
 //! - [`message_triggers`]: the row triggers of `smsbus.message`: validation,
 //!   normalisation, encoding and segments on INSERT; the state machine and
 //!   the system's columns on UPDATE.
+//! - [`message_trace`]: the per-statement trigger that writes the trace and
+//!   wakes the channels whose owners wait.
 //! - [`text`]: `smsbus.sms_encoding(text)`, `smsbus.sms_segments(text, encoding)`.
 //! - [`state`]: `smsbus.status_is_permanent(status)` and transition hints.
 //! - [`settings`]: the `smsbus.*` configuration parameters.
 //!
-//! The path of an INSERT: the Rust BEFORE INSERT trigger normalises the row
-//! and picks its status; `sql/api.sql`'s per-statement AFTER INSERT trigger
-//! writes the trace and wakes the channels whose owners wait.
+//! The path of an INSERT: the BEFORE INSERT row trigger normalises the row
+//! and picks its status; the per-statement AFTER trigger writes the trace
+//! and wakes the channels whose owners wait. UPDATEs take the same two
+//! steps with the state machine in the row trigger.
 
 use pgrx::prelude::*;
 
+mod message_trace;
 mod message_triggers;
 mod settings;
 mod state;

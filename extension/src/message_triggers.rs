@@ -26,28 +26,28 @@ use crate::{raise, refuse, settings};
 /// from the table's descriptor on each call, so a future `ALTER TABLE`
 /// cannot make them stale.
 #[derive(Default)]
-struct Columns {
-    id: usize,
+pub(crate) struct Columns {
+    pub id: usize,
     to_address: usize,
     body: usize,
     from_address: usize,
-    channel: usize,
+    pub channel: usize,
     scheduled_at: usize,
     valid_until: usize,
     encoding: usize,
     idempotency_key: usize,
     direction: usize,
-    status: usize,
-    previous_status: usize,
+    pub status: usize,
+    pub previous_status: usize,
     trigger_status: usize,
     segments: usize,
     to_ton: usize,
     to_npi: usize,
     from_ton: usize,
     from_npi: usize,
-    reference: usize,
+    pub reference: usize,
     attempts: usize,
-    last_error: usize,
+    pub last_error: usize,
     created_at: usize,
     updated_at: usize,
     sent_at: usize,
@@ -62,7 +62,7 @@ struct Columns {
 const COLUMN_COUNT: usize = 28;
 
 impl Columns {
-    fn of(desc: pg_sys::TupleDesc) -> Columns {
+    pub fn of(desc: pg_sys::TupleDesc) -> Columns {
         let mut c = Columns::default();
         let mut found = 0;
         // SAFETY: `desc` is the trigger relation's live descriptor.
@@ -239,7 +239,7 @@ thread_local! {
     static OID_BY_LABEL: RefCell<HashMap<(pg_sys::Oid, &'static str), pg_sys::Oid>> = RefCell::new(HashMap::new());
 }
 
-fn enum_status(datum: pg_sys::Datum) -> Status {
+pub(crate) fn enum_status(datum: pg_sys::Datum) -> Status {
     let oid = pg_sys::Oid::from(datum.value() as u32);
     if let Some(s) = STATUS_BY_OID.with(|m| m.borrow().get(&oid).copied()) {
         return s;

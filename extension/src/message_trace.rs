@@ -1,0 +1,208 @@
+//! The per-statement trigger of `smsbus.message`: writes the trace (one
+//! `smsbus.message_event` row per status change) and wakes the channels
+//! whose owners wait for work (`smsbus.channel_wakeup`).
+//!
+//! It reads the statement's transition table (REFERENCING NEW TABLE) and
+//! does everything with one execution of one prepared statement, so a
+//! single-row INSERT pays for the trace about what a row in a batch does.
+//! The `previous_status` the row trigger leaves on each row tells a status
+//! change from any other update without the OLD table.
+
+use std::cell::RefCell;
+use std::ffi::CStr;
+
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{pg_sys, PgSqlErrorCode};
+use smsbus_core::status::Status;
+
+use crate::message_triggers::{enum_status, Columns};
+use crate::raise;
+
+/// One statement's trace and wake-ups, in the column order of the plan.
+#[derive(Default)]
+struct Batch {
+    ids: Vec<i64>,
+    from: Vec<Option<&'static str>>,
+    to: Vec<&'static str>,
+    details: Vec<Option<String>>,
+    wake: Vec<String>,
+}
+
+const RECORD: &str = "
+    WITH event AS (
+        INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
+        SELECT e.id, e.from_status::smsbus.status, e.to_status::smsbus.status, $5, e.detail
+        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS e(id, from_status, to_status, detail)
+    ), taken AS (
+        DELETE FROM smsbus.channel_wakeup w
+        WHERE w.channel IN (SELECT x.channel FROM smsbus.channel_wakeup x
+                            WHERE x.channel = ANY ($6::text[])
+                            FOR UPDATE SKIP LOCKED)
+        RETURNING w.channel
+    )
+    SELECT count(pg_notify('smsbus_queue', t.channel)) FROM taken t";
+
+thread_local! {
+    static PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+}
+
+/// AFTER INSERT/UPDATE, FOR EACH STATEMENT, REFERENCING NEW TABLE.
+#[pg_trigger]
+fn _message_after_change<'a>(
+    trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    let data = trigger.trigger_data();
+    let inserting = matches!(trigger.op(), Ok(PgTriggerOperation::Insert));
+    if data.tg_newtable.is_null() {
+        raise(
+            PgSqlErrorCode::ERRCODE_TRIGGERED_ACTION_EXCEPTION,
+            "_message_after_change needs REFERENCING NEW TABLE".into(),
+            None,
+        );
+    }
+    // SAFETY: a statement trigger on smsbus.message: the relation is open.
+    let (desc, owner) = unsafe {
+        (
+            (*data.tg_relation).rd_att,
+            (*(*data.tg_relation).rd_rel).relowner,
+        )
+    };
+    let c = Columns::of(desc);
+    let batch = collect(data.tg_newtable, desc, &c, inserting);
+    if batch.ids.is_empty() && batch.wake.is_empty() {
+        return Ok(None);
+    }
+    let actor = actor();
+    // The trace is the system's: senders cannot write message_event
+    // themselves, so this runs as the table's owner, like a SECURITY
+    // DEFINER function. An error aborts the (sub)transaction, which puts
+    // the user back.
+    as_user(owner, || record(&batch, &actor));
+    Ok(None)
+}
+
+/// Reads the transition table: every row whose status changed (all of them
+/// on INSERT) is an event; rows that entered `queued` wake their channel.
+fn collect(
+    table: *mut pg_sys::Tuplestorestate,
+    desc: pg_sys::TupleDesc,
+    c: &Columns,
+    inserting: bool,
+) -> Batch {
+    let mut batch = Batch::default();
+    // SAFETY: the tuplestore and descriptor belong to this trigger call; a
+    // read pointer of our own leaves other readers of the table undisturbed.
+    unsafe {
+        let slot = pg_sys::MakeSingleTupleTableSlot(desc, &raw const pg_sys::TTSOpsMinimalTuple);
+        let reader = pg_sys::tuplestore_alloc_read_pointer(table, 0);
+        pg_sys::tuplestore_select_read_pointer(table, reader);
+        pg_sys::tuplestore_rescan(table);
+        let get = |slot: *mut pg_sys::TupleTableSlot, column: usize| {
+            let mut null = false;
+            let datum = pg_sys::slot_getattr(slot, (column + 1) as i32, &mut null);
+            (!null).then_some(datum)
+        };
+        while pg_sys::tuplestore_gettupleslot(table, true, false, slot) {
+            let Some(status) = get(slot, c.status).map(enum_status) else {
+                continue;
+            };
+            let previous = if inserting {
+                None
+            } else {
+                get(slot, c.previous_status).map(enum_status)
+            };
+            if previous == Some(status) {
+                continue;
+            }
+            let text = |column| get(slot, column).and_then(|d| String::from_datum(d, false));
+            if status == Status::Queued {
+                if let Some(channel) = text(c.channel) {
+                    if !batch.wake.contains(&channel) {
+                        batch.wake.push(channel);
+                    }
+                }
+            }
+            let detail = match (status, text(c.reference)) {
+                (Status::Sent, Some(reference)) => Some(format!("reference {reference}")),
+                _ => text(c.last_error),
+            };
+            batch.ids.push(
+                get(slot, c.id)
+                    .and_then(|d| i64::from_datum(d, false))
+                    .unwrap_or_default(),
+            );
+            batch.from.push(previous.map(Status::as_str));
+            batch.to.push(status.as_str());
+            batch.details.push(detail);
+        }
+        pg_sys::tuplestore_select_read_pointer(table, 0);
+        pg_sys::ExecDropSingleTupleTableSlot(slot);
+    }
+    batch
+}
+
+/// Who is changing messages: `smsbus.actor` when set (the worker sets it
+/// to `worker:<id>`), else the current role.
+fn actor() -> String {
+    // SAFETY: plain reads of configuration and the current role's name.
+    unsafe {
+        let setting = pg_sys::GetConfigOption(c"smsbus.actor".as_ptr(), true, false);
+        if !setting.is_null() && *setting != 0 {
+            return CStr::from_ptr(setting).to_string_lossy().into_owned();
+        }
+        CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false))
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    let (mut saved_user, mut saved_context) = (pg_sys::Oid::INVALID, 0);
+    // SAFETY: the same switch fmgr makes for SECURITY DEFINER functions.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            user,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let result = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
+    result
+}
+
+fn record(batch: &Batch, actor: &str) {
+    Spi::connect(|client| {
+        PLAN.with(|cell| {
+            let mut plan = cell.borrow_mut();
+            if plan.is_none() {
+                let array = |oid| PgOid::BuiltIn(oid);
+                let types = [
+                    array(PgBuiltInOids::INT8ARRAYOID),
+                    array(PgBuiltInOids::TEXTARRAYOID),
+                    array(PgBuiltInOids::TEXTARRAYOID),
+                    array(PgBuiltInOids::TEXTARRAYOID),
+                    array(PgBuiltInOids::TEXTOID),
+                    array(PgBuiltInOids::TEXTARRAYOID),
+                ];
+                let prepared = client.prepare_mut(RECORD, &types).unwrap_or_else(|e| {
+                    crate::refuse(format!("preparing the trace statement: {e}"))
+                });
+                *plan = Some(prepared.keep());
+            }
+            let plan = plan.as_ref().expect("prepared above");
+            let args = [
+                batch.ids.clone().into(),
+                batch.from.clone().into(),
+                batch.to.clone().into(),
+                batch.details.clone().into(),
+                actor.into(),
+                batch.wake.clone().into(),
+            ];
+            client
+                .select(plan, None, &args)
+                .unwrap_or_else(|e| crate::refuse(format!("writing the trace: {e}")));
+        })
+    })
+}
