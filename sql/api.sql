@@ -314,14 +314,14 @@ BEGIN
         UPDATE smsbus.message_part p
         SET status = r.status, detail = r.detail, reported_at = now()
         FROM report r
-        WHERE p.channel = p_channel AND p.reference = ANY (p_references) AND p.reference = r.reference
-          AND p.status IN ('sent', 'enroute')
-        RETURNING p.message_id, p.reference
+        WHERE p.channel = p_channel AND p.reference = r.reference AND p.status IN ('sent', 'enroute')
+        RETURNING p.message_id
     ), parked AS (
+        -- A report for a part that exists (updated now, or final already)
+        -- is never parked: the statement's snapshot sees every part.
         INSERT INTO smsbus.pending_report (channel, reference, status, detail)
         SELECT p_channel, r.reference, r.status, r.detail FROM report r
-        WHERE NOT EXISTS (SELECT 1 FROM applied a WHERE a.reference = r.reference)
-          AND NOT EXISTS (SELECT 1 FROM smsbus.message_part p
+        WHERE NOT EXISTS (SELECT 1 FROM smsbus.message_part p
                           WHERE p.channel = p_channel AND p.reference = r.reference)
     )
     SELECT count(*), array_agg(DISTINCT a.message_id) INTO matched, touched FROM applied a;

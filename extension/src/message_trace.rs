@@ -9,10 +9,10 @@
 //! change from any other update without the OLD table.
 
 use std::cell::RefCell;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
+use std::ptr::NonNull;
 
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use smsbus_core::status::Status;
 
@@ -44,7 +44,7 @@ const RECORD: &str = "
     SELECT count(pg_notify('smsbus_queue', t.channel)) FROM taken t";
 
 thread_local! {
-    static PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+    static PLAN: RefCell<Option<NonNull<pg_sys::_SPI_plan>>> = const { RefCell::new(None) };
 }
 
 /// AFTER INSERT/UPDATE, FOR EACH STATEMENT, REFERENCING NEW TABLE.
@@ -173,36 +173,63 @@ fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 }
 
 fn record(batch: &Batch, actor: &str) {
-    Spi::connect(|client| {
-        PLAN.with(|cell| {
-            let mut plan = cell.borrow_mut();
-            if plan.is_none() {
-                let array = |oid| PgOid::BuiltIn(oid);
-                let types = [
-                    array(PgBuiltInOids::INT8ARRAYOID),
-                    array(PgBuiltInOids::TEXTARRAYOID),
-                    array(PgBuiltInOids::TEXTARRAYOID),
-                    array(PgBuiltInOids::TEXTARRAYOID),
-                    array(PgBuiltInOids::TEXTOID),
-                    array(PgBuiltInOids::TEXTARRAYOID),
-                ];
-                let prepared = client.prepare_mut(RECORD, &types).unwrap_or_else(|e| {
-                    crate::refuse(format!("preparing the trace statement: {e}"))
-                });
-                *plan = Some(prepared.keep());
-            }
-            let plan = plan.as_ref().expect("prepared above");
-            let args = [
-                batch.ids.clone().into(),
-                batch.from.clone().into(),
-                batch.to.clone().into(),
-                batch.details.clone().into(),
-                actor.into(),
-                batch.wake.clone().into(),
-            ];
-            client
-                .select(plan, None, &args)
-                .unwrap_or_else(|e| crate::refuse(format!("writing the trace: {e}")));
-        })
+    let args = [
+        batch.ids.clone().into_datum(),
+        batch.from.clone().into_datum(),
+        batch.to.clone().into_datum(),
+        batch.details.clone().into_datum(),
+        actor.into_datum(),
+        batch.wake.clone().into_datum(),
+    ];
+    let mut values: Vec<pg_sys::Datum> = args
+        .iter()
+        .map(|d| d.unwrap_or(pg_sys::Datum::from(0)))
+        .collect();
+    let mut nulls: Vec<std::ffi::c_char> = args
+        .iter()
+        .map(|d| if d.is_some() { b' ' } else { b'n' } as _)
+        .collect();
+    Spi::connect(|_client| {
+        let plan = PLAN.with(|cell| *cell.borrow_mut().get_or_insert_with(prepare));
+        // SAFETY: a kept plan with six parameters of the types prepared.
+        let status = unsafe {
+            pg_sys::SPI_execute_plan(
+                plan.as_ptr(),
+                values.as_mut_ptr(),
+                nulls.as_mut_ptr(),
+                false,
+                0,
+            )
+        };
+        if status < 0 {
+            crate::refuse(format!("writing the trace failed (SPI status {status})"));
+        }
     })
+}
+
+/// Prepares the statement once per backend with a generic plan: a custom
+/// plan per statement would cost more than the statement itself.
+fn prepare() -> NonNull<pg_sys::_SPI_plan> {
+    let query = CString::new(RECORD).expect("no NUL in the statement");
+    let mut types = [
+        pg_sys::INT8ARRAYOID,
+        pg_sys::TEXTARRAYOID,
+        pg_sys::TEXTARRAYOID,
+        pg_sys::TEXTARRAYOID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTARRAYOID,
+    ];
+    // SAFETY: called inside SPI_connect; the plan is kept beyond it.
+    unsafe {
+        let plan = pg_sys::SPI_prepare_cursor(
+            query.as_ptr(),
+            types.len() as i32,
+            types.as_mut_ptr(),
+            pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+        );
+        let plan = NonNull::new(plan)
+            .unwrap_or_else(|| crate::refuse("preparing the trace statement failed".into()));
+        pg_sys::SPI_keepplan(plan.as_ptr());
+        plan
+    }
 }

@@ -72,6 +72,11 @@ struct Args {
     /// repository root].
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Rounds of each scenario. The sides alternate which goes first and
+    /// the median of each side is reported: on a shared machine the speed
+    /// drifts between runs, and a single pair would measure the drift.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Exit with status 1 when a target is missed.
     #[arg(long)]
     check: bool,
@@ -87,6 +92,7 @@ impl Args {
             self.batch
         );
         ensure!(self.clients >= 1, "--clients must be at least 1");
+        ensure!(self.rounds >= 1, "--rounds must be at least 1");
         ensure!(
             self.insert_seconds > 0.0 && self.insert_seconds.is_finite(),
             "--insert-seconds must be a positive number of seconds"
@@ -209,7 +215,7 @@ const BARE_SCHEMA: &str = "
 
 const TRUNCATE_ALL: &str = "
     TRUNCATE smsbus.message, smsbus.message_event, smsbus.message_part, smsbus.pending_report,
-             bench_bare.message, bench_bare.message_part";
+             smsbus.channel_wakeup, bench_bare.message, bench_bare.message_part";
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -273,25 +279,52 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
 
     print_method(args, &server);
 
-    // The ceiling first: if anything, smsbus runs on the warmer, fuller cluster.
-    let mut lifecycle = Vec::new();
-    for side in [Side::Bare, Side::Smsbus] {
-        eprintln!("lifecycle: {} ...", side.name());
-        settle(&control).await?;
-        lifecycle.push(run_lifecycle(&control, bench, side, args).await?);
+    // Each round starts from empty tables; the side that goes first
+    // alternates, so neither always runs on the warmer cluster.
+    let (mut bare_lives, mut smsbus_lives) = (Vec::new(), Vec::new());
+    let (mut bare_inserts, mut smsbus_inserts) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        for side in side_order(round) {
+            eprintln!(
+                "round {}/{}: lifecycle, {} ...",
+                round + 1,
+                args.rounds,
+                side.name()
+            );
+            control
+                .batch_execute(TRUNCATE_ALL)
+                .await
+                .context("emptying the tables")?;
+            settle(&control).await?;
+            let run = run_lifecycle(&control, bench, side, args).await?;
+            match side {
+                Side::Bare => bare_lives.push(run),
+                Side::Smsbus => smsbus_lives.push(run),
+            }
+        }
+        for side in side_order(round) {
+            eprintln!(
+                "round {}/{}: concurrent insert, {} ...",
+                round + 1,
+                args.rounds,
+                side.name()
+            );
+            control
+                .batch_execute(TRUNCATE_ALL)
+                .await
+                .context("emptying the tables")?;
+            settle(&control).await?;
+            let run = run_inserts(bench, side, args).await?;
+            match side {
+                Side::Bare => bare_inserts.push(run),
+                Side::Smsbus => smsbus_inserts.push(run),
+            }
+        }
     }
-    control
-        .batch_execute(TRUNCATE_ALL)
-        .await
-        .context("emptying the tables before the insert scenario")?;
-    let mut inserts = Vec::new();
-    for side in [Side::Bare, Side::Smsbus] {
-        eprintln!("concurrent insert: {} ...", side.name());
-        settle(&control).await?;
-        inserts.push(run_inserts(bench, side, args).await?);
-    }
-    let (bare_life, smsbus_life) = (&lifecycle[0], &lifecycle[1]);
-    let (bare_ins, smsbus_ins) = (&inserts[0], &inserts[1]);
+    let bare_life = median_by(&mut bare_lives, LifecycleRun::rate);
+    let smsbus_life = median_by(&mut smsbus_lives, LifecycleRun::rate);
+    let bare_ins = median_by(&mut bare_inserts, InsertRun::rate);
+    let smsbus_ins = median_by(&mut smsbus_inserts, InsertRun::rate);
 
     let life_ratio = smsbus_life.rate() / bare_life.rate();
     let life_pass = smsbus_life.rate() >= LIFECYCLE_MIN_RATE && life_ratio >= LIFECYCLE_MIN_RATIO;
@@ -371,6 +404,21 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
     Ok(all_pass)
 }
 
+/// Which side goes first in a round.
+fn side_order(round: usize) -> [Side; 2] {
+    if round % 2 == 0 {
+        [Side::Bare, Side::Smsbus]
+    } else {
+        [Side::Smsbus, Side::Bare]
+    }
+}
+
+/// The run with the median `rate` (the upper one of an even count).
+fn median_by<T>(runs: &mut [T], rate: impl Fn(&T) -> f64) -> &T {
+    runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+    &runs[runs.len() / 2]
+}
+
 /// What the figures depend on besides the code.
 async fn server_facts(client: &Client) -> Result<Value> {
     let mut facts = serde_json::Map::new();
@@ -424,7 +472,10 @@ fn print_method(args: &Args, server: &Value) {
         args.clients
     );
     println!("  msg/s = committed rows / wall time. smsbus side: a LISTEN connection is open.");
-    println!("Bare side runs first.");
+    println!(
+        "{} rounds from empty tables, the first side alternating; each side's median run is shown.",
+        args.rounds
+    );
 }
 
 /// VACUUM ANALYZE and a CHECKPOINT, so that neither side pays for the
