@@ -406,7 +406,7 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
 
 /// Which side goes first in a round.
 fn side_order(round: usize) -> [Side; 2] {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         [Side::Bare, Side::Smsbus]
     } else {
         [Side::Smsbus, Side::Bare]
