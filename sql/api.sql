@@ -171,11 +171,12 @@ $$;
 -- (force_custom_plan): a generic plan guesses 10 rows per unnest() and
 -- picks nested loops that grow with the square of the batch. In a queue
 -- table the statistics of status are always stale (the counts per status
--- change by the second), so the batch functions look rows up by key, never
--- through an active-status partial index whose row estimate may be 1 while
--- it holds 100,000: a status test they only recheck is written
--- `status::text = '...'`, which no partial index predicate matches, and
--- the part lookups run with enable_seqscan off.
+-- change by the second), so the batch functions join the batch's keys to
+-- the table one primary-key probe per key, never through an active-status
+-- partial index whose row estimate may be 1 while it holds 100,000: a
+-- status test they only recheck is written `status::text = '...'`, which no
+-- partial index predicate matches, and the part lookups run with
+-- enable_seqscan off.
 CREATE FUNCTION _claim(p_channel text, p_worker text, p_limit integer, p_lease interval)
 RETURNS SETOF message
 LANGUAGE plpgsql
@@ -238,7 +239,7 @@ BEGIN
     FROM (SELECT DISTINCT ON (u.id) u.id, u.reference
           FROM unnest(p_ids, p_parts, p_references) AS u(id, part, reference)
           ORDER BY u.id, u.part) f
-    WHERE m.id = f.id AND m.id = ANY (p_ids) AND m.status::text = 'sending';
+    WHERE m.id = f.id AND m.status::text = 'sending';
     GET DIAGNOSTICS done = ROW_COUNT;
 
     WITH taken AS (
@@ -268,7 +269,7 @@ DECLARE
 BEGIN
     UPDATE smsbus.message m SET status = 'failed', last_error = u.error
     FROM unnest(p_ids, p_errors) AS u(id, error)
-    WHERE m.id = u.id AND m.id = ANY (p_ids) AND m.status::text = 'sending';
+    WHERE m.id = u.id AND m.status::text = 'sending';
     GET DIAGNOSTICS done = ROW_COUNT;
     RETURN done;
 END
@@ -287,7 +288,7 @@ BEGIN
     SET status = 'queued', last_error = u.error,
         scheduled_at = now() + make_interval(secs => greatest(coalesce(u.delay, 0), 0))
     FROM unnest(p_ids, p_errors, p_delays) AS u(id, error, delay)
-    WHERE m.id = u.id AND m.id = ANY (p_ids) AND m.status::text = 'sending';
+    WHERE m.id = u.id AND m.status::text = 'sending';
     GET DIAGNOSTICS done = ROW_COUNT;
     RETURN done;
 END
@@ -338,7 +339,7 @@ BEGIN
               FROM smsbus.message_part p
               WHERE p.message_id = ANY (touched)
               GROUP BY p.message_id) s
-        WHERE m.id = s.message_id AND m.id = ANY (touched) AND m.status::text = 'sent'
+        WHERE m.id = s.message_id AND m.status::text = 'sent'
           AND (s.any_failed OR s.all_delivered);
     END IF;
     RETURN matched;

@@ -62,7 +62,7 @@ CREATE TABLE message (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     -- written by users
     to_address      text,
-    body            text,
+    body            text NOT NULL,
     from_address    text,
     channel         text,
     priority        smallint NOT NULL DEFAULT 0,
@@ -97,8 +97,7 @@ CREATE TABLE message (
     claimed_by      text,
     claimed_until   timestamptz,
     -- Inbound messages may not know their recipient; outbound ones must.
-    CONSTRAINT message_to_address_required CHECK (direction = 'in' OR to_address IS NOT NULL),
-    CONSTRAINT message_body_required CHECK (body IS NOT NULL)
+    CONSTRAINT message_to_address_required CHECK (direction = 'in' OR to_address IS NOT NULL)
 );
 COMMENT ON TABLE message IS 'The queue: INSERT to send; every row follows the state machine of smsbus.status.';
 
@@ -117,7 +116,7 @@ CREATE INDEX message_finished ON message (updated_at)
 
 -- The trace: one row per transition.
 CREATE TABLE message_event (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
     message_id  bigint NOT NULL,
     at          timestamptz NOT NULL DEFAULT clock_timestamp(),
     from_status status,
@@ -125,7 +124,10 @@ CREATE TABLE message_event (
     actor       text NOT NULL,
     detail      text
 );
-CREATE INDEX message_event_message ON message_event (message_id, id);
+-- One index, not a primary key on id beside it: every transition writes a
+-- row here, and this key is both unique and the one the trace is read by.
+CREATE UNIQUE INDEX message_event_message ON message_event (message_id, id);
+ALTER TABLE message_event REPLICA IDENTITY USING INDEX message_event_message;
 COMMENT ON TABLE message_event IS 'Every status change of every message, with who made it and why.';
 
 -- One row per submitted segment; delivery reports are matched on
