@@ -310,8 +310,42 @@ fn with_plans<R>(f: impl FnOnce(&pgrx::spi::SpiClient<'_>, &Plans) -> R) -> R {
     })
 }
 
+/// Channel lookups of the running statement, by name. A multi-row INSERT
+/// looks each channel up once; the statement's snapshot would give every
+/// row the same answer anyway.
+struct ChannelCache {
+    statement: (pg_sys::LocalTransactionId, pg_sys::CommandId),
+    flags: HashMap<String, Option<(bool, bool)>>,
+}
+
+thread_local! {
+    static CHANNELS: RefCell<ChannelCache> = RefCell::new(ChannelCache {
+        statement: (0, 0),
+        flags: HashMap::new(),
+    });
+}
+
 /// (enabled, can_send) of a channel, or None when it does not exist.
 fn channel_flags(name: &str) -> Option<(bool, bool)> {
+    // SAFETY: MyProc is this backend's process entry, set for its lifetime.
+    let statement = unsafe { ((*pg_sys::MyProc).lxid, pg_sys::GetCurrentCommandId(false)) };
+    let cached = CHANNELS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.statement != statement {
+            cache.statement = statement;
+            cache.flags.clear();
+        }
+        cache.flags.get(name).copied()
+    });
+    if let Some(flags) = cached {
+        return flags;
+    }
+    let flags = look_up_channel(name);
+    CHANNELS.with(|cache| cache.borrow_mut().flags.insert(name.to_owned(), flags));
+    flags
+}
+
+fn look_up_channel(name: &str) -> Option<(bool, bool)> {
     with_plans(|client, plans| {
         let table = client
             .select(&plans.channel, Some(1), &[name.into()])

@@ -418,3 +418,40 @@ async fn max_segments_is_configurable() {
         "body needs 3 gsm7 segments, more than smsbus.max_segments (2)"
     );
 }
+
+#[tokio::test]
+async fn channel_changes_count_from_the_next_statement() {
+    let db = TestDb::new().await;
+    let mut c = setup(&db).await;
+    // One transaction, so only the statement boundary separates the lookups.
+    let tx = c.transaction().await.unwrap();
+    let insert = "INSERT INTO smsbus.message (to_address, body, channel)
+                  SELECT '+31612345678', 'x', 'kpn' FROM generate_series(1, 3) RETURNING status::text";
+    let first: Vec<String> = tx
+        .query(insert, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(first, ["queued", "queued", "queued"]);
+    tx.batch_execute("UPDATE smsbus.channel SET enabled = false WHERE name = 'kpn'")
+        .await
+        .unwrap();
+    let second: Vec<String> = tx
+        .query(insert, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(second, ["nochannel", "nochannel", "nochannel"]);
+    tx.batch_execute("DELETE FROM smsbus.channel WHERE name = 'kpn'")
+        .await
+        .unwrap();
+    let err = tx.query(insert, &[]).await.unwrap_err();
+    assert_eq!(
+        smsbus_tests::db::db_error(&err).1,
+        "unknown channel \"kpn\""
+    );
+}
