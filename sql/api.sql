@@ -183,9 +183,11 @@ LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    rows smsbus.message[];
-    late bigint[];
+    lease_end timestamptz := now() + p_lease;
+    returned bigint;
+    expired bigint;
 BEGIN
+    RETURN QUERY
     WITH picked AS (
         SELECT m.id FROM smsbus.message m
         WHERE m.status = 'queued' AND m.channel = p_channel AND m.scheduled_at <= now()
@@ -194,24 +196,26 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE smsbus.message m
-        SET status = 'sending', claimed_by = p_worker, claimed_until = now() + p_lease
+        SET status = 'sending', claimed_by = p_worker, claimed_until = lease_end
         FROM picked WHERE m.id = picked.id
         RETURNING m.*
     )
-    SELECT array_agg(c ORDER BY c.priority DESC, c.id) FILTER (WHERE c.valid_until IS NULL OR c.valid_until > now()),
-           array_agg(c.id) FILTER (WHERE c.valid_until <= now())
-    INTO rows, late
-    FROM claimed c;
-    IF late IS NOT NULL THEN
-        UPDATE smsbus.message SET status = 'expired', last_error = 'validity period ended before submission'
-        WHERE id = ANY (late);
-    END IF;
+    SELECT * FROM claimed c
+    WHERE c.valid_until IS NULL OR c.valid_until > now()
+    ORDER BY c.priority DESC, c.id;
+    GET DIAGNOSTICS returned = ROW_COUNT;
+    -- The late ones of this claim: now() and lease_end are the same for
+    -- every row this call claimed, and no other claim has this lease_end
+    -- unless it ran in this transaction, where now() judged it the same.
+    UPDATE smsbus.message SET status = 'expired', last_error = 'validity period ended before submission'
+    WHERE status = 'sending' AND claimed_until = lease_end AND claimed_by = p_worker
+      AND valid_until <= now();
+    GET DIAGNOSTICS expired = ROW_COUNT;
     -- Less than asked for: the queue is drained, so the owner will wait for
     -- a wake-up; arm it (see smsbus.channel_wakeup).
-    IF coalesce(cardinality(rows), 0) + coalesce(cardinality(late), 0) < p_limit THEN
+    IF returned + expired < p_limit THEN
         INSERT INTO smsbus.channel_wakeup (channel) VALUES (p_channel) ON CONFLICT (channel) DO NOTHING;
     END IF;
-    RETURN QUERY SELECT * FROM unnest(rows);
 END
 $$;
 
