@@ -315,11 +315,22 @@ DECLARE
 BEGIN
     WITH report AS (
         SELECT * FROM unnest(p_references, p_statuses, p_details) AS r(reference, status, detail)
+    ), target AS (
+        -- One index probe per report, whatever the statistics say: OFFSET 0
+        -- keeps the planner from flattening the probe into a join that
+        -- scans the channel's parts.
+        SELECT t.message_id, t.part, r.status, r.detail
+        FROM report r
+        CROSS JOIN LATERAL (
+            SELECT x.message_id, x.part FROM smsbus.message_part x
+            WHERE x.channel = p_channel AND x.reference = r.reference AND x.status IN ('sent', 'enroute')
+            OFFSET 0
+        ) t
     ), applied AS (
         UPDATE smsbus.message_part p
-        SET status = r.status, detail = r.detail, reported_at = now()
-        FROM report r
-        WHERE p.channel = p_channel AND p.reference = r.reference AND p.status IN ('sent', 'enroute')
+        SET status = t.status, detail = t.detail, reported_at = now()
+        FROM target t
+        WHERE p.message_id = t.message_id AND p.part = t.part
         RETURNING p.message_id
     ), parked AS (
         -- A report for a part that exists (updated now, or final already)
