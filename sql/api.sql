@@ -92,15 +92,23 @@ AS $$
 DECLARE
     new_id bigint;
 BEGIN
-    IF send.idempotency_key IS NOT NULL THEN
-        SELECT m.id INTO new_id FROM smsbus.message m WHERE m.idempotency_key = send.idempotency_key;
-        IF NOT FOUND THEN
-            SELECT a.id INTO new_id FROM smsbus.message_archive a WHERE a.idempotency_key = send.idempotency_key;
-        END IF;
-        IF new_id IS NOT NULL THEN
-            RETURN new_id;
-        END IF;
+    IF send.idempotency_key IS NULL THEN
+        INSERT INTO smsbus.message (to_address, body, from_address, channel, priority, scheduled_at,
+                                    valid_until, request_report, encoding, custom, batch_id)
+        VALUES (send.to_address, send.body, send.from_address, send.channel, send.priority,
+                coalesce(send.scheduled_at, now()), send.valid_until, coalesce(send.request_report, true),
+                send.encoding, send.custom, send.batch_id)
+        RETURNING id INTO new_id;
+        RETURN new_id;
     END IF;
+    SELECT m.id INTO new_id FROM smsbus.message m WHERE m.idempotency_key = send.idempotency_key;
+    IF NOT FOUND THEN
+        SELECT a.id INTO new_id FROM smsbus.message_archive a WHERE a.idempotency_key = send.idempotency_key;
+    END IF;
+    IF new_id IS NOT NULL THEN
+        RETURN new_id;
+    END IF;
+    -- The exception block (a subtransaction) only where a race can happen.
     BEGIN
         INSERT INTO smsbus.message (to_address, body, from_address, channel, priority, scheduled_at,
                                     valid_until, request_report, encoding, custom, batch_id, idempotency_key)

@@ -130,3 +130,15 @@ pub async fn count(client: &Client, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
 }
+
+/// The status of message `id`, as text.
+pub async fn status_of(client: &Client, id: i64) -> String {
+    client
+        .query_one(
+            "SELECT status::text FROM smsbus.message WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("status of message {id}: {e}"))
+        .get(0)
+}

@@ -2,7 +2,7 @@
 //! batches, delivery reports (also early ones), inbound messages, and the
 //! maintenance steps.
 
-use smsbus_tests::db::{count, TestDb};
+use smsbus_tests::db::{count, status_of, TestDb};
 use tokio_postgres::Client;
 
 async fn setup(db: &TestDb) -> Client {
@@ -39,16 +39,6 @@ async fn claim(c: &Client, channel: &str, worker: &str, limit: i32) -> Vec<i64> 
     .iter()
     .map(|r| r.get(0))
     .collect()
-}
-
-async fn status_of(c: &Client, id: i64) -> String {
-    c.query_one(
-        "SELECT status::text FROM smsbus.message WHERE id = $1",
-        &[&id],
-    )
-    .await
-    .unwrap()
-    .get(0)
 }
 
 async fn last_event(c: &Client, id: i64) -> (String, String, Option<String>) {

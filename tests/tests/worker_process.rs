@@ -5,18 +5,8 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use smsbus_tests::db::{count, TestDb};
+use smsbus_tests::db::{count, status_of, TestDb};
 use smsbus_tests::worker::{eventually, Worker};
-
-async fn status_of(c: &tokio_postgres::Client, id: i64) -> String {
-    c.query_one(
-        "SELECT status::text FROM smsbus.message WHERE id = $1",
-        &[&id],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
 
 #[tokio::test]
 async fn promotes_scheduled_messages_when_due() {
