@@ -565,6 +565,15 @@ async fn run_lifecycle(
         .batch_execute(&format!("SET smsbus.actor = 'worker:{WORKER}'"))
         .await
         .context("setting smsbus.actor")?;
+    if side == Side::Bare {
+        // Every bare step is a key lookup; without this the planner, misled
+        // by statistics taken on empty tables, hash-joins the claim against
+        // a scan of the whole table and the ceiling would be set too low.
+        worker
+            .batch_execute("SET enable_seqscan = off")
+            .await
+            .context("setting enable_seqscan")?;
+    }
     let listener = match side {
         Side::Smsbus => Some(Listener::start(config).await?),
         Side::Bare => None,
