@@ -16,7 +16,7 @@
 //! own statements need, and no triggers: the database's ceiling on this machine.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -283,6 +283,7 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
     // alternates, so neither always runs on the warmer cluster.
     let (mut bare_lives, mut smsbus_lives) = (Vec::new(), Vec::new());
     let (mut bare_inserts, mut smsbus_inserts) = (Vec::new(), Vec::new());
+    let (mut bare_consumed, mut smsbus_consumed) = (Vec::new(), Vec::new());
     for round in 0..args.rounds {
         for side in side_order(round) {
             eprintln!(
@@ -302,22 +303,27 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
                 Side::Smsbus => smsbus_lives.push(run),
             }
         }
-        for side in side_order(round) {
-            eprintln!(
-                "round {}/{}: concurrent insert, {} ...",
-                round + 1,
-                args.rounds,
-                side.name()
-            );
-            control
-                .batch_execute(TRUNCATE_ALL)
-                .await
-                .context("emptying the tables")?;
-            settle(&control).await?;
-            let run = run_inserts(bench, side, args).await?;
-            match side {
-                Side::Bare => bare_inserts.push(run),
-                Side::Smsbus => smsbus_inserts.push(run),
+        for consumer in [false, true] {
+            for side in side_order(round) {
+                eprintln!(
+                    "round {}/{}: concurrent insert{}, {} ...",
+                    round + 1,
+                    args.rounds,
+                    if consumer { " with a consumer" } else { "" },
+                    side.name()
+                );
+                control
+                    .batch_execute(TRUNCATE_ALL)
+                    .await
+                    .context("emptying the tables")?;
+                settle(&control).await?;
+                let run = run_inserts(bench, side, args, consumer).await?;
+                match (side, consumer) {
+                    (Side::Bare, false) => bare_inserts.push(run),
+                    (Side::Smsbus, false) => smsbus_inserts.push(run),
+                    (Side::Bare, true) => bare_consumed.push(run),
+                    (Side::Smsbus, true) => smsbus_consumed.push(run),
+                }
             }
         }
     }
@@ -325,6 +331,8 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
     let smsbus_life = median_by(&mut smsbus_lives, LifecycleRun::rate);
     let bare_ins = median_by(&mut bare_inserts, InsertRun::rate);
     let smsbus_ins = median_by(&mut smsbus_inserts, InsertRun::rate);
+    let bare_con = median_by(&mut bare_consumed, InsertRun::rate);
+    let smsbus_con = median_by(&mut smsbus_consumed, InsertRun::rate);
 
     let life_ratio = smsbus_life.rate() / bare_life.rate();
     let life_pass = smsbus_life.rate() >= LIFECYCLE_MIN_RATE && life_ratio >= LIFECYCLE_MIN_RATIO;
@@ -354,15 +362,24 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         target: format!(">= {INSERT_MIN_RATIO:.2}"),
         pass: Some(ins_pass),
     });
+    rows.push(Row {
+        scenario: "  with a consumer claiming".into(),
+        smsbus: smsbus_con.rate(),
+        bare: bare_con.rate(),
+        target: "-".into(),
+        pass: None,
+    });
     println!();
     print_table(&rows);
     println!();
     println!(
-        "notifications received on {QUEUE_NOTIFY}: lifecycle {} (statements: {}), concurrent insert {} (commits: {})",
+        "notifications received on {QUEUE_NOTIFY}: lifecycle {} (statements: {}), concurrent insert {} (commits: {}), with a consumer {} (commits: {})",
         smsbus_life.notifications,
         smsbus_life.insert_statements,
         smsbus_ins.notifications,
-        smsbus_ins.inserts
+        smsbus_ins.inserts,
+        smsbus_con.notifications,
+        smsbus_con.inserts
     );
 
     let all_pass = life_pass && ins_pass;
@@ -392,6 +409,11 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
                 "ratio": ins_ratio,
                 "target": { "min_ratio": INSERT_MIN_RATIO },
                 "pass": ins_pass,
+            },
+            "concurrent_insert_with_consumer": {
+                "smsbus": smsbus_con.to_json(),
+                "bare": bare_con.to_json(),
+                "ratio": smsbus_con.rate() / bare_con.rate(),
             },
         },
         "pass": all_pass,
@@ -472,6 +494,9 @@ fn print_method(args: &Args, server: &Value) {
         args.clients
     );
     println!("  msg/s = committed rows / wall time. smsbus side: a LISTEN connection is open.");
+    println!(
+        "  Then again with a consumer claiming {CONSUMER_BATCH} at a time, pausing 5 ms when it gets fewer."
+    );
     println!(
         "{} rounds from empty tables, the first side alternating; each side's median run is shown.",
         args.rounds
@@ -762,11 +787,45 @@ impl InsertRun {
     }
 }
 
-async fn run_inserts(config: &Config, side: Side, args: &Args) -> Result<InsertRun> {
+/// Rows a consumer claims at a time, like a channel with a window of 100.
+const CONSUMER_BATCH: i32 = 100;
+
+/// Claims the channel's queue in a loop, as a channel task would, until
+/// `stop`; a short claim means the queue is drained, so it pauses 5 ms (on
+/// the smsbus side that short claim also arms the channel's wake-up, which
+/// is what makes the next INSERT notify).
+async fn consume(config: Config, side: Side, stop: Arc<AtomicBool>) -> Result<u64> {
+    let client = connect(&config, "consumer").await?;
+    let claim = client
+        .prepare(side.sql().claim)
+        .await
+        .context("preparing the claim")?;
+    let mut claimed = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let rows = client
+            .query(&claim, &[&CHANNEL, &WORKER, &CONSUMER_BATCH])
+            .await
+            .context("consumer claim")?;
+        claimed += rows.len() as u64;
+        if rows.len() < CONSUMER_BATCH as usize {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(claimed)
+}
+
+async fn run_inserts(
+    config: &Config,
+    side: Side,
+    args: &Args,
+    with_consumer: bool,
+) -> Result<InsertRun> {
     let listener = match side {
         Side::Smsbus => Some(Listener::start(config).await?),
         Side::Bare => None,
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = with_consumer.then(|| tokio::spawn(consume(config.clone(), side, stop.clone())));
     let sql = format!(
         "INSERT INTO {} (to_address, body, channel) VALUES ($1, $2, $3)",
         side.sql().message
@@ -809,6 +868,10 @@ async fn run_inserts(config: &Config, side: Side, args: &Args) -> Result<InsertR
         inserts += task.await.context("an insert client panicked")??;
     }
     let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    if let Some(consumer) = consumer {
+        consumer.await.context("the consumer panicked")??;
+    }
     let notifications = match listener {
         Some(l) => l.finish(inserts).await,
         None => 0,
