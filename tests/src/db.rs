@@ -124,21 +124,31 @@ pub async fn expect_error(client: &Client, sql: &str) -> (String, String) {
 
 /// Count of rows a query returns as its single bigint column.
 pub async fn count(client: &Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
+    scalar(client, sql, &[]).await
 }
 
 /// The status of message `id`, as text.
 pub async fn status_of(client: &Client, id: i64) -> String {
+    scalar(
+        client,
+        "SELECT status::text FROM smsbus.message WHERE id = $1",
+        &[&id],
+    )
+    .await
+}
+
+/// The single value a query returns (first column of its one row).
+pub async fn scalar<T>(
+    client: &impl tokio_postgres::GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
     client
-        .query_one(
-            "SELECT status::text FROM smsbus.message WHERE id = $1",
-            &[&id],
-        )
+        .query_one(sql, params)
         .await
-        .unwrap_or_else(|e| panic!("status of message {id}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
 }

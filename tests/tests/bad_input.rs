@@ -1,7 +1,7 @@
 //! Bad input at every entry point of the extension: each case is refused
 //! with its exact SQLSTATE and message, and leaves the database as it was.
 
-use smsbus_tests::db::{count, expect_error, TestDb};
+use smsbus_tests::db::{count, expect_error, scalar, TestDb};
 use tokio_postgres::Client;
 
 struct Case {
@@ -207,14 +207,12 @@ async fn bad_bodies_and_encodings() {
 async fn bad_schedules_channels_and_keys() {
     let db = TestDb::new().await;
     let c = fixture(&db).await;
-    let first: i64 = c
-        .query_one(
-            "SELECT id FROM smsbus.message WHERE idempotency_key = 'dup'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let first: i64 = scalar(
+        &c,
+        "SELECT id FROM smsbus.message WHERE idempotency_key = 'dup'",
+        &[],
+    )
+    .await;
     let to = "'+31612345678'";
     check_all(
         &db,
@@ -282,22 +280,14 @@ async fn bad_schedules_channels_and_keys() {
 async fn illegal_transitions() {
     let db = TestDb::new().await;
     let c = fixture(&db).await;
-    let queued: i64 = c
-        .query_one(
-            "SELECT id FROM smsbus.message WHERE idempotency_key = 'dup'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let inbound: i64 = c
-        .query_one(
-            "SELECT (smsbus._record_inbound('kpn', ARRAY['+31600000000'], ARRAY['1234'], ARRAY['hi'], ARRAY['r']))[1]",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let queued: i64 = scalar(
+        &c,
+        "SELECT id FROM smsbus.message WHERE idempotency_key = 'dup'",
+        &[],
+    )
+    .await;
+    let inbound: i64 = scalar(&c, "SELECT (smsbus._record_inbound('kpn', ARRAY['+31600000000'], ARRAY['1234'], ARRAY['hi'], ARRAY['r']))[1]",
+            &[]).await;
     let upd =
         |id: i64, to: &str| format!("UPDATE smsbus.message SET status = '{to}' WHERE id = {id}");
     check_all(
@@ -347,11 +337,7 @@ async fn illegal_transitions() {
 async fn senders_cannot_touch_what_is_not_theirs() {
     let db = TestDb::new().await;
     let c = fixture(&db).await;
-    let id: i64 = c
-        .query_one("SELECT id FROM smsbus.message LIMIT 1", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id: i64 = scalar(&c, "SELECT id FROM smsbus.message LIMIT 1", &[]).await;
     check_all(
         &db,
         Some("smsbus_sender"),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use smsbus_tests::db::{count, TestDb};
+use smsbus_tests::db::{count, scalar, TestDb};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 async fn setup(db: &TestDb) -> tokio_postgres::Client {
@@ -206,22 +206,10 @@ async fn every_insert_is_traced() {
 async fn send_function_and_idempotency() {
     let db = TestDb::new().await;
     let c = setup(&db).await;
-    let first: i64 = c
-        .query_one(
-            "SELECT smsbus.send('+31612345678', 'hello', channel => 'kpn', idempotency_key => 'order-1')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let again: i64 = c
-        .query_one(
-            "SELECT smsbus.send('+31612345678', 'hello again', channel => 'kpn', idempotency_key => 'order-1')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let first: i64 = scalar(&c, "SELECT smsbus.send('+31612345678', 'hello', channel => 'kpn', idempotency_key => 'order-1')",
+            &[]).await;
+    let again: i64 = scalar(&c, "SELECT smsbus.send('+31612345678', 'hello again', channel => 'kpn', idempotency_key => 'order-1')",
+            &[]).await;
     assert_eq!(first, again);
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 1);
     // Still true once the first message is archived.
@@ -231,31 +219,23 @@ async fn send_function_and_idempotency() {
     ))
     .await
     .unwrap();
-    let moved: i64 = c
-        .query_one("SELECT smsbus.archive(interval '0')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let moved: i64 = scalar(&c, "SELECT smsbus.archive(interval '0')", &[]).await;
     assert_eq!(moved, 1);
-    let after_archive: i64 = c
-        .query_one(
-            "SELECT smsbus.send('+31612345678', 'x', idempotency_key => 'order-1')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let after_archive: i64 = scalar(
+        &c,
+        "SELECT smsbus.send('+31612345678', 'x', idempotency_key => 'order-1')",
+        &[],
+    )
+    .await;
     assert_eq!(after_archive, first);
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 0);
     // Without a key every call is a message.
-    let plain: i64 = c
-        .query_one(
-            "SELECT smsbus.send('+31612345678', 'x', channel => 'kpn')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let plain: i64 = scalar(
+        &c,
+        "SELECT smsbus.send('+31612345678', 'x', channel => 'kpn')",
+        &[],
+    )
+    .await;
     assert!(plain > first);
 }
 

@@ -3,7 +3,7 @@
 //! refused naming both states. Timestamps and attempts are the extension's.
 
 use smsbus_core::status::Status;
-use smsbus_tests::db::{db_error, TestDb};
+use smsbus_tests::db::{db_error, scalar, TestDb};
 use tokio_postgres::Transaction;
 
 /// Brings a fresh message into `status` by legal steps; returns its id.
@@ -81,14 +81,12 @@ async fn every_pair_of_statuses() {
             }
             let tx = c.transaction().await.unwrap();
             let id = message_in(&tx, from).await;
-            let got: String = tx
-                .query_one(
-                    "SELECT status::text FROM smsbus.message WHERE id = $1",
-                    &[&id],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            let got: String = scalar(
+                &tx,
+                "SELECT status::text FROM smsbus.message WHERE id = $1",
+                &[&id],
+            )
+            .await;
             assert_eq!(got, from.as_str());
             let result = tx
                 .batch_execute(&format!(
@@ -144,14 +142,8 @@ async fn timestamps_and_attempts_are_maintained() {
     c.batch_execute("INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp')")
         .await
         .unwrap();
-    let id: i64 = c
-        .query_one(
-            "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'kpn') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id: i64 = scalar(&c, "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'kpn') RETURNING id",
+            &[]).await;
     let c = &c;
     let state = || async move {
         let row = c
@@ -223,15 +215,13 @@ async fn editing_a_waiting_message_revalidates_it() {
     c.batch_execute("INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp')")
         .await
         .unwrap();
-    let id: i64 = c
-        .query_one(
-            "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
+    let id: i64 = scalar(
+        &c,
+        "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
              VALUES ('+31612345678', 'x', 'kpn', now() + interval '1 day') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
     c.batch_execute(&format!(
         "UPDATE smsbus.message SET to_address = '0031 20 123 4567', body = repeat('ж', 71) WHERE id = {id}"
     ))

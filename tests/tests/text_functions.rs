@@ -1,22 +1,14 @@
 //! `smsbus.sms_encoding` and `smsbus.sms_segments` through SQL, against the
 //! limits of 3GPP TS 23.038/23.040 and worked examples.
 
-use smsbus_tests::db::{expect_error, TestDb};
+use smsbus_tests::db::{expect_error, scalar, TestDb};
 
 async fn encoding(client: &tokio_postgres::Client, body: &str) -> String {
-    client
-        .query_one("SELECT smsbus.sms_encoding($1)", &[&body])
-        .await
-        .unwrap()
-        .get(0)
+    scalar(client, "SELECT smsbus.sms_encoding($1)", &[&body]).await
 }
 
 async fn segments(client: &tokio_postgres::Client, body: &str, enc: Option<&str>) -> i32 {
-    client
-        .query_one("SELECT smsbus.sms_segments($1, $2)", &[&body, &enc])
-        .await
-        .unwrap()
-        .get(0)
+    scalar(client, "SELECT smsbus.sms_segments($1, $2)", &[&body, &enc]).await
 }
 
 #[tokio::test]
@@ -39,11 +31,7 @@ async fn encoding_detection() {
     assert_eq!(encoding(&c, "Привет").await, "ucs2");
     assert_eq!(encoding(&c, "你好").await, "ucs2");
     assert_eq!(encoding(&c, "👍").await, "ucs2");
-    let null: Option<String> = c
-        .query_one("SELECT smsbus.sms_encoding(NULL)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let null: Option<String> = scalar(&c, "SELECT smsbus.sms_encoding(NULL)", &[]).await;
     assert_eq!(null, None);
 }
 

@@ -2,7 +2,7 @@
 //! batches, delivery reports (also early ones), inbound messages, and the
 //! maintenance steps.
 
-use smsbus_tests::db::{count, status_of, TestDb};
+use smsbus_tests::db::{count, scalar, status_of, TestDb};
 use tokio_postgres::Client;
 
 async fn setup(db: &TestDb) -> Client {
@@ -58,15 +58,13 @@ async fn claim_takes_priority_then_age_and_sets_a_lease() {
     let db = TestDb::new().await;
     let c = setup(&db).await;
     let low = queue(&c, 3, "kpn").await;
-    let high: i64 = c
-        .query_one(
-            "INSERT INTO smsbus.message (to_address, body, channel, priority)
+    let high: i64 = scalar(
+        &c,
+        "INSERT INTO smsbus.message (to_address, body, channel, priority)
              VALUES ('+31612345678', 'urgent', 'kpn', 2) RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
     queue(&c, 2, "other").await;
     let got = claim(&c, "kpn", "w1", 3).await;
     assert_eq!(got, vec![high, low[0], low[1]]);
@@ -162,43 +160,37 @@ async fn outcomes_in_batches() {
     let ids = queue(&c, 4, "kpn").await;
     claim(&c, "kpn", "w", 10).await;
     // Message 0 has two parts, message 1 one; 2 fails; 3 is retried later.
-    let sent: i32 = c
-        .query_one(
-            "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
-            &[
-                &vec![ids[0], ids[0], ids[1]],
-                &vec![1i32, 2, 1],
-                &vec!["r0a", "r0b", "r1"],
-            ],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let sent: i32 = scalar(
+        &c,
+        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+        &[
+            &vec![ids[0], ids[0], ids[1]],
+            &vec![1i32, 2, 1],
+            &vec!["r0a", "r0b", "r1"],
+        ],
+    )
+    .await;
     assert_eq!(sent, 2);
-    let failed: i32 = c
-        .query_one(
-            "SELECT smsbus._mark_failed($1, $2)",
-            &[
-                &vec![ids[2]],
-                &vec!["0x0000000B: invalid destination address (ESME_RINVDSTADR)"],
-            ],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let failed: i32 = scalar(
+        &c,
+        "SELECT smsbus._mark_failed($1, $2)",
+        &[
+            &vec![ids[2]],
+            &vec!["0x0000000B: invalid destination address (ESME_RINVDSTADR)"],
+        ],
+    )
+    .await;
     assert_eq!(failed, 1);
-    let retried: i32 = c
-        .query_one(
-            "SELECT smsbus._mark_retry($1, $2, $3)",
-            &[
-                &vec![ids[3]],
-                &vec!["0x00000058: throttled"],
-                &vec![3600.0f64],
-            ],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let retried: i32 = scalar(
+        &c,
+        "SELECT smsbus._mark_retry($1, $2, $3)",
+        &[
+            &vec![ids[3]],
+            &vec!["0x00000058: throttled"],
+            &vec![3600.0f64],
+        ],
+    )
+    .await;
     assert_eq!(retried, 1);
 
     let row = c
@@ -246,37 +238,32 @@ async fn outcomes_in_batches() {
     .await
     .unwrap();
     assert_eq!(claim(&c, "kpn", "w", 10).await, vec![ids[3]]);
-    let attempts: i32 = c
-        .query_one(
-            "SELECT attempts FROM smsbus.message WHERE id = $1",
-            &[&ids[3]],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let attempts: i32 = scalar(
+        &c,
+        "SELECT attempts FROM smsbus.message WHERE id = $1",
+        &[&ids[3]],
+    )
+    .await;
     assert_eq!(attempts, 2);
     // An outcome for a message that is not in flight changes nothing.
-    let again: i32 = c
-        .query_one(
-            "SELECT smsbus._mark_failed($1, $2)",
-            &[&vec![ids[0]], &vec!["late"]],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let again: i32 = scalar(
+        &c,
+        "SELECT smsbus._mark_failed($1, $2)",
+        &[&vec![ids[0]], &vec!["late"]],
+    )
+    .await;
     assert_eq!(again, 0);
     assert_eq!(status_of(&c, ids[0]).await, "sent");
 }
 
 async fn report(c: &Client, channel: &str, refs: &[&str], statuses: &[&str]) -> i32 {
     let details: Vec<Option<String>> = statuses.iter().map(|s| Some(format!("stat:{s}"))).collect();
-    c.query_one(
+    scalar(
+        c,
         "SELECT smsbus._apply_reports($1, $2, $3, $4)",
         &[&channel, &refs, &statuses, &details],
     )
     .await
-    .unwrap()
-    .get(0)
 }
 
 #[tokio::test]
@@ -303,14 +290,12 @@ async fn delivery_reports_per_part() {
     // One part not delivered is enough.
     assert_eq!(report(&c, "kpn", &["b2"], &["notdelivered"]).await, 1);
     assert_eq!(status_of(&c, ids[1]).await, "notdelivered");
-    let err: Option<String> = c
-        .query_one(
-            "SELECT last_error FROM smsbus.message WHERE id = $1",
-            &[&ids[1]],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let err: Option<String> = scalar(
+        &c,
+        "SELECT last_error FROM smsbus.message WHERE id = $1",
+        &[&ids[1]],
+    )
+    .await;
     assert_eq!(err.as_deref(), Some("stat:notdelivered"));
     // The same reference on another channel is another message.
     assert_eq!(report(&c, "other", &["b1"], &["delivered"]).await, 0);
@@ -368,23 +353,21 @@ async fn a_report_before_the_submit_outcome_is_applied_later() {
 async fn inbound_messages_are_recorded() {
     let db = TestDb::new().await;
     let c = setup(&db).await;
-    let ids: Vec<i64> = c
-        .query_one(
-            "SELECT smsbus._record_inbound('kpn', $1, $2, $3, $4, NULL, $5)",
-            &[
-                &vec!["+31612345678", "MyBank"],
-                &vec![Some("4455"), None],
-                &vec!["STOP", "Ваш код 1234"],
-                &vec!["in-1", "in-2"],
-                &vec![
-                    serde_json::json!({"smsc_time": "2026-11-25T10:00:00+01:00"}),
-                    serde_json::json!(null),
-                ],
+    let ids: Vec<i64> = scalar(
+        &c,
+        "SELECT smsbus._record_inbound('kpn', $1, $2, $3, $4, NULL, $5)",
+        &[
+            &vec!["+31612345678", "MyBank"],
+            &vec![Some("4455"), None],
+            &vec!["STOP", "Ваш код 1234"],
+            &vec!["in-1", "in-2"],
+            &vec![
+                serde_json::json!({"smsc_time": "2026-11-25T10:00:00+01:00"}),
+                serde_json::json!(null),
             ],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        ],
+    )
+    .await;
     assert_eq!(ids.len(), 2);
     let rows = c
         .query(
@@ -446,11 +429,7 @@ async fn expired_leases_go_back_to_the_queue_marked_unknown() {
     .await
     .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let n: i32 = c
-        .query_one("SELECT smsbus._expire_leases()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i32 = scalar(&c, "SELECT smsbus._expire_leases()", &[]).await;
     assert_eq!(n, 2);
     assert_eq!(status_of(&c, ids[0]).await, "queued");
     assert_eq!(status_of(&c, ids[2]).await, "sending");
@@ -460,11 +439,7 @@ async fn expired_leases_go_back_to_the_queue_marked_unknown() {
         Some("lease of dead-worker expired: outcome of the submission unknown")
     );
     // Released on shutdown.
-    let n: i32 = c
-        .query_one("SELECT smsbus._release('live-worker')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i32 = scalar(&c, "SELECT smsbus._release('live-worker')", &[]).await;
     assert_eq!(n, 1);
     assert_eq!(status_of(&c, ids[2]).await, "queued");
 }
@@ -509,11 +484,7 @@ async fn maintenance_promotes_due_messages_and_marks_noreport() {
     .await
     .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let done: serde_json::Value = c
-        .query_one("SELECT smsbus._maintain()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let done: serde_json::Value = scalar(&c, "SELECT smsbus._maintain()", &[]).await;
     assert_eq!(done["promoted"], 3);
     assert_eq!(done["noreport"], 1);
     assert_eq!(status_of(&c, ids[0]).await, "queued");
@@ -549,23 +520,11 @@ async fn archive_moves_finished_messages_only() {
     .unwrap();
     report(&c, "kpn", &["x"], &["delivered"]).await;
     // delivered + failed are finished; sending and queued are not.
-    let moved: i64 = c
-        .query_one("SELECT smsbus.archive(interval '0', 1)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let moved: i64 = scalar(&c, "SELECT smsbus.archive(interval '0', 1)", &[]).await;
     assert_eq!(moved, 1);
-    let moved: i64 = c
-        .query_one("SELECT smsbus.archive(interval '0')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let moved: i64 = scalar(&c, "SELECT smsbus.archive(interval '0')", &[]).await;
     assert_eq!(moved, 1);
-    let moved: i64 = c
-        .query_one("SELECT smsbus.archive(interval '0')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let moved: i64 = scalar(&c, "SELECT smsbus.archive(interval '0')", &[]).await;
     assert_eq!(moved, 0);
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 3);
     assert_eq!(
@@ -581,11 +540,7 @@ async fn archive_moves_finished_messages_only() {
         0
     );
     // Recent messages are kept until they are old enough.
-    let moved: i64 = c
-        .query_one("SELECT smsbus.archive(interval '1 day')", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let moved: i64 = scalar(&c, "SELECT smsbus.archive(interval '1 day')", &[]).await;
     assert_eq!(moved, 0);
     let row = c
         .query_one(
@@ -667,14 +622,12 @@ async fn the_worker_role_can_run_the_queue() {
     w.query_one("SELECT smsbus._maintain()", &[]).await.unwrap();
     // ... and a sender can queue with send() and read the outcome.
     let s = db.connect_as("smsbus_sender").await;
-    let id: i64 = s
-        .query_one(
-            "SELECT smsbus.send('+31612345678', 'hi', channel => 'kpn')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let id: i64 = scalar(
+        &s,
+        "SELECT smsbus.send('+31612345678', 'hi', channel => 'kpn')",
+        &[],
+    )
+    .await;
     assert_eq!(status_of(&s, id).await, "queued");
     let names = s
         .query("SELECT name FROM smsbus.channel ORDER BY name", &[])

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use smsbus_tests::db::{count, status_of, TestDb};
+use smsbus_tests::db::{count, scalar, status_of, TestDb};
 use smsbus_tests::worker::{eventually, Worker};
 
 #[tokio::test]
@@ -19,15 +19,9 @@ async fn promotes_scheduled_messages_when_due() {
         &db.conninfo(),
         &["--worker-id", "w-promote", "--maintenance-interval", "0.2"],
     );
-    let id: i64 = c
-        .query_one(
-            "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
+    let id: i64 = scalar(&c, "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
              VALUES ('+31612345678', 'soon', 'kpn', now() + interval '500 milliseconds') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+            &[]).await;
     assert_eq!(status_of(&c, id).await, "scheduled");
     let c2 = &c;
     assert!(
@@ -38,14 +32,12 @@ async fn promotes_scheduled_messages_when_due() {
         "not promoted; worker log:\n{}",
         worker.log()
     );
-    let actor: String = c
-        .query_one(
-            "SELECT actor FROM smsbus.message_event WHERE message_id = $1 AND to_status = 'queued'",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let actor: String = scalar(
+        &c,
+        "SELECT actor FROM smsbus.message_event WHERE message_id = $1 AND to_status = 'queued'",
+        &[&id],
+    )
+    .await;
     assert_eq!(actor, "worker:w-promote");
     worker.signal(Signal::SIGTERM);
     let status = worker
@@ -85,15 +77,13 @@ async fn wakes_on_notification_and_survives_losing_its_listener() {
     );
     // The first pass runs at start; schedule something after it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let id: i64 = c
-        .query_one(
-            "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
+    let id: i64 = scalar(
+        &c,
+        "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
              VALUES ('+31612345678', 'x', 'kpn', now() + interval '100 milliseconds') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(status_of(&c, id).await, "scheduled");
     c.batch_execute("NOTIFY smsbus_maintenance").await.unwrap();
@@ -121,15 +111,13 @@ async fn wakes_on_notification_and_survives_losing_its_listener() {
         "listener did not reconnect; log:\n{}",
         worker.log()
     );
-    let id2: i64 = c
-        .query_one(
-            "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
+    let id2: i64 = scalar(
+        &c,
+        "INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
              VALUES ('+31612345678', 'y', 'kpn', now() + interval '50 milliseconds') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     c.batch_execute("NOTIFY smsbus_maintenance").await.unwrap();
     assert!(
@@ -182,14 +170,12 @@ async fn hands_back_its_claims_on_sigterm() {
         .await,
         1
     );
-    let detail: String = c
-        .query_one(
-            "SELECT detail FROM smsbus.message_event ORDER BY id DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let detail: String = scalar(
+        &c,
+        "SELECT detail FROM smsbus.message_event ORDER BY id DESC LIMIT 1",
+        &[],
+    )
+    .await;
     assert_eq!(detail, "handed back by w-claims before submission");
 }
 
