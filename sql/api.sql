@@ -6,26 +6,6 @@
 -- extension and the worker call start with an underscore.
 
 ---------------------------------------------------------------------------
--- Routing (the router issue replaces this with compiled rules)
----------------------------------------------------------------------------
-
--- The status a due outbound message gets, and why: queued on its channel
--- when that channel exists and can send, else nochannel.
-CREATE FUNCTION _route(m message, OUT status status, OUT channel text, OUT reason text)
-LANGUAGE plpgsql STABLE
-AS $$
-DECLARE
-    ch_enabled boolean;
-    ch_can_send boolean;
-BEGIN
-    SELECT c.enabled, c.can_send INTO ch_enabled, ch_can_send FROM smsbus.channel c WHERE c.name = m.channel;
-    channel := m.channel;
-    reason := smsbus._channel_refusal(m.channel, FOUND, ch_enabled, ch_can_send);
-    status := CASE WHEN reason IS NULL THEN 'queued' ELSE 'nochannel' END;
-END
-$$;
-
----------------------------------------------------------------------------
 -- The queue's triggers
 ---------------------------------------------------------------------------
 
@@ -438,13 +418,10 @@ AS $$
 DECLARE
     done integer;
 BEGIN
+    -- The row trigger routes each message set to queued (see router.sql).
     UPDATE smsbus.message m
-    SET (status, channel, last_error) = (
-        SELECT CASE WHEN m.valid_until <= now() THEN 'expired'::smsbus.status ELSE r.status END,
-               r.channel,
-               CASE WHEN m.valid_until <= now() THEN 'validity period ended before the message was due'
-                    ELSE r.reason END
-        FROM smsbus._route(m) r)
+    SET status = CASE WHEN m.valid_until <= now() THEN 'expired'::smsbus.status ELSE 'queued' END,
+        last_error = CASE WHEN m.valid_until <= now() THEN 'validity period ended before the message was due' END
     FROM (SELECT id FROM smsbus.message
           WHERE status = 'scheduled' AND scheduled_at <= now()
           ORDER BY scheduled_at LIMIT p_limit FOR UPDATE SKIP LOCKED) due
@@ -529,9 +506,17 @@ LEFT JOIN (SELECT channel,
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsbus FROM PUBLIC;
 -- Helpers anyone may call; the triggers call some as the inserting role.
-GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text),
-    _route(message), _channel_refusal(text, boolean, boolean, boolean)
+GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text)
     TO PUBLIC;
+-- The compiled router runs as smsbus_admin and calls these.
+GRANT EXECUTE ON FUNCTION _channel_take(text), _channel_take_reason(text, integer), _route_given(text),
+    _route_group(bigint[], text[], integer[]), _round_robin(), _channel_check(text)
+    TO smsbus_admin;
+GRANT EXECUTE ON FUNCTION _check_condition(text, text), _compile_router(), _route_target_code(route),
+    _route_take_code(route), reroute(bigint[], status[]), _explain_route(message),
+    explain_route(bigint), explain_route(jsonb)
+    TO smsbus_admin;
+GRANT USAGE ON SEQUENCE round_robin TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean,
     text, jsonb, text, text) TO smsbus_sender, smsbus_admin;
 GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_worker;

@@ -2,13 +2,16 @@
 //!
 //! | from | to | by |
 //! | --- | --- | --- |
-//! | (insert) | scheduled, queued, blocked, nochannel, dailylimit | router |
-//! | scheduled | queued, blocked, nochannel, dailylimit, expired | router, when due |
+//! | (insert) | scheduled, queued, blocked, nochannel, dailylimit, failed | router |
+//! | scheduled | queued, blocked, nochannel, dailylimit, failed, expired | router, when due |
 //! | queued | sending | channel claim |
 //! | sending | sent, failed, queued (retry / lease expired), expired | channel |
 //! | sent | delivered, notdelivered, noreport | delivery report / timeout |
 //! | failed, nochannel, blocked, dailylimit, expired, notdelivered, noreport | scheduled | retry |
 //! | (insert, inbound) | received | channel |
+//!
+//! `failed` straight from the router is a function route that raised an
+//! error: the message fails alone, the INSERT that carried it does not.
 
 use std::fmt;
 use std::str::FromStr;
@@ -81,6 +84,7 @@ impl Status {
                 | Status::Blocked
                 | Status::NoChannel
                 | Status::DailyLimit
+                | Status::Failed
                 | Status::Received
         )
     }
@@ -89,7 +93,10 @@ impl Status {
     pub fn can_become(self, to: Status) -> bool {
         use Status::*;
         match self {
-            Scheduled => matches!(to, Queued | Blocked | NoChannel | DailyLimit | Expired),
+            Scheduled => matches!(
+                to,
+                Queued | Blocked | NoChannel | DailyLimit | Failed | Expired
+            ),
             Queued => to == Sending,
             Sending => matches!(to, Sent | Failed | Queued | Expired),
             Sent => matches!(to, Delivered | NotDelivered | NoReport),
@@ -132,7 +139,7 @@ mod tests {
         let allowed: &[(Status, &[Status])] = &[
             (
                 Scheduled,
-                &[Queued, Blocked, NoChannel, DailyLimit, Expired],
+                &[Queued, Blocked, NoChannel, DailyLimit, Failed, Expired],
             ),
             (Queued, &[Sending]),
             (Sending, &[Sent, Failed, Queued, Expired]),
@@ -154,7 +161,7 @@ mod tests {
                 legal += usize::from(from.can_become(to));
             }
         }
-        assert_eq!(legal, 20);
+        assert_eq!(legal, 21);
     }
 
     #[test]

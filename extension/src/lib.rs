@@ -10,6 +10,10 @@
 //!   the system's columns on UPDATE.
 //! - [`message_trace`]: the per-statement trigger that writes the trace and
 //!   wakes the channels whose owners wait.
+//! - [`router`]: calls the compiled router (`sql/router.sql`) for a message
+//!   that became due; [`channels`]: channel lookups and daily quotas for it.
+//! - [`rule_check`]: checks rule conditions with PostgreSQL's parser and
+//!   analyser when a rule row is written.
 //! - [`text`]: `smsbus.sms_encoding(text)`, `smsbus.sms_segments(text, encoding)`.
 //! - [`state`]: `smsbus.status_is_permanent(status)` and transition hints.
 //! - [`settings`]: the `smsbus.*` configuration parameters.
@@ -21,8 +25,11 @@
 
 use pgrx::prelude::*;
 
+mod channels;
 mod message_trace;
 mod message_triggers;
+mod router;
+mod rule_check;
 mod settings;
 mod state;
 mod text;
@@ -30,6 +37,11 @@ mod text;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!(
+    "../../sql/router.sql",
+    name = "router",
+    requires = ["schema", _channel_take, _channel_take_reason, _check_condition]
+);
 extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 
 #[pg_guard]

@@ -138,8 +138,16 @@ fn collect(
                     }
                 }
             }
+            let routed = matches!(previous, None | Some(Status::Scheduled));
             let detail = match (status, text(c.reference)) {
                 (Status::Sent, Some(reference)) => Some(format!("reference {reference}")),
+                // The router's steps name the rule that decided.
+                _ if routed && !matches!(status, Status::Scheduled | Status::Expired) => {
+                    match (text(c.routed_by), text(c.last_error)) {
+                        (Some(by), Some(error)) => Some(format!("{by}: {error}")),
+                        (by, error) => by.or(error),
+                    }
+                }
                 _ => text(c.last_error),
             };
             batch.ids.push(

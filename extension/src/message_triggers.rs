@@ -20,7 +20,7 @@ use smsbus_core::address;
 use smsbus_core::status::Status;
 use smsbus_core::text::{self, Encoding};
 
-use crate::{raise, refuse, settings};
+use crate::{channels, raise, refuse, router, settings};
 
 /// Attribute positions (0-based) of the columns the triggers touch, read
 /// from the table's descriptor on each call, so a future `ALTER TABLE`
@@ -48,6 +48,7 @@ pub(crate) struct Columns {
     pub reference: usize,
     attempts: usize,
     pub last_error: usize,
+    pub routed_by: usize,
     created_at: usize,
     updated_at: usize,
     sent_at: usize,
@@ -59,7 +60,7 @@ pub(crate) struct Columns {
     trigger_status_type: pg_sys::Oid,
 }
 
-const COLUMN_COUNT: usize = 28;
+const COLUMN_COUNT: usize = 29;
 
 impl Columns {
     pub fn of(desc: pg_sys::TupleDesc) -> Columns {
@@ -101,6 +102,7 @@ impl Columns {
                 b"reference" => &mut c.reference,
                 b"attempts" => &mut c.attempts,
                 b"last_error" => &mut c.last_error,
+                b"routed_by" => &mut c.routed_by,
                 b"created_at" => &mut c.created_at,
                 b"updated_at" => &mut c.updated_at,
                 b"sent_at" => &mut c.sent_at,
@@ -274,7 +276,6 @@ fn enum_value(type_oid: pg_sys::Oid, label: &'static str) -> pg_sys::Datum {
 /// Lookups prepared once per backend. Saved plans follow schema changes by
 /// themselves (PostgreSQL replans them).
 struct Plans {
-    channel: OwnedPreparedStatement,
     key_live: OwnedPreparedStatement,
     key_archived: OwnedPreparedStatement,
 }
@@ -296,9 +297,6 @@ fn with_plans<R>(f: impl FnOnce(&pgrx::spi::SpiClient<'_>, &Plans) -> R) -> R {
                         .keep()
                 };
                 *plans = Some(Plans {
-                    channel: prepare(
-                        "SELECT enabled, can_send FROM smsbus.channel WHERE name = $1",
-                    ),
                     key_live: prepare("SELECT id FROM smsbus.message WHERE idempotency_key = $1"),
                     key_archived: prepare(
                         "SELECT id FROM smsbus.message_archive WHERE idempotency_key = $1",
@@ -307,57 +305,6 @@ fn with_plans<R>(f: impl FnOnce(&pgrx::spi::SpiClient<'_>, &Plans) -> R) -> R {
             }
             f(client, plans.as_ref().expect("prepared above"))
         })
-    })
-}
-
-/// Channel lookups of the running statement, by name. A multi-row INSERT
-/// looks each channel up once; the statement's snapshot would give every
-/// row the same answer anyway.
-struct ChannelCache {
-    statement: (pg_sys::LocalTransactionId, pg_sys::CommandId),
-    flags: HashMap<String, Option<(bool, bool)>>,
-}
-
-thread_local! {
-    static CHANNELS: RefCell<ChannelCache> = RefCell::new(ChannelCache {
-        statement: (0, 0),
-        flags: HashMap::new(),
-    });
-}
-
-/// (enabled, can_send) of a channel, or None when it does not exist.
-fn channel_flags(name: &str) -> Option<(bool, bool)> {
-    // SAFETY: MyProc is this backend's process entry, set for its lifetime.
-    let statement = unsafe { ((*pg_sys::MyProc).lxid, pg_sys::GetCurrentCommandId(false)) };
-    let cached = CHANNELS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.statement != statement {
-            cache.statement = statement;
-            cache.flags.clear();
-        }
-        cache.flags.get(name).copied()
-    });
-    if let Some(flags) = cached {
-        return flags;
-    }
-    let flags = look_up_channel(name);
-    CHANNELS.with(|cache| cache.borrow_mut().flags.insert(name.to_owned(), flags));
-    flags
-}
-
-fn look_up_channel(name: &str) -> Option<(bool, bool)> {
-    with_plans(|client, plans| {
-        let table = client
-            .select(&plans.channel, Some(1), &[name.into()])
-            .unwrap_or_else(|e| refuse(format!("looking up channel {name}: {e}")));
-        if table.is_empty() {
-            return None;
-        }
-        let (enabled, can_send) = table
-            .first()
-            .get_two::<bool, bool>()
-            .unwrap_or_else(|e| refuse(format!("reading channel {name}: {e}")));
-        Some((enabled.unwrap_or(false), can_send.unwrap_or(false)))
     })
 }
 
@@ -374,19 +321,6 @@ fn key_owner(key: &str) -> Option<i64> {
         }
         None
     })
-}
-
-/// Why a due message cannot be queued on `channel` (None: it can).
-fn channel_refusal(channel: Option<&str>, flags: Option<(bool, bool)>) -> Option<String> {
-    let Some(name) = channel else {
-        return Some("no channel given and no route matched".into());
-    };
-    match flags {
-        None => Some(format!("channel \"{name}\" does not exist")),
-        Some((false, _)) => Some(format!("channel \"{name}\" is disabled")),
-        Some((true, false)) => Some(format!("channel \"{name}\" cannot send")),
-        Some((true, true)) => None,
-    }
 }
 
 fn required(what: &str) -> ! {
@@ -490,6 +424,7 @@ fn _message_before_insert<'a>(
         c.claimed_by,
         c.claimed_until,
         c.last_error,
+        c.routed_by,
     ] {
         edit.null(column);
     }
@@ -559,31 +494,40 @@ fn _message_before_insert<'a>(
         }
     }
 
-    let channel = new.text(c.channel);
-    let flags = channel.as_deref().map(|name| {
-        channel_flags(name).unwrap_or_else(|| {
+    if let Some(name) = new.text(c.channel) {
+        if channels::channel(&name).is_none() {
             raise(
                 PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
                 format!("unknown channel \"{name}\""),
                 Some("Use a name from smsbus.channel, or leave channel null to let the router choose."),
-            )
-        })
-    });
-
-    let status = if scheduled_at.is_some_and(|at| at > now) {
-        Status::Scheduled
-    } else {
-        match channel_refusal(channel.as_deref(), flags) {
-            None => Status::Queued,
-            Some(reason) => {
-                edit.set(c.last_error, Some(reason));
-                Status::NoChannel
-            }
+            );
         }
+    }
+
+    if scheduled_at.is_some_and(|at| at > now) {
+        set_status(&mut edit, &c, Status::Scheduled);
+        set_trigger_status(&mut edit, &c, trigger_status_for(Status::Scheduled));
+        return Ok(finish(&new, edit));
+    }
+    // Route the row as it will be stored: normalised, encoded, counted.
+    let staged = Row {
+        tuple: edit.apply(&new),
+        desc: new.desc,
     };
-    set_status(&mut edit, &c, status);
-    set_trigger_status(&mut edit, &c, trigger_status_for(status));
-    Ok(finish(&new, edit))
+    let mut edit = Edit::new(new.desc);
+    apply_verdict(&mut edit, &c, router::route(staged.tuple, staged.desc));
+    Ok(finish(&staged, edit))
+}
+
+/// Writes the router's decision into the row.
+fn apply_verdict(edit: &mut Edit, c: &Columns, verdict: router::Verdict) {
+    if verdict.channel.is_some() {
+        edit.set(c.channel, verdict.channel);
+    }
+    edit.set(c.routed_by, verdict.routed_by);
+    edit.set(c.last_error, verdict.reason);
+    set_status(edit, c, verdict.status);
+    set_trigger_status(edit, c, trigger_status_for(verdict.status));
 }
 
 /// BEFORE UPDATE: enforces the state machine and keeps the system's
@@ -606,6 +550,7 @@ fn _message_before_update<'a>(
         c.sent_at,
         c.delivered_at,
         c.received_at,
+        c.routed_by,
     ] {
         edit.keep(&old, column);
     }
@@ -628,6 +573,12 @@ fn _message_before_update<'a>(
             format!("illegal status transition from {old_status} to {new_status} (message {id})"),
             Some(&crate::state::next_statuses_hint(old_status)),
         );
+    }
+    if old_status == Status::Scheduled
+        && new_status == Status::Queued
+        && old.text(c.direction).as_deref() == Some("out")
+    {
+        return Ok(Some(route_due(&old, &new, &c, edit)));
     }
     match new_status {
         Status::Sending => {
@@ -653,6 +604,52 @@ fn _message_before_update<'a>(
     }
     set_trigger_status(&mut edit, &c, trigger_status_for(new_status));
     Ok(finish(&new, edit))
+}
+
+/// A scheduled message that came due goes through the router. A channel
+/// the router chose last time (before a retry) is chosen afresh; one the
+/// sender gave, or this UPDATE sets, is kept.
+fn route_due<'a>(
+    old: &Row,
+    new: &Row,
+    c: &Columns,
+    mut edit: Edit,
+) -> PgHeapTuple<'a, AllocatedByPostgres> {
+    let channel = new.text(c.channel);
+    let chosen_by_router = old
+        .text(c.routed_by)
+        .is_some_and(|by| by.starts_with("route ") || by == "round robin");
+    if chosen_by_router && channel == old.text(c.channel) {
+        edit.null(c.channel);
+    }
+    if let Some(name) = edit_channel(&edit, c, channel) {
+        if channels::channel(&name).is_none() {
+            raise(
+                PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
+                format!("unknown channel \"{name}\""),
+                Some("Use a name from smsbus.channel, or set channel to null to let the router choose."),
+            );
+        }
+    }
+    edit.null(c.claimed_by);
+    edit.null(c.claimed_until);
+    edit.null(c.last_error);
+    let staged = Row {
+        tuple: edit.apply(new),
+        desc: new.desc,
+    };
+    let mut edit = Edit::new(new.desc);
+    apply_verdict(&mut edit, c, router::route(staged.tuple, staged.desc));
+    finish(&staged, edit).expect("finish returns a row")
+}
+
+/// The channel the row will have after `edit`.
+fn edit_channel(edit: &Edit, c: &Columns, channel: Option<String>) -> Option<String> {
+    if edit.replace[c.channel] && edit.nulls[c.channel] {
+        None
+    } else {
+        channel
+    }
 }
 
 /// An outbound message edited while it waits is validated again.
@@ -692,17 +689,4 @@ fn revalidate(old: &Row, new: &Row, c: &Columns, edit: &mut Edit) {
     } else {
         edit.keep(old, c.segments);
     }
-}
-
-/// Why a due message cannot be queued on a channel, or null when it can:
-/// the routing verdict the INSERT trigger and `_route` share.
-#[pg_extern(immutable, parallel_safe, name = "_channel_refusal")]
-fn channel_refusal_sql(
-    channel: Option<&str>,
-    exists: bool,
-    enabled: Option<bool>,
-    can_send: Option<bool>,
-) -> Option<String> {
-    let flags = exists.then(|| (enabled.unwrap_or(false), can_send.unwrap_or(false)));
-    channel_refusal(channel, flags)
 }

@@ -101,12 +101,8 @@ async fn first_status_depends_on_channel_and_schedule() {
     let c = setup(&db).await;
     let cases = [
         ("'kpn'", "now()", "queued", None),
-        (
-            "NULL",
-            "now()",
-            "nochannel",
-            Some("no channel given and no route matched"),
-        ),
+        // No rules: round robin over the channels that can send (kpn).
+        ("NULL", "now()", "queued", None),
         (
             "'off'",
             "now()",
@@ -195,10 +191,11 @@ async fn every_insert_is_traced() {
     assert_eq!(rows[0].get::<_, Option<String>>(1), None);
     assert_eq!(rows[0].get::<_, String>(2), "queued");
     assert_eq!(rows[0].get::<_, String>(3), "test-suite");
-    assert_eq!(rows[1].get::<_, String>(2), "nochannel");
+    assert_eq!(rows[0].get::<_, Option<String>>(4).as_deref(), Some("channel given"));
+    assert_eq!(rows[1].get::<_, String>(2), "queued");
     assert_eq!(
         rows[1].get::<_, Option<String>>(4).as_deref(),
-        Some("no channel given and no route matched")
+        Some("round robin")
     );
 }
 

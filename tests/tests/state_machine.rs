@@ -37,7 +37,7 @@ async fn message_in(c: &Transaction<'_>, status: Status) -> i64 {
         Scheduled => scheduled().await,
         Queued => queued().await,
         NoChannel => {
-            id_of("INSERT INTO smsbus.message (to_address, body) VALUES ('+31612345678', 'x') RETURNING id".into()).await
+            id_of("INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'off') RETURNING id".into()).await
         }
         Blocked | DailyLimit | Expired => {
             let id = scheduled().await;
@@ -70,7 +70,9 @@ async fn message_in(c: &Transaction<'_>, status: Status) -> i64 {
 async fn every_pair_of_statuses() {
     let db = TestDb::new().await;
     let mut c = db.connect().await;
-    c.batch_execute("INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp')")
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('kpn', 'smpp', true), ('off', 'smpp', false)",
+    )
         .await
         .unwrap();
     let mut legal = 0;
@@ -132,14 +134,16 @@ async fn every_pair_of_statuses() {
             tx.rollback().await.unwrap();
         }
     }
-    assert_eq!(legal, 20);
+    assert_eq!(legal, 21);
 }
 
 #[tokio::test]
 async fn timestamps_and_attempts_are_maintained() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    c.batch_execute("INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp')")
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('kpn', 'smpp', true), ('off', 'smpp', false)",
+    )
         .await
         .unwrap();
     let id: i64 = scalar(&c, "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'kpn') RETURNING id",
@@ -212,7 +216,9 @@ async fn timestamps_and_attempts_are_maintained() {
 async fn editing_a_waiting_message_revalidates_it() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    c.batch_execute("INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp')")
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('kpn', 'smpp', true), ('off', 'smpp', false)",
+    )
         .await
         .unwrap();
     let id: i64 = scalar(

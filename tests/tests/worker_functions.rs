@@ -488,7 +488,14 @@ async fn maintenance_promotes_due_messages_and_marks_noreport() {
     assert_eq!(done["promoted"], 3);
     assert_eq!(done["noreport"], 1);
     assert_eq!(status_of(&c, ids[0]).await, "queued");
-    assert_eq!(status_of(&c, ids[1]).await, "nochannel");
+    // Without a channel, routed when due: round robin, no rules here.
+    let routed: String = scalar(
+        &c,
+        "SELECT status::text || ' ' || routed_by FROM smsbus.message WHERE id = $1",
+        &[&ids[1]],
+    )
+    .await;
+    assert_eq!(routed, "queued round robin");
     assert_eq!(status_of(&c, ids[2]).await, "expired");
     assert_eq!(status_of(&c, ids[3]).await, "scheduled");
     assert_eq!(status_of(&c, sent[0]).await, "noreport");
@@ -496,7 +503,11 @@ async fn maintenance_promotes_due_messages_and_marks_noreport() {
     assert_eq!(status_of(&c, sent[1]).await, "sent");
     assert_eq!(
         last_event(&c, ids[0]).await,
-        ("queued".into(), "worker:test".into(), None)
+        (
+            "queued".into(),
+            "worker:test".into(),
+            Some("channel given".into())
+        )
     );
 }
 

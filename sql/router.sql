@@ -1,0 +1,507 @@
+-- smsbus router: routing and blocking rules, compiled into one function.
+--
+-- Rules are rows of smsbus.route and smsbus.block (schema.sql). Each row is
+-- checked when written (_rule_check: the condition with PostgreSQL's parser
+-- and analyser, the channel, the function's signature); every statement
+-- that changes rules recompiles smsbus._router(message) in the same
+-- transaction, so routing a message never re-parses rule text and the next
+-- message sees the new rules. The row triggers of smsbus.message call
+-- _router for each outbound message that becomes due.
+--
+-- The compiled function, for a message m:
+--   1. blocking rules by id: the first match -> blocked, its reason;
+--   2. a message with a channel -> that channel (if it can take it);
+--   3. routes by position: the first matching route whose channel can take
+--      the message wins; routes sharing a position split by weight; a
+--      route whose channel is disabled, cannot send or is over its daily
+--      limit is skipped (failover);
+--   4. matches but all skipped -> dailylimit (any over the limit) or
+--      nochannel; no match -> round robin over the channels that can send.
+-- A function route that raises an error fails the message alone.
+
+---------------------------------------------------------------------------
+-- Checking rule rows
+---------------------------------------------------------------------------
+
+CREATE FUNCTION _rule_check() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    rule text := TG_TABLE_NAME || ' ' || coalesce(NEW.id::text, '(new)');
+    fn regprocedure;
+    fn_kind "char";
+    fn_returns regtype;
+    fn_set boolean;
+BEGIN
+    NEW.updated_at := now();
+    PERFORM smsbus._check_condition(NEW.condition, rule);
+    IF TG_TABLE_NAME <> 'route' THEN
+        RETURN NEW;
+    END IF;
+    IF (NEW.channel IS NULL) = (NEW.function IS NULL) THEN
+        RAISE EXCEPTION '% needs either a channel or a function, not %', rule,
+            CASE WHEN NEW.channel IS NULL THEN 'neither' ELSE 'both' END
+            USING ERRCODE = 'check_violation',
+                  HINT = 'A route sends its matches to channel, or asks function which channel to use.';
+    END IF;
+    IF NEW.channel IS NOT NULL AND NOT EXISTS (SELECT FROM smsbus.channel c WHERE c.name = NEW.channel) THEN
+        RAISE EXCEPTION '%: unknown channel "%"', rule, NEW.channel
+            USING ERRCODE = 'foreign_key_violation', HINT = 'Use a name from smsbus.channel.';
+    END IF;
+    IF NEW.function IS NOT NULL THEN
+        fn := to_regprocedure(NEW.function || '(smsbus.message)');
+        IF fn IS NULL THEN
+            RAISE EXCEPTION '%: function %(smsbus.message) does not exist', rule, NEW.function
+                USING ERRCODE = 'undefined_function',
+                      HINT = 'A route function takes smsbus.message and returns the channel name as text, or null for no match.';
+        END IF;
+        SELECT p.prokind, p.prorettype, p.proretset INTO fn_kind, fn_returns, fn_set
+        FROM pg_proc p WHERE p.oid = fn;
+        IF fn_kind <> 'f' OR fn_returns <> 'text'::regtype OR fn_set THEN
+            RAISE EXCEPTION '%: % must be a function returning text, not %', rule, fn,
+                CASE WHEN fn_kind <> 'f' THEN 'a procedure or aggregate'
+                     WHEN fn_set THEN 'setof ' || fn_returns::text
+                     ELSE fn_returns::text END
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'A route function takes smsbus.message and returns the channel name as text, or null for no match.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER route_check BEFORE INSERT OR UPDATE ON route
+    FOR EACH ROW EXECUTE FUNCTION _rule_check();
+CREATE TRIGGER block_check BEFORE INSERT OR UPDATE ON block
+    FOR EACH ROW EXECUTE FUNCTION _rule_check();
+
+---------------------------------------------------------------------------
+-- Helpers the compiled router calls
+---------------------------------------------------------------------------
+
+-- A message inserted with a channel goes there, if the channel can take it.
+CREATE FUNCTION _route_given(p_channel text) RETURNS _routing
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    code integer := smsbus._channel_take(p_channel);
+BEGIN
+    IF code = 0 THEN
+        RETURN ROW('queued', p_channel, 'channel given', NULL)::smsbus._routing;
+    END IF;
+    RETURN ROW(CASE WHEN code = 4 THEN 'dailylimit' ELSE 'nochannel' END, NULL, 'channel given',
+               smsbus._channel_take_reason(p_channel, code))::smsbus._routing;
+END
+$$;
+
+-- Routes sharing a position: picks one of the matching routes at random in
+-- proportion to its weight; one whose channel cannot take the message is
+-- dropped and the pick repeated. Status null (nothing taken) or dailylimit
+-- (some channel was over its limit) when none could.
+CREATE FUNCTION _route_group(ids bigint[], channels text[], weights integer[]) RETURNS _routing
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    pick double precision;
+    i integer;
+    code integer;
+    skipped text;
+    over_limit boolean := false;
+BEGIN
+    WHILE cardinality(ids) > 0 LOOP
+        pick := random() * (SELECT sum(w) FROM unnest(weights) w);
+        i := 1;
+        WHILE i < cardinality(ids) AND pick >= weights[i] LOOP
+            pick := pick - weights[i];
+            i := i + 1;
+        END LOOP;
+        code := smsbus._channel_take(channels[i]);
+        IF code = 0 THEN
+            RETURN ROW('queued', channels[i], 'route ' || ids[i], NULL)::smsbus._routing;
+        END IF;
+        over_limit := over_limit OR code = 4;
+        skipped := concat_ws('; ', skipped,
+                             'route ' || ids[i] || ': ' || smsbus._channel_take_reason(channels[i], code));
+        ids := ids[:i - 1] || ids[i + 1:];
+        channels := channels[:i - 1] || channels[i + 1:];
+        weights := weights[:i - 1] || weights[i + 1:];
+    END LOOP;
+    RETURN ROW(CASE WHEN over_limit THEN 'dailylimit' END, NULL, NULL, skipped)::smsbus._routing;
+END
+$$;
+
+-- No route matched: the channels that can send take turns.
+CREATE FUNCTION _round_robin() RETURNS _routing
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    names text[];
+    n integer;
+    start bigint;
+    code integer;
+    over_limit boolean := false;
+BEGIN
+    SELECT array_agg(c.name ORDER BY c.name) INTO names
+    FROM smsbus.channel c WHERE c.enabled AND c.can_send;
+    n := coalesce(cardinality(names), 0);
+    IF n = 0 THEN
+        RETURN ROW('nochannel', NULL, NULL, 'no route matched and no channel can send')::smsbus._routing;
+    END IF;
+    start := nextval('smsbus.round_robin');
+    FOR i IN 0 .. n - 1 LOOP
+        code := smsbus._channel_take(names[1 + (start + i) % n]);
+        IF code = 0 THEN
+            RETURN ROW('queued', names[1 + (start + i) % n], 'round robin', NULL)::smsbus._routing;
+        END IF;
+        over_limit := over_limit OR code = 4;
+    END LOOP;
+    RETURN ROW(CASE WHEN over_limit THEN 'dailylimit' ELSE 'nochannel' END, NULL, NULL,
+               'no route matched and no channel could take the message')::smsbus._routing;
+END
+$$;
+
+-- Whether a channel could take a message now, without taking quota: the
+-- codes of _channel_take (0 yes, 1 missing, 2 disabled, 3 cannot send, 4
+-- over its daily limit).
+CREATE FUNCTION _channel_check(p_channel text) RETURNS integer
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN c.name IS NULL THEN 1
+                WHEN NOT c.enabled THEN 2
+                WHEN NOT c.can_send THEN 3
+                WHEN c.daily_limit IS NOT NULL AND coalesce(u.routed, 0) >= c.daily_limit THEN 4
+                ELSE 0 END
+    FROM (SELECT p_channel AS name) n
+    LEFT JOIN smsbus.channel c ON c.name = n.name
+    LEFT JOIN smsbus.channel_usage u ON u.channel = c.name AND u.day = (now() AT TIME ZONE 'UTC')::date
+$$;
+
+---------------------------------------------------------------------------
+-- Compiling
+---------------------------------------------------------------------------
+
+-- The code that sets _r_channel for route r: its channel, or its
+-- function's answer (an error in the function fails the message).
+CREATE FUNCTION _route_target_code(r route) RETURNS text
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    fn text;
+BEGIN
+    IF r.function IS NULL THEN
+        RETURN format(E'        _r_channel := %L;\n', r.channel);
+    END IF;
+    SELECT format('%I.%I', n.nspname, p.proname) INTO fn
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.oid = to_regprocedure(r.function || '(smsbus.message)');
+    IF fn IS NULL THEN
+        RAISE EXCEPTION 'route %: function %(smsbus.message) does not exist', r.id, r.function
+            USING ERRCODE = 'undefined_function';
+    END IF;
+    RETURN format(E'        BEGIN\n' ||
+                  E'            _r_channel := %s($1);\n' ||
+                  E'        EXCEPTION WHEN OTHERS THEN\n' ||
+                  E'            RETURN ROW(''failed'', NULL, %L, %L || SQLERRM)::smsbus._routing;\n' ||
+                  E'        END;\n',
+                  fn, 'route ' || r.id, 'route ' || r.id || ': ' || fn || ' failed: ');
+END
+$$;
+
+-- What follows a matching route whose channel is in _r_channel: take it,
+-- or note why not and go on.
+CREATE FUNCTION _route_take_code(r route) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT format(E'        IF _r_channel IS NOT NULL THEN\n' ||
+                  E'            _r_code := smsbus._channel_take(_r_channel);\n' ||
+                  E'            IF _r_code = 0 THEN\n' ||
+                  E'                RETURN ROW(''queued'', _r_channel, %L, NULL)::smsbus._routing;\n' ||
+                  E'            END IF;\n' ||
+                  E'            _r_over_limit := _r_over_limit OR _r_code = 4;\n' ||
+                  E'            _r_skipped := concat_ws(''; '', _r_skipped, %L || smsbus._channel_take_reason(_r_channel, _r_code));\n' ||
+                  E'        END IF;\n',
+                  'route ' || r.id, 'route ' || r.id || ': ')
+$$;
+
+-- Writes smsbus._router(message) from the enabled rules. Runs after every
+-- statement that changes rules, and once at CREATE EXTENSION.
+CREATE FUNCTION _compile_router() RETURNS void
+LANGUAGE plpgsql
+AS $compile$
+DECLARE
+    conditions text;
+    declarations text := '';
+    code text := '';
+    col record;
+    r smsbus.route;
+    b smsbus.block;
+    grp record;
+    path text;
+BEGIN
+    -- One compilation at a time: a second one waits here, then reads the
+    -- rules the first committed (READ COMMITTED takes a new snapshot).
+    PERFORM pg_advisory_xact_lock(hashtext('smsbus._compile_router'));
+
+    SELECT string_agg(lower(c.condition), ' ') INTO conditions
+    FROM (SELECT condition FROM smsbus.block WHERE enabled
+          UNION ALL SELECT condition FROM smsbus.route WHERE enabled) c;
+    -- The columns the conditions may name become variables of the same
+    -- name; copying all of them would cost every message.
+    FOR col IN
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type
+        FROM pg_attribute a
+        WHERE a.attrelid = 'smsbus.message'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+    LOOP
+        IF position(lower(col.attname) IN coalesce(conditions, '')) > 0 THEN
+            declarations := declarations || format(E'    %I %s := $1.%I;\n', col.attname, col.type, col.attname);
+        END IF;
+    END LOOP;
+
+    FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
+        code := code || format(E'    -- block %s\n    IF (\n%s\n    ) THEN\n' ||
+                               E'        RETURN ROW(''blocked'', NULL, %L, %L)::smsbus._routing;\n    END IF;\n',
+                               b.id, b.condition, 'block ' || b.id, b.reason);
+    END LOOP;
+    code := code || E'    IF $1.channel IS NOT NULL THEN\n        RETURN smsbus._route_given($1.channel);\n    END IF;\n';
+
+    FOR grp IN
+        SELECT position, array_agg(id ORDER BY id) AS ids
+        FROM smsbus.route WHERE enabled GROUP BY position ORDER BY position
+    LOOP
+        IF cardinality(grp.ids) = 1 THEN
+            SELECT * INTO r FROM smsbus.route WHERE id = grp.ids[1];
+            code := code || format(E'    -- route %s (position %s)\n    IF (\n%s\n    ) THEN\n',
+                                   r.id, r.position, r.condition)
+                         || smsbus._route_target_code(r) || smsbus._route_take_code(r)
+                         || E'    END IF;\n';
+            CONTINUE;
+        END IF;
+        code := code || format(E'    -- position %s: routes share by weight\n', grp.position)
+                     || E'    _r_ids := ''{}''; _r_channels := ''{}''; _r_weights := ''{}'';\n';
+        FOR r IN SELECT * FROM smsbus.route WHERE id = ANY (grp.ids) ORDER BY id LOOP
+            code := code || format(E'    -- route %s (weight %s)\n    IF (\n%s\n    ) THEN\n',
+                                   r.id, r.weight, r.condition)
+                         || smsbus._route_target_code(r)
+                         || format(E'        IF _r_channel IS NOT NULL THEN\n' ||
+                                   E'            _r_ids := _r_ids || %s::bigint;\n' ||
+                                   E'            _r_channels := _r_channels || _r_channel;\n' ||
+                                   E'            _r_weights := _r_weights || %s;\n' ||
+                                   E'        END IF;\n    END IF;\n', r.id, r.weight);
+        END LOOP;
+        code := code || E'    IF cardinality(_r_ids) > 0 THEN\n' ||
+                        E'        _r_result := smsbus._route_group(_r_ids, _r_channels, _r_weights);\n' ||
+                        E'        IF _r_result.status = ''queued'' THEN\n            RETURN _r_result;\n        END IF;\n' ||
+                        E'        _r_over_limit := _r_over_limit OR _r_result.status = ''dailylimit'';\n' ||
+                        E'        _r_skipped := concat_ws(''; '', _r_skipped, _r_result.reason);\n' ||
+                        E'    END IF;\n';
+    END LOOP;
+    code := code || E'    IF _r_skipped IS NOT NULL THEN\n' ||
+                    E'        RETURN ROW(CASE WHEN _r_over_limit THEN ''dailylimit'' ELSE ''nochannel'' END,\n' ||
+                    E'                   NULL, NULL, _r_skipped)::smsbus._routing;\n' ||
+                    E'    END IF;\n' ||
+                    E'    RETURN smsbus._round_robin();\n';
+
+    -- The rules run with the rights of smsbus_admin (who writes them) and
+    -- the search_path they were written under, whoever inserts the message.
+    path := current_setting('search_path');
+    path := CASE WHEN path = '' THEN 'pg_temp' ELSE path || ', pg_temp' END;
+    EXECUTE format(
+        E'CREATE OR REPLACE FUNCTION smsbus._router(smsbus.message) RETURNS smsbus._routing\n' ||
+        E'LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = %s\n' ||
+        E'AS %L', path,
+        E'-- Compiled by smsbus._compile_router() from smsbus.block and smsbus.route: do not edit.\n' ||
+        E'#variable_conflict use_column\n<<message>>\nDECLARE\n'
+        || declarations ||
+        E'    _r_code integer;\n    _r_channel text;\n    _r_skipped text;\n' ||
+        E'    _r_over_limit boolean := false;\n    _r_ids bigint[];\n    _r_channels text[];\n' ||
+        E'    _r_weights integer[];\n    _r_result smsbus._routing;\nBEGIN\n'
+        || code || E'END\n');
+    IF (SELECT p.proowner <> 'smsbus_admin'::regrole
+        FROM pg_proc p WHERE p.oid = 'smsbus._router(smsbus.message)'::regprocedure) THEN
+        ALTER FUNCTION smsbus._router(smsbus.message) OWNER TO smsbus_admin;
+    END IF;
+END
+$compile$;
+
+CREATE FUNCTION _rules_changed() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM smsbus._compile_router();
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER route_compile AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON route
+    FOR EACH STATEMENT EXECUTE FUNCTION _rules_changed();
+CREATE TRIGGER block_compile AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON block
+    FOR EACH STATEMENT EXECUTE FUNCTION _rules_changed();
+
+---------------------------------------------------------------------------
+-- Operators' functions
+---------------------------------------------------------------------------
+
+-- Sends messages resting in nochannel or dailylimit (or the given statuses)
+-- through the router again, e.g. after a channel was added or a limit
+-- raised; all of them, or those in ids. Each goes to scheduled (the trace
+-- says "rerouted") and straight on through the router. Returns how many.
+CREATE FUNCTION reroute(ids bigint[] DEFAULT NULL,
+                        statuses status[] DEFAULT '{nochannel,dailylimit}')
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    moved bigint[];
+BEGIN
+    IF statuses IS NULL OR cardinality(statuses) = 0 THEN
+        RAISE EXCEPTION 'statuses must name at least one status'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH picked AS (
+        UPDATE smsbus.message m
+        SET status = 'scheduled', scheduled_at = now(), last_error = 'rerouted'
+        WHERE m.status = ANY (reroute.statuses) AND m.direction = 'out'
+          AND (reroute.ids IS NULL OR m.id = ANY (reroute.ids))
+        RETURNING m.id)
+    SELECT array_agg(id) INTO moved FROM picked;
+    UPDATE smsbus.message m
+    SET status = CASE WHEN m.valid_until <= now() THEN 'expired'::smsbus.status ELSE 'queued' END,
+        last_error = CASE WHEN m.valid_until <= now() THEN 'validity period ended before the message was rerouted' END
+    WHERE m.id = ANY (moved) AND m.status = 'scheduled';
+    RETURN coalesce(cardinality(moved), 0);
+END
+$$;
+
+-- Explains the routing of message m rule by rule, without changing
+-- anything or taking daily quota: each enabled rule in the order the
+-- router tries it, whether it matched and what came of it, and a last row
+-- with the decision.
+CREATE FUNCTION _explain_route(m message)
+RETURNS TABLE (step integer, rule text, matched boolean, outcome text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b smsbus.block;
+    r smsbus.route;
+    hit boolean;
+    code integer;
+    ch text;
+    fn text;
+    decided text;
+    decided_position integer;
+    skipped boolean := false;
+    over_limit boolean := false;
+    names text;
+BEGIN
+    step := 0;
+    FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
+        EXECUTE format('SELECT (%s) FROM (SELECT ($1).*) AS message', b.condition) INTO hit USING m;
+        step := step + 1;
+        rule := 'block ' || b.id;
+        matched := coalesce(hit, false);
+        outcome := CASE WHEN matched THEN 'blocked: ' || b.reason ELSE 'no match' END;
+        IF matched AND decided IS NULL THEN
+            decided := 'blocked by block ' || b.id || ': ' || b.reason;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    IF m.channel IS NOT NULL THEN
+        code := smsbus._channel_check(m.channel);
+        decided := coalesce(decided, CASE code
+            WHEN 0 THEN 'queued on ' || m.channel || ' (channel given; routes are not consulted)'
+            WHEN 4 THEN 'dailylimit: ' || smsbus._channel_take_reason(m.channel, code)
+            ELSE 'nochannel: ' || smsbus._channel_take_reason(m.channel, code) END);
+    ELSE
+        FOR r IN SELECT * FROM smsbus.route WHERE enabled ORDER BY position, id LOOP
+            EXECUTE format('SELECT (%s) FROM (SELECT ($1).*) AS message', r.condition) INTO hit USING m;
+            step := step + 1;
+            rule := format('route %s (position %s%s)', r.id, r.position,
+                           CASE WHEN r.weight <> 1 THEN ', weight ' || r.weight ELSE '' END);
+            matched := coalesce(hit, false);
+            ch := r.channel;
+            outcome := NULL;
+            IF matched AND r.function IS NOT NULL THEN
+                SELECT format('%I.%I', n.nspname, p.proname) INTO fn
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE p.oid = to_regprocedure(r.function || '(smsbus.message)');
+                BEGIN
+                    EXECUTE format('SELECT %s($1)', fn) INTO ch USING m;
+                    IF ch IS NULL THEN
+                        matched := false;
+                        outcome := fn || ' returned null: no match';
+                    END IF;
+                EXCEPTION WHEN OTHERS THEN
+                    outcome := 'failed: ' || fn || ': ' || SQLERRM;
+                    decided := coalesce(decided, 'failed: route ' || r.id || ': ' || fn || ' failed: ' || SQLERRM);
+                    ch := NULL;
+                END;
+            END IF;
+            IF NOT matched THEN
+                outcome := coalesce(outcome, 'no match');
+            ELSIF ch IS NOT NULL THEN
+                code := smsbus._channel_check(ch);
+                IF code = 0 THEN
+                    outcome := 'match: ' || ch || ' can take it';
+                    IF decided IS NULL THEN
+                        decided := 'queued on ' || ch || ' (route ' || r.id || ')';
+                        decided_position := r.position;
+                    ELSIF decided_position = r.position THEN
+                        decided := decided || ' or on ' || ch || ' (route ' || r.id || '), by weight';
+                    END IF;
+                ELSE
+                    outcome := 'match, skipped: ' || smsbus._channel_take_reason(ch, code);
+                    skipped := true;
+                    over_limit := over_limit OR code = 4;
+                END IF;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+        IF decided IS NULL AND skipped THEN
+            decided := CASE WHEN over_limit THEN 'dailylimit' ELSE 'nochannel' END
+                       || ': every matching route was skipped';
+        END IF;
+        IF decided IS NULL THEN
+            SELECT string_agg(c.name, ', ' ORDER BY c.name) INTO names
+            FROM smsbus.channel c WHERE c.enabled AND c.can_send AND smsbus._channel_check(c.name) = 0;
+            decided := CASE WHEN names IS NULL THEN 'nochannel: no route matched and no channel can send'
+                            ELSE 'round robin over ' || names || ' (no route matched)' END;
+        END IF;
+    END IF;
+    step := step + 1;
+    rule := 'decision';
+    matched := NULL;
+    outcome := decided;
+    RETURN NEXT;
+END
+$$;
+
+-- explain_route(42): how the router decides for message 42, as it is now.
+CREATE FUNCTION explain_route(message_id bigint)
+RETURNS TABLE (step integer, rule text, matched boolean, outcome text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    m smsbus.message;
+BEGIN
+    SELECT * INTO m FROM smsbus.message WHERE id = message_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'message % does not exist', message_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN QUERY SELECT * FROM smsbus._explain_route(m);
+END
+$$;
+
+-- explain_route('{"to_address": "+31612345678", "priority": 1}'::jsonb):
+-- how the router would decide for a message with these columns.
+CREATE FUNCTION explain_route(message jsonb)
+RETURNS TABLE (step integer, rule text, matched boolean, outcome text)
+LANGUAGE sql
+AS $$
+    SELECT * FROM smsbus._explain_route(jsonb_populate_record(NULL::smsbus.message,
+        jsonb_build_object('direction', 'out', 'priority', 0, 'request_report', true) || message))
+$$;
+
+GRANT CREATE ON SCHEMA smsbus TO smsbus_admin;
+SELECT _compile_router();
