@@ -40,7 +40,12 @@ extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!(
     "../../sql/router.sql",
     name = "router",
-    requires = ["schema", _channel_take, _channel_take_reason, _check_condition]
+    requires = [
+        "schema",
+        _channel_take,
+        _channel_take_reason,
+        _check_condition
+    ]
 );
 extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 

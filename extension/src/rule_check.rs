@@ -61,10 +61,12 @@ fn _check_condition(condition: &str, rule: &str) {
 
 pub(crate) fn check(condition: &str) -> Result<(), ConditionError> {
     if condition.trim().is_empty() {
-        return Err(
-            ConditionError::new(PgSqlErrorCode::ERRCODE_SYNTAX_ERROR, "condition is empty", 0)
-                .hint("Write true to match every message."),
-        );
+        return Err(ConditionError::new(
+            PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
+            "condition is empty",
+            0,
+        )
+        .hint("Write true to match every message."));
     }
     let text = CString::new(condition).map_err(|_| {
         ConditionError::new(
@@ -81,10 +83,7 @@ pub(crate) fn check(condition: &str) -> Result<(), ConditionError> {
 /// refused unless it is a bare expression.
 fn parse(text: &CStr) -> Result<*mut pg_sys::RawStmt, ConditionError> {
     let parsed = with_position(|| unsafe {
-        pg_sys::raw_parser(
-            text.as_ptr(),
-            pg_sys::RawParseMode::RAW_PARSE_PLPGSQL_EXPR,
-        )
+        pg_sys::raw_parser(text.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_PLPGSQL_EXPR)
     })?;
     // SAFETY: raw_parser returns a List of RawStmt in this memory context.
     unsafe {
@@ -108,7 +107,12 @@ fn parse(text: &CStr) -> Result<*mut pg_sys::RawStmt, ConditionError> {
             )
             .hint("A condition is one boolean expression; query other tables in a subquery, e.g. EXISTS (SELECT 1 FROM ...).")
         };
-        let first = |list: *mut pg_sys::List| list_items(list).first().copied().unwrap_or(std::ptr::null_mut());
+        let first = |list: *mut pg_sys::List| {
+            list_items(list)
+                .first()
+                .copied()
+                .unwrap_or(std::ptr::null_mut())
+        };
         if !s.distinctClause.is_null() {
             return Err(clause("DISTINCT", std::ptr::null_mut()));
         }
@@ -196,7 +200,9 @@ fn analyse(raw: *mut pg_sys::RawStmt, text: &CStr) -> Result<(), ConditionError>
             // `message.*` expands to every column.
             return Err(not_single(0));
         };
-        let expr = (*entry.cast::<pg_sys::TargetEntry>()).expr.cast::<pg_sys::Node>();
+        let expr = (*entry.cast::<pg_sys::TargetEntry>())
+            .expr
+            .cast::<pg_sys::Node>();
         let type_oid = pg_sys::exprType(expr);
         if type_oid != pg_sys::BOOLOID {
             let name = CStr::from_ptr(pg_sys::format_type_be(type_oid))

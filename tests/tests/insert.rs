@@ -191,7 +191,10 @@ async fn every_insert_is_traced() {
     assert_eq!(rows[0].get::<_, Option<String>>(1), None);
     assert_eq!(rows[0].get::<_, String>(2), "queued");
     assert_eq!(rows[0].get::<_, String>(3), "test-suite");
-    assert_eq!(rows[0].get::<_, Option<String>>(4).as_deref(), Some("channel given"));
+    assert_eq!(
+        rows[0].get::<_, Option<String>>(4).as_deref(),
+        Some("channel given")
+    );
     assert_eq!(rows[1].get::<_, String>(2), "queued");
     assert_eq!(
         rows[1].get::<_, Option<String>>(4).as_deref(),

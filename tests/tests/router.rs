@@ -46,12 +46,7 @@ async fn send_to(c: &Client, to: &str) -> (String, Option<String>, Option<String
 }
 
 fn queued(channel: &str, by: &str) -> (String, Option<String>, Option<String>, Option<String>) {
-    (
-        "queued".into(),
-        Some(channel.into()),
-        Some(by.into()),
-        None,
-    )
+    ("queued".into(), Some(channel.into()), Some(by.into()), None)
 }
 
 #[tokio::test]
@@ -74,7 +69,10 @@ async fn blocks_first_then_routes_by_position() {
         send(&c, ", to_address, priority", ", '+31612345678', 1").await,
         queued("fast", "route 2")
     );
-    assert_eq!(send_to(&c, "+4412345678").await, queued("vodafone", "route 3"));
+    assert_eq!(
+        send_to(&c, "+4412345678").await,
+        queued("vodafone", "route 3")
+    );
     assert_eq!(
         send_to(&c, "+31600000000").await,
         (
@@ -95,13 +93,13 @@ async fn blocks_first_then_routes_by_position() {
         ", '+31612345678', 'kpn', 'casino night'",
     )
     .await;
-    assert_eq!((status.as_str(), by.as_deref()), ("blocked", Some("block 8")));
+    assert_eq!(
+        (status.as_str(), by.as_deref()),
+        ("blocked", Some("block 8"))
+    );
     // The trace names the rule that decided.
     let details: Vec<Option<String>> = c
-        .query(
-            "SELECT detail FROM smsbus.message_event ORDER BY id",
-            &[],
-        )
+        .query("SELECT detail FROM smsbus.message_event ORDER BY id", &[])
         .await
         .unwrap()
         .iter()
@@ -161,8 +159,14 @@ async fn unusable_channels_are_skipped_and_daily_limits_counted() {
     )
     .await
     .unwrap();
-    assert_eq!(send_to(&c, "+31612345678").await, queued("capped", "route 1"));
-    assert_eq!(send_to(&c, "+31612345679").await, queued("capped", "route 1"));
+    assert_eq!(
+        send_to(&c, "+31612345678").await,
+        queued("capped", "route 1")
+    );
+    assert_eq!(
+        send_to(&c, "+31612345679").await,
+        queued("capped", "route 1")
+    );
     // The limit is reached: failover to the next route.
     assert_eq!(send_to(&c, "+31612345670").await, queued("kpn", "route 2"));
     // The only match is over its limit: dailylimit.
@@ -212,7 +216,10 @@ async fn unusable_channels_are_skipped_and_daily_limits_counted() {
     )
     .await
     .unwrap();
-    assert_eq!(send_to(&c, "+31612345673").await, queued("capped", "route 1"));
+    assert_eq!(
+        send_to(&c, "+31612345673").await,
+        queued("capped", "route 1")
+    );
     assert_eq!(
         send_to(&c, "+31612345674").await.0,
         "dailylimit",
@@ -604,7 +611,10 @@ async fn rule_changes_apply_to_the_next_statement_even_concurrently() {
         other
     });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "the second compilation waits for the first");
+    assert!(
+        !second.is_finished(),
+        "the second compilation waits for the first"
+    );
     c.batch_execute("COMMIT").await.unwrap();
     let _other = second.await.unwrap();
     assert_eq!(send_to(&c, "+31612345678").await, queued("kpn", "route 1"));
@@ -704,7 +714,11 @@ async fn the_examples_run() {
             "queued fast",
         ),
         (", to_address", ", '+31611111111'", "queued vodafone"),
-        (", to_address, priority", ", '+31612345678', 1", "queued fast"),
+        (
+            ", to_address, priority",
+            ", '+31612345678', 1",
+            "queued fast",
+        ),
         (", to_address", ", '+31612345678'", "queued kpn"),
     ];
     for (columns, values, want) in routes {
