@@ -217,6 +217,8 @@ const TRUNCATE_ALL: &str = "
     TRUNCATE smsbus.message, smsbus.message_event, smsbus.message_part, smsbus.pending_report,
              smsbus.channel_wakeup, bench_bare.message, bench_bare.message_part";
 
+mod routing;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -327,6 +329,21 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
             }
         }
     }
+    let mut routings = Vec::new();
+    for round in 0..args.rounds {
+        eprintln!(
+            "round {}/{}: inserts with {} routes and {} blocking rules, and with none ...",
+            round + 1,
+            args.rounds,
+            routing::ROUTES,
+            routing::BLOCKS
+        );
+        routings.push(routing::run_round(&control, round, TRUNCATE_ALL).await?);
+    }
+    let routing_run = median_by(&mut routings, routing::RoutingRun::ratio);
+    let routing_ratio = routing_run.ratio();
+    let routing_pass = routing_ratio >= routing::MIN_RATIO;
+
     let bare_life = median_by(&mut bare_lives, LifecycleRun::rate);
     let smsbus_life = median_by(&mut smsbus_lives, LifecycleRun::rate);
     let bare_ins = median_by(&mut bare_inserts, InsertRun::rate);
@@ -369,6 +386,17 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         target: "-".into(),
         pass: None,
     });
+    rows.push(Row {
+        scenario: format!(
+            "insert, {} routes + {} blocks",
+            routing::ROUTES,
+            routing::BLOCKS
+        ),
+        smsbus: routing::RoutingRun::rate(routing_run.rules),
+        bare: routing::RoutingRun::rate(routing_run.no_rules),
+        target: format!(">= {:.2} of no rules", routing::MIN_RATIO),
+        pass: Some(routing_pass),
+    });
     println!();
     print_table(&rows);
     println!();
@@ -382,7 +410,7 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         smsbus_con.inserts
     );
 
-    let all_pass = life_pass && ins_pass;
+    let all_pass = life_pass && ins_pass && routing_pass;
     let results = json!({
         "measured_at_unix": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "harness_build": if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -409,6 +437,15 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
                 "ratio": ins_ratio,
                 "target": { "min_ratio": INSERT_MIN_RATIO },
                 "pass": ins_pass,
+            },
+            "routing": {
+                "routes": routing::ROUTES,
+                "blocks": routing::BLOCKS,
+                "with_rules_msg_per_s": routing::RoutingRun::rate(routing_run.rules),
+                "no_rules_msg_per_s": routing::RoutingRun::rate(routing_run.no_rules),
+                "ratio": routing_ratio,
+                "target": { "min_ratio": routing::MIN_RATIO },
+                "pass": routing_pass,
             },
             "concurrent_insert_with_consumer": {
                 "smsbus": smsbus_con.to_json(),
