@@ -41,14 +41,19 @@ INSERT INTO smsbus.message (to_address, from_address, body, channel) VALUES
     ('+31 6 1234 5678', 'smsbus', 'Hello from smsbus!', 'demo'),
     ('06-12345679', 'smsbus', 'Prijs: 5 € — bedankt!', 'demo'),
     ('+44 7700 900123', NULL, 'Привет из smsbus', 'demo');
-INSERT INTO smsbus.message (to_address, body) VALUES ('+31612345670', 'no channel for me');
+-- Routing rules: SQL conditions over the message, checked when written.
+INSERT INTO smsbus.block (condition, reason) VALUES ('to_address = ''+31612345670''', 'on the demo opt-out list');
+INSERT INTO smsbus.route (position, condition, channel) VALUES (10, 'to_address LIKE ''+32%''', 'demo');
+INSERT INTO smsbus.message (to_address, body) VALUES
+    ('+31612345670', 'blocked by a rule'),
+    ('+32470123456', 'routed by a rule');
 INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
 VALUES ('+31612345671', 'scheduled five seconds ahead', 'demo', now() + interval '5 seconds');
 SQL
 
 show() {
-    sql -c "SELECT id, to_address, status, encoding AS enc, segments AS seg, left(body, 28) AS body,
-                   coalesce(last_error, '') AS last_error
+    sql -c "SELECT id, to_address, status, channel, coalesce(routed_by, '') AS routed_by, encoding AS enc,
+                   segments AS seg, left(body, 28) AS body, coalesce(last_error, '') AS last_error
             FROM smsbus.message ORDER BY id"
 }
 show
@@ -81,6 +86,7 @@ Connect with:
 Try:
     SELECT smsbus.send('+31612345678', 'hi', channel => 'demo');
     SELECT * FROM smsbus.queue_depth;
+    SELECT * FROM smsbus.explain_route('{"to_address": "+32470000000"}'::jsonb);
 Press Ctrl-C to stop the worker and the cluster.
 INFO
 wait "$WORKER"

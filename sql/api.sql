@@ -472,7 +472,10 @@ BEGIN
     -- Reports whose submission never got recorded are kept a day.
     DELETE FROM smsbus.pending_report WHERE received_at < now() - interval '1 day';
     GET DIAGNOSTICS dropped = ROW_COUNT;
-    RETURN result || jsonb_build_object('reports_dropped', dropped);
+    result := result || jsonb_build_object('reports_dropped', dropped);
+    -- Daily-limit counters are kept a month, for operators to look back.
+    DELETE FROM smsbus.channel_usage WHERE day < (now() AT TIME ZONE 'UTC')::date - 31;
+    RETURN result;
 END
 $$;
 
@@ -510,13 +513,14 @@ GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_i
     TO PUBLIC;
 -- The compiled router runs as smsbus_admin and calls these.
 GRANT EXECUTE ON FUNCTION _channel_take(text), _channel_take_reason(text, integer), _route_given(text),
-    _route_group(bigint[], text[], integer[]), _round_robin(), _channel_check(text)
+    _route_group(bigint[], text[], integer[]), _round_robin_take(), _round_robin_refusal(),
+    _channel_check(text)
     TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION _check_condition(text, text), _compile_router(), _route_target_code(route),
-    _route_take_code(route), reroute(bigint[], status[]), _explain_route(message),
+    _route_take_code(route), _define_router(text, text, text), reroute(bigint[], status[]),
+    _explain_route(message),
     explain_route(bigint), explain_route(jsonb)
     TO smsbus_admin;
-GRANT USAGE ON SEQUENCE round_robin TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean,
     text, jsonb, text, text) TO smsbus_sender, smsbus_admin;
 GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_worker;

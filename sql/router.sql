@@ -130,34 +130,16 @@ BEGIN
 END
 $$;
 
--- No route matched: the channels that can send take turns.
-CREATE FUNCTION _round_robin() RETURNS _routing
-LANGUAGE plpgsql
+-- No route matched and round robin (_round_robin_take, in Rust) found no
+-- channel that could take the message: why.
+CREATE FUNCTION _round_robin_refusal() RETURNS _routing
+LANGUAGE sql STABLE
 AS $$
-DECLARE
-    names text[];
-    n integer;
-    start bigint;
-    code integer;
-    over_limit boolean := false;
-BEGIN
-    SELECT array_agg(c.name ORDER BY c.name) INTO names
-    FROM smsbus.channel c WHERE c.enabled AND c.can_send;
-    n := coalesce(cardinality(names), 0);
-    IF n = 0 THEN
-        RETURN ROW('nochannel', NULL, NULL, 'no route matched and no channel can send')::smsbus._routing;
-    END IF;
-    start := nextval('smsbus.round_robin');
-    FOR i IN 0 .. n - 1 LOOP
-        code := smsbus._channel_take(names[1 + (start + i) % n]);
-        IF code = 0 THEN
-            RETURN ROW('queued', names[1 + (start + i) % n], 'round robin', NULL)::smsbus._routing;
-        END IF;
-        over_limit := over_limit OR code = 4;
-    END LOOP;
-    RETURN ROW(CASE WHEN over_limit THEN 'dailylimit' ELSE 'nochannel' END, NULL, NULL,
-               'no route matched and no channel could take the message')::smsbus._routing;
-END
+    SELECT CASE WHEN EXISTS (SELECT FROM smsbus.channel c WHERE c.enabled AND c.can_send)
+        THEN ROW('dailylimit', NULL, NULL,
+                 'no route matched and every channel that can send reached its daily limit')::smsbus._routing
+        ELSE ROW('nochannel', NULL, NULL, 'no route matched and no channel can send')::smsbus._routing
+    END
 $$;
 
 -- Whether a channel could take a message now, without taking quota: the
@@ -223,6 +205,36 @@ AS $$
                   'route ' || r.id, 'route ' || r.id || ': ')
 $$;
 
+-- (Re)defines one compiled function, smsbus.<name>(message), from its
+-- variable declarations and its code. The rules run with the rights of
+-- smsbus_admin (who writes them) and the search_path they were written
+-- under, whoever inserts the message.
+CREATE FUNCTION _define_router(name text, declarations text, code text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    path text := current_setting('search_path');
+    fn regprocedure;
+BEGIN
+    path := CASE WHEN path = '' THEN 'pg_temp' ELSE path || ', pg_temp' END;
+    EXECUTE format(
+        E'CREATE OR REPLACE FUNCTION smsbus.%I(smsbus.message) RETURNS smsbus._routing\n' ||
+        E'LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = %s\n' ||
+        E'AS %L', name, path,
+        E'-- Compiled by smsbus._compile_router() from smsbus.block and smsbus.route: do not edit.\n' ||
+        E'#variable_conflict use_column\n<<message>>\nDECLARE\n' ||
+        declarations ||
+        E'    _r_code integer;\n    _r_channel text;\n    _r_skipped text;\n' ||
+        E'    _r_over_limit boolean := false;\n    _r_ids bigint[];\n    _r_channels text[];\n' ||
+        E'    _r_weights integer[];\n    _r_result smsbus._routing;\nBEGIN\n' ||
+        code || E'END\n');
+    fn := format('smsbus.%I(smsbus.message)', name)::regprocedure;
+    IF (SELECT p.proowner <> 'smsbus_admin'::regrole FROM pg_proc p WHERE p.oid = fn) THEN
+        EXECUTE format('ALTER FUNCTION %s OWNER TO smsbus_admin', fn);
+    END IF;
+END
+$$;
+
 -- Writes smsbus._router(message) from the enabled rules. Runs after every
 -- statement that changes rules, and once at CREATE EXTENSION.
 CREATE FUNCTION _compile_router() RETURNS void
@@ -236,7 +248,7 @@ DECLARE
     r smsbus.route;
     b smsbus.block;
     grp record;
-    path text;
+    blocks text;
 BEGIN
     -- One compilation at a time: a second one waits here, then reads the
     -- rules the first committed (READ COMMITTED takes a new snapshot).
@@ -263,6 +275,7 @@ BEGIN
                                E'        RETURN ROW(''blocked'', NULL, %L, %L)::smsbus._routing;\n    END IF;\n',
                                b.id, b.condition, 'block ' || b.id, b.reason);
     END LOOP;
+    blocks := code;
     code := code || E'    IF $1.channel IS NOT NULL THEN\n        RETURN smsbus._route_given($1.channel);\n    END IF;\n';
 
     FOR grp IN
@@ -300,26 +313,26 @@ BEGIN
                     E'        RETURN ROW(CASE WHEN _r_over_limit THEN ''dailylimit'' ELSE ''nochannel'' END,\n' ||
                     E'                   NULL, NULL, _r_skipped)::smsbus._routing;\n' ||
                     E'    END IF;\n' ||
-                    E'    RETURN smsbus._round_robin();\n';
+                    E'    _r_channel := smsbus._round_robin_take();\n' ||
+                    E'    IF _r_channel IS NOT NULL THEN\n' ||
+                    E'        RETURN ROW(''queued'', _r_channel, ''round robin'', NULL)::smsbus._routing;\n' ||
+                    E'    END IF;\n' ||
+                    E'    RETURN smsbus._round_robin_refusal();\n';
 
-    -- The rules run with the rights of smsbus_admin (who writes them) and
-    -- the search_path they were written under, whoever inserts the message.
-    path := current_setting('search_path');
-    path := CASE WHEN path = '' THEN 'pg_temp' ELSE path || ', pg_temp' END;
-    EXECUTE format(
-        E'CREATE OR REPLACE FUNCTION smsbus._router(smsbus.message) RETURNS smsbus._routing\n' ||
-        E'LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = %s\n' ||
-        E'AS %L', path,
-        E'-- Compiled by smsbus._compile_router() from smsbus.block and smsbus.route: do not edit.\n' ||
-        E'#variable_conflict use_column\n<<message>>\nDECLARE\n'
-        || declarations ||
-        E'    _r_code integer;\n    _r_channel text;\n    _r_skipped text;\n' ||
-        E'    _r_over_limit boolean := false;\n    _r_ids bigint[];\n    _r_channels text[];\n' ||
-        E'    _r_weights integer[];\n    _r_result smsbus._routing;\nBEGIN\n'
-        || code || E'END\n');
-    IF (SELECT p.proowner <> 'smsbus_admin'::regrole
-        FROM pg_proc p WHERE p.oid = 'smsbus._router(smsbus.message)'::regprocedure) THEN
-        ALTER FUNCTION smsbus._router(smsbus.message) OWNER TO smsbus_admin;
+    PERFORM smsbus._define_router('_router', declarations, code);
+    -- Messages that name their channel meet only the blocking rules; with
+    -- none, the row trigger sees an IMMUTABLE constant and skips the call.
+    IF blocks = '' THEN
+        CREATE OR REPLACE FUNCTION smsbus._router_blocks(smsbus.message) RETURNS smsbus._routing
+        LANGUAGE sql IMMUTABLE
+        AS $none$ SELECT ROW(NULL, NULL, NULL, NULL)::smsbus._routing $none$;
+        IF (SELECT p.proowner <> 'smsbus_admin'::regrole FROM pg_proc p
+            WHERE p.oid = 'smsbus._router_blocks(smsbus.message)'::regprocedure) THEN
+            ALTER FUNCTION smsbus._router_blocks(smsbus.message) OWNER TO smsbus_admin;
+        END IF;
+    ELSE
+        PERFORM smsbus._define_router('_router_blocks', declarations,
+                                      blocks || E'    RETURN ROW(NULL, NULL, NULL, NULL)::smsbus._routing;\n');
     END IF;
 END
 $compile$;

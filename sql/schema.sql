@@ -161,9 +161,6 @@ CREATE TABLE channel_usage (
 -- What the router decides for one message.
 CREATE TYPE _routing AS (status text, channel text, routed_by text, reason text);
 
--- Where round-robin routing starts next.
-CREATE SEQUENCE round_robin CYCLE;
-
 -- The trace: one row per transition.
 CREATE TABLE message_event (
     id          bigint GENERATED ALWAYS AS IDENTITY,
@@ -263,13 +260,13 @@ GRANT SELECT ON channel_usage TO smsbus_sender;
 -- Admins: everything. The compiled router belongs to them, so rules run
 -- with their rights whoever inserts the message.
 GRANT ALL ON ALL TABLES IN SCHEMA smsbus TO smsbus_admin;
-GRANT ALL ON SEQUENCE round_robin TO smsbus_admin;
 
 -- The worker: runs the queue.
 GRANT SELECT ON channel TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE ON message TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_report, channel_wakeup
     TO smsbus_worker;
+GRANT SELECT, DELETE ON channel_usage TO smsbus_worker;
 GRANT SELECT, INSERT ON message_event TO smsbus_worker;
 GRANT SELECT, INSERT, DELETE ON message_archive, message_part_archive TO smsbus_worker;
 GRANT DELETE ON message TO smsbus_worker;

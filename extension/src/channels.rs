@@ -57,6 +57,7 @@ impl Take {
 
 struct Plans {
     channel: OwnedPreparedStatement,
+    senders: OwnedPreparedStatement,
     take_quota: OwnedPreparedStatement,
 }
 
@@ -78,6 +79,13 @@ fn with_plans<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &Plans) -> R) -> 
                     )
                     .unwrap_or_else(|e| crate::refuse(format!("preparing the channel lookup: {e}")))
                     .keep();
+                let senders = client
+                    .prepare(
+                        "SELECT name FROM smsbus.channel WHERE enabled AND can_send ORDER BY name",
+                        &[],
+                    )
+                    .unwrap_or_else(|e| crate::refuse(format!("preparing the sender lookup: {e}")))
+                    .keep();
                 // The row of (channel, today) counts routed messages; the
                 // WHERE makes taking the last unit and refusing the next
                 // one atomic under concurrent inserts.
@@ -94,6 +102,7 @@ fn with_plans<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &Plans) -> R) -> 
                     .keep();
                 *plans = Some(Plans {
                     channel,
+                    senders,
                     take_quota,
                 });
             }
@@ -108,33 +117,57 @@ fn with_plans<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &Plans) -> R) -> 
 struct Cache {
     statement: (pg_sys::LocalTransactionId, pg_sys::CommandId),
     channels: HashMap<String, Option<Channel>>,
+    senders: Option<Vec<String>>,
 }
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache {
         statement: (0, 0),
         channels: HashMap::new(),
+        senders: None,
     });
 }
 
-/// The channel called `name`, or None when there is none.
-pub(crate) fn channel(name: &str) -> Option<Channel> {
+/// The running statement's cache, emptied when a new statement starts.
+fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
     // SAFETY: MyProc is this backend's process entry, set for its lifetime.
     let statement = unsafe { ((*pg_sys::MyProc).lxid, pg_sys::GetCurrentCommandId(false)) };
-    let cached = CACHE.with(|cache| {
+    CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.statement != statement {
             cache.statement = statement;
             cache.channels.clear();
+            cache.senders = None;
         }
-        cache.channels.get(name).copied()
-    });
+        f(&mut cache)
+    })
+}
+
+/// The channel called `name`, or None when there is none.
+pub(crate) fn channel(name: &str) -> Option<Channel> {
+    let cached = with_cache(|cache| cache.channels.get(name).copied());
     if let Some(found) = cached {
         return found;
     }
     let found = look_up(name);
-    CACHE.with(|cache| cache.borrow_mut().channels.insert(name.to_owned(), found));
+    with_cache(|cache| cache.channels.insert(name.to_owned(), found));
     found
+}
+
+/// The channels that are enabled and can send, by name.
+pub(crate) fn senders() -> Vec<String> {
+    if let Some(names) = with_cache(|cache| cache.senders.clone()) {
+        return names;
+    }
+    let names: Vec<String> = with_plans(|client, plans| {
+        client
+            .select(&plans.senders, None, &[])
+            .unwrap_or_else(|e| crate::refuse(format!("listing the sending channels: {e}")))
+            .filter_map(|row| row.get::<String>(1).ok().flatten())
+            .collect()
+    });
+    with_cache(|cache| cache.senders = Some(names.clone()));
+    names
 }
 
 fn look_up(name: &str) -> Option<Channel> {

@@ -494,8 +494,9 @@ fn _message_before_insert<'a>(
         }
     }
 
-    if let Some(name) = new.text(c.channel) {
-        if channels::channel(&name).is_none() {
+    let channel = new.text(c.channel);
+    if let Some(name) = &channel {
+        if channels::channel(name).is_none() {
             raise(
                 PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
                 format!("unknown channel \"{name}\""),
@@ -515,7 +516,8 @@ fn _message_before_insert<'a>(
         desc: new.desc,
     };
     let mut edit = Edit::new(new.desc);
-    apply_verdict(&mut edit, &c, router::route(staged.tuple, staged.desc));
+    let verdict = router::route(staged.tuple, staged.desc, channel.as_deref());
+    apply_verdict(&mut edit, &c, verdict);
     Ok(finish(&staged, edit))
 }
 
@@ -622,8 +624,9 @@ fn route_due<'a>(
     if chosen_by_router && channel == old.text(c.channel) {
         edit.null(c.channel);
     }
-    if let Some(name) = edit_channel(&edit, c, channel) {
-        if channels::channel(&name).is_none() {
+    let channel = edit_channel(&edit, c, channel);
+    if let Some(name) = &channel {
+        if channels::channel(name).is_none() {
             raise(
                 PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
                 format!("unknown channel \"{name}\""),
@@ -639,7 +642,8 @@ fn route_due<'a>(
         desc: new.desc,
     };
     let mut edit = Edit::new(new.desc);
-    apply_verdict(&mut edit, c, router::route(staged.tuple, staged.desc));
+    let verdict = router::route(staged.tuple, staged.desc, channel.as_deref());
+    apply_verdict(&mut edit, c, verdict);
     finish(&staged, edit).expect("finish returns a row")
 }
 

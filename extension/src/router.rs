@@ -1,16 +1,21 @@
 //! Calls the compiled router for a message that has become due.
 //!
 //! The rules live in `smsbus.route` and `smsbus.block`; `sql/router.sql`
-//! compiles them into one PL/pgSQL function, `smsbus._router(message)`,
-//! whenever a rule row changes. Here the row triggers call it directly
-//! through fmgr, with the row as it will be stored, and read its verdict.
+//! compiles them into PL/pgSQL whenever a rule row changes:
+//! `smsbus._router(message)` (blocks, routes, round robin) and
+//! `smsbus._router_blocks(message)` (the blocks alone, for messages that
+//! name their channel; IMMUTABLE and constant when there are no blocks).
+//! The row triggers call them directly through fmgr, with the row as it
+//! will be stored, and read the verdict. A message that names its channel
+//! and meets no blocking rules never leaves Rust.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use smsbus_core::status::Status;
 
+use crate::channels::{self, Take};
 use crate::raise;
 
 /// What the router decided for one message.
@@ -21,63 +26,147 @@ pub(crate) struct Verdict {
     pub reason: Option<String>,
 }
 
-thread_local! {
-    /// The router's OID for the running statement: looked up by name once
-    /// per statement, so a recompiled or recreated router is always found.
-    static ROUTER: Cell<((pg_sys::LocalTransactionId, pg_sys::CommandId), pg_sys::Oid)> =
-        const { Cell::new(((0, 0), pg_sys::InvalidOid)) };
+type Statement = (pg_sys::LocalTransactionId, pg_sys::CommandId);
+
+/// The compiled functions, looked up by name once per statement so a
+/// recompiled or recreated router is always the one called.
+#[derive(Clone, Copy)]
+struct Compiled {
+    statement: Statement,
+    router: pg_sys::Oid,
+    /// None when there are no blocking rules.
+    blocks: Option<pg_sys::Oid>,
 }
 
-fn router_oid(row_type: pg_sys::Oid) -> pg_sys::Oid {
+thread_local! {
+    static COMPILED: Cell<Option<Compiled>> = const { Cell::new(None) };
+    /// Where this backend's round robin goes next.
+    static NEXT_TURN: RefCell<Option<usize>> = const { RefCell::new(None) };
+}
+
+fn current_statement() -> Statement {
     // SAFETY: MyProc is this backend's process entry.
-    let statement = unsafe { ((*pg_sys::MyProc).lxid, pg_sys::GetCurrentCommandId(false)) };
-    let (cached_for, oid) = ROUTER.get();
-    if cached_for == statement && oid != pg_sys::InvalidOid {
-        return oid;
-    }
+    unsafe { ((*pg_sys::MyProc).lxid, pg_sys::GetCurrentCommandId(false)) }
+}
+
+fn look_up(name: &std::ffi::CStr, row_type: pg_sys::Oid) -> pg_sys::Oid {
     // SAFETY: a qualified name list built from a constant.
     let oid = unsafe {
-        let name = pg_sys::stringToQualifiedNameList(c"smsbus._router".as_ptr());
-        pg_sys::LookupFuncName(name, 1, &row_type, true)
+        let names = pg_sys::stringToQualifiedNameList(name.as_ptr());
+        pg_sys::LookupFuncName(names, 1, &row_type, true)
     };
     if oid == pg_sys::InvalidOid {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
-            "the router function smsbus._router(smsbus.message) is missing".into(),
+            format!(
+                "the router function {}(smsbus.message) is missing",
+                name.to_string_lossy()
+            ),
             Some("Run SELECT smsbus._compile_router() as an smsbus admin."),
         );
     }
-    ROUTER.set((statement, oid));
     oid
 }
 
-/// Routes the message in `tuple` (a row of smsbus.message, as it will be
-/// stored): blocking rules, then routes, then round robin.
-pub(crate) fn route(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> Verdict {
-    // SAFETY: `desc` is smsbus.message's descriptor; its row type is the
-    // router's argument type, and the tuple was formed with it.
-    let result = unsafe {
-        let row_type = (*desc).tdtypeid;
-        let oid = router_oid(row_type);
-        let row = pg_sys::heap_copy_tuple_as_datum(tuple, desc);
-        pg_sys::OidFunctionCall1Coll(oid, pg_sys::InvalidOid, row)
+fn compiled(row_type: pg_sys::Oid) -> Compiled {
+    let statement = current_statement();
+    if let Some(c) = COMPILED.get().filter(|c| c.statement == statement) {
+        return c;
+    }
+    let blocks = look_up(c"smsbus._router_blocks", row_type);
+    // SAFETY: a function OID just looked up.
+    let constant = unsafe { pg_sys::func_volatile(blocks) } as u8 == pg_sys::PROVOLATILE_IMMUTABLE;
+    let c = Compiled {
+        statement,
+        router: look_up(c"smsbus._router", row_type),
+        blocks: (!constant).then_some(blocks),
     };
-    // SAFETY: the router returns a smsbus._routing composite, never null
-    // (OidFunctionCall1Coll raises on a null result).
+    COMPILED.set(Some(c));
+    c
+}
+
+/// Routes the message in `tuple` (a row of smsbus.message, as it will be
+/// stored, naming `channel` or not).
+pub(crate) fn route(
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+    channel: Option<&str>,
+) -> Verdict {
+    // SAFETY: `desc` is smsbus.message's descriptor.
+    let compiled = compiled(unsafe { (*desc).tdtypeid });
+    match channel {
+        None => call(compiled.router, tuple, desc)
+            .unwrap_or_else(|| crate::refuse("the router returned no status".into())),
+        Some(name) => compiled
+            .blocks
+            .and_then(|blocks| call(blocks, tuple, desc))
+            .unwrap_or_else(|| given(name)),
+    }
+}
+
+/// A message that names its channel goes there if the channel can take it.
+fn given(name: &str) -> Verdict {
+    let take = channels::take(name);
+    Verdict {
+        status: match take {
+            Take::Taken => Status::Queued,
+            Take::OverDailyLimit => Status::DailyLimit,
+            _ => Status::NoChannel,
+        },
+        channel: None,
+        routed_by: Some("channel given".into()),
+        reason: take.reason(name),
+    }
+}
+
+/// Calls a compiled function; None when its verdict has no status.
+fn call(
+    function: pg_sys::Oid,
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+) -> Option<Verdict> {
+    // SAFETY: the function takes smsbus.message, whose descriptor `desc`
+    // is and with which the tuple was formed; it returns a smsbus._routing
+    // composite, never null (OidFunctionCall1Coll raises on null).
+    let result = unsafe {
+        let row = pg_sys::heap_copy_tuple_as_datum(tuple, desc);
+        pg_sys::OidFunctionCall1Coll(function, pg_sys::InvalidOid, row)
+    };
     let verdict = unsafe { PgHeapTuple::from_composite_datum(result) };
     let field = |name: &str| {
         verdict
             .get_by_name::<String>(name)
             .unwrap_or_else(|e| crate::refuse(format!("reading the router's {name}: {e}")))
     };
-    let status = field("status")
-        .unwrap_or_default()
+    let status = field("status")?
         .parse::<Status>()
         .unwrap_or_else(|e| crate::refuse(format!("the router answered {e}")));
-    Verdict {
+    Some(Verdict {
         status,
         channel: field("channel"),
         routed_by: field("routed_by"),
         reason: field("reason"),
+    })
+}
+
+/// Round robin for a message no route matched: the next channel (in name
+/// order) that can take it, quota taken; null when none can. Each backend
+/// keeps its own turn, starting at a place of its own.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _round_robin_take() -> Option<String> {
+    let names = channels::senders();
+    if names.is_empty() {
+        return None;
     }
+    let start = NEXT_TURN.with(|next| {
+        let mut next = next.borrow_mut();
+        // SAFETY: MyProcPid is set for the backend's lifetime.
+        let turn = next.unwrap_or(unsafe { pg_sys::MyProcPid } as usize);
+        *next = Some(turn.wrapping_add(1));
+        turn
+    });
+    (0..names.len())
+        .map(|i| &names[start.wrapping_add(i) % names.len()])
+        .find(|name| channels::take(name) == Take::Taken)
+        .cloned()
 }

@@ -635,6 +635,15 @@ async fn rule_changes_apply_to_the_next_statement_even_concurrently() {
         send_to(&c, "+441234567890").await.2.as_deref(),
         Some("round robin")
     );
+    // Messages that name their channel meet a new blocking rule at once,
+    // and are free again when it goes.
+    let given = || send(&c, ", to_address, channel", ", '+31612345678', 'kpn'");
+    c.batch_execute("INSERT INTO smsbus.block (id, condition) VALUES (4, 'true')")
+        .await
+        .unwrap();
+    assert_eq!(given().await.2.as_deref(), Some("block 4"));
+    c.batch_execute("DELETE FROM smsbus.block").await.unwrap();
+    assert_eq!(given().await, queued("kpn", "channel given"));
 }
 
 #[tokio::test]
