@@ -2,11 +2,12 @@
 //! INSERT, the state machine and the system's columns on UPDATE.
 //!
 //! They run once per row on the hottest path smsbus has, so they are Rust:
-//! the row is read once, every change is collected and written back with one
-//! `heap_modify_tuple`, and the two lookups they need (the channel, an
-//! idempotency key) run as plans prepared once per backend. The
-//! per-statement triggers (the trace, the wake-ups) stay in SQL, in
-//! `sql/api.sql`.
+//! the row is read once, every change is collected and written back with
+//! one `heap_modify_tuple`, and their lookups (an idempotency key here, the
+//! channel in [`crate::channels`]) run as plans prepared once per backend.
+//! A message that is due goes through the router ([`crate::router`]) as it
+//! will be stored: on INSERT, and on the UPDATE that moves it from
+//! scheduled to queued.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -496,13 +497,7 @@ fn _message_before_insert<'a>(
 
     let channel = new.text(c.channel);
     if let Some(name) = &channel {
-        if channels::channel(name).is_none() {
-            raise(
-                PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
-                format!("unknown channel \"{name}\""),
-                Some("Use a name from smsbus.channel, or leave channel null to let the router choose."),
-            );
-        }
+        require_channel(name);
     }
 
     if scheduled_at.is_some_and(|at| at > now) {
@@ -519,6 +514,17 @@ fn _message_before_insert<'a>(
     let verdict = router::route(staged.tuple, staged.desc, channel.as_deref());
     apply_verdict(&mut edit, &c, verdict);
     Ok(finish(&staged, edit))
+}
+
+/// Refuses a message naming a channel that does not exist.
+fn require_channel(name: &str) {
+    if channels::channel(name).is_none() {
+        raise(
+            PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
+            format!("unknown channel \"{name}\""),
+            Some("Use a name from smsbus.channel, or leave channel null to let the router choose."),
+        );
+    }
 }
 
 /// Writes the router's decision into the row.
@@ -626,13 +632,7 @@ fn route_due<'a>(
     }
     let channel = edit_channel(&edit, c, channel);
     if let Some(name) = &channel {
-        if channels::channel(name).is_none() {
-            raise(
-                PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
-                format!("unknown channel \"{name}\""),
-                Some("Use a name from smsbus.channel, or set channel to null to let the router choose."),
-            );
-        }
+        require_channel(name);
     }
     edit.null(c.claimed_by);
     edit.null(c.claimed_until);
