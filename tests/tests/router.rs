@@ -347,7 +347,9 @@ async fn scheduled_messages_are_routed_when_due_with_the_rules_of_then() {
     )
     .await
     .unwrap();
-    let promoted: i32 = scalar(&c, "SELECT smsbus._promote_scheduled()", &[]).await;
+    // The worker's role promotes; the rules run with the admin's rights.
+    let worker = db.connect_as("smsbus_worker").await;
+    let promoted: i32 = scalar(&worker, "SELECT smsbus._promote_scheduled()", &[]).await;
     assert_eq!(promoted, 1);
     let row = c
         .query_one(
@@ -744,4 +746,39 @@ async fn the_examples_run() {
         "{europe:?}"
     );
     assert!(by.is_some_and(|b| b.starts_with("route ")));
+}
+
+#[tokio::test]
+async fn an_admin_who_is_not_superuser_writes_rules() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let admin = db.connect_as("smsbus_admin").await;
+    admin
+        .batch_execute(
+            "INSERT INTO smsbus.block (id, condition, reason) VALUES (1, 'body = ''stop''', 'stop word');
+             INSERT INTO smsbus.route (id, condition, channel) VALUES (1, 'to_address LIKE ''+31%''', 'kpn');
+             UPDATE smsbus.route SET channel = 'fast' WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    let explained = explain(
+        &admin,
+        r#"SELECT * FROM smsbus.explain_route('{"to_address": "+31612345678"}'::jsonb)"#,
+    )
+    .await;
+    assert_eq!(
+        explained.last().map(String::as_str),
+        Some("3 decision None queued on fast (route 1)")
+    );
+    assert_eq!(send_to(&c, "+31612345678").await, queued("fast", "route 1"));
+    let rerouted: i64 = scalar(&admin, "SELECT smsbus.reroute()", &[]).await;
+    assert_eq!(rerouted, 0);
+    admin
+        .batch_execute("DELETE FROM smsbus.block; DELETE FROM smsbus.route;")
+        .await
+        .unwrap();
+    assert_eq!(
+        send_to(&c, "+31612345678").await.2.as_deref(),
+        Some("round robin")
+    );
 }
