@@ -34,6 +34,18 @@ DECLARE
     fn_set boolean;
 BEGIN
     NEW.updated_at := now();
+    -- What changed, or is switched on, is checked; so a rule broken by a
+    -- later change elsewhere (a dropped table) can still be disabled.
+    IF TG_OP = 'UPDATE' AND NOT (NEW.enabled AND NOT OLD.enabled)
+       AND NEW.condition IS NOT DISTINCT FROM OLD.condition THEN
+        IF TG_TABLE_NAME <> 'route' THEN
+            RETURN NEW;
+        END IF;
+        -- Apart, so blocks (without these columns) never prepare it.
+        IF NEW.channel IS NOT DISTINCT FROM OLD.channel AND NEW.function IS NOT DISTINCT FROM OLD.function THEN
+            RETURN NEW;
+        END IF;
+    END IF;
     PERFORM smsbus._check_condition(NEW.condition, rule);
     IF TG_TABLE_NAME <> 'route' THEN
         RETURN NEW;

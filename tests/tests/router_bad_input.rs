@@ -258,3 +258,44 @@ async fn bad_targets_are_refused() {
     );
     assert!(c.batch_execute("SELECT 1").await.is_ok());
 }
+
+#[tokio::test]
+async fn a_rule_broken_later_fails_loudly_and_can_be_disabled() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp');
+         CREATE TABLE opt_out (number text PRIMARY KEY);
+         GRANT SELECT ON opt_out TO smsbus_admin;
+         INSERT INTO smsbus.block (id, condition, reason)
+             VALUES (1, 'EXISTS (SELECT 1 FROM public.opt_out o WHERE o.number = to_address)', 'opted out');
+         DROP TABLE opt_out;",
+    )
+    .await
+    .unwrap();
+    // An opt-out list that is gone must not let messages through unchecked.
+    let (code, message, _) = refused(
+        &c,
+        "INSERT INTO smsbus.message (to_address, body) VALUES ('+31612345678', 'x')",
+    )
+    .await;
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        ("42P01", "relation \"public.opt_out\" does not exist")
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 0);
+    // Disabling the rule is not refused for what it reads; then mail flows.
+    c.batch_execute("UPDATE smsbus.block SET enabled = false WHERE id = 1")
+        .await
+        .unwrap();
+    c.batch_execute("INSERT INTO smsbus.message (to_address, body) VALUES ('+31612345678', 'x')")
+        .await
+        .unwrap();
+    // Switching it back on checks it again.
+    assert_eq!(
+        refused(&c, "UPDATE smsbus.block SET enabled = true WHERE id = 1")
+            .await
+            .1,
+        "relation \"public.opt_out\" does not exist"
+    );
+}

@@ -15,7 +15,7 @@ pub const BLOCKS: usize = 20;
 /// Target: insert throughput with the rules, as a share of without.
 pub const MIN_RATIO: f64 = 0.8;
 /// Messages per timed run and per INSERT statement.
-const MESSAGES: usize = 20_000;
+const MESSAGES: usize = 50_000;
 const BATCH: usize = 100;
 
 const CHANNELS: &str = "INSERT INTO smsbus.channel (name, kind)
