@@ -512,7 +512,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsbus FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text)
     TO PUBLIC;
 -- The compiled router runs as smsbus_admin and calls these.
-GRANT EXECUTE ON FUNCTION _channel_take(text), _channel_take_reason(text, integer), _route_given(text),
+GRANT EXECUTE ON FUNCTION _channel_take(text), _channel_take_reason(text, integer),
     _route_group(bigint[], text[], integer[]), _round_robin_take(), _round_robin_refusal(),
     _channel_check(text)
     TO smsbus_admin;

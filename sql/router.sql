@@ -8,14 +8,16 @@
 -- message sees the new rules. The row triggers of smsbus.message call
 -- _router for each outbound message that becomes due.
 --
--- The compiled function, for a message m:
---   1. blocking rules by id: the first match -> blocked, its reason;
---   2. a message with a channel -> that channel (if it can take it);
---   3. routes by position: the first matching route whose channel can take
+-- The compiled functions, for a message m:
+--   1. blocking rules by id: the first match -> blocked, its reason
+--      (_router_blocks holds these alone: a message that names its channel
+--      meets only them, and the row trigger then queues it on that channel
+--      if the channel can take it);
+--   2. routes by position: the first matching route whose channel can take
 --      the message wins; routes sharing a position split by weight; a
 --      route whose channel is disabled, cannot send or is over its daily
 --      limit is skipped (failover);
---   4. matches but all skipped -> dailylimit (any over the limit) or
+--   3. matches but all skipped -> dailylimit (any over the limit) or
 --      nochannel; no match -> round robin over the channels that can send.
 -- A function route that raises an error fails the message alone.
 
@@ -90,21 +92,6 @@ CREATE TRIGGER block_check BEFORE INSERT OR UPDATE ON block
 ---------------------------------------------------------------------------
 -- Helpers the compiled router calls
 ---------------------------------------------------------------------------
-
--- A message inserted with a channel goes there, if the channel can take it.
-CREATE FUNCTION _route_given(p_channel text) RETURNS _routing
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    code integer := smsbus._channel_take(p_channel);
-BEGIN
-    IF code = 0 THEN
-        RETURN ROW('queued', p_channel, 'channel given', NULL)::smsbus._routing;
-    END IF;
-    RETURN ROW(CASE WHEN code = 4 THEN 'dailylimit' ELSE 'nochannel' END, NULL, 'channel given',
-               smsbus._channel_take_reason(p_channel, code))::smsbus._routing;
-END
-$$;
 
 -- Routes sharing a position: picks one of the matching routes at random in
 -- proportion to its weight; one whose channel cannot take the message is
@@ -288,7 +275,6 @@ BEGIN
                                b.id, b.condition, 'block ' || b.id, b.reason);
     END LOOP;
     blocks := code;
-    code := code || E'    IF $1.channel IS NOT NULL THEN\n        RETURN smsbus._route_given($1.channel);\n    END IF;\n';
 
     FOR grp IN
         SELECT position, array_agg(id ORDER BY id) AS ids

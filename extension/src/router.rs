@@ -9,7 +9,7 @@
 //! will be stored, and read the verdict. A message that names its channel
 //! and meets no blocking rules never leaves Rust.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
@@ -41,7 +41,7 @@ struct Compiled {
 thread_local! {
     static COMPILED: Cell<Option<Compiled>> = const { Cell::new(None) };
     /// Where this backend's round robin goes next.
-    static NEXT_TURN: RefCell<Option<usize>> = const { RefCell::new(None) };
+    static NEXT_TURN: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 fn current_statement() -> Statement {
@@ -158,13 +158,11 @@ fn _round_robin_take() -> Option<String> {
     if names.is_empty() {
         return None;
     }
-    let start = NEXT_TURN.with(|next| {
-        let mut next = next.borrow_mut();
-        // SAFETY: MyProcPid is set for the backend's lifetime.
-        let turn = next.unwrap_or(unsafe { pg_sys::MyProcPid } as usize);
-        *next = Some(turn.wrapping_add(1));
-        turn
-    });
+    // SAFETY: MyProcPid is set for the backend's lifetime.
+    let start = NEXT_TURN
+        .get()
+        .unwrap_or(unsafe { pg_sys::MyProcPid } as usize);
+    NEXT_TURN.set(Some(start.wrapping_add(1)));
     (0..names.len())
         .map(|i| &names[start.wrapping_add(i) % names.len()])
         .find(|name| channels::take(name) == Take::Taken)

@@ -1,7 +1,7 @@
 //! Bad rules are refused when written, with PostgreSQL's message and the
 //! position of the mistake within the condition; nothing changes.
 
-use smsbus_tests::db::{count, TestDb};
+use smsbus_tests::db::{count, scalar, TestDb};
 use tokio_postgres::error::ErrorPosition;
 
 /// (SQLSTATE, message, position within the condition if any).
@@ -22,6 +22,10 @@ async fn refused(c: &tokio_postgres::Client, sql: &str) -> (String, String, Opti
     )
 }
 
+/// The compiled router's source, which a refused rule must leave alone.
+const ROUTER_SOURCE: &str =
+    "SELECT prosrc FROM pg_proc WHERE oid = 'smsbus._router(smsbus.message)'::regprocedure";
+
 fn route(condition: &str) -> String {
     format!(
         "INSERT INTO smsbus.route (id, condition, channel) VALUES (9, $c${condition}$c$, 'kpn')"
@@ -38,14 +42,7 @@ async fn bad_conditions_are_refused_with_their_position() {
     )
     .await
     .unwrap();
-    let router_before: String = c
-        .query_one(
-            "SELECT prosrc FROM pg_proc WHERE oid = 'smsbus._router(smsbus.message)'::regprocedure",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let router_before: String = scalar(&c, ROUTER_SOURCE, &[]).await;
     let cases: &[(&str, &str, &str, Option<u32>)] = &[
         (
             "to_addres LIKE '+31%'",
@@ -162,14 +159,7 @@ async fn bad_conditions_are_refused_with_their_position() {
     // Nothing changed: the rules and the compiled router are as they were.
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.route").await, 1);
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.block").await, 0);
-    let router_after: String = c
-        .query_one(
-            "SELECT prosrc FROM pg_proc WHERE oid = 'smsbus._router(smsbus.message)'::regprocedure",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let router_after: String = scalar(&c, ROUTER_SOURCE, &[]).await;
     assert_eq!(router_before, router_after);
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 0);
 }
