@@ -291,7 +291,8 @@ $$;
 -- notdelivered as soon as one part is, delivered when all parts are.
 -- Reports for references not recorded yet are kept for _mark_sent.
 -- Returns how many reports matched a part.
-CREATE FUNCTION _apply_reports(p_channel text, p_references text[], p_statuses text[], p_details text[])
+CREATE FUNCTION _apply_reports(p_channel text, p_references text[], p_statuses text[], p_details text[],
+                               p_alternates text[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
@@ -302,7 +303,9 @@ DECLARE
     touched bigint[];
 BEGIN
     WITH report AS (
-        SELECT * FROM unnest(p_references, p_statuses, p_details) AS r(reference, status, detail)
+        SELECT * FROM unnest(p_references, p_statuses, p_details,
+                             coalesce(p_alternates, array_fill(NULL::text, ARRAY[cardinality(p_references)])))
+                      AS r(reference, status, detail, alternate)
     ), target AS (
         -- One index probe per report, whatever the statistics say: OFFSET 0
         -- keeps the planner from flattening the probe into a join that
@@ -311,7 +314,8 @@ BEGIN
         FROM report r
         CROSS JOIN LATERAL (
             SELECT x.message_id, x.part FROM smsbus.message_part x
-            WHERE x.channel = p_channel AND x.reference = r.reference AND x.status IN ('sent', 'enroute')
+            WHERE x.channel = p_channel AND x.status IN ('sent', 'enroute')
+              AND x.reference IN (r.reference, r.alternate, upper(r.alternate))
             OFFSET 0
         ) t
     ), applied AS (
@@ -326,7 +330,8 @@ BEGIN
         INSERT INTO smsbus.pending_report (channel, reference, status, detail)
         SELECT p_channel, r.reference, r.status, r.detail FROM report r
         WHERE NOT EXISTS (SELECT 1 FROM smsbus.message_part p
-                          WHERE p.channel = p_channel AND p.reference = r.reference)
+                          WHERE p.channel = p_channel
+                            AND p.reference IN (r.reference, r.alternate, upper(r.alternate)))
     )
     SELECT count(*), array_agg(DISTINCT a.message_id) INTO matched, touched FROM applied a;
 
@@ -526,7 +531,7 @@ GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, ti
 GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_worker;
 GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _mark_sent(text, bigint[], integer[], text[]), _mark_failed(bigint[], text[]),
-    _mark_retry(bigint[], text[], double precision[]), _apply_reports(text, text[], text[], text[]),
+    _mark_retry(bigint[], text[], double precision[]), _apply_reports(text, text[], text[], text[], text[]),
     _record_inbound(text, text[], text[], text[], text[], timestamptz[], jsonb[]),
     _expire_leases(integer), _release(text, bigint[]), _promote_scheduled(integer),
     _mark_noreport(interval, integer), _maintain(interval, integer)

@@ -124,10 +124,31 @@ fn unit_of(encoding: Encoding, c: char, index: usize) -> Result<usize, TextError
 /// The byte ranges of `body` that go into each part. An empty body is one
 /// (empty) part.
 pub fn split(body: &str, encoding: Encoding) -> Result<Vec<Range<usize>>, TextError> {
+    split_after_header(body, encoding, CONCAT_HEADER_OCTETS)
+}
+
+/// Octets of the 8-bit-reference concatenation header (UDHL + IEI + IEDL + 3).
+pub const CONCAT_HEADER_OCTETS: usize = 6;
+/// Octets of the 16-bit-reference concatenation header.
+pub const CONCAT16_HEADER_OCTETS: usize = 7;
+
+/// Like [`split`], for parts that each carry a user data header of
+/// `header_octets` (the 16-bit reference header takes 7 octets, leaving
+/// 152 septets, 66 UCS-2 units or 133 octets).
+pub fn split_after_header(
+    body: &str,
+    encoding: Encoding,
+    header_octets: usize,
+) -> Result<Vec<Range<usize>>, TextError> {
     if units(body, encoding)? <= encoding.single_capacity() {
         return Ok(std::iter::once(0..body.len()).collect());
     }
-    let capacity = encoding.part_capacity();
+    let octets = 140 - header_octets;
+    let capacity = match encoding {
+        Encoding::Gsm7 => octets * 8 / 7,
+        Encoding::Ucs2 => octets / 2,
+        Encoding::Latin1 => octets,
+    };
     let mut parts = Vec::new();
     let (mut start, mut used) = (0, 0);
     for (i, (at, c)) in body.char_indices().enumerate() {
@@ -194,6 +215,17 @@ mod tests {
         assert_eq!(seg(&"a".repeat(307)), (Encoding::Gsm7, 3));
         assert_eq!(seg(&"a".repeat(459)), (Encoding::Gsm7, 3));
         assert_eq!(seg(&"a".repeat(460)), (Encoding::Gsm7, 4));
+    }
+
+    #[test]
+    fn sixteen_bit_reference_parts_are_one_unit_smaller() {
+        let parts = |body: &str, e| split_after_header(body, e, CONCAT16_HEADER_OCTETS).unwrap();
+        let p = parts(&"a".repeat(305), Encoding::Gsm7);
+        assert_eq!(p, vec![0..152, 152..304, 304..305]);
+        let p = parts(&"ж".repeat(133), Encoding::Ucs2);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0], 0..132); // 66 two-byte characters
+        assert_eq!(split(&"a".repeat(306), Encoding::Gsm7).unwrap().len(), 2);
     }
 
     #[test]

@@ -9,4 +9,5 @@
 //! - `src/bin/bench.rs`: the benchmark harness (`make bench`).
 
 pub mod db;
+pub mod smsc;
 pub mod worker;

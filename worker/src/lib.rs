@@ -6,6 +6,7 @@
 //! ## Layout
 //!
 //! - [`backoff`]: reconnect delays with jitter.
+//! - [`channels`]: the channel supervisor, dispatch and the drivers (SMPP).
 //! - [`config`]: the worker's settings (from flags and the environment).
 //! - [`db`]: the connection pool; every connection names its worker as the
 //!   actor of the changes it makes (`smsbus.actor`), so the trace says who.
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod channels;
 pub mod config;
 pub mod db;
 pub mod listener;
@@ -51,6 +53,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.clone(),
     ));
     tasks.spawn(maintenance::run(
+        config.clone(),
+        pool.clone(),
+        wakeups.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(channels::supervisor::run(
         config.clone(),
         pool.clone(),
         wakeups.clone(),

@@ -1,0 +1,179 @@
+//! The inbound side of a channel: delivery reports and received messages
+//! are written in batches (`smsbus._apply_reports`, `_record_inbound`), and
+//! each caller hears back only after its batch committed — the driver then
+//! acknowledges to the peer, so nothing acknowledged can be lost. If the
+//! write fails, every caller gets the error and answers the peer with a
+//! temporary error, so the peer sends it again.
+
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::ChannelContext;
+
+/// Most items one write carries.
+const MAX_BATCH: usize = 1000;
+
+/// A delivery report for one part.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub reference: String,
+    pub alternate: Option<String>,
+    /// "delivered", "notdelivered" or "enroute".
+    pub status: &'static str,
+    pub detail: String,
+}
+
+/// A received message.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    pub reference: Option<String>,
+    pub custom: Option<serde_json::Value>,
+}
+
+enum Item {
+    Report(Report, oneshot::Sender<Result<(), String>>),
+    Inbound(Inbound, oneshot::Sender<Result<i64, String>>),
+}
+
+#[derive(Clone)]
+pub struct Inbox {
+    items: mpsc::UnboundedSender<Item>,
+}
+
+impl Inbox {
+    pub fn start(ctx: &ChannelContext) -> Inbox {
+        let (items, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(ctx.clone(), rx));
+        Inbox { items }
+    }
+
+    /// Records a report; Ok once committed.
+    pub async fn report(&self, report: Report) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.items
+            .send(Item::Report(report, tx))
+            .map_err(|_| "the channel is stopping".to_owned())?;
+        rx.await.map_err(|_| "the channel is stopping".to_owned())?
+    }
+
+    /// Records a received message; its id once committed.
+    pub async fn inbound(&self, message: Inbound) -> Result<i64, String> {
+        let (tx, rx) = oneshot::channel();
+        self.items
+            .send(Item::Inbound(message, tx))
+            .map_err(|_| "the channel is stopping".to_owned())?;
+        rx.await.map_err(|_| "the channel is stopping".to_owned())?
+    }
+}
+
+async fn write_loop(ctx: ChannelContext, mut items: mpsc::UnboundedReceiver<Item>) {
+    while let Some(first) = items.recv().await {
+        let mut reports = Vec::new();
+        let mut inbound = Vec::new();
+        let mut push = |item| match item {
+            Item::Report(r, tx) => reports.push((r, tx)),
+            Item::Inbound(m, tx) => inbound.push((m, tx)),
+        };
+        push(first);
+        for _ in 1..MAX_BATCH {
+            match items.try_recv() {
+                Ok(item) => push(item),
+                Err(_) => break,
+            }
+        }
+        if !reports.is_empty() {
+            let result = write_reports(&ctx, reports.iter().map(|(r, _)| r)).await;
+            if result.is_ok() {
+                ctx.state
+                    .counters()
+                    .reports
+                    .fetch_add(reports.len() as u64, Ordering::Relaxed);
+            }
+            let answer = result.map_err(|e| format!("{e:#}"));
+            for (_, tx) in reports {
+                let _ = tx.send(answer.clone());
+            }
+        }
+        if !inbound.is_empty() {
+            match write_inbound(&ctx, inbound.iter().map(|(m, _)| m)).await {
+                Ok(ids) => {
+                    ctx.state
+                        .counters()
+                        .inbound
+                        .fetch_add(inbound.len() as u64, Ordering::Relaxed);
+                    for ((_, tx), id) in inbound.into_iter().zip(ids) {
+                        let _ = tx.send(Ok(id));
+                    }
+                }
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    for (_, tx) in inbound {
+                        let _ = tx.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn write_reports<'a>(
+    ctx: &ChannelContext,
+    reports: impl Iterator<Item = &'a Report>,
+) -> anyhow::Result<()> {
+    let (mut references, mut statuses, mut details, mut alternates) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in reports {
+        references.push(r.reference.as_str());
+        statuses.push(r.status);
+        details.push(r.detail.as_str());
+        alternates.push(r.alternate.as_deref());
+    }
+    let client = ctx.pool.get().await?;
+    let statement = client
+        .prepare_cached("SELECT smsbus._apply_reports($1, $2, $3, $4, $5)")
+        .await?;
+    client
+        .execute(
+            &statement,
+            &[&ctx.row.name, &references, &statuses, &details, &alternates],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn write_inbound<'a>(
+    ctx: &ChannelContext,
+    messages: impl Iterator<Item = &'a Inbound>,
+) -> anyhow::Result<Vec<i64>> {
+    let (mut from, mut to, mut bodies, mut references, mut custom) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for m in messages {
+        from.push(m.from.as_str());
+        to.push(m.to.as_str());
+        bodies.push(m.body.as_str());
+        references.push(m.reference.as_deref());
+        custom.push(m.custom.clone());
+    }
+    let client = ctx.pool.get().await?;
+    let statement = client
+        .prepare_cached("SELECT smsbus._record_inbound($1, $2, $3, $4, $5, NULL, $6)")
+        .await?;
+    let row = client
+        .query_one(
+            &statement,
+            &[&ctx.row.name, &from, &to, &bodies, &references, &custom],
+        )
+        .await?;
+    let ids: Vec<i64> = row.get(0);
+    anyhow::ensure!(
+        ids.len() == bodies.len(),
+        "recorded {} of {} inbound messages",
+        ids.len(),
+        bodies.len()
+    );
+    Ok(ids)
+}

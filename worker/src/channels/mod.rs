@@ -1,0 +1,104 @@
+//! Channels: the worker's connections to the outside world.
+//!
+//! - [`supervisor`]: one task per enabled channel this worker owns
+//!   (advisory lock), following `smsbus.channel` live; restarts a failed,
+//!   panicked or hung driver with backoff without disturbing the others.
+//! - [`state`]: `smsbus.channel_state` kept live (status, counters, rate).
+//! - [`outbox`]: claims queued messages for a driver, never more than its
+//!   window can take, and writes their outcomes in batches.
+//! - [`inbox`]: records delivery reports and inbound messages in batches;
+//!   a driver acknowledges them to the peer only after the commit.
+//! - [`smpp`]: the SMPP driver.
+//!
+//! A driver is an async function taking a [`ChannelContext`]; adding a kind
+//! is one folder and one arm in [`run_driver`].
+
+pub mod inbox;
+pub mod outbox;
+pub mod smpp;
+pub mod state;
+pub mod supervisor;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::Pool;
+use smsbus_core::text::Encoding;
+use tokio_util::sync::CancellationToken;
+
+use crate::listener::Wakeups;
+
+/// A row of `smsbus.channel`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelRow {
+    pub name: String,
+    pub kind: String,
+    pub enabled: bool,
+    pub can_send: bool,
+    pub can_receive: bool,
+    pub config: serde_json::Value,
+    pub updated_at: SystemTime,
+}
+
+/// A claimed outbound message, as a driver needs it.
+#[derive(Clone, Debug)]
+pub struct OutMessage {
+    pub id: i64,
+    pub to_address: String,
+    pub from_address: Option<String>,
+    pub body: String,
+    pub encoding: Encoding,
+    pub segments: i32,
+    pub priority: i16,
+    pub request_report: bool,
+    pub valid_until: Option<SystemTime>,
+    pub to_ton: Option<i16>,
+    pub to_npi: Option<i16>,
+    pub from_ton: Option<i16>,
+    pub from_npi: Option<i16>,
+}
+
+/// What a driver gets to work with.
+#[derive(Clone)]
+pub struct ChannelContext {
+    pub row: Arc<ChannelRow>,
+    pub worker_id: Arc<str>,
+    pub pool: Pool,
+    pub wakeups: Wakeups,
+    pub state: state::StateHandle,
+    pub heartbeat: Heartbeat,
+    /// Cancelled when the channel must stop (disabled, changed, deleted,
+    /// lost ownership, worker shutting down).
+    pub stop: CancellationToken,
+}
+
+/// Proof of life from a driver; the supervisor restarts a driver whose
+/// heartbeat stops.
+#[derive(Clone, Default)]
+pub struct Heartbeat(Arc<AtomicU64>);
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.0.store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn silence(&self) -> Duration {
+        Duration::from_millis(now_millis().saturating_sub(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the driver of the channel's kind until it fails or `ctx.stop`.
+pub async fn run_driver(ctx: ChannelContext) -> anyhow::Result<()> {
+    match ctx.row.kind.as_str() {
+        "smpp" => smpp::run(ctx).await,
+        other => anyhow::bail!("channel kind {other:?} is not supported by this worker"),
+    }
+}

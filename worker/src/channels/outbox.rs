@@ -1,0 +1,391 @@
+//! The outbound side of a channel: a claimer that takes queued messages
+//! from the database (`smsbus._claim`, priority then age, with a lease) and
+//! a writer that records their outcomes in batches (`_mark_sent`,
+//! `_mark_failed`, `_mark_retry`, `_release`).
+//!
+//! A semaphore of `capacity` permits bounds what is claimed and not yet
+//! finished, so the claimer never takes more than the driver's windows can
+//! work on; a permit returns when the outcome is handed to the writer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{ChannelContext, OutMessage};
+use crate::backoff::Backoff;
+
+/// Most messages one claim takes.
+const MAX_CLAIM: usize = 1000;
+/// Most outcomes one write carries.
+const MAX_WRITE: usize = 2000;
+/// How often an idle claimer looks at the queue without a wake-up.
+const POLL: Duration = Duration::from_secs(1);
+
+/// A message this channel holds a lease on.
+pub struct Claimed {
+    pub message: OutMessage,
+    pub claimed_at: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What became of a claimed message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Accepted by the provider: one reference per part, in order.
+    Sent { references: Vec<String> },
+    /// Refused for good.
+    Failed { error: String },
+    /// Back to the queue, to be tried again after `delay`.
+    Retry { error: String, delay: Duration },
+    /// Never handed to the provider: back to the queue at once.
+    Release,
+}
+
+pub struct Outbox {
+    ready: tokio::sync::Mutex<mpsc::Receiver<Claimed>>,
+    outcomes: mpsc::UnboundedSender<(i64, Outcome)>,
+    active: watch::Sender<bool>,
+    stop_claiming: CancellationToken,
+    claimer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Outbox {
+    /// Starts claiming for the channel of `ctx` (once [`Outbox::set_active`])
+    /// with at most `capacity` messages held at once, each leased for `lease`.
+    pub fn start(ctx: &ChannelContext, capacity: usize, lease: Duration) -> Arc<Outbox> {
+        let capacity = capacity.max(1);
+        let (ready_tx, ready_rx) = mpsc::channel(capacity);
+        let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
+        let (active, active_rx) = watch::channel(false);
+        let stop_claiming = ctx.stop.child_token();
+        let claimer = tokio::spawn(claim_loop(
+            ctx.clone(),
+            Arc::new(Semaphore::new(capacity)),
+            lease,
+            ready_tx,
+            active_rx,
+            stop_claiming.clone(),
+        ));
+        let writer = tokio::spawn(write_loop(ctx.clone(), outcomes_rx));
+        Arc::new(Outbox {
+            ready: tokio::sync::Mutex::new(ready_rx),
+            outcomes: outcomes_tx,
+            active,
+            stop_claiming,
+            claimer: std::sync::Mutex::new(Some(claimer)),
+            writer: std::sync::Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Claim only while some session can submit.
+    pub fn set_active(&self, active: bool) {
+        self.active.send_replace(active);
+    }
+
+    /// The next claimed message, waiting for one; None once claiming has
+    /// stopped and nothing is left.
+    pub async fn next(&self) -> Option<Claimed> {
+        self.ready.lock().await.recv().await
+    }
+
+    /// A claimed message without waiting, if one is ready.
+    pub fn try_next(&self) -> Option<Claimed> {
+        self.ready.try_lock().ok()?.try_recv().ok()
+    }
+
+    /// Records what became of `claimed`; its permit returns to the claimer.
+    pub fn finish(&self, claimed: Claimed, outcome: Outcome) {
+        let id = claimed.message.id;
+        if self.outcomes.send((id, outcome)).is_err() {
+            tracing::error!(message = id, "outcome writer has stopped; the lease will return the message");
+        }
+    }
+
+    /// Stops claiming, hands back what was claimed and not taken, writes
+    /// every outcome, and returns when all is committed.
+    pub async fn shut_down(&self) {
+        self.stop_claiming.cancel();
+        let claimer = self.claimer.lock().unwrap().take();
+        if let Some(claimer) = claimer {
+            let _ = claimer.await;
+        }
+        {
+            let mut ready = self.ready.lock().await;
+            ready.close();
+            while let Some(claimed) = ready.recv().await {
+                self.finish(claimed, Outcome::Release);
+            }
+        }
+        // Outcomes are written in order: this marker comes after all of them.
+        let _ = self.outcomes.send((STOP, Outcome::Release));
+        let writer = self.writer.lock().unwrap().take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+    }
+}
+
+/// Outcome id that stops the writer (message ids start at 1).
+const STOP: i64 = -1;
+
+async fn claim_loop(
+    ctx: ChannelContext,
+    permits: Arc<Semaphore>,
+    lease: Duration,
+    ready: mpsc::Sender<Claimed>,
+    mut active: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    let channel = ctx.row.name.clone();
+    let mut wakeups = ctx.wakeups.queue.subscribe();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            result = active.wait_for(|a| *a) => if result.is_err() { return },
+        }
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let mut held = vec![first];
+        while held.len() < MAX_CLAIM {
+            match permits.clone().try_acquire_owned() {
+                Ok(p) => held.push(p),
+                Err(_) => break,
+            }
+        }
+        let wanted = held.len();
+        let rows = match claim(&ctx, wanted, lease).await {
+            Ok(rows) => {
+                backoff.reset();
+                rows
+            }
+            Err(e) => {
+                drop(held);
+                let delay = backoff.next_delay();
+                tracing::warn!(channel = %channel, "cannot claim messages: {e:#}; again in {delay:?}");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        let drained = rows.len() < wanted;
+        let now = Instant::now();
+        for message in rows {
+            let permit = held.pop().expect("one permit per claimed row");
+            let claimed = Claimed {
+                message,
+                claimed_at: now,
+                _permit: permit,
+            };
+            if ready.send(claimed).await.is_err() {
+                return;
+            }
+        }
+        drop(held);
+        if drained {
+            // The queue is empty (and _claim armed our wake-up): wait.
+            let woken = wait_for_work(&channel, &mut wakeups);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = woken => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+}
+
+/// Resolves on a queue notification for `channel`.
+async fn wait_for_work(channel: &str, wakeups: &mut broadcast::Receiver<Arc<str>>) {
+    loop {
+        match wakeups.recv().await {
+            Ok(name) if &*name == channel => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+async fn claim(ctx: &ChannelContext, limit: usize, lease: Duration) -> anyhow::Result<Vec<OutMessage>> {
+    let client = ctx.pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT id, to_address, from_address, body, encoding, segments, priority,
+                    request_report, valid_until, to_ton, to_npi, from_ton, from_npi
+             FROM smsbus._claim($1, $2, $3, make_interval(secs => $4))",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &ctx.row.name,
+                &&*ctx.worker_id,
+                &(limit as i32),
+                &lease.as_secs_f64(),
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let encoding: Option<String> = r.try_get("encoding")?;
+            let body: String = r.try_get("body")?;
+            Ok(OutMessage {
+                id: r.try_get("id")?,
+                to_address: r.try_get::<_, Option<String>>("to_address")?.unwrap_or_default(),
+                from_address: r.try_get("from_address")?,
+                encoding: encoding
+                    .and_then(|e| e.parse().ok())
+                    .unwrap_or_else(|| smsbus_core::text::detect(&body)),
+                body,
+                segments: r.try_get("segments")?,
+                priority: r.try_get("priority")?,
+                request_report: r.try_get("request_report")?,
+                valid_until: r.try_get("valid_until")?,
+                to_ton: r.try_get("to_ton")?,
+                to_npi: r.try_get("to_npi")?,
+                from_ton: r.try_get("from_ton")?,
+                from_npi: r.try_get("from_npi")?,
+            })
+        })
+        .collect()
+}
+
+async fn write_loop(ctx: ChannelContext, mut outcomes: mpsc::UnboundedReceiver<(i64, Outcome)>) {
+    let mut stopping = false;
+    while !stopping {
+        let Some(first) = outcomes.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_WRITE {
+            match outcomes.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        stopping = batch.iter().any(|(id, _)| *id == STOP);
+        batch.retain(|(id, _)| *id > 0);
+        let outcomes = Batch::from(batch);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let started = Instant::now();
+        loop {
+            match outcomes.write(&ctx).await {
+                Ok(()) => break,
+                // The leases bring the messages back if this never works.
+                Err(e) if started.elapsed() > Duration::from_secs(120) => {
+                    tracing::error!(channel = %ctx.row.name, "giving up writing outcomes: {e:#}");
+                    break;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(channel = %ctx.row.name, "cannot write outcomes: {e:#}; again in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        let c = ctx.state.counters();
+        c.sent.fetch_add(outcomes.sent_ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        c.failed.fetch_add(outcomes.failed_ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Outcomes grouped by the function that records them.
+#[derive(Default)]
+struct Batch {
+    sent_ids: Vec<i64>,
+    part_ids: Vec<i64>,
+    part_numbers: Vec<i32>,
+    part_references: Vec<String>,
+    failed_ids: Vec<i64>,
+    failed_errors: Vec<String>,
+    retry_ids: Vec<i64>,
+    retry_errors: Vec<String>,
+    retry_delays: Vec<f64>,
+    released: Vec<i64>,
+}
+
+impl From<Vec<(i64, Outcome)>> for Batch {
+    fn from(outcomes: Vec<(i64, Outcome)>) -> Batch {
+        let mut b = Batch::default();
+        for (id, outcome) in outcomes {
+            match outcome {
+                Outcome::Sent { references } => {
+                    b.sent_ids.push(id);
+                    for (i, reference) in references.into_iter().enumerate() {
+                        b.part_ids.push(id);
+                        b.part_numbers.push(i as i32 + 1);
+                        b.part_references.push(reference);
+                    }
+                }
+                Outcome::Failed { error } => {
+                    b.failed_ids.push(id);
+                    b.failed_errors.push(error);
+                }
+                Outcome::Retry { error, delay } => {
+                    b.retry_ids.push(id);
+                    b.retry_errors.push(error);
+                    b.retry_delays.push(delay.as_secs_f64());
+                }
+                Outcome::Release => b.released.push(id),
+            }
+        }
+        b
+    }
+}
+
+impl Batch {
+    async fn write(&self, ctx: &ChannelContext) -> anyhow::Result<()> {
+        let client = ctx.pool.get().await?;
+        if !self.part_ids.is_empty() {
+            let s = client
+                .prepare_cached("SELECT smsbus._mark_sent($1, $2, $3, $4)")
+                .await?;
+            client
+                .execute(
+                    &s,
+                    &[
+                        &ctx.row.name,
+                        &self.part_ids,
+                        &self.part_numbers,
+                        &self.part_references,
+                    ],
+                )
+                .await?;
+        }
+        if !self.failed_ids.is_empty() {
+            let s = client
+                .prepare_cached("SELECT smsbus._mark_failed($1, $2)")
+                .await?;
+            client
+                .execute(&s, &[&self.failed_ids, &self.failed_errors])
+                .await?;
+        }
+        if !self.retry_ids.is_empty() {
+            let s = client
+                .prepare_cached("SELECT smsbus._mark_retry($1, $2, $3)")
+                .await?;
+            client
+                .execute(&s, &[&self.retry_ids, &self.retry_errors, &self.retry_delays])
+                .await?;
+        }
+        if !self.released.is_empty() {
+            let s = client.prepare_cached("SELECT smsbus._release($1, $2)").await?;
+            client
+                .execute(&s, &[&&*ctx.worker_id, &self.released])
+                .await?;
+        }
+        Ok(())
+    }
+}
+

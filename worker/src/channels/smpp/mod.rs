@@ -1,0 +1,148 @@
+//! The SMPP channel (`kind = 'smpp'`).
+//!
+//! - [`config`]: the channel's settings.
+//! - [`codec`]: framing that survives a malformed PDU.
+//! - [`submit`]: submit_sm PDUs from a message.
+//! - [`receipt`]: delivery receipts.
+//! - [`inbound`]: mobile-originated messages.
+//! - [`throttle`]: the channel's rate, shared by its sessions.
+//! - [`session`]: one bound connection with its window.
+//!
+//! [`run`] opens the configured sessions (each reconnecting on its own
+//! with backoff), claims messages while a transmitting session is bound,
+//! and on stop lets the sessions finish their window and unbind.
+
+pub mod codec;
+pub mod config;
+pub mod inbound;
+pub mod receipt;
+mod session;
+pub mod submit;
+pub mod throttle;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::inbox::Inbox;
+use super::outbox::Outbox;
+use super::{ChannelContext, Heartbeat};
+use config::{BindMode, SmppConfig};
+
+/// A session that has not looped for this long is stuck.
+const SESSION_HANG: Duration = Duration::from_secs(30);
+
+/// State the sessions of one channel share.
+struct Channel {
+    ctx: ChannelContext,
+    config: SmppConfig,
+    outbox: Option<Arc<Outbox>>,
+    inbox: Inbox,
+    throttle: throttle::Throttle,
+    transmitters_up: AtomicUsize,
+}
+
+impl Channel {
+    fn transmitter_up(&self) {
+        if self.transmitters_up.fetch_add(1, Ordering::SeqCst) == 0 {
+            if let Some(outbox) = &self.outbox {
+                outbox.set_active(true);
+            }
+        }
+    }
+
+    fn transmitter_down(&self) {
+        if self.transmitters_up.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Some(outbox) = &self.outbox {
+                outbox.set_active(false);
+            }
+        }
+    }
+}
+
+pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
+    let config = SmppConfig::parse(&ctx.row.config)?;
+    if config.tls {
+        anyhow::bail!("invalid SMPP config: tls is not available in this version of smsbus-worker");
+    }
+    let mut binds = config.session_binds();
+    if !ctx.row.can_receive {
+        // A channel that must not receive binds as transmitter only.
+        binds.retain(|b| *b != BindMode::Receiver);
+        for b in &mut binds {
+            if *b == BindMode::Transceiver {
+                *b = BindMode::Transmitter;
+            }
+        }
+    }
+    if !ctx.row.can_send {
+        binds.retain(|b| *b != BindMode::Transmitter);
+        for b in &mut binds {
+            if *b == BindMode::Transceiver {
+                *b = BindMode::Receiver;
+            }
+        }
+    }
+    anyhow::ensure!(
+        !binds.is_empty(),
+        "the channel can neither send nor receive with bind = {:?}",
+        config.bind
+    );
+    let transmitting = binds.iter().filter(|b| **b != BindMode::Receiver).count();
+    // A lease long enough for a message to wait behind a full window and
+    // its responses; a worker that dies is replaced after it.
+    let lease = Duration::from_secs(60).max(config.response_timeout() * 6);
+    let outbox = (transmitting > 0).then(|| {
+        Outbox::start(&ctx, 2 * transmitting * config.window as usize, lease)
+    });
+    let channel = Arc::new(Channel {
+        inbox: Inbox::start(&ctx),
+        throttle: throttle::Throttle::new(config.throughput),
+        transmitters_up: AtomicUsize::new(0),
+        outbox,
+        config,
+        ctx: ctx.clone(),
+    });
+    let mut sessions = Vec::new();
+    let mut beats = Vec::new();
+    for (index, bind) in binds.into_iter().enumerate() {
+        let beat = Heartbeat::default();
+        beat.beat();
+        beats.push(beat.clone());
+        sessions.push(tokio::spawn(session::run(channel.clone(), bind, index + 1, beat)));
+    }
+    // The channel is alive while every session is: one stuck session stops
+    // the channel's heartbeat and the supervisor restarts the channel.
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ctx.stop.cancelled() => break,
+            _ = beat.tick() => {
+                if beats.iter().all(|b| b.silence() < SESSION_HANG) {
+                    ctx.heartbeat.beat();
+                }
+            }
+        }
+        if let Some(done) = sessions.iter().position(|s| s.is_finished()) {
+            let result = sessions.remove(done).await;
+            ctx.stop.cancel();
+            for s in sessions {
+                let _ = s.await;
+            }
+            if let Some(outbox) = &channel.outbox {
+                outbox.shut_down().await;
+            }
+            return match result {
+                Ok(()) => Err(anyhow::anyhow!("an SMPP session ended unexpectedly")),
+                Err(e) => Err(anyhow::anyhow!("an SMPP session failed: {e}")),
+            };
+        }
+    }
+    for s in sessions {
+        let _ = s.await;
+    }
+    if let Some(outbox) = &channel.outbox {
+        outbox.shut_down().await;
+    }
+    Ok(())
+}
