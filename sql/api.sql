@@ -220,6 +220,9 @@ DECLARE
     done integer;
     early record;
 BEGIN
+    -- Shared: _mark_sent calls never wait for each other, only for a
+    -- report that is about to be parked (see _apply_reports).
+    PERFORM pg_advisory_xact_lock_shared(1397576530, hashtext(p_channel));
     INSERT INTO smsbus.message_part (message_id, part, channel, reference)
     SELECT u.id, u.part, p_channel, u.reference
     FROM unnest(p_ids, p_parts, p_references) AS u(id, part, reference)
@@ -289,8 +292,16 @@ $$;
 -- Applies delivery reports by (channel, reference): each part takes its
 -- report ('delivered', 'notdelivered' or 'enroute'); a message is
 -- notdelivered as soon as one part is, delivered when all parts are.
--- Reports for references not recorded yet are kept for _mark_sent.
--- Returns how many reports matched a part.
+-- A report may be matched by its reference or by an alternate spelling
+-- (the id in the other base). Reports for references not recorded yet are
+-- kept for _mark_sent. Returns how many reports matched a part.
+--
+-- A report that finds no part may race with the _mark_sent that is
+-- recording it: neither transaction sees the other's rows. So before
+-- parking, this takes the channel's report lock exclusively — _mark_sent
+-- holds it shared — and looks again: either the part is committed and
+-- visible now, or _mark_sent has not started and will find the parked
+-- report.
 CREATE FUNCTION _apply_reports(p_channel text, p_references text[], p_statuses text[], p_details text[],
                                p_alternates text[] DEFAULT NULL)
 RETURNS integer
@@ -299,57 +310,86 @@ SET plan_cache_mode = force_custom_plan
 SET enable_seqscan = off
 AS $$
 DECLARE
-    matched integer;
+    matched integer := 0;
+    step integer;
     touched bigint[];
+    hits text[];
+    refs text[] := p_references;
+    statuses text[] := p_statuses;
+    details text[] := p_details;
+    alternates text[] := coalesce(p_alternates, array_fill(NULL::text, ARRAY[cardinality(p_references)]));
+    missing record;
 BEGIN
-    WITH report AS (
-        SELECT * FROM unnest(p_references, p_statuses, p_details,
-                             coalesce(p_alternates, array_fill(NULL::text, ARRAY[cardinality(p_references)])))
-                      AS r(reference, status, detail, alternate)
-    ), target AS (
-        -- One index probe per report, whatever the statistics say: OFFSET 0
-        -- keeps the planner from flattening the probe into a join that
-        -- scans the channel's parts.
-        SELECT t.message_id, t.part, r.status, r.detail
-        FROM report r
-        CROSS JOIN LATERAL (
-            SELECT x.message_id, x.part FROM smsbus.message_part x
-            WHERE x.channel = p_channel AND x.status IN ('sent', 'enroute')
-              AND x.reference IN (r.reference, r.alternate, upper(r.alternate))
-            OFFSET 0
-        ) t
-    ), applied AS (
-        UPDATE smsbus.message_part p
-        SET status = t.status, detail = t.detail, reported_at = now()
-        FROM target t
-        WHERE p.message_id = t.message_id AND p.part = t.part
-        RETURNING p.message_id
-    ), parked AS (
-        -- A report for a part that exists (updated now, or final already)
-        -- is never parked: the statement's snapshot sees every part.
-        INSERT INTO smsbus.pending_report (channel, reference, status, detail)
-        SELECT p_channel, r.reference, r.status, r.detail FROM report r
-        WHERE NOT EXISTS (SELECT 1 FROM smsbus.message_part p
-                          WHERE p.channel = p_channel
-                            AND p.reference IN (r.reference, r.alternate, upper(r.alternate)))
-    )
-    SELECT count(*), array_agg(DISTINCT a.message_id) INTO matched, touched FROM applied a;
+    FOR attempt IN 1..2 LOOP
+        WITH report AS (
+            SELECT * FROM unnest(refs, statuses, details, alternates) AS r(reference, status, detail, alternate)
+        ), target AS (
+            -- One index probe per report, whatever the statistics say:
+            -- OFFSET 0 keeps the planner from flattening the probe into a
+            -- join that scans the channel's parts.
+            SELECT t.message_id, t.part, r.status, r.detail
+            FROM report r
+            CROSS JOIN LATERAL (
+                SELECT x.message_id, x.part FROM smsbus.message_part x
+                WHERE x.channel = p_channel AND x.status IN ('sent', 'enroute')
+                  AND x.reference IN (r.reference, r.alternate, upper(r.alternate))
+                OFFSET 0
+            ) t
+        ), applied AS (
+            UPDATE smsbus.message_part p
+            SET status = t.status, detail = t.detail, reported_at = now()
+            FROM target t
+            WHERE p.message_id = t.message_id AND p.part = t.part
+            RETURNING p.message_id, p.reference
+        )
+        SELECT count(*), array_agg(DISTINCT a.message_id), coalesce(array_agg(a.reference), '{}')
+        INTO step, touched, hits FROM applied a;
+        matched := matched + step;
 
-    IF touched IS NOT NULL THEN
-        UPDATE smsbus.message m
-        SET status = CASE WHEN s.any_failed THEN 'notdelivered'::smsbus.status
-                          ELSE 'delivered'::smsbus.status END,
-            last_error = CASE WHEN s.any_failed THEN s.failed_detail END
-        FROM (SELECT p.message_id,
-                     bool_or(p.status = 'notdelivered') AS any_failed,
-                     bool_and(p.status = 'delivered') AS all_delivered,
-                     min(p.detail) FILTER (WHERE p.status = 'notdelivered') AS failed_detail
-              FROM smsbus.message_part p
-              WHERE p.message_id = ANY (touched)
-              GROUP BY p.message_id) s
-        WHERE m.id = s.message_id AND m.status::text = 'sent'
-          AND (s.any_failed OR s.all_delivered);
-    END IF;
+        IF touched IS NOT NULL THEN
+            UPDATE smsbus.message m
+            SET status = CASE WHEN s.any_failed THEN 'notdelivered'::smsbus.status
+                              ELSE 'delivered'::smsbus.status END,
+                last_error = CASE WHEN s.any_failed THEN s.failed_detail END
+            FROM (SELECT p.message_id,
+                         bool_or(p.status = 'notdelivered') AS any_failed,
+                         bool_and(p.status = 'delivered') AS all_delivered,
+                         min(p.detail) FILTER (WHERE p.status = 'notdelivered') AS failed_detail
+                  FROM smsbus.message_part p
+                  WHERE p.message_id = ANY (touched)
+                  GROUP BY p.message_id) s
+            WHERE m.id = s.message_id AND m.status::text = 'sent'
+              AND (s.any_failed OR s.all_delivered);
+        END IF;
+
+        -- The reports that matched nothing. After the first attempt, that
+        -- is judged by what this attempt applied (a later look could see
+        -- parts committed since, which this attempt did not update). After
+        -- the second, under the lock, the channel's parts stand still, and
+        -- a report whose part exists (already final) is dropped, not parked.
+        SELECT array_agg(r.reference) AS refs, array_agg(r.status) AS statuses,
+               array_agg(r.detail) AS details, array_agg(r.alternate) AS alternates
+        INTO missing
+        FROM unnest(refs, statuses, details, alternates) AS r(reference, status, detail, alternate)
+        WHERE NOT (r.reference = ANY (hits) OR coalesce(r.alternate = ANY (hits), false)
+                   OR coalesce(upper(r.alternate) = ANY (hits), false))
+          AND (attempt = 1 OR NOT EXISTS (
+                   SELECT 1 FROM smsbus.message_part p
+                   WHERE p.channel = p_channel
+                     AND p.reference IN (r.reference, r.alternate, upper(r.alternate))));
+        EXIT WHEN missing.refs IS NULL;
+        IF attempt = 1 THEN
+            PERFORM pg_advisory_xact_lock(1397576530, hashtext(p_channel));  -- 'SMSR'
+            refs := missing.refs;
+            statuses := missing.statuses;
+            details := missing.details;
+            alternates := missing.alternates;
+        ELSE
+            INSERT INTO smsbus.pending_report (channel, reference, status, detail)
+            SELECT p_channel, u.reference, u.status, u.detail
+            FROM unnest(missing.refs, missing.statuses, missing.details) AS u(reference, status, detail);
+        END IF;
+    END LOOP;
     RETURN matched;
 END
 $$;

@@ -9,5 +9,6 @@
 //! - `src/bin/bench.rs`: the benchmark harness (`make bench`).
 
 pub mod db;
+pub mod scenario;
 pub mod smsc;
 pub mod worker;

@@ -40,7 +40,10 @@ impl Worker {
         let file = std::fs::File::create(&log).expect("worker log file");
         let child = Command::new(binary())
             .env("DATABASE_URL", conninfo)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("SMSBUS_TEST_WORKER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

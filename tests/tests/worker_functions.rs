@@ -312,6 +312,49 @@ async fn delivery_reports_per_part() {
     );
 }
 
+/// A report that arrives while the _mark_sent recording its part is still
+/// uncommitted must neither be lost nor parked forever: it waits for that
+/// transaction and then applies.
+#[tokio::test]
+async fn a_report_racing_the_uncommitted_submit_outcome_is_applied() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids = queue(&c, 1, "kpn").await;
+    claim(&c, "kpn", "w", 10).await;
+    let writer = db.connect().await;
+    writer.batch_execute("BEGIN").await.unwrap();
+    writer
+        .execute(
+            "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+            &[&vec![ids[0]], &vec![1i32], &vec!["race"]],
+        )
+        .await
+        .unwrap();
+    let reporter = db.connect().await;
+    let reporting = tokio::spawn(async move {
+        let details = vec![Some("stat:DELIVRD".to_owned())];
+        let matched: i32 = reporter
+            .query_one(
+                "SELECT smsbus._apply_reports('kpn', $1, $2, $3)",
+                &[&vec!["race"], &vec!["delivered"], &details],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        matched
+    });
+    // The report is waiting for the writer's transaction.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!reporting.is_finished());
+    writer.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(reporting.await.unwrap(), 1);
+    assert_eq!(status_of(&c, ids[0]).await, "delivered");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.pending_report").await,
+        0
+    );
+}
+
 #[tokio::test]
 async fn a_report_before_the_submit_outcome_is_applied_later() {
     let db = TestDb::new().await;

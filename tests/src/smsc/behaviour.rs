@@ -103,5 +103,5 @@ impl Default for Behaviour {
 
 /// Whether the `n`th event (1-based) is one of every `every`.
 pub(crate) fn every(n: u64, every: u64) -> bool {
-    every > 0 && n % every == 0
+    every > 0 && n.is_multiple_of(every)
 }

@@ -78,7 +78,10 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
                 let status = bind_status(&shared, bound, b.system_id.as_str(), b.password.as_str());
                 reply(
                     status,
-                    BindReceiverResp::builder().system_id(sim_id()).build().into(),
+                    BindReceiverResp::builder()
+                        .system_id(sim_id())
+                        .build()
+                        .into(),
                 );
                 if status == CommandStatus::EsmeRok {
                     bound = true;

@@ -75,7 +75,7 @@ pub fn decode(
         1 => payload.iter().map(|&b| char::from(b & 0x7F)).collect(),
         3 => payload.iter().map(|&b| char::from(b)).collect(),
         8 => {
-            if payload.len() % 2 != 0 {
+            if !payload.len().is_multiple_of(2) {
                 return Err("UCS-2 payload of odd length".into());
             }
             let units: Vec<u16> = payload
@@ -198,9 +198,7 @@ impl InboundText {
                         esm_class |= 0x40;
                     }
                     Concat::Sar => {
-                        tlvs.push(MessageDeliveryRequestTlvValue::SarMsgRefNum(
-                            self.reference,
-                        ));
+                        tlvs.push(MessageDeliveryRequestTlvValue::SarMsgRefNum(self.reference));
                         tlvs.push(MessageDeliveryRequestTlvValue::SarTotalSegments(total));
                         tlvs.push(MessageDeliveryRequestTlvValue::SarSegmentSeqnum(seq));
                     }

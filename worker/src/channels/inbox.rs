@@ -136,12 +136,14 @@ async fn write_reports<'a>(
     let statement = client
         .prepare_cached("SELECT smsbus._apply_reports($1, $2, $3, $4, $5)")
         .await?;
-    client
-        .execute(
+    let matched: i32 = client
+        .query_one(
             &statement,
             &[&ctx.row.name, &references, &statuses, &details, &alternates],
         )
-        .await?;
+        .await?
+        .get(0);
+    tracing::debug!(channel = %ctx.row.name, reports = references.len(), matched, ?references, "reports recorded");
     Ok(())
 }
 

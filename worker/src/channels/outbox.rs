@@ -101,7 +101,10 @@ impl Outbox {
     pub fn finish(&self, claimed: Claimed, outcome: Outcome) {
         let id = claimed.message.id;
         if self.outcomes.send((id, outcome)).is_err() {
-            tracing::error!(message = id, "outcome writer has stopped; the lease will return the message");
+            tracing::error!(
+                message = id,
+                "outcome writer has stopped; the lease will return the message"
+            );
         }
     }
 
@@ -216,7 +219,11 @@ async fn wait_for_work(channel: &str, wakeups: &mut broadcast::Receiver<Arc<str>
     }
 }
 
-async fn claim(ctx: &ChannelContext, limit: usize, lease: Duration) -> anyhow::Result<Vec<OutMessage>> {
+async fn claim(
+    ctx: &ChannelContext,
+    limit: usize,
+    lease: Duration,
+) -> anyhow::Result<Vec<OutMessage>> {
     let client = ctx.pool.get().await?;
     let statement = client
         .prepare_cached(
@@ -242,7 +249,9 @@ async fn claim(ctx: &ChannelContext, limit: usize, lease: Duration) -> anyhow::R
             let body: String = r.try_get("body")?;
             Ok(OutMessage {
                 id: r.try_get("id")?,
-                to_address: r.try_get::<_, Option<String>>("to_address")?.unwrap_or_default(),
+                to_address: r
+                    .try_get::<_, Option<String>>("to_address")?
+                    .unwrap_or_default(),
                 from_address: r.try_get("from_address")?,
                 encoding: encoding
                     .and_then(|e| e.parse().ok())
@@ -295,8 +304,14 @@ async fn write_loop(ctx: ChannelContext, mut outcomes: mpsc::UnboundedReceiver<(
             }
         }
         let c = ctx.state.counters();
-        c.sent.fetch_add(outcomes.sent_ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        c.failed.fetch_add(outcomes.failed_ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        c.sent.fetch_add(
+            outcomes.sent_ids.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        c.failed.fetch_add(
+            outcomes.failed_ids.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 
@@ -347,6 +362,7 @@ impl From<Vec<(i64, Outcome)>> for Batch {
 impl Batch {
     async fn write(&self, ctx: &ChannelContext) -> anyhow::Result<()> {
         let client = ctx.pool.get().await?;
+        tracing::debug!(channel = %ctx.row.name, sent = ?self.sent_ids, references = ?self.part_references, "writing outcomes");
         if !self.part_ids.is_empty() {
             let s = client
                 .prepare_cached("SELECT smsbus._mark_sent($1, $2, $3, $4)")
@@ -376,11 +392,16 @@ impl Batch {
                 .prepare_cached("SELECT smsbus._mark_retry($1, $2, $3)")
                 .await?;
             client
-                .execute(&s, &[&self.retry_ids, &self.retry_errors, &self.retry_delays])
+                .execute(
+                    &s,
+                    &[&self.retry_ids, &self.retry_errors, &self.retry_delays],
+                )
                 .await?;
         }
         if !self.released.is_empty() {
-            let s = client.prepare_cached("SELECT smsbus._release($1, $2)").await?;
+            let s = client
+                .prepare_cached("SELECT smsbus._release($1, $2)")
+                .await?;
             client
                 .execute(&s, &[&&*ctx.worker_id, &self.released])
                 .await?;
@@ -388,4 +409,3 @@ impl Batch {
         Ok(())
     }
 }
-

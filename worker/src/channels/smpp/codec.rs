@@ -67,7 +67,9 @@ impl Decoder for SmppCodec {
         let mut codec = CommandCodec::new().with_max_length(MAX_PDU);
         let decoded = codec.decode(&mut frame);
         match decoded {
-            Ok(Some(command)) if !frame.has_remaining() => Ok(Some(Frame::Command(Box::new(command)))),
+            Ok(Some(command)) if !frame.has_remaining() => {
+                Ok(Some(Frame::Command(Box::new(command))))
+            }
             Ok(Some(_)) => Ok(Some(Frame::Malformed {
                 command_id,
                 sequence,
@@ -114,11 +116,21 @@ mod tests {
         let mut buf = BytesMut::new();
         // generic framing, command_id 0x00000004 (submit_sm), a body that
         // ends in the middle of its first field.
-        buf.extend_from_slice(&[0, 0, 0, 19, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 7, b'a', b'b', b'c']);
-        buf.extend_from_slice(&encoded(Command::new(CommandStatus::EsmeRok, 8, Pdu::EnquireLink)));
+        buf.extend_from_slice(&[
+            0, 0, 0, 19, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 7, b'a', b'b', b'c',
+        ]);
+        buf.extend_from_slice(&encoded(Command::new(
+            CommandStatus::EsmeRok,
+            8,
+            Pdu::EnquireLink,
+        )));
         let mut codec = SmppCodec::new();
         match codec.decode(&mut buf).unwrap() {
-            Some(Frame::Malformed { command_id, sequence, .. }) => {
+            Some(Frame::Malformed {
+                command_id,
+                sequence,
+                ..
+            }) => {
                 assert_eq!((command_id, sequence), (4, 7));
             }
             other => panic!("expected a malformed frame, got {other:?}"),

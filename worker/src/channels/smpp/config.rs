@@ -272,14 +272,15 @@ mod tests {
 
     #[test]
     fn refuses_typos_and_bad_values() {
-        let e = SmppConfig::parse(&json!({"host": "h", "system_id": "me", "windwo": 5}))
-            .unwrap_err();
+        let e =
+            SmppConfig::parse(&json!({"host": "h", "system_id": "me", "windwo": 5})).unwrap_err();
         assert!(e.to_string().contains("unknown field `windwo`"), "{e}");
         let e = SmppConfig::parse(&json!({"host": "h", "system_id": "me", "bind": "both"}))
             .unwrap_err();
         assert!(e.to_string().contains("unknown variant `both`"), "{e}");
-        let e = SmppConfig::parse(&json!({"host": "h", "system_id": "me", "password": "123456789"}))
-            .unwrap_err();
+        let e =
+            SmppConfig::parse(&json!({"host": "h", "system_id": "me", "password": "123456789"}))
+                .unwrap_err();
         assert!(e.to_string().contains("password"), "{e}");
     }
 

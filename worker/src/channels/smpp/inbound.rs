@@ -88,13 +88,14 @@ fn text_of(data_coding: u8, payload: &[u8]) -> Result<(String, bool), String> {
         // Some SMSCs send data_coding 1 (IA5) for plain ASCII; GSM 7-bit
         // unpacked agrees with ASCII on letters and digits, and decoding
         // it as GSM keeps @ and the rest right for the SMSCs that mean GSM.
-        Alphabet::Gsm7 if data_coding == 0x01 => {
-            (payload.iter().map(|&b| char::from(b & 0x7F)).collect(), false)
-        }
+        Alphabet::Gsm7 if data_coding == 0x01 => (
+            payload.iter().map(|&b| char::from(b & 0x7F)).collect(),
+            false,
+        ),
         Alphabet::Gsm7 => (gsm7::decode(payload), false),
         Alphabet::Latin1 => (payload.iter().map(|&b| char::from(b)).collect(), false),
         Alphabet::Ucs2 => {
-            if payload.len() % 2 != 0 {
+            if !payload.len().is_multiple_of(2) {
                 return Err(format!(
                     "UCS-2 text of odd length ({} octets)",
                     payload.len()
@@ -106,10 +107,7 @@ fn text_of(data_coding: u8, payload: &[u8]) -> Result<(String, bool), String> {
                 .collect();
             (String::from_utf16_lossy(&units), false)
         }
-        Alphabet::Binary => (
-            payload.iter().map(|b| format!("{b:02x}")).collect(),
-            true,
-        ),
+        Alphabet::Binary => (payload.iter().map(|b| format!("{b:02x}")).collect(), true),
     })
 }
 
@@ -184,7 +182,12 @@ mod tests {
 
     #[test]
     fn gsm_text_with_extension_characters() {
-        let d = decode(&pdu(0, DataCoding::McSpecific, gsm7::encode("a€[]").unwrap())).unwrap();
+        let d = decode(&pdu(
+            0,
+            DataCoding::McSpecific,
+            gsm7::encode("a€[]").unwrap(),
+        ))
+        .unwrap();
         assert_eq!(d.text, "a€[]");
         assert_eq!(d.from, "+31612345678");
         assert_eq!(d.to, "1234");
@@ -197,7 +200,14 @@ mod tests {
         sm.extend("Привет".encode_utf16().flat_map(u16::to_be_bytes));
         let d = decode(&pdu(0x40, DataCoding::Ucs2, sm)).unwrap();
         assert_eq!(d.text, "Привет");
-        assert_eq!(d.part, Some(PartOf { reference: 7, total: 2, seq: 2 }));
+        assert_eq!(
+            d.part,
+            Some(PartOf {
+                reference: 7,
+                total: 2,
+                seq: 2
+            })
+        );
     }
 
     #[test]
@@ -205,7 +215,12 @@ mod tests {
         let d = decode(&pdu(0, DataCoding::OctetUnspecified, vec![0xDE, 0xAD])).unwrap();
         assert_eq!((d.text.as_str(), d.binary), ("dead", true));
         assert!(decode(&pdu(0x40, DataCoding::McSpecific, vec![9, 1])).is_err());
-        assert!(decode(&pdu(0x40, DataCoding::McSpecific, vec![5, 0, 3, 7, 2, 3, 65])).is_err());
+        assert!(decode(&pdu(
+            0x40,
+            DataCoding::McSpecific,
+            vec![5, 0, 3, 7, 2, 3, 65]
+        ))
+        .is_err());
         assert!(decode(&pdu(0, DataCoding::Ucs2, vec![0, 65, 66])).is_err());
     }
 }

@@ -92,9 +92,8 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
     // A lease long enough for a message to wait behind a full window and
     // its responses; a worker that dies is replaced after it.
     let lease = Duration::from_secs(60).max(config.response_timeout() * 6);
-    let outbox = (transmitting > 0).then(|| {
-        Outbox::start(&ctx, 2 * transmitting * config.window as usize, lease)
-    });
+    let outbox = (transmitting > 0)
+        .then(|| Outbox::start(&ctx, 2 * transmitting * config.window as usize, lease));
     let channel = Arc::new(Channel {
         inbox: Inbox::start(&ctx),
         throttle: throttle::Throttle::new(config.throughput),
@@ -109,7 +108,12 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
         let beat = Heartbeat::default();
         beat.beat();
         beats.push(beat.clone());
-        sessions.push(tokio::spawn(session::run(channel.clone(), bind, index + 1, beat)));
+        sessions.push(tokio::spawn(session::run(
+            channel.clone(),
+            bind,
+            index + 1,
+            beat,
+        )));
     }
     // The channel is alive while every session is: one stuck session stops
     // the channel's heartbeat and the supervisor restarts the channel.

@@ -166,7 +166,7 @@ fn receipt_reference(id: &str, from_tlv: bool, format: DlrIdFormat) -> (String, 
         DlrIdFormat::DecHex => (same(decimal(id, 16)), None),
         DlrIdFormat::Auto => {
             let alternate = if id.bytes().all(|b| b.is_ascii_digit()) {
-                u128::from_str_radix(id, 10).ok().map(|n| format!("{n:x}"))
+                id.parse::<u128>().ok().map(|n| format!("{n:x}"))
             } else {
                 decimal(id, 16)
             };
@@ -212,7 +212,12 @@ mod tests {
         let r = parse(&pdu(&undeliv, vec![]), DlrIdFormat::String).unwrap();
         assert_eq!(r.status, ReportStatus::NotDelivered);
         let enroute = APPENDIX_B.replace("DELIVRD", "ENROUTE");
-        assert_eq!(parse(&pdu(&enroute, vec![]), DlrIdFormat::String).unwrap().status, ReportStatus::Enroute);
+        assert_eq!(
+            parse(&pdu(&enroute, vec![]), DlrIdFormat::String)
+                .unwrap()
+                .status,
+            ReportStatus::Enroute
+        );
     }
 
     #[test]
@@ -221,7 +226,9 @@ mod tests {
             &pdu(
                 APPENDIX_B,
                 vec![
-                    MessageDeliveryRequestTlvValue::ReceiptedMessageId(COctetString::from_str("abc").unwrap()),
+                    MessageDeliveryRequestTlvValue::ReceiptedMessageId(
+                        COctetString::from_str("abc").unwrap(),
+                    ),
                     MessageDeliveryRequestTlvValue::MessageState(MessageState::Undeliverable),
                 ],
             ),
@@ -242,7 +249,10 @@ mod tests {
         // auto: stored as given, the other base offered as an alternate.
         assert_eq!(reference("1a2b", DlrIdFormat::Auto), "1a2b");
         let r = parse(&pdu(&text, vec![]), DlrIdFormat::Auto).unwrap();
-        assert_eq!((r.reference.as_str(), r.alternate.as_deref()), ("6699", Some("1a2b")));
+        assert_eq!(
+            (r.reference.as_str(), r.alternate.as_deref()),
+            ("6699", Some("1a2b"))
+        );
         assert_eq!(reference("000A", DlrIdFormat::Hex), "a");
         assert_eq!(reference("0042", DlrIdFormat::Dec), "42");
     }

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
-use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm};
+use rusmpp::pdus::{
+    BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm,
+};
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
@@ -65,7 +67,10 @@ pub(super) async fn run(channel: Arc<Channel>, bind: BindMode, index: usize, bea
                     channel
                         .ctx
                         .state
-                        .set(crate::channels::state::LinkStatus::Connecting, Some(&reason))
+                        .set(
+                            crate::channels::state::LinkStatus::Connecting,
+                            Some(&reason),
+                        )
                         .await;
                 }
                 let delay = backoff.next_delay();
@@ -125,7 +130,10 @@ struct Session {
     /// Parts ready to be written, in order.
     ready: VecDeque<(i64, usize)>,
     /// Answers to deliver_sm, sent by tasks once the database committed.
-    answers: (mpsc::UnboundedSender<Command>, mpsc::UnboundedReceiver<Command>),
+    answers: (
+        mpsc::UnboundedSender<Command>,
+        mpsc::UnboundedReceiver<Command>,
+    ),
     last_sent: Instant,
 }
 
@@ -198,13 +206,36 @@ impl Session {
         );
         let version = InterfaceVersion::from(c.interface_version_byte());
         let pdu: Pdu = match self.bind {
-            BindMode::Transmitter => {
-                BindTransmitter::new(system_id, password, system_type, version, Ton::Unknown, Npi::Unknown, range).into()
-            }
-            BindMode::Receiver => {
-                BindReceiver::new(system_id, password, system_type, version, Ton::Unknown, Npi::Unknown, range).into()
-            }
-            _ => BindTransceiver::new(system_id, password, system_type, version, Ton::Unknown, Npi::Unknown, range).into(),
+            BindMode::Transmitter => BindTransmitter::new(
+                system_id,
+                password,
+                system_type,
+                version,
+                Ton::Unknown,
+                Npi::Unknown,
+                range,
+            )
+            .into(),
+            BindMode::Receiver => BindReceiver::new(
+                system_id,
+                password,
+                system_type,
+                version,
+                Ton::Unknown,
+                Npi::Unknown,
+                range,
+            )
+            .into(),
+            _ => BindTransceiver::new(
+                system_id,
+                password,
+                system_type,
+                version,
+                Ton::Unknown,
+                Npi::Unknown,
+                range,
+            )
+            .into(),
         };
         let sequence = self.sequence();
         link.send(Command::new(CommandStatus::EsmeRok, sequence, pdu))
@@ -314,7 +345,12 @@ impl Session {
                     },
                 );
             }
-            Err(e) => self.finish_claimed(claimed, Outcome::Failed { error: e.to_string() }),
+            Err(e) => self.finish_claimed(
+                claimed,
+                Outcome::Failed {
+                    error: e.to_string(),
+                },
+            ),
         }
     }
 
@@ -403,13 +439,21 @@ impl Session {
                 self.outstanding.remove(&sequence);
             }
             CommandId::EnquireLink => {
-                link.send(Command::new(CommandStatus::EsmeRok, sequence, Pdu::EnquireLinkResp))
-                    .await
-                    .map_err(|e| format!("cannot answer enquire_link: {e}"))?;
+                link.send(Command::new(
+                    CommandStatus::EsmeRok,
+                    sequence,
+                    Pdu::EnquireLinkResp,
+                ))
+                .await
+                .map_err(|e| format!("cannot answer enquire_link: {e}"))?;
             }
             CommandId::Unbind => {
                 let _ = link
-                    .send(Command::new(CommandStatus::EsmeRok, sequence, Pdu::UnbindResp))
+                    .send(Command::new(
+                        CommandStatus::EsmeRok,
+                        sequence,
+                        Pdu::UnbindResp,
+                    ))
                     .await;
                 return Err("the provider unbound".into());
             }
@@ -421,9 +465,13 @@ impl Session {
             id => {
                 let is_request = u32::from(id) & 0x8000_0000 == 0;
                 if is_request {
-                    link.send(Command::new(CommandStatus::EsmeRinvcmdid, sequence, Pdu::GenericNack))
-                        .await
-                        .map_err(|e| format!("cannot answer: {e}"))?;
+                    link.send(Command::new(
+                        CommandStatus::EsmeRinvcmdid,
+                        sequence,
+                        Pdu::GenericNack,
+                    ))
+                    .await
+                    .map_err(|e| format!("cannot answer: {e}"))?;
                 }
             }
         }
@@ -442,9 +490,13 @@ impl Session {
         tracing::warn!(channel = %self.channel.ctx.row.name, session = self.index,
             "malformed PDU (command_id 0x{command_id:08X}, sequence {sequence}): {error}");
         if command_id & 0x8000_0000 == 0 {
-            link.send(Command::new(CommandStatus::EsmeRinvcmdlen, sequence, Pdu::GenericNack))
-                .await
-                .map_err(|e| format!("cannot answer: {e}"))?;
+            link.send(Command::new(
+                CommandStatus::EsmeRinvcmdlen,
+                sequence,
+                Pdu::GenericNack,
+            ))
+            .await
+            .map_err(|e| format!("cannot answer: {e}"))?;
         } else if let Some(Outstanding {
             request: Request::Submit { message, .. },
             ..
@@ -492,7 +544,11 @@ impl Session {
                 self.ready.retain(|(id, _)| *id != message);
                 let total = progress.pdus.len();
                 let error = if total > 1 {
-                    format!("submit_sm refused: {} (part {} of {total})", status_text(refusal), part + 1)
+                    format!(
+                        "submit_sm refused: {} (part {} of {total})",
+                        status_text(refusal),
+                        part + 1
+                    )
                 } else {
                     format!("submit_sm refused: {}", status_text(refusal))
                 };
@@ -512,11 +568,15 @@ impl Session {
             .collect();
         for sequence in late {
             match self.outstanding.remove(&sequence).map(|o| o.request) {
-                Some(Request::Submit { message, .. }) => {
-                    self.unknown(message, &format!("no submit_sm_resp within {}s", timeout.as_secs_f64()))
-                }
+                Some(Request::Submit { message, .. }) => self.unknown(
+                    message,
+                    &format!("no submit_sm_resp within {}s", timeout.as_secs_f64()),
+                ),
                 Some(Request::EnquireLink) => {
-                    return Err(format!("no enquire_link_resp within {}s: the link is dead", timeout.as_secs_f64()))
+                    return Err(format!(
+                        "no enquire_link_resp within {}s: the link is dead",
+                        timeout.as_secs_f64()
+                    ))
                 }
                 Some(Request::Unbind) | None => {}
             }
@@ -546,7 +606,10 @@ impl Session {
         let policy = self.channel.config.on_unknown_outcome;
         for (_, progress) in self.messages.drain() {
             let outcome = if progress.written {
-                unknown_outcome(policy, "connection lost before every submit_sm was answered")
+                unknown_outcome(
+                    policy,
+                    "connection lost before every submit_sm was answered",
+                )
             } else {
                 Outcome::Release
             };

@@ -45,7 +45,8 @@ pub fn build(
     };
     let registered = RegisteredDelivery::from(u8::from(message.request_report));
     let service_type = ServiceType::new(
-        COctetString::from_str(&config.service_type).map_err(|e| fail(format!("service_type: {e}")))?,
+        COctetString::from_str(&config.service_type)
+            .map_err(|e| fail(format!("service_type: {e}")))?,
     );
     let template = |esm_class: u8, short_message: Vec<u8>| -> Result<SubmitSm, BuildError> {
         Ok(SubmitSm::builder()
@@ -81,8 +82,8 @@ pub fn build(
     } else {
         CONCAT_HEADER_OCTETS
     };
-    let ranges = split_after_header(&message.body, encoding, header)
-        .map_err(|e| fail(e.to_string()))?;
+    let ranges =
+        split_after_header(&message.body, encoding, header).map_err(|e| fail(e.to_string()))?;
     if ranges.len() == 1 {
         return Ok(vec![template(0, whole)?]);
     }
@@ -156,7 +157,9 @@ fn encode(text: &str, encoding: Encoding) -> Result<Vec<u8>, BuildError> {
         Encoding::Ucs2 => Ok(text.encode_utf16().flat_map(u16::to_be_bytes).collect()),
         Encoding::Latin1 => text
             .chars()
-            .map(|c| u8::try_from(u32::from(c)).map_err(|_| fail(format!("{c:?} is not in Latin-1"))))
+            .map(|c| {
+                u8::try_from(u32::from(c)).map_err(|_| fail(format!("{c:?} is not in Latin-1")))
+            })
             .collect(),
     }
 }
@@ -285,16 +288,31 @@ mod tests {
         assert_eq!(pdus[0].short_message().len(), 6 + 153);
         assert_eq!(&pdus[1].short_message()[..6], &[5, 0, 3, 0x34, 2, 2]);
 
-        let pdus = build(&message(&body), &config(json!({"long_message": "udh16"})), SystemTime::now()).unwrap();
+        let pdus = build(
+            &message(&body),
+            &config(json!({"long_message": "udh16"})),
+            SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(&pdus[0].short_message()[..7], &[6, 8, 4, 0x12, 0x34, 2, 1]);
         assert_eq!(pdus[0].short_message().len(), 7 + 152);
 
-        let pdus = build(&message(&body), &config(json!({"long_message": "sar"})), SystemTime::now()).unwrap();
+        let pdus = build(
+            &message(&body),
+            &config(json!({"long_message": "sar"})),
+            SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(pdus.len(), 2);
         assert_eq!(pdus[0].tlvs().len(), 3);
         assert_eq!(u8::from(pdus[0].esm_class), 0);
 
-        let pdus = build(&message(&body), &config(json!({"long_message": "payload"})), SystemTime::now()).unwrap();
+        let pdus = build(
+            &message(&body),
+            &config(json!({"long_message": "payload"})),
+            SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(pdus.len(), 1);
         assert!(pdus[0].short_message().is_empty());
     }
@@ -309,8 +327,20 @@ mod tests {
 
     #[test]
     fn latin1_when_the_channel_asks_for_it() {
-        let pdus = build(&message("Grüße"), &config(json!({"default_coding": "latin1"})), SystemTime::now()).unwrap();
+        let pdus = build(
+            &message("Grüße"),
+            &config(json!({"default_coding": "latin1"})),
+            SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(pdus[0].data_coding, DataCoding::Latin1);
-        assert_eq!(&pdus[0].short_message()[..], "Grüße".chars().map(|c| c as u8).collect::<Vec<_>>().as_slice());
+        assert_eq!(
+            &pdus[0].short_message()[..],
+            "Grüße"
+                .chars()
+                .map(|c| c as u8)
+                .collect::<Vec<_>>()
+                .as_slice()
+        );
     }
 }

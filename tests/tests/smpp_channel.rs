@@ -1,0 +1,263 @@
+//! The SMPP channel end to end: a real database, the worker as a process
+//! and the SMSC simulator over TCP. What crossed the wire is checked at the
+//! simulator, what was recorded in the database.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use smsbus_tests::db::{count, scalar, TestDb};
+use smsbus_tests::scenario::{
+    add_channel, link_state, send, smpp_config, smsc, wait_for, wait_link, worker,
+};
+use smsbus_tests::smsc::{Behaviour, InboundText};
+use smsbus_tests::worker::eventually;
+
+const FINAL: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn texts_reach_the_smsc_intact_and_come_back_delivered() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let w = worker(&db, "w1");
+
+    let bodies = [
+        "Hello from smsbus".to_owned(),
+        "Extension: €[]{}^~|\\".to_owned(),
+        "Привет, мир".to_owned(),
+        // Emoji (a surrogate pair) right at the 67-unit part boundary.
+        format!("{}😀 tail", "ж".repeat(66)),
+        "Long GSM text. ".repeat(25),
+        "Длинный текст. ".repeat(12),
+    ];
+    let mut ids = Vec::new();
+    for body in &bodies {
+        ids.push(send(&c, "kpn", "+31612345678", body).await);
+    }
+    wait_for(&c, &ids, &["delivered"], FINAL, &w).await;
+
+    let received = sim.received();
+    for (id, body) in ids.iter().zip(&bodies) {
+        let segments: i32 = scalar(
+            &c,
+            "SELECT segments FROM smsbus.message WHERE id = $1",
+            &[id],
+        )
+        .await;
+        let got = received
+            .iter()
+            .find(|r| &r.text == body)
+            .unwrap_or_else(|| panic!("the SMSC never got {body:?}; got {received:#?}"));
+        assert_eq!(got.parts as i32, segments, "parts of {body:?}");
+        assert_eq!(got.destination, "31612345678");
+        let parts = count(&c, &format!("SELECT count(*) FROM smsbus.message_part WHERE message_id = {id} AND status = 'delivered'")).await;
+        assert_eq!(parts, i64::from(segments), "delivered parts of {body:?}");
+    }
+    // The references are the SMSC's message ids.
+    let reference: String = scalar(
+        &c,
+        "SELECT reference FROM smsbus.message WHERE id = $1",
+        &[&ids[0]],
+    )
+    .await;
+    assert!(received.iter().any(|r| r.message_ids[0] == reference));
+    // Every part went out once.
+    let parts: i64 = count(&c, "SELECT sum(segments) FROM smsbus.message").await;
+    assert_eq!(sim.parts().len() as i64, parts);
+    let dest_ton = sim.parts()[0].dest_ton;
+    assert_eq!(dest_ton, 1, "international TON");
+
+    wait_link(&c, "kpn", "connected", &w).await;
+    let submitted_counted = eventually(Duration::from_secs(5), || async {
+        count(
+            &c,
+            "SELECT submitted FROM smsbus.channel_state WHERE channel = 'kpn'",
+        )
+        .await
+            == parts
+    })
+    .await;
+    assert!(submitted_counted, "channel_state counters");
+    let owner: String = scalar(
+        &c,
+        "SELECT owner FROM smsbus.channel_state WHERE channel = 'kpn'",
+        &[],
+    )
+    .await;
+    assert_eq!(owner, "w1");
+}
+
+#[tokio::test]
+async fn refusals_fail_and_undeliverable_reports_are_recorded() {
+    let sim = smsc(Behaviour {
+        reject_destination: Some("31600000000".into()),
+        undeliverable_every: 2,
+        ..Behaviour::default()
+    })
+    .await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let w = worker(&db, "w1");
+    let refused = send(&c, "kpn", "+31600000000", "nobody home").await;
+    wait_for(&c, &[refused], &["failed"], FINAL, &w).await;
+    let error: String = scalar(
+        &c,
+        "SELECT last_error FROM smsbus.message WHERE id = $1",
+        &[&refused],
+    )
+    .await;
+    assert!(error.contains("ESME_RINVDSTADR (0x0000000B)"), "{error}");
+
+    let a = send(&c, "kpn", "+31612345678", "one").await;
+    let b = send(&c, "kpn", "+31612345678", "two").await;
+    wait_for(&c, &[a, b], &["delivered", "notdelivered"], FINAL, &w).await;
+    let undelivered = count(&c, &format!("SELECT count(*) FROM smsbus.message WHERE id IN ({a}, {b}) AND status = 'notdelivered' AND last_error LIKE 'stat:UNDELIV%'")).await;
+    assert_eq!(undelivered, 1);
+}
+
+#[tokio::test]
+async fn inbound_messages_are_stored_before_they_are_acknowledged() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let w = worker(&db, "w1");
+    wait_link(&c, "kpn", "connected", &w).await;
+
+    let statuses = sim
+        .deliver(
+            &InboundText::new("+31687654321", "1234", "STOP ads €"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("deliver_sm answered");
+    assert_eq!(statuses, vec![rusmpp::CommandStatus::EsmeRok]);
+    // Acknowledged means committed: the row is there now, no waiting.
+    let row = c
+        .query_one(
+            "SELECT from_address, to_address, body, status::text, direction, channel FROM smsbus.message WHERE direction = 'in'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "+31687654321");
+    assert_eq!(row.get::<_, String>(1), "1234");
+    assert_eq!(row.get::<_, String>(2), "STOP ads €");
+    assert_eq!(row.get::<_, String>(3), "received");
+    assert_eq!(row.get::<_, String>(5), "kpn");
+}
+
+#[tokio::test]
+async fn a_refused_bind_is_reported_and_retried() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({"password": "wrong"}))).await;
+    let w = worker(&db, "w1");
+    let reported = eventually(Duration::from_secs(10), || async {
+        link_state(&c, "kpn")
+            .await
+            .and_then(|s| s.1)
+            .is_some_and(|e| e.contains("bind refused: ESME_RINVPASWD (0x0000000E)"))
+    })
+    .await;
+    assert!(reported, "{:?}\n{}", link_state(&c, "kpn").await, w.log());
+    // Fixing the row takes effect without a restart.
+    c.execute(
+        "UPDATE smsbus.channel SET config = config || '{\"password\": \"secret\"}' WHERE name = 'kpn'",
+        &[],
+    )
+    .await
+    .unwrap();
+    wait_link(&c, "kpn", "connected", &w).await;
+    assert!(sim.binds_refused() >= 1);
+}
+
+#[tokio::test]
+async fn throttling_slows_the_channel_and_fails_nothing() {
+    let sim = smsc(Behaviour {
+        throttle_every: 3,
+        queue_full_every: 7,
+        ..Behaviour::default()
+    })
+    .await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let w = worker(&db, "w1");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(send(&c, "kpn", "+31612345678", &format!("message {i}")).await);
+    }
+    wait_for(&c, &ids, &["delivered"], Duration::from_secs(60), &w).await;
+    assert!(
+        sim.submit_count() > 30,
+        "some submits were refused and sent again"
+    );
+    // Each message reached the SMSC once.
+    let mut texts: Vec<String> = sim.received().into_iter().map(|r| r.text).collect();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), 30);
+    assert_eq!(sim.received().len(), 30);
+}
+
+#[tokio::test]
+async fn receipts_with_decimal_ids_for_hex_message_ids_are_matched() {
+    let sim = smsc(Behaviour {
+        report_text_id_decimal: true,
+        report_tlvs: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "auto", &smpp_config(&sim, json!({}))).await;
+    let w = worker(&db, "w1");
+    let id = send(&c, "auto", "+31612345678", "which base?").await;
+    wait_for(&c, &[id], &["delivered"], FINAL, &w).await;
+}
+
+#[tokio::test]
+async fn a_receipt_before_the_response_is_still_applied() {
+    let sim = smsc(Behaviour {
+        report_before_response: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let w = worker(&db, "w1");
+    let ids = [
+        send(&c, "kpn", "+31612345678", "early report").await,
+        send(&c, "kpn", "+31612345678", &"x".repeat(200)).await,
+    ];
+    wait_for(&c, &ids, &["delivered"], FINAL, &w).await;
+}
+
+#[tokio::test]
+async fn sigterm_unbinds_and_hands_back_nothing_lost() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let mut w = worker(&db, "w1");
+    wait_link(&c, "kpn", "connected", &w).await;
+    w.signal(Signal::SIGTERM);
+    let status = w
+        .wait_exit(Duration::from_secs(20))
+        .expect("worker stopped");
+    assert!(status.success(), "{}", w.log());
+    // The simulator saw the unbind (it closes its side right after).
+    let unbound = eventually(Duration::from_secs(2), || async {
+        sim.bound_sessions() == 0
+    })
+    .await;
+    assert!(unbound, "still bound; log:\n{}", w.log());
+    let (state, _) = link_state(&c, "kpn").await.unwrap();
+    assert_eq!(state, "disconnected");
+}
