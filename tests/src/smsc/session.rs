@@ -300,25 +300,52 @@ fn schedule_receipts(shared: &Arc<Shared>, session: u64, receipt: Receipt, b: &B
     } else {
         b.report_delay
     };
-    let send = {
-        let shared = shared.clone();
-        move || {
+    let shared = shared.clone();
+    let mut first = Vec::new();
+    if delay.is_zero() {
+        // Queued ahead of the submit_sm_resp, which is sent after this.
+        if let Some(route) = shared.report_route(session) {
+            for pdu in &pdus {
+                let (answer, waiting) = oneshot::channel();
+                let _ = route.send(Outgoing::Request(pdu.clone(), answer));
+                first.push(Some(waiting));
+            }
+        }
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        for (i, pdu) in pdus.into_iter().enumerate() {
+            let waiting = first.get_mut(i).and_then(Option::take);
+            deliver_until_acknowledged(&shared, session, pdu, waiting).await;
+        }
+    });
+}
+
+/// Sends a receipt until the ESME acknowledges it, as an SMSC keeps a
+/// receipt until it is taken: over a reconnect, to another session.
+async fn deliver_until_acknowledged(
+    shared: &Shared,
+    session: u64,
+    pdu: DeliverSm,
+    mut waiting: Option<oneshot::Receiver<CommandStatus>>,
+) {
+    for _ in 0..600 {
+        if waiting.is_none() {
             if let Some(route) = shared.report_route(session) {
-                for pdu in pdus {
-                    let (answer, _) = oneshot::channel();
-                    let _ = route.send(Outgoing::Request(pdu, answer));
+                let (answer, rx) = oneshot::channel();
+                if route.send(Outgoing::Request(pdu.clone(), answer)).is_ok() {
+                    waiting = Some(rx);
                 }
             }
         }
-    };
-    if delay.is_zero() {
-        // Queued ahead of the submit_sm_resp, which is sent after this.
-        send();
-    } else {
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            send();
-        });
+        if let Some(rx) = waiting.take() {
+            if let Ok(Ok(CommandStatus::EsmeRok)) =
+                tokio::time::timeout(Duration::from_secs(10), rx).await
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
