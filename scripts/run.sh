@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: a local smsbus to look at. Sets up, starts the dev cluster,
-# (re)creates database `smsbus` with the extension, starts the worker,
-# queues a few messages and shows their rows and trace as they change.
+# (re)creates database `smsbus` with the extension, starts the SMSC
+# simulator and the worker, configures an SMPP channel, queues a few
+# messages and shows them go out, come back delivered, and an inbound
+# message arrive, with the trace and the channel's state.
 # Runs until Ctrl-C, which stops the worker and the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +13,7 @@ PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 scripts/setup.sh
 echo "== building and installing the extension and the worker"
 scripts/install.sh
-cargo build --quiet -p smsbus-worker
+cargo build --quiet -p smsbus-worker -p smsbus-tests --bin smsbus-worker --bin smsbus-smsc
 scripts/cluster.sh start
 scripts/cluster.sh template >/dev/null
 scripts/cluster.sh createdb smsbus >/dev/null
@@ -21,26 +23,34 @@ HOST=$(sed -E 's/.*host=([^ ]+).*/\1/' <<<"$CONN")
 PORT=$(sed -E 's/.*port=([^ ]+).*/\1/' <<<"$CONN")
 sql() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$HOST" -p "$PORT" -U postgres -d smsbus "$@"; }
 
+SMSC_PORT=${SMSC_PORT:-2775}
+SMSC_LOG=.cluster/dev/smsc.log
+target/debug/smsbus-smsc --listen "127.0.0.1:$SMSC_PORT" --system-id demo --password demo \
+    --undeliverable-every 4 --inbound "+31687654321 1234 STOP ads, thanks" >"$SMSC_LOG" 2>&1 &
+SMSC=$!
 LOG=.cluster/dev/worker.log
 DATABASE_URL="$CONN" target/debug/smsbus-worker --worker-id demo-worker >"$LOG" 2>&1 &
 WORKER=$!
 cleanup() {
     kill -TERM "$WORKER" 2>/dev/null && wait "$WORKER" 2>/dev/null || true
+    kill -TERM "$SMSC" 2>/dev/null || true
     scripts/cluster.sh stop
-    echo "stopped the worker and the dev cluster"
+    echo "stopped the worker, the SMSC simulator and the dev cluster"
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-echo "== a channel and a few messages"
-sql <<'SQL'
+echo "== an SMPP channel (the simulator on port $SMSC_PORT) and a few messages"
+sql -v smsc_port="$SMSC_PORT" <<'SQL'
 INSERT INTO smsbus.channel (name, kind, config, description)
-VALUES ('demo', 'smpp', '{"host": "127.0.0.1", "port": 2775, "system_id": "demo", "password": "demo"}',
-        'an SMPP provider (the driver arrives with the SMPP channel issue)');
+VALUES ('demo', 'smpp', jsonb_build_object('host', '127.0.0.1', 'port', :smsc_port, 'system_id', 'demo',
+                                           'password', 'demo', 'window', 10),
+        'the SMSC simulator (smsbus-smsc)');
 INSERT INTO smsbus.message (to_address, from_address, body, channel) VALUES
     ('+31 6 1234 5678', 'smsbus', 'Hello from smsbus!', 'demo'),
     ('06-12345679', 'smsbus', 'Prijs: 5 € — bedankt!', 'demo'),
-    ('+44 7700 900123', NULL, 'Привет из smsbus', 'demo');
+    ('+44 7700 900123', NULL, 'Привет из smsbus', 'demo'),
+    ('+31612345672', 'smsbus', repeat('A long message, sent in parts. ', 8), 'demo');
 -- Routing rules: SQL conditions over the message, checked when written.
 INSERT INTO smsbus.block (condition, reason) VALUES ('to_address = ''+31612345670''', 'on the demo opt-out list');
 INSERT INTO smsbus.route (position, condition, channel) VALUES (10, 'to_address LIKE ''+32%''', 'demo');
@@ -61,18 +71,13 @@ echo "== the worker moves the scheduled message on when it is due"
 sleep 6
 show
 
-# The SMPP channel is not built yet; stand in for it with the functions a
-# channel driver calls, so the whole life of a message shows in the trace.
-echo "== a stand-in for the channel driver: claim, submit, delivery report"
-sql <<'SQL'
-SET smsbus.actor = 'demo-driver';
-WITH claimed AS (SELECT id FROM smsbus._claim('demo', 'demo-driver', 10, interval '1 minute'))
-SELECT smsbus._mark_sent('demo', array_agg(id), array_agg(1), array_agg('ref-' || id))
-FROM claimed;
-SELECT smsbus._apply_reports('demo', array_agg('ref-' || id), array_agg('delivered'::text), array_agg('stat:DELIVRD'::text))
-FROM smsbus.message WHERE status = 'sent';
-SQL
+echo "== sent over SMPP, delivery receipts back (every 4th is undeliverable), an inbound message"
+sleep 3
 show
+sql -c "SELECT id, from_address, to_address, body, status FROM smsbus.message WHERE direction = 'in'"
+echo "== the channel (smsbus.channel_state)"
+sql -c "SELECT channel, status, owner, submitted, sent, failed, reports, inbound, coalesce(last_error, '') AS last_error
+        FROM smsbus.channel_state"
 echo "== the trace (smsbus.message_event)"
 sql -c "SELECT message_id AS msg, to_char(at, 'HH24:MI:SS.MS') AS at, from_status, to_status, actor,
                coalesce(detail, '') AS detail
@@ -80,7 +85,8 @@ sql -c "SELECT message_id AS msg, to_char(at, 'HH24:MI:SS.MS') AS at, from_statu
 
 cat <<INFO
 
-smsbus is running: database 'smsbus' on port $PORT, worker log in $LOG.
+smsbus is running: database 'smsbus' on port $PORT, worker log in $LOG,
+the SMSC simulator on port $SMSC_PORT (log in $SMSC_LOG).
 Connect with:
     psql -h $HOST -p $PORT -U postgres smsbus
 Try:
