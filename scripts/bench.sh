@@ -11,7 +11,7 @@ export SMSBUS_CLUSTER=bench
 
 scripts/setup.sh
 echo "== build the benchmark (release)"
-cargo build --quiet --release -p smsbus-tests --bin smsbus-bench
+cargo build --quiet --release -p smsbus-tests -p smsbus-worker --bin smsbus-bench --bin smsbus-worker
 echo "== install the extension (release)"
 # The figures are meant for the release build: the extension's Rust
 # functions are several times slower in debug. install.sh puts the files in

@@ -2,12 +2,15 @@
 //! messages they make once reassembled.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use super::text::{ConcatInfo, Decoded};
 
 /// One accepted submit_sm.
 #[derive(Clone, Debug)]
 pub struct SubmittedPart {
+    /// When the submit_sm was read.
+    pub at: Instant,
     pub session: u64,
     pub message_id: String,
     pub source: String,

@@ -219,6 +219,7 @@ fn submit_sm(
             };
             let (text, concat, how) = text_fields(decoded);
             let part = SubmittedPart {
+                at: std::time::Instant::now(),
                 session,
                 message_id: message_id.clone(),
                 source: submit.source_addr.as_str().to_owned(),

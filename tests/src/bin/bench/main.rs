@@ -80,6 +80,23 @@ struct Args {
     /// Exit with status 1 when a target is missed.
     #[arg(long)]
     check: bool,
+    /// Run only the end-to-end benchmark (worker + SMPP + simulator).
+    #[arg(long)]
+    only_end_to_end: bool,
+    /// Messages of the end-to-end throughput run.
+    #[arg(long, default_value_t = 100_000)]
+    e2e_messages: usize,
+    /// SMPP sessions and window of the end-to-end channel.
+    #[arg(long, default_value_t = 2)]
+    e2e_sessions: u32,
+    #[arg(long, default_value_t = 200)]
+    e2e_window: u32,
+    /// Seconds of paced inserts for the latency figure.
+    #[arg(long, default_value_t = 30.0)]
+    e2e_latency_seconds: f64,
+    /// Seconds the throttled channel is measured.
+    #[arg(long, default_value_t = 10.0)]
+    e2e_throttle_seconds: f64,
 }
 
 impl Args {
@@ -217,6 +234,7 @@ const TRUNCATE_ALL: &str = "
     TRUNCATE smsbus.message, smsbus.message_event, smsbus.message_part, smsbus.pending_report,
              smsbus.channel_wakeup, bench_bare.message, bench_bare.message_part";
 
+mod end_to_end;
 mod routing;
 
 #[tokio::main]
@@ -278,6 +296,32 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         .await
         .context("creating the channel and the bare tables")?;
     let server = server_facts(&control).await?;
+    let e2e_settings = end_to_end::Settings {
+        messages: args.e2e_messages,
+        latency_seconds: args.e2e_latency_seconds,
+        throttle_seconds: args.e2e_throttle_seconds,
+        sessions: args.e2e_sessions,
+        window: args.e2e_window,
+    };
+    let conninfo = format!("{} dbname={DATABASE}", args.pg);
+    if args.only_end_to_end {
+        eprintln!("end to end ...");
+        let e2e = end_to_end::run(&control, &conninfo, &e2e_settings).await?;
+        let rows = end_to_end_rows(&e2e, None);
+        println!();
+        print_table(&rows);
+        let pass = e2e.rate_pass() && e2e.latency_pass() && e2e.throttle_pass();
+        let results = json!({
+            "server": server,
+            "scenarios": { "end_to_end": e2e.to_json(&e2e_settings) },
+            "pass": pass,
+        });
+        let output = args.output();
+        std::fs::write(&output, serde_json::to_string_pretty(&results)? + "\n")
+            .with_context(|| format!("writing {}", output.display()))?;
+        println!("figures written to {}", output.display());
+        return Ok(pass);
+    }
 
     print_method(args, &server);
 
@@ -344,6 +388,14 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
     let routing_ratio = routing_run.ratio();
     let routing_pass = routing_ratio >= routing::MIN_RATIO;
 
+    eprintln!("end to end ...");
+    control
+        .batch_execute(TRUNCATE_ALL)
+        .await
+        .context("emptying the tables")?;
+    settle(&control).await?;
+    let e2e = end_to_end::run(&control, &conninfo, &e2e_settings).await?;
+
     let bare_life = median_by(&mut bare_lives, LifecycleRun::rate);
     let smsbus_life = median_by(&mut smsbus_lives, LifecycleRun::rate);
     let bare_ins = median_by(&mut bare_inserts, InsertRun::rate);
@@ -397,6 +449,8 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         target: format!(">= {:.2} of no rules", routing::MIN_RATIO),
         pass: Some(routing_pass),
     });
+    let e2e_rows = end_to_end_rows(&e2e, Some(bare_life.rate()));
+    rows.extend(e2e_rows);
     println!();
     print_table(&rows);
     println!();
@@ -410,7 +464,12 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         smsbus_con.inserts
     );
 
-    let all_pass = life_pass && ins_pass && routing_pass;
+    let e2e_pass = e2e.rate_pass() && e2e.latency_pass() && e2e.throttle_pass();
+    let all_pass = life_pass && ins_pass && routing_pass && e2e_pass;
+    let mut e2e_json = e2e.to_json(&e2e_settings);
+    e2e_json["lifecycle_ceiling_msg_per_s"] = json!(bare_life.rate());
+    e2e_json["ratio_to_ceiling"] = json!(e2e.rate / bare_life.rate());
+    e2e_json["pass"] = json!(e2e_pass);
     let results = json!({
         "measured_at_unix": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "harness_build": if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -447,6 +506,7 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
                 "target": { "min_ratio": routing::MIN_RATIO },
                 "pass": routing_pass,
             },
+            "end_to_end": e2e_json,
             "concurrent_insert_with_consumer": {
                 "smsbus": smsbus_con.to_json(),
                 "bare": bare_con.to_json(),
@@ -461,6 +521,48 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         .with_context(|| format!("writing {}", output.display()))?;
     println!("figures written to {}", output.display());
     Ok(all_pass)
+}
+
+/// The end-to-end figures as table rows; the throughput beside the bare
+/// SQL lifecycle (the ceiling) when it was measured in the same run.
+fn end_to_end_rows(e2e: &end_to_end::Figures, ceiling: Option<f64>) -> Vec<Row> {
+    vec![
+        Row {
+            scenario: "end to end insert->delivered (SMPP)".into(),
+            smsbus: e2e.rate,
+            bare: ceiling.unwrap_or(f64::NAN),
+            target: format!(">= {:.0}/s", end_to_end::MIN_RATE),
+            pass: Some(e2e.rate_pass()),
+        },
+        Row {
+            scenario: "  latency p99 ms (p50, p95 in JSON)".into(),
+            smsbus: e2e.p99_ms,
+            bare: f64::NAN,
+            target: format!("<= {:.0} ms", end_to_end::MAX_P99_MS),
+            pass: Some(e2e.latency_pass()),
+        },
+        Row {
+            scenario: format!("  throttle at {}/s", end_to_end::THROTTLE_RATE),
+            smsbus: e2e.throttle_rate,
+            bare: f64::NAN,
+            target: format!("+-{:.0} %", end_to_end::THROTTLE_TOLERANCE * 100.0),
+            pass: Some(e2e.throttle_pass()),
+        },
+        Row {
+            scenario: "  worker peak RSS MiB".into(),
+            smsbus: e2e.peak_rss_kib as f64 / 1024.0,
+            bare: f64::NAN,
+            target: "-".into(),
+            pass: None,
+        },
+        Row {
+            scenario: "  simulator submit_sm/s".into(),
+            smsbus: e2e.simulator_rate,
+            bare: f64::NAN,
+            target: format!(">= {:.0}", end_to_end::MIN_SIMULATOR_RATE),
+            pass: Some(e2e.simulator_pass()),
+        },
+    ]
 }
 
 /// Which side goes first in a round.
@@ -1009,7 +1111,7 @@ struct Row {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<32} {:>12} {:>12} {:>7}  {:<28} result",
+        "{:<36} {:>12} {:>12} {:>7}  {:<28} result",
         "scenario", "smsbus msg/s", "bare msg/s", "ratio", "target"
     );
     for row in rows {
@@ -1018,13 +1120,17 @@ fn print_table(rows: &[Row]) {
             Some(false) => "FAIL",
             None => "",
         };
+        let (bare, ratio) = if row.bare.is_nan() {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (
+                format!("{:.0}", row.bare),
+                format!("{:.2}", row.smsbus / row.bare),
+            )
+        };
         println!(
-            "{:<32} {:>12.0} {:>12.0} {:>7.2}  {:<28} {result}",
-            row.scenario,
-            row.smsbus,
-            row.bare,
-            row.smsbus / row.bare,
-            row.target
+            "{:<36} {:>12.0} {:>12} {:>7}  {:<28} {result}",
+            row.scenario, row.smsbus, bare, ratio, row.target
         );
     }
 }
