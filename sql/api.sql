@@ -419,6 +419,88 @@ AS $$
     SELECT array_agg(id ORDER BY id) FROM ins
 $$;
 
+-- Records parts of concatenated inbound messages (arrays of equal length,
+-- one element per part). Returns, per part, the id of the message it
+-- completed, or null while its set is still incomplete. A part received
+-- twice (the peer resent it) is stored once.
+CREATE FUNCTION _record_inbound_parts(
+    p_channel text, p_from text[], p_to text[], p_references integer[], p_totals integer[],
+    p_seqs integer[], p_bodies text[], p_custom jsonb[] DEFAULT NULL
+) RETURNS bigint[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    result bigint[] := '{}';
+    done bigint;
+    stored integer;
+    whole text;
+    first_custom jsonb;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(p_bodies), 0) LOOP
+        -- One set at a time: two sessions delivering its last parts at once
+        -- must not both assemble it.
+        PERFORM pg_advisory_xact_lock(hashtext(format('smsbus.inbound %s %s %s %s',
+                                                      p_channel, p_from[i], p_to[i], p_references[i])));
+        INSERT INTO smsbus.inbound_part (channel, source, destination, reference, total, seq, body, custom)
+        VALUES (p_channel, p_from[i], p_to[i], p_references[i], p_totals[i], p_seqs[i], p_bodies[i],
+                CASE WHEN p_custom IS NULL THEN NULL ELSE p_custom[i] END)
+        ON CONFLICT DO NOTHING;
+        SELECT count(*), string_agg(body, '' ORDER BY seq), (array_agg(custom ORDER BY seq))[1]
+        INTO stored, whole, first_custom
+        FROM smsbus.inbound_part
+        WHERE channel = p_channel AND source = p_from[i] AND destination = p_to[i]
+          AND reference = p_references[i] AND total = p_totals[i];
+        done := NULL;
+        IF stored = p_totals[i] THEN
+            INSERT INTO smsbus.message (direction, channel, from_address, to_address, body, custom)
+            VALUES ('in', p_channel, p_from[i], p_to[i], whole,
+                    coalesce(first_custom, '{}') || jsonb_build_object('parts', p_totals[i]))
+            RETURNING id INTO done;
+            DELETE FROM smsbus.inbound_part
+            WHERE channel = p_channel AND source = p_from[i] AND destination = p_to[i]
+              AND reference = p_references[i] AND total = p_totals[i];
+        END IF;
+        result := result || done;
+    END LOOP;
+    RETURN result;
+END
+$$;
+
+-- Turns sets of inbound parts that stayed incomplete for p_timeout into
+-- received messages with the parts that came (in order), marked incomplete
+-- in last_error and custom, so nothing received is lost.
+CREATE FUNCTION _expire_inbound_parts(p_timeout interval DEFAULT interval '1 hour') RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    WITH stale AS (
+        SELECT channel, source, destination, reference, total
+        FROM smsbus.inbound_part
+        GROUP BY channel, source, destination, reference, total
+        HAVING max(received_at) < now() - p_timeout
+    ), gone AS (
+        DELETE FROM smsbus.inbound_part p USING stale s
+        WHERE p.channel = s.channel AND p.source = s.source AND p.destination = s.destination
+          AND p.reference = s.reference AND p.total = s.total
+        RETURNING p.*
+    ), assembled AS (
+        INSERT INTO smsbus.message (direction, channel, from_address, to_address, body, custom, last_error)
+        SELECT 'in', g.channel, g.source, g.destination, string_agg(g.body, '' ORDER BY g.seq),
+               coalesce((array_agg(g.custom ORDER BY g.seq))[1], '{}')
+                   || jsonb_build_object('parts', g.total, 'incomplete', true,
+                                         'parts_received', array_agg(g.seq ORDER BY g.seq)),
+               format('incomplete: parts %s of %s received', string_agg(g.seq::text, ', ' ORDER BY g.seq), g.total)
+        FROM gone g
+        GROUP BY g.channel, g.source, g.destination, g.reference, g.total
+        RETURNING id
+    )
+    SELECT count(*) INTO done FROM assembled;
+    RETURN done;
+END
+$$;
+
 -- Sends messages whose lease ran out (their worker died or hung) back to
 -- their queue. What that worker had handed to the SMSC may be sent twice:
 -- the trace says the outcome is unknown.
@@ -502,7 +584,8 @@ END
 $$;
 
 -- One pass of the worker's maintenance; returns what each step did.
-CREATE FUNCTION _maintain(p_report_timeout interval DEFAULT interval '48 hours', p_limit integer DEFAULT 10000)
+CREATE FUNCTION _maintain(p_report_timeout interval DEFAULT interval '48 hours', p_limit integer DEFAULT 10000,
+                          p_part_timeout interval DEFAULT interval '1 hour')
 RETURNS jsonb
 LANGUAGE plpgsql
 AS $$
@@ -520,6 +603,7 @@ BEGIN
     result := result || jsonb_build_object('reports_dropped', dropped);
     -- Daily-limit counters are kept a month, for operators to look back.
     DELETE FROM smsbus.channel_usage WHERE day < (now() AT TIME ZONE 'UTC')::date - 31;
+    result := result || jsonb_build_object('inbound_incomplete', smsbus._expire_inbound_parts(p_part_timeout));
     RETURN result;
 END
 $$;
@@ -574,6 +658,8 @@ GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _mark_retry(bigint[], text[], double precision[]), _apply_reports(text, text[], text[], text[], text[]),
     _record_inbound(text, text[], text[], text[], text[], timestamptz[], jsonb[]),
     _expire_leases(integer), _release(text, bigint[]), _promote_scheduled(integer),
-    _mark_noreport(interval, integer), _maintain(interval, integer)
+    _record_inbound_parts(text, text[], text[], integer[], integer[], integer[], text[], jsonb[]),
+    _expire_inbound_parts(interval),
+    _mark_noreport(interval, integer), _maintain(interval, integer, interval)
     TO smsbus_worker, smsbus_admin;
 GRANT SELECT ON queue_depth, channel_overview TO smsbus_sender, smsbus_admin, smsbus_worker;

@@ -204,6 +204,26 @@ CREATE TABLE pending_report (
 );
 CREATE INDEX pending_report_reference ON pending_report (channel, reference);
 
+-- Parts of concatenated inbound messages waiting for their siblings. Each
+-- part is committed here before it is acknowledged to the peer; the last
+-- one turns the set into one received message (smsbus._record_inbound_parts).
+-- A set still incomplete after the timeout becomes a message with what
+-- arrived, marked incomplete (smsbus._expire_inbound_parts).
+CREATE TABLE inbound_part (
+    channel     text NOT NULL,
+    source      text NOT NULL,
+    destination text NOT NULL,
+    reference   integer NOT NULL,
+    total       integer NOT NULL CONSTRAINT inbound_part_total CHECK (total BETWEEN 2 AND 255),
+    seq         integer NOT NULL,
+    body        text NOT NULL,
+    custom      jsonb,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (channel, source, destination, reference, total, seq),
+    CONSTRAINT inbound_part_seq CHECK (seq BETWEEN 1 AND total)
+);
+CREATE INDEX inbound_part_received ON inbound_part (received_at);
+
 -- Channels whose owner is idle and waiting for a NOTIFY. A NOTIFY makes its
 -- committing transaction take a database-wide lock across the WAL flush, so
 -- notifying on every INSERT serialises busy senders; instead a channel task
@@ -264,8 +284,8 @@ GRANT ALL ON ALL TABLES IN SCHEMA smsbus TO smsbus_admin;
 -- The worker: runs the queue.
 GRANT SELECT ON channel TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE ON message TO smsbus_worker;
-GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_report, channel_wakeup
-    TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_report, channel_wakeup,
+    inbound_part TO smsbus_worker;
 GRANT SELECT, DELETE ON channel_usage TO smsbus_worker;
 GRANT SELECT, INSERT ON message_event TO smsbus_worker;
 GRANT SELECT, INSERT, DELETE ON message_archive, message_part_archive TO smsbus_worker;

@@ -424,14 +424,19 @@ fn _message_before_insert<'a>(
         c.delivered_at,
         c.claimed_by,
         c.claimed_until,
-        c.last_error,
         c.routed_by,
     ] {
         edit.null(column);
     }
     let body = new.text(c.body).unwrap_or_else(|| required("body"));
 
-    if new.text(c.direction).as_deref() == Some("in") {
+    let inbound = new.text(c.direction).as_deref() == Some("in");
+    // Only the worker writes inbound rows (senders cannot set direction);
+    // its note on a message, e.g. that parts are missing, is kept.
+    if !inbound {
+        edit.null(c.last_error);
+    }
+    if inbound {
         // What a peer sent is recorded as it came: never refused for its form.
         set_status(&mut edit, &c, Status::Received);
         set_trigger_status(&mut edit, &c, trigger_status_for(Status::Received));

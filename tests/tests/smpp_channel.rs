@@ -10,7 +10,7 @@ use smsbus_tests::db::{count, scalar, TestDb};
 use smsbus_tests::scenario::{
     add_channel, link_state, send, smpp_config, smsc, wait_for, wait_link, worker,
 };
-use smsbus_tests::smsc::{Behaviour, InboundText};
+use smsbus_tests::smsc::{Behaviour, Concat, InboundText};
 use smsbus_tests::worker::eventually;
 
 const FINAL: Duration = Duration::from_secs(20);
@@ -260,4 +260,98 @@ async fn sigterm_unbinds_and_hands_back_nothing_lost() {
     assert!(unbound, "still bound; log:\n{}", w.log());
     let (state, _) = link_state(&c, "kpn").await.unwrap();
     assert_eq!(state, "disconnected");
+}
+
+#[tokio::test]
+async fn concatenated_inbound_messages_are_reassembled_in_any_order() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let w = worker(&db, "w1");
+    wait_link(&c, "kpn", "connected", &w).await;
+
+    let long_gsm = "An inbound message long enough for three parts. ".repeat(8);
+    let long_ucs2 = "Входящее сообщение из нескольких частей. ".repeat(3);
+    let mut sent = Vec::new();
+    for (text, concat, reversed, reference) in [
+        (long_gsm.as_str(), Concat::Udh8, true, 7),
+        (long_ucs2.as_str(), Concat::Udh16, false, 300),
+        (long_gsm.as_str(), Concat::Sar, true, 9),
+    ] {
+        let mut m = InboundText::new("+31687654321", "1234", text);
+        m.concat = concat;
+        m.reversed = reversed;
+        m.reference = reference;
+        let statuses = sim
+            .deliver(&m, Duration::from_secs(10))
+            .await
+            .expect("answered");
+        assert!(statuses.len() > 1);
+        assert!(statuses
+            .iter()
+            .all(|s| *s == rusmpp::CommandStatus::EsmeRok));
+        sent.push((text.to_owned(), statuses.len()));
+    }
+    let rows = c
+        .query(
+            "SELECT body, (custom->>'parts')::int FROM smsbus.message WHERE direction = 'in' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, usize)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i32>(1) as usize))
+        .collect();
+    assert_eq!(got, sent);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.inbound_part").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_incomplete_inbound_message_is_kept_after_the_timeout() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let w = smsbus_tests::worker::Worker::start(
+        &db.conninfo(),
+        &[
+            "--maintenance-interval",
+            "0.2",
+            "--inbound-part-timeout",
+            "1",
+        ],
+    );
+    wait_link(&c, "kpn", "connected", &w).await;
+    // Only the first of two parts ever comes: a single-part deliver_sm
+    // carrying a concatenation header that says 1 of 2.
+    let mut m = InboundText::new("+31687654321", "1234", &"x".repeat(200));
+    m.reference = 5;
+    let mut pdus = m.deliver_sms().unwrap();
+    pdus.truncate(1);
+    let statuses = sim
+        .deliver_pdus(pdus, Duration::from_secs(10))
+        .await
+        .expect("answered");
+    assert_eq!(statuses, vec![rusmpp::CommandStatus::EsmeRok]);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.inbound_part").await,
+        1
+    );
+    let kept = eventually(Duration::from_secs(10), || async {
+        count(&c, "SELECT count(*) FROM smsbus.message WHERE direction = 'in' AND last_error = 'incomplete: parts 1 of 2 received' AND custom->>'incomplete' = 'true'").await == 1
+    })
+    .await;
+    assert!(kept, "{}", w.log());
+    let body: String = scalar(
+        &c,
+        "SELECT body FROM smsbus.message WHERE direction = 'in'",
+        &[],
+    )
+    .await;
+    assert_eq!(body, "x".repeat(153));
 }

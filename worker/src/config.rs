@@ -33,6 +33,11 @@ pub struct Args {
     #[arg(long, env = "SMSBUS_REPORT_TIMEOUT_HOURS", default_value_t = 48.0)]
     pub report_timeout_hours: f64,
 
+    /// Seconds the parts of a concatenated inbound message wait for their
+    /// siblings; then what arrived is stored as one message marked incomplete.
+    #[arg(long, env = "SMSBUS_INBOUND_PART_TIMEOUT", default_value_t = 3600.0)]
+    pub inbound_part_timeout: f64,
+
     /// Most connections the worker opens (the listener's is extra).
     #[arg(long, env = "SMSBUS_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
@@ -45,6 +50,7 @@ pub struct Config {
     pub worker_id: String,
     pub maintenance_interval: Duration,
     pub report_timeout: Duration,
+    pub inbound_part_timeout: Duration,
     pub pool_size: usize,
 }
 
@@ -80,6 +86,12 @@ impl Config {
                 args.report_timeout_hours * 3600.0,
                 1.0,
                 365.0 * 86400.0,
+            )?,
+            inbound_part_timeout: seconds(
+                "--inbound-part-timeout",
+                args.inbound_part_timeout,
+                1.0,
+                30.0 * 86400.0,
             )?,
             pool_size: match args.pool_size {
                 1..=256 => args.pool_size,

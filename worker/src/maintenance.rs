@@ -3,8 +3,6 @@
 //! leases back to the queue and marks overdue reports `noreport`. A failed
 //! pass is logged and tried again at the next tick: the worker keeps going.
 
-use std::time::Duration;
-
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +21,7 @@ pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: Cancell
         }
         // A full batch means there is more: go again at once.
         loop {
-            match pass(&pool, config.report_timeout).await {
+            match pass(&pool, &config).await {
                 Ok(full) if full && !shutdown.is_cancelled() => continue,
                 Ok(_) => break,
                 Err(e) => {
@@ -36,15 +34,21 @@ pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: Cancell
 }
 
 /// One pass; returns whether any step hit its batch limit.
-async fn pass(pool: &Pool, report_timeout: Duration) -> anyhow::Result<bool> {
+async fn pass(pool: &Pool, config: &Config) -> anyhow::Result<bool> {
     let client = pool.get().await?;
     let statement = client
-        .prepare_cached("SELECT smsbus._maintain(make_interval(secs => $1), $2)")
+        .prepare_cached(
+            "SELECT smsbus._maintain(make_interval(secs => $1), $2, make_interval(secs => $3))",
+        )
         .await?;
     let row = client
         .query_one(
             &statement,
-            &[&report_timeout.as_secs_f64(), &MAINTENANCE_BATCH],
+            &[
+                &config.report_timeout.as_secs_f64(),
+                &MAINTENANCE_BATCH,
+                &config.inbound_part_timeout.as_secs_f64(),
+            ],
         )
         .await?;
     let done: serde_json::Value = row.get(0);

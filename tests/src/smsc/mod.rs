@@ -179,7 +179,15 @@ impl Smsc {
         message: &InboundText,
         timeout: Duration,
     ) -> Result<Vec<CommandStatus>, String> {
-        let pdus = message.deliver_sms()?;
+        self.deliver_pdus(message.deliver_sms()?, timeout).await
+    }
+
+    /// Sends deliver_sm PDUs as given (e.g. an incomplete set of parts).
+    pub async fn deliver_pdus(
+        &self,
+        pdus: Vec<rusmpp::pdus::DeliverSm>,
+        timeout: Duration,
+    ) -> Result<Vec<CommandStatus>, String> {
         let handle = self
             .shared
             .sessions

@@ -24,7 +24,7 @@ pub struct Report {
     pub detail: String,
 }
 
-/// A received message.
+/// A received message, or one part of a concatenated one.
 #[derive(Clone, Debug)]
 pub struct Inbound {
     pub from: String,
@@ -32,11 +32,21 @@ pub struct Inbound {
     pub body: String,
     pub reference: Option<String>,
     pub custom: Option<serde_json::Value>,
+    pub part: Option<Part>,
+}
+
+/// Where a part belongs: its set (the sender's reference and the number of
+/// parts) and its place in it.
+#[derive(Clone, Copy, Debug)]
+pub struct Part {
+    pub reference: i32,
+    pub total: i32,
+    pub seq: i32,
 }
 
 enum Item {
     Report(Report, oneshot::Sender<Result<(), String>>),
-    Inbound(Inbound, oneshot::Sender<Result<i64, String>>),
+    Inbound(Inbound, oneshot::Sender<Result<Option<i64>, String>>),
 }
 
 #[derive(Clone)]
@@ -60,8 +70,9 @@ impl Inbox {
         rx.await.map_err(|_| "the channel is stopping".to_owned())?
     }
 
-    /// Records a received message; its id once committed.
-    pub async fn inbound(&self, message: Inbound) -> Result<i64, String> {
+    /// Records a received message (its id once committed) or a part (the
+    /// id of the message it completed, else None).
+    pub async fn inbound(&self, message: Inbound) -> Result<Option<i64>, String> {
         let (tx, rx) = oneshot::channel();
         self.items
             .send(Item::Inbound(message, tx))
@@ -98,26 +109,100 @@ async fn write_loop(ctx: ChannelContext, mut items: mpsc::UnboundedReceiver<Item
                 let _ = tx.send(answer.clone());
             }
         }
-        if !inbound.is_empty() {
-            match write_inbound(&ctx, inbound.iter().map(|(m, _)| m)).await {
-                Ok(ids) => {
-                    ctx.state
-                        .counters()
-                        .inbound
-                        .fetch_add(inbound.len() as u64, Ordering::Relaxed);
-                    for ((_, tx), id) in inbound.into_iter().zip(ids) {
-                        let _ = tx.send(Ok(id));
-                    }
-                }
-                Err(e) => {
-                    let error = format!("{e:#}");
-                    for (_, tx) in inbound {
-                        let _ = tx.send(Err(error.clone()));
-                    }
-                }
+        let (parts, whole): (Vec<_>, Vec<_>) =
+            inbound.into_iter().partition(|(m, _)| m.part.is_some());
+        if !whole.is_empty() {
+            let written = write_inbound(&ctx, whole.iter().map(|(m, _)| m)).await;
+            answer_inbound(
+                &ctx,
+                whole,
+                written.map(|ids| ids.into_iter().map(Some).collect()),
+            );
+        }
+        if !parts.is_empty() {
+            let written = write_parts(&ctx, parts.iter().map(|(m, _)| m)).await;
+            answer_inbound(&ctx, parts, written);
+        }
+    }
+}
+
+type InboundItems = Vec<(Inbound, oneshot::Sender<Result<Option<i64>, String>>)>;
+
+fn answer_inbound(
+    ctx: &ChannelContext,
+    items: InboundItems,
+    written: anyhow::Result<Vec<Option<i64>>>,
+) {
+    match written {
+        Ok(ids) => {
+            let messages = ids.iter().flatten().count();
+            ctx.state
+                .counters()
+                .inbound
+                .fetch_add(messages as u64, Ordering::Relaxed);
+            for ((_, tx), id) in items.into_iter().zip(ids) {
+                let _ = tx.send(Ok(id));
+            }
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            for (_, tx) in items {
+                let _ = tx.send(Err(error.clone()));
             }
         }
     }
+}
+
+async fn write_parts<'a>(
+    ctx: &ChannelContext,
+    parts: impl Iterator<Item = &'a Inbound>,
+) -> anyhow::Result<Vec<Option<i64>>> {
+    let (mut from, mut to, mut references, mut totals, mut seqs, mut bodies, mut custom) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for m in parts {
+        let part = m.part.expect("only parts here");
+        from.push(m.from.as_str());
+        to.push(m.to.as_str());
+        references.push(part.reference);
+        totals.push(part.total);
+        seqs.push(part.seq);
+        bodies.push(m.body.as_str());
+        custom.push(m.custom.clone());
+    }
+    let client = ctx.pool.get().await?;
+    let statement = client
+        .prepare_cached("SELECT smsbus._record_inbound_parts($1, $2, $3, $4, $5, $6, $7, $8)")
+        .await?;
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &ctx.row.name,
+                &from,
+                &to,
+                &references,
+                &totals,
+                &seqs,
+                &bodies,
+                &custom,
+            ],
+        )
+        .await?;
+    let ids: Vec<Option<i64>> = row.get(0);
+    anyhow::ensure!(
+        ids.len() == bodies.len(),
+        "recorded {} of {} inbound parts",
+        ids.len(),
+        bodies.len()
+    );
+    Ok(ids)
 }
 
 async fn write_reports<'a>(

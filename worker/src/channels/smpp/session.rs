@@ -34,7 +34,7 @@ use super::receipt::{self, ReportStatus};
 use super::submit;
 use super::Channel;
 use crate::backoff::Backoff;
-use crate::channels::inbox::{Inbound, Report};
+use crate::channels::inbox::{Inbound, Part, Report};
 use crate::channels::outbox::{Claimed, Outcome};
 use crate::channels::Heartbeat;
 
@@ -747,18 +747,17 @@ async fn take_inbound(channel: &Channel, pdu: &DeliverSm) -> CommandStatus {
     if decoded.binary {
         custom.insert("binary".into(), true.into());
     }
-    if let Some(part) = decoded.part {
-        custom.insert(
-            "part".into(),
-            serde_json::json!({"reference": part.reference, "seq": part.seq, "total": part.total}),
-        );
-    }
     let message = Inbound {
         from: decoded.from,
         to: decoded.to,
         body: decoded.text,
         reference: None,
         custom: Some(custom.into()),
+        part: decoded.part.map(|p| Part {
+            reference: i32::from(p.reference),
+            total: i32::from(p.total),
+            seq: i32::from(p.seq),
+        }),
     };
     match channel.inbox.inbound(message).await {
         Ok(_) => CommandStatus::EsmeRok,
