@@ -334,7 +334,10 @@ async fn an_incomplete_inbound_message_is_kept_after_the_timeout() {
     let mut pdus = m.deliver_sms().unwrap();
     pdus.truncate(1);
     let statuses = sim
-        .deliver_pdus(pdus, Duration::from_secs(10))
+        .deliver_pdus(
+            pdus.into_iter().map(Into::into).collect(),
+            Duration::from_secs(10),
+        )
         .await
         .expect("answered");
     assert_eq!(statuses, vec![rusmpp::CommandStatus::EsmeRok]);
@@ -354,4 +357,29 @@ async fn an_incomplete_inbound_message_is_kept_after_the_timeout() {
     )
     .await;
     assert_eq!(body, "x".repeat(153));
+}
+
+#[tokio::test]
+async fn data_sm_carries_inbound_messages_too() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let w = worker(&db, "w1");
+    wait_link(&c, "kpn", "connected", &w).await;
+    let text = "Через data_sm: длинный текст целиком в message_payload. ".repeat(3);
+    let mut m = InboundText::new("+31687654321", "1234", &text);
+    m.data_sm = true;
+    let statuses = sim
+        .deliver(&m, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.log()));
+    assert_eq!(statuses, vec![rusmpp::CommandStatus::EsmeRok]);
+    let body: String = scalar(
+        &c,
+        "SELECT body FROM smsbus.message WHERE direction = 'in'",
+        &[],
+    )
+    .await;
+    assert_eq!(body, text);
 }

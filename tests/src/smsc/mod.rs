@@ -179,13 +179,19 @@ impl Smsc {
         message: &InboundText,
         timeout: Duration,
     ) -> Result<Vec<CommandStatus>, String> {
-        self.deliver_pdus(message.deliver_sms()?, timeout).await
+        let pdus = if message.data_sm {
+            vec![message.data_sm()?.into()]
+        } else {
+            message.deliver_sms()?.into_iter().map(Into::into).collect()
+        };
+        self.deliver_pdus(pdus, timeout).await
     }
 
-    /// Sends deliver_sm PDUs as given (e.g. an incomplete set of parts).
+    /// Sends deliver_sm/data_sm PDUs as given (e.g. an incomplete set of
+    /// parts).
     pub async fn deliver_pdus(
         &self,
-        pdus: Vec<rusmpp::pdus::DeliverSm>,
+        pdus: Vec<rusmpp::Pdu>,
         timeout: Duration,
     ) -> Result<Vec<CommandStatus>, String> {
         let handle = self

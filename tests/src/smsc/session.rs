@@ -30,8 +30,8 @@ use super::{text, SessionHandle, Shared};
 pub(crate) enum Outgoing {
     /// A response, written as is.
     Command(Command),
-    /// A deliver_sm; the answer's status goes to the sender.
-    Request(DeliverSm, oneshot::Sender<CommandStatus>),
+    /// A deliver_sm or data_sm; the answer's status goes to the sender.
+    Request(Pdu, oneshot::Sender<CommandStatus>),
     Raw(Vec<u8>),
     Close,
 }
@@ -111,8 +111,11 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
                     break;
                 }
             }
-            Some(Pdu::DeliverSmResp(_)) | None
-                if command.id() == rusmpp::CommandId::DeliverSmResp =>
+            Some(Pdu::DeliverSmResp(_)) | Some(Pdu::DataSmResp(_)) | None
+                if matches!(
+                    command.id(),
+                    rusmpp::CommandId::DeliverSmResp | rusmpp::CommandId::DataSmResp
+                ) =>
             {
                 if let Some(answer) = pending.lock().unwrap().remove(&seq) {
                     let _ = answer.send(command.status());
@@ -308,7 +311,7 @@ fn schedule_receipts(shared: &Arc<Shared>, session: u64, receipt: Receipt, b: &B
         if let Some(route) = shared.report_route(session) {
             for pdu in &pdus {
                 let (answer, waiting) = oneshot::channel();
-                let _ = route.send(Outgoing::Request(pdu.clone(), answer));
+                let _ = route.send(Outgoing::Request(pdu.clone().into(), answer));
                 first.push(Some(waiting));
             }
         }
@@ -334,7 +337,10 @@ async fn deliver_until_acknowledged(
         if waiting.is_none() {
             if let Some(route) = shared.report_route(session) {
                 let (answer, rx) = oneshot::channel();
-                if route.send(Outgoing::Request(pdu.clone(), answer)).is_ok() {
+                if route
+                    .send(Outgoing::Request(pdu.clone().into(), answer))
+                    .is_ok()
+                {
                     waiting = Some(rx);
                 }
             }

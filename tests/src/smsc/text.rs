@@ -4,10 +4,12 @@
 
 use std::str::FromStr;
 
-use rusmpp::pdus::DeliverSm;
-use rusmpp::tlvs::{MessageDeliveryRequestTlvValue, Tlv, TlvValue};
-use rusmpp::types::{COctetString, OctetString};
-use rusmpp::values::{DataCoding, EsmClass, Npi, Ton};
+use rusmpp::pdus::{DataSm, DeliverSm};
+use rusmpp::tlvs::{
+    MessageDeliveryRequestTlvValue, MessageSubmissionRequestTlvValue, Tlv, TlvValue,
+};
+use rusmpp::types::{AnyOctetString, COctetString, OctetString};
+use rusmpp::values::{DataCoding, EsmClass, MessagePayload, Npi, Ton};
 use smsbus_core::gsm7;
 use smsbus_core::text::{split, Encoding};
 
@@ -157,6 +159,8 @@ pub struct InboundText {
     pub reference: u16,
     /// Send the parts last first.
     pub reversed: bool,
+    /// Send it as one data_sm with the text in message_payload.
+    pub data_sm: bool,
 }
 
 impl InboundText {
@@ -169,7 +173,24 @@ impl InboundText {
             concat: Concat::Udh8,
             reference: 42,
             reversed: false,
+            data_sm: false,
         }
+    }
+
+    /// The message as one data_sm, its whole text in message_payload.
+    pub fn data_sm(&self) -> Result<DataSm, String> {
+        let (from, from_ton) = address(&self.from)?;
+        let (to, to_ton) = address(&self.to)?;
+        Ok(DataSm::builder()
+            .source_addr_ton(from_ton)
+            .source_addr(from)
+            .dest_addr_ton(to_ton)
+            .destination_addr(to)
+            .data_coding(data_coding(self.encoding))
+            .tlvs(vec![MessageSubmissionRequestTlvValue::MessagePayload(
+                MessagePayload::new(AnyOctetString::from(encode(&self.text, self.encoding)?)),
+            )])
+            .build())
     }
 
     /// The deliver_sm PDUs that carry this message.

@@ -1,9 +1,10 @@
 //! Mobile-originated deliver_sm: the text in its data coding, the sender
 //! and recipient, and the concatenation details (UDH or SAR) of a part.
 
-use rusmpp::pdus::DeliverSm;
 use rusmpp::tlvs::TlvValue;
 use smsbus_core::gsm7;
+
+use super::carried::Carried;
 
 /// Which part of a concatenated message a deliver_sm carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,11 +25,11 @@ pub struct Decoded {
     pub part: Option<PartOf>,
 }
 
-/// Reads an inbound deliver_sm; the error says what is wrong with it.
-pub fn decode(pdu: &DeliverSm) -> Result<Decoded, String> {
-    let mut payload: &[u8] = pdu.short_message();
+/// Reads an inbound message; the error says what is wrong with it.
+pub fn decode(pdu: &Carried<'_>) -> Result<Decoded, String> {
+    let mut payload: &[u8] = pdu.short_message;
     let mut sar = (None, None, None);
-    for tlv in pdu.tlvs() {
+    for tlv in pdu.tlvs {
         match tlv.value() {
             Some(TlvValue::MessagePayload(p)) if payload.is_empty() => payload = p.value.as_ref(),
             Some(TlvValue::SarMsgRefNum(r)) => sar.0 = Some(*r),
@@ -45,16 +46,16 @@ pub fn decode(pdu: &DeliverSm) -> Result<Decoded, String> {
         }),
         _ => None,
     };
-    if u8::from(pdu.esm_class) & 0x40 != 0 {
+    if pdu.esm_class & 0x40 != 0 {
         let (udh_part, rest) = split_udh(payload)?;
         payload = rest;
         part = udh_part.or(part);
     }
-    let data_coding = u8::from(pdu.data_coding);
+    let data_coding = pdu.data_coding;
     let (text, binary) = text_of(data_coding, payload)?;
     Ok(Decoded {
-        from: address(pdu.source_addr.as_str(), u8::from(pdu.source_addr_ton)),
-        to: address(pdu.destination_addr.as_str(), u8::from(pdu.dest_addr_ton)),
+        from: address(pdu.source, pdu.source_ton),
+        to: address(pdu.destination, pdu.dest_ton),
         text,
         binary,
         data_coding,
@@ -165,9 +166,14 @@ fn split_udh(payload: &[u8]) -> Result<(Option<PartOf>, &[u8]), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusmpp::pdus::DeliverSm;
     use rusmpp::types::{COctetString, OctetString};
     use rusmpp::values::{DataCoding, EsmClass, Ton};
     use std::str::FromStr;
+
+    fn read(pdu: DeliverSm) -> Result<Decoded, String> {
+        decode(&Carried::from(&pdu))
+    }
 
     fn pdu(esm: u8, dc: DataCoding, sm: Vec<u8>) -> DeliverSm {
         DeliverSm::builder()
@@ -182,7 +188,7 @@ mod tests {
 
     #[test]
     fn gsm_text_with_extension_characters() {
-        let d = decode(&pdu(
+        let d = read(pdu(
             0,
             DataCoding::McSpecific,
             gsm7::encode("a€[]").unwrap(),
@@ -198,7 +204,7 @@ mod tests {
     fn ucs2_part_with_udh() {
         let mut sm = vec![5, 0, 3, 7, 2, 2];
         sm.extend("Привет".encode_utf16().flat_map(u16::to_be_bytes));
-        let d = decode(&pdu(0x40, DataCoding::Ucs2, sm)).unwrap();
+        let d = read(pdu(0x40, DataCoding::Ucs2, sm)).unwrap();
         assert_eq!(d.text, "Привет");
         assert_eq!(
             d.part,
@@ -212,15 +218,15 @@ mod tests {
 
     #[test]
     fn binary_is_kept_as_hex_and_bad_headers_are_refused() {
-        let d = decode(&pdu(0, DataCoding::OctetUnspecified, vec![0xDE, 0xAD])).unwrap();
+        let d = read(pdu(0, DataCoding::OctetUnspecified, vec![0xDE, 0xAD])).unwrap();
         assert_eq!((d.text.as_str(), d.binary), ("dead", true));
-        assert!(decode(&pdu(0x40, DataCoding::McSpecific, vec![9, 1])).is_err());
-        assert!(decode(&pdu(
+        assert!(read(pdu(0x40, DataCoding::McSpecific, vec![9, 1])).is_err());
+        assert!(read(pdu(
             0x40,
             DataCoding::McSpecific,
             vec![5, 0, 3, 7, 2, 3, 65]
         ))
         .is_err());
-        assert!(decode(&pdu(0, DataCoding::Ucs2, vec![0, 65, 66])).is_err());
+        assert!(read(pdu(0, DataCoding::Ucs2, vec![0, 65, 66])).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the channel's settings.
 //! - [`codec`]: framing that survives a malformed PDU.
+//! - [`carried`]: deliver_sm and data_sm read alike.
 //! - [`submit`]: submit_sm PDUs from a message.
 //! - [`receipt`]: delivery receipts.
 //! - [`inbound`]: mobile-originated messages.
@@ -12,6 +13,7 @@
 //! with backoff), claims messages while a transmitting session is bound,
 //! and on stop lets the sessions finish their window and unbind.
 
+pub mod carried;
 pub mod codec;
 pub mod config;
 pub mod inbound;

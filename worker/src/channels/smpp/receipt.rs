@@ -6,9 +6,9 @@
 //! (`id:IIII sub:SSS dlvrd:DDD submit date:YYMMDDhhmm done date:YYMMDDhhmm
 //! stat:DDDDDDD err:E text:...`).
 
-use rusmpp::pdus::DeliverSm;
 use rusmpp::tlvs::TlvValue;
 
+use super::carried::Carried;
 use super::config::DlrIdFormat;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,17 +48,24 @@ pub fn is_receipt(esm_class: u8) -> bool {
 }
 
 /// Reads a receipt; the error says what is missing.
-pub fn parse(pdu: &DeliverSm, format: DlrIdFormat) -> Result<Receipt, String> {
+pub fn parse(pdu: &Carried<'_>, format: DlrIdFormat) -> Result<Receipt, String> {
     let mut tlv_id = None;
     let mut tlv_state = None;
-    for tlv in pdu.tlvs() {
+    let mut payload = None;
+    for tlv in pdu.tlvs {
         match tlv.value() {
+            Some(TlvValue::MessagePayload(p)) => payload = Some(p.value.as_ref()),
             Some(TlvValue::ReceiptedMessageId(id)) => tlv_id = Some(id.as_str().to_owned()),
             Some(TlvValue::MessageState(state)) => tlv_state = Some(u8::from(*state)),
             _ => {}
         }
     }
-    let text = String::from_utf8_lossy(pdu.short_message());
+    let body = if pdu.short_message.is_empty() {
+        payload.unwrap_or_default()
+    } else {
+        pdu.short_message
+    };
+    let text = String::from_utf8_lossy(body);
     let fields = TextFields::parse(&text);
     let (raw_id, from_tlv) = match (tlv_id, fields.id) {
         (Some(id), _) if !id.is_empty() => (id, true),
@@ -186,10 +193,15 @@ fn hex(id: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusmpp::pdus::DeliverSm;
     use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
     use rusmpp::types::{COctetString, OctetString};
     use rusmpp::values::{EsmClass, MessageState};
     use std::str::FromStr;
+
+    fn receipt(pdu: DeliverSm, format: DlrIdFormat) -> Result<Receipt, String> {
+        parse(&Carried::from(&pdu), format)
+    }
 
     fn pdu(text: &str, tlvs: Vec<MessageDeliveryRequestTlvValue>) -> DeliverSm {
         DeliverSm::builder()
@@ -204,16 +216,16 @@ mod tests {
 
     #[test]
     fn reads_the_appendix_b_text() {
-        let r = parse(&pdu(APPENDIX_B, vec![]), DlrIdFormat::String).unwrap();
+        let r = receipt(pdu(APPENDIX_B, vec![]), DlrIdFormat::String).unwrap();
         assert_eq!(r.reference, "0123456789");
         assert_eq!(r.status, ReportStatus::Delivered);
         assert_eq!(r.detail, "stat:DELIVRD err:000");
         let undeliv = APPENDIX_B.replace("DELIVRD", "UNDELIV");
-        let r = parse(&pdu(&undeliv, vec![]), DlrIdFormat::String).unwrap();
+        let r = receipt(pdu(&undeliv, vec![]), DlrIdFormat::String).unwrap();
         assert_eq!(r.status, ReportStatus::NotDelivered);
         let enroute = APPENDIX_B.replace("DELIVRD", "ENROUTE");
         assert_eq!(
-            parse(&pdu(&enroute, vec![]), DlrIdFormat::String)
+            receipt(pdu(&enroute, vec![]), DlrIdFormat::String)
                 .unwrap()
                 .status,
             ReportStatus::Enroute
@@ -222,8 +234,8 @@ mod tests {
 
     #[test]
     fn tlvs_win_over_the_text() {
-        let r = parse(
-            &pdu(
+        let r = receipt(
+            pdu(
                 APPENDIX_B,
                 vec![
                     MessageDeliveryRequestTlvValue::ReceiptedMessageId(
@@ -244,11 +256,11 @@ mod tests {
         // submit_sm_resp "1a2b" (hex); the receipt text says 6699 (decimal).
         assert_eq!(reference("1A2B", DlrIdFormat::HexDec), "6699");
         let text = APPENDIX_B.replace("0123456789", "6699");
-        let r = parse(&pdu(&text, vec![]), DlrIdFormat::HexDec).unwrap();
+        let r = receipt(pdu(&text, vec![]), DlrIdFormat::HexDec).unwrap();
         assert_eq!(r.reference, "6699");
         // auto: stored as given, the other base offered as an alternate.
         assert_eq!(reference("1a2b", DlrIdFormat::Auto), "1a2b");
-        let r = parse(&pdu(&text, vec![]), DlrIdFormat::Auto).unwrap();
+        let r = receipt(pdu(&text, vec![]), DlrIdFormat::Auto).unwrap();
         assert_eq!(
             (r.reference.as_str(), r.alternate.as_deref()),
             ("6699", Some("1a2b"))
@@ -259,8 +271,8 @@ mod tests {
 
     #[test]
     fn refuses_a_receipt_without_id_or_state() {
-        assert!(parse(&pdu("stat:DELIVRD", vec![]), DlrIdFormat::String).is_err());
-        assert!(parse(&pdu("id:12 sub:001", vec![]), DlrIdFormat::String).is_err());
+        assert!(receipt(pdu("stat:DELIVRD", vec![]), DlrIdFormat::String).is_err());
+        assert!(receipt(pdu("id:12 sub:001", vec![]), DlrIdFormat::String).is_err());
     }
 
     #[test]

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use rusmpp::pdus::{
-    BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm,
+    BindReceiver, BindTransceiver, BindTransmitter, DataSm, DataSmResp, DeliverSm, DeliverSmResp,
+    SubmitSm,
 };
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
@@ -27,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
+use super::carried::Carried;
 use super::codec::{Frame, SmppCodec};
 use super::config::{BindMode, UnknownOutcome};
 use super::inbound;
@@ -135,6 +137,8 @@ struct Session {
         mpsc::UnboundedReceiver<Command>,
     ),
     last_sent: Instant,
+    /// What this session last added to the channel's window gauge.
+    window_reported: i64,
 }
 
 impl Session {
@@ -150,6 +154,7 @@ impl Session {
             ready: VecDeque::new(),
             answers: mpsc::unbounded_channel(),
             last_sent: Instant::now(),
+            window_reported: 0,
         }
     }
 
@@ -406,13 +411,23 @@ impl Session {
             let counters = self.channel.ctx.state.counters();
             counters.submitted.fetch_add(written, Ordering::Relaxed);
         }
-        self.channel
-            .ctx
-            .state
-            .counters()
-            .window_in_use
-            .store(self.in_window() as i64, Ordering::Relaxed);
+        self.report_window();
         Ok(throttle_wait)
+    }
+
+    /// Adds this session's change of window use to the channel's gauge.
+    fn report_window(&mut self) {
+        let now = self.in_window() as i64;
+        let delta = now - self.window_reported;
+        if delta != 0 {
+            self.channel
+                .ctx
+                .state
+                .counters()
+                .window_in_use
+                .fetch_add(delta, Ordering::Relaxed);
+            self.window_reported = now;
+        }
     }
 
     async fn handle(&mut self, link: &mut Link, frame: Frame) -> Result<(), String> {
@@ -426,6 +441,7 @@ impl Session {
         };
         let sequence = command.sequence_number();
         let status = command.status();
+        tracing::trace!(channel = %self.channel.ctx.row.name, session = self.index, id = ?command.id(), sequence, ?status, "received");
         match command.id() {
             CommandId::SubmitSmResp => {
                 let message_id = match command.pdu() {
@@ -457,11 +473,13 @@ impl Session {
                     .await;
                 return Err("the provider unbound".into());
             }
-            CommandId::DeliverSm => {
-                if let Some(Pdu::DeliverSm(pdu)) = command.pdu() {
-                    self.deliver_sm(sequence, pdu.clone());
+            CommandId::DeliverSm | CommandId::DataSm => match command.pdu() {
+                Some(Pdu::DeliverSm(pdu)) => {
+                    self.deliver(sequence, Delivered::DeliverSm(pdu.clone()))
                 }
-            }
+                Some(Pdu::DataSm(pdu)) => self.deliver(sequence, Delivered::DataSm(pdu.clone())),
+                _ => {}
+            },
             id => {
                 let is_request = u32::from(id) & 0x8000_0000 == 0;
                 if is_request {
@@ -619,6 +637,7 @@ impl Session {
         }
         self.ready.clear();
         self.outstanding.clear();
+        self.report_window();
     }
 
     /// The channel is stopping: stop taking messages, hand back what was
@@ -689,23 +708,43 @@ impl Session {
         let _ = link.close().await;
     }
 
-    /// A deliver_sm: a receipt or a message. It is acknowledged only after
-    /// the database has it; meanwhile the session goes on.
-    fn deliver_sm(&mut self, sequence: u32, pdu: DeliverSm) {
+    /// A deliver_sm or data_sm: a receipt or a message. It is acknowledged
+    /// only after the database has it; meanwhile the session goes on.
+    fn deliver(&mut self, sequence: u32, pdu: Delivered) {
         let channel = self.channel.clone();
         let answers = self.answers.0.clone();
         tokio::spawn(async move {
-            let status = if receipt::is_receipt(u8::from(pdu.esm_class)) {
-                take_receipt(&channel, &pdu).await
+            let carried = pdu.carried();
+            let status = if receipt::is_receipt(carried.esm_class) {
+                take_receipt(&channel, &carried).await
             } else {
-                take_inbound(&channel, &pdu).await
+                take_inbound(&channel, &carried).await
             };
-            let _ = answers.send(Command::new(status, sequence, DeliverSmResp::default()));
+            let answer: Pdu = match pdu {
+                Delivered::DeliverSm(_) => DeliverSmResp::default().into(),
+                Delivered::DataSm(_) => DataSmResp::default().into(),
+            };
+            let _ = answers.send(Command::new(status, sequence, answer));
         });
     }
 }
 
-async fn take_receipt(channel: &Channel, pdu: &DeliverSm) -> CommandStatus {
+/// A PDU the provider delivers with.
+enum Delivered {
+    DeliverSm(DeliverSm),
+    DataSm(DataSm),
+}
+
+impl Delivered {
+    fn carried(&self) -> Carried<'_> {
+        match self {
+            Delivered::DeliverSm(p) => Carried::from(p),
+            Delivered::DataSm(p) => Carried::from(p),
+        }
+    }
+}
+
+async fn take_receipt(channel: &Channel, pdu: &Carried<'_>) -> CommandStatus {
     let name = &channel.ctx.row.name;
     let receipt = match receipt::parse(pdu, channel.config.dlr_id_format) {
         Ok(r) => r,
@@ -733,7 +772,7 @@ async fn take_receipt(channel: &Channel, pdu: &DeliverSm) -> CommandStatus {
     }
 }
 
-async fn take_inbound(channel: &Channel, pdu: &DeliverSm) -> CommandStatus {
+async fn take_inbound(channel: &Channel, pdu: &Carried<'_>) -> CommandStatus {
     let name = &channel.ctx.row.name;
     let decoded = match inbound::decode(pdu) {
         Ok(d) => d,
