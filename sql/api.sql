@@ -340,7 +340,14 @@ BEGIN
             SET status = t.status, detail = t.detail, reported_at = now()
             FROM target t
             WHERE p.message_id = t.message_id AND p.part = t.part
-            RETURNING p.message_id, p.reference
+            RETURNING p.message_id, p.reference, p.status, p.detail
+        ), intermediate AS (
+            -- ENROUTE, ACCEPTD: the message stays sent; the trace says so.
+            INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
+            SELECT a.message_id, 'sent', 'sent',
+                   coalesce(nullif(current_setting('smsbus.actor', true), ''), current_user),
+                   'intermediate report: ' || coalesce(a.detail, a.status)
+            FROM applied a WHERE a.status = 'enroute'
         )
         SELECT count(*), array_agg(DISTINCT a.message_id), coalesce(array_agg(a.reference), '{}')
         INTO step, touched, hits FROM applied a;

@@ -383,3 +383,177 @@ async fn data_sm_carries_inbound_messages_too() {
     .await;
     assert_eq!(body, text);
 }
+
+#[tokio::test]
+async fn transmitter_and_receiver_pairs_and_smpp_5() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(
+        &c,
+        "pair",
+        &smpp_config(
+            &sim,
+            json!({"bind": "tx+rx", "sessions": 2, "interface_version": "5.0"}),
+        ),
+    )
+    .await;
+    let w = worker(&db, "w1");
+    let ids = [
+        send(&c, "pair", "+31612345678", "over a transmitter").await,
+        send(&c, "pair", "+31612345678", &"and a long one ".repeat(20)).await,
+    ];
+    // Receipts come back over the receivers.
+    wait_for(&c, &ids, &["delivered"], FINAL, &w).await;
+    assert_eq!(sim.bound_sessions(), 4);
+    sim.deliver(
+        &InboundText::new("+31687654321", "1234", "to a receiver"),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE direction = 'in'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_channel_that_only_sends_or_only_receives_binds_accordingly() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(
+        &c,
+        "out",
+        &smpp_config(&sim, json!({"bind": "transmitter"})),
+    )
+    .await;
+    c.execute(
+        "INSERT INTO smsbus.channel (name, kind, config, can_send) VALUES ('in', 'smpp', $1, false)",
+        &[&smpp_config(&sim, json!({}))],
+    )
+    .await
+    .unwrap();
+    let w = worker(&db, "w1");
+    let id = send(&c, "out", "+31612345678", "no receiver on this channel").await;
+    // Sent; its receipt goes to the other channel's receiver, which does
+    // not know the reference: it is parked, never applied to this one.
+    wait_for(&c, &[id], &["sent"], FINAL, &w).await;
+    wait_link(&c, "in", "connected", &w).await;
+    sim.deliver(
+        &InboundText::new("+31687654321", "1234", "to the receiver"),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("answered");
+    let channel: String = scalar(
+        &c,
+        "SELECT channel FROM smsbus.message WHERE direction = 'in'",
+        &[],
+    )
+    .await;
+    assert_eq!(channel, "in");
+}
+
+#[tokio::test]
+async fn unanswered_submissions_are_marked_outcome_unknown() {
+    let sim = smsc(Behaviour {
+        drop_response_every: 2,
+        ..Behaviour::default()
+    })
+    .await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(
+        &c,
+        "retry",
+        &smpp_config(&sim, json!({"response_timeout_s": 1})),
+    )
+    .await;
+    add_channel(
+        &c,
+        "fail",
+        &smpp_config(
+            &sim,
+            json!({"response_timeout_s": 1, "on_unknown_outcome": "fail", "window": 1}),
+        ),
+    )
+    .await;
+    let w = worker(&db, "w1");
+    let retried: Vec<i64> = {
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            ids.push(send(&c, "retry", "+31612345678", &format!("retry {i}")).await);
+        }
+        ids
+    };
+    wait_for(&c, &retried, &["delivered"], Duration::from_secs(40), &w).await;
+    let unknown = count(
+        &c,
+        "SELECT count(DISTINCT message_id) FROM smsbus.message_event e JOIN smsbus.message m ON m.id = e.message_id
+         WHERE m.channel = 'retry' AND e.to_status = 'queued' AND e.detail LIKE '%outcome unknown: no submit_sm_resp within 1s%'",
+    )
+    .await;
+    assert!(
+        unknown >= 1,
+        "some submissions went unanswered and were retried"
+    );
+
+    let failed: Vec<i64> = {
+        let mut ids = Vec::new();
+        for i in 0..2 {
+            ids.push(send(&c, "fail", "+31612345678", &format!("fail {i}")).await);
+        }
+        ids
+    };
+    wait_for(
+        &c,
+        &failed,
+        &["delivered", "failed"],
+        Duration::from_secs(40),
+        &w,
+    )
+    .await;
+    let failed_unknown = count(
+        &c,
+        "SELECT count(*) FROM smsbus.message WHERE channel = 'fail' AND status = 'failed' AND last_error LIKE 'outcome unknown:%'",
+    )
+    .await;
+    assert!(failed_unknown >= 1, "{}", w.log());
+}
+
+#[tokio::test]
+async fn intermediate_receipts_go_to_the_trace_only() {
+    let sim = smsc(Behaviour {
+        intermediate_reports: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let w = worker(&db, "w1");
+    let id = send(&c, "kpn", "+31612345678", "en route").await;
+    wait_for(&c, &[id], &["delivered"], FINAL, &w).await;
+    let trace: Vec<String> = c
+        .query(
+            "SELECT to_status::text || coalesce(' ' || detail, '') FROM smsbus.message_event WHERE message_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(trace.len(), 5, "{trace:?}");
+    assert!(
+        trace[3].starts_with("sent intermediate report: stat:ENROUTE"),
+        "{trace:?}"
+    );
+    assert_eq!(trace[4], "delivered");
+}
