@@ -557,3 +557,60 @@ async fn intermediate_receipts_go_to_the_trace_only() {
     );
     assert_eq!(trace[4], "delivered");
 }
+
+#[tokio::test]
+async fn tls_with_the_providers_ca_and_a_clear_error_without_it() {
+    let sim = smsbus_tests::smsc::Smsc::start_tls(
+        smsbus_tests::scenario::SYSTEM_ID,
+        smsbus_tests::scenario::PASSWORD,
+        Behaviour::default(),
+    )
+    .await;
+    let other = smsbus_tests::smsc::Smsc::start_tls("x", "x", Behaviour::default()).await;
+    let ca = sim.ca_file().unwrap().to_str().unwrap().to_owned();
+    let wrong_ca = other.ca_file().unwrap().to_str().unwrap().to_owned();
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(
+        &c,
+        "secure",
+        &smpp_config(&sim, json!({"tls": true, "tls_ca": ca})),
+    )
+    .await;
+    add_channel(
+        &c,
+        "untrusted",
+        &smpp_config(&sim, json!({"tls": true, "tls_ca": wrong_ca})),
+    )
+    .await;
+    add_channel(
+        &c,
+        "nofile",
+        &smpp_config(&sim, json!({"tls": true, "tls_ca": "/nonexistent/ca.pem"})),
+    )
+    .await;
+    let w = worker(&db, "w1");
+    let id = send(&c, "secure", "+31612345678", "over TLS").await;
+    wait_for(&c, &[id], &["delivered"], FINAL, &w).await;
+    assert_eq!(sim.received()[0].text, "over TLS");
+    let reported = eventually(Duration::from_secs(10), || async {
+        let untrusted = link_state(&c, "untrusted")
+            .await
+            .and_then(|s| s.1)
+            .unwrap_or_default();
+        let nofile = link_state(&c, "nofile")
+            .await
+            .and_then(|s| s.1)
+            .unwrap_or_default();
+        untrusted.contains("TLS handshake with 127.0.0.1 failed")
+            && nofile.contains("tls_ca: cannot read /nonexistent/ca.pem")
+    })
+    .await;
+    assert!(
+        reported,
+        "untrusted: {:?}\nnofile: {:?}\n{}",
+        link_state(&c, "untrusted").await,
+        link_state(&c, "nofile").await,
+        w.log()
+    );
+}

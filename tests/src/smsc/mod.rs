@@ -18,6 +18,7 @@ pub mod behaviour;
 pub mod record;
 mod session;
 pub mod text;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,7 @@ pub struct Smsc {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: JoinHandle<()>,
+    tls: Option<tls::Tls>,
 }
 
 /// State shared by the accept loop and every session.
@@ -75,11 +77,44 @@ impl Smsc {
             .expect("start the SMSC simulator")
     }
 
+    /// Like [`Smsc::start`], speaking TLS with a certificate for
+    /// `localhost` and `127.0.0.1` from a throwaway CA, whose PEM file is
+    /// [`Smsc::ca_file`].
+    pub async fn start_tls(system_id: &str, password: &str, behaviour: Behaviour) -> Smsc {
+        let tls = tls::Tls::generate().expect("a test certificate");
+        let mut smsc = Smsc::start_with(
+            "127.0.0.1:0",
+            system_id,
+            password,
+            behaviour,
+            Some(tls.acceptor.clone()),
+        )
+        .await
+        .expect("start the SMSC simulator");
+        smsc.tls = Some(tls);
+        smsc
+    }
+
+    /// The CA file a client must trust (TLS simulators only).
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|t| t.ca_file.as_path())
+    }
+
     pub async fn start_on(
         addr: &str,
         system_id: &str,
         password: &str,
         behaviour: Behaviour,
+    ) -> std::io::Result<Smsc> {
+        Smsc::start_with(addr, system_id, password, behaviour, None).await
+    }
+
+    async fn start_with(
+        addr: &str,
+        system_id: &str,
+        password: &str,
+        behaviour: Behaviour,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> std::io::Result<Smsc> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -103,13 +138,27 @@ impl Smsc {
                 };
                 let _ = stream.set_nodelay(true);
                 accepting.connections.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(session::run(accepting.clone(), stream));
+                let shared = accepting.clone();
+                match tls.clone() {
+                    None => {
+                        tokio::spawn(session::run(shared, stream));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            match acceptor.accept(stream).await {
+                                Ok(stream) => session::run(shared, stream).await,
+                                Err(e) => eprintln!("smsc: TLS handshake failed: {e}"),
+                            }
+                        });
+                    }
+                }
             }
         });
         Ok(Smsc {
             addr,
             shared,
             accept,
+            tls: None,
         })
     }
 

@@ -19,7 +19,7 @@ use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{EsmClass, MessageState, Npi, Ton};
 use rusmpp::{Command, CommandStatus, Pdu};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Encoder, FramedRead};
 
@@ -38,9 +38,12 @@ pub(crate) enum Outgoing {
 
 type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<CommandStatus>>>>;
 
-pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
+pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read, CommandCodec::new());
     let (outgoing, queue) = mpsc::unbounded_channel();
     let pending: Pending = Arc::default();
@@ -450,8 +453,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-async fn write_loop(
-    mut write: tokio::net::tcp::OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut write: W,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     pending: Pending,
 ) {

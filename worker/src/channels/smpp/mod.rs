@@ -8,6 +8,7 @@
 //! - [`inbound`]: mobile-originated messages.
 //! - [`throttle`]: the channel's rate, shared by its sessions.
 //! - [`session`]: one bound connection with its window.
+//! - [`tls`]: TLS to providers that require it.
 //!
 //! [`run`] opens the configured sessions (each reconnecting on its own
 //! with backoff), claims messages while a transmitting session is bound,
@@ -21,6 +22,7 @@ pub mod receipt;
 mod session;
 pub mod submit;
 pub mod throttle;
+pub mod tls;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,6 +44,7 @@ struct Channel {
     inbox: Inbox,
     throttle: throttle::Throttle,
     transmitters_up: AtomicUsize,
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl Channel {
@@ -64,9 +67,11 @@ impl Channel {
 
 pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
     let config = SmppConfig::parse(&ctx.row.config)?;
-    if config.tls {
-        anyhow::bail!("invalid SMPP config: tls is not available in this version of smsbus-worker");
-    }
+    let tls = if config.tls {
+        Some(tls::connector(&config)?)
+    } else {
+        None
+    };
     let mut binds = config.session_binds();
     if !ctx.row.can_receive {
         // A channel that must not receive binds as transmitter only.
@@ -100,6 +105,7 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
         inbox: Inbox::start(&ctx),
         throttle: throttle::Throttle::new(config.throughput),
         transmitters_up: AtomicUsize::new(0),
+        tls,
         outbox,
         config,
         ctx: ctx.clone(),

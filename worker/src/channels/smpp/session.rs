@@ -24,6 +24,7 @@ use rusmpp::pdus::{
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -119,7 +120,11 @@ struct Progress {
     written: bool,
 }
 
-type Link = Framed<TcpStream, SmppCodec>;
+/// A connection to the provider, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+type Link = Framed<Box<dyn Stream>, SmppCodec>;
 
 struct Session {
     channel: Arc<Channel>,
@@ -182,6 +187,22 @@ impl Session {
             },
         };
         let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Stream> = match &self.channel.tls {
+            None => Box::new(stream),
+            Some(connector) => {
+                let handshake = tokio::time::timeout(
+                    config.connect_timeout(),
+                    super::tls::handshake(connector, &config.host, stream),
+                );
+                match handshake.await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(reason)) => return lost(reason, false),
+                    Err(_) => {
+                        return lost(format!("TLS handshake with {address} timed out"), false)
+                    }
+                }
+            }
+        };
         let mut link = Framed::new(stream, SmppCodec::new());
         if let Err(reason) = self.bind(&mut link).await {
             return lost(reason, false);

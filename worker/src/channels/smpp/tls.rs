@@ -1,0 +1,66 @@
+//! TLS for providers that require it (rustls on the ring provider): the
+//! provider's certificate is checked against `tls_ca` (a PEM file) or, by
+//! default, the system's roots, and must name `host`.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::config::SmppConfig;
+
+/// The connector for a channel; errors name the setting at fault.
+pub fn connector(config: &SmppConfig) -> anyhow::Result<TlsConnector> {
+    let mut roots = RootCertStore::empty();
+    match &config.tls_ca {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("tls_ca: cannot read {path}"))?;
+            let mut added = 0;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.with_context(|| format!("tls_ca: {path} is not PEM"))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("tls_ca: a certificate in {path} is invalid"))?;
+                added += 1;
+            }
+            if added == 0 {
+                bail!("tls_ca: {path} holds no certificate");
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // A system root rustls cannot parse is skipped, not fatal.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                bail!("tls: the system has no CA certificates; set tls_ca");
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("tls: no usable protocol version")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(client)))
+}
+
+/// The TLS handshake over a connected socket.
+pub async fn handshake(
+    connector: &TlsConnector,
+    host: &str,
+    tcp: TcpStream,
+) -> Result<TlsStream<TcpStream>, String> {
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("tls: {host:?} is not a valid server name: {e}"))?;
+    connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {host} failed: {e}"))
+}
