@@ -237,18 +237,21 @@ BEGIN
     WHERE m.id = f.id AND m.status::text = 'sending';
     GET DIAGNOSTICS done = ROW_COUNT;
 
+    -- A parked report may name the part in the other base (its alternate).
     WITH taken AS (
         DELETE FROM smsbus.pending_report r
         USING unnest(p_references) AS u(reference)
-        WHERE r.channel = p_channel AND r.reference = u.reference
-        RETURNING r.reference, r.status, r.detail, r.received_at
+        WHERE r.channel = p_channel
+          AND (r.reference = u.reference OR r.alternate = u.reference OR upper(r.alternate) = u.reference)
+        RETURNING r.reference, r.alternate, r.status, r.detail, r.received_at
     )
     SELECT array_agg(t.reference ORDER BY t.received_at) AS refs,
            array_agg(t.status ORDER BY t.received_at) AS statuses,
-           array_agg(t.detail ORDER BY t.received_at) AS details
+           array_agg(t.detail ORDER BY t.received_at) AS details,
+           array_agg(t.alternate ORDER BY t.received_at) AS alternates
     INTO early FROM taken t;
     IF early.refs IS NOT NULL THEN
-        PERFORM smsbus._apply_reports(p_channel, early.refs, early.statuses, early.details);
+        PERFORM smsbus._apply_reports(p_channel, early.refs, early.statuses, early.details, early.alternates);
     END IF;
     RETURN done;
 END
@@ -392,9 +395,10 @@ BEGIN
             details := missing.details;
             alternates := missing.alternates;
         ELSE
-            INSERT INTO smsbus.pending_report (channel, reference, status, detail)
-            SELECT p_channel, u.reference, u.status, u.detail
-            FROM unnest(missing.refs, missing.statuses, missing.details) AS u(reference, status, detail);
+            INSERT INTO smsbus.pending_report (channel, reference, alternate, status, detail)
+            SELECT p_channel, u.reference, u.alternate, u.status, u.detail
+            FROM unnest(missing.refs, missing.alternates, missing.statuses, missing.details)
+                 AS u(reference, alternate, status, detail);
         END IF;
     END LOOP;
     RETURN matched;
@@ -524,6 +528,24 @@ BEGIN
           WHERE status = 'sending' AND claimed_until < now()
           ORDER BY claimed_until LIMIT p_limit FOR UPDATE SKIP LOCKED) x
     WHERE m.id = x.id;
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+-- Extends the leases a worker still holds (messages waiting out a
+-- provider's throttling, or in a long window), so they are not handed to
+-- another claim while this worker may still submit them.
+CREATE FUNCTION _renew_leases(p_worker text, p_ids bigint[], p_lease interval) RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m SET claimed_until = now() + p_lease
+    FROM unnest(p_ids) AS u(id)
+    WHERE m.id = u.id AND m.status::text = 'sending' AND m.claimed_by = p_worker;
     GET DIAGNOSTICS done = ROW_COUNT;
     RETURN done;
 END
@@ -664,7 +686,7 @@ GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _mark_sent(text, bigint[], integer[], text[]), _mark_failed(bigint[], text[]),
     _mark_retry(bigint[], text[], double precision[]), _apply_reports(text, text[], text[], text[], text[]),
     _record_inbound(text, text[], text[], text[], text[], timestamptz[], jsonb[]),
-    _expire_leases(integer), _release(text, bigint[]), _promote_scheduled(integer),
+    _expire_leases(integer), _release(text, bigint[]), _renew_leases(text, bigint[], interval), _promote_scheduled(integer),
     _record_inbound_parts(text, text[], text[], integer[], integer[], integer[], text[], jsonb[]),
     _expire_inbound_parts(interval),
     _mark_noreport(interval, integer), _maintain(interval, integer, interval)

@@ -198,11 +198,14 @@ CREATE INDEX message_part_reference ON message_part (channel, reference);
 CREATE TABLE pending_report (
     channel     text NOT NULL,
     reference   text NOT NULL,
+    -- The id in the other base (dlr_id_format auto), also tried.
+    alternate   text,
     status      text NOT NULL CONSTRAINT pending_report_status CHECK (status IN ('delivered', 'notdelivered', 'enroute')),
     detail      text,
     received_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX pending_report_reference ON pending_report (channel, reference);
+CREATE INDEX pending_report_alternate ON pending_report (channel, alternate) WHERE alternate IS NOT NULL;
 
 -- Parts of concatenated inbound messages waiting for their siblings. Each
 -- part is committed here before it is acknowledged to the peer; the last

@@ -693,3 +693,58 @@ async fn the_worker_role_can_run_the_queue() {
         1
     );
 }
+
+#[tokio::test]
+async fn leases_are_renewed_only_for_their_holder() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    queue(&c, 2, "kpn").await;
+    let mine = claim(&c, "kpn", "me", 1).await;
+    let theirs = claim(&c, "kpn", "them", 1).await;
+    let renewed: i32 = scalar(
+        &c,
+        "SELECT smsbus._renew_leases('me', $1, interval '1 hour')",
+        &[&vec![mine[0], theirs[0]]],
+    )
+    .await;
+    assert_eq!(renewed, 1);
+    let left = count(
+        &c,
+        &format!("SELECT count(*) FROM smsbus.message WHERE id = {} AND claimed_until > now() + interval '50 minutes'", mine[0]),
+    )
+    .await;
+    assert_eq!(left, 1);
+    let untouched = count(
+        &c,
+        &format!("SELECT count(*) FROM smsbus.message WHERE id = {} AND claimed_until < now() + interval '2 minutes'", theirs[0]),
+    )
+    .await;
+    assert_eq!(untouched, 1);
+}
+
+#[tokio::test]
+async fn a_parked_report_in_the_other_base_is_applied_when_its_part_arrives() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids = queue(&c, 1, "kpn").await;
+    claim(&c, "kpn", "w", 10).await;
+    // The receipt says 6699 (decimal); the submit_sm_resp said 1A2B.
+    let matched: i32 = scalar(
+        &c,
+        "SELECT smsbus._apply_reports('kpn', ARRAY['6699'], ARRAY['delivered'], ARRAY['stat:DELIVRD'], ARRAY['1a2b'])",
+        &[],
+    )
+    .await;
+    assert_eq!(matched, 0);
+    c.execute(
+        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+        &[&vec![ids[0]], &vec![1i32], &vec!["1A2B"]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_of(&c, ids[0]).await, "delivered");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.pending_report").await,
+        0
+    );
+}

@@ -47,6 +47,9 @@ pub enum Outcome {
 }
 
 pub struct Outbox {
+    /// Ids of the messages claimed and not finished: their leases are
+    /// renewed while they are held.
+    held: Held,
     ready: tokio::sync::Mutex<mpsc::Receiver<Claimed>>,
     outcomes: mpsc::UnboundedSender<(i64, Outcome)>,
     active: watch::Sender<bool>,
@@ -64,8 +67,10 @@ impl Outbox {
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
         let (active, active_rx) = watch::channel(false);
         let stop_claiming = ctx.stop.child_token();
+        let held_by_claimer = Held::default();
         let claimer = tokio::spawn(claim_loop(
             ctx.clone(),
+            held_by_claimer.clone(),
             capacity,
             Arc::new(Semaphore::new(capacity)),
             lease,
@@ -74,7 +79,15 @@ impl Outbox {
             stop_claiming.clone(),
         ));
         let writer = tokio::spawn(write_loop(ctx.clone(), outcomes_rx));
+        let held = held_by_claimer;
+        tokio::spawn(renew_loop(
+            ctx.clone(),
+            held.clone(),
+            lease,
+            stop_claiming.clone(),
+        ));
         Arc::new(Outbox {
+            held: held.clone(),
             ready: tokio::sync::Mutex::new(ready_rx),
             outcomes: outcomes_tx,
             active,
@@ -103,6 +116,7 @@ impl Outbox {
     /// Records what became of `claimed`; its permit returns to the claimer.
     pub fn finish(&self, claimed: Claimed, outcome: Outcome) {
         let id = claimed.message.id;
+        self.held.0.lock().unwrap().remove(&id);
         if self.outcomes.send((id, outcome)).is_err() {
             tracing::error!(
                 message = id,
@@ -138,8 +152,42 @@ impl Outbox {
 /// Outcome id that stops the writer (message ids start at 1).
 const STOP: i64 = -1;
 
+/// The ids an outbox holds.
+#[derive(Clone, Default)]
+struct Held(Arc<std::sync::Mutex<std::collections::HashSet<i64>>>);
+
+/// Renews the leases of held messages at a third of the lease.
+async fn renew_loop(ctx: ChannelContext, held: Held, lease: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ids: Vec<i64> = held.0.lock().unwrap().iter().copied().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let renewed = async {
+            let client = ctx.pool.get().await?;
+            let s = client
+                .prepare_cached("SELECT smsbus._renew_leases($1, $2, make_interval(secs => $3))")
+                .await?;
+            client
+                .execute(&s, &[&&*ctx.worker_id, &ids, &lease.as_secs_f64()])
+                .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = renewed.await {
+            tracing::warn!(channel = %ctx.row.name, "cannot renew leases: {e:#}");
+        }
+    }
+}
+
 async fn claim_loop(
     ctx: ChannelContext,
+    held_ids: Held,
     capacity: usize,
     permits: Arc<Semaphore>,
     lease: Duration,
@@ -199,6 +247,7 @@ async fn claim_loop(
         };
         let drained = rows.len() < wanted;
         let now = Instant::now();
+        held_ids.0.lock().unwrap().extend(rows.iter().map(|m| m.id));
         for message in rows {
             let permit = held.pop().expect("one permit per claimed row");
             let claimed = Claimed {
