@@ -67,19 +67,20 @@ impl Outbox {
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
         let (active, active_rx) = watch::channel(false);
         let stop_claiming = ctx.stop.child_token();
-        let held_by_claimer = Held::default();
-        let claimer = tokio::spawn(claim_loop(
-            ctx.clone(),
-            held_by_claimer.clone(),
-            capacity,
-            Arc::new(Semaphore::new(capacity)),
-            lease,
-            ready_tx,
-            active_rx,
-            stop_claiming.clone(),
-        ));
+        let held = Held::default();
+        let claimer = tokio::spawn(
+            Claimer {
+                ctx: ctx.clone(),
+                held: held.clone(),
+                capacity,
+                permits: Arc::new(Semaphore::new(capacity)),
+                lease,
+                ready: ready_tx,
+                stop: stop_claiming.clone(),
+            }
+            .run(active_rx),
+        );
         let writer = tokio::spawn(write_loop(ctx.clone(), outcomes_rx));
-        let held = held_by_claimer;
         tokio::spawn(renew_loop(
             ctx.clone(),
             held.clone(),
@@ -185,88 +186,101 @@ async fn renew_loop(ctx: ChannelContext, held: Held, lease: Duration, stop: Canc
     }
 }
 
-async fn claim_loop(
+/// Takes queued messages for the channel while it is active.
+struct Claimer {
     ctx: ChannelContext,
-    held_ids: Held,
+    held: Held,
     capacity: usize,
     permits: Arc<Semaphore>,
     lease: Duration,
     ready: mpsc::Sender<Claimed>,
-    mut active: watch::Receiver<bool>,
     stop: CancellationToken,
-) {
-    let channel = ctx.row.name.clone();
-    let mut wakeups = ctx.wakeups.queue.subscribe();
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            result = active.wait_for(|a| *a) => if result.is_err() { return },
-        }
-        // Under load, claim in chunks of a quarter of the capacity (or what
-        // frees up within CHUNK_WAIT): one claim of hundreds of rows costs
-        // little more than a claim of one.
-        let chunk = (capacity / 4).clamp(1, MAX_CLAIM) as u32;
-        let first = tokio::select! {
-            _ = stop.cancelled() => return,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        if permits.available_permits() + 1 < chunk as usize {
-            let _ = tokio::time::timeout(CHUNK_WAIT, async {
-                while permits.available_permits() + 1 < chunk as usize {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            })
-            .await;
-        }
-        let mut held = vec![first];
-        while held.len() < MAX_CLAIM {
-            match permits.clone().try_acquire_owned() {
-                Ok(p) => held.push(p),
-                Err(_) => break,
-            }
-        }
-        let wanted = held.len();
-        let rows = match claim(&ctx, wanted, lease).await {
-            Ok(rows) => {
-                backoff.reset();
-                rows
-            }
-            Err(e) => {
-                drop(held);
-                let delay = backoff.next_delay();
-                tracing::warn!(channel = %channel, "cannot claim messages: {e:#}; again in {delay:?}");
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => continue,
-                }
-            }
-        };
-        let drained = rows.len() < wanted;
-        let now = Instant::now();
-        held_ids.0.lock().unwrap().extend(rows.iter().map(|m| m.id));
-        for message in rows {
-            let permit = held.pop().expect("one permit per claimed row");
-            let claimed = Claimed {
-                message,
-                claimed_at: now,
-                _permit: permit,
-            };
-            if ready.send(claimed).await.is_err() {
-                return;
-            }
-        }
-        drop(held);
-        if drained {
-            // The queue is empty (and _claim armed our wake-up): wait.
-            let woken = wait_for_work(&channel, &mut wakeups);
+}
+
+impl Claimer {
+    async fn run(self, mut active: watch::Receiver<bool>) {
+        let Claimer {
+            ctx,
+            held: held_ids,
+            capacity,
+            permits,
+            lease,
+            ready,
+            stop,
+        } = self;
+        let channel = ctx.row.name.clone();
+        let mut wakeups = ctx.wakeups.queue.subscribe();
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = woken => {}
-                _ = tokio::time::sleep(POLL) => {}
+                result = active.wait_for(|a| *a) => if result.is_err() { return },
+            }
+            // Under load, claim in chunks of a quarter of the capacity (or what
+            // frees up within CHUNK_WAIT): one claim of hundreds of rows costs
+            // little more than a claim of one.
+            let chunk = (capacity / 4).clamp(1, MAX_CLAIM) as u32;
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            if permits.available_permits() + 1 < chunk as usize {
+                let _ = tokio::time::timeout(CHUNK_WAIT, async {
+                    while permits.available_permits() + 1 < chunk as usize {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                })
+                .await;
+            }
+            let mut held = vec![first];
+            while held.len() < MAX_CLAIM {
+                match permits.clone().try_acquire_owned() {
+                    Ok(p) => held.push(p),
+                    Err(_) => break,
+                }
+            }
+            let wanted = held.len();
+            let rows = match claim(&ctx, wanted, lease).await {
+                Ok(rows) => {
+                    backoff.reset();
+                    rows
+                }
+                Err(e) => {
+                    drop(held);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(channel = %channel, "cannot claim messages: {e:#}; again in {delay:?}");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            let drained = rows.len() < wanted;
+            let now = Instant::now();
+            held_ids.0.lock().unwrap().extend(rows.iter().map(|m| m.id));
+            for message in rows {
+                let permit = held.pop().expect("one permit per claimed row");
+                let claimed = Claimed {
+                    message,
+                    claimed_at: now,
+                    _permit: permit,
+                };
+                if ready.send(claimed).await.is_err() {
+                    return;
+                }
+            }
+            drop(held);
+            if drained {
+                // The queue is empty (and _claim armed our wake-up): wait.
+                let woken = wait_for_work(&channel, &mut wakeups);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = woken => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
             }
         }
     }
