@@ -376,17 +376,21 @@ BEGIN
         -- is judged by what this attempt applied (a later look could see
         -- parts committed since, which this attempt did not update). After
         -- the second, under the lock, the channel's parts stand still, and
-        -- a report whose part exists (already final) is dropped, not parked.
+        -- a report whose part exists (final already) is dropped, not parked.
         SELECT array_agg(r.reference) AS refs, array_agg(r.status) AS statuses,
                array_agg(r.detail) AS details, array_agg(r.alternate) AS alternates
         INTO missing
         FROM unnest(refs, statuses, details, alternates) AS r(reference, status, detail, alternate)
         WHERE NOT (r.reference = ANY (hits) OR coalesce(r.alternate = ANY (hits), false)
                    OR coalesce(upper(r.alternate) = ANY (hits), false))
-          AND (attempt = 1 OR NOT EXISTS (
+          -- A repeated report for a part that is final already is dropped
+          -- at once, without the lock (providers resend what we were slow
+          -- to acknowledge).
+          AND NOT EXISTS (
                    SELECT 1 FROM smsbus.message_part p
                    WHERE p.channel = p_channel
-                     AND p.reference IN (r.reference, r.alternate, upper(r.alternate))));
+                     AND p.reference IN (r.reference, r.alternate, upper(r.alternate))
+                     AND (attempt = 2 OR p.status IN ('delivered', 'notdelivered')));
         EXIT WHEN missing.refs IS NULL;
         IF attempt = 1 THEN
             PERFORM pg_advisory_xact_lock(1397576530, hashtext(p_channel));  -- 'SMSR'

@@ -160,3 +160,27 @@ pub async fn wait_link(client: &Client, channel: &str, status: &str, worker: &Wo
         worker.log()
     );
 }
+
+/// A simulator, a fresh database with one SMPP channel `kpn` bound to it
+/// (`extra` merged into its config), and a worker `w1` running on it.
+/// Fields drop in order: the worker stops before its database goes.
+pub struct OneChannel {
+    pub worker: Worker,
+    pub client: Client,
+    pub sim: Smsc,
+    pub db: TestDb,
+}
+
+pub async fn one_channel(behaviour: Behaviour, extra: Value) -> OneChannel {
+    let sim = smsc(behaviour).await;
+    let db = TestDb::new().await;
+    let client = db.connect().await;
+    add_channel(&client, "kpn", &smpp_config(&sim, extra)).await;
+    let worker = worker(&db, "w1");
+    OneChannel {
+        worker,
+        client,
+        sim,
+        db,
+    }
+}

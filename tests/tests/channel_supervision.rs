@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use smsbus_tests::db::{count, scalar, TestDb};
 use smsbus_tests::scenario::{
-    add_channel, link_state, send, smpp_config, smsc, wait_for, wait_link, worker,
+    add_channel, link_state, one_channel, send, smpp_config, smsc, wait_for, wait_link, worker,
 };
 use smsbus_tests::smsc::Behaviour;
 use smsbus_tests::worker::eventually;
@@ -145,12 +145,9 @@ async fn a_broken_channel_does_not_disturb_a_healthy_one() {
 
 #[tokio::test]
 async fn garbage_from_the_peer_costs_a_reconnect_not_the_worker() {
-    let sim = smsc(Behaviour::default()).await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
-    let w = worker(&db, "w1");
-    wait_link(&c, "kpn", "connected", &w).await;
+    let t = one_channel(Behaviour::default(), json!({})).await;
+    let (sim, c, w) = (&t.sim, &t.client, &t.worker);
+    wait_link(c, "kpn", "connected", w).await;
 
     // A deliver_sm whose body ends inside its first field: refused with a
     // generic_nack, the link stays up.
@@ -158,8 +155,8 @@ async fn garbage_from_the_peer_costs_a_reconnect_not_the_worker() {
         0u8, 0, 0, 19, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 9, b'a', b'b', b'c',
     ];
     assert_eq!(sim.send_raw(&malformed), 1);
-    let a = send(&c, "kpn", "+31612345678", "after a bad PDU").await;
-    wait_for(&c, &[a], &["delivered"], FINAL, &w).await;
+    let a = send(c, "kpn", "+31612345678", "after a bad PDU").await;
+    wait_for(c, &[a], &["delivered"], FINAL, w).await;
     assert_eq!(sim.connection_count(), 1, "no reconnect for one bad PDU");
 
     // Bytes that cannot be framed at all: the link is dropped and rebuilt.
@@ -169,26 +166,26 @@ async fn garbage_from_the_peer_costs_a_reconnect_not_the_worker() {
     })
     .await;
     assert!(rebound, "{}", w.log());
-    let b = send(&c, "kpn", "+31612345678", "after garbage").await;
-    wait_for(&c, &[b], &["delivered"], FINAL, &w).await;
+    let b = send(c, "kpn", "+31612345678", "after garbage").await;
+    wait_for(c, &[b], &["delivered"], FINAL, w).await;
 }
 
 #[tokio::test]
 async fn dropped_connections_lose_nothing() {
-    let sim = smsc(Behaviour {
-        drop_connection_every: 15,
-        ..Behaviour::default()
-    })
+    let t = one_channel(
+        Behaviour {
+            drop_connection_every: 15,
+            ..Behaviour::default()
+        },
+        json!({}),
+    )
     .await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
-    let w = worker(&db, "w1");
+    let (sim, c, w) = (&t.sim, &t.client, &t.worker);
     let mut ids = Vec::new();
     for i in 0..60 {
-        ids.push(send(&c, "kpn", "+31612345678", &format!("drop test {i}")).await);
+        ids.push(send(c, "kpn", "+31612345678", &format!("drop test {i}")).await);
     }
-    wait_for(&c, &ids, &["delivered"], Duration::from_secs(60), &w).await;
+    wait_for(c, &ids, &["delivered"], Duration::from_secs(60), w).await;
     assert!(sim.connection_count() >= 3, "connections were dropped");
     // Every message reached the SMSC; none failed.
     let mut texts: Vec<String> = sim.received().into_iter().map(|r| r.text).collect();
@@ -226,4 +223,111 @@ async fn one_owner_per_channel_and_takeover_after_kill() {
     assert!(taken, "{:?}\n{}", link_state(&c, "kpn").await, second.log());
     let id = send(&c, "kpn", "+31612345678", "after the takeover").await;
     wait_for(&c, &[id], &["delivered"], FINAL, &second).await;
+}
+
+/// The supervision of one channel with drivers that misbehave on purpose:
+/// a panic and a hang each end in `error` with the reason, and the driver
+/// is started again.
+#[tokio::test]
+async fn a_panicking_or_hanging_driver_is_restarted() {
+    use clap::Parser;
+    use smsbus_worker::channels::supervisor::supervise_driver;
+    use smsbus_worker::channels::ChannelRow;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind) VALUES ('panicky', 'smpp'), ('stuck', 'smpp')",
+    )
+    .await
+    .unwrap();
+    let args = smsbus_worker::config::Args::try_parse_from([
+        "smsbus-worker",
+        "--database-url",
+        &db.conninfo(),
+        "--worker-id",
+        "supervisor-test",
+        "--channel-hang-timeout",
+        "0.5",
+    ])
+    .unwrap();
+    let config = smsbus_worker::Config::from_args(args).unwrap();
+    let pool = smsbus_worker::db::pool(&config).unwrap();
+    let row = |name: &str| ChannelRow {
+        name: name.into(),
+        kind: "smpp".into(),
+        enabled: true,
+        can_send: true,
+        can_receive: true,
+        config: json!({}),
+        updated_at: std::time::SystemTime::now(),
+    };
+    let stop = CancellationToken::new();
+
+    let panics = Arc::new(AtomicUsize::new(0));
+    let counted = panics.clone();
+    let panicky = tokio::spawn(supervise_driver(
+        config.clone(),
+        pool.clone(),
+        Default::default(),
+        row("panicky"),
+        stop.clone(),
+        move |ctx| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    panic!("boom");
+                }
+                // A healthy run: alive until stopped.
+                loop {
+                    ctx.heartbeat.beat();
+                    tokio::select! {
+                        _ = ctx.stop.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            }
+        },
+    ));
+    let hangs = Arc::new(AtomicUsize::new(0));
+    let counted = hangs.clone();
+    let stuck = tokio::spawn(supervise_driver(
+        config.clone(),
+        pool.clone(),
+        Default::default(),
+        row("stuck"),
+        stop.clone(),
+        move |_ctx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            // Never beats, never returns.
+            std::future::pending()
+        },
+    ));
+    let restarted = eventually(Duration::from_secs(15), || async {
+        panics.load(Ordering::SeqCst) >= 2 && hangs.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    assert!(restarted, "panics {panics:?}, hangs {hangs:?}");
+    let panicky_error: String = scalar(
+        &c,
+        "SELECT last_error FROM smsbus.channel_state WHERE channel = 'panicky'",
+        &[],
+    )
+    .await;
+    assert_eq!(panicky_error, "driver panicked: boom");
+    let stuck_error: String = scalar(
+        &c,
+        "SELECT last_error FROM smsbus.channel_state WHERE channel = 'stuck'",
+        &[],
+    )
+    .await;
+    assert_eq!(stuck_error, "driver hung: no progress for 0.5s");
+    stop.cancel();
+    panicky.await.unwrap();
+    stuck.await.unwrap();
+    let (state, _) = link_state(&c, "panicky").await.unwrap();
+    assert_eq!(state, "disconnected");
 }

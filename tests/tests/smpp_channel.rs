@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use smsbus_tests::db::{count, scalar, TestDb};
 use smsbus_tests::scenario::{
-    add_channel, link_state, send, smpp_config, smsc, wait_for, wait_link, worker,
+    add_channel, link_state, one_channel, send, smpp_config, smsc, wait_for, wait_link, worker,
 };
 use smsbus_tests::smsc::{Behaviour, Concat, InboundText};
 use smsbus_tests::worker::eventually;
@@ -17,11 +17,8 @@ const FINAL: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn texts_reach_the_smsc_intact_and_come_back_delivered() {
-    let sim = smsc(Behaviour::default()).await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
-    let w = worker(&db, "w1");
+    let t = one_channel(Behaviour::default(), json!({})).await;
+    let (sim, c, w) = (&t.sim, &t.client, &t.worker);
 
     let bodies = [
         "Hello from smsbus".to_owned(),
@@ -34,14 +31,14 @@ async fn texts_reach_the_smsc_intact_and_come_back_delivered() {
     ];
     let mut ids = Vec::new();
     for body in &bodies {
-        ids.push(send(&c, "kpn", "+31612345678", body).await);
+        ids.push(send(c, "kpn", "+31612345678", body).await);
     }
-    wait_for(&c, &ids, &["delivered"], FINAL, &w).await;
+    wait_for(c, &ids, &["delivered"], FINAL, w).await;
 
     let received = sim.received();
     for (id, body) in ids.iter().zip(&bodies) {
         let segments: i32 = scalar(
-            &c,
+            c,
             "SELECT segments FROM smsbus.message WHERE id = $1",
             &[id],
         )
@@ -52,27 +49,27 @@ async fn texts_reach_the_smsc_intact_and_come_back_delivered() {
             .unwrap_or_else(|| panic!("the SMSC never got {body:?}; got {received:#?}"));
         assert_eq!(got.parts as i32, segments, "parts of {body:?}");
         assert_eq!(got.destination, "31612345678");
-        let parts = count(&c, &format!("SELECT count(*) FROM smsbus.message_part WHERE message_id = {id} AND status = 'delivered'")).await;
+        let parts = count(c, &format!("SELECT count(*) FROM smsbus.message_part WHERE message_id = {id} AND status = 'delivered'")).await;
         assert_eq!(parts, i64::from(segments), "delivered parts of {body:?}");
     }
     // The references are the SMSC's message ids.
     let reference: String = scalar(
-        &c,
+        c,
         "SELECT reference FROM smsbus.message WHERE id = $1",
         &[&ids[0]],
     )
     .await;
     assert!(received.iter().any(|r| r.message_ids[0] == reference));
     // Every part went out once.
-    let parts: i64 = count(&c, "SELECT sum(segments) FROM smsbus.message").await;
+    let parts: i64 = count(c, "SELECT sum(segments) FROM smsbus.message").await;
     assert_eq!(sim.parts().len() as i64, parts);
     let dest_ton = sim.parts()[0].dest_ton;
     assert_eq!(dest_ton, 1, "international TON");
 
-    wait_link(&c, "kpn", "connected", &w).await;
+    wait_link(c, "kpn", "connected", w).await;
     let submitted_counted = eventually(Duration::from_secs(5), || async {
         count(
-            &c,
+            c,
             "SELECT submitted FROM smsbus.channel_state WHERE channel = 'kpn'",
         )
         .await
@@ -81,7 +78,7 @@ async fn texts_reach_the_smsc_intact_and_come_back_delivered() {
     .await;
     assert!(submitted_counted, "channel_state counters");
     let owner: String = scalar(
-        &c,
+        c,
         "SELECT owner FROM smsbus.channel_state WHERE channel = 'kpn'",
         &[],
     )
@@ -91,41 +88,38 @@ async fn texts_reach_the_smsc_intact_and_come_back_delivered() {
 
 #[tokio::test]
 async fn refusals_fail_and_undeliverable_reports_are_recorded() {
-    let sim = smsc(Behaviour {
-        reject_destination: Some("31600000000".into()),
-        undeliverable_every: 2,
-        ..Behaviour::default()
-    })
+    let t = one_channel(
+        Behaviour {
+            reject_destination: Some("31600000000".into()),
+            undeliverable_every: 2,
+            ..Behaviour::default()
+        },
+        json!({}),
+    )
     .await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
-    let w = worker(&db, "w1");
-    let refused = send(&c, "kpn", "+31600000000", "nobody home").await;
-    wait_for(&c, &[refused], &["failed"], FINAL, &w).await;
+    let (c, w) = (&t.client, &t.worker);
+    let refused = send(c, "kpn", "+31600000000", "nobody home").await;
+    wait_for(c, &[refused], &["failed"], FINAL, w).await;
     let error: String = scalar(
-        &c,
+        c,
         "SELECT last_error FROM smsbus.message WHERE id = $1",
         &[&refused],
     )
     .await;
     assert!(error.contains("ESME_RINVDSTADR (0x0000000B)"), "{error}");
 
-    let a = send(&c, "kpn", "+31612345678", "one").await;
-    let b = send(&c, "kpn", "+31612345678", "two").await;
-    wait_for(&c, &[a, b], &["delivered", "notdelivered"], FINAL, &w).await;
-    let undelivered = count(&c, &format!("SELECT count(*) FROM smsbus.message WHERE id IN ({a}, {b}) AND status = 'notdelivered' AND last_error LIKE 'stat:UNDELIV%'")).await;
+    let a = send(c, "kpn", "+31612345678", "one").await;
+    let b = send(c, "kpn", "+31612345678", "two").await;
+    wait_for(c, &[a, b], &["delivered", "notdelivered"], FINAL, w).await;
+    let undelivered = count(c, &format!("SELECT count(*) FROM smsbus.message WHERE id IN ({a}, {b}) AND status = 'notdelivered' AND last_error LIKE 'stat:UNDELIV%'")).await;
     assert_eq!(undelivered, 1);
 }
 
 #[tokio::test]
 async fn inbound_messages_are_stored_before_they_are_acknowledged() {
-    let sim = smsc(Behaviour::default()).await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
-    let w = worker(&db, "w1");
-    wait_link(&c, "kpn", "connected", &w).await;
+    let t = one_channel(Behaviour::default(), json!({})).await;
+    let (sim, c, w) = (&t.sim, &t.client, &t.worker);
+    wait_link(c, "kpn", "connected", w).await;
 
     let statuses = sim
         .deliver(
@@ -152,19 +146,16 @@ async fn inbound_messages_are_stored_before_they_are_acknowledged() {
 
 #[tokio::test]
 async fn a_refused_bind_is_reported_and_retried() {
-    let sim = smsc(Behaviour::default()).await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({"password": "wrong"}))).await;
-    let w = worker(&db, "w1");
+    let t = one_channel(Behaviour::default(), json!({"password": "wrong"})).await;
+    let (sim, c, w) = (&t.sim, &t.client, &t.worker);
     let reported = eventually(Duration::from_secs(10), || async {
-        link_state(&c, "kpn")
+        link_state(c, "kpn")
             .await
             .and_then(|s| s.1)
             .is_some_and(|e| e.contains("bind refused: ESME_RINVPASWD (0x0000000E)"))
     })
     .await;
-    assert!(reported, "{:?}\n{}", link_state(&c, "kpn").await, w.log());
+    assert!(reported, "{:?}\n{}", link_state(c, "kpn").await, w.log());
     // Fixing the row takes effect without a restart.
     c.execute(
         "UPDATE smsbus.channel SET config = config || '{\"password\": \"secret\"}' WHERE name = 'kpn'",
@@ -172,27 +163,27 @@ async fn a_refused_bind_is_reported_and_retried() {
     )
     .await
     .unwrap();
-    wait_link(&c, "kpn", "connected", &w).await;
+    wait_link(c, "kpn", "connected", w).await;
     assert!(sim.binds_refused() >= 1);
 }
 
 #[tokio::test]
 async fn throttling_slows_the_channel_and_fails_nothing() {
-    let sim = smsc(Behaviour {
-        throttle_every: 3,
-        queue_full_every: 7,
-        ..Behaviour::default()
-    })
+    let t = one_channel(
+        Behaviour {
+            throttle_every: 3,
+            queue_full_every: 7,
+            ..Behaviour::default()
+        },
+        json!({}),
+    )
     .await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
-    let w = worker(&db, "w1");
+    let (sim, c, w) = (&t.sim, &t.client, &t.worker);
     let mut ids = Vec::new();
     for i in 0..30 {
-        ids.push(send(&c, "kpn", "+31612345678", &format!("message {i}")).await);
+        ids.push(send(c, "kpn", "+31612345678", &format!("message {i}")).await);
     }
-    wait_for(&c, &ids, &["delivered"], Duration::from_secs(60), &w).await;
+    wait_for(c, &ids, &["delivered"], Duration::from_secs(60), w).await;
     assert!(
         sim.submit_count() > 30,
         "some submits were refused and sent again"
@@ -223,20 +214,20 @@ async fn receipts_with_decimal_ids_for_hex_message_ids_are_matched() {
 
 #[tokio::test]
 async fn a_receipt_before_the_response_is_still_applied() {
-    let sim = smsc(Behaviour {
-        report_before_response: true,
-        ..Behaviour::default()
-    })
+    let t = one_channel(
+        Behaviour {
+            report_before_response: true,
+            ..Behaviour::default()
+        },
+        json!({}),
+    )
     .await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
-    let w = worker(&db, "w1");
+    let (c, w) = (&t.client, &t.worker);
     let ids = [
-        send(&c, "kpn", "+31612345678", "early report").await,
-        send(&c, "kpn", "+31612345678", &"x".repeat(200)).await,
+        send(c, "kpn", "+31612345678", "early report").await,
+        send(c, "kpn", "+31612345678", &"x".repeat(200)).await,
     ];
-    wait_for(&c, &ids, &["delivered"], FINAL, &w).await;
+    wait_for(c, &ids, &["delivered"], FINAL, w).await;
 }
 
 #[tokio::test]
@@ -264,12 +255,9 @@ async fn sigterm_unbinds_and_hands_back_nothing_lost() {
 
 #[tokio::test]
 async fn concatenated_inbound_messages_are_reassembled_in_any_order() {
-    let sim = smsc(Behaviour::default()).await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
-    let w = worker(&db, "w1");
-    wait_link(&c, "kpn", "connected", &w).await;
+    let t = one_channel(Behaviour::default(), json!({})).await;
+    let (sim, c, w) = (&t.sim, &t.client, &t.worker);
+    wait_link(c, "kpn", "connected", w).await;
 
     let long_gsm = "An inbound message long enough for three parts. ".repeat(8);
     let long_ucs2 = "Входящее сообщение из нескольких частей. ".repeat(3);
@@ -306,7 +294,7 @@ async fn concatenated_inbound_messages_are_reassembled_in_any_order() {
         .collect();
     assert_eq!(got, sent);
     assert_eq!(
-        count(&c, "SELECT count(*) FROM smsbus.inbound_part").await,
+        count(c, "SELECT count(*) FROM smsbus.inbound_part").await,
         0
     );
 }
@@ -361,12 +349,9 @@ async fn an_incomplete_inbound_message_is_kept_after_the_timeout() {
 
 #[tokio::test]
 async fn data_sm_carries_inbound_messages_too() {
-    let sim = smsc(Behaviour::default()).await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
-    let w = worker(&db, "w1");
-    wait_link(&c, "kpn", "connected", &w).await;
+    let t = one_channel(Behaviour::default(), json!({})).await;
+    let (sim, c, w) = (&t.sim, &t.client, &t.worker);
+    wait_link(c, "kpn", "connected", w).await;
     let text = "Через data_sm: длинный текст целиком в message_payload. ".repeat(3);
     let mut m = InboundText::new("+31687654321", "1234", &text);
     m.data_sm = true;
@@ -376,7 +361,7 @@ async fn data_sm_carries_inbound_messages_too() {
         .unwrap_or_else(|e| panic!("{e}\n{}", w.log()));
     assert_eq!(statuses, vec![rusmpp::CommandStatus::EsmeRok]);
     let body: String = scalar(
-        &c,
+        c,
         "SELECT body FROM smsbus.message WHERE direction = 'in'",
         &[],
     )
@@ -529,17 +514,17 @@ async fn unanswered_submissions_are_marked_outcome_unknown() {
 
 #[tokio::test]
 async fn intermediate_receipts_go_to_the_trace_only() {
-    let sim = smsc(Behaviour {
-        intermediate_reports: true,
-        ..Behaviour::default()
-    })
+    let t = one_channel(
+        Behaviour {
+            intermediate_reports: true,
+            ..Behaviour::default()
+        },
+        json!({}),
+    )
     .await;
-    let db = TestDb::new().await;
-    let c = db.connect().await;
-    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
-    let w = worker(&db, "w1");
-    let id = send(&c, "kpn", "+31612345678", "en route").await;
-    wait_for(&c, &[id], &["delivered"], FINAL, &w).await;
+    let (c, w) = (&t.client, &t.worker);
+    let id = send(c, "kpn", "+31612345678", "en route").await;
+    wait_for(c, &[id], &["delivered"], FINAL, w).await;
     let trace: Vec<String> = c
         .query(
             "SELECT to_status::text || coalesce(' ' || detail, '') FROM smsbus.message_event WHERE message_id = $1 ORDER BY id",
@@ -612,5 +597,50 @@ async fn tls_with_the_providers_ca_and_a_clear_error_without_it() {
         link_state(&c, "untrusted").await,
         link_state(&c, "nofile").await,
         w.log()
+    );
+}
+
+#[tokio::test]
+async fn an_inbound_message_the_database_cannot_take_is_refused_temporarily() {
+    let t = one_channel(Behaviour::default(), json!({})).await;
+    let (sim, c, w) = (&t.sim, &t.client, &t.worker);
+    wait_link(c, "kpn", "connected", w).await;
+    // The worker cannot record inbound messages for now.
+    c.batch_execute(
+        "ALTER FUNCTION smsbus._record_inbound(text, text[], text[], text[], text[], timestamptz[], jsonb[])
+         RENAME TO _record_inbound_away",
+    )
+    .await
+    .unwrap();
+    let message = InboundText::new("+31687654321", "1234", "try again later");
+    let statuses = sim
+        .deliver(&message, Duration::from_secs(10))
+        .await
+        .expect("answered");
+    // ESME_RX_T_APPN: a temporary error, so the SMSC sends it again.
+    assert_eq!(statuses, vec![rusmpp::CommandStatus::EsmeRxTAppn]);
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM smsbus.message WHERE direction = 'in'"
+        )
+        .await,
+        0
+    );
+    c.batch_execute("ALTER FUNCTION smsbus._record_inbound_away(text, text[], text[], text[], text[], timestamptz[], jsonb[]) RENAME TO _record_inbound")
+        .await
+        .unwrap();
+    let statuses = sim
+        .deliver(&message, Duration::from_secs(10))
+        .await
+        .expect("answered");
+    assert_eq!(statuses, vec![rusmpp::CommandStatus::EsmeRok]);
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM smsbus.message WHERE direction = 'in'"
+        )
+        .await,
+        1
     );
 }

@@ -38,6 +38,11 @@ pub struct Args {
     #[arg(long, env = "SMSBUS_INBOUND_PART_TIMEOUT", default_value_t = 3600.0)]
     pub inbound_part_timeout: f64,
 
+    /// Seconds a channel driver may go without a sign of life before it is
+    /// restarted as hung.
+    #[arg(long, env = "SMSBUS_CHANNEL_HANG_TIMEOUT", default_value_t = 60.0)]
+    pub channel_hang_timeout: f64,
+
     /// Most connections the worker opens (the listener's is extra).
     #[arg(long, env = "SMSBUS_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
@@ -51,6 +56,7 @@ pub struct Config {
     pub maintenance_interval: Duration,
     pub report_timeout: Duration,
     pub inbound_part_timeout: Duration,
+    pub hang_timeout: Duration,
     pub pool_size: usize,
 }
 
@@ -92,6 +98,12 @@ impl Config {
                 args.inbound_part_timeout,
                 1.0,
                 30.0 * 86400.0,
+            )?,
+            hang_timeout: seconds(
+                "--channel-hang-timeout",
+                args.channel_hang_timeout,
+                0.5,
+                86400.0,
             )?,
             pool_size: match args.pool_size {
                 1..=256 => args.pool_size,

@@ -66,6 +66,23 @@ struct SessionHandle {
     /// Bound as receiver or transceiver: may be sent deliver_sm.
     receives: bool,
     outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// deliver_sm/data_sm sent and not yet answered, at most
+    /// [`DELIVER_WINDOW`], as an SMSC keeps a window of its own.
+    window: Arc<tokio::sync::Semaphore>,
+}
+
+/// Unanswered deliver_sm per session.
+const DELIVER_WINDOW: usize = 100;
+
+impl SessionHandle {
+    /// Sends a deliver_sm or data_sm within the window; the status of its
+    /// answer, or None when none came in `timeout` or the session ended.
+    async fn request(&self, pdu: rusmpp::Pdu, timeout: Duration) -> Option<CommandStatus> {
+        let _slot = self.window.clone().acquire_owned().await.ok()?;
+        let (answer, waiting) = tokio::sync::oneshot::channel();
+        self.outgoing.send(Outgoing::Request(pdu, answer)).ok()?;
+        tokio::time::timeout(timeout, waiting).await.ok()?.ok()
+    }
 }
 
 impl Smsc {
@@ -252,21 +269,11 @@ impl Smsc {
             .find(|s| s.receives)
             .cloned()
             .ok_or("no receiver bound")?;
-        let mut answers = Vec::new();
-        for pdu in pdus {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            handle
-                .outgoing
-                .send(Outgoing::Request(pdu, tx))
-                .map_err(|_| "session closed")?;
-            answers.push(rx);
-        }
         let mut statuses = Vec::new();
-        for rx in answers {
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(status)) => statuses.push(status),
-                Ok(Err(_)) => return Err("session closed before the response".into()),
-                Err(_) => return Err("no deliver_sm_resp in time".into()),
+        for pdu in pdus {
+            match handle.request(pdu, timeout).await {
+                Some(status) => statuses.push(status),
+                None => return Err("no deliver_sm_resp in time".into()),
             }
         }
         Ok(statuses)
@@ -291,12 +298,12 @@ impl Shared {
 
     /// The session a receipt for a message submitted on `origin` goes to:
     /// that session if it receives, else any receiver.
-    fn report_route(&self, origin: u64) -> Option<mpsc::UnboundedSender<Outgoing>> {
+    fn report_route(&self, origin: u64) -> Option<SessionHandle> {
         let sessions = self.sessions.lock().unwrap();
         sessions
             .iter()
             .find(|s| s.id == origin && s.receives)
             .or_else(|| sessions.iter().find(|s| s.receives))
-            .map(|s| s.outgoing.clone())
+            .cloned()
     }
 }

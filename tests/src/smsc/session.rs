@@ -63,46 +63,13 @@ where
             let _ = outgoing.send(Outgoing::Command(Command::new(status, seq, pdu)));
         };
         match command.pdu() {
-            Some(Pdu::BindTransmitter(b)) => {
-                let status = bind_status(&shared, bound, b.system_id.as_str(), b.password.as_str());
-                reply(
-                    status,
-                    BindTransmitterResp::builder()
-                        .system_id(sim_id())
-                        .build()
-                        .into(),
-                );
+            Some(pdu) if bind_request(pdu).is_some() => {
+                let (system_id, password, receives, resp) = bind_request(pdu).expect("a bind");
+                let status = bind_status(&shared, bound, system_id, password);
+                reply(status, resp);
                 if status == CommandStatus::EsmeRok {
                     bound = true;
-                    register(&shared, id, false, &outgoing);
-                }
-            }
-            Some(Pdu::BindReceiver(b)) => {
-                let status = bind_status(&shared, bound, b.system_id.as_str(), b.password.as_str());
-                reply(
-                    status,
-                    BindReceiverResp::builder()
-                        .system_id(sim_id())
-                        .build()
-                        .into(),
-                );
-                if status == CommandStatus::EsmeRok {
-                    bound = true;
-                    register(&shared, id, true, &outgoing);
-                }
-            }
-            Some(Pdu::BindTransceiver(b)) => {
-                let status = bind_status(&shared, bound, b.system_id.as_str(), b.password.as_str());
-                reply(
-                    status,
-                    BindTransceiverResp::builder()
-                        .system_id(sim_id())
-                        .build()
-                        .into(),
-                );
-                if status == CommandStatus::EsmeRok {
-                    bound = true;
-                    register(&shared, id, true, &outgoing);
+                    register(&shared, id, receives, &outgoing);
                 }
             }
             Some(Pdu::SubmitSm(submit)) => {
@@ -144,6 +111,41 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
 }
 
+/// A bind's credentials, whether the session will receive, and the
+/// response of the bind's kind.
+fn bind_request(pdu: &Pdu) -> Option<(&str, &str, bool, Pdu)> {
+    Some(match pdu {
+        Pdu::BindTransmitter(b) => (
+            b.system_id.as_str(),
+            b.password.as_str(),
+            false,
+            BindTransmitterResp::builder()
+                .system_id(sim_id())
+                .build()
+                .into(),
+        ),
+        Pdu::BindReceiver(b) => (
+            b.system_id.as_str(),
+            b.password.as_str(),
+            true,
+            BindReceiverResp::builder()
+                .system_id(sim_id())
+                .build()
+                .into(),
+        ),
+        Pdu::BindTransceiver(b) => (
+            b.system_id.as_str(),
+            b.password.as_str(),
+            true,
+            BindTransceiverResp::builder()
+                .system_id(sim_id())
+                .build()
+                .into(),
+        ),
+        _ => return None,
+    })
+}
+
 fn sim_id() -> COctetString<1, 16> {
     COctetString::from_str("smsbus-sim").expect("ascii")
 }
@@ -173,6 +175,7 @@ fn register(shared: &Shared, id: u64, receives: bool, outgoing: &mpsc::Unbounded
         id,
         receives,
         outgoing: outgoing.clone(),
+        window: Arc::new(tokio::sync::Semaphore::new(super::DELIVER_WINDOW)),
     });
 }
 
@@ -308,25 +311,34 @@ fn schedule_receipts(shared: &Arc<Shared>, session: u64, receipt: Receipt, b: &B
         b.report_delay
     };
     let shared = shared.clone();
+    // Sent ahead of the submit_sm_resp, which is queued after this (when
+    // the window has room right now).
     let mut first = Vec::new();
     if delay.is_zero() {
-        // Queued ahead of the submit_sm_resp, which is sent after this.
         if let Some(route) = shared.report_route(session) {
             for pdu in &pdus {
+                let Ok(slot) = route.window.clone().try_acquire_owned() else {
+                    break;
+                };
                 let (answer, waiting) = oneshot::channel();
-                let _ = route.send(Outgoing::Request(pdu.clone().into(), answer));
-                first.push(Some(waiting));
+                let _ = route
+                    .outgoing
+                    .send(Outgoing::Request(pdu.clone().into(), answer));
+                first.push((waiting, slot));
             }
         }
     }
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        for (i, pdu) in pdus.into_iter().enumerate() {
-            let waiting = first.get_mut(i).and_then(Option::take);
-            deliver_until_acknowledged(&shared, session, pdu, waiting).await;
+        let mut first = first.into_iter();
+        for pdu in pdus {
+            deliver_until_acknowledged(&shared, session, pdu, first.next()).await;
         }
     });
 }
+
+/// How long an unanswered deliver_sm waits before it is sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(30);
 
 /// Sends a receipt until the ESME acknowledges it, as an SMSC keeps a
 /// receipt until it is taken: over a reconnect, to another session.
@@ -334,23 +346,19 @@ async fn deliver_until_acknowledged(
     shared: &Shared,
     session: u64,
     pdu: DeliverSm,
-    mut waiting: Option<oneshot::Receiver<CommandStatus>>,
+    sent: Option<(
+        oneshot::Receiver<CommandStatus>,
+        tokio::sync::OwnedSemaphorePermit,
+    )>,
 ) {
-    for _ in 0..600 {
-        if waiting.is_none() {
-            if let Some(route) = shared.report_route(session) {
-                let (answer, rx) = oneshot::channel();
-                if route
-                    .send(Outgoing::Request(pdu.clone().into(), answer))
-                    .is_ok()
-                {
-                    waiting = Some(rx);
-                }
-            }
+    if let Some((waiting, _slot)) = sent {
+        if let Ok(Ok(CommandStatus::EsmeRok)) = tokio::time::timeout(RESEND_AFTER, waiting).await {
+            return;
         }
-        if let Some(rx) = waiting.take() {
-            if let Ok(Ok(CommandStatus::EsmeRok)) =
-                tokio::time::timeout(Duration::from_secs(10), rx).await
+    }
+    for _ in 0..600 {
+        if let Some(route) = shared.report_route(session) {
+            if route.request(pdu.clone().into(), RESEND_AFTER).await == Some(CommandStatus::EsmeRok)
             {
                 return;
             }

@@ -30,8 +30,6 @@ use crate::{db, Config};
 
 /// How often the channel table is read without a notification.
 const RESCAN: Duration = Duration::from_secs(1);
-/// A driver that does not beat for this long is restarted.
-const HANG_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stopping channel may take to finish its in-flight work.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
@@ -217,8 +215,7 @@ async fn stop_all(locks: &tokio_postgres::Client, running: HashMap<String, Runni
     }
 }
 
-/// Runs one channel until `stop`: the driver in its own task, restarted
-/// with backoff when it fails, panics or hangs.
+/// Runs one channel until `stop` with the driver of its kind.
 async fn channel_task(
     config: Config,
     pool: Pool,
@@ -226,6 +223,24 @@ async fn channel_task(
     row: ChannelRow,
     stop: CancellationToken,
 ) {
+    supervise_driver(config, pool, wakeups, row, stop, run_driver).await
+}
+
+/// Runs `driver` for a channel until `stop`, each run in its own task,
+/// restarted with backoff when it fails, panics or hangs (no heartbeat for
+/// `config.hang_timeout`), the reason written to `channel_state`.
+pub async fn supervise_driver<F, Fut>(
+    config: Config,
+    pool: Pool,
+    wakeups: Wakeups,
+    row: ChannelRow,
+    stop: CancellationToken,
+    driver: F,
+) where
+    F: Fn(ChannelContext) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let hang_timeout = config.hang_timeout;
     let name = row.name.clone();
     let state = StateHandle::new(pool.clone(), &name, &config.worker_id);
     let flusher = tokio::spawn(flush_loop(state.clone(), stop.clone()));
@@ -246,21 +261,21 @@ async fn channel_task(
             stop: run_stop.clone(),
         };
         let started = std::time::Instant::now();
-        let mut driver = tokio::spawn(run_driver(ctx));
-        let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+        let mut running = tokio::spawn(driver(ctx));
+        let mut watchdog = tokio::time::interval((hang_timeout / 4).min(Duration::from_secs(1)));
         let failure = loop {
             tokio::select! {
-                result = &mut driver => break match result {
+                result = &mut running => break match result {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(format!("{e:#}")),
                     Err(e) if e.is_panic() => Some(format!("driver panicked: {}", panic_text(e))),
                     Err(e) => Some(format!("driver task ended: {e}")),
                 },
                 _ = watchdog.tick() => {
-                    if heartbeat.silence() > HANG_TIMEOUT {
-                        driver.abort();
-                        let _ = (&mut driver).await;
-                        break Some(format!("driver hung: no progress for {}s", HANG_TIMEOUT.as_secs()));
+                    if heartbeat.silence() > hang_timeout {
+                        running.abort();
+                        let _ = (&mut running).await;
+                        break Some(format!("driver hung: no progress for {}s", hang_timeout.as_secs_f64()));
                     }
                 }
             }

@@ -306,6 +306,7 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
     let conninfo = format!("{} dbname={DATABASE}", args.pg);
     if args.only_end_to_end {
         eprintln!("end to end ...");
+        settle(&control).await?;
         let e2e = end_to_end::run(&control, &conninfo, &e2e_settings).await?;
         let rows = end_to_end_rows(&e2e, None);
         println!();

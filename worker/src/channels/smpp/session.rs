@@ -26,7 +26,7 @@ use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Framed;
 
 use super::carried::Carried;
@@ -40,6 +40,9 @@ use crate::backoff::Backoff;
 use crate::channels::inbox::{Inbound, Part, Report};
 use crate::channels::outbox::{Claimed, Outcome};
 use crate::channels::Heartbeat;
+
+/// deliver_sm/data_sm a session records at once before it stops reading.
+const MAX_DELIVERIES: usize = 1000;
 
 /// How long an unanswered message waits before it is queued again.
 const UNKNOWN_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -114,8 +117,6 @@ struct Progress {
     claimed: Claimed,
     pdus: Vec<SubmitSm>,
     references: Vec<Option<String>>,
-    /// Parts written and not answered.
-    in_flight: usize,
     /// Some part was written to the wire.
     written: bool,
 }
@@ -144,6 +145,8 @@ struct Session {
     last_sent: Instant,
     /// What this session last added to the channel's window gauge.
     window_reported: i64,
+    /// deliver_sm/data_sm being recorded and not yet answered.
+    deliveries: Arc<Semaphore>,
 }
 
 impl Session {
@@ -160,6 +163,7 @@ impl Session {
             answers: mpsc::unbounded_channel(),
             last_sent: Instant::now(),
             window_reported: 0,
+            deliveries: Arc::new(Semaphore::new(MAX_DELIVERIES)),
         }
     }
 
@@ -231,37 +235,25 @@ impl Session {
             text(&c.address_range, "address_range")?,
         );
         let version = InterfaceVersion::from(c.interface_version_byte());
+        // The three binds carry the same fields.
+        macro_rules! bind {
+            ($kind:ident) => {
+                $kind::new(
+                    system_id,
+                    password,
+                    system_type,
+                    version,
+                    Ton::Unknown,
+                    Npi::Unknown,
+                    range,
+                )
+                .into()
+            };
+        }
         let pdu: Pdu = match self.bind {
-            BindMode::Transmitter => BindTransmitter::new(
-                system_id,
-                password,
-                system_type,
-                version,
-                Ton::Unknown,
-                Npi::Unknown,
-                range,
-            )
-            .into(),
-            BindMode::Receiver => BindReceiver::new(
-                system_id,
-                password,
-                system_type,
-                version,
-                Ton::Unknown,
-                Npi::Unknown,
-                range,
-            )
-            .into(),
-            _ => BindTransceiver::new(
-                system_id,
-                password,
-                system_type,
-                version,
-                Ton::Unknown,
-                Npi::Unknown,
-                range,
-            )
-            .into(),
+            BindMode::Transmitter => bind!(BindTransmitter),
+            BindMode::Receiver => bind!(BindReceiver),
+            BindMode::Transceiver | BindMode::TxRx => bind!(BindTransceiver),
         };
         let sequence = self.sequence();
         link.send(Command::new(CommandStatus::EsmeRok, sequence, pdu))
@@ -366,7 +358,6 @@ impl Session {
                         references: vec![None; pdus.len()],
                         pdus,
                         claimed,
-                        in_flight: 0,
                         written: false,
                     },
                 );
@@ -409,7 +400,6 @@ impl Session {
                 continue;
             };
             let pdu = progress.pdus[part].clone();
-            progress.in_flight += 1;
             progress.written = true;
             let sequence = self.sequence();
             self.outstanding.insert(
@@ -494,13 +484,22 @@ impl Session {
                     .await;
                 return Err("the provider unbound".into());
             }
-            CommandId::DeliverSm | CommandId::DataSm => match command.pdu() {
-                Some(Pdu::DeliverSm(pdu)) => {
-                    self.deliver(sequence, Delivered::DeliverSm(pdu.clone()))
-                }
-                Some(Pdu::DataSm(pdu)) => self.deliver(sequence, Delivered::DataSm(pdu.clone())),
-                _ => {}
-            },
+            CommandId::DeliverSm | CommandId::DataSm => {
+                let pdu = match command.pdu() {
+                    Some(Pdu::DeliverSm(pdu)) => Delivered::DeliverSm(pdu.clone()),
+                    Some(Pdu::DataSm(pdu)) => Delivered::DataSm(pdu.clone()),
+                    _ => return Ok(()),
+                };
+                // Backpressure: with this many deliveries waiting for the
+                // database, stop reading until one is answered.
+                let slot = self
+                    .deliveries
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
+                self.deliver(sequence, pdu, slot);
+            }
             id => {
                 let is_request = u32::from(id) & 0x8000_0000 == 0;
                 if is_request {
@@ -557,7 +556,6 @@ impl Session {
         let Some(progress) = self.messages.get_mut(&message) else {
             return; // the message was already decided (a sibling part failed)
         };
-        progress.in_flight -= 1;
         match status {
             CommandStatus::EsmeRok => {
                 self.channel.throttle.accepted();
@@ -731,10 +729,11 @@ impl Session {
 
     /// A deliver_sm or data_sm: a receipt or a message. It is acknowledged
     /// only after the database has it; meanwhile the session goes on.
-    fn deliver(&mut self, sequence: u32, pdu: Delivered) {
+    fn deliver(&mut self, sequence: u32, pdu: Delivered, slot: OwnedSemaphorePermit) {
         let channel = self.channel.clone();
         let answers = self.answers.0.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let carried = pdu.carried();
             let status = if receipt::is_receipt(carried.esm_class) {
                 take_receipt(&channel, &carried).await
