@@ -220,9 +220,6 @@ DECLARE
     done integer;
     early record;
 BEGIN
-    -- Shared: _mark_sent calls never wait for each other, only for a
-    -- report that is about to be parked (see _apply_reports).
-    PERFORM pg_advisory_xact_lock_shared(1397576530, hashtext(p_channel));
     INSERT INTO smsbus.message_part (message_id, part, channel, reference)
     SELECT u.id, u.part, p_channel, u.reference
     FROM unnest(p_ids, p_parts, p_references) AS u(id, part, reference)
@@ -300,11 +297,11 @@ $$;
 -- kept for _mark_sent. Returns how many reports matched a part.
 --
 -- A report that finds no part may race with the _mark_sent that is
--- recording it: neither transaction sees the other's rows. So before
--- parking, this takes the channel's report lock exclusively — _mark_sent
--- holds it shared — and looks again: either the part is committed and
--- visible now, or _mark_sent has not started and will find the parked
--- report.
+-- recording it: neither transaction sees the other's rows, and the parked
+-- report would wait forever. Rather than a lock on this hot path (receipts
+-- often arrive before the submission is recorded), maintenance applies
+-- parked reports whose part has appeared (_apply_parked_reports), so the
+-- rare loser of that race is applied a maintenance pass later.
 CREATE FUNCTION _apply_reports(p_channel text, p_references text[], p_statuses text[], p_details text[],
                                p_alternates text[] DEFAULT NULL)
 RETURNS integer
@@ -325,12 +322,13 @@ DECLARE
 BEGIN
     FOR attempt IN 1..2 LOOP
         WITH report AS (
-            SELECT * FROM unnest(refs, statuses, details, alternates) AS r(reference, status, detail, alternate)
-        ), target AS (
+            SELECT * FROM unnest(refs, statuses, details, alternates) WITH ORDINALITY
+                          AS r(reference, status, detail, alternate, ord)
+        ), probed AS (
             -- One index probe per report, whatever the statistics say:
             -- OFFSET 0 keeps the planner from flattening the probe into a
             -- join that scans the channel's parts.
-            SELECT t.message_id, t.part, r.status, r.detail
+            SELECT t.message_id, t.part, r.status, r.detail, r.ord
             FROM report r
             CROSS JOIN LATERAL (
                 SELECT x.message_id, x.part FROM smsbus.message_part x
@@ -338,6 +336,12 @@ BEGIN
                   AND x.reference IN (r.reference, r.alternate, upper(r.alternate))
                 OFFSET 0
             ) t
+        ), target AS (
+            -- Several reports for one part in one batch (an early ENROUTE
+            -- and DELIVRD picked up together): a final one wins, the latest.
+            SELECT DISTINCT ON (p.message_id, p.part) p.message_id, p.part, p.status, p.detail
+            FROM probed p
+            ORDER BY p.message_id, p.part, p.status = 'enroute', p.ord DESC
         ), applied AS (
             UPDATE smsbus.message_part p
             SET status = t.status, detail = t.detail, reported_at = now()
@@ -347,10 +351,11 @@ BEGIN
         ), intermediate AS (
             -- ENROUTE, ACCEPTD: the message stays sent; the trace says so.
             INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
-            SELECT a.message_id, 'sent', 'sent',
+            SELECT p.message_id, 'sent', 'sent',
                    coalesce(nullif(current_setting('smsbus.actor', true), ''), current_user),
-                   'intermediate report: ' || coalesce(a.detail, a.status)
-            FROM applied a WHERE a.status = 'enroute'
+                   'intermediate report: ' || coalesce(p.detail, p.status)
+            FROM probed p WHERE p.status = 'enroute'
+            ORDER BY p.ord
         )
         SELECT count(*), array_agg(DISTINCT a.message_id), coalesce(array_agg(a.reference), '{}')
         INTO step, touched, hits FROM applied a;
@@ -373,27 +378,27 @@ BEGIN
         END IF;
 
         -- The reports that matched nothing. After the first attempt, that
-        -- is judged by what this attempt applied (a later look could see
-        -- parts committed since, which this attempt did not update). After
-        -- the second, under the lock, the channel's parts stand still, and
-        -- a report whose part exists (final already) is dropped, not parked.
+        -- is judged by what this attempt applied; a part committed since
+        -- (not final yet) gets a second attempt. Then a report whose part
+        -- exists (final already: a repeated report) is dropped, and the
+        -- rest are parked.
         SELECT array_agg(r.reference) AS refs, array_agg(r.status) AS statuses,
-               array_agg(r.detail) AS details, array_agg(r.alternate) AS alternates
+               array_agg(r.detail) AS details, array_agg(r.alternate) AS alternates,
+               bool_or(EXISTS (SELECT 1 FROM smsbus.message_part p
+                               WHERE p.channel = p_channel
+                                 AND p.reference IN (r.reference, r.alternate, upper(r.alternate))
+                                 AND p.status IN ('sent', 'enroute'))) AS retry
         INTO missing
         FROM unnest(refs, statuses, details, alternates) AS r(reference, status, detail, alternate)
         WHERE NOT (r.reference = ANY (hits) OR coalesce(r.alternate = ANY (hits), false)
                    OR coalesce(upper(r.alternate) = ANY (hits), false))
-          -- A repeated report for a part that is final already is dropped
-          -- at once, without the lock (providers resend what we were slow
-          -- to acknowledge).
           AND NOT EXISTS (
                    SELECT 1 FROM smsbus.message_part p
                    WHERE p.channel = p_channel
                      AND p.reference IN (r.reference, r.alternate, upper(r.alternate))
-                     AND (attempt = 2 OR p.status IN ('delivered', 'notdelivered')));
+                     AND p.status IN ('delivered', 'notdelivered'));
         EXIT WHEN missing.refs IS NULL;
-        IF attempt = 1 THEN
-            PERFORM pg_advisory_xact_lock(1397576530, hashtext(p_channel));  -- 'SMSR'
+        IF attempt = 1 AND missing.retry THEN
             refs := missing.refs;
             statuses := missing.statuses;
             details := missing.details;
@@ -402,10 +407,46 @@ BEGIN
             INSERT INTO smsbus.pending_report (channel, reference, alternate, status, detail)
             SELECT p_channel, u.reference, u.alternate, u.status, u.detail
             FROM unnest(missing.refs, missing.alternates, missing.statuses, missing.details)
-                 AS u(reference, alternate, status, detail);
+                 AS u(reference, alternate, status, detail)
+            WHERE NOT EXISTS (SELECT 1 FROM smsbus.message_part p
+                              WHERE p.channel = p_channel
+                                AND p.reference IN (u.reference, u.alternate, upper(u.alternate)));
+            EXIT;
         END IF;
     END LOOP;
     RETURN matched;
+END
+$$;
+
+-- Applies parked reports whose part has been recorded since: the rare
+-- report that raced the _mark_sent of its part (see _apply_reports).
+-- Returns how many were applied.
+CREATE FUNCTION _apply_parked_reports() RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    ready record;
+    done integer := 0;
+BEGIN
+    FOR ready IN
+        WITH taken AS (
+            DELETE FROM smsbus.pending_report r
+            WHERE EXISTS (SELECT 1 FROM smsbus.message_part p
+                          WHERE p.channel = r.channel
+                            AND p.reference IN (r.reference, r.alternate, upper(r.alternate)))
+            RETURNING r.*
+        )
+        SELECT t.channel,
+               array_agg(t.reference ORDER BY t.received_at) AS refs,
+               array_agg(t.status ORDER BY t.received_at) AS statuses,
+               array_agg(t.detail ORDER BY t.received_at) AS details,
+               array_agg(t.alternate ORDER BY t.received_at) AS alternates
+        FROM taken t GROUP BY t.channel
+    LOOP
+        done := done + smsbus._apply_reports(ready.channel, ready.refs, ready.statuses, ready.details,
+                                              ready.alternates);
+    END LOOP;
+    RETURN done;
 END
 $$;
 
@@ -636,7 +677,8 @@ BEGIN
     result := result || jsonb_build_object('reports_dropped', dropped);
     -- Daily-limit counters are kept a month, for operators to look back.
     DELETE FROM smsbus.channel_usage WHERE day < (now() AT TIME ZONE 'UTC')::date - 31;
-    result := result || jsonb_build_object('inbound_incomplete', smsbus._expire_inbound_parts(p_part_timeout));
+    result := result || jsonb_build_object('inbound_incomplete', smsbus._expire_inbound_parts(p_part_timeout),
+                                           'parked_reports_applied', smsbus._apply_parked_reports());
     RETURN result;
 END
 $$;
@@ -688,7 +730,7 @@ GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, ti
 GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_worker;
 GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _mark_sent(text, bigint[], integer[], text[]), _mark_failed(bigint[], text[]),
-    _mark_retry(bigint[], text[], double precision[]), _apply_reports(text, text[], text[], text[], text[]),
+    _mark_retry(bigint[], text[], double precision[]), _apply_reports(text, text[], text[], text[], text[]), _apply_parked_reports(),
     _record_inbound(text, text[], text[], text[], text[], timestamptz[], jsonb[]),
     _expire_leases(integer), _release(text, bigint[]), _renew_leases(text, bigint[], interval), _promote_scheduled(integer),
     _record_inbound_parts(text, text[], text[], integer[], integer[], integer[], text[], jsonb[]),

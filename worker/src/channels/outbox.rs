@@ -47,11 +47,8 @@ pub enum Outcome {
 }
 
 pub struct Outbox {
-    /// Ids of the messages claimed and not finished: their leases are
-    /// renewed while they are held.
-    held: Held,
     ready: tokio::sync::Mutex<mpsc::Receiver<Claimed>>,
-    outcomes: mpsc::UnboundedSender<(i64, Outcome)>,
+    outcomes: mpsc::UnboundedSender<Finished>,
     active: watch::Sender<bool>,
     stop_claiming: CancellationToken,
     claimer: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -80,7 +77,7 @@ impl Outbox {
             }
             .run(active_rx),
         );
-        let writer = tokio::spawn(write_loop(ctx.clone(), outcomes_rx));
+        let writer = tokio::spawn(write_loop(ctx.clone(), held.clone(), outcomes_rx));
         tokio::spawn(renew_loop(
             ctx.clone(),
             held.clone(),
@@ -88,7 +85,6 @@ impl Outbox {
             stop_claiming.clone(),
         ));
         Arc::new(Outbox {
-            held: held.clone(),
             ready: tokio::sync::Mutex::new(ready_rx),
             outcomes: outcomes_tx,
             active,
@@ -114,11 +110,17 @@ impl Outbox {
         self.ready.try_lock().ok()?.try_recv().ok()
     }
 
-    /// Records what became of `claimed`; its permit returns to the claimer.
+    /// Records what became of `claimed`. Its permit returns to the claimer
+    /// once the outcome is written, so what is held in memory, sent or not,
+    /// never exceeds the capacity, however slow the database.
     pub fn finish(&self, claimed: Claimed, outcome: Outcome) {
         let id = claimed.message.id;
-        self.held.0.lock().unwrap().remove(&id);
-        if self.outcomes.send((id, outcome)).is_err() {
+        let finished = Finished {
+            id,
+            outcome,
+            _permit: Some(claimed._permit),
+        };
+        if self.outcomes.send(finished).is_err() {
             tracing::error!(
                 message = id,
                 "outcome writer has stopped; the lease will return the message"
@@ -142,7 +144,11 @@ impl Outbox {
             }
         }
         // Outcomes are written in order: this marker comes after all of them.
-        let _ = self.outcomes.send((STOP, Outcome::Release));
+        let _ = self.outcomes.send(Finished {
+            id: STOP,
+            outcome: Outcome::Release,
+            _permit: None,
+        });
         let writer = self.writer.lock().unwrap().take();
         if let Some(writer) = writer {
             let _ = writer.await;
@@ -349,7 +355,18 @@ async fn claim(
         .collect()
 }
 
-async fn write_loop(ctx: ChannelContext, mut outcomes: mpsc::UnboundedReceiver<(i64, Outcome)>) {
+/// An outcome on its way to the database, with the claim's permit.
+struct Finished {
+    id: i64,
+    outcome: Outcome,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+async fn write_loop(
+    ctx: ChannelContext,
+    held: Held,
+    mut outcomes: mpsc::UnboundedReceiver<Finished>,
+) {
     let mut stopping = false;
     while !stopping {
         let Some(first) = outcomes.recv().await else {
@@ -362,9 +379,9 @@ async fn write_loop(ctx: ChannelContext, mut outcomes: mpsc::UnboundedReceiver<(
                 Err(_) => break,
             }
         }
-        stopping = batch.iter().any(|(id, _)| *id == STOP);
-        batch.retain(|(id, _)| *id > 0);
-        let outcomes = Batch::from(batch);
+        stopping = batch.iter().any(|f| f.id == STOP);
+        batch.retain(|f| f.id > 0);
+        let outcomes = Batch::take(&mut batch);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let started = Instant::now();
         loop {
@@ -382,6 +399,14 @@ async fn write_loop(ctx: ChannelContext, mut outcomes: mpsc::UnboundedReceiver<(
                 }
             }
         }
+        {
+            let mut held = held.0.lock().unwrap();
+            for f in &batch {
+                held.remove(&f.id);
+            }
+        }
+        // The permits go back with the batch.
+        drop(batch);
         let c = ctx.state.counters();
         c.sent.fetch_add(
             outcomes.sent_ids.len() as u64,
@@ -409,11 +434,13 @@ struct Batch {
     released: Vec<i64>,
 }
 
-impl From<Vec<(i64, Outcome)>> for Batch {
-    fn from(outcomes: Vec<(i64, Outcome)>) -> Batch {
+impl Batch {
+    /// Groups the outcomes of `finished`, taking them out.
+    fn take(finished: &mut [Finished]) -> Batch {
         let mut b = Batch::default();
-        for (id, outcome) in outcomes {
-            match outcome {
+        for f in finished {
+            let id = f.id;
+            match std::mem::replace(&mut f.outcome, Outcome::Release) {
                 Outcome::Sent { references } => {
                     b.sent_ids.push(id);
                     for (i, reference) in references.into_iter().enumerate() {
@@ -436,9 +463,7 @@ impl From<Vec<(i64, Outcome)>> for Batch {
         }
         b
     }
-}
 
-impl Batch {
     async fn write(&self, ctx: &ChannelContext) -> anyhow::Result<()> {
         let client = ctx.pool.get().await?;
         tracing::debug!(channel = %ctx.row.name, sent = ?self.sent_ids, references = ?self.part_references, "writing outcomes");
