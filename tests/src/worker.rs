@@ -38,7 +38,9 @@ impl Worker {
             rand::random::<u32>()
         ));
         let file = std::fs::File::create(&log).expect("worker log file");
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        die_with_parent(&mut command);
+        let child = command
             .env("DATABASE_URL", conninfo)
             .env(
                 "RUST_LOG",
@@ -88,6 +90,21 @@ impl Drop for Worker {
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Has the child get SIGTERM when the process that started it dies, so a
+/// killed test or benchmark run leaves no worker behind to claim channels
+/// in the next run's database.
+pub fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe; it runs in the
+    // child between fork and exec and touches no shared state.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
     }
 }
 

@@ -101,7 +101,9 @@ struct WorkerProcess(Child);
 impl WorkerProcess {
     fn start(conninfo: &str) -> Result<WorkerProcess> {
         let log = std::fs::File::create(std::env::temp_dir().join("smsbus-bench-worker.log"))?;
-        let child = Command::new(worker_binary()?)
+        let mut command = Command::new(worker_binary()?);
+        smsbus_tests::worker::die_with_parent(&mut command);
+        let child = command
             .env("DATABASE_URL", conninfo)
             .env("RUST_LOG", "warn")
             .args([
