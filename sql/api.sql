@@ -239,7 +239,8 @@ BEGIN
         DELETE FROM smsbus.pending_report r
         USING unnest(p_references) AS u(reference)
         WHERE r.channel = p_channel
-          AND (r.reference = u.reference OR r.alternate = u.reference OR upper(r.alternate) = u.reference)
+          -- Alternates are lower-case; both arms are index probes.
+          AND (r.reference = u.reference OR r.alternate IN (u.reference, lower(u.reference)))
         RETURNING r.reference, r.alternate, r.status, r.detail, r.received_at
     )
     SELECT array_agg(t.reference ORDER BY t.received_at) AS refs,

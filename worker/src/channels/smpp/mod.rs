@@ -99,8 +99,11 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
     // A lease long enough for a message to wait behind a full window and
     // its responses; a worker that dies is replaced after it.
     let lease = Duration::from_secs(60).max(config.response_timeout() * 6);
-    let outbox = (transmitting > 0)
-        .then(|| Outbox::start(&ctx, 2 * transmitting * config.window as usize, lease));
+    // Held at once: the windows in flight, as many ready behind them, and
+    // room for outcomes on their way to the database (a permit returns
+    // only when its outcome is written).
+    let capacity = 4 * transmitting * config.window as usize;
+    let outbox = (transmitting > 0).then(|| Outbox::start(&ctx, capacity, lease));
     let channel = Arc::new(Channel {
         inbox: Inbox::start(&ctx),
         throttle: throttle::Throttle::new(config.throughput),
