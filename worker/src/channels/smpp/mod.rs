@@ -8,6 +8,7 @@
 //! - [`inbound`]: mobile-originated messages.
 //! - [`throttle`]: the channel's rate, shared by its sessions.
 //! - [`session`]: one bound connection with its window.
+//! - [`delivery`]: receipts and inbound messages, answered after commit.
 //! - [`tls`]: TLS to providers that require it.
 //!
 //! [`run`] opens the configured sessions (each reconnecting on its own
@@ -17,6 +18,7 @@
 pub mod carried;
 pub mod codec;
 pub mod config;
+mod delivery;
 pub mod inbound;
 pub mod receipt;
 mod session;

@@ -17,10 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
-use rusmpp::pdus::{
-    BindReceiver, BindTransceiver, BindTransmitter, DataSm, DataSmResp, DeliverSm, DeliverSmResp,
-    SubmitSm,
-};
+use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, SubmitSm};
 use rusmpp::types::COctetString;
 use rusmpp::values::{InterfaceVersion, Npi, Ton};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
@@ -29,15 +26,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Framed;
 
-use super::carried::Carried;
 use super::codec::{Frame, SmppCodec};
 use super::config::{BindMode, UnknownOutcome};
-use super::inbound;
-use super::receipt::{self, ReportStatus};
+use super::delivery::{self, Delivered};
+use super::receipt;
 use super::submit;
 use super::Channel;
 use crate::backoff::Backoff;
-use crate::channels::inbox::{Inbound, Part, Report};
 use crate::channels::outbox::{Claimed, Outcome};
 use crate::channels::Heartbeat;
 
@@ -727,103 +722,15 @@ impl Session {
         let _ = link.close().await;
     }
 
-    /// A deliver_sm or data_sm: a receipt or a message. It is acknowledged
-    /// only after the database has it; meanwhile the session goes on.
+    /// A deliver_sm or data_sm: answered once the database has it.
     fn deliver(&mut self, sequence: u32, pdu: Delivered, slot: OwnedSemaphorePermit) {
-        let channel = self.channel.clone();
-        let answers = self.answers.0.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let carried = pdu.carried();
-            let status = if receipt::is_receipt(carried.esm_class) {
-                take_receipt(&channel, &carried).await
-            } else {
-                take_inbound(&channel, &carried).await
-            };
-            let answer: Pdu = match pdu {
-                Delivered::DeliverSm(_) => DeliverSmResp::default().into(),
-                Delivered::DataSm(_) => DataSmResp::default().into(),
-            };
-            let _ = answers.send(Command::new(status, sequence, answer));
-        });
-    }
-}
-
-/// A PDU the provider delivers with.
-enum Delivered {
-    DeliverSm(DeliverSm),
-    DataSm(DataSm),
-}
-
-impl Delivered {
-    fn carried(&self) -> Carried<'_> {
-        match self {
-            Delivered::DeliverSm(p) => Carried::from(p),
-            Delivered::DataSm(p) => Carried::from(p),
-        }
-    }
-}
-
-async fn take_receipt(channel: &Channel, pdu: &Carried<'_>) -> CommandStatus {
-    let name = &channel.ctx.row.name;
-    let receipt = match receipt::parse(pdu, channel.config.dlr_id_format) {
-        Ok(r) => r,
-        Err(e) => {
-            // Refusing it would only make the provider send it again.
-            tracing::warn!(channel = %name, "unreadable delivery receipt, acknowledged and dropped: {e}");
-            return CommandStatus::EsmeRok;
-        }
-    };
-    let report = Report {
-        reference: receipt.reference,
-        alternate: receipt.alternate,
-        status: receipt.status.as_str(),
-        detail: receipt.detail,
-    };
-    if receipt.status == ReportStatus::Enroute {
-        tracing::debug!(channel = %name, reference = %report.reference, "intermediate receipt");
-    }
-    match channel.inbox.report(report).await {
-        Ok(()) => CommandStatus::EsmeRok,
-        Err(e) => {
-            tracing::warn!(channel = %name, "cannot record a receipt, asking the provider to send it again: {e}");
-            CommandStatus::EsmeRxTAppn
-        }
-    }
-}
-
-async fn take_inbound(channel: &Channel, pdu: &Carried<'_>) -> CommandStatus {
-    let name = &channel.ctx.row.name;
-    let decoded = match inbound::decode(pdu) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(channel = %name, "refusing an unreadable inbound message: {e}");
-            return CommandStatus::EsmeRxPAppn;
-        }
-    };
-    let mut custom = serde_json::Map::new();
-    custom.insert("data_coding".into(), decoded.data_coding.into());
-    if decoded.binary {
-        custom.insert("binary".into(), true.into());
-    }
-    let message = Inbound {
-        from: decoded.from,
-        to: decoded.to,
-        body: decoded.text,
-        reference: None,
-        custom: Some(custom.into()),
-        part: decoded.part.map(|p| Part {
-            reference: i32::from(p.reference),
-            total: i32::from(p.total),
-            seq: i32::from(p.seq),
-        }),
-    };
-    match channel.inbox.inbound(message).await {
-        Ok(_) => CommandStatus::EsmeRok,
-        Err(e) => {
-            tracing::warn!(channel = %name, "cannot record an inbound message, asking the provider to send it again: {e}");
-            CommandStatus::EsmeRxTAppn
-        }
+        delivery::spawn(
+            self.channel.clone(),
+            self.answers.0.clone(),
+            sequence,
+            pdu,
+            slot,
+        );
     }
 }
 
