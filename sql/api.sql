@@ -329,12 +329,16 @@ BEGIN
             -- One index probe per report, whatever the statistics say:
             -- OFFSET 0 keeps the planner from flattening the probe into a
             -- join that scans the channel's parts.
-            SELECT t.message_id, t.part, r.status, r.detail, r.ord
+            -- Each spelling of the id is its own equality probe on
+            -- (channel, reference): with `reference IN (...)` the planner
+            -- may probe by channel alone and filter, which scans every part
+            -- of the channel per report when the statistics are stale.
+            SELECT DISTINCT t.message_id, t.part, r.status, r.detail, r.ord
             FROM report r
+            CROSS JOIN LATERAL unnest(ARRAY[r.reference, r.alternate, upper(r.alternate)]) AS c(ref)
             CROSS JOIN LATERAL (
                 SELECT x.message_id, x.part FROM smsbus.message_part x
-                WHERE x.channel = p_channel AND x.status IN ('sent', 'enroute')
-                  AND x.reference IN (r.reference, r.alternate, upper(r.alternate))
+                WHERE x.channel = p_channel AND x.reference = c.ref AND x.status IN ('sent', 'enroute')
                 OFFSET 0
             ) t
         ), target AS (
@@ -385,19 +389,17 @@ BEGIN
         -- rest are parked.
         SELECT array_agg(r.reference) AS refs, array_agg(r.status) AS statuses,
                array_agg(r.detail) AS details, array_agg(r.alternate) AS alternates,
-               bool_or(EXISTS (SELECT 1 FROM smsbus.message_part p
-                               WHERE p.channel = p_channel
-                                 AND p.reference IN (r.reference, r.alternate, upper(r.alternate))
-                                 AND p.status IN ('sent', 'enroute'))) AS retry
+               bool_or(EXISTS (SELECT 1 FROM unnest(ARRAY[r.reference, r.alternate, upper(r.alternate)]) c(ref)
+                               JOIN smsbus.message_part p ON p.channel = p_channel AND p.reference = c.ref
+                               WHERE p.status IN ('sent', 'enroute'))) AS retry
         INTO missing
         FROM unnest(refs, statuses, details, alternates) AS r(reference, status, detail, alternate)
         WHERE NOT (r.reference = ANY (hits) OR coalesce(r.alternate = ANY (hits), false)
                    OR coalesce(upper(r.alternate) = ANY (hits), false))
           AND NOT EXISTS (
-                   SELECT 1 FROM smsbus.message_part p
-                   WHERE p.channel = p_channel
-                     AND p.reference IN (r.reference, r.alternate, upper(r.alternate))
-                     AND p.status IN ('delivered', 'notdelivered'));
+                   SELECT 1 FROM unnest(ARRAY[r.reference, r.alternate, upper(r.alternate)]) c(ref)
+                   JOIN smsbus.message_part p ON p.channel = p_channel AND p.reference = c.ref
+                   WHERE p.status IN ('delivered', 'notdelivered'));
         EXIT WHEN missing.refs IS NULL;
         IF attempt = 1 AND missing.retry THEN
             refs := missing.refs;
@@ -409,9 +411,8 @@ BEGIN
             SELECT p_channel, u.reference, u.alternate, u.status, u.detail
             FROM unnest(missing.refs, missing.alternates, missing.statuses, missing.details)
                  AS u(reference, alternate, status, detail)
-            WHERE NOT EXISTS (SELECT 1 FROM smsbus.message_part p
-                              WHERE p.channel = p_channel
-                                AND p.reference IN (u.reference, u.alternate, upper(u.alternate)));
+            WHERE NOT EXISTS (SELECT 1 FROM unnest(ARRAY[u.reference, u.alternate, upper(u.alternate)]) c(ref)
+                              JOIN smsbus.message_part p ON p.channel = p_channel AND p.reference = c.ref);
             EXIT;
         END IF;
     END LOOP;
