@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::text::{ConcatInfo, Decoded};
+use super::text::ConcatInfo;
 
 /// One accepted submit_sm.
 #[derive(Clone, Debug)]
@@ -86,9 +86,4 @@ impl Record {
             });
         }
     }
-}
-
-/// The fields of a decoded payload a part keeps.
-pub(crate) fn text_fields(decoded: Decoded) -> (String, Option<ConcatInfo>, &'static str) {
-    (decoded.text, decoded.concat, decoded.how)
 }

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Encoder, FramedRead};
 
 use super::behaviour::{every, Behaviour, IdFormat, ReportOutcome};
-use super::record::{text_fields, SubmittedPart};
+use super::record::SubmittedPart;
 use super::{text, SessionHandle, Shared};
 
 pub(crate) enum Outgoing {
@@ -226,7 +226,7 @@ fn submit_sm(
                 IdFormat::Hex => format!("{number:x}"),
                 IdFormat::Decimal => number.to_string(),
             };
-            let (text, concat, how) = text_fields(decoded);
+            let text::Decoded { text, concat, how } = decoded;
             let part = SubmittedPart {
                 at: std::time::Instant::now(),
                 session,
