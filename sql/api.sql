@@ -314,7 +314,7 @@ DECLARE
     matched integer := 0;
     step integer;
     touched bigint[];
-    hits text[];
+    found bigint[];
     refs text[] := p_references;
     statuses text[] := p_statuses;
     details text[] := p_details;
@@ -362,8 +362,9 @@ BEGIN
             FROM probed p WHERE p.status = 'enroute'
             ORDER BY p.ord
         )
-        SELECT count(*), array_agg(DISTINCT a.message_id), coalesce(array_agg(a.reference), '{}')
-        INTO step, touched, hits FROM applied a;
+        SELECT (SELECT count(*) FROM applied), (SELECT array_agg(DISTINCT a.message_id) FROM applied a),
+               (SELECT coalesce(array_agg(DISTINCT p.ord), '{}') FROM probed p)
+        INTO step, touched, found;
         matched := matched + step;
 
         IF touched IS NOT NULL THEN
@@ -382,24 +383,30 @@ BEGIN
               AND (s.any_failed OR s.all_delivered);
         END IF;
 
-        -- The reports that matched nothing. After the first attempt, that
-        -- is judged by what this attempt applied; a part committed since
-        -- (not final yet) gets a second attempt. Then a report whose part
-        -- exists (final already: a repeated report) is dropped, and the
-        -- rest are parked.
+        -- The reports that found no part to apply to. One that found a
+        -- final part is a repeat and is dropped. After the first attempt,
+        -- one whose part has been committed since (not final yet) gets a
+        -- second attempt; the rest are parked, and _apply_parked_reports
+        -- applies them once their part is recorded. Probes as above: one
+        -- equality probe per spelling, never a join the planner may turn
+        -- into a scan of the channel's parts.
         SELECT array_agg(r.reference) AS refs, array_agg(r.status) AS statuses,
                array_agg(r.detail) AS details, array_agg(r.alternate) AS alternates,
-               bool_or(EXISTS (SELECT 1 FROM unnest(ARRAY[r.reference, r.alternate, upper(r.alternate)]) c(ref)
-                               JOIN smsbus.message_part p ON p.channel = p_channel AND p.reference = c.ref
-                               WHERE p.status IN ('sent', 'enroute'))) AS retry
+               coalesce(bool_or(k.live), false) AS retry
         INTO missing
-        FROM unnest(refs, statuses, details, alternates) AS r(reference, status, detail, alternate)
-        WHERE NOT (r.reference = ANY (hits) OR coalesce(r.alternate = ANY (hits), false)
-                   OR coalesce(upper(r.alternate) = ANY (hits), false))
-          AND NOT EXISTS (
-                   SELECT 1 FROM unnest(ARRAY[r.reference, r.alternate, upper(r.alternate)]) c(ref)
-                   JOIN smsbus.message_part p ON p.channel = p_channel AND p.reference = c.ref
-                   WHERE p.status IN ('delivered', 'notdelivered'));
+        FROM unnest(refs, statuses, details, alternates) WITH ORDINALITY
+             AS r(reference, status, detail, alternate, ord)
+        CROSS JOIN LATERAL (
+            SELECT bool_or(x.status IN ('sent', 'enroute')) AS live,
+                   bool_or(x.status IN ('delivered', 'notdelivered')) AS final
+            FROM unnest(ARRAY[r.reference, r.alternate, upper(r.alternate)]) AS c(ref)
+            CROSS JOIN LATERAL (
+                SELECT p.status FROM smsbus.message_part p
+                WHERE p.channel = p_channel AND p.reference = c.ref
+                OFFSET 0
+            ) x
+        ) k
+        WHERE r.ord <> ALL (found) AND NOT coalesce(k.final, false);
         EXIT WHEN missing.refs IS NULL;
         IF attempt = 1 AND missing.retry THEN
             refs := missing.refs;
@@ -410,9 +417,7 @@ BEGIN
             INSERT INTO smsbus.pending_report (channel, reference, alternate, status, detail)
             SELECT p_channel, u.reference, u.alternate, u.status, u.detail
             FROM unnest(missing.refs, missing.alternates, missing.statuses, missing.details)
-                 AS u(reference, alternate, status, detail)
-            WHERE NOT EXISTS (SELECT 1 FROM unnest(ARRAY[u.reference, u.alternate, upper(u.alternate)]) c(ref)
-                              JOIN smsbus.message_part p ON p.channel = p_channel AND p.reference = c.ref);
+                 AS u(reference, alternate, status, detail);
             EXIT;
         END IF;
     END LOOP;
