@@ -14,5 +14,6 @@
 
 pub mod address;
 pub mod gsm7;
+pub mod pdu;
 pub mod status;
 pub mod text;

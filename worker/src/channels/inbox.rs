@@ -6,13 +6,17 @@
 //! temporary error, so the peer sends it again.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::outbox::Progress;
 use super::ChannelContext;
 
 /// Most items one write carries.
 const MAX_BATCH: usize = 1000;
+/// Longest a report waits for the outcomes handed over before it.
+const OUTCOMES_WAIT: Duration = Duration::from_secs(5);
 
 /// A delivery report for one part.
 #[derive(Clone, Debug)]
@@ -45,27 +49,35 @@ pub struct Part {
 }
 
 enum Item {
-    Report(Report, oneshot::Sender<Result<(), String>>),
+    /// A report, and the outcomes handed over before it arrived.
+    Report(Report, u64, oneshot::Sender<Result<(), String>>),
     Inbound(Inbound, oneshot::Sender<Result<Option<i64>, String>>),
 }
 
 #[derive(Clone)]
 pub struct Inbox {
     items: mpsc::UnboundedSender<Item>,
+    outbox: Option<Progress>,
 }
 
 impl Inbox {
-    pub fn start(ctx: &ChannelContext) -> Inbox {
+    /// Starts the writer. With the channel's outbox `progress`, a report is
+    /// written only after the outcomes handed over before it arrived.
+    pub fn start(ctx: &ChannelContext, progress: Option<Progress>) -> Inbox {
         let (items, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(ctx.clone(), rx));
-        Inbox { items }
+        tokio::spawn(write_loop(ctx.clone(), rx, progress.clone()));
+        Inbox {
+            items,
+            outbox: progress,
+        }
     }
 
     /// Records a report; Ok once committed.
     pub async fn report(&self, report: Report) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
+        let mark = self.outbox.as_ref().map_or(0, Progress::mark);
         self.items
-            .send(Item::Report(report, tx))
+            .send(Item::Report(report, mark, tx))
             .map_err(|_| "the channel is stopping".to_owned())?;
         rx.await.map_err(|_| "the channel is stopping".to_owned())?
     }
@@ -81,12 +93,20 @@ impl Inbox {
     }
 }
 
-async fn write_loop(ctx: ChannelContext, mut items: mpsc::UnboundedReceiver<Item>) {
+async fn write_loop(
+    ctx: ChannelContext,
+    mut items: mpsc::UnboundedReceiver<Item>,
+    outbox: Option<Progress>,
+) {
     while let Some(first) = items.recv().await {
         let mut reports = Vec::new();
         let mut inbound = Vec::new();
+        let mut mark = 0;
         let mut push = |item| match item {
-            Item::Report(r, tx) => reports.push((r, tx)),
+            Item::Report(r, m, tx) => {
+                mark = mark.max(m);
+                reports.push((r, tx))
+            }
             Item::Inbound(m, tx) => inbound.push((m, tx)),
         };
         push(first);
@@ -97,6 +117,11 @@ async fn write_loop(ctx: ChannelContext, mut items: mpsc::UnboundedReceiver<Item
             }
         }
         if !reports.is_empty() {
+            if let Some(outbox) = &outbox {
+                // Bounded: with the database failing, the reports go on
+                // and are parked if their parts are not there.
+                outbox.written(mark, OUTCOMES_WAIT).await;
+            }
             let result = write_reports(&ctx, reports.iter().map(|(r, _)| r)).await;
             if result.is_ok() {
                 ctx.state

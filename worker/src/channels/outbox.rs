@@ -7,6 +7,7 @@
 //! finished, so the claimer never takes more than the driver's windows can
 //! work on; a permit returns when the outcome is handed to the writer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,7 +49,13 @@ pub enum Outcome {
 
 pub struct Outbox {
     ready: tokio::sync::Mutex<mpsc::Receiver<Claimed>>,
-    outcomes: mpsc::UnboundedSender<Finished>,
+    /// The outcome queue. Outcomes are numbered and sent under its lock,
+    /// so they arrive in the order of their numbers.
+    outcomes: std::sync::Mutex<mpsc::UnboundedSender<Finished>>,
+    /// The number of the last outcome handed over.
+    issued: Arc<AtomicU64>,
+    /// The number of the last outcome written (with all before it).
+    written: watch::Receiver<u64>,
     active: watch::Sender<bool>,
     stop_claiming: CancellationToken,
     claimer: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -77,7 +84,13 @@ impl Outbox {
             }
             .run(active_rx),
         );
-        let writer = tokio::spawn(write_loop(ctx.clone(), held.clone(), outcomes_rx));
+        let (written_tx, written) = watch::channel(0);
+        let writer = tokio::spawn(write_loop(
+            ctx.clone(),
+            held.clone(),
+            outcomes_rx,
+            written_tx,
+        ));
         tokio::spawn(renew_loop(
             ctx.clone(),
             held.clone(),
@@ -86,7 +99,9 @@ impl Outbox {
         ));
         Arc::new(Outbox {
             ready: tokio::sync::Mutex::new(ready_rx),
-            outcomes: outcomes_tx,
+            outcomes: std::sync::Mutex::new(outcomes_tx),
+            issued: Arc::default(),
+            written,
             active,
             stop_claiming,
             claimer: std::sync::Mutex::new(Some(claimer)),
@@ -115,12 +130,7 @@ impl Outbox {
     /// never exceeds the capacity, however slow the database.
     pub fn finish(&self, claimed: Claimed, outcome: Outcome) {
         let id = claimed.message.id;
-        let finished = Finished {
-            id,
-            outcome,
-            _permit: Some(claimed._permit),
-        };
-        if self.outcomes.send(finished).is_err() {
+        if self.send(id, outcome, Some(claimed._permit)).is_err() {
             tracing::error!(
                 message = id,
                 "outcome writer has stopped; the lease will return the message"
@@ -144,15 +154,63 @@ impl Outbox {
             }
         }
         // Outcomes are written in order: this marker comes after all of them.
-        let _ = self.outcomes.send(Finished {
-            id: STOP,
-            outcome: Outcome::Release,
-            _permit: None,
-        });
+        let _ = self.send(STOP, Outcome::Release, None);
         let writer = self.writer.lock().unwrap().take();
         if let Some(writer) = writer {
             let _ = writer.await;
         }
+    }
+}
+
+impl Outbox {
+    fn send(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), ()> {
+        let queue = self.outcomes.lock().unwrap();
+        let seq = self.issued.load(Ordering::SeqCst) + 1;
+        self.issued.store(seq, Ordering::SeqCst);
+        let finished = Finished {
+            id,
+            seq,
+            outcome,
+            _permit: permit,
+        };
+        queue.send(finished).map_err(|_| ())
+    }
+
+    /// How far outcomes have been handed over and written.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            issued: self.issued.clone(),
+            written: self.written.clone(),
+        }
+    }
+}
+
+/// Lets a delivery report wait for the outcomes handed over before it
+/// arrived: the provider answers a submission before it reports on it, so
+/// once those are written the report finds its part instead of racing its
+/// `_mark_sent` (and being parked, or matched in the other base to another
+/// message).
+#[derive(Clone)]
+pub struct Progress {
+    issued: Arc<AtomicU64>,
+    written: watch::Receiver<u64>,
+}
+
+impl Progress {
+    /// The outcomes handed over so far.
+    pub fn mark(&self) -> u64 {
+        self.issued.load(Ordering::SeqCst)
+    }
+
+    /// Waits, at most `limit`, until the outcomes up to `mark` are written.
+    pub async fn written(&self, mark: u64, limit: Duration) {
+        let mut written = self.written.clone();
+        let _ = tokio::time::timeout(limit, written.wait_for(|w| *w >= mark)).await;
     }
 }
 
@@ -358,6 +416,7 @@ async fn claim(
 /// An outcome on its way to the database, with the claim's permit.
 struct Finished {
     id: i64,
+    seq: u64,
     outcome: Outcome,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -366,6 +425,7 @@ async fn write_loop(
     ctx: ChannelContext,
     held: Held,
     mut outcomes: mpsc::UnboundedReceiver<Finished>,
+    written: watch::Sender<u64>,
 ) {
     let mut stopping = false;
     while !stopping {
@@ -380,6 +440,7 @@ async fn write_loop(
             }
         }
         stopping = batch.iter().any(|f| f.id == STOP);
+        let last = batch.iter().map(|f| f.seq).max().unwrap_or(0);
         batch.retain(|f| f.id > 0);
         let outcomes = Batch::take(&mut batch);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -407,6 +468,7 @@ async fn write_loop(
         }
         // The permits go back with the batch.
         drop(batch);
+        written.send_replace(last);
         let c = ctx.state.counters();
         c.sent.fetch_add(
             outcomes.sent_ids.len() as u64,

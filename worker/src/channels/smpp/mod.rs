@@ -107,7 +107,7 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
     let capacity = 4 * transmitting * config.window as usize;
     let outbox = (transmitting > 0).then(|| Outbox::start(&ctx, capacity, lease));
     let channel = Arc::new(Channel {
-        inbox: Inbox::start(&ctx),
+        inbox: Inbox::start(&ctx, outbox.as_ref().map(|o| o.progress())),
         throttle: throttle::Throttle::new(config.throughput),
         transmitters_up: AtomicUsize::new(0),
         tls,
