@@ -52,7 +52,7 @@ pub mod hex {
             let shown: String = text.chars().take(40).collect();
             PduError::NotHex(shown)
         };
-        if text.len() % 2 != 0 {
+        if !text.len().is_multiple_of(2) {
             return Err(bad());
         }
         text.as_bytes()
