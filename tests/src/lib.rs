@@ -9,6 +9,7 @@
 //! - `src/bin/bench.rs`: the benchmark harness (`make bench`).
 
 pub mod db;
+pub mod modem;
 pub mod scenario;
 pub mod smsc;
 pub mod worker;

@@ -9,10 +9,12 @@
 //! - [`inbox`]: records delivery reports and inbound messages in batches;
 //!   a driver acknowledges them to the peer only after the commit.
 //! - [`smpp`]: the SMPP driver.
+//! - [`gsm`]: the GSM modem driver.
 //!
 //! A driver is an async function taking a [`ChannelContext`]; adding a kind
 //! is one folder and one arm in [`run_driver`].
 
+pub mod gsm;
 pub mod inbox;
 pub mod outbox;
 pub mod smpp;
@@ -99,6 +101,7 @@ fn now_millis() -> u64 {
 pub async fn run_driver(ctx: ChannelContext) -> anyhow::Result<()> {
     match ctx.row.kind.as_str() {
         "smpp" => smpp::run(ctx).await,
+        "gsm" => gsm::run(ctx).await,
         other => anyhow::bail!("channel kind {other:?} is not supported by this worker"),
     }
 }

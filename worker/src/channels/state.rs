@@ -126,6 +126,30 @@ impl StateHandle {
         Ok(())
     }
 
+    /// Replaces the driver's own facts in the row (a modem's signal and
+    /// registration). A failure to write is logged: the channel goes on.
+    pub async fn set_detail(&self, detail: serde_json::Value) {
+        let written = async {
+            let client = self.inner.pool.get().await?;
+            let statement = client
+                .prepare_cached(
+                    "UPDATE smsbus.channel_state SET detail = $2, updated_at = now()
+                     WHERE channel = $1 AND owner = $3",
+                )
+                .await?;
+            client
+                .execute(
+                    &statement,
+                    &[&self.inner.channel, &detail, &self.inner.owner],
+                )
+                .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(channel = %self.inner.channel, "cannot write channel_state: {e:#}");
+        }
+    }
+
     /// A session is bound: the channel is connected.
     pub async fn session_up(&self) {
         if self.inner.sessions_up.fetch_add(1, Ordering::SeqCst) == 0 {
