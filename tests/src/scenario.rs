@@ -40,13 +40,34 @@ pub fn smpp_config(smsc: &Smsc, extra: Value) -> Value {
 }
 
 pub async fn add_channel(client: &Client, name: &str, config: &Value) {
+    add_channel_of_kind(client, name, "smpp", config).await;
+}
+
+pub async fn add_channel_of_kind(client: &Client, name: &str, kind: &str, config: &Value) {
     client
         .execute(
-            "INSERT INTO smsbus.channel (name, kind, config) VALUES ($1, 'smpp', $2)",
-            &[&name, config],
+            "INSERT INTO smsbus.channel (name, kind, config) VALUES ($1, $2, $3)",
+            &[&name, &kind, config],
         )
         .await
         .unwrap_or_else(|e| panic!("insert channel {name}: {e}"));
+}
+
+/// The config of a GSM channel on `device`, with `extra` settings merged
+/// in; short timers so tests run fast.
+pub fn gsm_config(device: &std::path::Path, extra: Value) -> Value {
+    let mut config = json!({
+        "device": device.to_string_lossy(),
+        "poll_interval_s": 1,
+        "command_timeout_s": 2,
+        "send_timeout_s": 3,
+        "retry_delay_s": 1,
+        "number": "+31600000001",
+    });
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    config
 }
 
 /// A worker with a fast maintenance timer.

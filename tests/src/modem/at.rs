@@ -85,7 +85,7 @@ pub(super) async fn run(
                         }
                         respond(&mut out, answer);
                     }
-                    b'\n' => {}
+                    b'\n' | ESC => {}
                     _ if line.len() < 1024 => line.push(b),
                     _ => {}
                 },

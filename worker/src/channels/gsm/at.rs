@@ -262,6 +262,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AtPort<T> {
         None
     }
 
+    /// Reads and drops whatever the modem says for `duration`: the tail
+    /// of an earlier exchange, before start-up.
+    pub async fn drain(&mut self, duration: Duration) -> Result<(), AtError> {
+        let deadline = tokio::time::Instant::now() + duration;
+        while let Ok(event) = tokio::time::timeout_at(deadline, self.next_event()).await {
+            event?;
+        }
+        self.pending.clear();
+        self.awaiting_pdu = None;
+        self.stray.clear();
+        Ok(())
+    }
+
     /// An unsolicited result set aside during a command, if any.
     pub fn take_unsolicited(&mut self) -> Option<Unsolicited> {
         self.pending.pop_front()

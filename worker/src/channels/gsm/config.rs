@@ -46,6 +46,9 @@ pub struct GsmConfig {
     pub send_timeout_s: u64,
     /// The channel's own number, as the destination of received messages.
     pub number: Option<String>,
+    /// How long a message refused for a temporary reason (network
+    /// congestion, no service) waits before it is tried again.
+    pub retry_delay_s: u64,
 }
 
 impl Default for GsmConfig {
@@ -63,6 +66,7 @@ impl Default for GsmConfig {
             command_timeout_s: 10,
             send_timeout_s: 60,
             number: None,
+            retry_delay_s: 30,
         }
     }
 }
@@ -118,6 +122,10 @@ impl GsmConfig {
 
     pub fn send_timeout(&self) -> Duration {
         Duration::from_secs(self.send_timeout_s)
+    }
+
+    pub fn retry_delay(&self) -> Duration {
+        Duration::from_secs(self.retry_delay_s)
     }
 
     pub fn poll_interval(&self) -> Duration {

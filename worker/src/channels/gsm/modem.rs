@@ -16,9 +16,6 @@ use crate::channels::inbox::{Inbound, Inbox, Part, Report};
 use crate::channels::outbox::Outcome;
 use crate::channels::{ChannelContext, OutMessage};
 
-/// How long a message waits before it is tried again after a temporary
-/// refusal.
-const RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Status reports are matched on TP-MR and the recipient's last digits
 /// (an SMSC may give the number back in another format).
 const RECIPIENT_DIGITS: usize = 9;
@@ -72,7 +69,8 @@ impl Modem {
         // for the modem to answer at all.
         let mut alive = false;
         for _ in 0..3 {
-            let _ = self.port.write_raw(&[0x1B]).await;
+            self.port.write_raw(b"\x1B\r").await?;
+            self.port.drain(Duration::from_millis(300)).await?;
             if self
                 .port
                 .command("AT", Duration::from_secs(2))
@@ -228,6 +226,7 @@ impl Modem {
             .counters()
             .submitted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let retry_delay = self.config.retry_delay();
         let mut references = Vec::with_capacity(pdus.len());
         for (i, pdu) in pdus.iter().enumerate() {
             let sent = self
@@ -252,7 +251,7 @@ impl Modem {
                     let outcome = if errors::is_temporary(code) {
                         Outcome::Retry {
                             error,
-                            delay: RETRY_DELAY,
+                            delay: retry_delay,
                         }
                     } else {
                         Outcome::Failed { error }
@@ -264,7 +263,7 @@ impl Modem {
                     return (
                         Outcome::Retry {
                             error,
-                            delay: RETRY_DELAY,
+                            delay: retry_delay,
                         },
                         Some(anyhow::anyhow!("the modem stopped answering: {e}")),
                     );
@@ -275,7 +274,7 @@ impl Modem {
                     return (
                         Outcome::Retry {
                             error,
-                            delay: RETRY_DELAY,
+                            delay: retry_delay,
                         },
                         fatal,
                     );
