@@ -13,7 +13,7 @@ PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 scripts/setup.sh
 echo "== building and installing the extension and the worker"
 scripts/install.sh
-cargo build --quiet -p smsbus-worker -p smsbus-tests --bin smsbus-worker --bin smsbus-smsc
+cargo build --quiet -p smsbus-worker -p smsbus-tests --bin smsbus-worker --bin smsbus-smsc --bin smsbus-modem
 scripts/cluster.sh start
 scripts/cluster.sh template >/dev/null
 scripts/cluster.sh createdb smsbus >/dev/null
@@ -28,29 +28,36 @@ SMSC_LOG=.cluster/dev/smsc.log
 target/debug/smsbus-smsc --listen "127.0.0.1:$SMSC_PORT" --system-id demo --password demo \
     --undeliverable-every 4 --inbound "+31687654321 1234 STOP ads, thanks" >"$SMSC_LOG" 2>&1 &
 SMSC=$!
+MODEM_DIR=$PWD/.cluster/dev/modem
+MODEM_LOG=.cluster/dev/modem.log
+target/debug/smsbus-modem --dir "$MODEM_DIR" --inbound "+31611122233 Hallo via de modem" >"$MODEM_LOG" 2>&1 &
+MODEM=$!
 LOG=.cluster/dev/worker.log
 DATABASE_URL="$CONN" target/debug/smsbus-worker --worker-id demo-worker >"$LOG" 2>&1 &
 WORKER=$!
 cleanup() {
     kill -TERM "$WORKER" 2>/dev/null && wait "$WORKER" 2>/dev/null || true
-    kill -TERM "$SMSC" 2>/dev/null || true
+    kill -TERM "$SMSC" "$MODEM" 2>/dev/null || true
     scripts/cluster.sh stop
-    echo "stopped the worker, the SMSC simulator and the dev cluster"
+    echo "stopped the worker, the simulators and the dev cluster"
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
 
-echo "== an SMPP channel (the simulator on port $SMSC_PORT) and a few messages"
-sql -v smsc_port="$SMSC_PORT" <<'SQL'
+echo "== an SMPP channel (the simulator on port $SMSC_PORT), a GSM modem channel, and a few messages"
+sql -v smsc_port="$SMSC_PORT" -v modem="$MODEM_DIR/ttyGSM0" <<'SQL'
 INSERT INTO smsbus.channel (name, kind, config, description)
 VALUES ('demo', 'smpp', jsonb_build_object('host', '127.0.0.1', 'port', :smsc_port, 'system_id', 'demo',
                                            'password', 'demo', 'window', 10),
-        'the SMSC simulator (smsbus-smsc)');
+        'the SMSC simulator (smsbus-smsc)'),
+       ('modem', 'gsm', jsonb_build_object('device', :'modem', 'number', '+31600000001', 'poll_interval_s', 5),
+        'the modem simulator (smsbus-modem) on a pseudo-terminal');
 INSERT INTO smsbus.message (to_address, from_address, body, channel) VALUES
     ('+31 6 1234 5678', 'smsbus', 'Hello from smsbus!', 'demo'),
     ('06-12345679', 'smsbus', 'Prijs: 5 € — bedankt!', 'demo'),
     ('+44 7700 900123', NULL, 'Привет из smsbus', 'demo'),
-    ('+31612345672', 'smsbus', repeat('A long message, sent in parts. ', 8), 'demo');
+    ('+31612345672', 'smsbus', repeat('A long message, sent in parts. ', 8), 'demo'),
+    ('+31612345673', NULL, 'Through the GSM modem: €5 {ok}', 'modem');
 -- Routing rules: SQL conditions over the message, checked when written.
 INSERT INTO smsbus.block (condition, reason) VALUES ('to_address = ''+31612345670''', 'on the demo opt-out list');
 INSERT INTO smsbus.route (position, condition, channel) VALUES (10, 'to_address LIKE ''+32%''', 'demo');
@@ -71,13 +78,13 @@ echo "== the worker moves the scheduled message on when it is due"
 sleep 6
 show
 
-echo "== sent over SMPP, delivery receipts back (every 4th is undeliverable), an inbound message"
+echo "== sent over SMPP and the modem, reports back (every 4th SMPP one undeliverable), inbound messages"
 sleep 3
 show
 sql -c "SELECT id, from_address, to_address, body, status FROM smsbus.message WHERE direction = 'in'"
 echo "== the channel (smsbus.channel_state)"
-sql -c "SELECT channel, status, owner, submitted, sent, failed, reports, inbound, coalesce(last_error, '') AS last_error
-        FROM smsbus.channel_state"
+sql -c "SELECT channel, status, owner, submitted, sent, failed, reports, inbound, coalesce(last_error, '') AS last_error,
+               detail FROM smsbus.channel_state"
 echo "== the trace (smsbus.message_event)"
 sql -c "SELECT message_id AS msg, to_char(at, 'HH24:MI:SS.MS') AS at, from_status, to_status, actor,
                coalesce(detail, '') AS detail
@@ -86,7 +93,8 @@ sql -c "SELECT message_id AS msg, to_char(at, 'HH24:MI:SS.MS') AS at, from_statu
 cat <<INFO
 
 smsbus is running: database 'smsbus' on port $PORT, worker log in $LOG,
-the SMSC simulator on port $SMSC_PORT (log in $SMSC_LOG).
+the SMSC simulator on port $SMSC_PORT (log in $SMSC_LOG),
+the modem simulator at $MODEM_DIR/ttyGSM0 (log in $MODEM_LOG).
 Connect with:
     psql -h $HOST -p $PORT -U postgres smsbus
 Try:

@@ -130,6 +130,17 @@ impl Modem {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("smsbus-modem-{}-{n}", std::process::id()));
+        Modem::start_at(&dir, behaviour, stored)
+    }
+
+    /// Like [`Modem::start`], with the device at `dir/ttyGSM0`; `dir` is
+    /// removed when the modem is dropped.
+    pub fn start_at(
+        dir: &Path,
+        behaviour: ModemBehaviour,
+        stored: &[(String, usize)],
+    ) -> anyhow::Result<Modem> {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let link = dir.join("ttyGSM0");
         let mut state = State {
