@@ -366,3 +366,44 @@ async fn two_modems_side_by_side_one_broken() {
     let id = send(&c, "good", "+31612345678", "through the good one").await;
     wait_for(&c, &[id], &["delivered"], FINAL, &w).await;
 }
+
+#[tokio::test]
+async fn status_reports_say_delivered_failed_or_still_trying() {
+    let t = one_modem(ModemBehaviour::default(), &[], json!({})).await;
+    let (modem, c, w) = (&t.modem, &t.client, &t.worker);
+    // Validity period expired: a permanent failure.
+    modem.set_behaviour(|b| b.report_status = Some(0x46));
+    let failed = send(c, "modem", "+31612345678", "never delivered").await;
+    wait_for(c, &[failed], &["notdelivered"], FINAL, w).await;
+    let error: String = scalar(
+        c,
+        "SELECT last_error FROM smsbus.message WHERE id = $1",
+        &[&failed],
+    )
+    .await;
+    assert_eq!(error, "TP-ST 0x46: validity period expired");
+    // Recipient busy, the service centre still trying: the message stays
+    // sent, and the trace says so.
+    modem.set_behaviour(|b| b.report_status = Some(0x21));
+    let trying = send(c, "modem", "+31612345678", "still trying").await;
+    let ok = eventually(FINAL, || async {
+        count(
+            c,
+            &format!("SELECT count(*) FROM smsbus.message_event WHERE message_id = {trying} AND detail LIKE 'intermediate report: TP-ST 0x21%'"),
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(ok, "{}", w.log());
+    let status: String = scalar(
+        c,
+        "SELECT status::text FROM smsbus.message WHERE id = $1",
+        &[&trying],
+    )
+    .await;
+    assert_eq!(status, "sent");
+    // Reports are matched on the TP-MR and the recipient: the same TP-MR
+    // for another number is another message.
+    assert_eq!(modem.stored().0, 0);
+}
