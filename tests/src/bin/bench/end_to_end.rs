@@ -96,10 +96,10 @@ fn worker_binary() -> Result<PathBuf> {
     Ok(path)
 }
 
-struct WorkerProcess(Child);
+pub struct WorkerProcess(Child);
 
 impl WorkerProcess {
-    fn start(conninfo: &str) -> Result<WorkerProcess> {
+    pub fn start(conninfo: &str) -> Result<WorkerProcess> {
         let log = std::fs::File::create(std::env::temp_dir().join("smsbus-bench-worker.log"))?;
         let mut command = Command::new(worker_binary()?);
         smsbus_tests::worker::die_with_parent(&mut command);
@@ -167,7 +167,7 @@ async fn add_channel(client: &Client, name: &str, smsc: &Smsc, extra: Value) -> 
     Ok(())
 }
 
-async fn wait_connected(client: &Client, name: &str) -> Result<()> {
+pub async fn wait_connected(client: &Client, name: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let connected: i64 = client

@@ -11,6 +11,10 @@
 //!   the smsbus side every commit also NOTIFYs the channel, which a listener
 //!   connection consumes as the worker would.
 //!
+//! - **end to end** (`end_to_end.rs`): the worker and the SMPP channel
+//!   against the SMSC simulator.
+//! - **GSM** (`gsm.rs`): the modem channel against the modem simulator.
+//!
 //! The bare side has the columns of `smsbus.message` and `smsbus.message_part`
 //! (defaults standing in for what the triggers compute), only the indexes its
 //! own statements need, and no triggers: the database's ceiling on this machine.
@@ -97,6 +101,12 @@ struct Args {
     /// Seconds the throttled channel is measured.
     #[arg(long, default_value_t = 10.0)]
     e2e_throttle_seconds: f64,
+    /// Messages through the GSM modem channel.
+    #[arg(long, default_value_t = 2_000)]
+    gsm_messages: usize,
+    /// Run only the GSM modem channel benchmark.
+    #[arg(long)]
+    only_gsm: bool,
 }
 
 impl Args {
@@ -235,6 +245,7 @@ const TRUNCATE_ALL: &str = "
              smsbus.channel_wakeup, bench_bare.message, bench_bare.message_part";
 
 mod end_to_end;
+mod gsm;
 mod routing;
 
 #[tokio::main]
@@ -304,6 +315,14 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         window: args.e2e_window,
     };
     let conninfo = format!("{} dbname={DATABASE}", args.pg);
+    if args.only_gsm {
+        eprintln!("GSM modem channel ...");
+        settle(&control).await?;
+        let gsm = gsm::run(&control, &conninfo, args.gsm_messages).await?;
+        println!();
+        print_table(&gsm_rows(&gsm));
+        return Ok(true);
+    }
     if args.only_end_to_end {
         eprintln!("end to end ...");
         settle(&control).await?;
@@ -396,6 +415,12 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         .context("emptying the tables")?;
     settle(&control).await?;
     let e2e = end_to_end::run(&control, &conninfo, &e2e_settings).await?;
+    eprintln!("GSM modem channel ...");
+    control
+        .batch_execute(TRUNCATE_ALL)
+        .await
+        .context("emptying the tables")?;
+    let gsm = gsm::run(&control, &conninfo, args.gsm_messages).await?;
 
     let bare_life = median_by(&mut bare_lives, LifecycleRun::rate);
     let smsbus_life = median_by(&mut smsbus_lives, LifecycleRun::rate);
@@ -452,6 +477,7 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
     });
     let e2e_rows = end_to_end_rows(&e2e, Some(bare_life.rate()));
     rows.extend(e2e_rows);
+    rows.extend(gsm_rows(&gsm));
     println!();
     print_table(&rows);
     println!();
@@ -508,6 +534,7 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
                 "pass": routing_pass,
             },
             "end_to_end": e2e_json,
+            "gsm": gsm.to_json(),
             "concurrent_insert_with_consumer": {
                 "smsbus": smsbus_con.to_json(),
                 "bare": bare_con.to_json(),
@@ -522,6 +549,26 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         .with_context(|| format!("writing {}", output.display()))?;
     println!("figures written to {}", output.display());
     Ok(all_pass)
+}
+
+/// The GSM channel's figures as table rows (no target: reported).
+fn gsm_rows(gsm: &gsm::Figures) -> Vec<Row> {
+    vec![
+        Row {
+            scenario: "GSM modem, instant simulator".into(),
+            smsbus: gsm.rate,
+            bare: f64::NAN,
+            target: "- (reported)".into(),
+            pass: None,
+        },
+        Row {
+            scenario: "  AT round trips per message".into(),
+            smsbus: gsm.round_trips_per_message,
+            bare: f64::NAN,
+            target: "-".into(),
+            pass: None,
+        },
+    ]
 }
 
 /// The end-to-end figures as table rows; the throughput beside the bare

@@ -86,6 +86,10 @@ impl Modem {
             "the modem does not answer AT on {}",
             self.config.device
         );
+        // Back to the stored profile; some modems take a moment after it.
+        if self.command("ATZ").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         self.command("ATE0").await?;
         self.command("AT+CMEE=1").await?;
         if let Some(refused) = self.unlock().await? {
