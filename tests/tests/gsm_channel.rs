@@ -407,3 +407,44 @@ async fn status_reports_say_delivered_failed_or_still_trying() {
     // for another number is another message.
     assert_eq!(modem.stored().0, 0);
 }
+
+#[tokio::test]
+async fn reports_find_their_part_across_the_tp_mr_wrap() {
+    let behaviour = ModemBehaviour {
+        first_reference: 254,
+        report_status: None,
+        ..ModemBehaviour::default()
+    };
+    let t = one_modem(behaviour, &[], json!({})).await;
+    let (modem, c, w) = (&t.modem, &t.client, &t.worker);
+    // TP-MR 254, 255, then 0 and 1 after the wrap, to two recipients.
+    let a = send(c, "modem", "+31612345678", "to a").await;
+    let b = send(c, "modem", "+31687654321", "to b").await;
+    let c2 = send(c, "modem", "+31612345678", "to a again").await;
+    let d = send(c, "modem", "+31687654321", "to b again").await;
+    wait_for(c, &[a, b, c2, d], &["sent"], FINAL, w).await;
+    let refs: Vec<u8> = modem.submitted().iter().map(|s| s.reference).collect();
+    assert_eq!(refs, [254, 255, 0, 1]);
+    // Reports for TP-MR 0 to +31612345678 (message c2) and TP-MR 255 to
+    // +31687654321 (message b), in the national format an SMSC may use.
+    let (r1, l1) = pdu::encode_status_report(0, "0612345678", 0x00);
+    let (r2, l2) = pdu::encode_status_report(255, "+31687654321", 0x41);
+    modem.arrive(r1, l1);
+    modem.arrive(r2, l2);
+    wait_for(c, &[c2], &["delivered"], FINAL, w).await;
+    wait_for(c, &[b], &["notdelivered"], FINAL, w).await;
+    // The others still wait for theirs; a report with a TP-MR of another
+    // recipient matches nothing.
+    let (r3, l3) = pdu::encode_status_report(254, "+31687654321", 0x00);
+    modem.arrive(r3, l3);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in [a, d] {
+        let status: String = scalar(
+            c,
+            "SELECT status::text FROM smsbus.message WHERE id = $1",
+            &[&id],
+        )
+        .await;
+        assert_eq!(status, "sent");
+    }
+}

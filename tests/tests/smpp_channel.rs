@@ -648,3 +648,53 @@ async fn an_inbound_message_the_database_cannot_take_is_refused_temporarily() {
         1
     );
 }
+
+/// Each way of carrying a long message, and Latin-1, through the real
+/// driver to the simulator's own decoder: the text arrives whole, in the
+/// configured form, with one delivered part row per segment.
+#[tokio::test]
+async fn long_messages_in_every_configured_form_and_latin1() {
+    for (long_message, how) in [("udh16", "udh16"), ("sar", "sar"), ("payload", "payload")] {
+        let t = one_channel(Behaviour::default(), json!({"long_message": long_message})).await;
+        let (sim, c, w) = (&t.sim, &t.client, &t.worker);
+        let body = format!("{long_message}: {}", "a long text in parts. ".repeat(12));
+        let id = send(c, "kpn", "+31612345678", &body).await;
+        wait_for(c, &[id], &["delivered"], FINAL, w).await;
+        let received = sim.received();
+        let got = received.iter().find(|r| r.text == body).unwrap_or_else(|| {
+            panic!("{long_message}: the SMSC never got the text; got {received:#?}")
+        });
+        let hows: Vec<&str> = sim.parts().iter().map(|p| p.how).collect();
+        assert!(hows.iter().all(|h| *h == how), "{long_message}: {hows:?}");
+        let parts = count(c, &format!("SELECT count(*) FROM smsbus.message_part WHERE message_id = {id} AND status = 'delivered'")).await;
+        if long_message == "payload" {
+            // One submit_sm carries the whole text.
+            assert_eq!((got.parts, parts), (1, 1));
+        } else {
+            let segments: i32 = scalar(
+                c,
+                "SELECT segments FROM smsbus.message WHERE id = $1",
+                &[&id],
+            )
+            .await;
+            assert_eq!(got.parts as i32, segments);
+            assert_eq!(parts, i64::from(segments));
+        }
+    }
+
+    let t = one_channel(Behaviour::default(), json!({"default_coding": "latin1"})).await;
+    let (sim, c, w) = (&t.sim, &t.client, &t.worker);
+    let latin = send(c, "kpn", "+31612345678", "Café ¿Qué? Ñoño à ü").await;
+    let euro = send(c, "kpn", "+31612345678", "Prijs: 5 €").await;
+    wait_for(c, &[latin, euro], &["delivered"], FINAL, w).await;
+    let received = sim.received();
+    let coding = |text: &str| {
+        received
+            .iter()
+            .find(|r| r.text == text)
+            .map(|r| r.data_coding)
+    };
+    assert_eq!(coding("Café ¿Qué? Ñoño à ü"), Some(3), "{received:#?}");
+    // € is not in Latin-1: that message goes as UCS-2.
+    assert_eq!(coding("Prijs: 5 €"), Some(8), "{received:#?}");
+}
