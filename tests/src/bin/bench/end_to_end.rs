@@ -224,28 +224,29 @@ pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Resul
         .await?;
     let poll = control
         .prepare(
-            "SELECT (SELECT count(*) FROM smsbus.message WHERE status = 'queued' AND channel = 'e2e')
-                  + (SELECT count(*) FROM smsbus.message WHERE status = 'sending' AND channel = 'e2e')
-                  + (SELECT count(*) FROM smsbus.message WHERE status = 'sent' AND channel = 'e2e')",
+            "SELECT EXISTS (SELECT 1 FROM smsbus.message WHERE status = 'queued' AND channel = 'e2e')
+                 OR EXISTS (SELECT 1 FROM smsbus.message WHERE status = 'sending' AND channel = 'e2e')
+                 OR EXISTS (SELECT 1 FROM smsbus.message WHERE status = 'sent' AND channel = 'e2e')",
         )
         .await?;
     let deadline = started + Duration::from_secs(600);
     loop {
-        // Counted through the active statuses' partial indexes, one
-        // status at a time and without parallel workers: cheap, so the
-        // polling does not compete with what it measures (a parallel scan
-        // of the table every 50 ms took a core).
-        let active: i64 = control.query_one(&poll, &[]).await?.get(0);
-        if active == 0 {
+        // One row of each active status through its partial index, without
+        // parallel workers, every 100 ms (0.5 % of the run): cheap, so the
+        // polling does not compete with what it measures. Counting the
+        // active rows every 50 ms took 40 ms a time, a sixth of the
+        // database's work in the run.
+        let active: bool = control.query_one(&poll, &[]).await?.get(0);
+        if !active {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "{active} of {} messages not delivered in 10 minutes",
+                "messages of {} not delivered in 10 minutes",
                 settings.messages
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rate = settings.messages as f64 / started.elapsed().as_secs_f64();
     control
