@@ -78,6 +78,20 @@ pub fn worker(db: &TestDb, id: &str) -> Worker {
     )
 }
 
+/// Bodies every channel must carry intact: plain GSM, the extension table,
+/// UCS-2, an emoji (a surrogate pair) at the 67-unit part boundary, and
+/// long GSM and long UCS-2 texts.
+pub fn sample_bodies() -> Vec<String> {
+    vec![
+        "Hello from smsbus".to_owned(),
+        "Extension: €[]{}^~|\\".to_owned(),
+        "Привет, мир".to_owned(),
+        format!("{}😀 tail", "ж".repeat(66)),
+        "Long GSM text. ".repeat(25),
+        "Длинный текст. ".repeat(12),
+    ]
+}
+
 /// Inserts a message for `channel` and returns its id.
 pub async fn send(client: &Client, channel: &str, to: &str, body: &str) -> i64 {
     client

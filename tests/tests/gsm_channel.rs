@@ -9,7 +9,7 @@ use serde_json::json;
 use smsbus_tests::db::{count, scalar, TestDb};
 use smsbus_tests::modem::{pdu, Coding, Modem, ModemBehaviour};
 use smsbus_tests::scenario::{
-    add_channel_of_kind, gsm_config, link_state, send, wait_for, wait_link, worker,
+    add_channel_of_kind, gsm_config, link_state, sample_bodies, send, wait_for, wait_link, worker,
 };
 use smsbus_tests::worker::{eventually, Worker};
 use tokio_postgres::Client;
@@ -70,14 +70,7 @@ async fn wait_received(c: &Client, n: usize, w: &Worker) -> Vec<(String, String,
 async fn texts_reach_the_modem_intact_and_come_back_delivered() {
     let t = one_modem(ModemBehaviour::default(), &[], json!({})).await;
     let (modem, c, w) = (&t.modem, &t.client, &t.worker);
-    let bodies = [
-        "Hello from smsbus".to_owned(),
-        "Extension: €[]{}^~|\\".to_owned(),
-        "Привет, мир".to_owned(),
-        format!("{}😀 tail", "ж".repeat(66)),
-        "Long GSM text. ".repeat(25),
-        "Длинный текст. ".repeat(12),
-    ];
+    let bodies = sample_bodies();
     let mut ids = Vec::new();
     for body in &bodies {
         ids.push(send(c, "modem", "+31612345678", body).await);
@@ -447,4 +440,32 @@ async fn reports_find_their_part_across_the_tp_mr_wrap() {
         .await;
         assert_eq!(status, "sent");
     }
+}
+
+#[tokio::test]
+async fn status_reports_kept_in_a_memory_of_their_own() {
+    let behaviour = ModemBehaviour {
+        reports_apart: true,
+        ..ModemBehaviour::default()
+    };
+    let t = one_modem(behaviour, &[], json!({})).await;
+    let (modem, c, w) = (&t.modem, &t.client, &t.worker);
+    let ids = [
+        send(c, "modem", "+31612345678", "report one").await,
+        send(c, "modem", "+31612345678", "report two").await,
+    ];
+    wait_for(c, &ids, &["delivered"], FINAL, w).await;
+    // Read and deleted in "SR", and the SIM memory selected again.
+    let ok = eventually(FINAL, || async { modem.stored().0 == 0 }).await;
+    assert!(ok, "{:?}", modem.stored());
+    let commands = modem.commands();
+    let last_sr = commands.iter().rposition(|c| c == "AT+CPMS=\"SR\"");
+    let last_sm = commands
+        .iter()
+        .rposition(|c| c == "AT+CPMS=\"SM\",\"SM\",\"SM\"");
+    assert!(last_sr.is_some() && last_sm > last_sr, "{commands:?}");
+    // Inbound messages still arrive in the SIM memory.
+    modem.deliver("+31687654321", "after the reports", Coding::Gsm7, None);
+    let got = wait_received(c, 1, w).await;
+    assert_eq!(got[0].2, "after the reports");
 }

@@ -8,7 +8,8 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use smsbus_tests::db::{count, scalar, TestDb};
 use smsbus_tests::scenario::{
-    add_channel, link_state, one_channel, send, smpp_config, smsc, wait_for, wait_link, worker,
+    add_channel, link_state, one_channel, sample_bodies, send, smpp_config, smsc, wait_for,
+    wait_link, worker,
 };
 use smsbus_tests::smsc::{Behaviour, Concat, InboundText};
 use smsbus_tests::worker::eventually;
@@ -20,15 +21,7 @@ async fn texts_reach_the_smsc_intact_and_come_back_delivered() {
     let t = one_channel(Behaviour::default(), json!({})).await;
     let (sim, c, w) = (&t.sim, &t.client, &t.worker);
 
-    let bodies = [
-        "Hello from smsbus".to_owned(),
-        "Extension: €[]{}^~|\\".to_owned(),
-        "Привет, мир".to_owned(),
-        // Emoji (a surrogate pair) right at the 67-unit part boundary.
-        format!("{}😀 tail", "ж".repeat(66)),
-        "Long GSM text. ".repeat(25),
-        "Длинный текст. ".repeat(12),
-    ];
+    let bodies = sample_bodies();
     let mut ids = Vec::new();
     for body in &bodies {
         ids.push(send(c, "kpn", "+31612345678", body).await);

@@ -213,13 +213,18 @@ fn command_answer(state: &Mutex<State>, command: &str) -> Answer {
             Answer::ok()
         }
         _ if rest.starts_with("+CPMS=") => {
-            let used = s.storage.len();
+            s.reading_reports = rest[6..].starts_with("\"SR\"");
+            if s.reading_reports && !s.behaviour.reports_apart {
+                s.reading_reports = false;
+                return Answer::cms(302);
+            }
+            let used = s.selected().len();
             Answer::lines(vec![format!("+CPMS: {used},30,{used},30,{used},30")])
         }
         _ if rest.starts_with("+CMGL=") => {
             let wanted: u8 = rest[6..].parse().unwrap_or(4);
             let mut lines = Vec::new();
-            for (index, m) in s.storage.iter_mut() {
+            for (index, m) in s.selected().iter_mut() {
                 if wanted == 4 || wanted == m.stat {
                     lines.push(format!("+CMGL: {index},{},,{}", m.stat, m.length));
                     lines.push(m.pdu.clone());
@@ -229,7 +234,7 @@ fn command_answer(state: &Mutex<State>, command: &str) -> Answer {
             Answer::lines(lines)
         }
         _ if rest.starts_with("+CMGR=") => match rest[6..].parse::<u16>() {
-            Ok(index) => match s.storage.get_mut(&index) {
+            Ok(index) => match s.selected().get_mut(&index) {
                 Some(m) => {
                     let lines = vec![format!("+CMGR: {},,{}", m.stat, m.length), m.pdu.clone()];
                     m.stat = 1;
@@ -245,7 +250,7 @@ fn command_answer(state: &Mutex<State>, command: &str) -> Answer {
                 .next()
                 .and_then(|i| i.parse::<u16>().ok());
             match index {
-                Some(i) if s.storage.remove(&i).is_some() => {
+                Some(i) if s.selected().remove(&i).is_some() => {
                     s.deleted.push(i);
                     Answer::ok()
                 }
@@ -302,9 +307,9 @@ fn submit(
                 match s.report_mode {
                     1 => format!("\r\n+CDS: {length}\r\n{pdu}\r\n"),
                     mode => {
-                        let index = s.store(pdu, length);
+                        let (memory, index) = s.store_report(pdu, length);
                         if mode == 2 {
-                            format!("\r\n+CDSI: \"SM\",{index}\r\n")
+                            format!("\r\n+CDSI: \"{memory}\",{index}\r\n")
                         } else {
                             return;
                         }

@@ -43,6 +43,9 @@ pub struct ModemBehaviour {
     pub stalled: bool,
     /// Answer every command this much later.
     pub delay: Duration,
+    /// Store status reports in a memory of their own ("SR"), readable only
+    /// while it is selected with `AT+CPMS`, as some modems do.
+    pub reports_apart: bool,
 }
 
 impl Default for ModemBehaviour {
@@ -55,6 +58,7 @@ impl Default for ModemBehaviour {
             first_reference: 1,
             stalled: false,
             delay: Duration::ZERO,
+            reports_apart: false,
         }
     }
 }
@@ -86,6 +90,10 @@ struct State {
     new_message_mode: u8,
     report_mode: u8,
     storage: std::collections::BTreeMap<u16, Stored>,
+    /// Status reports when they are kept apart.
+    reports: std::collections::BTreeMap<u16, Stored>,
+    /// The memory `AT+CPMS` selected for reading and deleting.
+    reading_reports: bool,
     next_reference: Option<u8>,
     submitted: Vec<Submitted>,
     /// Every command line received, for counting round trips.
@@ -94,6 +102,33 @@ struct State {
 }
 
 impl State {
+    /// The memory commands read and delete in.
+    fn selected(&mut self) -> &mut std::collections::BTreeMap<u16, Stored> {
+        if self.reading_reports {
+            &mut self.reports
+        } else {
+            &mut self.storage
+        }
+    }
+
+    /// Stores a status report where this modem keeps them: its memory and
+    /// index.
+    fn store_report(&mut self, pdu: String, length: usize) -> (&'static str, u16) {
+        if !self.behaviour.reports_apart {
+            return ("SM", self.store(pdu, length));
+        }
+        let index = (1..).find(|i| !self.reports.contains_key(i)).unwrap();
+        self.reports.insert(
+            index,
+            Stored {
+                stat: 0,
+                pdu,
+                length,
+            },
+        );
+        ("SR", index)
+    }
+
     fn store(&mut self, pdu: String, length: usize) -> u16 {
         let index = (1..).find(|i| !self.storage.contains_key(i)).unwrap();
         self.storage.insert(
@@ -213,7 +248,7 @@ impl Modem {
     /// Messages still stored on the SIM, and the indexes deleted so far.
     pub fn stored(&self) -> (usize, Vec<u16>) {
         let s = self.state.lock().unwrap();
-        (s.storage.len(), s.deleted.clone())
+        (s.storage.len() + s.reports.len(), s.deleted.clone())
     }
 
     /// A message from `from` arrives: stored on the SIM (one entry per

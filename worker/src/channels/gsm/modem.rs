@@ -299,8 +299,8 @@ impl Modem {
             tracing::debug!(channel = %self.ctx.row.name, line = %stray, "unexpected line from the modem");
         }
         while let Some(Unsolicited { line, pdu }) = self.port.take_unsolicited() {
-            if let Some(index) = stored_index(&line) {
-                self.read_one(index, inbox).await?;
+            if let Some((memory, index)) = stored_index(&line) {
+                self.read_from(&memory, index, inbox).await?;
             } else if let Some(pdu) = pdu {
                 // +CDS / +CMT: routed directly, nothing to delete.
                 // `+CDS: <length>`, `+CMT: [<alpha>],<length>`.
@@ -342,6 +342,31 @@ impl Modem {
             }
         }
         self.handle_unsolicited(inbox).await
+    }
+
+    /// Reads an entry announced in `memory`: a modem may store status
+    /// reports apart ("SR"), where reads and deletes must go while it is
+    /// selected.
+    async fn read_from(&mut self, memory: &str, index: u32, inbox: &Inbox) -> anyhow::Result<()> {
+        let storage = self.config.storage.clone();
+        let elsewhere = !memory.is_empty() && memory != storage && storage != "MT";
+        if elsewhere
+            && self
+                .command(&format!("AT+CPMS=\"{memory}\""))
+                .await
+                .is_err()
+        {
+            // Not selectable: read where we are, as most modems mean.
+            return self.read_one(index, inbox).await;
+        }
+        let result = self.read_one(index, inbox).await;
+        if elsewhere {
+            self.command(&format!(
+                "AT+CPMS=\"{storage}\",\"{storage}\",\"{storage}\""
+            ))
+            .await?;
+        }
+        result
     }
 
     /// Reads the stored entry at `index`, records it, deletes it.
@@ -449,12 +474,14 @@ impl Modem {
     }
 }
 
-/// The index in `+CMTI: "SM",3` / `+CDSI: "SM",3`.
-fn stored_index(line: &str) -> Option<u32> {
-    if !(line.starts_with("+CMTI:") || line.starts_with("+CDSI:")) {
-        return None;
-    }
-    line.rsplit(',').next()?.trim().parse().ok()
+/// The memory and index in `+CMTI: "SM",3` / `+CDSI: "SR",3`.
+fn stored_index(line: &str) -> Option<(String, u32)> {
+    let fields = line
+        .strip_prefix("+CMTI:")
+        .or_else(|| line.strip_prefix("+CDSI:"))?;
+    let (memory, index) = fields.rsplit_once(',')?;
+    let memory = memory.trim().trim_matches('"').to_owned();
+    Some((memory, index.trim().parse().ok()?))
 }
 
 #[cfg(test)]
@@ -471,9 +498,10 @@ mod tests {
 
     #[test]
     fn indications_name_their_index() {
-        assert_eq!(stored_index("+CMTI: \"SM\",12"), Some(12));
-        assert_eq!(stored_index("+CDSI: \"SR\",3"), Some(3));
+        assert_eq!(stored_index("+CMTI: \"SM\",12"), Some(("SM".into(), 12)));
+        assert_eq!(stored_index("+CDSI: \"SR\",3"), Some(("SR".into(), 3)));
         assert_eq!(stored_index("+CMT: ,23"), None);
         assert_eq!(stored_index("+CMTI: \"SM\",x"), None);
+        assert_eq!(stored_index("+CMTI: 4"), None);
     }
 }
