@@ -767,6 +767,10 @@ GRANT EXECUTE ON FUNCTION _check_condition(text, text), _compile_router(), _rout
 GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean,
     text, jsonb, text, text) TO smsbus_sender, smsbus_admin;
 GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_worker;
+-- Trigger rows are checked as the admin who writes them; every role that
+-- writes messages arms them.
+GRANT EXECUTE ON FUNCTION _check_sql_script(text, text) TO smsbus_admin;
+GRANT EXECUTE ON FUNCTION _trigger_arming() TO smsbus_sender, smsbus_admin, smsbus_worker;
 GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _mark_sent(text, bigint[], integer[], text[]), _mark_failed(bigint[], text[]),
     _mark_retry(bigint[], text[], double precision[]), _apply_reports(text, text[], text[], text[], text[]), _apply_parked_reports(),

@@ -13,7 +13,10 @@
 //! - [`router`]: calls the compiled router (`sql/router.sql`) for a message
 //!   that became due; [`channels`]: channel lookups and daily quotas for it.
 //! - [`rule_check`]: checks rule conditions with PostgreSQL's parser and
-//!   analyser when a rule row is written.
+//!   analyser when a rule row is written; [`script_check`]: SQL trigger
+//!   scripts likewise.
+//! - [`arming`]: `trigger_status` of a message that reaches a permanent
+//!   status, from the enabled triggers (`sql/triggers.sql`).
 //! - [`text`]: `smsbus.sms_encoding(text)`, `smsbus.sms_segments(text, encoding)`.
 //! - [`state`]: `smsbus.status_is_permanent(status)` and transition hints.
 //! - [`settings`]: the `smsbus.*` configuration parameters.
@@ -25,11 +28,13 @@
 
 use pgrx::prelude::*;
 
+mod arming;
 mod channels;
 mod message_trace;
 mod message_triggers;
 mod router;
 mod rule_check;
+mod script_check;
 mod settings;
 mod state;
 mod text;
@@ -46,6 +51,11 @@ extension_sql_file!(
         _channel_take_reason,
         _check_condition
     ]
+);
+extension_sql_file!(
+    "../../sql/triggers.sql",
+    name = "triggers",
+    requires = ["schema", _check_condition, _check_sql_script]
 );
 extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 

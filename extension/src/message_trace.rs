@@ -1,6 +1,8 @@
 //! The per-statement trigger of `smsbus.message`: writes the trace (one
 //! `smsbus.message_event` row per status change) and wakes the channels
 //! whose owners wait for work (`smsbus.channel_wakeup`).
+//! A statement that armed messages for their triggers also sends one
+//! NOTIFY `smsbus_triggers`.
 //!
 //! It reads the statement's transition table (REFERENCING NEW TABLE) and
 //! does everything with one execution of one prepared statement, so a
@@ -83,6 +85,17 @@ fn _message_after_change<'a>(
             (*(*data.tg_relation).rd_rel).relowner,
         )
     };
+    if crate::arming::take_armed() {
+        // One wake-up for the trigger runner per statement that armed
+        // messages; delivered at commit, like any NOTIFY.
+        unsafe extern "C-unwind" {
+            // commands/async.h; pgrx does not bind it.
+            #[link_name = "Async_Notify"]
+            fn async_notify(channel: *const std::ffi::c_char, payload: *const std::ffi::c_char);
+        }
+        // SAFETY: static NUL-terminated strings; Async_Notify copies them.
+        unsafe { async_notify(c"smsbus_triggers".as_ptr(), c"".as_ptr()) };
+    }
     let c = Columns::of(desc);
     let batch = collect(data.tg_newtable, desc, &c, inserting);
     if batch.ids.is_empty() && batch.wake.is_empty() {

@@ -21,6 +21,7 @@ use smsbus_core::address;
 use smsbus_core::status::Status;
 use smsbus_core::text::{self, Encoding};
 
+use crate::arming::trigger_status_for;
 use crate::{channels, raise, refuse, router, settings};
 
 /// Attribute positions (0-based) of the columns the triggers touch, read
@@ -370,17 +371,6 @@ fn set_trigger_status(edit: &mut Edit, c: &Columns, label: &'static str) {
     );
 }
 
-/// The trigger status a message gets on entering `status`: `notriggers`
-/// for a permanent status (the triggers issue arms `pending` here), `none`
-/// while it is still on its way.
-fn trigger_status_for(status: Status) -> &'static str {
-    if status.is_permanent() {
-        "notriggers"
-    } else {
-        "none"
-    }
-}
-
 fn row_of<'a>(trigger: &'a PgTrigger<'a>, new: bool) -> Row {
     let tuple = if new { trigger.new() } else { trigger.old() };
     let tuple = tuple.unwrap_or_else(|| refuse("smsbus row trigger fired without a row".into()));
@@ -439,7 +429,7 @@ fn _message_before_insert<'a>(
     if inbound {
         // What a peer sent is recorded as it came: never refused for its form.
         set_status(&mut edit, &c, Status::Received);
-        set_trigger_status(&mut edit, &c, trigger_status_for(Status::Received));
+        set_trigger_status(&mut edit, &c, trigger_status_for(Status::Received, true));
         if new.datum(c.received_at).is_none() {
             edit.set(c.received_at, Some(now));
         }
@@ -507,7 +497,7 @@ fn _message_before_insert<'a>(
 
     if scheduled_at.is_some_and(|at| at > now) {
         set_status(&mut edit, &c, Status::Scheduled);
-        set_trigger_status(&mut edit, &c, trigger_status_for(Status::Scheduled));
+        set_trigger_status(&mut edit, &c, trigger_status_for(Status::Scheduled, false));
         return Ok(finish(&new, edit));
     }
     // Route the row as it will be stored: normalised, encoded, counted.
@@ -540,7 +530,7 @@ fn apply_verdict(edit: &mut Edit, c: &Columns, verdict: router::Verdict) {
     edit.set(c.routed_by, verdict.routed_by);
     edit.set(c.last_error, verdict.reason);
     set_status(edit, c, verdict.status);
-    set_trigger_status(edit, c, trigger_status_for(verdict.status));
+    set_trigger_status(edit, c, trigger_status_for(verdict.status, false));
 }
 
 /// BEFORE UPDATE: enforces the state machine and keeps the system's
@@ -615,7 +605,8 @@ fn _message_before_update<'a>(
     {
         edit.null(c.last_error);
     }
-    set_trigger_status(&mut edit, &c, trigger_status_for(new_status));
+    let inbound = old.text(c.direction).as_deref() == Some("in");
+    set_trigger_status(&mut edit, &c, trigger_status_for(new_status, inbound));
     Ok(finish(&new, edit))
 }
 

@@ -35,7 +35,7 @@ pub(crate) struct ConditionError {
 }
 
 impl ConditionError {
-    fn new(code: PgSqlErrorCode, message: impl Into<String>, position: i32) -> Self {
+    pub(crate) fn new(code: PgSqlErrorCode, message: impl Into<String>, position: i32) -> Self {
         ConditionError {
             code,
             message: message.into(),
@@ -44,7 +44,7 @@ impl ConditionError {
         }
     }
 
-    fn hint(mut self, hint: &str) -> Self {
+    pub(crate) fn hint(mut self, hint: &str) -> Self {
         self.hint = Some(hint.to_owned());
         self
     }
@@ -55,7 +55,7 @@ impl ConditionError {
 #[pg_extern(volatile, parallel_unsafe)]
 fn _check_condition(condition: &str, rule: &str) {
     if let Err(error) = check(condition) {
-        throw(error, condition, rule);
+        throw(error, condition, &format!("{rule} condition"));
     }
 }
 
@@ -219,7 +219,7 @@ fn analyse(raw: *mut pg_sys::RawStmt, text: &CStr) -> Result<(), ConditionError>
 }
 
 /// The elements of a pointer List (empty for NIL).
-unsafe fn list_items(list: *mut pg_sys::List) -> Vec<*mut c_void> {
+pub(crate) unsafe fn list_items(list: *mut pg_sys::List) -> Vec<*mut c_void> {
     if list.is_null() {
         return Vec::new();
     }
@@ -236,7 +236,7 @@ thread_local! {
 
 /// Runs parser code and turns an error it raises into a ConditionError
 /// that keeps PostgreSQL's message, SQLSTATE and error position.
-fn with_position<T>(f: impl FnOnce() -> T) -> Result<T, ConditionError> {
+pub(crate) fn with_position<T>(f: impl FnOnce() -> T) -> Result<T, ConditionError> {
     unsafe extern "C-unwind" fn record_position(_: *mut c_void) {
         // Runs inside errfinish, while the error is the current one.
         ERROR_POSITION.set(unsafe { pg_sys::geterrposition() });
@@ -266,14 +266,15 @@ fn with_position<T>(f: impl FnOnce() -> T) -> Result<T, ConditionError> {
     result
 }
 
-/// Raises the error with the condition as its internal query, the way
-/// PL/pgSQL reports its expressions' errors.
+/// Raises the error with the checked text (a condition, a script) as its
+/// internal query and `context` as its context, the way PL/pgSQL reports
+/// its expressions' errors.
 ///
 /// pgrx's own error reports carry no position, so this fills an ErrorData
 /// and throws it with ThrowErrorData directly. It longjmps out of this
 /// frame: everything Rust owns is dropped first, and the strings it passes
 /// are palloc'd (PostgreSQL frees them with the transaction).
-fn throw(error: ConditionError, condition: &str, rule: &str) -> ! {
+pub(crate) fn throw(error: ConditionError, text: &str, context: &str) -> ! {
     unsafe extern "C-unwind" {
         #[link_name = "ThrowErrorData"]
         fn throw_error_data(edata: *mut pg_sys::ErrorData);
@@ -287,12 +288,12 @@ fn throw(error: ConditionError, condition: &str, rule: &str) -> ! {
         sqlerrcode: error.code as i32,
         message: pstr(&error.message),
         hint: error.hint.as_deref().map_or(std::ptr::null_mut(), pstr),
-        context: pstr(&format!("{rule} condition")),
-        internalquery: pstr(condition),
+        context: pstr(context),
+        internalquery: pstr(text),
         internalpos: error.position,
         filename: c"rule_check.rs".as_ptr(),
         lineno: line!() as i32,
-        funcname: c"_check_condition".as_ptr(),
+        funcname: c"smsbus_check".as_ptr(),
         ..Default::default()
     };
     drop(error);

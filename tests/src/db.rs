@@ -152,3 +152,32 @@ where
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
 }
+
+/// A connection that LISTENs on `channel`, and the notifications it gets
+/// as (channel, payload).
+pub async fn listen(
+    db: &TestDb,
+    channel: &str,
+) -> (
+    Client,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
+    use futures_util::StreamExt;
+    let (client, mut connection) = tokio_postgres::connect(&db.conninfo(), NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to listen: {e}"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(msg)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = msg {
+                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {channel}"))
+        .await
+        .unwrap_or_else(|e| panic!("LISTEN {channel}: {e}"));
+    (client, rx)
+}

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use smsbus_tests::db::{count, scalar, TestDb};
-use tokio_postgres::{AsyncMessage, NoTls};
+use smsbus_tests::db::{count, listen, scalar, TestDb};
 
 async fn setup(db: &TestDb) -> tokio_postgres::Client {
     let c = db.connect().await;
@@ -267,27 +265,13 @@ async fn concurrent_sends_with_one_key_make_one_message() {
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 1);
 }
 
-/// Collects the notifications a LISTEN connection receives.
 async fn listener(
     db: &TestDb,
 ) -> (
     tokio_postgres::Client,
     tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
 ) {
-    let (client, mut connection) = tokio_postgres::connect(&db.conninfo(), NoTls)
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(msg)) = stream.next().await {
-            if let AsyncMessage::Notification(n) = msg {
-                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
-            }
-        }
-    });
-    client.batch_execute("LISTEN smsbus_queue").await.unwrap();
-    (client, rx)
+    listen(db, "smsbus_queue").await
 }
 
 async fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>) -> Vec<String> {

@@ -1,0 +1,74 @@
+//! Checks the script of an SQL trigger when its row is written: parsed and
+//! analysed by PostgreSQL with the message id as `$1` (bigint), so a typo,
+//! an unknown table or column, or a wrong type is refused at
+//! `INSERT INTO smsbus.trigger`, with the position of the mistake, not
+//! found when a message reaches the trigger.
+//!
+//! The script runs inside the transaction that records the trigger's
+//! outcome, so transaction control (BEGIN, COMMIT, ROLLBACK, ...) is
+//! refused too. Statements are analysed one by one against the database as
+//! it is: a statement that needs an object an earlier one of the same
+//! script creates is refused (create it beforehand).
+
+use std::ffi::CString;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use crate::rule_check::{list_items, throw, with_position, ConditionError};
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn _check_sql_script(script: &str, trigger: &str) {
+    if let Err(error) = check(script) {
+        throw(error, script, &format!("trigger {trigger} script"));
+    }
+}
+
+fn check(script: &str) -> Result<(), ConditionError> {
+    let text = CString::new(script).map_err(|_| {
+        ConditionError::new(
+            PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
+            "script contains a NUL byte",
+            0,
+        )
+    })?;
+    let parsed = with_position(|| unsafe {
+        pg_sys::raw_parser(text.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT)
+    })?;
+    // SAFETY: raw_parser returns a List of RawStmt in this memory context.
+    let statements = unsafe { list_items(parsed) };
+    if statements.is_empty() {
+        return Err(ConditionError::new(
+            PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
+            "script is empty",
+            0,
+        )
+        .hint("An SQL trigger runs its statements with the message id as $1."));
+    }
+    let types = [pg_sys::INT8OID];
+    for raw in statements {
+        let raw = raw.cast::<pg_sys::RawStmt>();
+        // SAFETY: a RawStmt from the list above.
+        let (node, location) = unsafe { ((*raw).stmt, (*raw).stmt_location) };
+        // SAFETY: a parse node of the statement.
+        if unsafe { (*node).type_ } == pg_sys::NodeTag::T_TransactionStmt {
+            return Err(ConditionError::new(
+                PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_TERMINATION,
+                "transaction control is not allowed in a trigger script",
+                location + 1,
+            )
+            .hint("The script runs in the transaction that records the trigger's outcome."));
+        }
+        with_position(|| unsafe {
+            pg_sys::parse_analyze_fixedparams(
+                raw,
+                text.as_ptr(),
+                types.as_ptr(),
+                types.len() as i32,
+                std::ptr::null_mut(),
+            )
+        })?;
+    }
+    Ok(())
+}

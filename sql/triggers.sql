@@ -1,0 +1,88 @@
+-- smsbus triggers: scripts that run when a message reaches a permanent
+-- status (DESIGN.md §6).
+--
+-- A trigger is a row: which statuses and direction it is for, an SQL
+-- condition over the message, and a script in Lua or SQL. Each row is
+-- checked when written: the condition with PostgreSQL's parser and
+-- analyser (as routing conditions are), an SQL script parsed and analysed
+-- with the message id as $1. When a message reaches a permanent status,
+-- the row trigger of smsbus.message arms it (trigger_status 'pending') if
+-- an enabled trigger is for that status and direction, else marks it
+-- 'notriggers'; a statement that armed any sends one NOTIFY
+-- smsbus_triggers, and the worker runs the chains.
+
+CREATE TABLE trigger (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL UNIQUE CONSTRAINT trigger_name CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    position    integer NOT NULL DEFAULT 0,
+    enabled     boolean NOT NULL DEFAULT true,
+    -- Null: every permanent status.
+    on_status   status[] CONSTRAINT trigger_on_status CHECK (
+                    on_status IS NULL OR (cardinality(on_status) > 0
+                                          AND on_status <@ ARRAY['sent', 'failed', 'nochannel', 'blocked',
+                                                                 'dailylimit', 'expired', 'received', 'delivered',
+                                                                 'notdelivered', 'noreport']::status[])),
+    -- Null: both.
+    direction   text CONSTRAINT trigger_direction CHECK (direction IN ('out', 'in')),
+    condition   text NOT NULL DEFAULT 'true',
+    language    text NOT NULL CONSTRAINT trigger_language CHECK (language IN ('lua', 'sql')),
+    script      text NOT NULL,
+    final       boolean NOT NULL DEFAULT false,
+    description text,
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX trigger_order ON trigger (position, id) WHERE enabled;
+
+COMMENT ON TABLE trigger IS 'smsbus: scripts run, in position order, when a message reaches a permanent status.';
+
+GRANT ALL ON trigger TO smsbus_admin;
+GRANT SELECT ON trigger TO smsbus_worker;
+
+CREATE FUNCTION _trigger_check() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.updated_at := now();
+    -- What changed, or is switched on, is checked; so a trigger broken by
+    -- a later change elsewhere (a dropped table) can still be disabled.
+    IF TG_OP = 'UPDATE' AND NOT (NEW.enabled AND NOT OLD.enabled) THEN
+        IF NEW.condition IS NOT DISTINCT FROM OLD.condition
+           AND NEW.script IS NOT DISTINCT FROM OLD.script
+           AND NEW.language IS NOT DISTINCT FROM OLD.language THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    PERFORM smsbus._check_condition(NEW.condition, 'trigger ' || NEW.name);
+    IF NEW.language = 'sql' THEN
+        PERFORM smsbus._check_sql_script(NEW.script, NEW.name);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER trigger_check BEFORE INSERT OR UPDATE ON trigger
+    FOR EACH ROW EXECUTE FUNCTION _trigger_check();
+
+-- The worker reloads its triggers when they change.
+CREATE FUNCTION _triggers_changed() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_notify('smsbus_config', 'trigger');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER trigger_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON trigger
+    FOR EACH STATEMENT EXECUTE FUNCTION _triggers_changed();
+
+-- What the row triggers of smsbus.message need to arm a message: the
+-- statuses and direction of each enabled trigger. Security definer, as
+-- senders may not read smsbus.trigger (scripts are code).
+CREATE FUNCTION _trigger_arming(OUT on_status text[], OUT direction text)
+RETURNS SETOF record
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT t.on_status::text[], t.direction FROM smsbus.trigger t WHERE t.enabled
+$$;
