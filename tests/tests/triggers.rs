@@ -47,7 +47,9 @@ async fn bad_trigger_rows_are_refused_where_the_mistake_is() {
     c.batch_execute("CREATE TABLE public.optout (number text PRIMARY KEY)")
         .await
         .unwrap();
-    let cases: &[(&str, &str, &str, &str, &str, Option<u32>)] = &[
+    // (condition, language, script, SQLSTATE, message, position)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, Option<u32>);
+    let cases: &[Case] = &[
         // A condition, as routing conditions are checked.
         ("to_addres = '1'", "sql", "SELECT 1", "42703", "column \"to_addres\" does not exist", Some(1)),
         ("body", "sql", "SELECT 1", "42804", "a condition must be of type boolean, not text", Some(1)),
