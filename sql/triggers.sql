@@ -79,10 +79,14 @@ CREATE TRIGGER trigger_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON t
 -- What the row triggers of smsbus.message need to arm a message: the
 -- statuses and direction of each enabled trigger. Security definer, as
 -- senders may not read smsbus.trigger (scripts are code).
+-- PL/pgSQL so its plan is kept for the session: it runs once per statement
+-- that brings messages to a permanent status.
 CREATE FUNCTION _trigger_arming(OUT on_status text[], OUT direction text)
 RETURNS SETOF record
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT t.on_status::text[], t.direction FROM smsbus.trigger t WHERE t.enabled
+BEGIN
+    RETURN QUERY SELECT t.on_status::text[], t.direction FROM smsbus.trigger t WHERE t.enabled;
+END
 $$;

@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
 use smsbus_core::status::Status;
 
 /// One enabled trigger's reach: its statuses (None: every permanent one)
@@ -27,6 +28,7 @@ thread_local! {
     static CACHE: RefCell<Cache> = const { RefCell::new(Cache { statement: (0, 0), triggers: None }) };
     /// Set when a row was armed; the statement trigger notifies and clears.
     static ARMED: Cell<bool> = const { Cell::new(false) };
+    static PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
 }
 
 /// The trigger status a message gets on entering `status`.
@@ -76,17 +78,26 @@ fn with_triggers<R>(f: impl FnOnce(&[Reach]) -> R) -> R {
 
 fn look_up() -> Vec<Reach> {
     Spi::connect(|client| {
-        client
-            .select(
-                "SELECT on_status, direction FROM smsbus._trigger_arming()",
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| crate::refuse(format!("reading the enabled triggers: {e}")))
-            .map(|row| Reach {
-                statuses: row.get::<Vec<String>>(1).ok().flatten(),
-                direction: row.get::<String>(2).ok().flatten(),
-            })
-            .collect()
+        PLAN.with(|cell| {
+            let mut plan = cell.borrow_mut();
+            if plan.is_none() {
+                let prepared = client
+                    .prepare(
+                        "SELECT on_status, direction FROM smsbus._trigger_arming()",
+                        &[],
+                    )
+                    .unwrap_or_else(|e| crate::refuse(format!("preparing the trigger lookup: {e}")))
+                    .keep();
+                *plan = Some(prepared);
+            }
+            client
+                .select(plan.as_ref().expect("prepared above"), None, &[])
+                .unwrap_or_else(|e| crate::refuse(format!("reading the enabled triggers: {e}")))
+                .map(|row| Reach {
+                    statuses: row.get::<Vec<String>>(1).ok().flatten(),
+                    direction: row.get::<String>(2).ok().flatten(),
+                })
+                .collect()
+        })
     })
 }
