@@ -172,10 +172,10 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     lease_end timestamptz := now() + p_lease;
-    returned bigint;
-    expired bigint;
+    taken smsbus.message[];
+    late integer;
+    expired bigint := 0;
 BEGIN
-    RETURN QUERY
     WITH picked AS (
         SELECT m.id FROM smsbus.message m
         WHERE m.status = 'queued' AND m.channel = p_channel AND m.scheduled_at <= now()
@@ -186,24 +186,28 @@ BEGIN
         UPDATE smsbus.message m
         SET status = 'sending', claimed_by = p_worker, claimed_until = lease_end
         FROM picked WHERE m.id = picked.id
-        RETURNING m.*
+        RETURNING m AS row
     )
-    SELECT * FROM claimed c
-    WHERE c.valid_until IS NULL OR c.valid_until > now()
-    ORDER BY c.priority DESC, c.id;
-    GET DIAGNOSTICS returned = ROW_COUNT;
-    -- The late ones of this claim: now() and lease_end are the same for
-    -- every row this call claimed, and no other claim has this lease_end
-    -- unless it ran in this transaction, where now() judged it the same.
-    UPDATE smsbus.message SET status = 'expired', last_error = 'validity period ended before submission'
-    WHERE status = 'sending' AND claimed_until = lease_end AND claimed_by = p_worker
-      AND valid_until <= now();
-    GET DIAGNOSTICS expired = ROW_COUNT;
+    SELECT coalesce(array_agg(c.row ORDER BY (c.row).priority DESC, (c.row).id)
+                        FILTER (WHERE (c.row).valid_until IS NULL OR (c.row).valid_until > now()), '{}'),
+           count(*) FILTER (WHERE (c.row).valid_until <= now())
+    INTO taken, late FROM claimed c;
+    -- The late ones of this claim, if any (looking costs a pass over every
+    -- claimed row): now() and lease_end are the same for every row this
+    -- call claimed, and no other claim has this lease_end unless it ran in
+    -- this transaction, where now() judged it the same.
+    IF late > 0 THEN
+        UPDATE smsbus.message SET status = 'expired', last_error = 'validity period ended before submission'
+        WHERE status = 'sending' AND claimed_until = lease_end AND claimed_by = p_worker
+          AND valid_until <= now();
+        GET DIAGNOSTICS expired = ROW_COUNT;
+    END IF;
     -- Less than asked for: the queue is drained, so the owner will wait for
     -- a wake-up; arm it (see smsbus.channel_wakeup).
-    IF returned + expired < p_limit THEN
+    IF cardinality(taken) + expired < p_limit THEN
         INSERT INTO smsbus.channel_wakeup (channel) VALUES (p_channel) ON CONFLICT (channel) DO NOTHING;
     END IF;
+    RETURN QUERY SELECT * FROM unnest(taken);
 END
 $$;
 
