@@ -700,6 +700,36 @@ BEGIN
 END
 $$;
 
+-- Takes messages armed for their triggers (pending -> processing), oldest
+-- first; the worker runs their chains.
+CREATE FUNCTION _claim_triggers(p_limit integer) RETURNS SETOF bigint
+LANGUAGE sql
+AS $$
+    UPDATE smsbus.message m SET trigger_status = 'processing'
+    FROM (SELECT x.id FROM smsbus.message x WHERE x.trigger_status = 'pending'
+          ORDER BY x.id LIMIT p_limit FOR UPDATE OF x SKIP LOCKED) p
+    WHERE m.id = p.id
+    RETURNING m.id
+$$;
+
+-- Chains a worker took and never finished (it died): armed again.
+CREATE FUNCTION _resume_triggers(p_after interval DEFAULT interval '5 minutes', p_limit integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m SET trigger_status = 'pending'
+    FROM (SELECT x.id FROM smsbus.message x
+          WHERE x.trigger_status = 'processing' AND x.updated_at < now() - p_after
+          LIMIT p_limit FOR UPDATE OF x SKIP LOCKED) stale
+    WHERE m.id = stale.id;
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
 -- One pass of the worker's maintenance; returns what each step did.
 CREATE FUNCTION _maintain(p_report_timeout interval DEFAULT interval '48 hours', p_limit integer DEFAULT 10000,
                           p_part_timeout interval DEFAULT interval '1 hour')
@@ -713,7 +743,8 @@ BEGIN
     result := jsonb_build_object(
         'promoted', smsbus._promote_scheduled(p_limit),
         'leases_expired', smsbus._expire_leases(p_limit),
-        'noreport', smsbus._mark_noreport(p_report_timeout, p_limit));
+        'noreport', smsbus._mark_noreport(p_report_timeout, p_limit),
+        'triggers_resumed', smsbus._resume_triggers(interval '5 minutes', p_limit));
     -- Reports whose submission never got recorded are kept a day.
     DELETE FROM smsbus.pending_report WHERE received_at < now() - interval '1 day';
     GET DIAGNOSTICS dropped = ROW_COUNT;
@@ -775,6 +806,8 @@ GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_wor
 -- writes messages arms them.
 GRANT EXECUTE ON FUNCTION _check_sql_script(text, text) TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION _trigger_arming() TO smsbus_sender, smsbus_admin, smsbus_worker;
+GRANT EXECUTE ON FUNCTION _claim_triggers(integer), _resume_triggers(interval, integer), _split_sql_script(text)
+    TO smsbus_worker, smsbus_admin;
 GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _mark_sent(text, bigint[], integer[], text[]), _mark_failed(bigint[], text[]),
     _mark_retry(bigint[], text[], double precision[]), _apply_reports(text, text[], text[], text[], text[]), _apply_parked_reports(),

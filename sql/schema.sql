@@ -113,6 +113,8 @@ CREATE INDEX message_queued ON message (channel, priority DESC, id) WHERE status
 CREATE INDEX message_scheduled ON message (scheduled_at) WHERE status = 'scheduled';
 CREATE INDEX message_sending ON message (claimed_until) WHERE status = 'sending';
 CREATE INDEX message_awaiting_report ON message (sent_at) WHERE status = 'sent';
+-- Messages armed for their triggers, or being run by a worker.
+CREATE INDEX message_triggers ON message (id) WHERE trigger_status IN ('pending', 'processing');
 CREATE INDEX message_batch ON message (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX message_finished ON message (updated_at)
     WHERE status NOT IN ('scheduled', 'queued', 'sending', 'sent');

@@ -72,3 +72,38 @@ fn check(script: &str) -> Result<(), ConditionError> {
     }
     Ok(())
 }
+
+/// The statements of a checked script, each as its own text, for the
+/// worker to run one by one with the message id as `$1` (the extended
+/// query protocol takes one statement at a time).
+#[pg_extern(immutable, parallel_safe)]
+fn _split_sql_script(script: &str) -> Vec<String> {
+    let Ok(text) = CString::new(script) else {
+        return Vec::new();
+    };
+    let parsed =
+        unsafe { pg_sys::raw_parser(text.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT) };
+    // SAFETY: raw_parser returns a List of RawStmt in this memory context.
+    let statements = unsafe { list_items(parsed) };
+    statements
+        .into_iter()
+        .map(|raw| {
+            // SAFETY: a RawStmt from the list above; its location and length
+            // are byte offsets into `script` (length 0: to the end).
+            let (start, len) = unsafe {
+                let raw = raw.cast::<pg_sys::RawStmt>();
+                (
+                    (*raw).stmt_location.max(0) as usize,
+                    (*raw).stmt_len.max(0) as usize,
+                )
+            };
+            let end = if len == 0 {
+                script.len()
+            } else {
+                (start + len).min(script.len())
+            };
+            script.get(start..end).unwrap_or("").trim().to_owned()
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}

@@ -17,6 +17,8 @@
 //!   delivery reports (DESIGN.md §7).
 //! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
 //!   against.
+//! - [`triggers`]: the trigger runner: chains of SQL scripts for messages
+//!   that reached a permanent status.
 //!
 //! [`run`] wires them: it starts the listener and maintenance, waits for the
 //! shutdown signal, lets every task finish, hands back whatever this worker
@@ -30,6 +32,7 @@ pub mod db;
 pub mod listener;
 pub mod maintenance;
 pub mod shutdown;
+pub mod triggers;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +57,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     tasks.spawn(maintenance::run(
         config.clone(),
+        pool.clone(),
+        wakeups.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(triggers::run(
         pool.clone(),
         wakeups.clone(),
         shutdown.clone(),

@@ -6,6 +6,7 @@
 //! - `smsbus_queue`, payload a channel name: that channel has queued work.
 //! - `smsbus_config`: channel rows changed.
 //! - `smsbus_maintenance`: run maintenance now (operators may send it too).
+//! - `smsbus_triggers`: messages were armed for their triggers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::{db, Config};
 pub const QUEUE: &str = "smsbus_queue";
 pub const CONFIG: &str = "smsbus_config";
 pub const MAINTENANCE: &str = "smsbus_maintenance";
+pub const TRIGGERS: &str = "smsbus_triggers";
 
 /// How many queue wake-ups may wait for slow receivers; a receiver that
 /// falls behind sees `Lagged` and polls its queue, which is what a wake-up
@@ -34,6 +36,7 @@ pub struct Wakeups {
     pub queue: broadcast::Sender<Arc<str>>,
     pub config: Arc<Notify>,
     pub maintenance: Arc<Notify>,
+    pub triggers: Arc<Notify>,
 }
 
 impl Default for Wakeups {
@@ -42,6 +45,7 @@ impl Default for Wakeups {
             queue: broadcast::channel(QUEUE_BACKLOG).0,
             config: Arc::new(Notify::new()),
             maintenance: Arc::new(Notify::new()),
+            triggers: Arc::new(Notify::new()),
         }
     }
 }
@@ -55,6 +59,7 @@ impl Wakeups {
             }
             CONFIG => self.config.notify_waiters(),
             MAINTENANCE => self.maintenance.notify_one(),
+            TRIGGERS => self.triggers.notify_one(),
             other => tracing::debug!(channel = other, "ignoring notification"),
         }
     }
@@ -63,6 +68,7 @@ impl Wakeups {
     fn everyone(&self) {
         self.config.notify_waiters();
         self.maintenance.notify_one();
+        self.triggers.notify_one();
     }
 }
 
@@ -108,7 +114,8 @@ async fn listen(config: &Config, wakeups: &Wakeups, backoff: &mut Backoff) -> an
         }
     };
     tokio::pin!(pump);
-    let subscribe = format!("LISTEN {QUEUE}; LISTEN {CONFIG}; LISTEN {MAINTENANCE};");
+    let subscribe =
+        format!("LISTEN {QUEUE}; LISTEN {CONFIG}; LISTEN {MAINTENANCE}; LISTEN {TRIGGERS};");
     tokio::select! {
         result = &mut pump => return result,
         subscribed = client.batch_execute(&subscribe) => subscribed?,

@@ -1,0 +1,134 @@
+//! The worker's trigger runner end to end: real database, the worker as a
+//! process. Inbound messages recorded through the worker's own function
+//! are armed by the extension and run by the worker; what the scripts did
+//! is read back from the database.
+
+use std::time::Duration;
+
+use smsbus_tests::db::TestDb;
+use smsbus_tests::scenario::worker;
+use smsbus_tests::worker::{eventually, Worker};
+use tokio_postgres::Client;
+
+async fn setup(db: &TestDb) -> Client {
+    let c = db.connect().await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('kpn', 'smpp', false);
+         CREATE TABLE public.log (n serial, trigger text, message_id bigint);",
+    )
+    .await
+    .unwrap();
+    c
+}
+
+async fn receive(c: &Client, body: &str) -> i64 {
+    let ids: Vec<i64> = c
+        .query_one(
+            "SELECT smsbus._record_inbound('kpn', ARRAY['+31687654321'], ARRAY['1234'], ARRAY[$1], ARRAY[NULL])",
+            &[&body],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    ids[0]
+}
+
+/// Waits for the chain to end; (trigger_status, last_error).
+async fn outcome(c: &Client, id: i64, w: &Worker) -> (String, Option<String>) {
+    let query = "SELECT trigger_status::text, last_error FROM smsbus.message WHERE id = $1";
+    let done = eventually(Duration::from_secs(15), || async {
+        let s: String = c.query_one(query, &[&id]).await.unwrap().get(0);
+        s != "pending" && s != "processing"
+    })
+    .await;
+    assert!(done, "message {id} never ran its triggers\n{}", w.log());
+    let row = c.query_one(query, &[&id]).await.unwrap();
+    (row.get(0), row.get(1))
+}
+
+async fn log_of(c: &Client, id: i64) -> Vec<String> {
+    c.query(
+        "SELECT trigger FROM public.log WHERE message_id = $1 ORDER BY n",
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn chains_run_in_order_see_earlier_changes_and_stop_where_told() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        r#"INSERT INTO smsbus.trigger (name, position, on_status, condition, language, script, final) VALUES
+            ('mark', 1, '{received}', 'body <> ''ignore''', 'sql',
+             $$INSERT INTO public.log (trigger, message_id) VALUES ('mark', $1);
+               UPDATE smsbus.message SET custom = coalesce(custom, '{}') || '{"seen": true}' WHERE id = $1$$, false),
+            ('stop', 2, '{received}', 'custom ? ''seen'' AND body = ''stop here''', 'sql',
+             $$INSERT INTO public.log (trigger, message_id) VALUES ('stop', $1)$$, true),
+            ('last', 3, NULL, 'custom ? ''seen''', 'sql',
+             $$INSERT INTO public.log (trigger, message_id) VALUES ('last', $1)$$, false),
+            ('outbound-only', 4, '{delivered}', 'true', 'sql',
+             $$INSERT INTO public.log (trigger, message_id) VALUES ('outbound-only', $1)$$, false);"#,
+    )
+    .await
+    .unwrap();
+    let w = worker(&db, "w1");
+    let hello = receive(&c, "hello").await;
+    let stop = receive(&c, "stop here").await;
+    let ignored = receive(&c, "ignore").await;
+    assert_eq!(outcome(&c, hello, &w).await, ("processed".into(), None));
+    // The second trigger's condition saw what the first one wrote.
+    assert_eq!(log_of(&c, hello).await, ["mark", "last"]);
+    assert_eq!(outcome(&c, stop, &w).await.0, "processed");
+    assert_eq!(log_of(&c, stop).await, ["mark", "stop"]);
+    assert_eq!(outcome(&c, ignored, &w).await.0, "nomatch");
+    assert!(log_of(&c, ignored).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_script_fails_its_message_alone_and_takes_back_only_its_own_changes() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        r#"INSERT INTO smsbus.trigger (name, position, on_status, condition, language, script) VALUES
+            ('first', 1, '{received}', 'true', 'sql',
+             $$INSERT INTO public.log (trigger, message_id) VALUES ('first', $1)$$),
+            ('boom', 2, '{received}', 'body = ''boom''', 'sql',
+             $$INSERT INTO public.log (trigger, message_id) VALUES ('boom', $1); SELECT 1 / 0$$),
+            ('decide', 3, '{received}', 'body = ''decide''', 'sql',
+             $$UPDATE smsbus.message SET trigger_status = 'processed' WHERE id = $1$$),
+            ('lua', 4, '{received}', 'body = ''lua''', 'lua', 'function process(m) end'),
+            ('after', 5, '{received}', 'true', 'sql',
+             $$INSERT INTO public.log (trigger, message_id) VALUES ('after', $1)$$);"#,
+    )
+    .await
+    .unwrap();
+    let w = worker(&db, "w1");
+    let boom = receive(&c, "boom").await;
+    let decide = receive(&c, "decide").await;
+    let lua = receive(&c, "lua").await;
+    let fine = receive(&c, "fine").await;
+    assert_eq!(
+        outcome(&c, boom, &w).await,
+        (
+            "failed".into(),
+            Some("trigger boom: division by zero".into())
+        )
+    );
+    // The failing trigger's insert is gone; the one before it stays; the
+    // chain stopped.
+    assert_eq!(log_of(&c, boom).await, ["first"]);
+    // A script that decides stops the chain.
+    assert_eq!(outcome(&c, decide, &w).await.0, "processed");
+    assert_eq!(log_of(&c, decide).await, ["first"]);
+    let (status, error) = outcome(&c, lua, &w).await;
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("lua scripts are not run"));
+    // The worker goes on with the next message.
+    assert_eq!(outcome(&c, fine, &w).await.0, "processed");
+    assert_eq!(log_of(&c, fine).await, ["first", "after"]);
+}

@@ -1,0 +1,52 @@
+//! The enabled triggers, in the order they run.
+
+use deadpool_postgres::Object;
+
+#[derive(Clone, Debug)]
+pub struct Trigger {
+    pub name: String,
+    /// None: every permanent status.
+    pub on_status: Option<Vec<String>>,
+    /// None: both directions.
+    pub direction: Option<String>,
+    pub condition: String,
+    pub language: String,
+    /// An SQL script cut into statements by the database's own parser.
+    pub statements: Vec<String>,
+    pub final_: bool,
+}
+
+impl Trigger {
+    /// Whether this trigger is for a message with `status` and `direction`.
+    pub fn applies(&self, status: &str, direction: &str) -> bool {
+        self.direction.as_deref().is_none_or(|d| d == direction)
+            && self
+                .on_status
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|s| s == status))
+    }
+}
+
+pub async fn load(client: &Object) -> anyhow::Result<Vec<Trigger>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT name, on_status::text[], direction, condition, language,
+                    CASE WHEN language = 'sql' THEN smsbus._split_sql_script(script) END, final
+             FROM smsbus.trigger WHERE enabled ORDER BY position, id",
+        )
+        .await?;
+    let rows = client.query(&statement, &[]).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Trigger {
+                name: r.try_get(0)?,
+                on_status: r.try_get(1)?,
+                direction: r.try_get(2)?,
+                condition: r.try_get(3)?,
+                language: r.try_get(4)?,
+                statements: r.try_get::<_, Option<Vec<String>>>(5)?.unwrap_or_default(),
+                final_: r.try_get(6)?,
+            })
+        })
+        .collect()
+}
