@@ -132,3 +132,75 @@ async fn a_failing_script_fails_its_message_alone_and_takes_back_only_its_own_ch
     assert_eq!(outcome(&c, fine, &w).await.0, "processed");
     assert_eq!(log_of(&c, fine).await, ["first", "after"]);
 }
+
+#[tokio::test]
+async fn a_trigger_that_moves_the_message_on_runs_the_next_status_chain() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        r#"INSERT INTO smsbus.trigger (name, position, on_status, language, script) VALUES
+            ('promote', 1, '{sent}', 'sql', $$UPDATE smsbus.message SET status = 'delivered' WHERE id = $1$$),
+            ('on-delivered', 2, '{delivered}', 'sql',
+             $$INSERT INTO public.log (trigger, message_id) VALUES ('on-delivered', $1)$$);"#,
+    )
+    .await
+    .unwrap();
+    // Enabled, so the message queues; without a host its driver never
+    // runs, and the test plays the channel with the worker's functions.
+    c.batch_execute("UPDATE smsbus.channel SET enabled = true")
+        .await
+        .unwrap();
+    let w = worker(&db, "w1");
+    let id: i64 = c
+        .query_one(
+            "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'kpn') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    c.batch_execute("SELECT count(*) FROM smsbus._claim('kpn', 'test', 10, interval '1 minute')")
+        .await
+        .unwrap();
+    c.execute(
+        "SELECT smsbus._mark_sent('kpn', ARRAY[$1::bigint], ARRAY[1], ARRAY['r1'])",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome(&c, id, &w).await.0, "processed");
+    assert_eq!(log_of(&c, id).await, ["on-delivered"]);
+    let status: String = c
+        .query_one(
+            "SELECT status::text FROM smsbus.message WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "delivered");
+}
+
+#[tokio::test]
+async fn a_failed_chain_is_in_the_trace() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        "INSERT INTO smsbus.trigger (name, on_status, language, script) VALUES
+            ('broken', '{received}', 'sql', 'SELECT 1 / 0');",
+    )
+    .await
+    .unwrap();
+    let w = worker(&db, "w1");
+    let id = receive(&c, "hello").await;
+    assert_eq!(outcome(&c, id, &w).await.0, "failed");
+    let detail: String = c
+        .query_one(
+            "SELECT detail FROM smsbus.message_event WHERE message_id = $1 ORDER BY id DESC LIMIT 1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(detail, "triggers failed: trigger broken: division by zero");
+}

@@ -5,28 +5,96 @@
 //! message id as `$1`, inside a savepoint: a failing script takes back
 //! only its own changes.
 //!
-//! The chain stops after a `final` trigger, when a script sets
-//! `trigger_status = 'processed'`, or when a script moves the message to
-//! another status (the extension then arms it again for that status, and
-//! a later batch runs that chain). It ends `processed` if any trigger ran,
+//! The chain stops after a `final` trigger, or when a script sets
+//! `trigger_status = 'processed'`. A script that moves the message to
+//! another permanent status makes the extension arm it again for that
+//! status: that status's chain runs next, in the same transaction, up to
+//! [`MAX_DEPTH`] chains. The end is `processed` if any trigger ran,
 //! `nomatch` if none did, `failed` (with the trigger's name and the error
-//! in `last_error`) when a condition or script failed.
+//! in `last_error` and the trace) when a condition or script failed.
 
 use deadpool_postgres::Object;
 
 use super::catalog::Trigger;
+
+/// Chains run back to back for one message (a script moved it to another
+/// permanent status, whose triggers move it again, ...) before the runner
+/// calls it a loop.
+pub const MAX_DEPTH: usize = 8;
 
 /// How a chain ended.
 enum End {
     Ran,
     NoMatch,
     Failed(String),
-    /// A script decided (processed) or moved the message on.
+    /// A script moved the message to another permanent status, for which
+    /// the extension armed it again.
+    Rearmed,
+    /// A script decided (processed), deleted the message, or moved it on
+    /// to a status without triggers.
     LeftAlone,
 }
 
+/// Runs the chains of message `id`, in one transaction.
 pub async fn run(client: &mut Object, triggers: &[Trigger], id: i64) -> anyhow::Result<()> {
     let mut tx = client.transaction().await?;
+    let mut depth = 1;
+    let end = loop {
+        match chain(&mut tx, triggers, id).await? {
+            End::Rearmed if depth < MAX_DEPTH => {
+                depth += 1;
+                tx.execute(
+                    "UPDATE smsbus.message SET trigger_status = 'processing'
+                     WHERE id = $1 AND trigger_status = 'pending'",
+                    &[&id],
+                )
+                .await?;
+            }
+            End::Rearmed => {
+                break End::Failed(format!(
+                    "{MAX_DEPTH} trigger chains in a row: do the triggers move the message back and forth?"
+                ))
+            }
+            end => break end,
+        }
+    };
+    let (outcome, error) = match &end {
+        End::Ran => ("processed", None),
+        End::NoMatch => ("nomatch", None),
+        End::Failed(e) => ("failed", Some(e.as_str())),
+        End::Rearmed | End::LeftAlone => ("", None),
+    };
+    if !outcome.is_empty() {
+        tx.execute(
+            "UPDATE smsbus.message SET trigger_status = $2::text::smsbus.trigger_status,
+                    last_error = coalesce($3, last_error)
+             WHERE id = $1 AND trigger_status IN ('processing', 'pending')",
+            &[&id, &outcome, &error],
+        )
+        .await?;
+    }
+    if let Some(e) = error {
+        // The trace keeps it too: the status did not change, the chain failed.
+        tx.execute(
+            "INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
+             SELECT id, status, status, coalesce(nullif(current_setting('smsbus.actor', true), ''), current_user),
+                    'triggers failed: ' || $2
+             FROM smsbus.message WHERE id = $1",
+            &[&id, &e],
+        )
+        .await?;
+        tracing::warn!(message = id, "{e}");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The triggers of the message's current status, in order.
+async fn chain(
+    tx: &mut deadpool_postgres::Transaction<'_>,
+    triggers: &[Trigger],
+    id: i64,
+) -> anyhow::Result<End> {
     let mut end = End::NoMatch;
     for trigger in triggers {
         let Some(row) = tx
@@ -36,19 +104,19 @@ pub async fn run(client: &mut Object, triggers: &[Trigger], id: i64) -> anyhow::
             )
             .await?
         else {
-            end = End::LeftAlone; // deleted by a script
-            break;
+            return Ok(End::LeftAlone); // deleted by a script
         };
         let (status, direction, trigger_status): (String, String, String) =
             (row.get(0), row.get(1), row.get(2));
-        if trigger_status != "processing" {
-            end = End::LeftAlone;
-            break;
+        match trigger_status.as_str() {
+            "processing" => {}
+            "pending" => return Ok(End::Rearmed),
+            _ => return Ok(End::LeftAlone),
         }
         if !trigger.applies(&status, &direction) {
             continue;
         }
-        match step(&mut tx, trigger, id).await? {
+        match step(tx, trigger, id).await? {
             Step::NoMatch => {}
             Step::Ran => {
                 end = End::Ran;
@@ -57,31 +125,23 @@ pub async fn run(client: &mut Object, triggers: &[Trigger], id: i64) -> anyhow::
                 }
             }
             Step::Failed(error) => {
-                end = End::Failed(format!("trigger {}: {error}", trigger.name));
-                break;
+                return Ok(End::Failed(format!("trigger {}: {error}", trigger.name)));
             }
         }
     }
-    let (outcome, error) = match &end {
-        End::Ran => ("processed", None),
-        End::NoMatch => ("nomatch", None),
-        End::Failed(e) => ("failed", Some(e.as_str())),
-        End::LeftAlone => ("", None),
-    };
-    if !outcome.is_empty() {
-        tx.execute(
-            "UPDATE smsbus.message SET trigger_status = $2::text::smsbus.trigger_status,
-                    last_error = coalesce($3, last_error)
-             WHERE id = $1 AND trigger_status = 'processing'",
-            &[&id, &outcome, &error],
+    // The last script may have moved the message on.
+    let now: Option<String> = tx
+        .query_opt(
+            "SELECT trigger_status::text FROM smsbus.message WHERE id = $1",
+            &[&id],
         )
-        .await?;
-    }
-    if let Some(e) = error {
-        tracing::warn!(message = id, "{e}");
-    }
-    tx.commit().await?;
-    Ok(())
+        .await?
+        .map(|r| r.get(0));
+    Ok(match now.as_deref() {
+        Some("processing") => end,
+        Some("pending") => End::Rearmed,
+        _ => End::LeftAlone,
+    })
 }
 
 enum Step {
