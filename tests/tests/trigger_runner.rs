@@ -204,3 +204,49 @@ async fn a_failed_chain_is_in_the_trace() {
         .get(0);
     assert_eq!(detail, "triggers failed: trigger broken: division by zero");
 }
+
+#[tokio::test]
+async fn many_messages_at_once_each_chain_in_order() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        r#"INSERT INTO smsbus.trigger (name, position, on_status, language, script) VALUES
+            ('a', 1, '{received}', 'sql', $$INSERT INTO public.log (trigger, message_id) VALUES ('a', $1)$$),
+            ('b', 2, '{received}', 'sql', $$INSERT INTO public.log (trigger, message_id) VALUES ('b', $1)$$),
+            ('c', 3, '{received}', 'sql', $$INSERT INTO public.log (trigger, message_id) VALUES ('c', $1)$$);"#,
+    )
+    .await
+    .unwrap();
+    let w = worker(&db, "w1");
+    let ids: Vec<i64> = c
+        .query_one(
+            "SELECT smsbus._record_inbound('kpn', array_fill('+31687654321'::text, ARRAY[250]),
+                    array_fill('1234'::text, ARRAY[250]),
+                    (SELECT array_agg('message ' || g) FROM generate_series(1, 250) g),
+                    array_fill(NULL::text, ARRAY[250]))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ids.len(), 250);
+    for &id in &ids {
+        assert_eq!(outcome(&c, id, &w).await.0, "processed");
+    }
+    let out_of_order: i64 = c
+        .query_one(
+            "SELECT count(*) FROM (SELECT message_id, string_agg(trigger, '' ORDER BY n) AS seq
+                                   FROM public.log GROUP BY message_id) s WHERE seq <> 'abc'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(out_of_order, 0);
+    let logged: i64 = c
+        .query_one("SELECT count(*) FROM public.log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 750);
+}

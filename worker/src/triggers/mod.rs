@@ -6,21 +6,26 @@
 //!   changed row counts from the next batch on.
 //! - [`chain`]: one message's chain, in one transaction.
 //!
-//! Messages run one after another; Lua scripts are not run yet (such a
-//! trigger fails its message with a clear error).
+//! Different messages run concurrently, a few at a time; Lua scripts are
+//! not run yet (such a trigger fails its message with a clear error).
 
 pub mod catalog;
 pub mod chain;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::Wakeups;
 
 /// Messages taken at once.
 const BATCH: i32 = 100;
+/// Chains run at once, each on its own connection; one message's triggers
+/// never run concurrently.
+const PARALLEL: usize = 4;
 /// How often the runner looks for armed messages without a wake-up.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -46,9 +51,10 @@ pub async fn run(pool: Pool, wakeups: Wakeups, shutdown: CancellationToken) {
     }
 }
 
-/// Takes a batch and runs its chains; returns whether it was full.
+/// Takes a batch and runs its chains, [`PARALLEL`] messages at a time;
+/// returns whether it was full.
 async fn batch(pool: &Pool, shutdown: &CancellationToken) -> anyhow::Result<bool> {
-    let mut client = pool.get().await?;
+    let client = pool.get().await?;
     let statement = client
         .prepare_cached("SELECT smsbus._claim_triggers($1)")
         .await?;
@@ -61,22 +67,45 @@ async fn batch(pool: &Pool, shutdown: &CancellationToken) -> anyhow::Result<bool
     if ids.is_empty() {
         return Ok(false);
     }
-    let triggers = catalog::load(&client).await?;
+    let triggers = Arc::new(catalog::load(&client).await?);
+    drop(client);
+    let mut running = JoinSet::new();
+    let mut failure = None;
     for (done, &id) in ids.iter().enumerate() {
-        if shutdown.is_cancelled() {
+        while running.len() >= PARALLEL {
+            if let Some(Ok(Err(e))) = running.join_next().await {
+                failure.get_or_insert(e);
+            }
+        }
+        if shutdown.is_cancelled() || failure.is_some() {
             // The rest go back to pending at once rather than after the
             // resume timeout.
             let rest = &ids[done..];
-            client
+            pool.get()
+                .await?
                 .execute(
                     "UPDATE smsbus.message SET trigger_status = 'pending'
                      WHERE id = ANY($1) AND trigger_status = 'processing'",
                     &[&rest],
                 )
                 .await?;
-            return Ok(false);
+            break;
         }
-        chain::run(&mut client, &triggers, id).await?;
+        let (pool, triggers) = (pool.clone(), triggers.clone());
+        running.spawn(async move {
+            let mut client = pool.get().await?;
+            chain::run(&mut client, &triggers, id).await
+        });
     }
-    Ok(ids.len() == BATCH as usize)
+    while let Some(joined) = running.join_next().await {
+        if let Ok(Err(e)) = joined {
+            failure.get_or_insert(e);
+        }
+    }
+    match failure {
+        // A message whose chain could not be recorded stays processing
+        // until maintenance arms it again.
+        Some(e) => Err(e),
+        None => Ok(ids.len() == BATCH as usize && !shutdown.is_cancelled()),
+    }
 }
