@@ -1,0 +1,169 @@
+//! The trigger examples in sql/examples/, loaded as they are and run end
+//! to end: the worker as a process, SMPP channels on the SMSC simulator.
+
+use std::time::Duration;
+
+use serde_json::json;
+use smsbus_tests::db::{count, scalar, TestDb};
+use smsbus_tests::scenario::{add_channel, send, smpp_config, smsc, wait_for, wait_link, worker};
+use smsbus_tests::smsc::{Behaviour, InboundText};
+use smsbus_tests::worker::eventually;
+
+const FINAL: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn keyword_optout_example() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    c.batch_execute(include_str!("../../sql/examples/trigger_optout.sql"))
+        .await
+        .unwrap();
+    let w = worker(&db, "w1");
+    wait_link(&c, "kpn", "connected", &w).await;
+    // STOP from a customer: confirmed over SMPP, then listed.
+    sim.deliver(&InboundText::new("+31687654321", "1234", " stop "), FINAL)
+        .await
+        .expect("deliver_sm answered");
+    let confirmed = eventually(FINAL, || async {
+        sim.received()
+            .iter()
+            .any(|r| r.destination == "31687654321" && r.text.starts_with("You will get no more"))
+    })
+    .await;
+    assert!(
+        confirmed,
+        "no confirmation: {:#?}\n{}",
+        sim.received(),
+        w.log()
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM opt_out WHERE number = '+31687654321'"
+        )
+        .await,
+        1
+    );
+    // Now blocked.
+    let id = send(&c, "kpn", "+31687654321", "an offer").await;
+    wait_for(&c, &[id], &["blocked"], FINAL, &w).await;
+    // START undoes it and says so.
+    sim.deliver(&InboundText::new("+31687654321", "1234", "START"), FINAL)
+        .await
+        .expect("deliver_sm answered");
+    let welcomed = eventually(FINAL, || async {
+        sim.received()
+            .iter()
+            .any(|r| r.destination == "31687654321" && r.text == "Welcome back.")
+    })
+    .await;
+    assert!(welcomed, "{}", w.log());
+    assert_eq!(count(&c, "SELECT count(*) FROM opt_out").await, 0);
+    // Both keyword messages ran their trigger; the replies had none.
+    let processed = count(
+        &c,
+        "SELECT count(*) FROM smsbus.message WHERE direction = 'in' AND trigger_status = 'processed'",
+    )
+    .await;
+    assert_eq!(processed, 2);
+}
+
+#[tokio::test]
+async fn delivery_log_example() {
+    let sim = smsc(Behaviour {
+        undeliverable_every: 2,
+        ..Behaviour::default()
+    })
+    .await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    c.batch_execute(include_str!("../../sql/examples/trigger_delivery_log.sql"))
+        .await
+        .unwrap();
+    let w = worker(&db, "w1");
+    let ids = [
+        send(&c, "kpn", "+31612345678", "one").await,
+        send(&c, "kpn", "+31612345679", "two").await,
+    ];
+    wait_for(&c, &ids, &["delivered", "notdelivered"], FINAL, &w).await;
+    let logged = eventually(FINAL, || async {
+        count(&c, "SELECT count(*) FROM delivery_log").await == 2
+    })
+    .await;
+    assert!(logged, "{}", w.log());
+    let mismatched = count(
+        &c,
+        "SELECT count(*) FROM delivery_log l JOIN smsbus.message m ON m.id = l.message_id
+         WHERE l.status <> m.status::text OR l.reference IS DISTINCT FROM m.reference",
+    )
+    .await;
+    assert_eq!(mismatched, 0);
+    let statuses: Vec<String> = c
+        .query("SELECT status FROM delivery_log ORDER BY status", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(statuses, ["delivered", "notdelivered"]);
+}
+
+#[tokio::test]
+async fn retry_on_backup_example() {
+    let refusing = smsc(Behaviour {
+        reject_destination: Some("31612345678".into()),
+        ..Behaviour::default()
+    })
+    .await;
+    let backup = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "primary", &smpp_config(&refusing, json!({}))).await;
+    add_channel(&c, "backup", &smpp_config(&backup, json!({}))).await;
+    c.batch_execute(include_str!("../../sql/examples/trigger_retry.sql"))
+        .await
+        .unwrap();
+    // Thirty seconds is the example's pause; the test does not wait it out.
+    c.batch_execute(
+        "UPDATE smsbus.trigger SET script = replace(script, '30 seconds', '0 seconds') WHERE name = 'retry-on-backup'",
+    )
+    .await
+    .unwrap();
+    let w = worker(&db, "w1");
+    let id = send(&c, "primary", "+31612345678", "please arrive").await;
+    wait_for(&c, &[id], &["delivered"], FINAL, &w).await;
+    let channel: String = scalar(
+        &c,
+        "SELECT channel FROM smsbus.message WHERE id = $1",
+        &[&id],
+    )
+    .await;
+    assert_eq!(channel, "backup");
+    assert!(backup.received().iter().any(|r| r.text == "please arrive"));
+    let trace: Vec<String> = c
+        .query(
+            "SELECT to_status::text FROM smsbus.message_event WHERE message_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        trace,
+        [
+            "queued",
+            "sending",
+            "failed",
+            "scheduled",
+            "queued",
+            "sending",
+            "sent",
+            "delivered"
+        ]
+    );
+}
