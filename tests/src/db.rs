@@ -181,3 +181,37 @@ pub async fn listen(
         .unwrap_or_else(|e| panic!("LISTEN {channel}: {e}"));
     (client, rx)
 }
+
+/// The first column of every row `sql` returns, as text.
+pub async fn strings(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<String> {
+    client
+        .query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Runs `sql` expecting it to be refused; (SQLSTATE, message, position of
+/// the mistake within the checked text, when the error has one).
+pub async fn refused_at(client: &Client, sql: &str) -> (String, String, Option<u32>) {
+    let e = client
+        .batch_execute(sql)
+        .await
+        .expect_err(&format!("expected an error from: {sql}"));
+    let db = e.as_db_error().expect("a database error");
+    let position = match db.position() {
+        Some(tokio_postgres::error::ErrorPosition::Internal { position, .. }) => Some(*position),
+        _ => None,
+    };
+    (
+        db.code().code().to_owned(),
+        db.message().to_owned(),
+        position,
+    )
+}

@@ -1,26 +1,7 @@
 //! Bad rules are refused when written, with PostgreSQL's message and the
 //! position of the mistake within the condition; nothing changes.
 
-use smsbus_tests::db::{count, scalar, TestDb};
-use tokio_postgres::error::ErrorPosition;
-
-/// (SQLSTATE, message, position within the condition if any).
-async fn refused(c: &tokio_postgres::Client, sql: &str) -> (String, String, Option<u32>) {
-    let e = c
-        .batch_execute(sql)
-        .await
-        .expect_err(&format!("expected an error from: {sql}"));
-    let db = e.as_db_error().expect("a database error");
-    let position = match db.position() {
-        Some(ErrorPosition::Internal { position, .. }) => Some(*position),
-        _ => None,
-    };
-    (
-        db.code().code().to_owned(),
-        db.message().to_owned(),
-        position,
-    )
-}
+use smsbus_tests::db::{count, refused_at, scalar, TestDb};
 
 /// The compiled router's source, which a refused rule must leave alone.
 const ROUTER_SOURCE: &str =
@@ -132,14 +113,14 @@ async fn bad_conditions_are_refused_with_their_position() {
     ];
     for (condition, code, message, position) in cases {
         assert_eq!(
-            refused(&c, &route(condition)).await,
+            refused_at(&c, &route(condition)).await,
             (code.to_string(), message.to_string(), *position),
             "{condition}"
         );
     }
     // The same checks guard blocking rules and updates.
     assert_eq!(
-        refused(
+        refused_at(
             &c,
             "INSERT INTO smsbus.block (condition, reason) VALUES ('body ~ 1', 'x')"
         )
@@ -148,7 +129,7 @@ async fn bad_conditions_are_refused_with_their_position() {
         "42883"
     );
     assert_eq!(
-        refused(
+        refused_at(
             &c,
             "UPDATE smsbus.route SET condition = 'prio > 1' WHERE id = 1"
         )
@@ -224,7 +205,7 @@ async fn bad_targets_are_refused() {
         ),
     ];
     for (sql, code, message) in cases {
-        let (got_code, got_message, _) = refused(&c, sql).await;
+        let (got_code, got_message, _) = refused_at(&c, sql).await;
         assert_eq!(
             (got_code.as_str(), got_message.as_str()),
             (code, message),
@@ -236,7 +217,7 @@ async fn bad_targets_are_refused() {
         .await
         .unwrap();
     assert_eq!(
-        refused(&c, "DELETE FROM smsbus.channel WHERE name = 'kpn'")
+        refused_at(&c, "DELETE FROM smsbus.channel WHERE name = 'kpn'")
             .await
             .0,
         "23503"
@@ -264,7 +245,7 @@ async fn a_rule_broken_later_fails_loudly_and_can_be_disabled() {
     .await
     .unwrap();
     // An opt-out list that is gone must not let messages through unchecked.
-    let (code, message, _) = refused(
+    let (code, message, _) = refused_at(
         &c,
         "INSERT INTO smsbus.message (to_address, body) VALUES ('+31612345678', 'x')",
     )
@@ -283,7 +264,7 @@ async fn a_rule_broken_later_fails_loudly_and_can_be_disabled() {
         .unwrap();
     // Switching it back on checks it again.
     assert_eq!(
-        refused(&c, "UPDATE smsbus.block SET enabled = true WHERE id = 1")
+        refused_at(&c, "UPDATE smsbus.block SET enabled = true WHERE id = 1")
             .await
             .1,
         "relation \"public.opt_out\" does not exist"

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use smsbus_tests::db::{count, scalar, TestDb};
+use smsbus_tests::db::{count, scalar, strings, TestDb};
 use smsbus_tests::scenario::{add_channel, send, smpp_config, smsc, wait_for, wait_link, worker};
 use smsbus_tests::smsc::{Behaviour, InboundText};
 use smsbus_tests::worker::eventually;
@@ -101,13 +101,7 @@ async fn delivery_log_example() {
     )
     .await;
     assert_eq!(mismatched, 0);
-    let statuses: Vec<String> = c
-        .query("SELECT status FROM delivery_log ORDER BY status", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let statuses = strings(&c, "SELECT status FROM delivery_log ORDER BY status", &[]).await;
     assert_eq!(statuses, ["delivered", "notdelivered"]);
 }
 
@@ -143,16 +137,12 @@ async fn retry_on_backup_example() {
     .await;
     assert_eq!(channel, "backup");
     assert!(backup.received().iter().any(|r| r.text == "please arrive"));
-    let trace: Vec<String> = c
-        .query(
-            "SELECT to_status::text FROM smsbus.message_event WHERE message_id = $1 ORDER BY id",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let trace = strings(
+        &c,
+        "SELECT to_status::text FROM smsbus.message_event WHERE message_id = $1 ORDER BY id",
+        &[&id],
+    )
+    .await;
     assert_eq!(
         trace,
         [

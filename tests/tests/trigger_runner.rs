@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use smsbus_tests::db::TestDb;
+use smsbus_tests::db::{strings, TestDb};
 use smsbus_tests::scenario::worker;
 use smsbus_tests::worker::{eventually, Worker};
 use tokio_postgres::Client;
@@ -47,15 +47,12 @@ async fn outcome(c: &Client, id: i64, w: &Worker) -> (String, Option<String>) {
 }
 
 async fn log_of(c: &Client, id: i64) -> Vec<String> {
-    c.query(
+    strings(
+        c,
         "SELECT trigger FROM public.log WHERE message_id = $1 ORDER BY n",
         &[&id],
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 #[tokio::test]

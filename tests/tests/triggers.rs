@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use smsbus_tests::db::{count, expect_error, listen, scalar, TestDb};
-use tokio_postgres::error::ErrorPosition;
+use smsbus_tests::db::{count, expect_error, listen, refused_at, scalar, TestDb};
 use tokio_postgres::Client;
 
 async fn setup(db: &TestDb) -> Client {
@@ -16,21 +15,6 @@ async fn setup(db: &TestDb) -> Client {
         .await
         .unwrap();
     c
-}
-
-/// (SQLSTATE, message, position within the checked text).
-async fn refused(c: &Client, sql: &str) -> (String, String, Option<u32>) {
-    let e = c.batch_execute(sql).await.expect_err(sql);
-    let db = e.as_db_error().expect("a database error");
-    let position = match db.position() {
-        Some(ErrorPosition::Internal { position, .. }) => Some(*position),
-        _ => None,
-    };
-    (
-        db.code().code().to_owned(),
-        db.message().to_owned(),
-        position,
-    )
 }
 
 fn trigger(condition: &str, language: &str, script: &str) -> String {
@@ -69,7 +53,7 @@ async fn bad_trigger_rows_are_refused_where_the_mistake_is() {
         ("true", "sql", "  ", "42601", "script is empty", None),
     ];
     for (condition, language, script, code, message, position) in cases {
-        let got = refused(&c, &trigger(condition, language, script)).await;
+        let got = refused_at(&c, &trigger(condition, language, script)).await;
         assert_eq!(
             (got.0.as_str(), got.1.as_str(), got.2),
             (*code, *message, *position),
@@ -108,7 +92,7 @@ async fn bad_trigger_rows_are_refused_where_the_mistake_is() {
     c.batch_execute("UPDATE smsbus.trigger SET enabled = false WHERE name = 't'")
         .await
         .unwrap();
-    let (code, _, _) = refused(
+    let (code, _, _) = refused_at(
         &c,
         "UPDATE smsbus.trigger SET enabled = true WHERE name = 't'",
     )
