@@ -804,7 +804,7 @@ GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, ti
 GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_worker;
 -- Trigger rows are checked as the admin who writes them; every role that
 -- writes messages arms them.
-GRANT EXECUTE ON FUNCTION _check_sql_script(text, text) TO smsbus_admin;
+GRANT EXECUTE ON FUNCTION _check_sql_script(text, text), _check_lua_script(text, text) TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION _trigger_arming() TO smsbus_sender, smsbus_admin, smsbus_worker;
 GRANT EXECUTE ON FUNCTION _claim_triggers(integer), _resume_triggers(interval, integer), _split_sql_script(text)
     TO smsbus_worker, smsbus_admin;

@@ -5,7 +5,7 @@
 -- condition over the message, and a script in Lua or SQL. Each row is
 -- checked when written: the condition with PostgreSQL's parser and
 -- analyser (as routing conditions are), an SQL script parsed and analysed
--- with the message id as $1. When a message reaches a permanent status,
+-- with the message id as $1, a Lua script compiled (not run). When a message reaches a permanent status,
 -- the row trigger of smsbus.message arms it (trigger_status 'pending') if
 -- an enabled trigger is for that status and direction, else marks it
 -- 'notriggers'; a statement that armed any sends one NOTIFY
@@ -55,6 +55,8 @@ BEGIN
     PERFORM smsbus._check_condition(NEW.condition, 'trigger ' || NEW.name);
     IF NEW.language = 'sql' THEN
         PERFORM smsbus._check_sql_script(NEW.script, NEW.name);
+    ELSIF NEW.language = 'lua' THEN
+        PERFORM smsbus._check_lua_script(NEW.script, NEW.name);
     END IF;
     RETURN NEW;
 END

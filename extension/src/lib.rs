@@ -55,7 +55,12 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/triggers.sql",
     name = "triggers",
-    requires = ["schema", _check_condition, _check_sql_script]
+    requires = [
+        "schema",
+        _check_condition,
+        _check_sql_script,
+        _check_lua_script
+    ]
 );
 extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 

@@ -107,3 +107,37 @@ fn _split_sql_script(script: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .collect()
 }
+
+/// Compiles a Lua trigger script without running it: a syntax error is
+/// refused when the row is written, with the line. Nothing of the script
+/// runs inside the database.
+#[pg_extern(volatile, parallel_safe)]
+fn _check_lua_script(script: &str, trigger: &str) {
+    let lua = mlua::Lua::new();
+    let compiled = lua
+        .load(script)
+        .set_name(format!("trigger {trigger}"))
+        .into_function();
+    if let Err(e) = compiled {
+        let message = match e {
+            mlua::Error::SyntaxError { message, .. } => message,
+            other => other.to_string(),
+        };
+        // Lua writes `[string "trigger t"]:2: 'then' expected near '='`.
+        let located = message
+            .split_once("\"]:")
+            .and_then(|(_, rest)| rest.split_once(": "))
+            .filter(|(line, _)| line.bytes().all(|b| b.is_ascii_digit()));
+        let text = match located {
+            Some((line, what)) => {
+                format!("Lua syntax error in trigger {trigger}, line {line}: {what}")
+            }
+            None => format!("Lua syntax error in trigger {trigger}: {message}"),
+        };
+        crate::raise(
+            PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
+            text,
+            Some("The script must compile as Lua 5.4 and define function process(message)."),
+        );
+    }
+}

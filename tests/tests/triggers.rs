@@ -78,6 +78,20 @@ async fn bad_trigger_rows_are_refused_where_the_mistake_is() {
     ] {
         assert_eq!(expect_error(&c, &sql).await.0, code, "{sql}");
     }
+    // Lua is compiled, not run, when written: the line of the mistake.
+    let (code, message, _) = refused_at(
+        &c,
+        "INSERT INTO smsbus.trigger (name, language, script)
+         VALUES ('t', 'lua', E'function process(m)\n  if m.body = ''x'' then end\nend')",
+    )
+    .await;
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        (
+            "42601",
+            "Lua syntax error in trigger t, line 2: 'then' expected near '='"
+        )
+    );
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.trigger").await, 0);
     // A good one goes in; a trigger broken later (its table dropped) can
     // still be disabled, and is checked again when enabled.
