@@ -5,11 +5,13 @@
 -- condition over the message, and a script in Lua or SQL. Each row is
 -- checked when written: the condition with PostgreSQL's parser and
 -- analyser (as routing conditions are), an SQL script parsed and analysed
--- with the message id as $1, a Lua script compiled (not run). When a message reaches a permanent status,
--- the row trigger of smsbus.message arms it (trigger_status 'pending') if
--- an enabled trigger is for that status and direction, else marks it
--- 'notriggers'; a statement that armed any sends one NOTIFY
--- smsbus_triggers, and the worker runs the chains.
+-- with the message id as $1, a Lua script compiled (not run).
+--
+-- When a message reaches a permanent status, the row trigger of
+-- smsbus.message arms it (trigger_status 'pending') if an enabled trigger
+-- is for that status and direction, else marks it 'notriggers'; a
+-- statement that armed any sends one NOTIFY smsbus_triggers, and the
+-- worker runs the chains.
 
 CREATE TABLE trigger (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
