@@ -1,4 +1,5 @@
-//! One message's chain of triggers, in one transaction: for each enabled
+//! One message's chain of triggers, in a savepoint of the batch's
+//! transaction (one commit for several messages): for each enabled
 //! trigger in position order that is for the message's status and
 //! direction, its condition is evaluated against the message as it is now
 //! (so earlier triggers' changes count), then its script runs with the
@@ -13,7 +14,7 @@
 //! `nomatch` if none did, `failed` (with the trigger's name and the error
 //! in `last_error` and the trace) when a condition or script failed.
 
-use deadpool_postgres::Object;
+use deadpool_postgres::Transaction;
 
 use super::catalog::Trigger;
 
@@ -35,9 +36,10 @@ enum End {
     LeftAlone,
 }
 
-/// Runs the chains of message `id`, in one transaction.
-pub async fn run(client: &mut Object, triggers: &[Trigger], id: i64) -> anyhow::Result<()> {
-    let mut tx = client.transaction().await?;
+/// Runs the chains of message `id` inside `outer` (the batch's
+/// transaction), in a savepoint of their own.
+pub async fn run(outer: &mut Transaction<'_>, triggers: &[Trigger], id: i64) -> anyhow::Result<()> {
+    let mut tx = outer.savepoint("smsbus_message").await?;
     let mut depth = 1;
     let end = loop {
         match chain(&mut tx, triggers, id).await? {
@@ -90,20 +92,15 @@ pub async fn run(client: &mut Object, triggers: &[Trigger], id: i64) -> anyhow::
 }
 
 /// The triggers of the message's current status, in order.
-async fn chain(
-    tx: &mut deadpool_postgres::Transaction<'_>,
-    triggers: &[Trigger],
-    id: i64,
-) -> anyhow::Result<End> {
+async fn chain(tx: &mut Transaction<'_>, triggers: &[Trigger], id: i64) -> anyhow::Result<End> {
     let mut end = End::NoMatch;
     for trigger in triggers {
-        let Some(row) = tx
-            .query_opt(
+        let current = tx
+            .prepare_cached(
                 "SELECT status::text, direction, trigger_status::text FROM smsbus.message WHERE id = $1",
-                &[&id],
             )
-            .await?
-        else {
+            .await?;
+        let Some(row) = tx.query_opt(&current, &[&id]).await? else {
             return Ok(End::LeftAlone); // deleted by a script
         };
         let (status, direction, trigger_status): (String, String, String) =
@@ -130,13 +127,10 @@ async fn chain(
         }
     }
     // The last script may have moved the message on.
-    let now: Option<String> = tx
-        .query_opt(
-            "SELECT trigger_status::text FROM smsbus.message WHERE id = $1",
-            &[&id],
-        )
-        .await?
-        .map(|r| r.get(0));
+    let statement = tx
+        .prepare_cached("SELECT trigger_status::text FROM smsbus.message WHERE id = $1")
+        .await?;
+    let now: Option<String> = tx.query_opt(&statement, &[&id]).await?.map(|r| r.get(0));
     Ok(match now.as_deref() {
         Some("processing") => end,
         Some("pending") => End::Rearmed,
@@ -151,18 +145,18 @@ enum Step {
 }
 
 /// The condition, then the script, of one trigger, each in a savepoint.
-async fn step(
-    tx: &mut deadpool_postgres::Transaction<'_>,
-    trigger: &Trigger,
-    id: i64,
-) -> anyhow::Result<Step> {
+async fn step(tx: &mut Transaction<'_>, trigger: &Trigger, id: i64) -> anyhow::Result<Step> {
     let sp = tx.savepoint("smsbus_trigger").await?;
     // Checked when the row was written: one boolean expression.
     let condition = format!(
         "SELECT ({}) FROM smsbus.message AS message WHERE id = $1",
         trigger.condition
     );
-    let matched: Option<bool> = match sp.query_opt(&condition, &[&id]).await {
+    let evaluated = async {
+        let statement = sp.prepare_cached(&condition).await?;
+        sp.query_opt(&statement, &[&id]).await
+    };
+    let matched: Option<bool> = match evaluated.await {
         Ok(row) => row.and_then(|r| r.get(0)),
         Err(e) => {
             sp.rollback().await?;
@@ -182,7 +176,7 @@ async fn step(
     }
     for statement in &trigger.statements {
         let result = async {
-            let prepared = sp.prepare(statement).await?;
+            let prepared = sp.prepare_cached(statement).await?;
             if prepared.params().is_empty() {
                 sp.execute(&prepared, &[]).await
             } else {

@@ -23,9 +23,12 @@ use crate::listener::Wakeups;
 
 /// Messages taken at once.
 const BATCH: i32 = 100;
-/// Chains run at once, each on its own connection; one message's triggers
+/// Groups run at once, each on its own connection; one message's triggers
 /// never run concurrently.
 const PARALLEL: usize = 4;
+/// Messages whose chains share a transaction (each in a savepoint): one
+/// commit, and its flush to disk, for several.
+const GROUP: usize = 25;
 /// How often the runner looks for armed messages without a wake-up.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -51,8 +54,8 @@ pub async fn run(pool: Pool, wakeups: Wakeups, shutdown: CancellationToken) {
     }
 }
 
-/// Takes a batch and runs its chains, [`PARALLEL`] messages at a time;
-/// returns whether it was full.
+/// Takes a batch and runs its chains in groups of [`GROUP`], [`PARALLEL`]
+/// groups at a time; returns whether it was full.
 async fn batch(pool: &Pool, shutdown: &CancellationToken) -> anyhow::Result<bool> {
     let client = pool.get().await?;
     let statement = client
@@ -71,7 +74,7 @@ async fn batch(pool: &Pool, shutdown: &CancellationToken) -> anyhow::Result<bool
     drop(client);
     let mut running = JoinSet::new();
     let mut failure = None;
-    for (done, &id) in ids.iter().enumerate() {
+    for (done, group) in ids.chunks(GROUP).enumerate() {
         while running.len() >= PARALLEL {
             if let Some(Ok(Err(e))) = running.join_next().await {
                 failure.get_or_insert(e);
@@ -80,7 +83,7 @@ async fn batch(pool: &Pool, shutdown: &CancellationToken) -> anyhow::Result<bool
         if shutdown.is_cancelled() || failure.is_some() {
             // The rest go back to pending at once rather than after the
             // resume timeout.
-            let rest = &ids[done..];
+            let rest = &ids[done * GROUP..];
             pool.get()
                 .await?
                 .execute(
@@ -91,10 +94,15 @@ async fn batch(pool: &Pool, shutdown: &CancellationToken) -> anyhow::Result<bool
                 .await?;
             break;
         }
-        let (pool, triggers) = (pool.clone(), triggers.clone());
+        let (pool, triggers, group) = (pool.clone(), triggers.clone(), group.to_vec());
         running.spawn(async move {
             let mut client = pool.get().await?;
-            chain::run(&mut client, &triggers, id).await
+            let mut tx = client.transaction().await?;
+            for id in group {
+                chain::run(&mut tx, &triggers, id).await?;
+            }
+            tx.commit().await?;
+            anyhow::Ok(())
         });
     }
     while let Some(joined) = running.join_next().await {

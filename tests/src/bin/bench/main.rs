@@ -14,6 +14,7 @@
 //! - **end to end** (`end_to_end.rs`): the worker and the SMPP channel
 //!   against the SMSC simulator.
 //! - **GSM** (`gsm.rs`): the modem channel against the modem simulator.
+//! - **triggers** (`triggers.rs`): the worker's trigger runner.
 //!
 //! The bare side has the columns of `smsbus.message` and `smsbus.message_part`
 //! (defaults standing in for what the triggers compute), only the indexes its
@@ -107,6 +108,12 @@ struct Args {
     /// Run only the GSM modem channel benchmark.
     #[arg(long)]
     only_gsm: bool,
+    /// Inbound messages through a trivial SQL trigger.
+    #[arg(long, default_value_t = 20_000)]
+    trigger_messages: usize,
+    /// Run only the trigger runner benchmark.
+    #[arg(long)]
+    only_triggers: bool,
 }
 
 impl Args {
@@ -247,6 +254,7 @@ const TRUNCATE_ALL: &str = "
 mod end_to_end;
 mod gsm;
 mod routing;
+mod triggers;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -315,6 +323,14 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         window: args.e2e_window,
     };
     let conninfo = format!("{} dbname={DATABASE}", args.pg);
+    if args.only_triggers {
+        eprintln!("trigger runner ...");
+        settle(&control).await?;
+        let t = triggers::run(&control, &conninfo, args.trigger_messages).await?;
+        println!();
+        print_table(&trigger_rows(&t));
+        return Ok(true);
+    }
     if args.only_gsm {
         eprintln!("GSM modem channel ...");
         settle(&control).await?;
@@ -421,6 +437,12 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         .await
         .context("emptying the tables")?;
     let gsm = gsm::run(&control, &conninfo, args.gsm_messages).await?;
+    eprintln!("trigger runner ...");
+    control
+        .batch_execute(TRUNCATE_ALL)
+        .await
+        .context("emptying the tables")?;
+    let trigger_run = triggers::run(&control, &conninfo, args.trigger_messages).await?;
 
     let bare_life = median_by(&mut bare_lives, LifecycleRun::rate);
     let smsbus_life = median_by(&mut smsbus_lives, LifecycleRun::rate);
@@ -478,6 +500,7 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
     let e2e_rows = end_to_end_rows(&e2e, Some(bare_life.rate()));
     rows.extend(e2e_rows);
     rows.extend(gsm_rows(&gsm));
+    rows.extend(trigger_rows(&trigger_run));
     println!();
     print_table(&rows);
     println!();
@@ -535,6 +558,7 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
             },
             "end_to_end": e2e_json,
             "gsm": gsm.to_json(),
+            "triggers": trigger_run.to_json(),
             "concurrent_insert_with_consumer": {
                 "smsbus": smsbus_con.to_json(),
                 "bare": bare_con.to_json(),
@@ -549,6 +573,18 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         .with_context(|| format!("writing {}", output.display()))?;
     println!("figures written to {}", output.display());
     Ok(all_pass)
+}
+
+/// The trigger runner's figure as a table row (reported; the target is
+/// for Lua triggers, not run yet).
+fn trigger_rows(t: &triggers::Figures) -> Vec<Row> {
+    vec![Row {
+        scenario: "trivial SQL trigger runs".into(),
+        smsbus: t.rate,
+        bare: f64::NAN,
+        target: "- (reported)".into(),
+        pass: None,
+    }]
 }
 
 /// The GSM channel's figures as table rows (no target: reported).
