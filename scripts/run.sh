@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make run`: a local smsbus to look at. Sets up, starts the dev cluster,
-# (re)creates database `smsbus` with the extension, starts the SMSC
-# simulator and the worker, configures an SMPP channel, queues a few
-# messages and shows them go out, come back delivered, and an inbound
-# message arrive, with the trace and the channel's state.
+# (re)creates database `smsbus` with the extension, starts the SMSC and
+# modem simulators and the worker, configures an SMPP and a GSM channel and
+# a trigger, queues a few messages and shows them go out, come back
+# delivered, and inbound messages arrive and get answered, with the trace
+# and the channels' state.
 # Runs until Ctrl-C, which stops the worker and the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +59,13 @@ INSERT INTO smsbus.message (to_address, from_address, body, channel) VALUES
     ('+44 7700 900123', NULL, 'Привет из smsbus', 'demo'),
     ('+31612345672', 'smsbus', repeat('A long message, sent in parts. ', 8), 'demo'),
     ('+31612345673', NULL, 'Through the GSM modem: €5 {ok}', 'modem');
+-- A trigger: every inbound message gets an answer, sent by the worker.
+INSERT INTO smsbus.trigger (name, on_status, direction, language, script, description)
+VALUES ('auto-reply', '{received}', 'in', 'sql',
+        $$INSERT INTO smsbus.message (to_address, from_address, body, channel)
+          SELECT from_address, to_address, 'Thanks, we got: ' || left(body, 40), channel
+          FROM smsbus.message WHERE id = $1$$,
+        'answers every inbound message');
 -- Routing rules: SQL conditions over the message, checked when written.
 INSERT INTO smsbus.block (condition, reason) VALUES ('to_address = ''+31612345670''', 'on the demo opt-out list');
 INSERT INTO smsbus.route (position, condition, channel) VALUES (10, 'to_address LIKE ''+32%''', 'demo');
@@ -70,7 +78,8 @@ SQL
 
 show() {
     sql -c "SELECT id, to_address, status, channel, coalesce(routed_by, '') AS routed_by, encoding AS enc,
-                   segments AS seg, left(body, 28) AS body, coalesce(last_error, '') AS last_error
+                   segments AS seg, left(body, 28) AS body, trigger_status AS triggers,
+                   coalesce(last_error, '') AS last_error
             FROM smsbus.message ORDER BY id"
 }
 show
@@ -78,8 +87,8 @@ echo "== the worker moves the scheduled message on when it is due"
 sleep 6
 show
 
-echo "== sent over SMPP and the modem, reports back (every 4th SMPP one undeliverable), inbound messages"
-sleep 3
+echo "== sent over SMPP and the modem, reports back (every 4th SMPP one undeliverable), inbound messages answered by a trigger"
+sleep 4
 show
 sql -c "SELECT id, from_address, to_address, body, status FROM smsbus.message WHERE direction = 'in'"
 echo "== the channel (smsbus.channel_state)"
