@@ -245,3 +245,40 @@ async fn messages_are_armed_for_the_triggers_that_apply() {
     .await;
     assert_eq!(trigger_status(&c, ids[0]).await, "notriggers");
 }
+
+/// A worker that dies mid-chain leaves messages `processing`; maintenance
+/// arms them again after five minutes, and no sooner.
+#[tokio::test]
+async fn chains_a_dead_worker_left_are_armed_again() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        "INSERT INTO smsbus.trigger (name, on_status, language, script)
+         VALUES ('t', '{received}', 'sql', 'SELECT $1')",
+    )
+    .await
+    .unwrap();
+    let ids: Vec<i64> = scalar(
+        &c,
+        "SELECT smsbus._record_inbound('kpn', ARRAY['+31687654321', '+31687654322'], ARRAY['1234', '1234'],
+                ARRAY['a', 'b'], ARRAY[NULL, NULL])",
+        &[],
+    )
+    .await;
+    let taken = count(&c, "SELECT count(*) FROM smsbus._claim_triggers(10)").await;
+    assert_eq!(taken, 2);
+    // The first was taken long ago, the second just now (updated_at is
+    // the system's: set here with its row trigger off).
+    c.batch_execute(&format!(
+        "ALTER TABLE smsbus.message DISABLE TRIGGER message_before_update;
+         UPDATE smsbus.message SET updated_at = now() - interval '6 minutes' WHERE id = {};
+         ALTER TABLE smsbus.message ENABLE TRIGGER message_before_update;",
+        ids[0]
+    ))
+    .await
+    .unwrap();
+    let done: serde_json::Value = scalar(&c, "SELECT smsbus._maintain()", &[]).await;
+    assert_eq!(done["triggers_resumed"], 1, "{done}");
+    assert_eq!(trigger_status(&c, ids[0]).await, "pending");
+    assert_eq!(trigger_status(&c, ids[1]).await, "processing");
+}
