@@ -138,7 +138,8 @@ async fn a_trigger_that_moves_the_message_on_runs_the_next_status_chain() {
         r#"INSERT INTO smsbus.trigger (name, position, on_status, language, script) VALUES
             ('promote', 1, '{sent}', 'sql', $$UPDATE smsbus.message SET status = 'delivered' WHERE id = $1$$),
             ('on-delivered', 2, '{delivered}', 'sql',
-             $$INSERT INTO public.log (trigger, message_id) VALUES ('on-delivered', $1)$$);"#,
+             $$INSERT INTO public.log (trigger, message_id) VALUES ('on-delivered', $1)$$);
+           UPDATE smsbus.trigger SET condition = $$body <> 'quiet'$$ WHERE name = 'on-delivered';"#,
     )
     .await
     .unwrap();
@@ -148,25 +149,31 @@ async fn a_trigger_that_moves_the_message_on_runs_the_next_status_chain() {
         .await
         .unwrap();
     let w = worker(&db, "w1");
-    let id: i64 = c
-        .query_one(
-            "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'kpn') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ids: Vec<i64> = strings(
+        &c,
+        "INSERT INTO smsbus.message (to_address, body, channel)
+         VALUES ('+31612345678', 'x', 'kpn'), ('+31612345679', 'quiet', 'kpn') RETURNING id::text",
+        &[],
+    )
+    .await
+    .iter()
+    .map(|id| id.parse().unwrap())
+    .collect();
+    let (id, quiet) = (ids[0], ids[1]);
     c.batch_execute("SELECT count(*) FROM smsbus._claim('kpn', 'test', 10, interval '1 minute')")
         .await
         .unwrap();
     c.execute(
-        "SELECT smsbus._mark_sent('kpn', ARRAY[$1::bigint], ARRAY[1], ARRAY['r1'])",
-        &[&id],
+        "SELECT smsbus._mark_sent('kpn', $1, ARRAY[1, 1], ARRAY['r1', 'r2'])",
+        &[&ids],
     )
     .await
     .unwrap();
     assert_eq!(outcome(&c, id, &w).await.0, "processed");
     assert_eq!(log_of(&c, id).await, ["on-delivered"]);
+    // The delivered chain matched nothing, but the sent chain ran.
+    assert_eq!(outcome(&c, quiet, &w).await.0, "processed");
+    assert!(log_of(&c, quiet).await.is_empty());
     let status: String = c
         .query_one(
             "SELECT status::text FROM smsbus.message WHERE id = $1",

@@ -62,6 +62,8 @@ pub async fn run(outer: &mut Transaction<'_>, triggers: &[Trigger], id: i64) -> 
     };
     let (outcome, error) = match &end {
         End::Ran => ("processed", None),
+        // An earlier chain ran the script that moved the message on.
+        End::NoMatch if depth > 1 => ("processed", None),
         End::NoMatch => ("nomatch", None),
         End::Failed(e) => ("failed", Some(e.as_str())),
         End::Rearmed | End::LeftAlone => ("", None),
