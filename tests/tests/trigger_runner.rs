@@ -254,3 +254,43 @@ async fn many_messages_at_once_each_chain_in_order() {
         .get(0);
     assert_eq!(logged, 750);
 }
+
+#[tokio::test]
+async fn a_changed_trigger_counts_from_the_next_message_on() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        r#"INSERT INTO smsbus.trigger (name, on_status, language, script) VALUES
+            ('versioned', '{received}', 'sql', $$INSERT INTO public.log (trigger, message_id) VALUES ('v1', $1)$$);"#,
+    )
+    .await
+    .unwrap();
+    let w = worker(&db, "w1");
+    let first = receive(&c, "one").await;
+    assert_eq!(outcome(&c, first, &w).await.0, "processed");
+    c.batch_execute(
+        r#"UPDATE smsbus.trigger
+           SET script = $$INSERT INTO public.log (trigger, message_id) VALUES ('v2', $1)$$
+           WHERE name = 'versioned';"#,
+    )
+    .await
+    .unwrap();
+    let second = receive(&c, "two").await;
+    assert_eq!(outcome(&c, second, &w).await.0, "processed");
+    assert_eq!(log_of(&c, first).await, ["v1"]);
+    assert_eq!(log_of(&c, second).await, ["v2"]);
+    // Disabled: messages are no longer armed for it.
+    c.batch_execute("UPDATE smsbus.trigger SET enabled = false")
+        .await
+        .unwrap();
+    let third = receive(&c, "three").await;
+    let status: String = c
+        .query_one(
+            "SELECT trigger_status::text FROM smsbus.message WHERE id = $1",
+            &[&third],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "notriggers");
+}
