@@ -282,3 +282,51 @@ async fn chains_a_dead_worker_left_are_armed_again() {
     assert_eq!(trigger_status(&c, ids[0]).await, "pending");
     assert_eq!(trigger_status(&c, ids[1]).await, "processing");
 }
+
+/// What the runner does, done as the worker's role.
+#[tokio::test]
+async fn the_worker_role_can_run_triggers() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        "INSERT INTO smsbus.trigger (name, on_status, language, script)
+         VALUES ('t', '{received}', 'sql', 'SELECT $1; SELECT 2')",
+    )
+    .await
+    .unwrap();
+    let worker = db.connect_as("smsbus_worker").await;
+    let ids: Vec<i64> = scalar(
+        &worker,
+        "SELECT smsbus._record_inbound('kpn', ARRAY['+31687654321'], ARRAY['1234'], ARRAY['hi'], ARRAY[NULL])",
+        &[],
+    )
+    .await;
+    assert_eq!(trigger_status(&c, ids[0]).await, "pending");
+    let claimed = count(&worker, "SELECT count(*) FROM smsbus._claim_triggers(10)").await;
+    assert_eq!(claimed, 1);
+    let statements: Vec<String> = scalar(
+        &worker,
+        "SELECT smsbus._split_sql_script(script) FROM smsbus.trigger WHERE name = 't'",
+        &[],
+    )
+    .await;
+    assert_eq!(statements, ["SELECT $1", "SELECT 2"]);
+    worker
+        .execute(
+            "UPDATE smsbus.message SET trigger_status = 'processed' WHERE id = $1",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap();
+    worker
+        .execute(
+            "INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
+             VALUES ($1, 'received', 'received', 'worker:w', 'triggers failed: test')",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap();
+    let resumed: i32 = scalar(&worker, "SELECT smsbus._resume_triggers()", &[]).await;
+    assert_eq!(resumed, 0);
+    assert_eq!(trigger_status(&c, ids[0]).await, "processed");
+}
