@@ -137,6 +137,15 @@ pub async fn status_of(client: &Client, id: i64) -> String {
     .await
 }
 
+pub async fn trigger_status_of(client: &Client, id: i64) -> String {
+    scalar(
+        client,
+        "SELECT trigger_status::text FROM smsbus.message WHERE id = $1",
+        &[&id],
+    )
+    .await
+}
+
 /// The single value a query returns (first column of its one row).
 pub async fn scalar<T>(
     client: &impl tokio_postgres::GenericClient,

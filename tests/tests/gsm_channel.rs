@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use smsbus_tests::db::{count, scalar, TestDb};
+use smsbus_tests::db::{count, scalar, status_of, strings, TestDb};
 use smsbus_tests::modem::{pdu, Coding, Modem, ModemBehaviour};
 use smsbus_tests::scenario::{
     add_channel_of_kind, gsm_config, link_state, sample_bodies, send, wait_for, wait_link, worker,
@@ -318,16 +318,12 @@ async fn garbage_on_the_line_is_survived() {
     let id = send(c, "modem", "+31612345678", "after the garbage").await;
     wait_for(c, &[id], &["delivered"], FINAL, w).await;
     // The stored entry and the +CDS that carried no PDU are both kept.
-    let undecodable: Vec<String> = c
-        .query(
-            "SELECT custom->>'undecodable_pdu' FROM smsbus.message WHERE custom ? 'undecodable_pdu' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let undecodable = strings(
+        c,
+        "SELECT custom->>'undecodable_pdu' FROM smsbus.message WHERE custom ? 'undecodable_pdu' ORDER BY 1",
+        &[],
+    )
+    .await;
     assert_eq!(undecodable, ["07FFFF", "ZZ"]);
     assert_eq!(modem.stored().0, 0);
     assert_eq!(link_state(c, "modem").await.unwrap().0, "connected");
@@ -389,15 +385,7 @@ async fn status_reports_say_delivered_failed_or_still_trying() {
     })
     .await;
     assert!(ok, "{}", w.log());
-    let status: String = scalar(
-        c,
-        "SELECT status::text FROM smsbus.message WHERE id = $1",
-        &[&trying],
-    )
-    .await;
-    assert_eq!(status, "sent");
-    // Reports are matched on the TP-MR and the recipient: the same TP-MR
-    // for another number is another message.
+    assert_eq!(status_of(c, trying).await, "sent");
     assert_eq!(modem.stored().0, 0);
 }
 
@@ -432,13 +420,7 @@ async fn reports_find_their_part_across_the_tp_mr_wrap() {
     modem.arrive(r3, l3);
     tokio::time::sleep(Duration::from_secs(2)).await;
     for id in [a, d] {
-        let status: String = scalar(
-            c,
-            "SELECT status::text FROM smsbus.message WHERE id = $1",
-            &[&id],
-        )
-        .await;
-        assert_eq!(status, "sent");
+        assert_eq!(status_of(c, id).await, "sent");
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use smsbus_tests::db::{strings, TestDb};
+use smsbus_tests::db::{status_of, strings, trigger_status_of, TestDb};
 use smsbus_tests::scenario::worker;
 use smsbus_tests::worker::{eventually, Worker};
 use tokio_postgres::Client;
@@ -174,15 +174,7 @@ async fn a_trigger_that_moves_the_message_on_runs_the_next_status_chain() {
     // The delivered chain matched nothing, but the sent chain ran.
     assert_eq!(outcome(&c, quiet, &w).await.0, "processed");
     assert!(log_of(&c, quiet).await.is_empty());
-    let status: String = c
-        .query_one(
-            "SELECT status::text FROM smsbus.message WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "delivered");
+    assert_eq!(status_of(&c, id).await, "delivered");
 }
 
 #[tokio::test]
@@ -284,13 +276,5 @@ async fn a_changed_trigger_counts_from_the_next_message_on() {
         .await
         .unwrap();
     let third = receive(&c, "three").await;
-    let status: String = c
-        .query_one(
-            "SELECT trigger_status::text FROM smsbus.message WHERE id = $1",
-            &[&third],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "notriggers");
+    assert_eq!(trigger_status_of(&c, third).await, "notriggers");
 }

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use smsbus_tests::db::{count, expect_error, listen, refused_at, scalar, TestDb};
+use smsbus_tests::db::{
+    count, expect_error, listen, refused_at, scalar, trigger_status_of, TestDb,
+};
 use tokio_postgres::Client;
 
 async fn setup(db: &TestDb) -> Client {
@@ -135,15 +137,6 @@ async fn senders_cannot_see_or_write_triggers() {
         .unwrap();
 }
 
-async fn trigger_status(c: &Client, id: i64) -> String {
-    scalar(
-        c,
-        "SELECT trigger_status::text FROM smsbus.message WHERE id = $1",
-        &[&id],
-    )
-    .await
-}
-
 #[tokio::test]
 async fn messages_are_armed_for_the_triggers_that_apply() {
     let db = TestDb::new().await;
@@ -166,8 +159,8 @@ async fn messages_are_armed_for_the_triggers_that_apply() {
         .unwrap();
     let blocked = insert("+31600000000", None).await;
     let queued = insert("+31612345678", Some("kpn")).await;
-    assert_eq!(trigger_status(&c, blocked).await, "notriggers");
-    assert_eq!(trigger_status(&c, queued).await, "none");
+    assert_eq!(trigger_status_of(&c, blocked).await, "notriggers");
+    assert_eq!(trigger_status_of(&c, queued).await, "none");
 
     // A trigger for delivered outbound messages, one for anything inbound,
     // and a disabled one for blocked messages.
@@ -181,7 +174,7 @@ async fn messages_are_armed_for_the_triggers_that_apply() {
     .await
     .unwrap();
     let blocked_again = insert("+31600000000", None).await;
-    assert_eq!(trigger_status(&c, blocked_again).await, "notriggers");
+    assert_eq!(trigger_status_of(&c, blocked_again).await, "notriggers");
 
     let (_listener, mut notified) = listen(&db, "smsbus_triggers").await;
     // Through the worker's functions: claimed, sent, then one delivered
@@ -203,7 +196,7 @@ async fn messages_are_armed_for_the_triggers_that_apply() {
     .await
     .unwrap();
     assert_eq!(
-        trigger_status(&c, queued).await,
+        trigger_status_of(&c, queued).await,
         "notriggers",
         "sent has no trigger"
     );
@@ -214,8 +207,8 @@ async fn messages_are_armed_for_the_triggers_that_apply() {
     )
     .await;
     assert_eq!(applied, 2);
-    assert_eq!(trigger_status(&c, queued).await, "pending");
-    assert_eq!(trigger_status(&c, other).await, "notriggers");
+    assert_eq!(trigger_status_of(&c, queued).await, "pending");
+    assert_eq!(trigger_status_of(&c, other).await, "notriggers");
     // One statement armed a message: one notification.
     let first = tokio::time::timeout(Duration::from_secs(2), notified.recv()).await;
     assert_eq!(first.unwrap().unwrap().0, "smsbus_triggers");
@@ -232,7 +225,7 @@ async fn messages_are_armed_for_the_triggers_that_apply() {
         &[],
     )
     .await;
-    assert_eq!(trigger_status(&c, ids[0]).await, "pending");
+    assert_eq!(trigger_status_of(&c, ids[0]).await, "pending");
     // Disabling the triggers stops the arming at the next statement.
     c.batch_execute("UPDATE smsbus.trigger SET enabled = false")
         .await
@@ -243,7 +236,7 @@ async fn messages_are_armed_for_the_triggers_that_apply() {
         &[],
     )
     .await;
-    assert_eq!(trigger_status(&c, ids[0]).await, "notriggers");
+    assert_eq!(trigger_status_of(&c, ids[0]).await, "notriggers");
 }
 
 /// A worker that dies mid-chain leaves messages `processing`; maintenance
@@ -279,8 +272,8 @@ async fn chains_a_dead_worker_left_are_armed_again() {
     .unwrap();
     let done: serde_json::Value = scalar(&c, "SELECT smsbus._maintain()", &[]).await;
     assert_eq!(done["triggers_resumed"], 1, "{done}");
-    assert_eq!(trigger_status(&c, ids[0]).await, "pending");
-    assert_eq!(trigger_status(&c, ids[1]).await, "processing");
+    assert_eq!(trigger_status_of(&c, ids[0]).await, "pending");
+    assert_eq!(trigger_status_of(&c, ids[1]).await, "processing");
 }
 
 /// What the runner does, done as the worker's role.
@@ -301,7 +294,7 @@ async fn the_worker_role_can_run_triggers() {
         &[],
     )
     .await;
-    assert_eq!(trigger_status(&c, ids[0]).await, "pending");
+    assert_eq!(trigger_status_of(&c, ids[0]).await, "pending");
     let claimed = count(&worker, "SELECT count(*) FROM smsbus._claim_triggers(10)").await;
     assert_eq!(claimed, 1);
     let statements: Vec<String> = scalar(
@@ -328,5 +321,5 @@ async fn the_worker_role_can_run_triggers() {
         .unwrap();
     let resumed: i32 = scalar(&worker, "SELECT smsbus._resume_triggers()", &[]).await;
     assert_eq!(resumed, 0);
-    assert_eq!(trigger_status(&c, ids[0]).await, "processed");
+    assert_eq!(trigger_status_of(&c, ids[0]).await, "processed");
 }

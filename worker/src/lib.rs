@@ -15,6 +15,8 @@
 //!   work, because every loop also polls on a timer.
 //! - [`maintenance`]: due scheduled messages, expired leases, overdue
 //!   delivery reports (DESIGN.md §7).
+//! - [`polling`]: the timer-and-wake-up loop maintenance and the trigger
+//!   runner share.
 //! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
 //!   against.
 //! - [`triggers`]: the trigger runner: chains of SQL scripts for messages
@@ -31,6 +33,7 @@ pub mod config;
 pub mod db;
 pub mod listener;
 pub mod maintenance;
+pub mod polling;
 pub mod shutdown;
 pub mod triggers;
 

@@ -11,26 +11,14 @@ use crate::listener::Wakeups;
 use crate::Config;
 
 pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(config.maintenance_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            _ = wakeups.maintenance.notified() => {}
-        }
-        // A full batch means there is more: go again at once.
-        loop {
-            match pass(&pool, &config).await {
-                Ok(full) if full && !shutdown.is_cancelled() => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!("maintenance pass failed: {e:#}");
-                    break;
-                }
-            }
-        }
-    }
+    crate::polling::run_passes(
+        "maintenance pass",
+        config.maintenance_interval,
+        &wakeups.maintenance,
+        &shutdown,
+        || pass(&pool, &config),
+    )
+    .await
 }
 
 /// One pass; returns whether any step hit its batch limit.

@@ -33,25 +33,10 @@ const GROUP: usize = 25;
 const POLL: Duration = Duration::from_secs(1);
 
 pub async fn run(pool: Pool, wakeups: Wakeups, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-            _ = wakeups.triggers.notified() => {}
-        }
-        loop {
-            match batch(&pool, &shutdown).await {
-                Ok(full) if full && !shutdown.is_cancelled() => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!("trigger runner: {e:#}");
-                    break;
-                }
-            }
-        }
-    }
+    crate::polling::run_passes("trigger runner", POLL, &wakeups.triggers, &shutdown, || {
+        batch(&pool, &shutdown)
+    })
+    .await
 }
 
 /// Takes a batch and runs its chains in groups of [`GROUP`], [`PARALLEL`]
