@@ -5,6 +5,7 @@
 //!
 //! - [`db`]: a fresh database per test, copied from a template that already
 //!   has the extension and dropped afterwards, so tests run in parallel.
+//! - [`triggers`]: what trigger tests share.
 //! - [`worker`]: starting `smsbus-worker` as a child process.
 //! - `src/bin/bench.rs`: the benchmark harness (`make bench`).
 
@@ -12,4 +13,5 @@ pub mod db;
 pub mod modem;
 pub mod scenario;
 pub mod smsc;
+pub mod triggers;
 pub mod worker;

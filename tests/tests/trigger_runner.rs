@@ -3,57 +3,9 @@
 //! are armed by the extension and run by the worker; what the scripts did
 //! is read back from the database.
 
-use std::time::Duration;
-
 use smsbus_tests::db::{status_of, strings, trigger_status_of, TestDb};
 use smsbus_tests::scenario::worker;
-use smsbus_tests::worker::{eventually, Worker};
-use tokio_postgres::Client;
-
-async fn setup(db: &TestDb) -> Client {
-    let c = db.connect().await;
-    c.batch_execute(
-        "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('kpn', 'smpp', false);
-         CREATE TABLE public.log (n serial, trigger text, message_id bigint);",
-    )
-    .await
-    .unwrap();
-    c
-}
-
-async fn receive(c: &Client, body: &str) -> i64 {
-    let ids: Vec<i64> = c
-        .query_one(
-            "SELECT smsbus._record_inbound('kpn', ARRAY['+31687654321'], ARRAY['1234'], ARRAY[$1], ARRAY[NULL])",
-            &[&body],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    ids[0]
-}
-
-/// Waits for the chain to end; (trigger_status, last_error).
-async fn outcome(c: &Client, id: i64, w: &Worker) -> (String, Option<String>) {
-    let query = "SELECT trigger_status::text, last_error FROM smsbus.message WHERE id = $1";
-    let done = eventually(Duration::from_secs(15), || async {
-        let s: String = c.query_one(query, &[&id]).await.unwrap().get(0);
-        s != "pending" && s != "processing"
-    })
-    .await;
-    assert!(done, "message {id} never ran its triggers\n{}", w.log());
-    let row = c.query_one(query, &[&id]).await.unwrap();
-    (row.get(0), row.get(1))
-}
-
-async fn log_of(c: &Client, id: i64) -> Vec<String> {
-    strings(
-        c,
-        "SELECT trigger FROM public.log WHERE message_id = $1 ORDER BY n",
-        &[&id],
-    )
-    .await
-}
+use smsbus_tests::triggers::{log_of, outcome, receive, setup};
 
 #[tokio::test]
 async fn chains_run_in_order_see_earlier_changes_and_stop_where_told() {
@@ -98,7 +50,7 @@ async fn a_failing_script_fails_its_message_alone_and_takes_back_only_its_own_ch
              $$INSERT INTO public.log (trigger, message_id) VALUES ('boom', $1); SELECT 1 / 0$$),
             ('decide', 3, '{received}', 'body = ''decide''', 'sql',
              $$UPDATE smsbus.message SET trigger_status = 'processed' WHERE id = $1$$),
-            ('lua', 4, '{received}', 'body = ''lua''', 'lua', 'function process(m) end'),
+            ('lua', 4, '{received}', 'body = ''lua''', 'lua', 'function process(m) error("no such customer") end'),
             ('after', 5, '{received}', 'true', 'sql',
              $$INSERT INTO public.log (trigger, message_id) VALUES ('after', $1)$$);"#,
     )
@@ -122,9 +74,13 @@ async fn a_failing_script_fails_its_message_alone_and_takes_back_only_its_own_ch
     // A script that decides stops the chain.
     assert_eq!(outcome(&c, decide, &w).await.0, "processed");
     assert_eq!(log_of(&c, decide).await, ["first"]);
-    let (status, error) = outcome(&c, lua, &w).await;
-    assert_eq!(status, "failed");
-    assert!(error.unwrap().contains("lua scripts are not run"));
+    assert_eq!(
+        outcome(&c, lua, &w).await,
+        (
+            "failed".into(),
+            Some("trigger lua: lua:1: no such customer".into())
+        )
+    );
     // The worker goes on with the next message.
     assert_eq!(outcome(&c, fine, &w).await.0, "processed");
     assert_eq!(log_of(&c, fine).await, ["first", "after"]);

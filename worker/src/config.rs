@@ -43,6 +43,20 @@ pub struct Args {
     #[arg(long, env = "SMSBUS_CHANNEL_HANG_TIMEOUT", default_value_t = 60.0)]
     pub channel_hang_timeout: f64,
 
+    /// Runs Lua triggers without `io`, `os` (but its clock and dates),
+    /// `require` and file loading: scripts cannot touch files or programs.
+    #[arg(long, env = "SMSBUS_SANDBOX")]
+    pub sandbox: bool,
+
+    /// Seconds one trigger script may run (its database work included);
+    /// every statement of a trigger is bounded by it too.
+    #[arg(long, env = "SMSBUS_TRIGGER_TIME_LIMIT", default_value_t = 10.0)]
+    pub trigger_time_limit: f64,
+
+    /// MiB one Lua trigger's state may hold.
+    #[arg(long, env = "SMSBUS_LUA_MEMORY_LIMIT", default_value_t = 64)]
+    pub lua_memory_limit: usize,
+
     /// Most connections the worker opens (the listener's is extra).
     #[arg(long, env = "SMSBUS_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
@@ -58,6 +72,7 @@ pub struct Config {
     pub inbound_part_timeout: Duration,
     pub hang_timeout: Duration,
     pub pool_size: usize,
+    pub lua: crate::triggers::lua::Settings,
 }
 
 /// Most rows one maintenance statement touches, so a backlog is worked off
@@ -108,6 +123,19 @@ impl Config {
             pool_size: match args.pool_size {
                 1..=256 => args.pool_size,
                 n => bail!("--pool-size must be between 1 and 256, not {n}"),
+            },
+            lua: crate::triggers::lua::Settings {
+                sandbox: args.sandbox,
+                time_limit: seconds(
+                    "--trigger-time-limit",
+                    args.trigger_time_limit,
+                    0.01,
+                    3600.0,
+                )?,
+                memory_limit: match args.lua_memory_limit {
+                    1..=65536 => args.lua_memory_limit * 1024 * 1024,
+                    n => bail!("--lua-memory-limit must be between 1 and 65536 MiB, not {n}"),
+                },
             },
         })
     }

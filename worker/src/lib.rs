@@ -19,8 +19,8 @@
 //!   runner share.
 //! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
 //!   against.
-//! - [`triggers`]: the trigger runner: chains of SQL scripts for messages
-//!   that reached a permanent status.
+//! - [`triggers`]: the trigger runner: chains of SQL and Lua scripts for
+//!   messages that reached a permanent status.
 //!
 //! [`run`] wires them: it starts the listener and maintenance, waits for the
 //! shutdown signal, lets every task finish, hands back whatever this worker
@@ -66,6 +66,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     tasks.spawn(triggers::run(
         pool.clone(),
+        config.lua,
         wakeups.clone(),
         shutdown.clone(),
     ));

@@ -4,7 +4,10 @@ use deadpool_postgres::Object;
 
 #[derive(Clone, Debug)]
 pub struct Trigger {
+    pub id: i64,
     pub name: String,
+    /// When the row last changed: a Lua state is kept while it is the same.
+    pub version: String,
     /// None: every permanent status.
     pub on_status: Option<Vec<String>>,
     /// None: both directions.
@@ -13,6 +16,7 @@ pub struct Trigger {
     pub language: String,
     /// An SQL script cut into statements by the database's own parser.
     pub statements: Vec<String>,
+    pub script: String,
     pub final_: bool,
 }
 
@@ -30,8 +34,8 @@ impl Trigger {
 pub async fn load(client: &Object) -> anyhow::Result<Vec<Trigger>> {
     let statement = client
         .prepare_cached(
-            "SELECT name, on_status::text[], direction, condition, language,
-                    CASE WHEN language = 'sql' THEN smsbus._split_sql_script(script) END, final
+            "SELECT id, name, updated_at::text, on_status::text[], direction, condition, language,
+                    CASE WHEN language = 'sql' THEN smsbus._split_sql_script(script) END, script, final
              FROM smsbus.trigger WHERE enabled ORDER BY position, id",
         )
         .await?;
@@ -39,13 +43,16 @@ pub async fn load(client: &Object) -> anyhow::Result<Vec<Trigger>> {
     rows.iter()
         .map(|r| {
             Ok(Trigger {
-                name: r.try_get(0)?,
-                on_status: r.try_get(1)?,
-                direction: r.try_get(2)?,
-                condition: r.try_get(3)?,
-                language: r.try_get(4)?,
-                statements: r.try_get::<_, Option<Vec<String>>>(5)?.unwrap_or_default(),
-                final_: r.try_get(6)?,
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                version: r.try_get(2)?,
+                on_status: r.try_get(3)?,
+                direction: r.try_get(4)?,
+                condition: r.try_get(5)?,
+                language: r.try_get(6)?,
+                statements: r.try_get::<_, Option<Vec<String>>>(7)?.unwrap_or_default(),
+                script: r.try_get(8)?,
+                final_: r.try_get(9)?,
             })
         })
         .collect()

@@ -17,6 +17,7 @@
 use deadpool_postgres::Transaction;
 
 use super::catalog::Trigger;
+use super::lua::LuaTriggers;
 
 /// Chains run back to back for one message (a script moved it to another
 /// permanent status, whose triggers move it again, ...) before the runner
@@ -38,11 +39,16 @@ enum End {
 
 /// Runs the chains of message `id` inside `outer` (the batch's
 /// transaction), in a savepoint of their own.
-pub async fn run(outer: &mut Transaction<'_>, triggers: &[Trigger], id: i64) -> anyhow::Result<()> {
+pub async fn run(
+    outer: &mut Transaction<'_>,
+    triggers: &[Trigger],
+    lua: &LuaTriggers,
+    id: i64,
+) -> anyhow::Result<()> {
     let mut tx = outer.savepoint("smsbus_message").await?;
     let mut depth = 1;
     let end = loop {
-        match chain(&mut tx, triggers, id).await? {
+        match chain(&mut tx, triggers, lua, id).await? {
             End::Rearmed if depth < MAX_DEPTH => {
                 depth += 1;
                 tx.execute(
@@ -94,7 +100,12 @@ pub async fn run(outer: &mut Transaction<'_>, triggers: &[Trigger], id: i64) -> 
 }
 
 /// The triggers of the message's current status, in order.
-async fn chain(tx: &mut Transaction<'_>, triggers: &[Trigger], id: i64) -> anyhow::Result<End> {
+async fn chain(
+    tx: &mut Transaction<'_>,
+    triggers: &[Trigger],
+    lua: &LuaTriggers,
+    id: i64,
+) -> anyhow::Result<End> {
     let mut end = End::NoMatch;
     for trigger in triggers {
         let current = tx
@@ -115,7 +126,7 @@ async fn chain(tx: &mut Transaction<'_>, triggers: &[Trigger], id: i64) -> anyho
         if !trigger.applies(&status, &direction) {
             continue;
         }
-        match step(tx, trigger, id).await? {
+        match step(tx, trigger, lua, id).await? {
             Step::NoMatch => {}
             Step::Ran => {
                 end = End::Ran;
@@ -146,57 +157,81 @@ enum Step {
     Failed(String),
 }
 
-/// The condition, then the script, of one trigger, each in a savepoint.
-async fn step(tx: &mut Transaction<'_>, trigger: &Trigger, id: i64) -> anyhow::Result<Step> {
+/// The condition, then the script, of one trigger, in a savepoint.
+async fn step(
+    tx: &mut Transaction<'_>,
+    trigger: &Trigger,
+    lua: &LuaTriggers,
+    id: i64,
+) -> anyhow::Result<Step> {
     let sp = tx.savepoint("smsbus_trigger").await?;
-    // Checked when the row was written: one boolean expression.
+    // Checked when the row was written: one boolean expression. A Lua
+    // script gets the row with it.
     let condition = format!(
-        "SELECT ({}) FROM smsbus.message AS message WHERE id = $1",
-        trigger.condition
+        "SELECT ({}){} FROM smsbus.message AS message WHERE id = $1",
+        trigger.condition,
+        if trigger.language == "lua" {
+            ", to_jsonb(message)"
+        } else {
+            ""
+        }
     );
     let evaluated = async {
         let statement = sp.prepare_cached(&condition).await?;
         sp.query_opt(&statement, &[&id]).await
     };
-    let matched: Option<bool> = match evaluated.await {
-        Ok(row) => row.and_then(|r| r.get(0)),
+    let row = match evaluated.await {
+        Ok(row) => row,
         Err(e) => {
             sp.rollback().await?;
             return Ok(Step::Failed(format!("condition: {}", error_text(&e))));
         }
     };
-    if matched != Some(true) {
+    let Some(row) = row.filter(|r| r.get::<_, Option<bool>>(0) == Some(true)) else {
         sp.commit().await?;
         return Ok(Step::NoMatch);
-    }
-    if trigger.language != "sql" {
-        sp.rollback().await?;
-        return Ok(Step::Failed(format!(
-            "{} scripts are not run by this worker yet",
-            trigger.language
-        )));
-    }
-    for statement in &trigger.statements {
-        let result = async {
-            let prepared = sp.prepare_cached(statement).await?;
-            if prepared.params().is_empty() {
-                sp.execute(&prepared, &[]).await
-            } else {
-                sp.execute(&prepared, &[&id]).await
-            }
+    };
+    let result = if trigger.language == "lua" {
+        let serde_json::Value::Object(message) = row.get(1) else {
+            anyhow::bail!("to_jsonb of a message row is not an object");
+        };
+        lua.run(&sp, trigger, id, message).await
+    } else {
+        sql_script(&sp, trigger, id)
+            .await
+            .map_err(|e| error_text(&e))
+    };
+    match result {
+        Ok(()) => {
+            sp.commit().await?;
+            Ok(Step::Ran)
         }
-        .await;
-        if let Err(e) = result {
+        Err(e) => {
             sp.rollback().await?;
-            return Ok(Step::Failed(error_text(&e)));
+            Ok(Step::Failed(e))
         }
     }
-    sp.commit().await?;
-    Ok(Step::Ran)
+}
+
+/// The statements of an SQL script, with the message id as `$1`.
+async fn sql_script(
+    sp: &Transaction<'_>,
+    trigger: &Trigger,
+    id: i64,
+) -> Result<(), tokio_postgres::Error> {
+    for statement in &trigger.statements {
+        let prepared = sp.prepare_cached(statement).await?;
+        if prepared.params().is_empty() {
+            sp.execute(&prepared, &[]).await?;
+        } else {
+            sp.execute(&prepared, &[&id]).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The database's message of an error, without the protocol wrapping.
-fn error_text(e: &tokio_postgres::Error) -> String {
+pub fn error_text(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map_or_else(|| e.to_string(), |db| db.message().to_owned())
 }
