@@ -2,11 +2,11 @@
 //! the scripts did is read back from the database (and from a local HTTP
 //! server for `smsbus.http`).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use smsbus_tests::db::{count, scalar, status_of, strings, TestDb};
+use smsbus_tests::http::HttpServer;
 use smsbus_tests::triggers::{log_of, outcome, receive, setup};
 use smsbus_tests::worker::{eventually, Worker};
 use tokio_postgres::Client;
@@ -192,6 +192,7 @@ async fn bad_scripts_fail_their_message_alone_with_a_useful_error() {
             "function process(m)\n  smsbus.query('SELEC 1')\nend",
         ),
         ("noprocess", "x = 1"),
+        ("stuck", "function process(m) os.execute('sleep 10') end"),
         ("badsend", "function process(m) smsbus.send{to = '+31612345678', text = 'x'} end"),
     ];
     for (name, script) in cases {
@@ -226,6 +227,7 @@ async fn bad_scripts_fail_their_message_alone_with_a_useful_error() {
         ("misspelt", "trigger misspelt: the message has no field \"stauts\""),
         ("badsql", "trigger badsql: badsql:2: smsbus.query: syntax error at or near \"SELEC\""),
         ("noprocess", "trigger noprocess: loading the script: the script defines no function process(message)"),
+        ("stuck", "trigger stuck: time limit exceeded (1 s): the script is stuck outside Lua, its state is dropped"),
         ("badsend", "trigger badsend: badsend:1: smsbus.send: unknown field \"text\""),
     ];
     for ((name, error), (_, start)) in errors.iter().zip(expected) {
@@ -322,43 +324,10 @@ async fn the_sandbox_takes_files_and_programs_away() {
     let _ = std::fs::remove_file(&file);
 }
 
-/// What the local HTTP server saw: method, path, a header, body.
-type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
-
-/// An HTTP server on a free local port that answers 201 with a JSON body.
-fn http_server() -> (String, Seen) {
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", server.server_addr().to_ip().unwrap());
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
-    std::thread::spawn(move || {
-        for mut request in server.incoming_requests() {
-            let mut body = String::new();
-            let _ = request.as_reader().read_to_string(&mut body);
-            let header = request
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("X-Smsbus-Test"))
-                .map(|h| h.value.to_string())
-                .unwrap_or_default();
-            record.lock().unwrap().push((
-                request.method().to_string(),
-                request.url().to_owned(),
-                header,
-                body,
-            ));
-            let answer = tiny_http::Response::from_string(r#"{"accepted": true}"#)
-                .with_status_code(201)
-                .with_header("X-Reply: yes".parse::<tiny_http::Header>().unwrap());
-            let _ = request.respond(answer);
-        }
-    });
-    (url, seen)
-}
-
 #[tokio::test]
 async fn smsbus_http_reaches_a_local_server() {
-    let (url, seen) = http_server();
+    let server = HttpServer::start();
+    let url = &server.url;
     let db = TestDb::new().await;
     let c = setup(&db).await;
     let script = format!(
@@ -376,15 +345,17 @@ async fn smsbus_http_reaches_a_local_server() {
         custom_of(&c, id).await,
         json!({"status": 201, "body": "{\"accepted\": true}", "reply": "yes"})
     );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
     assert_eq!(
-        seen.lock().unwrap().clone(),
-        [(
-            "PUT".to_owned(),
-            format!("/hook?id={id}"),
-            "yes".to_owned(),
-            "ping".to_owned()
-        )]
+        (
+            seen[0].method.as_str(),
+            seen[0].url.as_str(),
+            seen[0].body.as_str()
+        ),
+        ("PUT", format!("/hook?id={id}").as_str(), "ping")
     );
+    assert_eq!(seen[0].header("x-smsbus-test"), Some("yes"));
 }
 
 #[tokio::test]

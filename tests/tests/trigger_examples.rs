@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use smsbus_tests::db::{count, scalar, strings, TestDb};
+use smsbus_tests::http::HttpServer;
 use smsbus_tests::scenario::{add_channel, send, smpp_config, smsc, wait_for, wait_link, worker};
 use smsbus_tests::smsc::{Behaviour, InboundText};
 use smsbus_tests::worker::eventually;
@@ -156,4 +157,111 @@ async fn retry_on_backup_example() {
             "delivered"
         ]
     );
+}
+
+#[tokio::test]
+async fn http_forward_example() {
+    let service = HttpServer::start();
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    c.batch_execute(include_str!("../../sql/examples/trigger_http_forward.sql"))
+        .await
+        .unwrap();
+    c.execute(
+        "INSERT INTO http_forward (endpoint, token) VALUES ($1, 'secret')",
+        &[&format!("{}/sms/inbound", service.url)],
+    )
+    .await
+    .unwrap();
+    let w = worker(&db, "w1");
+    wait_link(&c, "kpn", "connected", &w).await;
+    sim.deliver(
+        &InboundText::new("+31687654321", "1234", "hello there"),
+        FINAL,
+    )
+    .await
+    .expect("deliver_sm answered");
+    let forwarded = eventually(FINAL, || async { !service.seen().is_empty() }).await;
+    assert!(forwarded, "{}", w.log());
+    let request = &service.seen()[0];
+    assert_eq!(
+        (request.method.as_str(), request.url.as_str()),
+        ("POST", "/sms/inbound")
+    );
+    assert_eq!(request.header("authorization"), Some("Bearer secret"));
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    let sent: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+    assert_eq!(
+        (&sent["from"], &sent["to"], &sent["body"], &sent["channel"]),
+        (
+            &json!("+31687654321"),
+            &json!("1234"),
+            &json!("hello there"),
+            &json!("kpn")
+        )
+    );
+    let id = sent["id"].as_i64().unwrap();
+    let done = eventually(FINAL, || async {
+        scalar::<String>(
+            &c,
+            "SELECT trigger_status::text FROM smsbus.message WHERE id = $1",
+            &[&id],
+        )
+        .await
+            == "processed"
+    })
+    .await;
+    assert!(done, "{}", w.log());
+    let custom: serde_json::Value = scalar(
+        &c,
+        "SELECT custom FROM smsbus.message WHERE id = $1",
+        &[&id],
+    )
+    .await;
+    assert_eq!(custom["forwarded"], 201);
+
+    // The service fails: the message's triggers fail, saying why; sent
+    // again once it is back, as the example says.
+    service.answer_with(503);
+    sim.deliver(&InboundText::new("+31687654321", "1234", "second"), FINAL)
+        .await
+        .expect("deliver_sm answered");
+    let failed = eventually(FINAL, || async {
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE trigger_status = 'failed'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(failed, "{}", w.log());
+    let error: String = scalar(
+        &c,
+        "SELECT last_error FROM smsbus.message WHERE trigger_status = 'failed'",
+        &[],
+    )
+    .await;
+    assert!(error.contains("answered 503"), "{error}");
+    service.answer_with(200);
+    c.batch_execute(
+        "UPDATE smsbus.message SET trigger_status = 'pending' WHERE direction = 'in' AND trigger_status = 'failed'",
+    )
+    .await
+    .unwrap();
+    let resent = eventually(FINAL, || async {
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE trigger_status = 'processed'",
+        )
+        .await
+            == 2
+    })
+    .await;
+    assert!(resent, "{}", w.log());
+    let bodies: Vec<String> = service.seen().iter().map(|s| s.body.clone()).collect();
+    assert_eq!(bodies.len(), 3);
+    assert!(bodies[1].contains("second") && bodies[2].contains("second"));
 }

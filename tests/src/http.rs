@@ -1,0 +1,82 @@
+//! A local HTTP endpoint for trigger scripts to call: it records every
+//! request and answers with the status it is told (201 at first) and a
+//! small JSON body.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One request as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Seen {
+    /// The value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct HttpServer {
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    status: Arc<AtomicU16>,
+}
+
+impl HttpServer {
+    /// Listens on a free local port, on a thread of its own.
+    pub fn start() -> HttpServer {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("a local HTTP port");
+        let url = format!(
+            "http://{}",
+            server.server_addr().to_ip().expect("an IP address")
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(AtomicU16::new(201));
+        let (record, answer_with) = (seen.clone(), status.clone());
+        std::thread::spawn(move || {
+            for mut request in server.incoming_requests() {
+                let mut body = String::new();
+                let _ = request.as_reader().read_to_string(&mut body);
+                record.lock().unwrap().push(Seen {
+                    method: request.method().to_string(),
+                    url: request.url().to_owned(),
+                    headers: request
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect(),
+                    body,
+                });
+                let answer = tiny_http::Response::from_string(r#"{"accepted": true}"#)
+                    .with_status_code(answer_with.load(Ordering::SeqCst))
+                    .with_header(
+                        "X-Reply: yes"
+                            .parse::<tiny_http::Header>()
+                            .expect("a header"),
+                    );
+                let _ = request.respond(answer);
+            }
+        });
+        HttpServer { url, seen, status }
+    }
+
+    /// The requests so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Answers with `status` from now on.
+    pub fn answer_with(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+}
