@@ -59,13 +59,16 @@ INSERT INTO smsbus.message (to_address, from_address, body, channel) VALUES
     ('+44 7700 900123', NULL, 'Привет из smsbus', 'demo'),
     ('+31612345672', 'smsbus', repeat('A long message, sent in parts. ', 8), 'demo'),
     ('+31612345673', NULL, 'Through the GSM modem: €5 {ok}', 'modem');
--- A trigger: every inbound message gets an answer, sent by the worker.
+-- A Lua trigger: every inbound message gets an answer, sent by the worker.
 INSERT INTO smsbus.trigger (name, on_status, direction, language, script, description)
-VALUES ('auto-reply', '{received}', 'in', 'sql',
-        $$INSERT INTO smsbus.message (to_address, from_address, body, channel)
-          SELECT from_address, to_address, 'Thanks, we got: ' || left(body, 40), channel
-          FROM smsbus.message WHERE id = $1$$,
-        'answers every inbound message');
+VALUES ('auto-reply', '{received}', 'in', 'lua', $lua$
+answered = 0  -- a global: it lives on between messages
+function process(message)
+    answered = answered + 1
+    smsbus.send{to = message.from_address, from = message.to_address, channel = message.channel,
+                body = ("Thanks, we got: %s (answer %d)"):format(message.body:sub(1, 40), answered)}
+end
+$lua$, 'answers every inbound message');
 -- Routing rules: SQL conditions over the message, checked when written.
 INSERT INTO smsbus.block (condition, reason) VALUES ('to_address = ''+31612345670''', 'on the demo opt-out list');
 INSERT INTO smsbus.route (position, condition, channel) VALUES (10, 'to_address LIKE ''+32%''', 'demo');

@@ -234,3 +234,20 @@ async fn a_changed_trigger_counts_from_the_next_message_on() {
     let third = receive(&c, "three").await;
     assert_eq!(trigger_status_of(&c, third).await, "notriggers");
 }
+
+#[tokio::test]
+async fn a_script_gets_the_message_id_as_bigint_even_where_untyped() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        r#"INSERT INTO smsbus.trigger (name, on_status, language, script) VALUES
+            ('untyped', '{received}', 'sql',
+             $$SELECT $1; INSERT INTO public.log (trigger, message_id) SELECT 'untyped', $1$$);"#,
+    )
+    .await
+    .unwrap();
+    let w = worker(&db, "w1");
+    let id = receive(&c, "hello").await;
+    assert_eq!(outcome(&c, id, &w).await, ("processed".into(), None));
+    assert_eq!(log_of(&c, id).await, ["untyped"]);
+}

@@ -220,12 +220,12 @@ async fn sql_script(
     id: i64,
 ) -> Result<(), tokio_postgres::Error> {
     for statement in &trigger.statements {
-        let prepared = sp.prepare_cached(statement).await?;
-        if prepared.params().is_empty() {
-            sp.execute(&prepared, &[]).await?;
-        } else {
-            sp.execute(&prepared, &[&id]).await?;
-        }
+        // $1 is a bigint, as when the script was checked, even where the
+        // statement alone would not say (`SELECT $1`).
+        let prepared = sp
+            .prepare_typed_cached(statement, &[tokio_postgres::types::Type::INT8])
+            .await?;
+        sp.execute(&prepared, &[&id]).await?;
     }
     Ok(())
 }

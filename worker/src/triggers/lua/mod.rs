@@ -87,7 +87,7 @@ impl LuaTriggers {
             trigger,
             Job {
                 message_id: id,
-                message: message.clone(),
+                message,
                 events,
             },
         )?;

@@ -6,12 +6,12 @@ use mlua::serde::{DeserializeOptions, SerializeOptions};
 use mlua::{Lua, LuaSerdeExt, Value};
 use serde_json::{Map, Value as Json};
 
-/// A JSON value as a Lua value; null becomes nil.
+/// A JSON value as a Lua value; null becomes nil. Arrays get mlua's
+/// array metatable, so an empty one goes back as `[]`, not `{}`.
 pub fn to_lua(lua: &Lua, json: &Json) -> mlua::Result<Value> {
     let options = SerializeOptions::new()
         .serialize_none_to_null(false)
-        .serialize_unit_to_null(false)
-        .set_array_metatable(false);
+        .serialize_unit_to_null(false);
     lua.to_value_with(json, options)
 }
 
