@@ -20,4 +20,10 @@ cargo build --quiet -p smsbus-worker
 echo "== tests"
 export SMSBUS_TEST_PG="$(scripts/cluster.sh env)"
 export SMSBUS_WORKER_BIN="$PWD/target/debug/smsbus-worker"
-cargo test --workspace --exclude smsbus "$@"
+# Arguments pick tests (`scripts/test.sh -p smsbus-tests --test crash_safety`);
+# none runs them all.
+if [ $# -gt 0 ]; then
+    cargo test "$@"
+else
+    cargo test --workspace --exclude smsbus
+fi

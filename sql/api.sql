@@ -611,6 +611,28 @@ BEGIN
 END
 $$;
 
+-- A channel's new owner sends back to the queue what earlier owners left
+-- in sending. Only the channel's owner (who holds its advisory lock)
+-- claims for it, so such rows are orphans: their worker died or lost its
+-- database session, and nobody need wait for their lease to run out. What
+-- that worker had handed to the SMSC may be sent twice: the trace says the
+-- outcome is unknown.
+CREATE FUNCTION _take_over(p_channel text, p_worker text) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET status = 'queued',
+        last_error = format('%s stopped owning channel %s: outcome of the submission unknown',
+                            m.claimed_by, p_channel)
+    WHERE m.status = 'sending' AND m.channel = p_channel AND m.claimed_by IS DISTINCT FROM p_worker;
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
 -- Extends the leases a worker still holds (messages waiting out a
 -- provider's throttling, or in a long window), so they are not handed to
 -- another claim while this worker may still submit them.
@@ -812,7 +834,7 @@ GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _mark_sent(text, bigint[], integer[], text[]), _mark_failed(bigint[], text[]),
     _mark_retry(bigint[], text[], double precision[]), _apply_reports(text, text[], text[], text[], text[]), _apply_parked_reports(),
     _record_inbound(text, text[], text[], text[], text[], timestamptz[], jsonb[]),
-    _expire_leases(integer), _release(text, bigint[]), _renew_leases(text, bigint[], interval), _promote_scheduled(integer),
+    _expire_leases(integer), _take_over(text, text), _release(text, bigint[]), _renew_leases(text, bigint[], interval), _promote_scheduled(integer),
     _record_inbound_parts(text, text[], text[], integer[], integer[], integer[], text[], jsonb[]),
     _expire_inbound_parts(interval),
     _mark_noreport(interval, integer), _maintain(interval, integer, interval)

@@ -128,14 +128,25 @@ impl Outbox {
     /// Records what became of `claimed`. Its permit returns to the claimer
     /// once the outcome is written, so what is held in memory, sent or not,
     /// never exceeds the capacity, however slow the database.
-    pub fn finish(&self, claimed: Claimed, outcome: Outcome) {
+    /// Returns the outcome's number: it is committed once
+    /// [`Outbox::written`] reaches it.
+    pub fn finish(&self, claimed: Claimed, outcome: Outcome) -> u64 {
         let id = claimed.message.id;
-        if self.send(id, outcome, Some(claimed._permit)).is_err() {
-            tracing::error!(
-                message = id,
-                "outcome writer has stopped; the lease will return the message"
-            );
+        match self.send(id, outcome, Some(claimed._permit)) {
+            Ok(seq) => seq,
+            Err(()) => {
+                tracing::error!(
+                    message = id,
+                    "outcome writer has stopped; the lease will return the message"
+                );
+                0
+            }
         }
+    }
+
+    /// The number of the last outcome committed (with all before it).
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.written.clone()
     }
 
     /// Stops claiming, hands back what was claimed and not taken, writes
@@ -168,7 +179,7 @@ impl Outbox {
         id: i64,
         outcome: Outcome,
         permit: Option<OwnedSemaphorePermit>,
-    ) -> Result<(), ()> {
+    ) -> Result<u64, ()> {
         let queue = self.outcomes.lock().unwrap();
         let seq = self.issued.load(Ordering::SeqCst) + 1;
         self.issued.store(seq, Ordering::SeqCst);
@@ -178,7 +189,7 @@ impl Outbox {
             outcome,
             _permit: permit,
         };
-        queue.send(finished).map_err(|_| ())
+        queue.send(finished).map(|()| seq).map_err(|_| ())
     }
 
     /// How far outcomes have been handed over and written.

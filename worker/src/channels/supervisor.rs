@@ -4,7 +4,8 @@
 //!
 //! Ownership is a session advisory lock per channel, all held on one
 //! dedicated connection: when a worker dies, PostgreSQL drops its
-//! connection and its locks, and another worker's next pass takes them.
+//! connection and its locks, and another worker's next pass takes them,
+//! with the messages the dead one left in flight (`smsbus._take_over`).
 //! If that connection is lost, this worker may no longer own anything, so
 //! every channel stops before it reconnects.
 //!
@@ -141,7 +142,16 @@ async fn reconcile(
         if !locked {
             continue;
         }
-        tracing::info!(channel = %name, kind = %row.kind, "owning channel");
+        // What a dead owner left in flight goes back to the queue now,
+        // not when its leases run out.
+        let orphans: i32 = locks
+            .query_one(
+                "SELECT smsbus._take_over($1, $2)",
+                &[&name, &config.worker_id],
+            )
+            .await?
+            .get(0);
+        tracing::info!(channel = %name, kind = %row.kind, orphans, "owning channel");
         let stop = CancellationToken::new();
         let task = tokio::spawn(channel_task(
             config.clone(),

@@ -142,12 +142,18 @@ struct Session {
     window_reported: i64,
     /// deliver_sm/data_sm being recorded and not yet answered.
     deliveries: Arc<Semaphore>,
+    /// Messages the provider took (or may have taken) whose outcome is not
+    /// committed yet, as (outcome number, parts). They count against the
+    /// window: a worker killed now would send them again, so the window
+    /// bounds what a crash can send twice.
+    unrecorded: VecDeque<(u64, usize)>,
+    /// The outbox's last committed outcome number.
+    written: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Session {
     fn new(channel: Arc<Channel>, bind: BindMode, index: usize, beat: Heartbeat) -> Session {
         Session {
-            channel,
             bind,
             index,
             beat,
@@ -159,6 +165,9 @@ impl Session {
             last_sent: Instant::now(),
             window_reported: 0,
             deliveries: Arc::new(Semaphore::new(MAX_DELIVERIES)),
+            unrecorded: VecDeque::new(),
+            written: channel.outbox.as_ref().map(|o| o.written()),
+            channel,
         }
     }
 
@@ -289,8 +298,10 @@ impl Session {
         enquire.reset();
         let mut check = tokio::time::interval(Duration::from_millis(200));
         let mut throttle_wait: Option<Instant> = None;
+        let mut written = self.written.clone();
         loop {
             self.beat.beat();
+            self.forget_recorded();
             throttle_wait = self.write_window(link, throttle_wait).await?;
             let can_take = self.transmits()
                 && self.ready.is_empty()
@@ -312,6 +323,8 @@ impl Session {
                         self.take(claimed);
                     }
                 }
+                _ = async { written.as_mut().expect("unrecorded outcomes come from the outbox").changed().await },
+                    if !self.unrecorded.is_empty() => {}
                 _ = sleep_until(throttle_wait), if throttle_wait.is_some() => throttle_wait = None,
                 _ = enquire.tick() => {
                     if self.last_sent.elapsed() >= config.enquire_link() / 2 || self.outstanding.is_empty() {
@@ -331,11 +344,34 @@ impl Session {
         self.in_window() < self.channel.config.window as usize
     }
 
+    /// Parts in flight: written and unanswered, or answered with their
+    /// outcome not committed yet.
     fn in_window(&self) -> usize {
-        self.outstanding
+        let unanswered = self
+            .outstanding
             .values()
             .filter(|o| matches!(o.request, Request::Submit { .. }))
-            .count()
+            .count();
+        unanswered
+            + self
+                .unrecorded
+                .iter()
+                .map(|(_, parts)| parts)
+                .sum::<usize>()
+    }
+
+    /// Drops the outcomes committed since.
+    fn forget_recorded(&mut self) {
+        if let Some(written) = &self.written {
+            let written = *written.borrow();
+            while self
+                .unrecorded
+                .front()
+                .is_some_and(|(seq, _)| *seq <= written)
+            {
+                self.unrecorded.pop_front();
+            }
+        }
     }
 
     /// Adds a claimed message's parts to the ready queue (or fails it when
@@ -362,6 +398,7 @@ impl Session {
                 Outcome::Failed {
                     error: e.to_string(),
                 },
+                0,
             ),
         }
     }
@@ -561,8 +598,10 @@ impl Session {
                 progress.references[part] = Some(reference);
                 if progress.references.iter().all(Option::is_some) {
                     let progress = self.messages.remove(&message).expect("present");
-                    let references = progress.references.into_iter().flatten().collect();
-                    self.finish_claimed(progress.claimed, Outcome::Sent { references });
+                    let references: Vec<String> =
+                        progress.references.into_iter().flatten().collect();
+                    let taken = references.len();
+                    self.finish_claimed(progress.claimed, Outcome::Sent { references }, taken);
                 }
             }
             CommandStatus::EsmeRthrottled | CommandStatus::EsmeRmsgqful => {
@@ -584,7 +623,7 @@ impl Session {
                 } else {
                     format!("submit_sm refused: {}", status_text(refusal))
                 };
-                self.finish_claimed(progress.claimed, Outcome::Failed { error });
+                self.finish_claimed(progress.claimed, Outcome::Failed { error }, 0);
             }
         }
     }
@@ -623,12 +662,19 @@ impl Session {
         };
         self.ready.retain(|(id, _)| *id != message);
         let outcome = unknown_outcome(self.channel.config.on_unknown_outcome, why);
-        self.finish_claimed(progress.claimed, outcome);
+        let taken = progress.pdus.len();
+        self.finish_claimed(progress.claimed, outcome, taken);
     }
 
-    fn finish_claimed(&self, claimed: Claimed, outcome: Outcome) {
-        if let Some(outbox) = &self.channel.outbox {
-            outbox.finish(claimed, outcome);
+    /// Hands the outcome to the writer; `taken` parts of the message the
+    /// provider has, or may have, and count in flight until it commits.
+    fn finish_claimed(&mut self, claimed: Claimed, outcome: Outcome, taken: usize) {
+        let Some(outbox) = &self.channel.outbox else {
+            return;
+        };
+        let seq = outbox.finish(claimed, outcome);
+        if taken > 0 && seq > 0 {
+            self.unrecorded.push_back((seq, taken));
         }
     }
 
@@ -665,7 +711,7 @@ impl Session {
             .collect();
         for id in never_written {
             if let Some(p) = self.messages.remove(&id) {
-                self.finish_claimed(p.claimed, Outcome::Release);
+                self.finish_claimed(p.claimed, Outcome::Release, 0);
             }
         }
         self.ready.clear();
