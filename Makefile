@@ -21,8 +21,8 @@ run: ## Start a local database, the worker and example messages; show them flowi
 test: ## Lint, install, start a test cluster and run every test
 	@scripts/test.sh
 
-test-faults: ## The crash-safety suite at full size (100,000 messages, ten kills)
-	@SMSBUS_FAULT_MESSAGES=100000 SMSBUS_FAULT_KILLS=10 scripts/test.sh -p smsbus-tests --test crash_safety
+test-faults: ## The crash-safety suite at full size (100,000 messages, ten faults of each kind)
+	@SMSBUS_FAULT_MESSAGES=100000 SMSBUS_FAULT_ROUNDS=10 scripts/test.sh -p smsbus-tests --test crash_safety
 
 bench: ## Run the benchmarks (release build) and write bench-results.json
 	@scripts/bench.sh
