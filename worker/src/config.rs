@@ -57,6 +57,11 @@ pub struct Args {
     #[arg(long, env = "SMSBUS_LUA_MEMORY_LIMIT", default_value_t = 64)]
     pub lua_memory_limit: usize,
 
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g.
+    /// 127.0.0.1:9187; none by default.
+    #[arg(long, env = "SMSBUS_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Most connections the worker opens (the listener's is extra).
     #[arg(long, env = "SMSBUS_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
@@ -72,6 +77,7 @@ pub struct Config {
     pub inbound_part_timeout: Duration,
     pub hang_timeout: Duration,
     pub pool_size: usize,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub lua: crate::triggers::lua::Settings,
 }
 
@@ -124,6 +130,7 @@ impl Config {
                 1..=256 => args.pool_size,
                 n => bail!("--pool-size must be between 1 and 256, not {n}"),
             },
+            metrics_addr: args.metrics_addr,
             lua: crate::triggers::lua::Settings {
                 sandbox: args.sandbox,
                 time_limit: seconds(

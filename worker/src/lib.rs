@@ -15,6 +15,8 @@
 //!   work, because every loop also polls on a timer.
 //! - [`maintenance`]: due scheduled messages, expired leases, overdue
 //!   delivery reports (DESIGN.md §7).
+//! - [`metrics`]: the Prometheus endpoint (`--metrics-addr`) and the
+//!   names of what it serves.
 //! - [`polling`]: the timer-and-wake-up loop maintenance and the trigger
 //!   runner share.
 //! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
@@ -33,6 +35,7 @@ pub mod config;
 pub mod db;
 pub mod listener;
 pub mod maintenance;
+pub mod metrics;
 pub mod polling;
 pub mod shutdown;
 pub mod triggers;
@@ -45,6 +48,9 @@ pub use config::Config;
 
 /// Runs the worker until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Some(addr) = config.metrics_addr {
+        metrics::serve(addr)?;
+    }
     let pool = db::pool(&config).context("cannot set up the database pool")?;
     db::check_extension(&pool)
         .await

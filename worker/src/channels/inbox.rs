@@ -5,12 +5,12 @@
 //! write fails, every caller gets the error and answers the peer with a
 //! temporary error, so the peer sends it again.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::Progress;
+use super::state::Count;
 use super::ChannelContext;
 
 /// Most items one write carries.
@@ -124,10 +124,14 @@ async fn write_loop(
             }
             let result = write_reports(&ctx, reports.iter().map(|(r, _)| r)).await;
             if result.is_ok() {
-                ctx.state
-                    .counters()
-                    .reports
-                    .fetch_add(reports.len() as u64, Ordering::Relaxed);
+                ctx.state.count(Count::Reports, reports.len() as u64);
+                let delivered = reports.iter().filter(|(r, _)| r.status == "delivered");
+                ctx.state.count(Count::Delivered, delivered.count() as u64);
+                for (report, _) in &reports {
+                    if report.status != "enroute" {
+                        ctx.state.reported(&report.reference);
+                    }
+                }
             }
             let answer = result.map_err(|e| format!("{e:#}"));
             for (_, tx) in reports {
@@ -161,10 +165,7 @@ fn answer_inbound(
     match written {
         Ok(ids) => {
             let messages = ids.iter().flatten().count();
-            ctx.state
-                .counters()
-                .inbound
-                .fetch_add(messages as u64, Ordering::Relaxed);
+            ctx.state.count(Count::Inbound, messages as u64);
             for ((_, tx), id) in items.into_iter().zip(ids) {
                 let _ = tx.send(Ok(id));
             }

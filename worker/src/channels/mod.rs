@@ -55,6 +55,8 @@ pub struct OutMessage {
     pub priority: i16,
     pub request_report: bool,
     pub valid_until: Option<SystemTime>,
+    /// When it came due (inserted, or its scheduled time): for the metrics.
+    pub due_at: SystemTime,
     pub to_ton: Option<i16>,
     pub to_npi: Option<i16>,
     pub from_ton: Option<i16>,

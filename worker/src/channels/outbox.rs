@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::state::Count;
 use super::{ChannelContext, OutMessage};
 use crate::backoff::Backoff;
 
@@ -382,7 +383,8 @@ async fn claim(
     let statement = client
         .prepare_cached(
             "SELECT id, to_address, from_address, body, encoding, segments, priority,
-                    request_report, valid_until, to_ton, to_npi, from_ton, from_npi
+                    request_report, valid_until, to_ton, to_npi, from_ton, from_npi,
+                    greatest(created_at, scheduled_at) AS due_at
              FROM smsbus._claim($1, $2, $3, make_interval(secs => $4))",
         )
         .await?;
@@ -415,6 +417,7 @@ async fn claim(
                 priority: r.try_get("priority")?,
                 request_report: r.try_get("request_report")?,
                 valid_until: r.try_get("valid_until")?,
+                due_at: r.try_get("due_at")?,
                 to_ton: r.try_get("to_ton")?,
                 to_npi: r.try_get("to_npi")?,
                 from_ton: r.try_get("from_ton")?,
@@ -454,6 +457,8 @@ async fn write_loop(
         let last = batch.iter().map(|f| f.seq).max().unwrap_or(0);
         batch.retain(|f| f.id > 0);
         let outcomes = Batch::take(&mut batch);
+        ctx.state
+            .accepted(outcomes.part_references.iter().map(String::as_str));
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let started = Instant::now();
         loop {
@@ -480,15 +485,9 @@ async fn write_loop(
         // The permits go back with the batch.
         drop(batch);
         written.send_replace(last);
-        let c = ctx.state.counters();
-        c.sent.fetch_add(
-            outcomes.sent_ids.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        c.failed.fetch_add(
-            outcomes.failed_ids.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        ctx.state.count(Count::Sent, outcomes.sent_ids.len() as u64);
+        ctx.state
+            .count(Count::Failed, outcomes.failed_ids.len() as u64);
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 
+use crate::metrics;
+
 /// `channel_state.status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkStatus {
@@ -26,6 +28,43 @@ impl LinkStatus {
             LinkStatus::Connected => "connected",
             LinkStatus::Disconnecting => "disconnecting",
             LinkStatus::Error => "error",
+        }
+    }
+}
+
+/// What a channel counts: into `channel_state` (the first five) and the
+/// Prometheus metrics.
+#[derive(Clone, Copy, Debug)]
+pub enum Count {
+    Submitted,
+    Sent,
+    Failed,
+    Reports,
+    Inbound,
+    Delivered,
+    Throttled,
+    Reconnects,
+}
+
+/// When each recently accepted part was accepted, by reference, for the
+/// submit → report histogram; the oldest are forgotten past [`Self::MAX`].
+#[derive(Default)]
+struct Accepted {
+    at: std::collections::HashMap<String, Instant>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Accepted {
+    const MAX: usize = 50_000;
+
+    fn insert(&mut self, reference: String, at: Instant) {
+        if self.at.insert(reference.clone(), at).is_none() {
+            self.order.push_back(reference);
+        }
+        while self.order.len() > Self::MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.at.remove(&old);
+            }
         }
     }
 }
@@ -53,6 +92,7 @@ struct Inner {
     counters: Counters,
     sessions_up: AtomicUsize,
     flushed: Mutex<Flushed>,
+    accepted: Mutex<Accepted>,
 }
 
 struct Flushed {
@@ -81,7 +121,67 @@ impl StateHandle {
                     inbound: 0,
                     at: Instant::now(),
                 }),
+                accepted: Mutex::default(),
             }),
+        }
+    }
+
+    /// Adds `n` to a count, in `channel_state` (at the next flush) and in
+    /// the metrics.
+    pub fn count(&self, what: Count, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let c = &self.inner.counters;
+        let (row, metric) = match what {
+            Count::Submitted => (Some(&c.submitted), metrics::SUBMITTED),
+            Count::Sent => (Some(&c.sent), metrics::SENT),
+            Count::Failed => (Some(&c.failed), metrics::FAILED),
+            Count::Reports => (Some(&c.reports), metrics::REPORTS),
+            Count::Inbound => (Some(&c.inbound), metrics::INBOUND),
+            Count::Delivered => (None, metrics::DELIVERED),
+            Count::Throttled => (None, metrics::THROTTLED),
+            Count::Reconnects => (None, metrics::RECONNECTS),
+        };
+        if let Some(row) = row {
+            row.fetch_add(n, Ordering::Relaxed);
+        }
+        ::metrics::counter!(metric, "channel" => self.inner.channel.clone()).increment(n);
+    }
+
+    /// Changes the number of submissions in flight by `delta`.
+    pub fn window_change(&self, delta: i64) {
+        let now = self
+            .inner
+            .counters
+            .window_in_use
+            .fetch_add(delta, Ordering::Relaxed)
+            + delta;
+        ::metrics::gauge!(metrics::WINDOW, "channel" => self.inner.channel.clone()).set(now as f64);
+    }
+
+    /// A message came due at `due` and its first part is on the wire now.
+    pub fn first_submit(&self, due: std::time::SystemTime) {
+        let waited = due.elapsed().unwrap_or_default().as_secs_f64();
+        ::metrics::histogram!(metrics::DUE_TO_SUBMIT, "channel" => self.inner.channel.clone())
+            .record(waited);
+    }
+
+    /// The provider accepted parts with these references now.
+    pub fn accepted<'a>(&self, references: impl IntoIterator<Item = &'a str>) {
+        let now = Instant::now();
+        let mut accepted = self.inner.accepted.lock().unwrap();
+        for reference in references {
+            accepted.insert(reference.to_owned(), now);
+        }
+    }
+
+    /// A delivery report for `reference` was recorded.
+    pub fn reported(&self, reference: &str) {
+        let at = self.inner.accepted.lock().unwrap().at.remove(reference);
+        if let Some(at) = at {
+            ::metrics::histogram!(metrics::SUBMIT_TO_REPORT, "channel" => self.inner.channel.clone())
+                .record(at.elapsed().as_secs_f64());
         }
     }
 

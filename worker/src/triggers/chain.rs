@@ -18,6 +18,7 @@ use deadpool_postgres::Transaction;
 
 use super::catalog::Trigger;
 use super::lua::LuaTriggers;
+use crate::metrics;
 
 /// Chains run back to back for one message (a script moved it to another
 /// permanent status, whose triggers move it again, ...) before the runner
@@ -126,7 +127,12 @@ async fn chain(
         if !trigger.applies(&status, &direction) {
             continue;
         }
-        match step(tx, trigger, lua, id).await? {
+        let step = step(tx, trigger, lua, id).await?;
+        if !matches!(step, Step::NoMatch) {
+            ::metrics::counter!(metrics::TRIGGER_RUNS, "trigger" => trigger.name.clone())
+                .increment(1);
+        }
+        match step {
             Step::NoMatch => {}
             Step::Ran => {
                 end = End::Ran;
@@ -135,6 +141,8 @@ async fn chain(
                 }
             }
             Step::Failed(error) => {
+                ::metrics::counter!(metrics::TRIGGER_FAILURES, "trigger" => trigger.name.clone())
+                    .increment(1);
                 return Ok(End::Failed(format!("trigger {}: {error}", trigger.name)));
             }
         }

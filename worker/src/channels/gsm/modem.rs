@@ -14,6 +14,7 @@ use super::config::GsmConfig;
 use super::errors;
 use crate::channels::inbox::{Inbound, Inbox, Part, Report};
 use crate::channels::outbox::Outcome;
+use crate::channels::state::Count;
 use crate::channels::{ChannelContext, OutMessage};
 
 /// Status reports are matched on TP-MR and the recipient's last digits
@@ -225,11 +226,8 @@ impl Modem {
                 )
             }
         };
-        self.ctx
-            .state
-            .counters()
-            .submitted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ctx.state.count(Count::Submitted, 1);
+        self.ctx.state.first_submit(m.due_at);
         let retry_delay = self.config.retry_delay();
         let mut references = Vec::with_capacity(pdus.len());
         for (i, pdu) in pdus.iter().enumerate() {

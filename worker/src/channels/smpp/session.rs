@@ -12,7 +12,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,6 +33,7 @@ use super::submit;
 use super::Channel;
 use crate::backoff::Backoff;
 use crate::channels::outbox::{Claimed, Outcome};
+use crate::channels::state::Count;
 use crate::channels::Heartbeat;
 
 /// deliver_sm/data_sm a session records at once before it stops reading.
@@ -149,6 +149,8 @@ struct Session {
     unrecorded: VecDeque<(u64, usize)>,
     /// The outbox's last committed outcome number.
     written: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Successful binds so far: every one after the first is a reconnect.
+    binds: u64,
 }
 
 impl Session {
@@ -167,6 +169,7 @@ impl Session {
             deliveries: Arc::new(Semaphore::new(MAX_DELIVERIES)),
             unrecorded: VecDeque::new(),
             written: channel.outbox.as_ref().map(|o| o.written()),
+            binds: 0,
             channel,
         }
     }
@@ -216,6 +219,10 @@ impl Session {
             return lost(reason, false);
         }
         tracing::info!(channel = %self.channel.ctx.row.name, session = self.index, bind = ?self.bind, "bound to {address}");
+        if self.binds > 0 {
+            self.channel.ctx.state.count(Count::Reconnects, 1);
+        }
+        self.binds += 1;
         self.channel.ctx.state.session_up().await;
         if self.bind != BindMode::Receiver {
             self.channel.transmitter_up();
@@ -432,6 +439,12 @@ impl Session {
                 continue;
             };
             let pdu = progress.pdus[part].clone();
+            if !progress.written {
+                self.channel
+                    .ctx
+                    .state
+                    .first_submit(progress.claimed.message.due_at);
+            }
             progress.written = true;
             let sequence = self.sequence();
             self.outstanding.insert(
@@ -451,8 +464,7 @@ impl Session {
                 .await
                 .map_err(|e| format!("cannot write submit_sm: {e}"))?;
             self.last_sent = Instant::now();
-            let counters = self.channel.ctx.state.counters();
-            counters.submitted.fetch_add(written, Ordering::Relaxed);
+            self.channel.ctx.state.count(Count::Submitted, written);
         }
         self.report_window();
         Ok(throttle_wait)
@@ -463,12 +475,7 @@ impl Session {
         let now = self.in_window() as i64;
         let delta = now - self.window_reported;
         if delta != 0 {
-            self.channel
-                .ctx
-                .state
-                .counters()
-                .window_in_use
-                .fetch_add(delta, Ordering::Relaxed);
+            self.channel.ctx.state.window_change(delta);
             self.window_reported = now;
         }
     }
@@ -605,6 +612,7 @@ impl Session {
                 }
             }
             CommandStatus::EsmeRthrottled | CommandStatus::EsmeRmsgqful => {
+                self.channel.ctx.state.count(Count::Throttled, 1);
                 let pause = self.channel.throttle.slow_down(Instant::now());
                 tracing::debug!(channel = %self.channel.ctx.row.name, "{}: pausing {pause:?}", status_text(status));
                 // Sent again first thing after the pause.

@@ -247,6 +247,7 @@ mod tests {
             priority: 0,
             request_report: true,
             valid_until: None,
+            due_at: SystemTime::now(),
             to_ton: Some(1),
             to_npi: Some(1),
             from_ton: Some(5),
