@@ -816,6 +816,7 @@ GRANT EXECUTE ON FUNCTION _channel_take(text), _channel_take_reason(text, intege
     _route_group(bigint[], text[], integer[]), _round_robin_take(), _round_robin_refusal(),
     _channel_check(text)
     TO smsbus_admin;
+GRANT EXECUTE ON FUNCTION _check_condition(text, text) TO smsbus_worker;
 GRANT EXECUTE ON FUNCTION _check_condition(text, text), _compile_router(), _route_target_code(route),
     _route_take_code(route), _define_router(text, text, text), reroute(bigint[], status[]),
     _explain_route(message),
@@ -826,7 +827,9 @@ GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, ti
 GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_worker;
 -- Trigger rows are checked as the admin who writes them; every role that
 -- writes messages arms them.
-GRANT EXECUTE ON FUNCTION _check_sql_script(text, text), _check_lua_script(text, text) TO smsbus_admin;
+-- The worker's role checks them too (`smsbus-worker check`).
+GRANT EXECUTE ON FUNCTION _check_sql_script(text, text), _check_lua_script(text, text)
+    TO smsbus_admin, smsbus_worker;
 GRANT EXECUTE ON FUNCTION _trigger_arming() TO smsbus_sender, smsbus_admin, smsbus_worker;
 GRANT EXECUTE ON FUNCTION _claim_triggers(integer), _resume_triggers(interval, integer), _split_sql_script(text)
     TO smsbus_worker, smsbus_admin;

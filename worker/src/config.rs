@@ -14,6 +14,9 @@ use clap::Parser;
     about = "Runs the channels, triggers and maintenance of an smsbus database"
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// PostgreSQL connection: a URL (postgresql://user@host/db) or key=value pairs.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
@@ -65,6 +68,14 @@ pub struct Args {
     /// Most connections the worker opens (the listener's is extra).
     #[arg(long, env = "SMSBUS_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check the database, the extension's version and every enabled
+    /// channel, route, blocking rule and trigger; print what is wrong and
+    /// exit 1 if anything is.
+    Check,
 }
 
 /// Validated settings.

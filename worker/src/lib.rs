@@ -6,6 +6,7 @@
 //! ## Layout
 //!
 //! - [`backoff`]: reconnect delays with jitter.
+//! - [`check`]: `smsbus-worker check`, the operator's health check.
 //! - [`channels`]: the channel supervisor, dispatch and the drivers (SMPP).
 //! - [`config`]: the worker's settings (from flags and the environment).
 //! - [`db`]: the connection pool; every connection names its worker as the
@@ -31,6 +32,7 @@
 
 pub mod backoff;
 pub mod channels;
+pub mod check;
 pub mod config;
 pub mod db;
 pub mod listener;
