@@ -4,7 +4,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 export PG_CONFIG
 
 .DEFAULT_GOAL := help
-.PHONY: help setup install run test test-faults bench lint stop clean
+.PHONY: help setup install run test test-faults fuzz bench lint stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ test: ## Lint, install, start a test cluster and run every test
 
 test-faults: ## The crash-safety suite at full size (100,000 messages, ten faults of each kind)
 	@SMSBUS_FAULT_MESSAGES=100000 SMSBUS_FAULT_ROUNDS=10 scripts/test.sh -p smsbus-tests --test crash_safety
+
+fuzz: ## Fuzz every input parser (FUZZ_SECONDS each, default 60); keeps what breaks them
+	@scripts/fuzz.sh
 
 bench: ## Run the benchmarks (release build) and write bench-results.json
 	@scripts/bench.sh

@@ -11,6 +11,7 @@
 //! - [`config`]: the worker's settings (from flags and the environment).
 //! - [`db`]: the connection pool; every connection names its worker as the
 //!   actor of the changes it makes (`smsbus.actor`), so the trace says who.
+//! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 //! - [`listener`]: one dedicated connection that LISTENs for the database's
 //!   wake-ups and reconnects on its own; a missed notification only delays
 //!   work, because every loop also polls on a timer.
@@ -35,6 +36,7 @@ pub mod channels;
 pub mod check;
 pub mod config;
 pub mod db;
+pub mod fuzzing;
 pub mod listener;
 pub mod maintenance;
 pub mod metrics;

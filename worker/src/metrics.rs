@@ -7,6 +7,7 @@
 //! [`StateHandle`]: crate::channels::state::StateHandle
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -32,6 +33,14 @@ const BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
     86400.0,
 ];
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether metrics are served: without, nothing is recorded (and the
+/// bookkeeping for the histograms is not kept).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// Installs the exporter and its HTTP listener on `addr` (inside the
 /// runtime).
@@ -67,6 +76,7 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
         TRIGGER_FAILURES,
         "trigger scripts (or conditions) that failed, by trigger"
     );
+    ENABLED.store(true, Ordering::Relaxed);
     tracing::info!(%addr, "serving metrics");
     Ok(())
 }

@@ -146,6 +146,9 @@ impl StateHandle {
         if let Some(row) = row {
             row.fetch_add(n, Ordering::Relaxed);
         }
+        if !metrics::enabled() {
+            return;
+        }
         ::metrics::counter!(metric, "channel" => self.inner.channel.clone()).increment(n);
     }
 
@@ -157,11 +160,17 @@ impl StateHandle {
             .window_in_use
             .fetch_add(delta, Ordering::Relaxed)
             + delta;
+        if !metrics::enabled() {
+            return;
+        }
         ::metrics::gauge!(metrics::WINDOW, "channel" => self.inner.channel.clone()).set(now as f64);
     }
 
     /// A message came due at `due` and its first part is on the wire now.
     pub fn first_submit(&self, due: std::time::SystemTime) {
+        if !metrics::enabled() {
+            return;
+        }
         let waited = due.elapsed().unwrap_or_default().as_secs_f64();
         ::metrics::histogram!(metrics::DUE_TO_SUBMIT, "channel" => self.inner.channel.clone())
             .record(waited);
@@ -169,6 +178,9 @@ impl StateHandle {
 
     /// The provider accepted parts with these references now.
     pub fn accepted<'a>(&self, references: impl IntoIterator<Item = &'a str>) {
+        if !metrics::enabled() {
+            return;
+        }
         let now = Instant::now();
         let mut accepted = self.inner.accepted.lock().unwrap();
         for reference in references {
@@ -178,6 +190,9 @@ impl StateHandle {
 
     /// A delivery report for `reference` was recorded.
     pub fn reported(&self, reference: &str) {
+        if !metrics::enabled() {
+            return;
+        }
         let at = self.inner.accepted.lock().unwrap().at.remove(reference);
         if let Some(at) = at {
             ::metrics::histogram!(metrics::SUBMIT_TO_REPORT, "channel" => self.inner.channel.clone())

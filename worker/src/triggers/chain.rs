@@ -128,7 +128,7 @@ async fn chain(
             continue;
         }
         let step = step(tx, trigger, lua, id).await?;
-        if !matches!(step, Step::NoMatch) {
+        if !matches!(step, Step::NoMatch) && metrics::enabled() {
             ::metrics::counter!(metrics::TRIGGER_RUNS, "trigger" => trigger.name.clone())
                 .increment(1);
         }
@@ -141,8 +141,10 @@ async fn chain(
                 }
             }
             Step::Failed(error) => {
-                ::metrics::counter!(metrics::TRIGGER_FAILURES, "trigger" => trigger.name.clone())
+                if metrics::enabled() {
+                    ::metrics::counter!(metrics::TRIGGER_FAILURES, "trigger" => trigger.name.clone())
                     .increment(1);
+                }
                 return Ok(End::Failed(format!("trigger {}: {error}", trigger.name)));
             }
         }

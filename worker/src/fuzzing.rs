@@ -1,0 +1,180 @@
+//! Entry points for fuzzing: everything that reads what the outside world
+//! sends, taken the way the channels take it. Each must return, whatever
+//! the bytes; an error is fine, a panic or a hang is a bug. The cargo-fuzz
+//! targets in `fuzz/` call these, and the inputs that once broke them are
+//! kept in `fuzz/regressions/<target>/` and replayed by this module's
+//! tests in `make test`.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rusmpp::Pdu;
+use tokio_util::codec::Decoder;
+
+use crate::channels::gsm::at::AtPort;
+use crate::channels::smpp::carried::Carried;
+use crate::channels::smpp::codec::{Frame, SmppCodec};
+use crate::channels::smpp::config::DlrIdFormat;
+use crate::channels::smpp::{inbound, receipt};
+
+/// The targets, by the name of their folder in `fuzz/regressions/`.
+pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+    ("smpp_stream", smpp_stream),
+    ("smpp_receipt_text", smpp_receipt_text),
+    ("gsm_pdu", gsm_pdu),
+    ("modem_lines", modem_lines),
+    ("lua_values", lua_values),
+];
+
+/// Bytes from an SMSC: framed into PDUs, each deliver_sm and data_sm read
+/// as an inbound message and as a receipt, as a session does.
+pub fn smpp_stream(data: &[u8]) {
+    let mut codec = SmppCodec::new();
+    let mut buffer = BytesMut::from(data);
+    while let Ok(Some(frame)) = codec.decode(&mut buffer) {
+        let Frame::Command(command) = frame else {
+            continue;
+        };
+        let carried = match command.pdu() {
+            Some(Pdu::DeliverSm(pdu)) => Carried::from(pdu),
+            Some(Pdu::DataSm(pdu)) => Carried::from(pdu),
+            _ => continue,
+        };
+        read_carried(&carried);
+    }
+}
+
+/// A receipt's text (`id:... sub:... stat:... err:...`) in a deliver_sm
+/// flagged as a receipt, in each data coding a provider may use.
+pub fn smpp_receipt_text(data: &[u8]) {
+    for data_coding in [0x00, 0x03, 0x08] {
+        let carried = Carried {
+            esm_class: 0x04,
+            data_coding,
+            source: "31612345678",
+            source_ton: 1,
+            destination: "1234",
+            dest_ton: 0,
+            short_message: data,
+            tlvs: &[],
+        };
+        read_carried(&carried);
+    }
+}
+
+fn read_carried(carried: &Carried<'_>) {
+    let _ = inbound::decode(carried);
+    for format in [
+        DlrIdFormat::Auto,
+        DlrIdFormat::String,
+        DlrIdFormat::Dec,
+        DlrIdFormat::Hex,
+    ] {
+        if let Ok(r) = receipt::parse(carried, format) {
+            let _ = receipt::reference(&r.reference, format);
+        }
+    }
+}
+
+/// A PDU a modem hands over (`+CMGR`, `+CMT`, `+CDS`): as hexadecimal
+/// text, with and without the length the modem announces.
+pub fn gsm_pdu(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = smsbus_core::pdu::incoming::decode(&text, None);
+    let hex: String = data.iter().map(|b| format!("{b:02X}")).collect();
+    let _ = smsbus_core::pdu::incoming::decode(&hex, None);
+    if let Some((&first, rest)) = data.split_first() {
+        let hex: String = rest.iter().map(|b| format!("{b:02X}")).collect();
+        let _ = smsbus_core::pdu::incoming::decode(&hex, Some(usize::from(first)));
+    }
+}
+
+/// What a modem answers to a command, unsolicited results mixed in, read
+/// by the AT port the driver uses.
+pub fn modem_lines(data: &[u8]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let (ours, mut modem) = tokio::io::duplex(64 * 1024);
+        let mut port = AtPort::new(ours);
+        let answer = data.to_vec();
+        let feed = async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = modem.write_all(&answer).await;
+            // Closed after the answer: the port must notice, not wait.
+            drop(modem);
+        };
+        let command = port.command("AT+CMGL=4", Duration::from_millis(50));
+        let (_, _) = tokio::join!(feed, command);
+        while port.take_unsolicited().is_some() {}
+        while port.take_stray().is_some() {}
+    });
+}
+
+/// JSON a script's message may hold (the `custom` column), through Lua and
+/// back, and the diff the runner saves.
+pub fn lua_values(data: &[u8]) {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let lua = mlua::Lua::new();
+    let Ok(value) = crate::triggers::lua::values::to_lua(&lua, &json) else {
+        return;
+    };
+    if let Ok(back) = crate::triggers::lua::values::from_lua(&lua, value) {
+        let mut before = serde_json::Map::new();
+        before.insert("id".into(), serde_json::Value::from(1));
+        before.insert("custom".into(), json);
+        let after = serde_json::json!({"id": 1, "custom": back});
+        let _ = crate::triggers::lua::values::changes(&before, &after);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use std::path::PathBuf;
+
+    fn regressions() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions")
+    }
+
+    /// Every input that once broke a target (and every seed) still runs.
+    #[test]
+    fn kept_inputs_still_run() {
+        let mut ran = 0;
+        for (name, target) in TARGETS {
+            for dir in ["regressions", "seeds"] {
+                let path = regressions().join("..").join(dir).join(name);
+                let Ok(entries) = std::fs::read_dir(&path) else {
+                    continue;
+                };
+                for entry in entries {
+                    let input = std::fs::read(entry.unwrap().path()).unwrap();
+                    target(&input);
+                    ran += 1;
+                }
+            }
+        }
+        assert!(ran > 0, "no inputs found under {}", regressions().display());
+    }
+
+    /// A quick random pass over every target, the same each run: no
+    /// coverage guidance (that is `make fuzz`), but it keeps the targets
+    /// themselves honest.
+    #[test]
+    fn random_inputs_do_not_break_the_targets() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5345_4E44);
+        for (name, target) in TARGETS {
+            let rounds = if name == "modem_lines" { 200 } else { 2_000 };
+            for _ in 0..rounds {
+                let len = rng.random_range(0..300);
+                let input: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                target(&input);
+            }
+        }
+    }
+}
