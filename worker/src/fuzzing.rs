@@ -17,8 +17,11 @@ use crate::channels::smpp::codec::{Frame, SmppCodec};
 use crate::channels::smpp::config::DlrIdFormat;
 use crate::channels::smpp::{inbound, receipt};
 
+/// A fuzz target: takes any bytes, must return.
+pub type Target = fn(&[u8]);
+
 /// The targets, by the name of their folder in `fuzz/regressions/`.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("smpp_stream", smpp_stream),
     ("smpp_receipt_text", smpp_receipt_text),
     ("gsm_pdu", gsm_pdu),
