@@ -618,19 +618,16 @@ $$;
 -- that worker had handed to the SMSC may be sent twice: the trace says the
 -- outcome is unknown.
 CREATE FUNCTION _take_over(p_channel text, p_worker text) RETURNS integer
-LANGUAGE plpgsql
+LANGUAGE sql
 AS $$
-DECLARE
-    done integer;
-BEGIN
-    UPDATE smsbus.message m
-    SET status = 'queued',
-        last_error = format('%s stopped owning channel %s: outcome of the submission unknown',
-                            m.claimed_by, p_channel)
-    WHERE m.status = 'sending' AND m.channel = p_channel AND m.claimed_by IS DISTINCT FROM p_worker;
-    GET DIAGNOSTICS done = ROW_COUNT;
-    RETURN done;
-END
+    WITH orphans AS (
+        UPDATE smsbus.message m
+        SET status = 'queued',
+            last_error = format('%s stopped owning channel %s: outcome of the submission unknown',
+                                m.claimed_by, p_channel)
+        WHERE m.status = 'sending' AND m.channel = p_channel AND m.claimed_by IS DISTINCT FROM p_worker
+        RETURNING 1)
+    SELECT count(*)::integer FROM orphans
 $$;
 
 -- Extends the leases a worker still holds (messages waiting out a

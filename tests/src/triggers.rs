@@ -35,6 +35,20 @@ pub async fn receive(c: &Client, body: &str) -> i64 {
     ids[0]
 }
 
+/// `n` inbound messages at once ("message 1" ...), as one statement; their ids.
+pub async fn receive_many(c: &Client, n: i32) -> Vec<i64> {
+    c.query_one(
+        "SELECT smsbus._record_inbound('kpn', array_fill('+31687654321'::text, ARRAY[$1::int]),
+                array_fill('1234'::text, ARRAY[$1::int]),
+                (SELECT array_agg('message ' || g) FROM generate_series(1, $1::int) g),
+                array_fill(NULL::text, ARRAY[$1::int]))",
+        &[&n],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 /// Waits for the chain of message `id` to end; (trigger_status, last_error).
 pub async fn outcome(c: &Client, id: i64, w: &Worker) -> (String, Option<String>) {
     let query = "SELECT trigger_status::text, last_error FROM smsbus.message WHERE id = $1";

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use smsbus_tests::db::{count, scalar, status_of, strings, TestDb};
 use smsbus_tests::http::HttpServer;
-use smsbus_tests::triggers::{log_of, outcome, receive, setup};
+use smsbus_tests::triggers::{log_of, outcome, receive, receive_many, setup};
 use smsbus_tests::worker::{eventually, Worker};
 use tokio_postgres::Client;
 
@@ -399,17 +399,7 @@ async fn many_messages_at_once_each_chain_in_order() {
         add_lua(&c, name, position as i32, "true", &script).await;
     }
     let w = lua_worker(&db, &[]);
-    let ids: Vec<i64> = c
-        .query_one(
-            "SELECT smsbus._record_inbound('kpn', array_fill('+31687654321'::text, ARRAY[200]),
-                    array_fill('1234'::text, ARRAY[200]),
-                    (SELECT array_agg('message ' || g) FROM generate_series(1, 200) g),
-                    array_fill(NULL::text, ARRAY[200]))",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ids = receive_many(&c, 200).await;
     let done = eventually(Duration::from_secs(30), || async {
         count(
             &c,

@@ -5,7 +5,7 @@
 
 use smsbus_tests::db::{status_of, strings, trigger_status_of, TestDb};
 use smsbus_tests::scenario::worker;
-use smsbus_tests::triggers::{log_of, outcome, receive, setup};
+use smsbus_tests::triggers::{log_of, outcome, receive, receive_many, setup};
 
 #[tokio::test]
 async fn chains_run_in_order_see_earlier_changes_and_stop_where_told() {
@@ -170,17 +170,7 @@ async fn many_messages_at_once_each_chain_in_order() {
     .await
     .unwrap();
     let w = worker(&db, "w1");
-    let ids: Vec<i64> = c
-        .query_one(
-            "SELECT smsbus._record_inbound('kpn', array_fill('+31687654321'::text, ARRAY[250]),
-                    array_fill('1234'::text, ARRAY[250]),
-                    (SELECT array_agg('message ' || g) FROM generate_series(1, 250) g),
-                    array_fill(NULL::text, ARRAY[250]))",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let ids = receive_many(&c, 250).await;
     assert_eq!(ids.len(), 250);
     for &id in &ids {
         assert_eq!(outcome(&c, id, &w).await.0, "processed");
