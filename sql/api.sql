@@ -764,6 +764,8 @@ BEGIN
         'leases_expired', smsbus._expire_leases(p_limit),
         'noreport', smsbus._mark_noreport(p_report_timeout, p_limit),
         'triggers_resumed', smsbus._resume_triggers(interval '5 minutes', p_limit));
+    SELECT result || jsonb_build_object('archived', a.moved, 'archive_more', a.more)
+    INTO result FROM smsbus._archive_scheduled() a;
     -- Reports whose submission never got recorded are kept a day.
     DELETE FROM smsbus.pending_report WHERE received_at < now() - interval '1 day';
     GET DIAGNOSTICS dropped = ROW_COUNT;
@@ -773,6 +775,30 @@ BEGIN
     result := result || jsonb_build_object('inbound_incomplete', smsbus._expire_inbound_parts(p_part_timeout),
                                            'parked_reports_applied', smsbus._apply_parked_reports());
     RETURN result;
+END
+$$;
+
+-- Archiving as smsbus.archiving says: one batch when due, or while the
+-- last batch was full. Returns how many moved and whether more wait.
+CREATE FUNCTION _archive_scheduled(OUT moved bigint, OUT more boolean)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    policy smsbus.archiving;
+BEGIN
+    moved := 0;
+    more := false;
+    SELECT * INTO policy FROM smsbus.archiving FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND OR NOT policy.enabled THEN
+        RETURN; -- off, or another worker is at it
+    END IF;
+    IF policy.last_run IS NOT NULL AND policy.last_moved < policy.batch_size
+       AND policy.last_run > now() - policy.every THEN
+        RETURN;
+    END IF;
+    moved := smsbus.archive(policy.older_than, policy.batch_size);
+    more := moved >= policy.batch_size;
+    UPDATE smsbus.archiving SET last_run = now(), last_moved = moved;
 END
 $$;
 
@@ -837,6 +863,6 @@ GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _expire_leases(integer), _take_over(text, text), _release(text, bigint[]), _renew_leases(text, bigint[], interval), _promote_scheduled(integer),
     _record_inbound_parts(text, text[], text[], integer[], integer[], integer[], text[], jsonb[]),
     _expire_inbound_parts(interval),
-    _mark_noreport(interval, integer), _maintain(interval, integer, interval)
+    _mark_noreport(interval, integer), _maintain(interval, integer, interval), _archive_scheduled()
     TO smsbus_worker, smsbus_admin;
 GRANT SELECT ON queue_depth, channel_overview TO smsbus_sender, smsbus_admin, smsbus_worker;

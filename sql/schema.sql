@@ -249,6 +249,24 @@ CREATE INDEX message_archive_created ON message_archive (created_at);
 CREATE TABLE message_part_archive (LIKE message_part INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
 ALTER TABLE message_part_archive ADD PRIMARY KEY (message_id, part);
 
+-- When the worker archives (one row): finished messages unchanged for
+-- older_than move to the archive, batch_size at a time (short
+-- transactions beside the sending), looked for every `every`, and batch
+-- after batch while a backlog lasts.
+CREATE TABLE archiving (
+    singleton  boolean PRIMARY KEY DEFAULT true CONSTRAINT archiving_one_row CHECK (singleton),
+    enabled    boolean NOT NULL DEFAULT true,
+    older_than interval NOT NULL DEFAULT interval '30 days'
+               CONSTRAINT archiving_older_than CHECK (older_than >= interval '0'),
+    batch_size integer NOT NULL DEFAULT 1000 CONSTRAINT archiving_batch_size CHECK (batch_size BETWEEN 1 AND 100000),
+    every      interval NOT NULL DEFAULT interval '1 minute' CONSTRAINT archiving_every CHECK (every >= interval '0'),
+    -- Written by the worker.
+    last_run   timestamptz,
+    last_moved bigint NOT NULL DEFAULT 0
+);
+INSERT INTO archiving DEFAULT VALUES;
+COMMENT ON TABLE archiving IS 'smsbus: when the worker moves finished messages to message_archive.';
+
 -- Roles. They are cluster-wide, so another database's CREATE EXTENSION may
 -- have made them already.
 DO $roles$
@@ -294,4 +312,5 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_rep
 GRANT SELECT, DELETE ON channel_usage TO smsbus_worker;
 GRANT SELECT, INSERT ON message_event TO smsbus_worker;
 GRANT SELECT, INSERT, DELETE ON message_archive, message_part_archive TO smsbus_worker;
+GRANT SELECT, UPDATE (last_run, last_moved) ON archiving TO smsbus_worker;
 GRANT DELETE ON message TO smsbus_worker;

@@ -237,3 +237,52 @@ async fn bad_configuration_fails_fast_and_names_the_flag() {
         );
     }
 }
+
+#[tokio::test]
+async fn archives_finished_messages_as_the_policy_says() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('kpn', 'smpp', false);
+         UPDATE smsbus.archiving SET enabled = false, older_than = '0', every = '0', batch_size = 2;
+         SELECT smsbus._record_inbound('kpn', array_fill('+31687654321'::text, ARRAY[5]),
+                array_fill('1234'::text, ARRAY[5]), array_fill('hi'::text, ARRAY[5]),
+                array_fill(NULL::text, ARRAY[5]));
+         INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
+         VALUES ('+31612345678', 'not finished', 'kpn', now() + interval '1 day');",
+    )
+    .await
+    .unwrap();
+    let w = Worker::start(
+        &db.conninfo(),
+        &["--worker-id", "w1", "--maintenance-interval", "0.2"],
+    );
+    // Disabled: nothing moves.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.message_archive").await,
+        0
+    );
+    c.batch_execute("UPDATE smsbus.archiving SET enabled = true")
+        .await
+        .unwrap();
+    let archived = eventually(Duration::from_secs(10), || async {
+        count(&c, "SELECT count(*) FROM smsbus.message_archive").await == 5
+    })
+    .await;
+    assert!(archived, "{}", w.log());
+    // In batches of two; the waiting message stays.
+    let left: i64 = count(&c, "SELECT count(*) FROM smsbus.message").await;
+    assert_eq!(left, 1);
+    let (last_moved, ran): (i64, bool) = {
+        let row = c
+            .query_one(
+                "SELECT last_moved, last_run IS NOT NULL FROM smsbus.archiving",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(ran && last_moved <= 2, "{last_moved}");
+}

@@ -1,6 +1,7 @@
 //! Maintenance: on a timer and on wake-ups, one call of
 //! `smsbus._maintain()` moves due scheduled messages on, sends expired
-//! leases back to the queue and marks overdue reports `noreport`. A failed
+//! leases back to the queue, marks overdue reports `noreport` and archives
+//! finished messages as `smsbus.archiving` says. A failed
 //! pass is logged and tried again at the next tick: the worker keeps going.
 
 use deadpool_postgres::Pool;
@@ -42,6 +43,8 @@ async fn pass(pool: &Pool, config: &Config) -> anyhow::Result<bool> {
     let done: serde_json::Value = row.get(0);
     let mut full = false;
     if let Some(steps) = done.as_object() {
+        // Archiving goes on at once while a backlog lasts.
+        full |= steps.get("archive_more") == Some(&serde_json::Value::Bool(true));
         for (step, count) in steps {
             let count = count.as_i64().unwrap_or(0);
             if count > 0 {
