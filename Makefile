@@ -4,7 +4,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 export PG_CONFIG
 
 .DEFAULT_GOAL := help
-.PHONY: help setup install run test test-faults fuzz bench lint stop clean
+.PHONY: help setup install run test test-faults fuzz bench bench-scale lint stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ fuzz: ## Fuzz every input parser (FUZZ_SECONDS each, default 60); keeps what bre
 
 bench: ## Run the benchmarks (release build) and write bench-results.json
 	@scripts/bench.sh
+
+bench-scale: ## The end-to-end benchmark with 1M finished and 10M archived messages, and bloat after a long run
+	@scripts/bench.sh --only-scale
 
 lint: ## cargo fmt --check and clippy -D warnings
 	cargo fmt --all -- --check

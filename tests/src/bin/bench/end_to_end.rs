@@ -32,6 +32,7 @@ const LATENCY_CLIENTS: usize = 4;
 const SYSTEM_ID: &str = "bench";
 const PASSWORD: &str = "bench";
 
+#[derive(Clone)]
 pub struct Settings {
     pub messages: usize,
     pub latency_seconds: f64,
@@ -214,6 +215,13 @@ pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Resul
              FROM generate_series(1, $2::int) g",
         )
         .await?;
+    // A run on a channel that earlier runs used counts only its own.
+    let count_delivered = control
+        .prepare(
+            "SELECT count(*) FROM smsbus.message WHERE status = 'delivered' AND channel = 'e2e'",
+        )
+        .await?;
+    let delivered_before: i64 = control.query_one(&count_delivered, &[]).await?.get(0);
     let started = Instant::now();
     for start in (0..settings.messages).step_by(1000) {
         let n = 1000.min(settings.messages - start) as i32;
@@ -252,13 +260,8 @@ pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Resul
     control
         .batch_execute("RESET max_parallel_workers_per_gather; RESET enable_seqscan")
         .await?;
-    let delivered: i64 = control
-        .query_one(
-            "SELECT count(*) FROM smsbus.message WHERE status = 'delivered' AND channel = 'e2e'",
-            &[],
-        )
-        .await?
-        .get(0);
+    let delivered_now: i64 = control.query_one(&count_delivered, &[]).await?.get(0);
+    let delivered = delivered_now - delivered_before;
     if delivered as usize != settings.messages {
         bail!(
             "{delivered} of {} messages delivered; the rest failed",

@@ -112,6 +112,17 @@ struct Args {
     /// trivial Lua, Lua sending a reply).
     #[arg(long, default_value_t = 50_000)]
     trigger_messages: usize,
+    /// Run only the scale benchmark: end-to-end throughput on empty tables
+    /// and with --scale-finished / --scale-archived rows, then a long run
+    /// and the queue table's bloat.
+    #[arg(long)]
+    only_scale: bool,
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_finished: usize,
+    #[arg(long, default_value_t = 10_000_000)]
+    scale_archived: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_long_run: usize,
     /// Run only the trigger runner benchmark.
     #[arg(long)]
     only_triggers: bool,
@@ -255,6 +266,7 @@ const TRUNCATE_ALL: &str = "
 mod end_to_end;
 mod gsm;
 mod routing;
+mod scale;
 mod triggers;
 
 #[tokio::main]
@@ -338,6 +350,50 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         println!();
         print_table(&gsm_rows(&gsm));
         return Ok(true);
+    }
+    if args.only_scale {
+        eprintln!("scale ...");
+        settle(&control).await?;
+        let s = scale::run(
+            &control,
+            &conninfo,
+            &e2e_settings,
+            args.scale_finished,
+            args.scale_archived,
+            args.scale_long_run,
+        )
+        .await?;
+        println!();
+        print_table(&[
+            Row {
+                scenario: format!(
+                    "end to end, {} finished + {} archived",
+                    s.finished, s.archived
+                ),
+                smsbus: s.filled_rate,
+                bare: s.empty_rate,
+                target: ">= 0.90 of empty tables".into(),
+                pass: Some(s.pass()),
+            },
+            Row {
+                scenario: format!("long run, {} messages", s.long_run),
+                smsbus: s.long_rate,
+                bare: f64::NAN,
+                target: "- (reported)".into(),
+                pass: None,
+            },
+        ]);
+        println!(
+            "queue table after the long run: {} live, {} dead tuples, {:.0} MiB",
+            s.live_tuples, s.dead_tuples, s.table_mib
+        );
+        let results =
+            json!({ "server": server, "scenarios": { "scale": s.to_json() }, "pass": s.pass() });
+        let output = args.output();
+        std::fs::write(&output, serde_json::to_string_pretty(&results)? + "\n")
+            .with_context(|| format!("writing {}", output.display()))?;
+        println!("figures written to {}", output.display());
+        return Ok(s.pass());
     }
     if args.only_end_to_end {
         eprintln!("end to end ...");

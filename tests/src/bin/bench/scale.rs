@@ -1,0 +1,172 @@
+//! Scale: the end-to-end throughput on empty tables, then again with many
+//! finished messages in `smsbus.message` and many more in the archive (a
+//! queue table of millions must stay as fast: partial indexes); then a
+//! long run, and the queue table's dead tuples and size after it
+//! (autovacuum keeps the bloat bounded).
+
+use anyhow::Result;
+use serde_json::{json, Value};
+use tokio_postgres::Client;
+
+use crate::end_to_end::{self, Settings};
+
+pub struct Figures {
+    pub finished: usize,
+    pub archived: usize,
+    pub empty_rate: f64,
+    pub filled_rate: f64,
+    pub long_run: usize,
+    pub long_rate: f64,
+    pub dead_tuples: i64,
+    pub live_tuples: i64,
+    pub table_mib: f64,
+}
+
+impl Figures {
+    pub fn ratio(&self) -> f64 {
+        self.filled_rate / self.empty_rate
+    }
+
+    /// Within 10 % of the empty-table run.
+    pub fn pass(&self) -> bool {
+        self.ratio() >= 0.9
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "finished_messages": self.finished,
+            "archived_messages": self.archived,
+            "empty_msg_per_s": self.empty_rate,
+            "filled_msg_per_s": self.filled_rate,
+            "ratio": self.ratio(),
+            "long_run_messages": self.long_run,
+            "long_run_msg_per_s": self.long_rate,
+            "queue_dead_tuples": self.dead_tuples,
+            "queue_live_tuples": self.live_tuples,
+            "queue_table_mib": self.table_mib,
+        })
+    }
+}
+
+/// Only the throughput part of the end-to-end run matters here.
+fn throughput_only(messages: usize, base: &Settings) -> Settings {
+    Settings {
+        messages,
+        latency_seconds: 0.5,
+        throttle_seconds: 0.5,
+        ..base.clone()
+    }
+}
+
+pub async fn run(
+    control: &Client,
+    conninfo: &str,
+    base: &Settings,
+    finished: usize,
+    archived: usize,
+    long_run: usize,
+) -> Result<Figures> {
+    let settings = throughput_only(base.messages, base);
+    eprintln!("  empty tables ...");
+    let empty_rate = end_to_end::run(control, conninfo, &settings).await?.rate;
+    control.batch_execute(super::TRUNCATE_ALL).await?;
+    control
+        .batch_execute("DELETE FROM smsbus.channel_state; DELETE FROM smsbus.channel")
+        .await?;
+
+    eprintln!("  filling: {finished} finished messages, {archived} archived ...");
+    fill(control, finished, archived).await?;
+    super::settle(control).await?;
+    eprintln!("  filled tables ...");
+    let filled_rate = end_to_end::run(control, conninfo, &settings).await?.rate;
+    control
+        .batch_execute(
+            "DELETE FROM smsbus.channel_state; DELETE FROM smsbus.channel WHERE name <> 'old'",
+        )
+        .await?;
+
+    eprintln!("  long run: {long_run} messages ...");
+    let long = throughput_only(long_run, base);
+    let long_rate = end_to_end::run(control, conninfo, &long).await?.rate;
+    let row = control
+        .query_one(
+            "SELECT n_dead_tup, n_live_tup, pg_total_relation_size('smsbus.message')::float8 / 1048576
+             FROM pg_stat_user_tables WHERE relid = 'smsbus.message'::regclass",
+            &[],
+        )
+        .await?;
+    Ok(Figures {
+        finished,
+        archived,
+        empty_rate,
+        filled_rate,
+        long_run,
+        long_rate,
+        dead_tuples: row.get(0),
+        live_tuples: row.get(1),
+        table_mib: row.get(2),
+    })
+}
+
+/// Finished messages (with their parts) and archived ones as the system
+/// leaves them, written in bulk with the row triggers off (the path of
+/// each was measured elsewhere); ids far above what the runs use.
+async fn fill(control: &Client, finished: usize, archived: usize) -> Result<()> {
+    control
+        .batch_execute(
+            "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('old', 'smpp', false);
+             INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'template', 'old');
+             CREATE TEMP TABLE template AS SELECT * FROM smsbus.message;",
+        )
+        .await?;
+    control.batch_execute(super::TRUNCATE_ALL).await?;
+    control
+        .batch_execute("SET session_replication_role = replica")
+        .await?;
+    let columns = "status = 'delivered', trigger_status = 'notriggers', attempts = 1,
+                   created_at = now() - interval '40 days', updated_at = now() - interval '39 days',
+                   sent_at = now() - interval '40 days', delivered_at = now() - interval '39 days'";
+    control
+        .batch_execute(&format!("UPDATE template SET {columns}"))
+        .await?;
+    for (table, base, count) in [
+        ("smsbus.message", 1_000_000_000_i64, finished),
+        ("smsbus.message_archive", 2_000_000_000_i64, archived),
+    ] {
+        for start in (0..count).step_by(1_000_000) {
+            let n = 1_000_000.min(count - start) as i64;
+            control
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} OVERRIDING SYSTEM VALUE
+                         SELECT r.*
+                         FROM template t, generate_series(1::bigint, $2::bigint) g,
+                              LATERAL jsonb_populate_record(t, jsonb_build_object(
+                                  'id', $1::bigint + g,
+                                  'to_address', '+3162' || lpad((g % 10000000)::text, 7, '0'),
+                                  'body', 'finished ' || g)) r"
+                    ),
+                    &[&(base + start as i64), &n],
+                )
+                .await?;
+        }
+    }
+    // Their parts, with the references the delivery reports were matched by.
+    for start in (0..finished).step_by(1_000_000) {
+        let n = 1_000_000.min(finished - start) as i64;
+        control
+            .execute(
+                "INSERT INTO smsbus.message_part (message_id, part, channel, reference, status,
+                                                  submitted_at, reported_at)
+                 SELECT 1000000000 + g, 1, 'old', 'old-' || g, 'delivered',
+                        now() - interval '40 days', now() - interval '39 days'
+                 FROM generate_series($1::bigint, $2::bigint) g",
+                &[&(start as i64 + 1), &(start as i64 + n)],
+            )
+            .await?;
+    }
+    control
+        .batch_execute("RESET session_replication_role; DROP TABLE template;")
+        .await?;
+    Ok(())
+}
