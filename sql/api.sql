@@ -832,7 +832,7 @@ LEFT JOIN (SELECT channel,
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsbus FROM PUBLIC;
 -- Helpers anyone may call; the triggers call some as the inserting role.
-GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text)
+GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text), _restoring()
     TO PUBLIC;
 -- The compiled router runs as smsbus_admin and calls these.
 GRANT EXECUTE ON FUNCTION _channel_take(text), _channel_take_reason(text, integer),
@@ -866,3 +866,29 @@ GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _mark_noreport(interval, integer), _maintain(interval, integer, interval), _archive_scheduled()
     TO smsbus_worker, smsbus_admin;
 GRANT SELECT ON queue_depth, channel_overview TO smsbus_sender, smsbus_admin, smsbus_worker;
+
+---------------------------------------------------------------------------
+-- Backups
+---------------------------------------------------------------------------
+
+-- pg_dump leaves an extension's tables out unless they are marked: these
+-- hold what operators configure and every message with its trace, so a
+-- dump carries them and their identity counters. Worker state
+-- (channel_state, channel_wakeup) starts afresh. Restoring runs with
+-- smsbus.restoring = on, under which the queue's triggers keep each row
+-- as it was dumped (README: Backups).
+-- One call per statement: each rewrites the pg_extension row.
+DO $dump$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['channel', 'route', 'block', 'trigger', 'archiving', 'channel_usage', 'message',
+                             'message_event', 'message_part', 'pending_report', 'inbound_part',
+                             'message_archive', 'message_part_archive'] LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(('smsbus.' || t)::regclass, '');
+    END LOOP;
+    FOREACH t IN ARRAY ARRAY['message', 'message_event', 'route', 'block', 'trigger'] LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('smsbus.' || t, 'id')::regclass, '');
+    END LOOP;
+END
+$dump$;

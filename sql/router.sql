@@ -35,6 +35,10 @@ DECLARE
     fn_returns regtype;
     fn_set boolean;
 BEGIN
+    IF smsbus._restoring() THEN
+        -- Checked when it was first written; kept as it was dumped.
+        RETURN NEW;
+    END IF;
     NEW.updated_at := now();
     -- What changed, or is switched on, is checked; so a rule broken by a
     -- later change elsewhere (a dropped table) can still be disabled.
@@ -248,7 +252,14 @@ DECLARE
     b smsbus.block;
     grp record;
     blocks text;
+    restore_path text;
 BEGIN
+    IF smsbus._restoring() THEN
+        -- pg_restore empties search_path; the rules were written under the
+        -- database's own, and are compiled under it.
+        restore_path := current_setting('search_path');
+        PERFORM set_config('search_path', s.reset_val, true) FROM pg_settings s WHERE s.name = 'search_path';
+    END IF;
     -- One compilation at a time: a second one waits here, then reads the
     -- rules the first committed (READ COMMITTED takes a new snapshot).
     PERFORM pg_advisory_xact_lock(hashtext('smsbus._compile_router'));
@@ -331,6 +342,9 @@ BEGIN
     ELSE
         PERFORM smsbus._define_router('_router_blocks', declarations,
                                       blocks || E'    RETURN ROW(NULL, NULL, NULL, NULL)::smsbus._routing;\n');
+    END IF;
+    IF restore_path IS NOT NULL THEN
+        PERFORM set_config('search_path', restore_path, true);
     END IF;
 END
 $compile$;

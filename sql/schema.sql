@@ -267,6 +267,19 @@ CREATE TABLE archiving (
 INSERT INTO archiving DEFAULT VALUES;
 COMMENT ON TABLE archiving IS 'smsbus: when the worker moves finished messages to message_archive.';
 
+-- An INSERT replaces the one row: a restored dump brings its settings
+-- into a database whose CREATE EXTENSION already wrote the defaults.
+CREATE FUNCTION _archiving_replace() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    DELETE FROM smsbus.archiving;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER archiving_replace BEFORE INSERT ON archiving
+    FOR EACH ROW EXECUTE FUNCTION _archiving_replace();
+
 -- Roles. They are cluster-wide, so another database's CREATE EXTENSION may
 -- have made them already.
 DO $roles$

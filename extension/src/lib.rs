@@ -49,7 +49,8 @@ extension_sql_file!(
         "schema",
         _channel_take,
         _channel_take_reason,
-        _check_condition
+        _check_condition,
+        _restoring
     ]
 );
 extension_sql_file!(
@@ -59,7 +60,8 @@ extension_sql_file!(
         "schema",
         _check_condition,
         _check_sql_script,
-        _check_lua_script
+        _check_lua_script,
+        _restoring
     ]
 );
 extension_sql_file!("../../sql/api.sql", name = "api", finalize);

@@ -69,6 +69,10 @@ thread_local! {
 fn _message_after_change<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    if crate::settings::RESTORING.get() {
+        // Restored rows bring their trace; no channel waits for them.
+        return Ok(None);
+    }
     let data = trigger.trigger_data();
     let inserting = matches!(trigger.op(), Ok(PgTriggerOperation::Insert));
     if data.tg_newtable.is_null() {

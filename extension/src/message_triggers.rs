@@ -398,8 +398,20 @@ fn finish<'a>(new: &Row, edit: Edit) -> Option<PgHeapTuple<'a, AllocatedByPostgr
 fn _message_before_insert<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, std::convert::Infallible> {
+    if settings::RESTORING.get() {
+        return Ok(trigger.new());
+    }
     let new = row_of(trigger, true);
     let c = Columns::of(new.desc);
+    if new.datum(c.status).is_some() {
+        // A row that comes with its status is a dumped one: taking it as
+        // new would route it and send it again.
+        raise(
+            PgSqlErrorCode::ERRCODE_GENERATED_ALWAYS,
+            "column \"status\" is set by smsbus, not by INSERT".into(),
+            Some("To restore a dump, run pg_restore with PGOPTIONS='-c smsbus.restoring=on' (README: Backups)."),
+        );
+    }
     let mut edit = Edit::new(new.desc);
     let now = now();
 

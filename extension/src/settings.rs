@@ -7,7 +7,21 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// INSERT rather than silently costing dozens of SMS.
 pub static MAX_SEGMENTS: GucSetting<i32> = GucSetting::<i32>::new(10);
 
+/// On while a dump is restored: the queue's triggers keep each row as it
+/// was dumped (its status, timestamps and trace came with it) instead of
+/// validating and routing it as a new message. Superusers only: it lets
+/// an INSERT skip the blocking rules.
+pub static RESTORING: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 pub fn register() {
+    GucRegistry::define_bool_guc(
+        c"smsbus.restoring",
+        c"Keep restored smsbus.message rows as they were dumped.",
+        c"Set it for pg_restore (PGOPTIONS='-c smsbus.restoring=on'); off otherwise.",
+        &RESTORING,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"smsbus.max_segments",
         c"Most segments one outbound message may need.",
@@ -18,4 +32,12 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
+}
+
+/// `smsbus._restoring()`: whether a dump is being restored, for the
+/// triggers written in SQL (calling it loads this library, which turns a
+/// `-c smsbus.restoring=on` given before CREATE EXTENSION into the setting).
+#[pgrx::pg_extern(stable, parallel_safe)]
+fn _restoring() -> bool {
+    RESTORING.get()
 }

@@ -24,6 +24,16 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        TestDb::from_template(TEMPLATE).await
+    }
+
+    /// A database without the extension (from template0), e.g. to restore
+    /// a dump into.
+    pub async fn empty() -> TestDb {
+        TestDb::from_template("template0").await
+    }
+
+    async fn from_template(template: &str) -> TestDb {
         let name = format!(
             "t_{}_{}_{}",
             std::process::id(),
@@ -36,7 +46,7 @@ impl TestDb {
         let mut attempt = 0;
         loop {
             match admin
-                .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE {TEMPLATE}"))
+                .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE {template}"))
                 .await
             {
                 Ok(()) => break,

@@ -147,9 +147,9 @@ async fn system_columns_cannot_be_forged() {
     let c = setup(&db).await;
     let row = c
         .query_one(
-            "INSERT INTO smsbus.message (to_address, body, channel, status, trigger_status, attempts,
+            "INSERT INTO smsbus.message (to_address, body, channel, trigger_status, attempts,
                  sent_at, delivered_at, claimed_by, segments, reference, last_error, created_at)
-             VALUES ('+31612345678', 'x', 'kpn', 'delivered', 'processed', 7, now(), now(), 'me', 99,
+             VALUES ('+31612345678', 'x', 'kpn', 'processed', 7, now(), now(), 'me', 99,
                  'ref', 'err', '2000-01-01')
              RETURNING status::text, trigger_status::text, attempts, sent_at IS NULL, delivered_at IS NULL,
                  claimed_by IS NULL, segments, reference IS NULL, last_error IS NULL, created_at > '2020-01-01'",

@@ -123,9 +123,11 @@ async fn fill(control: &Client, finished: usize, archived: usize) -> Result<()> 
     control
         .batch_execute("SET session_replication_role = replica")
         .await?;
+    // Finished within the archiving age (30 days by default): the table a
+    // month of traffic leaves, which the worker's archiving leaves alone.
     let columns = "status = 'delivered', trigger_status = 'notriggers', attempts = 1,
-                   created_at = now() - interval '40 days', updated_at = now() - interval '39 days',
-                   sent_at = now() - interval '40 days', delivered_at = now() - interval '39 days'";
+                   created_at = now() - interval '2 days', updated_at = now() - interval '1 day',
+                   sent_at = now() - interval '2 days', delivered_at = now() - interval '1 day'";
     control
         .batch_execute(&format!("UPDATE template SET {columns}"))
         .await?;
@@ -159,7 +161,7 @@ async fn fill(control: &Client, finished: usize, archived: usize) -> Result<()> 
                 "INSERT INTO smsbus.message_part (message_id, part, channel, reference, status,
                                                   submitted_at, reported_at)
                  SELECT 1000000000 + g, 1, 'old', 'old-' || g, 'delivered',
-                        now() - interval '40 days', now() - interval '39 days'
+                        now() - interval '2 days', now() - interval '1 day'
                  FROM generate_series($1::bigint, $2::bigint) g",
                 &[&(start as i64 + 1), &(start as i64 + n)],
             )
