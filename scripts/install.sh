@@ -24,3 +24,9 @@ cargo pgrx package -p smsbus "${flags[@]}" --pg-config "$PG_CONFIG" --out-dir "$
     mkdir -p "$(dirname "$dest")"
     cp --remove-destination "$out/$file" "$dest"
 done
+# Earlier releases and the steps up from them, for CREATE EXTENSION ...
+# VERSION and ALTER EXTENSION smsbus UPDATE.
+extension_dir=$("$PG_CONFIG" --sharedir)/extension
+for script in migrations/smsbus--*.sql; do
+    cp --remove-destination "$script" "$extension_dir/"
+done

@@ -5,12 +5,15 @@
 //!
 //! - [`db`]: a fresh database per test, copied from a template that already
 //!   has the extension and dropped afterwards, so tests run in parallel.
+//! - [`fixtures`]: a database holding everything smsbus keeps, its
+//!   contents and schema as text (backup and upgrade tests).
 //! - [`triggers`]: what trigger tests share.
 //! - [`http`]: a local HTTP endpoint for `smsbus.http`.
 //! - [`worker`]: starting `smsbus-worker` as a child process.
 //! - `src/bin/bench.rs`: the benchmark harness (`make bench`).
 
 pub mod db;
+pub mod fixtures;
 pub mod http;
 pub mod modem;
 pub mod scenario;

@@ -6,32 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use smsbus_tests::db::{count, scalar, status_of, TestDb};
-use tokio_postgres::Client;
-
-/// Every table a dump must carry, compared row for row.
-const TABLES: [&str; 13] = [
-    "channel",
-    "route",
-    "block",
-    "trigger",
-    "archiving",
-    "channel_usage",
-    "message",
-    "message_event",
-    "message_part",
-    "pending_report",
-    "inbound_part",
-    "message_archive",
-    "message_part_archive",
-];
-
-const SEQUENCES: [&str; 5] = [
-    "message_id_seq",
-    "message_event_id_seq",
-    "route_id_seq",
-    "block_id_seq",
-    "trigger_id_seq",
-];
+use smsbus_tests::fixtures::{contents, fill};
 
 fn pg_bin(program: &str) -> PathBuf {
     let pg_config = std::env::var("PG_CONFIG")
@@ -47,83 +22,6 @@ fn run(command: &mut Command) -> Output {
     command
         .output()
         .unwrap_or_else(|e| panic!("{command:?}: {e}"))
-}
-
-/// A database with configuration, messages in every stage, an inbound
-/// message, an archived one and rules that read a table of the user's.
-async fn fill(c: &Client) {
-    c.batch_execute(
-        "CREATE TABLE public.optout (number text PRIMARY KEY);
-         INSERT INTO public.optout VALUES ('+31600000666');
-         GRANT SELECT ON public.optout TO smsbus_admin;
-         CREATE FUNCTION public.premium(m smsbus.message) RETURNS text
-         LANGUAGE sql AS $$ SELECT CASE WHEN m.priority > 5 THEN 'fast' END $$;
-         INSERT INTO smsbus.channel (name, kind, config, daily_limit) VALUES
-             ('kpn', 'smpp', '{\"host\": \"127.0.0.1\", \"port\": 2775, \"password\": \"secret\"}', NULL),
-             ('fast', 'smpp', '{}', 1000);
-         INSERT INTO smsbus.block (condition, reason)
-             VALUES ('EXISTS (SELECT 1 FROM optout o WHERE o.number = to_address)', 'opted out');
-         INSERT INTO smsbus.route (position, function) VALUES (1, 'premium');
-         INSERT INTO smsbus.route (position, condition, channel) VALUES (2, 'to_address LIKE ''+31%''', 'kpn');
-         UPDATE smsbus.archiving SET older_than = interval '7 days', batch_size = 500;
-
-         INSERT INTO smsbus.message (to_address, body) VALUES ('+31612345600', 'delivered, archived');
-         SELECT count(*) FROM smsbus._claim('kpn', 'w', 10, interval '1 hour');
-         SELECT smsbus._mark_sent('kpn', ARRAY[max(id)], ARRAY[1], ARRAY['r0']) FROM smsbus.message;
-         SELECT smsbus._apply_reports('kpn', ARRAY['r0'], ARRAY['delivered'], ARRAY['stat:DELIVRD']);",
-    )
-    .await
-    .unwrap();
-    // Its own transaction: archive() takes what finished before now().
-    c.batch_execute("SELECT smsbus.archive(interval '0', 100)")
-        .await
-        .unwrap();
-    c.batch_execute(
-        "INSERT INTO smsbus.trigger (name, on_status, language, script)
-             VALUES ('seen', '{delivered}', 'sql',
-                     'UPDATE smsbus.message SET custom = ''{\"seen\": true}'' WHERE id = $1');
-         INSERT INTO smsbus.message (to_address, body, idempotency_key)
-             SELECT '+3161234567' || g, 'message ' || g, 'key-' || g FROM generate_series(1, 3) g;
-         INSERT INTO smsbus.message (to_address, body, priority) VALUES ('+31612340000', 'premium', 9);
-         INSERT INTO smsbus.message (to_address, body) VALUES ('+31600000666', 'blocked');
-         INSERT INTO smsbus.message (to_address, body, scheduled_at)
-             VALUES ('+31612349999', 'tomorrow', now() + interval '1 day');
-         SELECT count(*) FROM smsbus._claim('kpn', 'w', 10, interval '1 hour');
-         SELECT smsbus._mark_sent('kpn', ARRAY[m.ids[1], m.ids[2]], ARRAY[1, 1], ARRAY['r1', 'r2'])
-             FROM (SELECT array_agg(id ORDER BY id) AS ids FROM smsbus.message WHERE channel = 'kpn') m;
-         SELECT smsbus._apply_reports('kpn', ARRAY['r1', 'early'], ARRAY['delivered', 'delivered'],
-                                      ARRAY['stat:DELIVRD', 'stat:DELIVRD']);
-         SELECT smsbus._record_inbound('kpn', ARRAY['+31612345678'], ARRAY['4455'], ARRAY['STOP'],
-                                       ARRAY['in-1'], NULL, ARRAY[NULL::jsonb]);
-         SELECT smsbus._record_inbound_parts('kpn', ARRAY['+31612345678'], ARRAY['4455'], ARRAY[7],
-                                             ARRAY[2], ARRAY[1], ARRAY['first half'], ARRAY[NULL::jsonb]);",
-    )
-    .await
-    .unwrap();
-}
-
-/// Every row of every smsbus table, as text, and the identity counters.
-async fn contents(c: &Client) -> Vec<(String, String)> {
-    let mut all = Vec::new();
-    for table in TABLES {
-        let rows: Option<String> = scalar(
-            c,
-            &format!("SELECT string_agg(t::text, E'\\n' ORDER BY t::text) FROM smsbus.{table} t"),
-            &[],
-        )
-        .await;
-        all.push((table.to_string(), rows.unwrap_or_default()));
-    }
-    for sequence in SEQUENCES {
-        let value: String = scalar(
-            c,
-            &format!("SELECT last_value || ' ' || is_called FROM smsbus.{sequence}"),
-            &[],
-        )
-        .await;
-        all.push((sequence.to_string(), value));
-    }
-    all
 }
 
 fn dump(db: &TestDb, file: &std::path::Path) {

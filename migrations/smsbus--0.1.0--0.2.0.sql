@@ -1,0 +1,6 @@
+-- smsbus 0.1.0 -> 0.2.0 (ALTER EXTENSION smsbus UPDATE TO '0.2.0').
+--
+-- Every change to sql/ or to the extension's SQL functions made during
+-- 0.2.0 goes here too, in the same commit; tests/tests/upgrade.rs checks
+-- that an upgraded database has exactly the schema of a fresh install.
+-- Nothing has changed yet.
