@@ -358,6 +358,7 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
             &control,
             &conninfo,
             &e2e_settings,
+            args.rounds,
             args.scale_finished,
             args.scale_archived,
             args.scale_long_run,
@@ -370,8 +371,8 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
                     "end to end, {} finished + {} archived",
                     s.finished, s.archived
                 ),
-                smsbus: s.filled_rate,
-                bare: s.empty_rate,
+                smsbus: s.filled_rate(),
+                bare: s.empty_rate(),
                 target: ">= 0.90 of empty tables".into(),
                 pass: Some(s.pass()),
             },

@@ -13,8 +13,9 @@ use crate::end_to_end::{self, Settings};
 pub struct Figures {
     pub finished: usize,
     pub archived: usize,
-    pub empty_rate: f64,
-    pub filled_rate: f64,
+    /// Each round's rate; the median is the figure.
+    pub empty_rates: Vec<f64>,
+    pub filled_rates: Vec<f64>,
     pub long_run: usize,
     pub long_rate: f64,
     pub dead_tuples: i64,
@@ -22,9 +23,23 @@ pub struct Figures {
     pub table_mib: f64,
 }
 
+fn median(rates: &[f64]) -> f64 {
+    let mut sorted = rates.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 impl Figures {
+    pub fn empty_rate(&self) -> f64 {
+        median(&self.empty_rates)
+    }
+
+    pub fn filled_rate(&self) -> f64 {
+        median(&self.filled_rates)
+    }
+
     pub fn ratio(&self) -> f64 {
-        self.filled_rate / self.empty_rate
+        self.filled_rate() / self.empty_rate()
     }
 
     /// Within 10 % of the empty-table run.
@@ -36,8 +51,10 @@ impl Figures {
         json!({
             "finished_messages": self.finished,
             "archived_messages": self.archived,
-            "empty_msg_per_s": self.empty_rate,
-            "filled_msg_per_s": self.filled_rate,
+            "empty_msg_per_s": self.empty_rate(),
+            "filled_msg_per_s": self.filled_rate(),
+            "empty_rounds_msg_per_s": self.empty_rates,
+            "filled_rounds_msg_per_s": self.filled_rates,
             "ratio": self.ratio(),
             "long_run_messages": self.long_run,
             "long_run_msg_per_s": self.long_rate,
@@ -62,28 +79,34 @@ pub async fn run(
     control: &Client,
     conninfo: &str,
     base: &Settings,
+    rounds: usize,
     finished: usize,
     archived: usize,
     long_run: usize,
 ) -> Result<Figures> {
     let settings = throughput_only(base.messages, base);
-    eprintln!("  empty tables ...");
-    let empty_rate = end_to_end::run(control, conninfo, &settings).await?.rate;
-    control.batch_execute(super::TRUNCATE_ALL).await?;
-    control
-        .batch_execute("DELETE FROM smsbus.channel_state; DELETE FROM smsbus.channel")
-        .await?;
+    // Each run makes its own channel; the messages of earlier runs stay.
+    let forget_channels =
+        "DELETE FROM smsbus.channel_state; DELETE FROM smsbus.channel WHERE name <> 'old'";
+    let mut empty_rates = Vec::new();
+    for round in 1..=rounds {
+        eprintln!("  empty tables, round {round} of {rounds} ...");
+        empty_rates.push(end_to_end::run(control, conninfo, &settings).await?.rate);
+        control.batch_execute(super::TRUNCATE_ALL).await?;
+        control.batch_execute(forget_channels).await?;
+        super::settle(control).await?;
+    }
 
     eprintln!("  filling: {finished} finished messages, {archived} archived ...");
     fill(control, finished, archived).await?;
     super::settle(control).await?;
-    eprintln!("  filled tables ...");
-    let filled_rate = end_to_end::run(control, conninfo, &settings).await?.rate;
-    control
-        .batch_execute(
-            "DELETE FROM smsbus.channel_state; DELETE FROM smsbus.channel WHERE name <> 'old'",
-        )
-        .await?;
+    let mut filled_rates = Vec::new();
+    for round in 1..=rounds {
+        eprintln!("  filled tables, round {round} of {rounds} ...");
+        filled_rates.push(end_to_end::run(control, conninfo, &settings).await?.rate);
+        control.batch_execute(forget_channels).await?;
+        super::settle(control).await?;
+    }
 
     eprintln!("  long run: {long_run} messages ...");
     let long = throughput_only(long_run, base);
@@ -98,8 +121,8 @@ pub async fn run(
     Ok(Figures {
         finished,
         archived,
-        empty_rate,
-        filled_rate,
+        empty_rates,
+        filled_rates,
         long_run,
         long_rate,
         dead_tuples: row.get(0),
