@@ -72,8 +72,13 @@ pub fn gsm_config(device: &std::path::Path, extra: Value) -> Value {
 
 /// A worker with a fast maintenance timer.
 pub fn worker(db: &TestDb, id: &str) -> Worker {
+    worker_on(&db.conninfo(), id)
+}
+
+/// The same on any database.
+pub fn worker_on(conninfo: &str, id: &str) -> Worker {
     Worker::start(
-        &db.conninfo(),
+        conninfo,
         &["--worker-id", id, "--maintenance-interval", "0.2"],
     )
 }

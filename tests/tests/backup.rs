@@ -2,21 +2,11 @@
 //! smsbus.restoring brings it back as it was, with nothing routed or sent
 //! again; without the setting the restore refuses the queue's rows.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use smsbus_tests::cluster::pg_bin;
 use smsbus_tests::db::{count, scalar, status_of, TestDb};
 use smsbus_tests::fixtures::{contents, fill};
-
-fn pg_bin(program: &str) -> PathBuf {
-    let pg_config = std::env::var("PG_CONFIG")
-        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into());
-    let out = Command::new(&pg_config)
-        .arg("--bindir")
-        .output()
-        .unwrap_or_else(|e| panic!("{pg_config}: {e}"));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join(program)
-}
 
 fn run(command: &mut Command) -> Output {
     command

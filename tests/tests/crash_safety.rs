@@ -1,7 +1,9 @@
 //! Crash safety (DESIGN.md §8): a flood of messages out through the SMSC
 //! simulator and in from it, while something breaks again and again: the
 //! worker is killed with SIGKILL and started again, the database drops
-//! every connection of the worker, the simulator drops its connections.
+//! every connection of the worker, the database server crashes and
+//! restarts (a cluster of the test's own), the simulator drops its
+//! connections.
 //! Afterwards:
 //!
 //! - every outbound message is delivered (nothing stuck, nothing lost);
@@ -21,8 +23,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use rand::Rng;
 use serde_json::json;
-use smsbus_tests::db::{count, strings, TestDb};
-use smsbus_tests::scenario::{add_channel, smpp_config, smsc, worker};
+use smsbus_tests::cluster::OwnCluster;
+use smsbus_tests::db::{connect_to, count, strings, TestDb};
+use smsbus_tests::scenario::{add_channel, smpp_config, smsc, worker_on};
 use smsbus_tests::smsc::{Behaviour, InboundText, Smsc};
 use smsbus_tests::worker::{eventually, Worker};
 use tokio::task::JoinHandle;
@@ -38,11 +41,27 @@ fn setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Where the flood runs: a database of the shared test cluster, or a
+/// cluster of its own that may be crashed.
+enum Place {
+    Shared(TestDb),
+    Own(OwnCluster),
+}
+
+impl Place {
+    fn conninfo(&self) -> String {
+        match self {
+            Place::Shared(db) => db.conninfo(),
+            Place::Own(cluster) => cluster.conninfo(),
+        }
+    }
+}
+
 /// Outbound messages queued on one SMPP channel, inbound ones delivered
 /// by the simulator meanwhile, and a worker running.
 struct Flood {
     sim: Arc<Smsc>,
-    db: TestDb,
+    place: Place,
     c: Client,
     messages: usize,
     worker: Worker,
@@ -53,10 +72,13 @@ struct Flood {
 
 impl Flood {
     async fn start(behaviour: Behaviour) -> Flood {
+        Flood::start_in(Place::Shared(TestDb::new().await), behaviour).await
+    }
+
+    async fn start_in(place: Place, behaviour: Behaviour) -> Flood {
         let messages = setting("SMSBUS_FAULT_MESSAGES", 5_000);
         let sim = Arc::new(smsc(behaviour).await);
-        let db = TestDb::new().await;
-        let c = db.connect().await;
+        let c = connect_to(&place.conninfo()).await;
         add_channel(
             &c,
             "kpn",
@@ -73,10 +95,10 @@ impl Flood {
         .unwrap();
         let stop_inbound = Arc::new(AtomicBool::new(false));
         let inbound = deliver_inbound(sim.clone(), stop_inbound.clone());
-        let worker = worker(&db, "w0");
+        let worker = worker_on(&place.conninfo(), "w0");
         Flood {
             sim,
-            db,
+            place,
             c,
             messages,
             worker,
@@ -223,7 +245,7 @@ async fn killed_workers_lose_nothing_and_resend_only_what_was_in_flight() {
         flood.worker.signal(Signal::SIGKILL);
         assert!(flood.worker.wait_exit(Duration::from_secs(5)).is_some());
         kills += 1;
-        flood.worker = worker(&flood.db, &format!("w{kills}"));
+        flood.worker = worker_on(&flood.place.conninfo(), &format!("w{kills}"));
     }
     flood.check("SIGKILL", kills).await;
 }
@@ -248,6 +270,25 @@ async fn lost_database_connections_lose_nothing() {
         cuts += 1;
     }
     flood.check("connections cut", cuts).await;
+}
+
+#[tokio::test]
+async fn database_crashes_lose_nothing() {
+    let rounds = setting("SMSBUS_FAULT_ROUNDS", 3);
+    let cluster = OwnCluster::start().await;
+    let mut flood = Flood::start_in(Place::Own(cluster), Behaviour::default()).await;
+    let mut crashes = 0;
+    while crashes < rounds && flood.pause(rounds).await {
+        let Place::Own(cluster) = &flood.place else {
+            unreachable!()
+        };
+        // Every connection cut and every uncommitted transaction lost; the
+        // worker reconnects by itself once the server is back.
+        cluster.crash_and_restart();
+        flood.c = connect_to(&flood.place.conninfo()).await;
+        crashes += 1;
+    }
+    flood.check("database crashed", crashes).await;
 }
 
 #[tokio::test]
