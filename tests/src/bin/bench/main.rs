@@ -385,8 +385,8 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
             },
         ]);
         println!(
-            "queue table after the long run: {} live, {} dead tuples, {:.0} MiB",
-            s.live_tuples, s.dead_tuples, s.table_mib
+            "queue table during the long run: at most {} dead tuples, {:.0} MiB; after it: {} live, {} dead, {:.0} MiB",
+            s.peak.dead_tuples, s.peak.mib, s.last.live_tuples, s.last.dead_tuples, s.last.mib
         );
         let results =
             json!({ "server": server, "scenarios": { "scale": s.to_json() }, "pass": s.pass() });

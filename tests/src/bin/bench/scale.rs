@@ -4,6 +4,8 @@
 //! long run, and the queue table's dead tuples and size after it
 //! (autovacuum keeps the bloat bounded).
 
+use std::time::Duration;
+
 use anyhow::Result;
 use serde_json::{json, Value};
 use tokio_postgres::Client;
@@ -18,9 +20,10 @@ pub struct Figures {
     pub filled_rates: Vec<f64>,
     pub long_run: usize,
     pub long_rate: f64,
-    pub dead_tuples: i64,
-    pub live_tuples: i64,
-    pub table_mib: f64,
+    /// The most dead tuples and the largest size seen during the long run
+    /// (live tuples unused), and the table after it.
+    pub peak: QueueTable,
+    pub last: QueueTable,
 }
 
 fn median(rates: &[f64]) -> f64 {
@@ -58,9 +61,11 @@ impl Figures {
             "ratio": self.ratio(),
             "long_run_messages": self.long_run,
             "long_run_msg_per_s": self.long_rate,
-            "queue_dead_tuples": self.dead_tuples,
-            "queue_live_tuples": self.live_tuples,
-            "queue_table_mib": self.table_mib,
+            "queue_dead_tuples_peak": self.peak.dead_tuples,
+            "queue_table_mib_peak": self.peak.mib,
+            "queue_dead_tuples_after": self.last.dead_tuples,
+            "queue_live_tuples_after": self.last.live_tuples,
+            "queue_table_mib_after": self.last.mib,
         })
     }
 }
@@ -110,14 +115,24 @@ pub async fn run(
 
     eprintln!("  long run: {long_run} messages ...");
     let long = throughput_only(long_run, base);
-    let long_rate = end_to_end::run(control, conninfo, &long).await?.rate;
-    let row = control
-        .query_one(
-            "SELECT n_dead_tup, n_live_tup, pg_total_relation_size('smsbus.message')::float8 / 1048576
-             FROM pg_stat_user_tables WHERE relid = 'smsbus.message'::regclass",
-            &[],
-        )
-        .await?;
+    // The queue table sampled every few seconds meanwhile, on a connection
+    // of its own: bounded bloat means a bounded peak, not a good last look.
+    let (sampler, connection) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let run = end_to_end::run(control, conninfo, &long);
+    tokio::pin!(run);
+    let mut peak = QueueTable::default();
+    let long_rate = loop {
+        tokio::select! {
+            result = &mut run => break result?.rate,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                let now = QueueTable::measure(&sampler).await?;
+                peak.dead_tuples = peak.dead_tuples.max(now.dead_tuples);
+                peak.mib = peak.mib.max(now.mib);
+            }
+        }
+    };
+    let last = QueueTable::measure(control).await?;
     Ok(Figures {
         finished,
         archived,
@@ -125,10 +140,34 @@ pub async fn run(
         filled_rates,
         long_run,
         long_rate,
-        dead_tuples: row.get(0),
-        live_tuples: row.get(1),
-        table_mib: row.get(2),
+        peak,
+        last,
     })
+}
+
+/// The queue table's tuples and size (with its indexes and TOAST).
+#[derive(Default)]
+pub struct QueueTable {
+    pub live_tuples: i64,
+    pub dead_tuples: i64,
+    pub mib: f64,
+}
+
+impl QueueTable {
+    async fn measure(client: &Client) -> Result<QueueTable> {
+        let row = client
+            .query_one(
+                "SELECT n_live_tup, n_dead_tup, pg_total_relation_size('smsbus.message')::float8 / 1048576
+                 FROM pg_stat_user_tables WHERE relid = 'smsbus.message'::regclass",
+                &[],
+            )
+            .await?;
+        Ok(QueueTable {
+            live_tuples: row.get(0),
+            dead_tuples: row.get(1),
+            mib: row.get(2),
+        })
+    }
 }
 
 /// Finished messages (with their parts) and archived ones as the system
