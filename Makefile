@@ -22,7 +22,7 @@ test: ## Lint, install, start a test cluster and run every test
 	@scripts/test.sh
 
 test-faults: ## The crash-safety suite at full size (100,000 messages, ten faults of each kind)
-	@SMSBUS_FAULT_MESSAGES=100000 SMSBUS_FAULT_ROUNDS=10 scripts/test.sh -p smsbus-tests --test crash_safety
+	@SMSBUS_FAULT_MESSAGES=100000 SMSBUS_FAULT_ROUNDS=10 scripts/test.sh -p smsbus-tests --test crash_safety -- --nocapture
 
 fuzz: ## Fuzz every input parser (FUZZ_SECONDS each, default 60); keeps what breaks them
 	@scripts/fuzz.sh
