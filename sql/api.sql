@@ -832,7 +832,8 @@ LEFT JOIN (SELECT channel,
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsbus FROM PUBLIC;
 -- Helpers anyone may call; the triggers call some as the inserting role.
-GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text), _restoring()
+GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text), _restoring(),
+    _in_extension_script()
     TO PUBLIC;
 -- The compiled router runs as smsbus_admin and calls these.
 GRANT EXECUTE ON FUNCTION _channel_take(text), _channel_take_reason(text, integer),

@@ -219,7 +219,9 @@ DECLARE
     path text := current_setting('search_path');
     fn regprocedure;
 BEGIN
-    path := CASE WHEN path = '' THEN 'pg_temp' ELSE path || ', pg_temp' END;
+    path := CASE WHEN path = '' THEN 'pg_temp'
+                 WHEN path ~ '(^|,)\s*pg_temp\s*(,|$)' THEN path
+                 ELSE path || ', pg_temp' END;
     EXECUTE format(
         E'CREATE OR REPLACE FUNCTION smsbus.%I(smsbus.message) RETURNS smsbus._routing\n' ||
         E'LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = %s\n' ||
@@ -252,12 +254,13 @@ DECLARE
     b smsbus.block;
     grp record;
     blocks text;
-    restore_path text;
+    saved_path text;
 BEGIN
-    IF smsbus._restoring() THEN
-        -- pg_restore empties search_path; the rules were written under the
-        -- database's own, and are compiled under it.
-        restore_path := current_setting('search_path');
+    IF smsbus._restoring() OR smsbus._in_extension_script() THEN
+        -- pg_restore empties search_path and CREATE / ALTER EXTENSION set
+        -- their own; the rules were written under the database's, and are
+        -- compiled under it.
+        saved_path := current_setting('search_path');
         PERFORM set_config('search_path', s.reset_val, true) FROM pg_settings s WHERE s.name = 'search_path';
     END IF;
     -- One compilation at a time: a second one waits here, then reads the
@@ -343,8 +346,8 @@ BEGIN
         PERFORM smsbus._define_router('_router_blocks', declarations,
                                       blocks || E'    RETURN ROW(NULL, NULL, NULL, NULL)::smsbus._routing;\n');
     END IF;
-    IF restore_path IS NOT NULL THEN
-        PERFORM set_config('search_path', restore_path, true);
+    IF saved_path IS NOT NULL THEN
+        PERFORM set_config('search_path', saved_path, true);
     END IF;
 END
 $compile$;

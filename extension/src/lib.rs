@@ -50,7 +50,8 @@ extension_sql_file!(
         _channel_take,
         _channel_take_reason,
         _check_condition,
-        _restoring
+        _restoring,
+        _in_extension_script
     ]
 );
 extension_sql_file!(

@@ -18,6 +18,15 @@ use smsbus_core::status::Status;
 use crate::channels::{self, Take};
 use crate::raise;
 
+/// `smsbus._in_extension_script()`: whether CREATE or ALTER EXTENSION is
+/// running, whose search_path is the extension's schema rather than the
+/// one rules are written under.
+#[pg_extern(stable, parallel_safe)]
+fn _in_extension_script() -> bool {
+    // SAFETY: a plain flag PostgreSQL sets around extension scripts.
+    unsafe { pg_sys::creating_extension }
+}
+
 /// What the router decided for one message.
 pub(crate) struct Verdict {
     pub status: Status,

@@ -130,7 +130,7 @@ pub async fn schema(c: &Client) -> Vec<String> {
                                                 p.proowner::regrole::text, md5(p.prosrc)) END
                      FROM pg_proc p WHERE p.oid = m.objid)
                  WHEN 'pg_class'::regclass THEN (
-                     SELECT concat_ws(' | ', r.relkind, r.relacl::text, r.relowner::regrole::text,
+                     SELECT concat_ws(' | ', r.relkind, r.relacl::text, r.relowner::regrole::text, r.reloptions::text,
                          (SELECT string_agg(concat_ws(' ', a.attname, format_type(a.atttypid, a.atttypmod),
                                                       CASE WHEN a.attnotnull THEN 'not null' END,
                                                       nullif(a.attidentity, ''), nullif(a.attgenerated, ''),
