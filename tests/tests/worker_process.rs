@@ -200,6 +200,35 @@ async fn refuses_to_start_without_the_extension() {
     );
 }
 
+/// After the worker is upgraded and before the database is, it runs and
+/// says what to do.
+#[tokio::test]
+async fn an_older_extension_is_named_in_the_log() {
+    let db = TestDb::empty().await;
+    db.connect()
+        .await
+        .batch_execute("CREATE EXTENSION smsbus VERSION '0.1.0'")
+        .await
+        .unwrap();
+    let mut worker = Worker::start(&db.conninfo(), &[]);
+    let warned = eventually(Duration::from_secs(10), || async {
+        worker.log().contains(&format!(
+            "the database has smsbus 0.1.0 and this worker is {}: run ALTER EXTENSION smsbus UPDATE",
+            env!("CARGO_PKG_VERSION")
+        ))
+    })
+    .await;
+    assert!(warned, "{}", worker.log());
+    assert!(worker.wait_exit(Duration::from_millis(100)).is_none());
+    worker.signal(Signal::SIGTERM);
+    assert_eq!(
+        worker
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
 #[tokio::test]
 async fn bad_configuration_fails_fast_and_names_the_flag() {
     let cases: [(&str, &[&str], &str); 4] = [

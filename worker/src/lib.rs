@@ -56,10 +56,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         metrics::serve(addr)?;
     }
     let pool = db::pool(&config).context("cannot set up the database pool")?;
-    db::check_extension(&pool)
+    let extension = db::check_extension(&pool)
         .await
         .context("cannot start: the database is not ready for smsbus")?;
-    tracing::info!(worker = %config.worker_id, "worker started");
+    tracing::info!(worker = %config.worker_id, extension = %extension, "worker started");
+    let own = env!("CARGO_PKG_VERSION");
+    if extension != own {
+        tracing::warn!(
+            "the database has smsbus {extension} and this worker is {own}: \
+             run ALTER EXTENSION smsbus UPDATE once the new version is installed"
+        );
+    }
 
     let wakeups = listener::Wakeups::default();
     let tasks = TaskTracker::new();
