@@ -108,7 +108,8 @@ pub async fn contents(c: &Client) -> Vec<(String, String)> {
 }
 
 /// Every object of the extension with its definition, one sorted line
-/// each: two databases with equal lines have the same smsbus schema. The
+/// each (and one per column, constraint, index and trigger of a table):
+/// two databases with equal lines have the same smsbus schema. The
 /// compiled router functions are named but not compared (they are made
 /// from the rules); column order is compared, since `INSERT ... SELECT *`
 /// between the queue and its archive depends on it.
@@ -118,6 +119,9 @@ pub async fn schema(c: &Client) -> Vec<String> {
             "WITH member AS (
                  SELECT d.classid, d.objid FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
                  WHERE d.refclassid = 'pg_extension'::regclass AND e.extname = 'smsbus' AND d.deptype = 'e'
+             ), relation AS (
+                 SELECT r.* FROM member m JOIN pg_class r ON r.oid = m.objid
+                 WHERE m.classid = 'pg_class'::regclass
              )
              SELECT pg_describe_object(m.classid, m.objid, 0) || ': ' || coalesce(
                  CASE m.classid
@@ -130,32 +134,41 @@ pub async fn schema(c: &Client) -> Vec<String> {
                                                 p.proowner::regrole::text, md5(p.prosrc)) END
                      FROM pg_proc p WHERE p.oid = m.objid)
                  WHEN 'pg_class'::regclass THEN (
-                     SELECT concat_ws(' | ', r.relkind, r.relacl::text, r.relowner::regrole::text, r.reloptions::text,
-                         (SELECT string_agg(concat_ws(' ', a.attname, format_type(a.atttypid, a.atttypmod),
-                                                      CASE WHEN a.attnotnull THEN 'not null' END,
-                                                      nullif(a.attidentity, ''), nullif(a.attgenerated, ''),
-                                                      pg_get_expr(ad.adbin, ad.adrelid), a.attacl::text),
-                                            ', ' ORDER BY a.attnum)
-                          FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-                          WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped),
-                         (SELECT string_agg(co.conname || ' ' || pg_get_constraintdef(co.oid), ', ' ORDER BY co.conname)
-                          FROM pg_constraint co WHERE co.conrelid = r.oid),
-                         (SELECT string_agg(pg_get_indexdef(i.indexrelid), ', ' ORDER BY i.indexrelid::regclass::text)
-                          FROM pg_index i WHERE i.indrelid = r.oid),
-                         (SELECT string_agg(pg_get_triggerdef(t.oid), ', ' ORDER BY t.tgname)
-                          FROM pg_trigger t WHERE t.tgrelid = r.oid AND NOT t.tgisinternal),
-                         CASE WHEN r.relkind = 'v' THEN pg_get_viewdef(r.oid) END,
-                         r.relreplident)
+                     SELECT concat_ws(' | ', r.relkind, r.relacl::text, r.relowner::regrole::text,
+                                      r.reloptions::text, r.relreplident,
+                                      CASE WHEN r.relkind = 'v' THEN pg_get_viewdef(r.oid) END)
                      FROM pg_class r WHERE r.oid = m.objid)
                  WHEN 'pg_type'::regclass THEN (
                      SELECT concat_ws(' | ', t.typtype,
                          (SELECT string_agg(e.enumlabel, ', ' ORDER BY e.enumsortorder) FROM pg_enum e
-                          WHERE e.enumtypid = t.oid))
+                          WHERE e.enumtypid = t.oid),
+                         (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', '
+                                            ORDER BY a.attnum)
+                          FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped))
                      FROM pg_type t WHERE t.oid = m.objid)
                  WHEN 'pg_namespace'::regclass THEN (
                      SELECT n.nspacl::text FROM pg_namespace n WHERE n.oid = m.objid)
                  END, '')
              FROM member m
+             UNION ALL
+             SELECT format('column %s #%s: %s', r.oid::regclass,
+                           row_number() OVER (PARTITION BY r.oid ORDER BY a.attnum),
+                           concat_ws(' ', a.attname, format_type(a.atttypid, a.atttypmod),
+                                     CASE WHEN a.attnotnull THEN 'not null' END,
+                                     nullif(a.attidentity, ''), nullif(a.attgenerated, ''),
+                                     pg_get_expr(ad.adbin, ad.adrelid), a.attacl::text))
+             FROM relation r JOIN pg_attribute a ON a.attrelid = r.oid
+             LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+             WHERE r.relkind IN ('r', 'v') AND a.attnum > 0 AND NOT a.attisdropped
+             UNION ALL
+             SELECT format('constraint %s.%s: %s', r.oid::regclass, co.conname, pg_get_constraintdef(co.oid))
+             FROM relation r JOIN pg_constraint co ON co.conrelid = r.oid
+             UNION ALL
+             SELECT 'index: ' || pg_get_indexdef(i.indexrelid)
+             FROM relation r JOIN pg_index i ON i.indrelid = r.oid
+             UNION ALL
+             SELECT 'trigger: ' || pg_get_triggerdef(t.oid)
+             FROM relation r JOIN pg_trigger t ON t.tgrelid = r.oid AND NOT t.tgisinternal
              UNION ALL
              SELECT 'dumped with the data: ' || string_agg(c::regclass::text, ', ' ORDER BY c::regclass::text)
              FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'smsbus'
