@@ -129,3 +129,21 @@ async fn check_without_the_extension_says_so() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn check_names_a_restore_setting_left_on() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" SET smsbus.restoring = on",
+        db.name
+    ))
+    .await
+    .unwrap();
+    let (ok, output) = check(&db);
+    assert!(!ok);
+    assert!(
+        output.contains("FAIL  database: smsbus.restoring is on: new messages are stored as given"),
+        "{output}"
+    );
+}

@@ -229,6 +229,35 @@ async fn an_older_extension_is_named_in_the_log() {
     );
 }
 
+/// A restore's setting left on for the database is named at start.
+#[tokio::test]
+async fn a_restore_setting_left_on_is_named_in_the_log() {
+    let db = TestDb::new().await;
+    db.connect()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET smsbus.restoring = on",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let mut worker = Worker::start(&db.conninfo(), &[]);
+    let warned = eventually(Duration::from_secs(10), || async {
+        worker
+            .log()
+            .contains("smsbus.restoring is on: new messages are stored as given")
+    })
+    .await;
+    assert!(warned, "{}", worker.log());
+    worker.signal(Signal::SIGTERM);
+    assert_eq!(
+        worker
+            .wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
 #[tokio::test]
 async fn bad_configuration_fails_fast_and_names_the_flag() {
     let cases: [(&str, &[&str], &str); 4] = [

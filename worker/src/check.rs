@@ -67,7 +67,9 @@ async fn database(client: &Client) -> anyhow::Result<Finding> {
         Some(v) if v != ours => Some(format!(
             "extension smsbus is {v}, this worker is {ours} (ALTER EXTENSION smsbus UPDATE, or the matching worker)"
         )),
-        Some(_) => None,
+        Some(_) => db::restoring(client)
+            .await?
+            .then(|| db::RESTORING_LEFT_ON.to_owned()),
     };
     Ok(Finding {
         what: "database".into(),

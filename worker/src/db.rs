@@ -52,6 +52,19 @@ pub async fn check_extension(pool: &Pool) -> anyhow::Result<String> {
     }
 }
 
+/// Whether `smsbus.restoring` is on for this session: left on (say with
+/// ALTER DATABASE) after a restore, it would keep every new message as
+/// given, unchecked and unrouted.
+pub async fn restoring(client: &tokio_postgres::Client) -> anyhow::Result<bool> {
+    let row = client.query_one("SELECT smsbus._restoring()", &[]).await?;
+    Ok(row.get(0))
+}
+
+/// What to tell an operator about it.
+pub const RESTORING_LEFT_ON: &str = "smsbus.restoring is on: new messages are stored as given, \
+     not checked or routed (turn it off once the restore is done: \
+     ALTER DATABASE ... RESET smsbus.restoring)";
+
 /// Hands back every message this worker claimed and did not submit.
 pub async fn release_claims(pool: &Pool, worker_id: &str) -> anyhow::Result<i32> {
     let client = pool.get().await?;

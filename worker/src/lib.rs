@@ -60,6 +60,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .context("cannot start: the database is not ready for smsbus")?;
     tracing::info!(worker = %config.worker_id, extension = %extension, "worker started");
+    if db::restoring(&*pool.get().await?).await? {
+        tracing::warn!("{}", db::RESTORING_LEFT_ON);
+    }
     let own = env!("CARGO_PKG_VERSION");
     if extension != own {
         tracing::warn!(
