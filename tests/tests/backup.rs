@@ -174,12 +174,12 @@ async fn a_restore_without_the_setting_sends_nothing_again() {
 async fn only_superusers_restore() {
     let db = TestDb::new().await;
     let c = db.connect_as("smsbus_admin").await;
-    // Before the library is loaded the setting is a placeholder, which
-    // loading it drops for a role that may not set it...
+    // Before the library is loaded, SET only records a placeholder; loading
+    // the library drops it, since this role may not set the parameter.
     c.batch_execute("SET smsbus.restoring = on").await.unwrap();
     let restoring: bool = scalar(&c, "SELECT smsbus._restoring()", &[]).await;
     assert!(!restoring);
-    // ... and after, setting it is refused outright.
+    // Once the library is loaded, SET is refused outright.
     let err = c
         .batch_execute("SET smsbus.restoring = on")
         .await

@@ -40,7 +40,7 @@ impl Tenants {
         Tenants { names, admin }
     }
 
-    async fn drop(self) {
+    async fn remove(self) {
         for name in &self.names {
             self.admin
                 .batch_execute(&format!("DROP ROLE \"{name}\""))
@@ -161,5 +161,5 @@ async fn tenants_see_only_their_own_messages() {
     }
     drop(a);
     drop(b);
-    tenants.drop().await;
+    tenants.remove().await;
 }

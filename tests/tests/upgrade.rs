@@ -44,9 +44,12 @@ async fn every_release_upgrades_to_the_schema_of_a_fresh_install() {
     let f = fresh.connect().await;
     let current = version(&f).await;
     let expected = schema(&f).await;
-    let releases = releases();
-    assert!(!releases.is_empty(), "no released version in migrations/");
-    for release in releases.iter().filter(|r| **r != current) {
+    let older: Vec<String> = releases().into_iter().filter(|r| *r != current).collect();
+    assert!(
+        !older.is_empty(),
+        "no release before {current} in migrations/"
+    );
+    for release in &older {
         let db = TestDb::empty().await;
         let c = db.connect().await;
         c.batch_execute(&format!("CREATE EXTENSION smsbus VERSION '{release}'"))
