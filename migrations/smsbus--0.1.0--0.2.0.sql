@@ -14,6 +14,82 @@ AS 'MODULE_PATHNAME', '_in_extension_script_wrapper';
 REVOKE ALL ON FUNCTION _in_extension_script() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION _in_extension_script() TO PUBLIC;
 
+-- The compiled router evaluates runs of simple conditions as one CASE
+-- expression instead of an IF statement each.
+CREATE FUNCTION "_condition_is_simple"(
+	"condition" TEXT /* & str */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_condition_is_simple_wrapper';
+
+CREATE FUNCTION _block_run_code(ids bigint[], conditions text[], reasons text[]) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF cardinality(ids) = 0 THEN
+        RETURN '';
+    ELSIF cardinality(ids) = 1 THEN
+        RETURN format(E'    -- block %s\n    IF (\n%s\n    ) THEN\n' ||
+                      E'        RETURN ROW(''blocked'', NULL, %L, %L)::smsbus._routing;\n    END IF;\n',
+                      ids[1], conditions[1], 'block ' || ids[1], reasons[1]);
+    END IF;
+    RETURN format(E'    -- blocks %s\n    _r_hit := CASE\n', array_to_string(ids, ', '))
+        || (SELECT string_agg(format(E'        WHEN (\n%s\n        ) THEN %s\n', c.condition, c.n), '' ORDER BY c.n)
+            FROM unnest(conditions) WITH ORDINALITY AS c(condition, n))
+        || format(E'    END;\n    IF _r_hit IS NOT NULL THEN\n' ||
+                  E'        RETURN ROW(''blocked'', NULL, ''block '' || (%L::bigint[])[_r_hit], (%L::text[])[_r_hit])::smsbus._routing;\n' ||
+                  E'    END IF;\n', ids, reasons);
+END
+$$;
+
+CREATE FUNCTION _route_run_code(ids bigint[], conditions text[], channels text[]) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    -- %1$s: the route's name as an expression; %2$s: its indent.
+    take text := E'%2$s_r_code := smsbus._channel_take(_r_channel);\n' ||
+                 E'%2$sIF _r_code = 0 THEN\n' ||
+                 E'%2$s    RETURN ROW(''queued'', _r_channel, %1$s, NULL)::smsbus._routing;\n' ||
+                 E'%2$sEND IF;\n' ||
+                 E'%2$s_r_over_limit := _r_over_limit OR _r_code = 4;\n' ||
+                 E'%2$s_r_skipped := concat_ws(''; '', _r_skipped, %1$s || '': '' ||\n' ||
+                 E'%2$s                        smsbus._channel_take_reason(_r_channel, _r_code));\n';
+    unguarded text;
+    guarded text;
+BEGIN
+    IF cardinality(ids) = 0 THEN
+        RETURN '';
+    ELSIF cardinality(ids) = 1 THEN
+        RETURN format(E'    -- route %s\n    IF (\n%s\n    ) THEN\n        _r_channel := %L;\n',
+                      ids[1], conditions[1], channels[1])
+            || format(take, quote_literal('route ' || ids[1]), '        ')
+            || E'    END IF;\n';
+    END IF;
+    SELECT string_agg(format(E'        WHEN (\n%s\n        ) THEN %s\n', c.condition, c.n), '' ORDER BY c.n),
+           string_agg(format(E'            WHEN _r_from < %s AND (\n%s\n            ) THEN %s\n',
+                             c.n, c.condition, c.n), '' ORDER BY c.n)
+    INTO unguarded, guarded
+    FROM unnest(conditions) WITH ORDINALITY AS c(condition, n);
+    RETURN format(E'    -- routes %s\n    _r_hit := CASE\n', array_to_string(ids, ', '))
+        || unguarded
+        || E'    END;\n'
+        || E'    WHILE _r_hit IS NOT NULL LOOP\n'
+        || format(E'        _r_channel := (%L::text[])[_r_hit];\n', channels)
+        || format(take, format('''route '' || (%L::bigint[])[_r_hit]', ids), '        ')
+        || E'        _r_from := _r_hit;\n'
+        || E'        _r_hit := CASE\n'
+        || guarded
+        || E'        END;\n'
+        || E'    END LOOP;\n';
+END
+$$;
+
+REVOKE ALL ON FUNCTION _condition_is_simple(text), _block_run_code(bigint[], text[], text[]),
+    _route_run_code(bigint[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _condition_is_simple(text), _block_run_code(bigint[], text[], text[]),
+    _route_run_code(bigint[], text[], text[]) TO smsbus_admin;
+
 CREATE OR REPLACE FUNCTION _define_router(name text, declarations text, code text) RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -33,7 +109,7 @@ BEGIN
         declarations ||
         E'    _r_code integer;\n    _r_channel text;\n    _r_skipped text;\n' ||
         E'    _r_over_limit boolean := false;\n    _r_ids bigint[];\n    _r_channels text[];\n' ||
-        E'    _r_weights integer[];\n    _r_result smsbus._routing;\nBEGIN\n' ||
+        E'    _r_weights integer[];\n    _r_result smsbus._routing;\n    _r_hit integer;\n    _r_from integer;\nBEGIN\n' ||
         code || E'END\n');
     fn := format('smsbus.%I(smsbus.message)', name)::regprocedure;
     IF (SELECT p.proowner <> 'smsbus_admin'::regrole FROM pg_proc p WHERE p.oid = fn) THEN
@@ -55,6 +131,10 @@ DECLARE
     grp record;
     blocks text;
     saved_path text;
+    -- The run of simple conditions not written yet.
+    run_ids bigint[] := '{}';
+    run_conditions text[] := '{}';
+    run_targets text[] := '{}';
 BEGIN
     IF smsbus._restoring() OR smsbus._in_extension_script() THEN
         -- pg_restore empties search_path and CREATE / ALTER EXTENSION set
@@ -83,11 +163,22 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- Runs of simple conditions become one CASE each (_block_run_code,
+    -- _route_run_code); a rule with a subquery, a function route and
+    -- routes sharing a position stand alone, in order.
     FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
-        code := code || format(E'    -- block %s\n    IF (\n%s\n    ) THEN\n' ||
-                               E'        RETURN ROW(''blocked'', NULL, %L, %L)::smsbus._routing;\n    END IF;\n',
-                               b.id, b.condition, 'block ' || b.id, b.reason);
+        IF smsbus._condition_is_simple(b.condition) THEN
+            run_ids := run_ids || b.id;
+            run_conditions := run_conditions || b.condition;
+            run_targets := run_targets || b.reason;
+            CONTINUE;
+        END IF;
+        code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets);
+        run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
+        code := code || smsbus._block_run_code(ARRAY[b.id], ARRAY[b.condition], ARRAY[b.reason]);
     END LOOP;
+    code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets);
+    run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
     blocks := code;
 
     FOR grp IN
@@ -96,6 +187,16 @@ BEGIN
     LOOP
         IF cardinality(grp.ids) = 1 THEN
             SELECT * INTO r FROM smsbus.route WHERE id = grp.ids[1];
+            IF r.function IS NULL AND smsbus._condition_is_simple(r.condition) THEN
+                run_ids := run_ids || r.id;
+                run_conditions := run_conditions || r.condition;
+                run_targets := run_targets || r.channel;
+                CONTINUE;
+            END IF;
+        END IF;
+        code := code || smsbus._route_run_code(run_ids, run_conditions, run_targets);
+        run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
+        IF cardinality(grp.ids) = 1 THEN
             code := code || format(E'    -- route %s (position %s)\n    IF (\n%s\n    ) THEN\n',
                                    r.id, r.position, r.condition)
                          || smsbus._route_target_code(r) || smsbus._route_take_code(r)
@@ -121,6 +222,7 @@ BEGIN
                         E'        _r_skipped := concat_ws(''; '', _r_skipped, _r_result.reason);\n' ||
                         E'    END IF;\n';
     END LOOP;
+    code := code || smsbus._route_run_code(run_ids, run_conditions, run_targets);
     code := code || E'    IF _r_skipped IS NOT NULL THEN\n' ||
                     E'        RETURN ROW(CASE WHEN _r_over_limit THEN ''dailylimit'' ELSE ''nochannel'' END,\n' ||
                     E'                   NULL, NULL, _r_skipped)::smsbus._routing;\n' ||

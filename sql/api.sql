@@ -842,7 +842,8 @@ GRANT EXECUTE ON FUNCTION _channel_take(text), _channel_take_reason(text, intege
     TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION _check_condition(text, text) TO smsbus_worker;
 GRANT EXECUTE ON FUNCTION _check_condition(text, text), _compile_router(), _route_target_code(route),
-    _route_take_code(route), _define_router(text, text, text), reroute(bigint[], status[]),
+    _route_take_code(route), _block_run_code(bigint[], text[], text[]), _route_run_code(bigint[], text[], text[]),
+    _condition_is_simple(text), _define_router(text, text, text), reroute(bigint[], status[]),
     _explain_route(message),
     explain_route(bigint), explain_route(jsonb)
     TO smsbus_admin;

@@ -30,6 +30,7 @@ use pgrx::prelude::*;
 
 mod arming;
 mod channels;
+mod direct_insert;
 mod message_trace;
 mod message_triggers;
 mod router;
@@ -50,6 +51,7 @@ extension_sql_file!(
         _channel_take,
         _channel_take_reason,
         _check_condition,
+        _condition_is_simple,
         _restoring,
         _in_extension_script
     ]

@@ -5,12 +5,15 @@
 //! NOTIFY `smsbus_triggers`.
 //!
 //! It reads the statement's transition table (REFERENCING NEW TABLE) and
-//! does everything with one execution of one prepared statement, so a
-//! single-row INSERT pays for the trace about what a row in a batch does.
+//! writes the events straight into the table ([`crate::direct_insert`]):
+//! an SQL statement's start-up would cost a single-row INSERT more than
+//! the row itself. Wake-ups read `smsbus.channel_wakeup` first, so the
+//! statement that takes an armed row runs only when there is one; busy
+//! channels are never armed.
 //! The `previous_status` the row trigger leaves on each row tells a status
 //! change from any other update without the OLD table.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
 
@@ -18,7 +21,8 @@ use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use smsbus_core::status::Status;
 
-use crate::message_triggers::{enum_status, Columns};
+use crate::direct_insert::Inserter;
+use crate::message_triggers::{enum_status, enum_value, Columns};
 use crate::raise;
 
 /// One statement's trace and wake-ups, in the column order of the plan.
@@ -31,37 +35,22 @@ struct Batch {
     wake: Vec<String>,
 }
 
-const RECORD: &str = "
-    WITH event AS (
-        INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
-        SELECT e.id, e.from_status::smsbus.status, e.to_status::smsbus.status, $5, e.detail
-        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS e(id, from_status, to_status, detail)
-    ), taken AS (
+/// Takes the wake-up rows of channels that got work and notifies their
+/// owners; run only when one of them is armed.
+const WAKE: &str = "
+    WITH taken AS (
         DELETE FROM smsbus.channel_wakeup w
         WHERE w.channel IN (SELECT x.channel FROM smsbus.channel_wakeup x
-                            WHERE x.channel = ANY ($6::text[])
-                            FOR UPDATE SKIP LOCKED)
-        RETURNING w.channel
-    )
-    SELECT count(pg_notify('smsbus_queue', t.channel)) FROM taken t";
-
-/// The same for a statement that changed one row.
-const RECORD_ONE: &str = "
-    WITH event AS (
-        INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
-        VALUES ($1, $2::smsbus.status, $3::smsbus.status, $5, $4)
-    ), taken AS (
-        DELETE FROM smsbus.channel_wakeup w
-        WHERE w.channel IN (SELECT x.channel FROM smsbus.channel_wakeup x
-                            WHERE x.channel = $6
+                            WHERE x.channel = ANY ($1::text[])
                             FOR UPDATE SKIP LOCKED)
         RETURNING w.channel
     )
     SELECT count(pg_notify('smsbus_queue', t.channel)) FROM taken t";
 
 thread_local! {
-    static PLAN: RefCell<Option<NonNull<pg_sys::_SPI_plan>>> = const { RefCell::new(None) };
-    static PLAN_ONE: RefCell<Option<NonNull<pg_sys::_SPI_plan>>> = const { RefCell::new(None) };
+    static WAKE_PLAN: RefCell<Option<NonNull<pg_sys::_SPI_plan>>> = const { RefCell::new(None) };
+    /// The identity sequence of `message_event.id`, by the table's OID.
+    static EVENT_SEQUENCE: Cell<Option<(pg_sys::Oid, pg_sys::Oid)>> = const { Cell::new(None) };
 }
 
 /// AFTER INSERT/UPDATE, FOR EACH STATEMENT, REFERENCING NEW TABLE.
@@ -83,10 +72,12 @@ fn _message_after_change<'a>(
         );
     }
     // SAFETY: a statement trigger on smsbus.message: the relation is open.
-    let (desc, owner) = unsafe {
+    let (desc, owner, schema) = unsafe {
+        let rel = (*data.tg_relation).rd_rel;
         (
             (*data.tg_relation).rd_att,
-            (*(*data.tg_relation).rd_rel).relowner,
+            (*rel).relowner,
+            (*rel).relnamespace,
         )
     };
     if crate::arming::take_armed() {
@@ -110,7 +101,14 @@ fn _message_after_change<'a>(
     // themselves, so this runs as the table's owner, like a SECURITY
     // DEFINER function. An error aborts the (sub)transaction, which puts
     // the user back.
-    as_user(owner, || record(&batch, &actor));
+    as_user(owner, || {
+        if !batch.ids.is_empty() {
+            write_events(&batch, &actor, schema);
+        }
+        if !batch.wake.is_empty() && armed(&batch.wake, schema) {
+            wake(&batch.wake);
+        }
+    });
     Ok(None)
 }
 
@@ -212,81 +210,137 @@ fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     result
 }
 
-fn record(batch: &Batch, actor: &str) {
-    // A single-row statement (the common INSERT) takes a plan with plain
-    // parameters: building and unnesting one-element arrays costs as much
-    // as the insert.
-    if let ([id], [from], [to], [detail], wake @ ([] | [_])) = (
-        &batch.ids[..],
-        &batch.from[..],
-        &batch.to[..],
-        &batch.details[..],
-        &batch.wake[..],
-    ) {
-        let args = [
-            id.into_datum(),
-            from.into_datum(),
-            to.into_datum(),
-            detail.clone().into_datum(),
-            actor.into_datum(),
-            wake.first().cloned().into_datum(),
-        ];
-        execute(&PLAN_ONE, RECORD_ONE, &SCALAR_TYPES, &args);
-    } else {
-        let args = [
-            batch.ids.clone().into_datum(),
-            batch.from.clone().into_datum(),
-            batch.to.clone().into_datum(),
-            batch.details.clone().into_datum(),
-            actor.into_datum(),
-            batch.wake.clone().into_datum(),
-        ];
-        execute(&PLAN, RECORD, &ARRAY_TYPES, &args);
+fn table_in(schema: pg_sys::Oid, name: &CStr) -> pg_sys::Oid {
+    // SAFETY: a syscache lookup by name.
+    let relid = unsafe { pg_sys::get_relname_relid(name.as_ptr(), schema) };
+    if relid == pg_sys::InvalidOid {
+        crate::refuse(format!(
+            "smsbus.{} is missing: reinstall the extension",
+            name.to_string_lossy()
+        ));
     }
+    relid
 }
 
-const ARRAY_TYPES: [pg_sys::Oid; 6] = [
-    pg_sys::INT8ARRAYOID,
-    pg_sys::TEXTARRAYOID,
-    pg_sys::TEXTARRAYOID,
-    pg_sys::TEXTARRAYOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTARRAYOID,
-];
+/// Appends the statement's events to `smsbus.message_event`, a row each,
+/// without an SQL statement (see [`crate::direct_insert`]).
+fn write_events(batch: &Batch, actor: &str, schema: pg_sys::Oid) {
+    let relid = table_in(schema, c"message_event");
+    let mut table = Inserter::open(relid);
+    let column = |name: &CStr| {
+        table.column(name).unwrap_or_else(|| {
+            crate::refuse(format!(
+                "smsbus.message_event has no column {}: reinstall the extension",
+                name.to_string_lossy()
+            ))
+        })
+    };
+    let id = column(c"id");
+    let message_id = column(c"message_id");
+    let at = column(c"at");
+    let from_status = column(c"from_status");
+    let to_status = column(c"to_status");
+    let actor_column = column(c"actor");
+    let detail = column(c"detail");
+    let desc = table.descriptor();
+    // SAFETY: positions found in this descriptor just above.
+    let (natts, status_type) = unsafe {
+        (
+            (*desc).natts as usize,
+            (*(*desc).attrs.as_ptr().add(to_status)).atttypid,
+        )
+    };
+    let sequence = event_sequence(relid, id);
+    let actor = actor.into_datum();
+    let mut values = vec![None; natts];
+    for (i, &message) in batch.ids.iter().enumerate() {
+        // SAFETY: a sequence of ours; nextval's own privilege check is
+        // skipped as for a column default.
+        values[id] = Some(pg_sys::Datum::from(unsafe {
+            nextval_internal(sequence, false)
+        }));
+        values[message_id] = Some(pg_sys::Datum::from(message));
+        // clock_timestamp(), the column's default.
+        values[at] = Some(pg_sys::Datum::from(unsafe {
+            pg_sys::GetCurrentTimestamp()
+        }));
+        values[from_status] = batch.from[i].map(|label| enum_value(status_type, label));
+        values[to_status] = Some(enum_value(status_type, batch.to[i]));
+        values[actor_column] = actor;
+        values[detail] = batch.details[i].as_deref().and_then(IntoDatum::into_datum);
+        table.insert(&values);
+    }
+    table.finish();
+}
 
-const SCALAR_TYPES: [pg_sys::Oid; 6] = [
-    pg_sys::INT8OID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-];
+unsafe extern "C-unwind" {
+    // commands/sequence.h; pgrx does not bind it.
+    fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64;
+}
 
-type PlanCell = std::thread::LocalKey<RefCell<Option<NonNull<pg_sys::_SPI_plan>>>>;
+/// The sequence behind `message_event.id` (column `id` at 0-based `column`).
+fn event_sequence(relid: pg_sys::Oid, column: usize) -> pg_sys::Oid {
+    if let Some((table, sequence)) = EVENT_SEQUENCE.get() {
+        if table == relid {
+            return sequence;
+        }
+    }
+    // SAFETY: a catalog lookup; raises if the column is no identity.
+    let sequence = unsafe { pg_sys::getIdentitySequence(relid, (column + 1) as i16, false) };
+    EVENT_SEQUENCE.set(Some((relid, sequence)));
+    sequence
+}
 
-/// Runs `query` (prepared once per backend) with `args`.
-fn execute(
-    cell: &'static PlanCell,
-    query: &str,
-    types: &[pg_sys::Oid; 6],
-    args: &[Option<pg_sys::Datum>; 6],
-) {
+/// Whether the owner of one of `channels` waits for a wake-up: a read of
+/// `smsbus.channel_wakeup` (a handful of rows), so the statement that
+/// takes the row runs only when there is one to take.
+fn armed(channels: &[String], schema: pg_sys::Oid) -> bool {
+    let relid = table_in(schema, c"channel_wakeup");
+    let mut found = false;
+    // SAFETY: a heap scan of an open relation under a registered snapshot,
+    // ended before the relation is closed.
+    unsafe {
+        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
+        let desc = (*rel).rd_att;
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        let scan = pg_sys::systable_beginscan(
+            rel,
+            pg_sys::InvalidOid,
+            false,
+            snapshot,
+            0,
+            std::ptr::null_mut(),
+        );
+        loop {
+            let tuple = pg_sys::systable_getnext(scan);
+            if tuple.is_null() {
+                break;
+            }
+            let channel = pgrx::heap_getattr_raw(tuple, std::num::NonZeroUsize::MIN, desc)
+                .and_then(|d| String::from_datum(d, false));
+            if channel.is_some_and(|c| channels.contains(&c)) {
+                found = true;
+                break;
+            }
+        }
+        pg_sys::systable_endscan(scan);
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+    }
+    found
+}
+
+/// Takes the armed wake-up rows of `channels` and notifies their owners.
+fn wake(channels: &[String]) {
+    let args = [channels.to_vec().into_datum()];
     let mut values: Vec<pg_sys::Datum> = args
         .iter()
         .map(|d| d.unwrap_or(pg_sys::Datum::from(0)))
         .collect();
-    let mut nulls: Vec<std::ffi::c_char> = args
-        .iter()
-        .map(|d| if d.is_some() { b' ' } else { b'n' } as _)
-        .collect();
+    let mut nulls: Vec<std::ffi::c_char> = vec![b' ' as _; 1];
     Spi::connect(|_client| {
-        let plan = cell.with(|cell| {
-            *cell
-                .borrow_mut()
-                .get_or_insert_with(|| prepare(query, types))
-        });
-        // SAFETY: a kept plan with six parameters of the types prepared.
+        let plan = WAKE_PLAN.with(|cell| *cell.borrow_mut().get_or_insert_with(prepare_wake));
+        // SAFETY: a kept plan with one text[] parameter.
         let status = unsafe {
             pg_sys::SPI_execute_plan(
                 plan.as_ptr(),
@@ -297,16 +351,15 @@ fn execute(
             )
         };
         if status < 0 {
-            crate::refuse(format!("writing the trace failed (SPI status {status})"));
+            crate::refuse(format!("waking the channels failed (SPI status {status})"));
         }
     })
 }
 
-/// Prepares a statement once per backend with a generic plan: a custom
-/// plan per statement would cost more than the statement itself.
-fn prepare(query: &str, types: &[pg_sys::Oid; 6]) -> NonNull<pg_sys::_SPI_plan> {
-    let query = CString::new(query).expect("no NUL in the statement");
-    let mut types = *types;
+/// Prepares the wake-up statement once per backend with a generic plan.
+fn prepare_wake() -> NonNull<pg_sys::_SPI_plan> {
+    let query = CString::new(WAKE).expect("no NUL in the statement");
+    let mut types = [pg_sys::TEXTARRAYOID];
     // SAFETY: called inside SPI_connect; the plan is kept beyond it.
     unsafe {
         let plan = pg_sys::SPI_prepare_cursor(
@@ -316,7 +369,7 @@ fn prepare(query: &str, types: &[pg_sys::Oid; 6]) -> NonNull<pg_sys::_SPI_plan> 
             pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
         );
         let plan = NonNull::new(plan)
-            .unwrap_or_else(|| crate::refuse("preparing the trace statement failed".into()));
+            .unwrap_or_else(|| crate::refuse("preparing the wake-up statement failed".into()));
         pg_sys::SPI_keepplan(plan.as_ptr());
         plan
     }

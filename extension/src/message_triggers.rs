@@ -258,7 +258,7 @@ pub(crate) fn enum_status(datum: pg_sys::Datum) -> Status {
     status
 }
 
-fn enum_value(type_oid: pg_sys::Oid, label: &'static str) -> pg_sys::Datum {
+pub(crate) fn enum_value(type_oid: pg_sys::Oid, label: &'static str) -> pg_sys::Datum {
     let key = (type_oid, label);
     if let Some(oid) = OID_BY_LABEL.with(|m| m.borrow().get(&key).copied()) {
         return oid.into_datum().unwrap_or(pg_sys::Datum::from(0));

@@ -59,7 +59,25 @@ fn _check_condition(condition: &str, rule: &str) {
     }
 }
 
+/// Whether a valid condition is a simple expression: one without
+/// subqueries, which PL/pgSQL evaluates without starting an executor. The
+/// compiled router evaluates runs of simple conditions as one CASE
+/// expression; any other stands alone. False for an invalid condition.
+#[pg_extern(stable, parallel_safe)]
+fn _condition_is_simple(condition: &str) -> bool {
+    analysed(condition).is_ok_and(|query| {
+        // SAFETY: parse analysis returned this Query.
+        unsafe { !(*query).hasSubLinks }
+    })
+}
+
 pub(crate) fn check(condition: &str) -> Result<(), ConditionError> {
+    analysed(condition).map(|_| ())
+}
+
+/// The condition parsed and analysed as `SELECT <condition> FROM
+/// smsbus.message AS message`, or why it is refused.
+fn analysed(condition: &str) -> Result<*mut pg_sys::Query, ConditionError> {
     if condition.trim().is_empty() {
         return Err(ConditionError::new(
             PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
@@ -166,7 +184,7 @@ fn not_single(position: i32) -> ConditionError {
 }
 
 /// Analyses the expression over the message's columns and checks its type.
-fn analyse(raw: *mut pg_sys::RawStmt, text: &CStr) -> Result<(), ConditionError> {
+fn analyse(raw: *mut pg_sys::RawStmt, text: &CStr) -> Result<*mut pg_sys::Query, ConditionError> {
     let query = with_position(|| unsafe {
         let select = (*raw).stmt.cast::<pg_sys::SelectStmt>();
         let message = pg_sys::makeRangeVar(
@@ -215,7 +233,7 @@ fn analyse(raw: *mut pg_sys::RawStmt, text: &CStr) -> Result<(), ConditionError>
             ));
         }
     }
-    Ok(())
+    Ok(query)
 }
 
 /// The elements of a pointer List (empty for NIL).

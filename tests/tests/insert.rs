@@ -200,6 +200,76 @@ async fn every_insert_is_traced() {
     );
 }
 
+/// The trace is written without an SQL statement, but what an operator adds
+/// to `smsbus.message_event` still applies: row triggers (BEFORE and AFTER),
+/// CHECK constraints and indexes of their own.
+#[tokio::test]
+async fn the_trace_keeps_what_operators_add_to_its_table() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        "CREATE TABLE event_copy (message_id bigint, to_status text, detail text);
+         CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN NEW.detail := upper(NEW.detail); RETURN NEW; END $$;
+         CREATE FUNCTION copy_event() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO event_copy VALUES (NEW.message_id, NEW.to_status, NEW.detail); RETURN NULL; END $$;
+         CREATE TRIGGER shout BEFORE INSERT ON smsbus.message_event FOR EACH ROW EXECUTE FUNCTION shout();
+         CREATE TRIGGER copy_event AFTER INSERT ON smsbus.message_event FOR EACH ROW EXECUTE FUNCTION copy_event();
+         CREATE INDEX event_detail ON smsbus.message_event (lower(detail)) WHERE detail IS NOT NULL;
+         INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'a', 'kpn');
+         INSERT INTO smsbus.message (to_address, body) VALUES ('+31612345679', 'b'), ('+31612345670', 'c');",
+    )
+    .await
+    .unwrap();
+    let copied = c
+        .query(
+            "SELECT message_id, to_status, detail FROM event_copy ORDER BY message_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let copied: Vec<(i64, String, String)> = copied
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        copied,
+        [
+            (1, "queued".into(), "CHANNEL GIVEN".into()),
+            (2, "queued".into(), "ROUND ROBIN".into()),
+            (3, "queued".into(), "ROUND ROBIN".into()),
+        ]
+    );
+    let indexed = count(
+        &c,
+        "SELECT count(*) FROM smsbus.message_event WHERE lower(detail) = 'round robin'",
+    )
+    .await;
+    assert_eq!(indexed, 2);
+
+    // A constraint of the operator's refuses the event, and with it the
+    // message: nothing is stored untraced.
+    c.batch_execute(
+        "ALTER TABLE smsbus.message_event ADD CONSTRAINT no_kpn CHECK (detail <> 'CHANNEL GIVEN') NOT VALID",
+    )
+    .await
+    .unwrap();
+    let err = c
+        .execute(
+            "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'd', 'kpn')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let message = err.as_db_error().map(|e| e.message().to_owned());
+    assert_eq!(
+        message.as_deref(),
+        Some("new row for relation \"message_event\" violates check constraint \"no_kpn\"")
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 3);
+    assert_eq!(count(&c, "SELECT count(*) FROM event_copy").await, 3);
+}
+
 #[tokio::test]
 async fn send_function_and_idempotency() {
     let db = TestDb::new().await;

@@ -119,6 +119,115 @@ async fn blocks_first_then_routes_by_position() {
     );
 }
 
+/// Rules whose conditions are simple expressions are compiled in runs, one
+/// CASE each; a rule with a subquery stands alone between them. Order,
+/// failover inside a run and NULL conditions behave as rule by rule.
+#[tokio::test]
+async fn runs_of_simple_rules_keep_order_and_failover() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('off', 'smpp', false);
+         INSERT INTO smsbus.block (id, condition, reason) VALUES
+            (1, 'to_address = ''+31600000001''', 'one'),
+            (2, 'EXISTS (SELECT 1 FROM smsbus.channel ch WHERE ch.name = body)', 'names a channel'),
+            (3, 'to_address = ''+31600000003''', 'three'),
+            (4, 'to_address = ''+31600000004''', 'four');
+         INSERT INTO smsbus.route (id, position, condition, channel) VALUES
+            (6, 5, 'from_address LIKE ''Shop%''', 'vodafone'),
+            (1, 10, 'to_address LIKE ''+31%''', 'off'),
+            (2, 20, 'priority > 5', 'fast'),
+            (3, 30, 'to_address LIKE ''+31%''', 'kpn'),
+            (4, 40, 'EXISTS (SELECT 1 FROM smsbus.channel ch WHERE ch.name = body || ''fone'')', 'vodafone'),
+            (5, 50, 'true', 'fast');",
+    )
+    .await
+    .unwrap();
+    let source: String = scalar(
+        &c,
+        "SELECT prosrc FROM pg_proc WHERE oid = 'smsbus._router(smsbus.message)'::regprocedure",
+        &[],
+    )
+    .await;
+    let runs: Vec<&str> = source
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("-- block") || l.starts_with("-- route"))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "-- block 1",
+            "-- block 2",
+            "-- blocks 3, 4",
+            "-- routes 6, 1, 2, 3",
+            "-- route 4 (position 40)",
+            "-- route 5"
+        ]
+    );
+    let blocked = |by: &str, reason: &str| {
+        (
+            "blocked".to_owned(),
+            None,
+            Some(by.to_owned()),
+            Some(reason.to_owned()),
+        )
+    };
+    // The first matching blocking rule wins, across runs.
+    assert_eq!(
+        send(&c, ", to_address, body", ", '+31600000001', 'kpn'").await,
+        blocked("block 1", "one")
+    );
+    assert_eq!(
+        send(&c, ", to_address, body", ", '+31600000003', 'kpn'").await,
+        blocked("block 2", "names a channel")
+    );
+    assert_eq!(
+        send_to(&c, "+31600000004").await,
+        blocked("block 4", "four")
+    );
+    // Route 6's condition is NULL (no sender): no match. Route 1 matches
+    // but its channel is disabled; route 3, later in the same run, takes it.
+    assert_eq!(send_to(&c, "+31612345678").await, queued("kpn", "route 3"));
+    assert_eq!(
+        send(&c, ", to_address, priority", ", '+31612345678', 9").await,
+        queued("fast", "route 2")
+    );
+    assert_eq!(
+        send(
+            &c,
+            ", to_address, from_address",
+            ", '+31612345678', 'ShopNL'"
+        )
+        .await,
+        queued("vodafone", "route 6")
+    );
+    assert_eq!(
+        send(&c, ", to_address, body", ", '+4412345678', 'voda'").await,
+        queued("vodafone", "route 4")
+    );
+    assert_eq!(send_to(&c, "+4412345678").await, queued("fast", "route 5"));
+    // Every match of the run skipped: the rule after it.
+    c.batch_execute("UPDATE smsbus.channel SET enabled = false WHERE name = 'kpn'")
+        .await
+        .unwrap();
+    assert_eq!(send_to(&c, "+31612345678").await, queued("fast", "route 5"));
+    c.batch_execute("UPDATE smsbus.route SET enabled = false WHERE id = 5")
+        .await
+        .unwrap();
+    assert_eq!(
+        send_to(&c, "+31612345678").await,
+        (
+            "nochannel".into(),
+            None,
+            None,
+            Some(
+                "route 1: channel \"off\" is disabled; route 3: channel \"kpn\" is disabled".into()
+            )
+        )
+    );
+}
+
 #[tokio::test]
 async fn routes_at_one_position_share_by_weight() {
     let db = TestDb::new().await;

@@ -126,6 +126,10 @@ struct Args {
     /// Run only the trigger runner benchmark.
     #[arg(long)]
     only_triggers: bool,
+    /// Run only the queue's scenarios: lifecycle, concurrent insert and
+    /// routing (no worker, no simulator).
+    #[arg(long)]
+    only_queue: bool,
 }
 
 impl Args {
@@ -481,21 +485,25 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
     let routing_ratio = routing_run.ratio();
     let routing_pass = routing_ratio >= routing::MIN_RATIO;
 
-    eprintln!("end to end ...");
-    control
-        .batch_execute(TRUNCATE_ALL)
-        .await
-        .context("emptying the tables")?;
-    settle(&control).await?;
-    let e2e = end_to_end::run(&control, &conninfo, &e2e_settings).await?;
-    eprintln!("GSM modem channel ...");
-    control
-        .batch_execute(TRUNCATE_ALL)
-        .await
-        .context("emptying the tables")?;
-    let gsm = gsm::run(&control, &conninfo, args.gsm_messages).await?;
-    eprintln!("trigger runner ...");
-    let trigger_run = triggers::run(&control, &conninfo, args.trigger_messages).await?;
+    let mut workers = None;
+    if !args.only_queue {
+        eprintln!("end to end ...");
+        control
+            .batch_execute(TRUNCATE_ALL)
+            .await
+            .context("emptying the tables")?;
+        settle(&control).await?;
+        let e2e = end_to_end::run(&control, &conninfo, &e2e_settings).await?;
+        eprintln!("GSM modem channel ...");
+        control
+            .batch_execute(TRUNCATE_ALL)
+            .await
+            .context("emptying the tables")?;
+        let gsm = gsm::run(&control, &conninfo, args.gsm_messages).await?;
+        eprintln!("trigger runner ...");
+        let trigger_run = triggers::run(&control, &conninfo, args.trigger_messages).await?;
+        workers = Some((e2e, gsm, trigger_run));
+    }
 
     let bare_life = median_by(&mut bare_lives, LifecycleRun::rate);
     let smsbus_life = median_by(&mut smsbus_lives, LifecycleRun::rate);
@@ -550,10 +558,11 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         target: format!(">= {:.2} of no rules", routing::MIN_RATIO),
         pass: Some(routing_pass),
     });
-    let e2e_rows = end_to_end_rows(&e2e, Some(bare_life.rate()));
-    rows.extend(e2e_rows);
-    rows.extend(gsm_rows(&gsm));
-    rows.extend(trigger_rows(&trigger_run));
+    if let Some((e2e, gsm, trigger_run)) = &workers {
+        rows.extend(end_to_end_rows(e2e, Some(bare_life.rate())));
+        rows.extend(gsm_rows(gsm));
+        rows.extend(trigger_rows(trigger_run));
+    }
     println!();
     print_table(&rows);
     println!();
@@ -567,12 +576,18 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
         smsbus_con.inserts
     );
 
-    let e2e_pass = e2e.rate_pass() && e2e.latency_pass() && e2e.throttle_pass();
-    let all_pass = life_pass && ins_pass && routing_pass && e2e_pass;
-    let mut e2e_json = e2e.to_json(&e2e_settings);
-    e2e_json["lifecycle_ceiling_msg_per_s"] = json!(bare_life.rate());
-    e2e_json["ratio_to_ceiling"] = json!(e2e.rate / bare_life.rate());
-    e2e_json["pass"] = json!(e2e_pass);
+    let mut all_pass = life_pass && ins_pass && routing_pass;
+    let (mut e2e_json, mut gsm_json, mut triggers_json) = (Value::Null, Value::Null, Value::Null);
+    if let Some((e2e, gsm, trigger_run)) = &workers {
+        let e2e_pass = e2e.rate_pass() && e2e.latency_pass() && e2e.throttle_pass();
+        all_pass &= e2e_pass;
+        e2e_json = e2e.to_json(&e2e_settings);
+        e2e_json["lifecycle_ceiling_msg_per_s"] = json!(bare_life.rate());
+        e2e_json["ratio_to_ceiling"] = json!(e2e.rate / bare_life.rate());
+        e2e_json["pass"] = json!(e2e_pass);
+        gsm_json = gsm.to_json();
+        triggers_json = trigger_run.to_json();
+    }
     let results = json!({
         "measured_at_unix": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "harness_build": if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -610,8 +625,8 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
                 "pass": routing_pass,
             },
             "end_to_end": e2e_json,
-            "gsm": gsm.to_json(),
-            "triggers": trigger_run.to_json(),
+            "gsm": gsm_json,
+            "triggers": triggers_json,
             "concurrent_insert_with_consumer": {
                 "smsbus": smsbus_con.to_json(),
                 "bare": bare_con.to_json(),
