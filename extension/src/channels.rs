@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{pg_sys, PgSqlErrorCode};
 
-use crate::raise;
+use crate::{direct_read, raise};
 
 /// The columns of `smsbus.channel` routing reads.
 #[derive(Clone, Copy, Debug)]
@@ -56,7 +56,6 @@ impl Take {
 }
 
 struct Plans {
-    channel: OwnedPreparedStatement,
     senders: OwnedPreparedStatement,
     take_quota: OwnedPreparedStatement,
 }
@@ -72,13 +71,6 @@ fn with_plans<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &Plans) -> R) -> 
             if plans.is_none() {
                 let text = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
                 let int4 = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
-                let channel = client
-                    .prepare(
-                        "SELECT enabled, can_send, daily_limit FROM smsbus.channel WHERE name = $1",
-                        &[text],
-                    )
-                    .unwrap_or_else(|e| crate::refuse(format!("preparing the channel lookup: {e}")))
-                    .keep();
                 let senders = client
                     .prepare(
                         "SELECT name FROM smsbus.channel WHERE enabled AND can_send ORDER BY name",
@@ -101,7 +93,6 @@ fn with_plans<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &Plans) -> R) -> 
                     .unwrap_or_else(|e| crate::refuse(format!("preparing the quota update: {e}")))
                     .keep();
                 *plans = Some(Plans {
-                    channel,
                     senders,
                     take_quota,
                 });
@@ -171,24 +162,21 @@ pub(crate) fn senders() -> Vec<String> {
 }
 
 fn look_up(name: &str) -> Option<Channel> {
-    with_plans(|client, plans| {
-        let table = client
-            .select(&plans.channel, Some(1), &[name.into()])
-            .unwrap_or_else(|e| crate::refuse(format!("looking up channel {name}: {e}")));
-        if table.is_empty() {
-            return None;
-        }
-        let row = table.first();
-        let get = |i| {
-            row.get::<bool>(i)
-                .unwrap_or_else(|e| crate::refuse(format!("reading channel {name}: {e}")))
-        };
-        Some(Channel {
-            enabled: get(1).unwrap_or(false),
-            can_send: get(2).unwrap_or(false),
-            daily_limit: row.get::<i32>(3).ok().flatten(),
-        })
-    })
+    let mut found = None;
+    direct_read::scan(
+        c"channel",
+        [c"enabled", c"can_send", c"daily_limit"],
+        Some((c"name", name)),
+        |[enabled, can_send, daily_limit], row| {
+            found = Some(Channel {
+                enabled: row.get::<bool>(*enabled).unwrap_or(false),
+                can_send: row.get::<bool>(*can_send).unwrap_or(false),
+                daily_limit: row.get::<i32>(*daily_limit),
+            });
+            false
+        },
+    );
+    found
 }
 
 /// Whether a message may go to `name` now, taking one unit of the

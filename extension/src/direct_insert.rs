@@ -70,13 +70,7 @@ impl Inserter {
 
     /// The 0-based position of column `name`; None when there is none.
     pub fn column(&self, name: &CStr) -> Option<usize> {
-        let desc = self.descriptor();
-        // SAFETY: `desc` is the open relation's descriptor.
-        let natts = unsafe { (*desc).natts } as usize;
-        (0..natts).find(|&i| {
-            let att = unsafe { &*(*desc).attrs.as_ptr().add(i) };
-            !att.attisdropped && unsafe { CStr::from_ptr(att.attname.data.as_ptr()) } == name
-        })
+        crate::direct_read::column_of(self.descriptor(), name)
     }
 
     /// Inserts one row: `values` for every column of the descriptor, None

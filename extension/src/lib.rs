@@ -31,6 +31,7 @@ use pgrx::prelude::*;
 mod arming;
 mod channels;
 mod direct_insert;
+mod direct_read;
 mod message_trace;
 mod message_triggers;
 mod router;

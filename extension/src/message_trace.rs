@@ -22,6 +22,7 @@ use pgrx::{pg_sys, PgSqlErrorCode};
 use smsbus_core::status::Status;
 
 use crate::direct_insert::Inserter;
+use crate::direct_read;
 use crate::message_triggers::{enum_status, enum_value, Columns};
 use crate::raise;
 
@@ -72,12 +73,10 @@ fn _message_after_change<'a>(
         );
     }
     // SAFETY: a statement trigger on smsbus.message: the relation is open.
-    let (desc, owner, schema) = unsafe {
-        let rel = (*data.tg_relation).rd_rel;
+    let (desc, owner) = unsafe {
         (
             (*data.tg_relation).rd_att,
-            (*rel).relowner,
-            (*rel).relnamespace,
+            (*(*data.tg_relation).rd_rel).relowner,
         )
     };
     if crate::arming::take_armed() {
@@ -103,9 +102,9 @@ fn _message_after_change<'a>(
     // the user back.
     as_user(owner, || {
         if !batch.ids.is_empty() {
-            write_events(&batch, &actor, schema);
+            write_events(&batch, &actor);
         }
-        if !batch.wake.is_empty() && armed(&batch.wake, schema) {
+        if !batch.wake.is_empty() && armed(&batch.wake) {
             wake(&batch.wake);
         }
     });
@@ -210,22 +209,10 @@ fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     result
 }
 
-fn table_in(schema: pg_sys::Oid, name: &CStr) -> pg_sys::Oid {
-    // SAFETY: a syscache lookup by name.
-    let relid = unsafe { pg_sys::get_relname_relid(name.as_ptr(), schema) };
-    if relid == pg_sys::InvalidOid {
-        crate::refuse(format!(
-            "smsbus.{} is missing: reinstall the extension",
-            name.to_string_lossy()
-        ));
-    }
-    relid
-}
-
 /// Appends the statement's events to `smsbus.message_event`, a row each,
 /// without an SQL statement (see [`crate::direct_insert`]).
-fn write_events(batch: &Batch, actor: &str, schema: pg_sys::Oid) {
-    let relid = table_in(schema, c"message_event");
+fn write_events(batch: &Batch, actor: &str) {
+    let relid = direct_read::smsbus_table(c"message_event");
     let mut table = Inserter::open(relid);
     let column = |name: &CStr| {
         table.column(name).unwrap_or_else(|| {
@@ -294,39 +281,14 @@ fn event_sequence(relid: pg_sys::Oid, column: usize) -> pg_sys::Oid {
 /// Whether the owner of one of `channels` waits for a wake-up: a read of
 /// `smsbus.channel_wakeup` (a handful of rows), so the statement that
 /// takes the row runs only when there is one to take.
-fn armed(channels: &[String], schema: pg_sys::Oid) -> bool {
-    let relid = table_in(schema, c"channel_wakeup");
+fn armed(channels: &[String]) -> bool {
     let mut found = false;
-    // SAFETY: a heap scan of an open relation under a registered snapshot,
-    // ended before the relation is closed.
-    unsafe {
-        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
-        let desc = (*rel).rd_att;
-        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
-        let scan = pg_sys::systable_beginscan(
-            rel,
-            pg_sys::InvalidOid,
-            false,
-            snapshot,
-            0,
-            std::ptr::null_mut(),
-        );
-        loop {
-            let tuple = pg_sys::systable_getnext(scan);
-            if tuple.is_null() {
-                break;
-            }
-            let channel = pgrx::heap_getattr_raw(tuple, std::num::NonZeroUsize::MIN, desc)
-                .and_then(|d| String::from_datum(d, false));
-            if channel.is_some_and(|c| channels.contains(&c)) {
-                found = true;
-                break;
-            }
-        }
-        pg_sys::systable_endscan(scan);
-        pg_sys::UnregisterSnapshot(snapshot);
-        pg_sys::table_close(rel, pg_sys::NoLock as i32);
-    }
+    direct_read::scan(c"channel_wakeup", [c"channel"], None, |[channel], row| {
+        found = row
+            .get::<String>(*channel)
+            .is_some_and(|c| channels.contains(&c));
+        !found
+    });
     found
 }
 

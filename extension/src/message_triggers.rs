@@ -432,7 +432,16 @@ fn _message_before_insert<'a>(
     }
     let body = new.text(c.body).unwrap_or_else(|| required("body"));
 
-    let inbound = new.text(c.direction).as_deref() == Some("in");
+    let inbound = match new.text(c.direction).as_deref() {
+        Some("in") => true,
+        // NULL is left to the column's NOT NULL.
+        Some("out") | None => false,
+        Some(other) => raise(
+            PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
+            format!("direction must be 'out' or 'in', not \"{other}\""),
+            None,
+        ),
+    };
     // Only the worker writes inbound rows (senders cannot set direction);
     // its note on a message, e.g. that parts are missing, is kept.
     if !inbound {

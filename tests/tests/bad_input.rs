@@ -91,6 +91,16 @@ async fn bad_destinations() {
         None,
         vec![
             case(e("NULL"), "23502", "to_address is required"),
+            case(
+                "UPDATE smsbus.message SET to_address = NULL WHERE idempotency_key = 'dup'",
+                "23502",
+                "to_address is required",
+            ),
+            case(
+                insert("'+31612345678'", "NULL", "'x'", ", direction", ", 'sideways'"),
+                "23514",
+                "direction must be 'out' or 'in', not \"sideways\"",
+            ),
             case(e("''"), "22023", "to_address is empty"),
             case(e("'   '"), "22023", "to_address is empty"),
             case(
