@@ -238,6 +238,11 @@ BEGIN
     WHERE m.id = f.id AND m.status::text = 'sending';
     GET DIAGNOSTICS done = ROW_COUNT;
 
+    -- Reports are parked only when they outrun this call; mostly there are
+    -- none, and the probes below would cost a tenth of the call.
+    IF NOT EXISTS (SELECT FROM smsbus.pending_report r WHERE r.channel = p_channel) THEN
+        RETURN done;
+    END IF;
     -- A parked report may name the part in the other base (its alternate).
     WITH taken AS (
         DELETE FROM smsbus.pending_report r
@@ -842,8 +847,10 @@ GRANT EXECUTE ON FUNCTION _channel_take(text), _channel_take_reason(text, intege
     TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION _check_condition(text, text) TO smsbus_worker;
 GRANT EXECUTE ON FUNCTION _check_condition(text, text), _compile_router(), _route_target_code(route),
-    _route_take_code(route), _block_run_code(bigint[], text[], text[]), _route_run_code(bigint[], text[], text[]),
-    _condition_is_simple(text), _define_router(text, text, text), reroute(bigint[], status[]),
+    _route_take_code(route), _block_run_code(bigint[], text[], text[], boolean),
+    _route_run_code(bigint[], text[], text[], boolean), _first_match_code(text[], text), _condition_kind(text),
+    _first_match(bigint, text[], integer, message), _route_first(bigint, text[], text[], bigint[], message),
+    _define_router(text, text, text), reroute(bigint[], status[]),
     _explain_route(message),
     explain_route(bigint), explain_route(jsonb)
     TO smsbus_admin;

@@ -208,12 +208,12 @@ AS $$
                   'route ' || r.id, 'route ' || r.id || ': ')
 $$;
 
--- A run of blocking rules whose conditions are simple expressions (no
--- subquery), in id order: the first match blocks. Two or more become one
--- CASE: PL/pgSQL evaluates a simple expression without an executor, and
--- one expression over many conditions costs a fraction of as many IF
--- statements.
-CREATE FUNCTION _block_run_code(ids bigint[], conditions text[], reasons text[]) RETURNS text
+-- A run of blocking rules whose conditions have no subquery, in id order:
+-- the first match blocks. Two or more are evaluated together: by
+-- _first_match when they use only built-in functions and operators
+-- (in_rust), else as one CASE, which PL/pgSQL evaluates without an
+-- executor. Either costs a fraction of an IF statement per rule.
+CREATE FUNCTION _block_run_code(ids bigint[], conditions text[], reasons text[], in_rust boolean) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
@@ -224,22 +224,39 @@ BEGIN
                       E'        RETURN ROW(''blocked'', NULL, %L, %L)::smsbus._routing;\n    END IF;\n',
                       ids[1], conditions[1], 'block ' || ids[1], reasons[1]);
     END IF;
-    RETURN format(E'    -- blocks %s\n    _r_hit := CASE\n', array_to_string(ids, ', '))
-        || (SELECT string_agg(format(E'        WHEN (\n%s\n        ) THEN %s\n', c.condition, c.n), '' ORDER BY c.n)
-            FROM unnest(conditions) WITH ORDINALITY AS c(condition, n))
-        || format(E'    END;\n    IF _r_hit IS NOT NULL THEN\n' ||
+    RETURN format(E'    -- blocks %s\n', array_to_string(ids, ', '))
+        || CASE WHEN in_rust THEN format(E'    _r_hit := %s;\n', smsbus._first_match_code(conditions, '0'))
+           ELSE E'    _r_hit := CASE\n'
+                || (SELECT string_agg(format(E'        WHEN (\n%s\n        ) THEN %s\n', c.condition, c.n), '' ORDER BY c.n)
+                    FROM unnest(conditions) WITH ORDINALITY AS c(condition, n))
+                || E'    END;\n' END
+        || format(E'    IF _r_hit IS NOT NULL THEN\n' ||
                   E'        RETURN ROW(''blocked'', NULL, ''block '' || (%L::bigint[])[_r_hit], (%L::text[])[_r_hit])::smsbus._routing;\n' ||
                   E'    END IF;\n', ids, reasons);
 END
 $$;
 
--- A run of routes, each alone at its position, with a channel and a simple
--- condition, in position order. Two or more become one CASE (see
--- _block_run_code): the first match, then, only when its channel cannot
--- take the message, the same CASE again from the rule after it (_r_from),
--- so failover keeps position order. The first pass, the common one, has
--- no such guard to evaluate.
-CREATE FUNCTION _route_run_code(ids bigint[], conditions text[], channels text[]) RETURNS text
+-- The call of _first_match for a run of conditions, looking after
+-- position `after` (an expression). The key names the run in the
+-- backend's cache: its conditions and the search_path they are read under
+-- (_route_run_code computes it alike).
+CREATE FUNCTION _first_match_code(conditions text[], after text) RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT format('smsbus._first_match(%s, %L::text[], %s, $1)',
+                  hashtextextended(array_to_string(conditions, E'\n;\n') || E'\n;\n'
+                                   || current_setting('search_path'), 0),
+                  conditions, after)
+$$;
+
+-- A run of routes, each alone at its position, with a channel and a
+-- condition without subquery, in position order. Two or more are
+-- evaluated together: by _route_first, failover included, when they use
+-- only built-in functions and operators (in_rust); else as one CASE for
+-- the first match, then, only when its channel cannot take the message,
+-- the same conditions again from the rule after it, so failover keeps
+-- position order.
+CREATE FUNCTION _route_run_code(ids bigint[], conditions text[], channels text[], in_rust boolean) RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 AS $$
 DECLARE
@@ -251,8 +268,8 @@ DECLARE
                  E'%2$s_r_over_limit := _r_over_limit OR _r_code = 4;\n' ||
                  E'%2$s_r_skipped := concat_ws(''; '', _r_skipped, %1$s || '': '' ||\n' ||
                  E'%2$s                        smsbus._channel_take_reason(_r_channel, _r_code));\n';
-    unguarded text;
-    guarded text;
+    first text;
+    next text;
 BEGIN
     IF cardinality(ids) = 0 THEN
         RETURN '';
@@ -262,24 +279,51 @@ BEGIN
             || format(take, quote_literal('route ' || ids[1]), '        ')
             || E'    END IF;\n';
     END IF;
-    SELECT string_agg(format(E'        WHEN (\n%s\n        ) THEN %s\n', c.condition, c.n), '' ORDER BY c.n),
-           string_agg(format(E'            WHEN _r_from < %s AND (\n%s\n            ) THEN %s\n',
-                             c.n, c.condition, c.n), '' ORDER BY c.n)
-    INTO unguarded, guarded
+    IF in_rust THEN
+        -- The whole run, failover included, in one call.
+        RETURN format(E'    -- routes %s\n', array_to_string(ids, ', '))
+            || format(E'    _r_result := smsbus._route_first(%s, %L::text[], %L::text[], %L::bigint[], $1);\n',
+                      hashtextextended(array_to_string(conditions, E'\n;\n') || E'\n;\n'
+                                       || current_setting('search_path'), 0),
+                      conditions, channels, ids)
+            || E'    IF _r_result.status = ''queued'' THEN\n        RETURN _r_result;\n    END IF;\n'
+            || E'    _r_over_limit := _r_over_limit OR _r_result.status = ''dailylimit'';\n'
+            || E'    _r_skipped := concat_ws(''; '', _r_skipped, _r_result.reason);\n';
+    END IF;
+    -- The first pass, the common one, has no guard to evaluate.
+    SELECT E'    _r_hit := CASE\n'
+           || string_agg(format(E'        WHEN (\n%s\n        ) THEN %s\n', c.condition, c.n), '' ORDER BY c.n)
+           || E'    END;\n',
+           E'        _r_from := _r_hit;\n        _r_hit := CASE\n'
+           || string_agg(format(E'            WHEN _r_from < %s AND (\n%s\n            ) THEN %s\n',
+                                c.n, c.condition, c.n), '' ORDER BY c.n)
+           || E'        END;\n'
+    INTO first, next
     FROM unnest(conditions) WITH ORDINALITY AS c(condition, n);
-    RETURN format(E'    -- routes %s\n    _r_hit := CASE\n', array_to_string(ids, ', '))
-        || unguarded
-        || E'    END;\n'
+    RETURN format(E'    -- routes %s\n', array_to_string(ids, ', '))
+        || first
         || E'    WHILE _r_hit IS NOT NULL LOOP\n'
         || format(E'        _r_channel := (%L::text[])[_r_hit];\n', channels)
         || format(take, format('''route '' || (%L::bigint[])[_r_hit]', ids), '        ')
-        || E'        _r_from := _r_hit;\n'
-        || E'        _r_hit := CASE\n'
-        || guarded
-        || E'        END;\n'
+        || next
         || E'    END LOOP;\n';
 END
 $$;
+
+-- Evaluates a run of conditions that use only built-in functions and
+-- operators (extension/src/rule_eval.rs): the position of the first after
+-- `after` that holds for the message, or null.
+CREATE FUNCTION _first_match(key bigint, conditions text[], after integer, m message) RETURNS integer
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'smsbus_first_match';
+
+-- A run of routes with such conditions, failover included: the verdict
+-- of the first whose channel takes the message, else why each match was
+-- skipped (extension/src/rule_eval.rs).
+CREATE FUNCTION _route_first(key bigint, conditions text[], channels text[], ids bigint[], m message)
+RETURNS _routing
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'smsbus_route_first';
 
 -- (Re)defines one compiled function, smsbus.<name>(message), from its
 -- variable declarations and its code. The rules run with the rights of
@@ -332,6 +376,8 @@ DECLARE
     run_ids bigint[] := '{}';
     run_conditions text[] := '{}';
     run_targets text[] := '{}';
+    run_kind text;
+    kind text;
 BEGIN
     IF smsbus._restoring() OR smsbus._in_extension_script() THEN
         -- pg_restore empties search_path and CREATE / ALTER EXTENSION set
@@ -360,21 +406,29 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- Runs of simple conditions become one CASE each (_block_run_code,
-    -- _route_run_code); a rule with a subquery, a function route and
-    -- routes sharing a position stand alone, in order.
+    -- Runs of conditions of one kind (_condition_kind) are evaluated
+    -- together (_block_run_code, _route_run_code); a rule with a
+    -- subquery, a function route and routes sharing a position stand
+    -- alone, in order.
     FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
-        IF smsbus._condition_is_simple(b.condition) THEN
+        kind := smsbus._condition_kind(b.condition);
+        IF kind <> 'query' AND kind = coalesce(run_kind, kind) THEN
+            run_kind := kind;
             run_ids := run_ids || b.id;
             run_conditions := run_conditions || b.condition;
             run_targets := run_targets || b.reason;
             CONTINUE;
         END IF;
-        code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets);
-        run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
-        code := code || smsbus._block_run_code(ARRAY[b.id], ARRAY[b.condition], ARRAY[b.reason]);
+        code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets, run_kind = 'builtin');
+        run_kind := NULLIF(kind, 'query');
+        run_ids := ARRAY[b.id]; run_conditions := ARRAY[b.condition]; run_targets := ARRAY[b.reason];
+        IF kind = 'query' THEN
+            code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets, false);
+            run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
+        END IF;
     END LOOP;
-    code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets);
+    code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets, run_kind = 'builtin');
+    run_kind := NULL;
     run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
     blocks := code;
 
@@ -382,17 +436,28 @@ BEGIN
         SELECT position, array_agg(id ORDER BY id) AS ids
         FROM smsbus.route WHERE enabled GROUP BY position ORDER BY position
     LOOP
+        kind := 'query';
         IF cardinality(grp.ids) = 1 THEN
             SELECT * INTO r FROM smsbus.route WHERE id = grp.ids[1];
-            IF r.function IS NULL AND smsbus._condition_is_simple(r.condition) THEN
+            IF r.function IS NULL THEN
+                kind := smsbus._condition_kind(r.condition);
+            END IF;
+            IF kind <> 'query' AND kind = coalesce(run_kind, kind) THEN
+                run_kind := kind;
                 run_ids := run_ids || r.id;
                 run_conditions := run_conditions || r.condition;
                 run_targets := run_targets || r.channel;
                 CONTINUE;
             END IF;
         END IF;
-        code := code || smsbus._route_run_code(run_ids, run_conditions, run_targets);
+        code := code || smsbus._route_run_code(run_ids, run_conditions, run_targets, run_kind = 'builtin');
+        run_kind := NULL;
         run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
+        IF kind <> 'query' THEN
+            run_kind := kind;
+            run_ids := ARRAY[r.id]; run_conditions := ARRAY[r.condition]; run_targets := ARRAY[r.channel];
+            CONTINUE;
+        END IF;
         IF cardinality(grp.ids) = 1 THEN
             code := code || format(E'    -- route %s (position %s)\n    IF (\n%s\n    ) THEN\n',
                                    r.id, r.position, r.condition)
@@ -419,7 +484,7 @@ BEGIN
                         E'        _r_skipped := concat_ws(''; '', _r_skipped, _r_result.reason);\n' ||
                         E'    END IF;\n';
     END LOOP;
-    code := code || smsbus._route_run_code(run_ids, run_conditions, run_targets);
+    code := code || smsbus._route_run_code(run_ids, run_conditions, run_targets, run_kind = 'builtin');
     code := code || E'    IF _r_skipped IS NOT NULL THEN\n' ||
                     E'        RETURN ROW(CASE WHEN _r_over_limit THEN ''dailylimit'' ELSE ''nochannel'' END,\n' ||
                     E'                   NULL, NULL, _r_skipped)::smsbus._routing;\n' ||

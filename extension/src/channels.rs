@@ -163,8 +163,10 @@ pub(crate) fn senders() -> Vec<String> {
 
 fn look_up(name: &str) -> Option<Channel> {
     let mut found = None;
+    // As the statement that routes the message sees the channel.
     direct_read::scan(
         c"channel",
+        direct_read::Snapshot::Statement,
         [c"enabled", c"can_send", c"daily_limit"],
         Some((c"name", name)),
         |[enabled, can_send, daily_limit], row| {

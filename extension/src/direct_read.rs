@@ -1,6 +1,6 @@
 //! Reading rows of smsbus's small tables (`channel`, `channel_wakeup`)
-//! from Rust without an SQL statement: a heap scan under a fresh snapshot,
-//! as an SQL statement in the same place would take one.
+//! from Rust without an SQL statement: a heap scan under the running
+//! statement's snapshot or a fresh one.
 //!
 //! A single-row INSERT into `smsbus.message` looks its channel up; through
 //! SPI that lookup cost as much as a tenth of the whole INSERT. These tables
@@ -56,11 +56,22 @@ impl Row {
     }
 }
 
+/// Which rows a scan sees.
+#[derive(Clone, Copy)]
+pub(crate) enum Snapshot {
+    /// What the running statement sees.
+    Statement,
+    /// What an SQL statement started now would see: in READ COMMITTED,
+    /// every commit so far.
+    Latest,
+}
+
 /// Scans table `smsbus.<table>` for the rows whose text column `key`
 /// equals `value` (every row when `key` is None), calling `visit` with
 /// the column positions of `columns` and each row until it returns false.
 pub(crate) fn scan<const N: usize>(
     table: &CStr,
+    snapshot: Snapshot,
     columns: [&CStr; N],
     key: Option<(&CStr, &str)>,
     mut visit: impl FnMut(&[usize; N], &Row) -> bool,
@@ -105,9 +116,10 @@ pub(crate) fn scan<const N: usize>(
             }
             None => 0,
         };
-        // What an SQL statement run here would see: in READ COMMITTED, every
-        // commit so far.
-        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot());
+        let snapshot = pg_sys::RegisterSnapshot(match snapshot {
+            Snapshot::Statement if pg_sys::ActiveSnapshotSet() => pg_sys::GetActiveSnapshot(),
+            _ => pg_sys::GetTransactionSnapshot(),
+        });
         let scan = pg_sys::systable_beginscan(
             rel,
             pg_sys::InvalidOid,

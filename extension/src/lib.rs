@@ -36,6 +36,7 @@ mod message_trace;
 mod message_triggers;
 mod router;
 mod rule_check;
+mod rule_eval;
 mod script_check;
 mod settings;
 mod state;
@@ -52,7 +53,7 @@ extension_sql_file!(
         _channel_take,
         _channel_take_reason,
         _check_condition,
-        _condition_is_simple,
+        _condition_kind,
         _restoring,
         _in_extension_script
     ]

@@ -283,12 +283,20 @@ fn event_sequence(relid: pg_sys::Oid, column: usize) -> pg_sys::Oid {
 /// takes the row runs only when there is one to take.
 fn armed(channels: &[String]) -> bool {
     let mut found = false;
-    direct_read::scan(c"channel_wakeup", [c"channel"], None, |[channel], row| {
-        found = row
-            .get::<String>(*channel)
-            .is_some_and(|c| channels.contains(&c));
-        !found
-    });
+    // Fresh: an owner that armed its row while this statement ran is woken.
+    let snapshot = direct_read::Snapshot::Latest;
+    direct_read::scan(
+        c"channel_wakeup",
+        snapshot,
+        [c"channel"],
+        None,
+        |[channel], row| {
+            found = row
+                .get::<String>(*channel)
+                .is_some_and(|c| channels.contains(&c));
+            !found
+        },
+    );
     found
 }
 

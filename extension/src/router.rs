@@ -35,13 +35,12 @@ pub(crate) struct Verdict {
     pub reason: Option<String>,
 }
 
-type Statement = (pg_sys::LocalTransactionId, pg_sys::CommandId);
-
-/// The compiled functions, looked up by name once per statement so a
-/// recompiled or recreated router is always the one called.
+/// The compiled functions, looked up by name once and kept until any
+/// function changes (a recompiled router is replaced in place, and its
+/// volatility tells whether there are blocking rules).
 #[derive(Clone, Copy)]
 struct Compiled {
-    statement: Statement,
+    row_type: pg_sys::Oid,
     router: pg_sys::Oid,
     /// None when there are no blocking rules.
     blocks: Option<pg_sys::Oid>,
@@ -49,13 +48,24 @@ struct Compiled {
 
 thread_local! {
     static COMPILED: Cell<Option<Compiled>> = const { Cell::new(None) };
+    static WATCHING: Cell<bool> = const { Cell::new(false) };
+    /// Counts the calls of forget_compiled, so a lookup that met one while
+    /// it ran is not kept.
+    static CHANGES: Cell<u64> = const { Cell::new(0) };
     /// Where this backend's round robin goes next.
     static NEXT_TURN: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-fn current_statement() -> Statement {
-    // SAFETY: MyProc is this backend's process entry.
-    unsafe { ((*pg_sys::MyProc).lxid, pg_sys::GetCurrentCommandId(false)) }
+/// Called by PostgreSQL when any function changes, here or in another
+/// backend (at its commit), and when a transaction that changed one rolls
+/// back.
+unsafe extern "C-unwind" fn forget_compiled(
+    _arg: pg_sys::Datum,
+    _cache: std::ffi::c_int,
+    _hash: u32,
+) {
+    COMPILED.set(None);
+    CHANGES.set(CHANGES.get().wrapping_add(1));
 }
 
 fn look_up(name: &std::ffi::CStr, row_type: pg_sys::Oid) -> pg_sys::Oid {
@@ -78,19 +88,32 @@ fn look_up(name: &std::ffi::CStr, row_type: pg_sys::Oid) -> pg_sys::Oid {
 }
 
 fn compiled(row_type: pg_sys::Oid) -> Compiled {
-    let statement = current_statement();
-    if let Some(c) = COMPILED.get().filter(|c| c.statement == statement) {
+    if let Some(c) = COMPILED.get().filter(|c| c.row_type == row_type) {
         return c;
     }
+    if !WATCHING.get() {
+        // SAFETY: registered once per backend, as the API asks.
+        unsafe {
+            pg_sys::CacheRegisterSyscacheCallback(
+                pg_sys::SysCacheIdentifier::PROCOID as i32,
+                Some(forget_compiled),
+                pg_sys::Datum::from(0),
+            );
+        }
+        WATCHING.set(true);
+    }
+    let changes = CHANGES.get();
     let blocks = look_up(c"smsbus._router_blocks", row_type);
     // SAFETY: a function OID just looked up.
     let constant = unsafe { pg_sys::func_volatile(blocks) } as u8 == pg_sys::PROVOLATILE_IMMUTABLE;
     let c = Compiled {
-        statement,
+        row_type,
         router: look_up(c"smsbus._router", row_type),
         blocks: (!constant).then_some(blocks),
     };
-    COMPILED.set(Some(c));
+    if CHANGES.get() == changes {
+        COMPILED.set(Some(c));
+    }
     c
 }
 

@@ -59,25 +59,13 @@ fn _check_condition(condition: &str, rule: &str) {
     }
 }
 
-/// Whether a valid condition is a simple expression: one without
-/// subqueries, which PL/pgSQL evaluates without starting an executor. The
-/// compiled router evaluates runs of simple conditions as one CASE
-/// expression; any other stands alone. False for an invalid condition.
-#[pg_extern(stable, parallel_safe)]
-fn _condition_is_simple(condition: &str) -> bool {
-    analysed(condition).is_ok_and(|query| {
-        // SAFETY: parse analysis returned this Query.
-        unsafe { !(*query).hasSubLinks }
-    })
-}
-
 pub(crate) fn check(condition: &str) -> Result<(), ConditionError> {
     analysed(condition).map(|_| ())
 }
 
 /// The condition parsed and analysed as `SELECT <condition> FROM
 /// smsbus.message AS message`, or why it is refused.
-fn analysed(condition: &str) -> Result<*mut pg_sys::Query, ConditionError> {
+pub(crate) fn analysed(condition: &str) -> Result<*mut pg_sys::Query, ConditionError> {
     if condition.trim().is_empty() {
         return Err(ConditionError::new(
             PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,

@@ -3,7 +3,7 @@
 //! when a scheduled message comes due, reroute(), explain_route(), and the
 //! examples in sql/examples/.
 
-use smsbus_tests::db::{count, db_error, scalar, status_of, TestDb};
+use smsbus_tests::db::{count, db_error, expect_error, scalar, status_of, TestDb};
 use tokio_postgres::Client;
 
 async fn setup(db: &TestDb) -> Client {
@@ -225,6 +225,102 @@ async fn runs_of_simple_rules_keep_order_and_failover() {
                 "route 1: channel \"off\" is disabled; route 3: channel \"kpn\" is disabled".into()
             )
         )
+    );
+    // A daily limit inside a run: taken once, then dailylimit.
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, daily_limit) VALUES ('capped', 'smpp', 1);
+         UPDATE smsbus.route SET channel = 'capped' WHERE id = 3;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        send_to(&c, "+31612345678").await,
+        queued("capped", "route 3")
+    );
+    assert_eq!(
+        send_to(&c, "+31612345678").await,
+        (
+            "dailylimit".into(),
+            None,
+            None,
+            Some(
+                "route 1: channel \"off\" is disabled; route 3: channel \"capped\" reached its daily limit"
+                    .into()
+            )
+        )
+    );
+}
+
+/// Runs of conditions built only from PostgreSQL's own functions and
+/// operators are evaluated by smsbus._first_match; runs calling a user's
+/// function stay in PL/pgSQL, which follows a change to that function. An
+/// error in a condition fails the INSERT and leaves later ones unharmed.
+#[tokio::test]
+async fn condition_kinds_and_errors() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        "CREATE FUNCTION public.premium(number text) RETURNS boolean
+             LANGUAGE sql AS $$ SELECT number LIKE '+3170%' $$;
+         INSERT INTO smsbus.route (id, position, condition, channel) VALUES
+            (1, 10, 'premium(to_address)', 'fast'),
+            (2, 20, 'premium(from_address)', 'fast'),
+            (3, 30, 'to_address LIKE ''+31%'' AND 10 / (priority - 5) > 0', 'kpn'),
+            (4, 40, 'length(body) > 3', 'vodafone');",
+    )
+    .await
+    .unwrap();
+    let source: String = scalar(
+        &c,
+        "SELECT prosrc FROM pg_proc WHERE oid = 'smsbus._router(smsbus.message)'::regprocedure",
+        &[],
+    )
+    .await;
+    let run_of = |first: &str| {
+        let start = source.find(first).expect("the run is compiled");
+        let end = source[start + 1..]
+            .find("    -- route")
+            .map_or(source.len(), |i| start + 1 + i);
+        source[start..end].to_owned()
+    };
+    let user = run_of("-- routes 1, 2");
+    assert!(user.contains("_r_hit := CASE") && !user.contains("_first_match"));
+    let builtin = run_of("-- routes 3, 4");
+    assert!(builtin.contains("smsbus._route_first(") && !builtin.contains("_r_hit := CASE"));
+
+    assert_eq!(send_to(&c, "+31701234567").await, queued("fast", "route 1"));
+    assert_eq!(
+        send(&c, ", to_address, priority", ", '+31612345678', 6").await,
+        queued("kpn", "route 3")
+    );
+    assert_eq!(
+        send(&c, ", to_address, body", ", '+4412345678', 'hello'").await,
+        queued("vodafone", "route 4")
+    );
+    // A user's function changed: the next message sees the new one.
+    c.batch_execute(
+        "CREATE OR REPLACE FUNCTION public.premium(number text) RETURNS boolean
+             LANGUAGE sql AS $$ SELECT number LIKE '+44%' $$",
+    )
+    .await
+    .unwrap();
+    assert_eq!(send_to(&c, "+4412345678").await, queued("fast", "route 1"));
+    // priority 5: the condition divides by zero; the INSERT fails with
+    // PostgreSQL's error, and nothing is stored.
+    let error = expect_error(
+        &c,
+        "INSERT INTO smsbus.message (to_address, body, priority) VALUES ('+31612345678', 'x', 5)",
+    )
+    .await;
+    assert_eq!(error.0, "22012");
+    assert_eq!(error.1, "division by zero");
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.message WHERE priority = 5").await,
+        0
+    );
+    assert_eq!(
+        send(&c, ", to_address, priority", ", '+31612345678', 6").await,
+        queued("kpn", "route 3")
     );
 }
 
@@ -727,7 +823,7 @@ async fn rule_changes_apply_to_the_next_statement_even_concurrently() {
         "the second compilation waits for the first"
     );
     c.batch_execute("COMMIT").await.unwrap();
-    let _other = second.await.unwrap();
+    let other = second.await.unwrap();
     assert_eq!(send_to(&c, "+31612345678").await, queued("kpn", "route 1"));
     assert_eq!(
         send_to(&c, "+441234567890").await,
@@ -754,6 +850,24 @@ async fn rule_changes_apply_to_the_next_statement_even_concurrently() {
         .unwrap();
     assert_eq!(given().await.2.as_deref(), Some("block 4"));
     c.batch_execute("DELETE FROM smsbus.block").await.unwrap();
+    assert_eq!(given().await, queued("kpn", "channel given"));
+    // The same when another session adds the rule, and inside a
+    // transaction that adds one and rolls back.
+    other
+        .batch_execute("INSERT INTO smsbus.block (id, condition) VALUES (5, 'true')")
+        .await
+        .unwrap();
+    assert_eq!(given().await.2.as_deref(), Some("block 5"));
+    other
+        .batch_execute("DELETE FROM smsbus.block")
+        .await
+        .unwrap();
+    assert_eq!(given().await, queued("kpn", "channel given"));
+    c.batch_execute("BEGIN; INSERT INTO smsbus.block (id, condition) VALUES (6, 'true')")
+        .await
+        .unwrap();
+    assert_eq!(given().await.2.as_deref(), Some("block 6"));
+    c.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(given().await, queued("kpn", "channel given"));
 }
 
