@@ -1,6 +1,8 @@
-//! `smsbus._first_match(key, conditions, after, message)`: evaluates a run
-//! of rule conditions for the compiled router, in order, and returns the
-//! 1-based position of the first that holds, or NULL.
+//! Runs of rule conditions evaluated for the compiled router:
+//! `smsbus._first_match(key, conditions, after, message)` (the position of
+//! the first condition that holds) for blocking rules, and
+//! `smsbus._route_first(key, conditions, channels, ids, message)` (the
+//! routing verdict, failover included) for routes.
 //!
 //! The router runs every condition for every message it routes. Compiled
 //! into PL/pgSQL, each condition reads the message's columns through
@@ -123,7 +125,7 @@ struct Built {
 
 thread_local! {
     static BUILT: RefCell<Option<Built>> = const { RefCell::new(None) };
-    /// Set by the invalidation callbacks: what was built may be stale.
+    /// Set by relation_changed: what was built may be stale.
     static STALE: Cell<bool> = const { Cell::new(false) };
     static WATCHING: Cell<bool> = const { Cell::new(false) };
     /// The table whose rows the kept expressions read.

@@ -45,6 +45,16 @@ async fn send_to(c: &Client, to: &str) -> (String, Option<String>, Option<String
     send(c, ", to_address", &format!(", '{to}'")).await
 }
 
+/// The source of the compiled router.
+async fn compiled_router(c: &Client) -> String {
+    scalar(
+        c,
+        "SELECT prosrc FROM pg_proc WHERE oid = 'smsbus._router(smsbus.message)'::regprocedure",
+        &[],
+    )
+    .await
+}
+
 fn queued(channel: &str, by: &str) -> (String, Option<String>, Option<String>, Option<String>) {
     ("queued".into(), Some(channel.into()), Some(by.into()), None)
 }
@@ -143,12 +153,7 @@ async fn runs_of_simple_rules_keep_order_and_failover() {
     )
     .await
     .unwrap();
-    let source: String = scalar(
-        &c,
-        "SELECT prosrc FROM pg_proc WHERE oid = 'smsbus._router(smsbus.message)'::regprocedure",
-        &[],
-    )
-    .await;
+    let source = compiled_router(&c).await;
     let runs: Vec<&str> = source
         .lines()
         .map(str::trim)
@@ -252,7 +257,7 @@ async fn runs_of_simple_rules_keep_order_and_failover() {
 }
 
 /// Runs of conditions built only from PostgreSQL's own functions and
-/// operators are evaluated by smsbus._first_match; runs calling a user's
+/// operators are evaluated in Rust (smsbus._route_first); runs calling a user's
 /// function stay in PL/pgSQL, which follows a change to that function. An
 /// error in a condition fails the INSERT and leaves later ones unharmed.
 #[tokio::test]
@@ -270,12 +275,7 @@ async fn condition_kinds_and_errors() {
     )
     .await
     .unwrap();
-    let source: String = scalar(
-        &c,
-        "SELECT prosrc FROM pg_proc WHERE oid = 'smsbus._router(smsbus.message)'::regprocedure",
-        &[],
-    )
-    .await;
+    let source = compiled_router(&c).await;
     let run_of = |first: &str| {
         let start = source.find(first).expect("the run is compiled");
         let end = source[start + 1..]
