@@ -100,7 +100,10 @@ BEGIN
         -- The whole run, failover included, in one call.
         RETURN format(E'    -- routes %s\n', array_to_string(ids, ', '))
             || format(E'    _r_result := smsbus._route_first(%s, %L::text[], %L::text[], %L::bigint[], $1);\n',
+                      -- The key covers the channels and ids too: Rust keeps them with the run.
                       hashtextextended(array_to_string(conditions, E'\n;\n') || E'\n;\n'
+                                       || array_to_string(channels, E'\n;\n') || E'\n;\n'
+                                       || array_to_string(ids, ',') || E'\n;\n'
                                        || current_setting('search_path'), 0),
                       conditions, channels, ids)
             || E'    IF _r_result.status = ''queued'' THEN\n        RETURN _r_result;\n    END IF;\n'
@@ -210,22 +213,6 @@ BEGIN
     -- rules the first committed (READ COMMITTED takes a new snapshot).
     PERFORM pg_advisory_xact_lock(hashtext('smsbus._compile_router'));
 
-    SELECT string_agg(lower(c.condition), ' ') INTO conditions
-    FROM (SELECT condition FROM smsbus.block WHERE enabled
-          UNION ALL SELECT condition FROM smsbus.route WHERE enabled) c;
-    -- The columns the conditions may name become variables of the same
-    -- name; copying all of them would cost every message.
-    FOR col IN
-        SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type
-        FROM pg_attribute a
-        WHERE a.attrelid = 'smsbus.message'::regclass AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY a.attnum
-    LOOP
-        IF position(lower(col.attname) IN coalesce(conditions, '')) > 0 THEN
-            declarations := declarations || format(E'    %I %s := $1.%I;\n', col.attname, col.type, col.attname);
-        END IF;
-    END LOOP;
-
     -- Runs of conditions of one kind (_condition_kind) are evaluated
     -- together (_block_run_code, _route_run_code); a rule with a
     -- subquery, a function route and routes sharing a position stand
@@ -314,6 +301,23 @@ BEGIN
                     E'        RETURN ROW(''queued'', _r_channel, ''round robin'', NULL)::smsbus._routing;\n' ||
                     E'    END IF;\n' ||
                     E'    RETURN smsbus._round_robin_refusal();\n';
+
+    -- The columns that conditions PL/pgSQL evaluates may name become
+    -- variables of the same name; copying all of them would cost every
+    -- message. Runs evaluated in Rust read the row themselves: their lines,
+    -- the router's own variables and string literals are left out.
+    conditions := regexp_replace(code, '^.*smsbus\._(first_match|route_first)\(.*$', '', 'gn');
+    conditions := regexp_replace(conditions, '\m_r_\w+(\.\w+)?|''[^'']*''', '', 'g');
+    FOR col IN
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type
+        FROM pg_attribute a
+        WHERE a.attrelid = 'smsbus.message'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+    LOOP
+        IF conditions ~* ('\m' || col.attname || '\M') THEN
+            declarations := declarations || format(E'    %I %s := $1.%I;\n', col.attname, col.type, col.attname);
+        END IF;
+    END LOOP;
 
     PERFORM smsbus._define_router('_router', declarations, code);
     -- Messages that name their channel meet only the blocking rules; with

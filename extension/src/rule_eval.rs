@@ -112,6 +112,9 @@ struct Run {
     first: *mut pg_sys::ExprState,
     /// Each condition alone, for the passes after a match was skipped.
     conditions: Vec<*mut pg_sys::ExprState>,
+    /// For a run of routes: each route's channel and id, read from the
+    /// arguments at the first call (the key covers them).
+    routes: Option<(Vec<String>, Vec<i64>)>,
 }
 
 /// Everything built for this backend, in one memory context.
@@ -121,6 +124,8 @@ struct Built {
     slot: *mut pg_sys::TupleTableSlot,
     econtext: *mut pg_sys::ExprContext,
     runs: HashMap<i64, Run>,
+    /// The descriptor of smsbus._routing, _route_first's result.
+    routing: pg_sys::TupleDesc,
 }
 
 thread_local! {
@@ -193,6 +198,7 @@ fn new_built(row_type: pg_sys::Oid) -> Built {
                 slot: pg_sys::MakeSingleTupleTableSlot(desc, &raw const pg_sys::TTSOpsHeapTuple),
                 econtext: pg_sys::CreateStandaloneExprContext(),
                 runs: HashMap::new(),
+                routing: std::ptr::null_mut(),
             }
         })
     }
@@ -251,6 +257,7 @@ fn build_run(context: pg_sys::MemoryContext, conditions: &[String]) -> Run {
                     .iter()
                     .map(|&e| pg_sys::ExecInitExpr(e.cast(), std::ptr::null_mut()))
                     .collect(),
+                routes: None,
             }
         }
     })
@@ -280,6 +287,13 @@ impl MessageRow {
     }
 }
 
+/// The kept descriptor of smsbus._routing, made in `context` when first
+/// needed.
+struct Routing<'a> {
+    desc: &'a mut pg_sys::TupleDesc,
+    context: pg_sys::MemoryContext,
+}
+
 /// Calls `f` with the run named `key`, built from the `conditions` datum
 /// (a text[]) at its first use in this backend, and with the message row
 /// stored for its conditions to read.
@@ -287,7 +301,7 @@ fn with_run<R>(
     key: i64,
     conditions: pg_sys::Datum,
     message: &mut MessageRow,
-    f: impl FnOnce(&Run, &mut dyn FnMut(usize) -> Option<usize>) -> R,
+    f: impl FnOnce(&mut Run, Routing<'_>, &mut dyn FnMut(usize) -> Option<usize>) -> R,
 ) -> R {
     forget_if_stale();
     BUILT.with(|cell| {
@@ -310,15 +324,25 @@ fn with_run<R>(
             let run = build_run(built.context, &conditions);
             built.runs.insert(key, run);
         }
-        let run = &built.runs[&key];
         let (econtext, slot) = (built.econtext, built.slot);
+        let run = built.runs.get_mut(&key).expect("built above");
         // SAFETY: the row outlives this call; the slot does not own it.
         unsafe {
             pg_sys::ExecStoreHeapTuple(&mut message.tuple, slot, false);
             (*econtext).ecxt_scantuple = slot;
         }
-        let mut next = |after: usize| first_after(run, econtext, after);
-        let result = f(run, &mut next);
+        let (first, conditions) = (run.first, run.conditions.as_ptr());
+        let count = run.conditions.len();
+        // SAFETY: `f` may set the run's routes, never its conditions.
+        let mut next = |after: usize| {
+            let conditions = unsafe { std::slice::from_raw_parts(conditions, count) };
+            first_after(first, conditions, econtext, after)
+        };
+        let routing = Routing {
+            desc: &mut built.routing,
+            context: built.context,
+        };
+        let result = f(run, routing, &mut next);
         // SAFETY: per-message memory of our expression context.
         unsafe {
             pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
@@ -328,9 +352,15 @@ fn with_run<R>(
     })
 }
 
-/// The position (1-based) of the first condition of `run` after position
-/// `after` that holds for the row in the expression context.
-fn first_after(run: &Run, econtext: *mut pg_sys::ExprContext, after: usize) -> Option<usize> {
+/// The position (1-based) of the first condition of a run (`first`, their
+/// CASE, or each of `conditions`) after position `after` that holds for
+/// the row in the expression context.
+fn first_after(
+    first: *mut pg_sys::ExprState,
+    conditions: &[*mut pg_sys::ExprState],
+    econtext: *mut pg_sys::ExprContext,
+    after: usize,
+) -> Option<usize> {
     // SAFETY: expressions built for this row type, evaluated in the
     // per-message memory. An error in a condition (a division by zero)
     // unwinds through here as a Rust panic, releasing what the call holds.
@@ -345,9 +375,9 @@ fn first_after(run: &Run, econtext: *mut pg_sys::ExprContext, after: usize) -> O
             let old = pg_sys::CurrentMemoryContext;
             pg_sys::CurrentMemoryContext = (*econtext).ecxt_per_tuple_memory;
             let found = if after == 0 {
-                evaluate(run.first).map(|d| d.value())
+                evaluate(first).map(|d| d.value())
             } else {
-                run.conditions
+                conditions
                     .iter()
                     .enumerate()
                     .skip(after)
@@ -389,7 +419,7 @@ pub unsafe extern "C-unwind" fn smsbus_first_match(
     let key = arg(fcinfo, 0).value() as i64;
     let after = usize::try_from(arg(fcinfo, 2).value() as i32).unwrap_or(0);
     let mut message = MessageRow::of(arg(fcinfo, 3));
-    match with_run(key, arg(fcinfo, 1), &mut message, |_, next| next(after)) {
+    match with_run(key, arg(fcinfo, 1), &mut message, |_, _, next| next(after)) {
         Some(position) => pg_sys::Datum::from(position as i32),
         None => {
             (*fcinfo).isnull = true;
@@ -423,23 +453,34 @@ pub unsafe extern "C-unwind" fn smsbus_route_first(
     let key = arg(fcinfo, 0).value() as i64;
     let mut message = MessageRow::of(arg(fcinfo, 4));
     let (channels, ids) = (arg(fcinfo, 2), arg(fcinfo, 3));
-    let verdict = with_run(key, arg(fcinfo, 1), &mut message, |_, next| {
-        let channels = Array::<&str>::from_datum(channels, false);
-        let ids = Array::<i64>::from_datum(ids, false);
-        let (Some(channels), Some(ids)) = (channels, ids) else {
-            pgrx::error!("smsbus._route_first: channels and ids are required");
-        };
+    let tuple = with_run(key, arg(fcinfo, 1), &mut message, |run, routing, next| {
+        let (channels, ids) = run.routes.get_or_insert_with(|| {
+            let channels = Array::<&str>::from_datum(channels, false);
+            let ids = Array::<i64>::from_datum(ids, false);
+            let (Some(channels), Some(ids)) = (channels, ids) else {
+                pgrx::error!("smsbus._route_first: channels and ids are required");
+            };
+            (
+                channels
+                    .iter()
+                    .map(|c| c.unwrap_or_default().to_owned())
+                    .collect(),
+                ids.iter().map(Option::unwrap_or_default).collect(),
+            )
+        });
         let (mut skipped, mut over_limit) = (Vec::new(), false);
         let mut after = 0;
+        let mut verdict = None;
         while let Some(position) = next(after) {
-            let channel = channels.get(position - 1).flatten().unwrap_or_default();
+            let channel = channels.get(position - 1).map_or("", String::as_str);
             let route = format!(
                 "route {}",
-                ids.get(position - 1).flatten().unwrap_or_default()
+                ids.get(position - 1).copied().unwrap_or_default()
             );
             match channels::take(channel) {
                 Take::Taken => {
-                    return ("queued".into(), Some(channel.to_owned()), Some(route), None)
+                    verdict = Some((Some("queued"), Some(channel.to_owned()), Some(route), None));
+                    break;
                 }
                 take => {
                     over_limit |= take == Take::OverDailyLimit;
@@ -451,29 +492,30 @@ pub unsafe extern "C-unwind" fn smsbus_route_first(
             }
             after = position;
         }
-        let status = if over_limit { "dailylimit" } else { "" };
-        (
-            status.to_owned(),
-            None,
-            None,
-            (!skipped.is_empty()).then(|| skipped.join("; ")),
-        )
+        let (status, channel, routed_by, reason) = verdict.unwrap_or_else(|| {
+            let reason = (!skipped.is_empty()).then(|| skipped.join("; "));
+            (over_limit.then_some("dailylimit"), None, None, reason)
+        });
+        if routing.desc.is_null() {
+            // smsbus._routing, once per backend: its descriptor is kept
+            // with what was built (a change to smsbus.message drops both).
+            let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();
+            if pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut desc)
+                != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
+            {
+                pgrx::error!("smsbus._route_first must return smsbus._routing");
+            }
+            *routing.desc = in_context(routing.context, || pg_sys::CreateTupleDescCopy(desc));
+        }
+        let values = [
+            status.into_datum(),
+            channel.into_datum(),
+            routed_by.into_datum(),
+            reason.into_datum(),
+        ];
+        let mut nulls = values.map(|v| v.is_none());
+        let mut datums = values.map(|v| v.unwrap_or(pg_sys::Datum::from(0)));
+        pg_sys::heap_form_tuple(*routing.desc, datums.as_mut_ptr(), nulls.as_mut_ptr())
     });
-    let (status, channel, routed_by, reason) = verdict;
-    let status = (!status.is_empty()).then_some(status);
-    let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();
-    if pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut desc)
-        != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
-    {
-        pgrx::error!("smsbus._route_first must return smsbus._routing");
-    }
-    let desc = pg_sys::BlessTupleDesc(desc);
-    let fields = [status, channel, routed_by, reason];
-    let mut values: Vec<pg_sys::Datum> = fields
-        .iter()
-        .map(|f| f.clone().into_datum().unwrap_or(pg_sys::Datum::from(0)))
-        .collect();
-    let mut nulls: Vec<bool> = fields.iter().map(Option::is_none).collect();
-    let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
     pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
 }
