@@ -135,6 +135,8 @@ thread_local! {
     static WATCHING: Cell<bool> = const { Cell::new(false) };
     /// The table whose rows the kept expressions read.
     static MESSAGE_RELATION: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
+    /// The composite type smsbus._routing, whose descriptor is kept.
+    static ROUTING_RELATION: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::InvalidOid) };
 }
 
 /// Runs kept at most: rule changes leave the runs of older rules behind,
@@ -143,13 +145,17 @@ const MAX_RUNS: usize = 1000;
 
 unsafe extern "C-unwind" fn relation_changed(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     // Only a flag: this may run while a kept expression is evaluated.
-    if relid == pg_sys::InvalidOid || relid == MESSAGE_RELATION.get() {
+    if relid == pg_sys::InvalidOid
+        || relid == MESSAGE_RELATION.get()
+        || relid == ROUTING_RELATION.get()
+    {
         STALE.set(true);
     }
 }
 
-/// Drops what was built if smsbus.message changed since (its columns are
-/// what the kept expressions read), and watches for the next change.
+/// Drops what was built if smsbus.message (whose columns the kept
+/// expressions read) or smsbus._routing changed since, and watches for the
+/// next change.
 fn forget_if_stale() {
     if !WATCHING.get() {
         // SAFETY: registered once per backend.
@@ -505,6 +511,7 @@ pub unsafe extern "C-unwind" fn smsbus_route_first(
             {
                 pgrx::error!("smsbus._route_first must return smsbus._routing");
             }
+            ROUTING_RELATION.set(pg_sys::typeidTypeRelid((*desc).tdtypeid));
             *routing.desc = in_context(routing.context, || pg_sys::CreateTupleDescCopy(desc));
         }
         let values = [
