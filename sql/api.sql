@@ -850,6 +850,9 @@ GRANT EXECUTE ON FUNCTION _check_condition(text, text), _compile_router(), _rout
     _route_take_code(route), _block_run_code(bigint[], text[], text[], boolean),
     _route_run_code(bigint[], text[], text[], boolean), _first_match_code(text[], text), _condition_kind(text),
     _first_match(bigint, text[], integer, message), _route_first(bigint, text[], text[], bigint[], message),
+    _block_route_first(bigint, text[], bigint[], text[], bigint, text[], text[], bigint[], message),
+    _run_key(text[]), _block_route_run_code(bigint[], text[], text[], bigint[], text[], text[]),
+    _route_run_append(text, text, bigint[], text[], text[], bigint[], text[], text[], boolean),
     _define_router(text, text, text), reroute(bigint[], status[]),
     _explain_route(message),
     explain_route(bigint), explain_route(jsonb)

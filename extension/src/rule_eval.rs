@@ -456,73 +456,153 @@ pub extern "C" fn pg_finfo_smsbus_route_first() -> &'static pg_sys::Pg_finfo_rec
 pub unsafe extern "C-unwind" fn smsbus_route_first(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    let key = arg(fcinfo, 0).value() as i64;
     let mut message = MessageRow::of(arg(fcinfo, 4));
-    let (channels, ids) = (arg(fcinfo, 2), arg(fcinfo, 3));
-    let tuple = with_run(key, arg(fcinfo, 1), &mut message, |run, routing, next| {
-        let (channels, ids) = run.routes.get_or_insert_with(|| {
-            let channels = Array::<&str>::from_datum(channels, false);
-            let ids = Array::<i64>::from_datum(ids, false);
-            let (Some(channels), Some(ids)) = (channels, ids) else {
-                pgrx::error!("smsbus._route_first: channels and ids are required");
-            };
-            (
-                channels
-                    .iter()
-                    .map(|c| c.unwrap_or_default().to_owned())
-                    .collect(),
-                ids.iter().map(Option::unwrap_or_default).collect(),
-            )
-        });
-        let (mut skipped, mut over_limit) = (Vec::new(), false);
-        let mut after = 0;
-        let mut verdict = None;
-        while let Some(position) = next(after) {
-            let channel = channels.get(position - 1).map_or("", String::as_str);
-            let route = format!(
-                "route {}",
-                ids.get(position - 1).copied().unwrap_or_default()
-            );
-            match channels::take(channel) {
-                Take::Taken => {
-                    verdict = Some((Some("queued"), Some(channel.to_owned()), Some(route), None));
-                    break;
+    route_run(fcinfo, [0, 1, 2, 3].map(|i| arg(fcinfo, i)), &mut message)
+}
+
+/// What the router decided: status, channel, routed_by, reason.
+type Verdict = [Option<String>; 4];
+
+/// The verdict of a run of routes given as (key, conditions, channels,
+/// ids), as a smsbus._routing datum.
+unsafe fn route_run(
+    fcinfo: pg_sys::FunctionCallInfo,
+    [key, conditions, channels, ids]: [pg_sys::Datum; 4],
+    message: &mut MessageRow,
+) -> pg_sys::Datum {
+    with_run(
+        key.value() as i64,
+        conditions,
+        message,
+        |run, routing, next| {
+            let (channels, ids) = run.routes.get_or_insert_with(|| {
+                let channels = Array::<&str>::from_datum(channels, false);
+                let ids = Array::<i64>::from_datum(ids, false);
+                let (Some(channels), Some(ids)) = (channels, ids) else {
+                    pgrx::error!("smsbus._route_first: channels and ids are required");
+                };
+                (
+                    channels
+                        .iter()
+                        .map(|c| c.unwrap_or_default().to_owned())
+                        .collect(),
+                    ids.iter().map(Option::unwrap_or_default).collect(),
+                )
+            });
+            let (mut skipped, mut over_limit) = (Vec::new(), false);
+            let mut after = 0;
+            let mut verdict = None;
+            while let Some(position) = next(after) {
+                let channel = channels.get(position - 1).map_or("", String::as_str);
+                let route = format!(
+                    "route {}",
+                    ids.get(position - 1).copied().unwrap_or_default()
+                );
+                match channels::take(channel) {
+                    Take::Taken => {
+                        verdict = Some([
+                            Some("queued".to_owned()),
+                            Some(channel.to_owned()),
+                            Some(route),
+                            None,
+                        ]);
+                        break;
+                    }
+                    take => {
+                        over_limit |= take == Take::OverDailyLimit;
+                        skipped.push(format!(
+                            "{route}: {}",
+                            take.reason(channel).unwrap_or_default()
+                        ));
+                    }
                 }
-                take => {
-                    over_limit |= take == Take::OverDailyLimit;
-                    skipped.push(format!(
-                        "{route}: {}",
-                        take.reason(channel).unwrap_or_default()
-                    ));
-                }
+                after = position;
             }
-            after = position;
+            let verdict = verdict.unwrap_or_else(|| {
+                let reason = (!skipped.is_empty()).then(|| skipped.join("; "));
+                [
+                    over_limit.then(|| "dailylimit".to_owned()),
+                    None,
+                    None,
+                    reason,
+                ]
+            });
+            routing_datum(fcinfo, routing, verdict)
+        },
+    )
+}
+
+/// `verdict` as a smsbus._routing datum, the result type of the function
+/// `fcinfo` calls.
+unsafe fn routing_datum(
+    fcinfo: pg_sys::FunctionCallInfo,
+    routing: Routing<'_>,
+    verdict: Verdict,
+) -> pg_sys::Datum {
+    if routing.desc.is_null() {
+        // Once per backend: the descriptor is kept with what was built.
+        let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();
+        if pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut desc)
+            != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
+        {
+            pgrx::error!("smsbus's route runs must return smsbus._routing");
         }
-        let (status, channel, routed_by, reason) = verdict.unwrap_or_else(|| {
-            let reason = (!skipped.is_empty()).then(|| skipped.join("; "));
-            (over_limit.then_some("dailylimit"), None, None, reason)
-        });
-        if routing.desc.is_null() {
-            // smsbus._routing, once per backend: its descriptor is kept
-            // with what was built (a change to smsbus.message drops both).
-            let mut desc: pg_sys::TupleDesc = std::ptr::null_mut();
-            if pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut desc)
-                != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
-            {
-                pgrx::error!("smsbus._route_first must return smsbus._routing");
-            }
-            ROUTING_RELATION.set(pg_sys::typeidTypeRelid((*desc).tdtypeid));
-            *routing.desc = in_context(routing.context, || pg_sys::CreateTupleDescCopy(desc));
-        }
-        let values = [
-            status.into_datum(),
-            channel.into_datum(),
-            routed_by.into_datum(),
-            reason.into_datum(),
-        ];
-        let mut nulls = values.map(|v| v.is_none());
-        let mut datums = values.map(|v| v.unwrap_or(pg_sys::Datum::from(0)));
-        pg_sys::heap_form_tuple(*routing.desc, datums.as_mut_ptr(), nulls.as_mut_ptr())
-    });
+        ROUTING_RELATION.set(pg_sys::typeidTypeRelid((*desc).tdtypeid));
+        *routing.desc = in_context(routing.context, || pg_sys::CreateTupleDescCopy(desc));
+    }
+    let values = verdict.map(IntoDatum::into_datum);
+    let mut nulls = values.map(|v| v.is_none());
+    let mut datums = values.map(|v| v.unwrap_or(pg_sys::Datum::from(0)));
+    let tuple = pg_sys::heap_form_tuple(*routing.desc, datums.as_mut_ptr(), nulls.as_mut_ptr());
     pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
+}
+
+/// V1 call convention for [`smsbus_block_route_first`].
+#[no_mangle]
+pub extern "C" fn pg_finfo_smsbus_block_route_first() -> &'static pg_sys::Pg_finfo_record {
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1_API
+}
+
+/// `smsbus._block_route_first(block_key bigint, block_conditions text[],
+/// block_ids bigint[], block_reasons text[], key bigint, conditions text[],
+/// channels text[], ids bigint[], message smsbus.message) RETURNS
+/// smsbus._routing`, STRICT: a router whose blocking rules are one run and
+/// whose first routes are another, in one call: ('blocked', NULL,
+/// 'block <id>', reason) for the first blocking rule that holds, else what
+/// `_route_first` answers for the routes.
+///
+/// # Safety
+/// Called by PostgreSQL through fmgr with nine non-null arguments.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn smsbus_block_route_first(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let mut message = MessageRow::of(arg(fcinfo, 8));
+    let (ids, reasons) = (arg(fcinfo, 2), arg(fcinfo, 3));
+    let blocked = with_run(
+        arg(fcinfo, 0).value() as i64,
+        arg(fcinfo, 1),
+        &mut message,
+        |_, routing, next| {
+            let position = next(0)?;
+            let id = Array::<i64>::from_datum(ids, false)
+                .and_then(|a| a.get(position - 1).flatten())
+                .unwrap_or_default();
+            let reason = Array::<&str>::from_datum(reasons, false)
+                .and_then(|a| a.get(position - 1).flatten().map(str::to_owned));
+            Some(routing_datum(
+                fcinfo,
+                routing,
+                [
+                    Some("blocked".to_owned()),
+                    None,
+                    Some(format!("block {id}")),
+                    reason,
+                ],
+            ))
+        },
+    );
+    blocked.unwrap_or_else(|| route_run(fcinfo, [4, 5, 6, 7].map(|i| arg(fcinfo, i)), &mut message))
 }

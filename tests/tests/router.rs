@@ -297,6 +297,14 @@ async fn condition_kinds_and_errors() {
         send(&c, ", to_address, body", ", '+4412345678', 'hello'").await,
         queued("vodafone", "route 4")
     );
+    // No condition of the run holds: round robin.
+    assert_eq!(
+        send(&c, ", to_address, body", ", '+4412345678', 'hi'")
+            .await
+            .2
+            .as_deref(),
+        Some("round robin")
+    );
     // A user's function changed: the next message sees the new one.
     c.batch_execute(
         "CREATE OR REPLACE FUNCTION public.premium(number text) RETURNS boolean
@@ -321,6 +329,71 @@ async fn condition_kinds_and_errors() {
     assert_eq!(
         send(&c, ", to_address, priority", ", '+31612345678', 6").await,
         queued("kpn", "route 3")
+    );
+}
+
+/// Blocking rules that are one run evaluated in Rust, followed by a run of
+/// routes, are evaluated in one call; what they decide is the same.
+#[tokio::test]
+async fn blocks_and_first_routes_in_one_call() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('off', 'smpp', false);
+         INSERT INTO smsbus.block (id, condition, reason) VALUES
+            (1, 'to_address = ''+31600000001''', 'one'), (2, 'body = ''spam''', 'spam');
+         INSERT INTO smsbus.route (id, position, condition, channel) VALUES
+            (1, 10, 'to_address LIKE ''+31%''', 'off'),
+            (2, 20, 'to_address LIKE ''+316%''', 'kpn'),
+            (3, 30, 'priority > 5', 'fast');",
+    )
+    .await
+    .unwrap();
+    let source = compiled_router(&c).await;
+    assert!(
+        source.contains("-- blocks 1, 2, then routes 1, 2, 3"),
+        "{source}"
+    );
+    let blocked = |by: &str, reason: &str| {
+        (
+            "blocked".to_owned(),
+            None,
+            Some(by.to_owned()),
+            Some(reason.to_owned()),
+        )
+    };
+    assert_eq!(send_to(&c, "+31600000001").await, blocked("block 1", "one"));
+    assert_eq!(
+        send(&c, ", to_address, body", ", '+31612345678', 'spam'").await,
+        blocked("block 2", "spam")
+    );
+    assert_eq!(send_to(&c, "+31612345678").await, queued("kpn", "route 2"));
+    assert_eq!(
+        send(&c, ", to_address, priority", ", '+4412345678', 9").await,
+        queued("fast", "route 3")
+    );
+    // No route matched: round robin.
+    assert_eq!(
+        send_to(&c, "+4412345678").await.2.as_deref(),
+        Some("round robin")
+    );
+    // Only matches whose channels cannot take it: nochannel, with why.
+    assert_eq!(
+        send_to(&c, "+31712345678").await,
+        (
+            "nochannel".into(),
+            None,
+            None,
+            Some("route 1: channel \"off\" is disabled".into())
+        )
+    );
+    // A message naming its channel meets the blocking rules alone (and
+    // keeps the channel it named).
+    let (status, channel, by, _) =
+        send(&c, ", to_address, channel", ", '+31600000001', 'fast'").await;
+    assert_eq!(
+        (status.as_str(), channel.as_deref(), by.as_deref()),
+        ("blocked", Some("fast"), Some("block 1"))
     );
 }
 
