@@ -853,6 +853,7 @@ GRANT EXECUTE ON FUNCTION _check_condition(text, text), _compile_router(), _rout
     _block_route_first(bigint, text[], bigint[], text[], bigint, text[], text[], bigint[], message),
     _run_key(text[]), _block_route_run_code(bigint[], text[], text[], bigint[], text[], text[]),
     _route_run_append(text, text, bigint[], text[], text[], bigint[], text[], text[], boolean),
+    _route_first_args(bigint[], text[], text[]), _route_result_code(text),
     _define_router(text, text, text), reroute(bigint[], status[]),
     _explain_route(message),
     explain_route(bigint), explain_route(jsonb)

@@ -217,6 +217,28 @@ AS $$
     SELECT hashtextextended(array_to_string(parts || current_setting('search_path'), E'\n;\n'), 0)
 $$;
 
+-- The arguments of _route_first for a run of routes after its key, and
+-- the key, which covers the channels and ids too: Rust keeps them with the
+-- run.
+CREATE FUNCTION _route_first_args(ids bigint[], conditions text[], channels text[]) RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT format('%s, %L::text[], %L::text[], %L::bigint[]',
+                  smsbus._run_key(array_to_string(conditions, E'\n;\n'), array_to_string(channels, E'\n;\n'),
+                                  array_to_string(ids, ',')),
+                  conditions, channels, ids)
+$$;
+
+-- What follows a _route_first verdict in _r_result: return it when it
+-- decided (`decided`: the statuses that do), else note why and go on.
+CREATE FUNCTION _route_result_code(decided text) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT format(E'    IF _r_result.status IN (%s) THEN\n        RETURN _r_result;\n    END IF;\n', decided)
+        || E'    _r_over_limit := _r_over_limit OR _r_result.status = ''dailylimit'';\n'
+        || E'    _r_skipped := nullif(concat_ws(''; '', _r_skipped, _r_result.reason), '''');\n'
+$$;
+
 -- The blocking rules, one run evaluated in Rust, and the first run of
 -- routes, likewise, in one call (_block_route_first): one copy of the row
 -- and two statements fewer for every message.
@@ -226,14 +248,10 @@ LANGUAGE sql STABLE
 AS $$
     SELECT format(E'    -- blocks %s, then routes %s\n', array_to_string(block_ids, ', '), array_to_string(ids, ', '))
         || format(E'    _r_result := smsbus._block_route_first(%s, %L::text[], %L::bigint[], %L::text[],\n' ||
-                  E'                                           %s, %L::text[], %L::text[], %L::bigint[], $1);\n',
+                  E'                                           %s, $1);\n',
                   smsbus._run_key(array_to_string(block_conditions, E'\n;\n')), block_conditions, block_ids, reasons,
-                  smsbus._run_key(array_to_string(conditions, E'\n;\n'), array_to_string(channels, E'\n;\n'),
-                                  array_to_string(ids, ',')),
-                  conditions, channels, ids)
-        || E'    IF _r_result.status IN (''queued'', ''blocked'') THEN\n        RETURN _r_result;\n    END IF;\n'
-        || E'    _r_over_limit := _r_over_limit OR _r_result.status = ''dailylimit'';\n'
-        || E'    _r_skipped := nullif(concat_ws(''; '', _r_skipped, _r_result.reason), '''');\n'
+                  smsbus._route_first_args(ids, conditions, channels))
+        || smsbus._route_result_code('''queued'', ''blocked''')
 $$;
 
 -- Appends a run of routes to the router's code. The first one joins the
@@ -280,8 +298,7 @@ $$;
 
 -- The call of _first_match for a run of conditions, looking after
 -- position `after` (an expression). The key names the run in the
--- backend's cache: its conditions and the search_path they are read under
--- (_route_run_code computes it alike).
+-- backend's cache (_run_key).
 CREATE FUNCTION _first_match_code(conditions text[], after text) RETURNS text
 LANGUAGE sql STABLE
 AS $$
@@ -322,14 +339,9 @@ BEGIN
     IF in_rust THEN
         -- The whole run, failover included, in one call.
         RETURN format(E'    -- routes %s\n', array_to_string(ids, ', '))
-            || format(E'    _r_result := smsbus._route_first(%s, %L::text[], %L::text[], %L::bigint[], $1);\n',
-                      -- The key covers the channels and ids too: Rust keeps them with the run.
-                      smsbus._run_key(array_to_string(conditions, E'\n;\n'), array_to_string(channels, E'\n;\n'),
-                                      array_to_string(ids, ',')),
-                      conditions, channels, ids)
-            || E'    IF _r_result.status = ''queued'' THEN\n        RETURN _r_result;\n    END IF;\n'
-            || E'    _r_over_limit := _r_over_limit OR _r_result.status = ''dailylimit'';\n'
-            || E'    _r_skipped := nullif(concat_ws(''; '', _r_skipped, _r_result.reason), '''');\n';
+            || format(E'    _r_result := smsbus._route_first(%s, $1);\n',
+                      smsbus._route_first_args(ids, conditions, channels))
+            || smsbus._route_result_code('''queued''');
     END IF;
     -- The first pass, the common one, has no guard to evaluate.
     SELECT E'    _r_hit := CASE\n'
@@ -463,14 +475,14 @@ BEGIN
             run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
         END IF;
     END LOOP;
+    IF code = '' AND run_kind = 'builtin' AND cardinality(run_ids) > 1 THEN
+        -- Every blocking rule is in this one run: the first routes may join it.
+        block_ids := run_ids; block_conditions := run_conditions; reasons := run_targets;
+    END IF;
     code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets, run_kind = 'builtin');
     run_kind := NULL;
     run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
     blocks := code;
-    SELECT array_agg(k.id ORDER BY k.id), array_agg(k.condition ORDER BY k.id), array_agg(k.reason ORDER BY k.id)
-    INTO block_ids, block_conditions, reasons
-    FROM smsbus.block k WHERE k.enabled
-    HAVING count(*) > 1 AND bool_and(smsbus._condition_kind(k.condition) = 'builtin');
 
     FOR grp IN
         SELECT position, array_agg(id ORDER BY id) AS ids

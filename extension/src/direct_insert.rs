@@ -10,8 +10,6 @@
 //! triggers, BEFORE and AFTER. Privileges and row security are not checked:
 //! callers write system tables as their owner.
 
-use std::ffi::CStr;
-
 use pgrx::pg_sys;
 use pgrx::PgBox;
 
@@ -66,11 +64,6 @@ impl Inserter {
     pub fn descriptor(&self) -> pg_sys::TupleDesc {
         // SAFETY: the relation is open.
         unsafe { (*self.relation).rd_att }
-    }
-
-    /// The 0-based position of column `name`; None when there is none.
-    pub fn column(&self, name: &CStr) -> Option<usize> {
-        crate::direct_read::column_of(self.descriptor(), name)
     }
 
     /// Inserts one row: `values` for every column of the descriptor, None

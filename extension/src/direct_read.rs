@@ -23,6 +23,18 @@ pub(crate) fn column_of(desc: pg_sys::TupleDesc, name: &CStr) -> Option<usize> {
     })
 }
 
+/// The 0-based position of column `column` of table `smsbus.<table>`,
+/// whose descriptor is `desc`; refused when the table lacks it.
+pub(crate) fn required_column(desc: pg_sys::TupleDesc, table: &CStr, column: &CStr) -> usize {
+    column_of(desc, column).unwrap_or_else(|| {
+        crate::refuse(format!(
+            "smsbus.{} has no column {}: reinstall the extension",
+            table.to_string_lossy(),
+            column.to_string_lossy()
+        ))
+    })
+}
+
 /// The OID of table `smsbus.<name>`.
 pub(crate) fn smsbus_table(name: &CStr) -> pg_sys::Oid {
     // SAFETY: syscache lookups by name.
@@ -85,24 +97,12 @@ pub(crate) fn scan<const N: usize>(
         let desc = (*rel).rd_att;
         let mut positions = [0; N];
         for (position, name) in positions.iter_mut().zip(columns) {
-            *position = column_of(desc, name).unwrap_or_else(|| {
-                crate::refuse(format!(
-                    "smsbus.{} has no column {}: reinstall the extension",
-                    table.to_string_lossy(),
-                    name.to_string_lossy()
-                ))
-            });
+            *position = required_column(desc, table, name);
         }
         let mut keys: [pg_sys::ScanKeyData; 1] = std::mem::zeroed();
         let nkeys = match key {
             Some((column, value)) => {
-                let attno = column_of(desc, column).unwrap_or_else(|| {
-                    crate::refuse(format!(
-                        "smsbus.{} has no column {}: reinstall the extension",
-                        table.to_string_lossy(),
-                        column.to_string_lossy()
-                    ))
-                });
+                let attno = required_column(desc, table, column);
                 // texteq: equality is the same under every deterministic
                 // collation, and the scan reads the heap, not an index.
                 pg_sys::ScanKeyInit(

@@ -214,14 +214,8 @@ fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 fn write_events(batch: &Batch, actor: &str) {
     let relid = direct_read::smsbus_table(c"message_event");
     let mut table = Inserter::open(relid);
-    let column = |name: &CStr| {
-        table.column(name).unwrap_or_else(|| {
-            crate::refuse(format!(
-                "smsbus.message_event has no column {}: reinstall the extension",
-                name.to_string_lossy()
-            ))
-        })
-    };
+    let column =
+        |name: &CStr| direct_read::required_column(table.descriptor(), c"message_event", name);
     let id = column(c"id");
     let message_id = column(c"message_id");
     let at = column(c"at");
