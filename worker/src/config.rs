@@ -68,6 +68,19 @@ pub struct Args {
     /// Most connections the worker opens (the listener's is extra).
     #[arg(long, env = "SMSBUS_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
+
+    /// Shortest lease, in seconds, on a claimed message (a channel whose
+    /// timeouts need longer takes longer): when a worker dies, its
+    /// messages go back to the queue after it.
+    #[arg(long, env = "SMSBUS_MIN_LEASE", default_value_t = 60.0)]
+    pub min_lease: f64,
+
+    /// Seconds a failing write of outcomes (sent, failed, retry) is tried
+    /// again before each of its messages is settled on its own: its real
+    /// outcome if that alone can be written, else `failed` with
+    /// last_error "outcome not recorded: ...". Never sent again either way.
+    #[arg(long, env = "SMSBUS_OUTCOME_RETRY_HORIZON", default_value_t = 120.0)]
+    pub outcome_retry_horizon: f64,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -90,6 +103,7 @@ pub struct Config {
     pub pool_size: usize,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub lua: crate::triggers::lua::Settings,
+    pub claims: crate::channels::outbox::ClaimSettings,
 }
 
 /// Most rows one maintenance statement touches, so a backlog is worked off
@@ -142,6 +156,15 @@ impl Config {
                 n => bail!("--pool-size must be between 1 and 256, not {n}"),
             },
             metrics_addr: args.metrics_addr,
+            claims: crate::channels::outbox::ClaimSettings {
+                min_lease: seconds("--min-lease", args.min_lease, 1.0, 86400.0)?,
+                outcome_retry_horizon: seconds(
+                    "--outcome-retry-horizon",
+                    args.outcome_retry_horizon,
+                    0.1,
+                    86400.0,
+                )?,
+            },
             lua: crate::triggers::lua::Settings {
                 sandbox: args.sandbox,
                 time_limit: seconds(

@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 pub const SUBMITTED: &str = "smsbus_channel_submitted_total";
 pub const SENT: &str = "smsbus_channel_sent_total";
 pub const FAILED: &str = "smsbus_channel_failed_total";
+pub const UNRECORDED: &str = "smsbus_channel_outcome_unrecorded_total";
 pub const REPORTS: &str = "smsbus_channel_reports_total";
 pub const DELIVERED: &str = "smsbus_channel_delivered_total";
 pub const INBOUND: &str = "smsbus_channel_inbound_total";
@@ -55,7 +56,14 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
         "submit_sm PDUs (or modem submissions) written, per part"
     );
     describe_counter!(SENT, "messages the provider accepted (outcome committed)");
-    describe_counter!(FAILED, "messages the provider refused for good");
+    describe_counter!(
+        FAILED,
+        "messages the provider refused for good (outcome committed)"
+    );
+    describe_counter!(
+        UNRECORDED,
+        "messages whose outcome could not be written, marked failed \"outcome not recorded\""
+    );
     describe_counter!(REPORTS, "delivery reports recorded");
     describe_counter!(DELIVERED, "delivery reports saying delivered");
     describe_counter!(INBOUND, "inbound messages committed");

@@ -72,6 +72,7 @@ pub struct ChannelContext {
     pub wakeups: Wakeups,
     pub state: state::StateHandle,
     pub heartbeat: Heartbeat,
+    pub claims: outbox::ClaimSettings,
     /// Cancelled when the channel must stop (disabled, changed, deleted,
     /// lost ownership, worker shutting down).
     pub stop: CancellationToken,

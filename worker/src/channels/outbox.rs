@@ -5,7 +5,10 @@
 //!
 //! A semaphore of `capacity` permits bounds what is claimed and not yet
 //! finished, so the claimer never takes more than the driver's windows can
-//! work on; a permit returns when the outcome is handed to the writer.
+//! work on; a permit returns when the outcome is written.
+//!
+//! An outcome that cannot be written is never forgotten: see "When
+//! outcomes cannot be written" below.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +30,17 @@ const MAX_WRITE: usize = 2000;
 const CHUNK_WAIT: Duration = Duration::from_millis(5);
 /// How often an idle claimer looks at the queue without a wake-up.
 const POLL: Duration = Duration::from_secs(1);
+
+/// How channels hold their claims: the worker's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimSettings {
+    /// The shortest lease on a claimed message.
+    pub min_lease: Duration,
+    /// How long failing outcome writes are tried again before each
+    /// message is settled on its own (see "When outcomes cannot be
+    /// written").
+    pub outcome_retry_horizon: Duration,
+}
 
 /// A message this channel holds a lease on.
 pub struct Claimed {
@@ -73,6 +87,7 @@ impl Outbox {
         let (active, active_rx) = watch::channel(false);
         let stop_claiming = ctx.stop.child_token();
         let held = Held::default();
+        let gate = Arc::new(watch::channel(Gate::Open).0);
         let claimer = tokio::spawn(
             Claimer {
                 ctx: ctx.clone(),
@@ -82,6 +97,7 @@ impl Outbox {
                 lease,
                 ready: ready_tx,
                 stop: stop_claiming.clone(),
+                gate: gate.clone(),
             }
             .run(active_rx),
         );
@@ -91,6 +107,8 @@ impl Outbox {
             held.clone(),
             outcomes_rx,
             written_tx,
+            gate,
+            ctx.claims.outcome_retry_horizon,
         ));
         tokio::spawn(renew_loop(
             ctx.clone(),
@@ -127,8 +145,9 @@ impl Outbox {
     }
 
     /// Records what became of `claimed`. Its permit returns to the claimer
-    /// once the outcome is written, so what is held in memory, sent or not,
-    /// never exceeds the capacity, however slow the database.
+    /// once the outcome is written (or settled otherwise, see "When
+    /// outcomes cannot be written"), so what is held in memory, sent or
+    /// not, never exceeds the capacity, however slow the database.
     /// Returns the outcome's number: it is committed once
     /// [`Outbox::written`] reaches it.
     pub fn finish(&self, claimed: Claimed, outcome: Outcome) -> u64 {
@@ -271,6 +290,8 @@ struct Claimer {
     lease: Duration,
     ready: mpsc::Sender<Claimed>,
     stop: CancellationToken,
+    /// Whether outcomes are written (the writer's word).
+    gate: Arc<watch::Sender<Gate>>,
 }
 
 impl Claimer {
@@ -283,14 +304,23 @@ impl Claimer {
             lease,
             ready,
             stop,
+            gate,
         } = self;
         let channel = ctx.row.name.clone();
+        let mut writes = gate.subscribe();
+        // One probe per retry horizon, however fast each one fails.
+        let mut last_probe: Option<Instant> = None;
         let mut wakeups = ctx.wakeups.queue.subscribe();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 result = active.wait_for(|a| *a) => if result.is_err() { return },
+            }
+            // A channel that cannot record what it sends takes nothing new.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                result = writes.wait_for(|g| *g != Gate::Paused) => if result.is_err() { return },
             }
             // Under load, claim in chunks of a quarter of the capacity (or what
             // frees up within CHUNK_WAIT): one claim of hundreds of rows costs
@@ -318,6 +348,25 @@ impl Claimer {
                     Err(_) => break,
                 }
             }
+            // Probing whether outcomes are written again: one message.
+            let probing = *writes.borrow() == Gate::Probe;
+            let horizon = ctx.claims.outcome_retry_horizon;
+            if let Some(wait) = last_probe
+                .filter(|_| probing)
+                .and_then(|at| horizon.checked_sub(at.elapsed()))
+            {
+                drop(held);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+            if *writes.borrow() == Gate::Paused {
+                continue;
+            }
+            if probing {
+                held.truncate(1);
+            }
             let wanted = held.len();
             let rows = match claim(&ctx, wanted, lease).await {
                 Ok(rows) => {
@@ -335,6 +384,17 @@ impl Claimer {
                 }
             };
             let drained = rows.len() < wanted;
+            if probing && !rows.is_empty() {
+                last_probe = Some(Instant::now());
+                // The probe is out: nothing more until its outcome is written.
+                gate.send_if_modified(|g| {
+                    let was_probe = *g == Gate::Probe;
+                    if was_probe {
+                        *g = Gate::Paused;
+                    }
+                    was_probe
+                });
+            }
             let now = Instant::now();
             held_ids.0.lock().unwrap().extend(rows.iter().map(|m| m.id));
             for message in rows {
@@ -435,12 +495,22 @@ struct Finished {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// Writes outcomes in order, in batches, until the stop marker.
 async fn write_loop(
     ctx: ChannelContext,
     held: Held,
     mut outcomes: mpsc::UnboundedReceiver<Finished>,
     written: watch::Sender<u64>,
+    gate: Arc<watch::Sender<Gate>>,
+    horizon: Duration,
 ) {
+    let mut writer = Writer {
+        ctx,
+        held,
+        gate,
+        horizon,
+        failing_since: None,
+    };
     let mut stopping = false;
     while !stopping {
         let Some(first) = outcomes.recv().await else {
@@ -456,66 +526,327 @@ async fn write_loop(
         stopping = batch.iter().any(|f| f.id == STOP);
         let last = batch.iter().map(|f| f.seq).max().unwrap_or(0);
         batch.retain(|f| f.id > 0);
-        let outcomes = Batch::take(&mut batch);
-        ctx.state
-            .accepted(outcomes.part_references.iter().map(String::as_str));
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let started = Instant::now();
-        loop {
-            match outcomes.write(&ctx).await {
-                Ok(()) => break,
-                // The leases bring the messages back if this never works.
-                Err(e) if started.elapsed() > Duration::from_secs(120) => {
-                    tracing::error!(channel = %ctx.row.name, "giving up writing outcomes: {e:#}");
-                    break;
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(channel = %ctx.row.name, "cannot write outcomes: {e:#}; again in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
-        {
-            let mut held = held.0.lock().unwrap();
-            for f in &batch {
-                held.remove(&f.id);
-            }
-        }
-        // The permits go back with the batch.
-        drop(batch);
+        writer.ctx.state.accepted(
+            batch
+                .iter()
+                .flat_map(|f| match &f.outcome {
+                    Outcome::Sent { references } => references.as_slice(),
+                    _ => &[],
+                })
+                .map(String::as_str),
+        );
+        writer.settle(batch).await;
+        // Every outcome up to `last` is settled; the permits went back
+        // with them.
         written.send_replace(last);
-        ctx.state.count(Count::Sent, outcomes.sent_ids.len() as u64);
-        ctx.state
-            .count(Count::Failed, outcomes.failed_ids.len() as u64);
     }
 }
 
-/// Outcomes grouped by the function that records them.
+// When outcomes cannot be written
+//
+// Forgetting an outcome that was not written is what sends a message
+// again: the message stays `sending`, its lease runs out, maintenance
+// queues it, and it goes out once more, once per lease for as long as
+// the error lasts (an operator's trigger on message_event that raises, a
+// full disk). So a batch whose write fails keeps everything it had:
+// - its messages stay held: their leases are renewed and never run out,
+//   so nothing brings them back to the queue;
+// - its submissions stay counted in the sessions' windows (`written`
+//   does not pass them), so a crash now sends twice at most what a crash
+//   always can, a window per session;
+// - the claimer takes no new work (a channel that cannot record what it
+//   sends must not send more); channel_state.last_error says why.
+//
+// The write is tried again with backoff. Once writes have failed for the
+// retry horizon, the writer stops waiting for the real outcomes and
+// settles each message of the batch on its own: its real outcome written
+// alone (one row that breaks a batch, say a trigger raising for one
+// message, no longer holds back the others), else `failed` with
+// last_error "outcome not recorded: <error>" and a trace entry saying so,
+// which an operator can query and which is never sent again by itself.
+// A message for which neither can be written stays held and is tried
+// again: sending it again would send it twice and dropping it would lose
+// it. Only a message that was never handed to the provider (`Release`)
+// is let go after the horizon: its lease brings it back to the queue,
+// from which it is sent once.
+//
+// After the horizon the channel claims one message at a time, as a
+// probe: when its outcome is written for real, writes work again and
+// claiming resumes; while they do not, one message per horizon goes out
+// and ends "outcome not recorded".
+//
+// When the channel stops while outcomes cannot be written, each message
+// is settled at once as after the horizon, and what still cannot be
+// written is left to its lease, as a crash would leave it: a stop must
+// end.
+
+/// What the claimer may do, as the outcome writer sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gate {
+    /// Outcomes are written: claim freely.
+    Open,
+    /// Outcomes cannot be written: claim nothing.
+    Paused,
+    /// Past the retry horizon: claim one message, whose outcome tells
+    /// whether writes work again.
+    Probe,
+}
+
+/// The outcome writer's state across batches.
+struct Writer {
+    ctx: ChannelContext,
+    held: Held,
+    gate: Arc<watch::Sender<Gate>>,
+    horizon: Duration,
+    /// When outcome writes started failing, until one works again.
+    failing_since: Option<Instant>,
+}
+
+/// What a write committed, as the functions counted it.
 #[derive(Default)]
-struct Batch {
+struct Committed {
+    sent: u64,
+    failed: u64,
+    unrecorded: u64,
+}
+
+/// Longest reason kept in last_error.
+const MAX_REASON: usize = 500;
+
+impl Writer {
+    /// Writes `batch`, returning once every message in it is settled (see
+    /// above).
+    async fn settle(&mut self, mut batch: Vec<Finished>) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        // When this batch's messages were last written one by one.
+        let mut isolated: Option<Instant> = None;
+        loop {
+            let error = match Batch::of(&batch).write(&self.ctx).await {
+                Ok(committed) => {
+                    self.count(&committed);
+                    let proves_writes_work =
+                        batch.iter().any(|f| !matches!(f.outcome, Outcome::Release));
+                    self.let_go(&batch);
+                    if proves_writes_work {
+                        self.writes_work().await;
+                    } else if self.given_up() {
+                        // A probe handed back unsent proves nothing: probe
+                        // with another.
+                        self.gate.send_replace(Gate::Probe);
+                    }
+                    return;
+                }
+                Err(e) => reason(&e),
+            };
+            self.writes_fail(&error).await;
+            let stopping = self.ctx.stop.is_cancelled();
+            if stopping || self.given_up() {
+                let (never_sent, kept): (Vec<Finished>, Vec<Finished>) = batch
+                    .into_iter()
+                    .partition(|f| matches!(f.outcome, Outcome::Release));
+                // Never submitted: the lease sends it once, later.
+                self.let_go(&never_sent);
+                batch = kept;
+                if stopping || isolated.is_none_or(|at| at.elapsed() >= self.horizon) {
+                    batch = self.settle_each(batch, &error).await;
+                    isolated = Some(Instant::now());
+                } else if self.mark_unrecorded(&batch, &error).await {
+                    batch.clear();
+                }
+                if batch.is_empty() {
+                    self.gate.send_replace(Gate::Probe);
+                    return;
+                }
+                if stopping {
+                    tracing::error!(
+                        channel = %self.ctx.row.name,
+                        messages = ?batch.iter().map(|f| f.id).collect::<Vec<_>>(),
+                        "stopping with outcomes that cannot be written ({error}): \
+                         their leases will queue them again, and they may be sent twice"
+                    );
+                    self.let_go(&batch);
+                    return;
+                }
+            }
+            let delay = backoff.next_delay();
+            tracing::warn!(channel = %self.ctx.row.name, "cannot write outcomes: {error}; again in {delay:?}");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.ctx.stop.cancelled() => {}
+            }
+        }
+    }
+
+    /// Writes each message's outcome alone, else marks it "outcome not
+    /// recorded"; returns those for which neither could be written.
+    async fn settle_each(&mut self, batch: Vec<Finished>, error: &str) -> Vec<Finished> {
+        let mut unsettled = Vec::new();
+        for finished in batch {
+            let one = std::slice::from_ref(&finished);
+            match Batch::of(one).write(&self.ctx).await {
+                Ok(committed) => self.count(&committed),
+                Err(e) => {
+                    let own_error = reason(&e);
+                    if !self.mark_unrecorded(one, &own_error).await {
+                        unsettled.push(finished);
+                        continue;
+                    }
+                }
+            }
+            self.let_go(one);
+        }
+        if !unsettled.is_empty() {
+            tracing::error!(channel = %self.ctx.row.name, count = unsettled.len(),
+                "outcomes cannot be written, nor marked unrecorded ({error}): the messages stay held");
+        }
+        unsettled
+    }
+
+    /// Marks `batch` failed with "outcome not recorded: `error`" and
+    /// what its outcome was; true once committed.
+    async fn mark_unrecorded(&mut self, batch: &[Finished], error: &str) -> bool {
+        let ids: Vec<i64> = batch.iter().map(|f| f.id).collect();
+        let errors: Vec<String> = batch
+            .iter()
+            .map(|f| format!("outcome not recorded: {error}; {}", was(&f.outcome)))
+            .collect();
+        let marked = async {
+            let client = self.ctx.pool.get().await?;
+            let s = client
+                .prepare_cached("SELECT smsbus._mark_failed($1, $2)")
+                .await?;
+            let done: i32 = client.query_one(&s, &[&ids, &errors]).await?.get(0);
+            anyhow::Ok(done)
+        };
+        match marked.await {
+            Ok(done) => {
+                tracing::error!(channel = %self.ctx.row.name, messages = ?ids,
+                    "outcomes not recorded ({error}): marked failed, not to be sent again");
+                self.count(&Committed {
+                    unrecorded: done.max(0) as u64,
+                    ..Committed::default()
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(channel = %self.ctx.row.name, "cannot mark outcomes unrecorded: {}", reason(&e));
+                false
+            }
+        }
+    }
+
+    /// Whether writes have failed for the retry horizon.
+    fn given_up(&self) -> bool {
+        self.failing_since
+            .is_some_and(|since| since.elapsed() >= self.horizon)
+    }
+
+    /// The messages of `batch` are no longer this outbox's to renew.
+    fn let_go(&self, batch: &[Finished]) {
+        let mut held = self.held.0.lock().unwrap();
+        for f in batch {
+            held.remove(&f.id);
+        }
+    }
+
+    fn count(&self, committed: &Committed) {
+        self.ctx.state.count(Count::Sent, committed.sent);
+        self.ctx.state.count(Count::Failed, committed.failed);
+        self.ctx
+            .state
+            .count(Count::Unrecorded, committed.unrecorded);
+    }
+
+    /// A write failed: claiming pauses (unless it is probing already past
+    /// the horizon) and channel_state says why, once per spell.
+    async fn writes_fail(&mut self, error: &str) {
+        if self.failing_since.is_some() {
+            // Paused already, or probing: a failed probe pauses again.
+            self.gate.send_if_modified(|g| {
+                let probing = *g == Gate::Probe;
+                if probing {
+                    *g = Gate::Paused;
+                }
+                probing
+            });
+            return;
+        }
+        self.failing_since = Some(Instant::now());
+        self.gate.send_replace(Gate::Paused);
+        let note = format!("claiming paused: outcomes cannot be written: {error}");
+        tracing::error!(channel = %self.ctx.row.name, "{note}");
+        self.ctx.state.note(&note).await;
+    }
+
+    /// A real outcome was written: claiming resumes.
+    async fn writes_work(&mut self) {
+        if self.failing_since.take().is_none() {
+            return;
+        }
+        self.gate.send_replace(Gate::Open);
+        let note = "claiming resumed: outcomes are written again";
+        tracing::info!(channel = %self.ctx.row.name, "{note}");
+        self.ctx.state.note(note).await;
+    }
+}
+
+/// What an outcome that could not be recorded was, for last_error.
+fn was(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Sent { references } => format!(
+            "the provider accepted it (reference {})",
+            references.join(", ")
+        ),
+        Outcome::Failed { error } => format!("it had failed: {error}"),
+        Outcome::Retry { error, .. } => format!("it was to be tried again: {error}"),
+        Outcome::Release => "it was never submitted".to_owned(),
+    }
+}
+
+/// A failed write's reason, as the database gave it, cut to [`MAX_REASON`].
+fn reason(e: &anyhow::Error) -> String {
+    let text = match e.downcast_ref::<tokio_postgres::Error>() {
+        Some(pg) => pg
+            .as_db_error()
+            .map_or_else(|| pg.to_string(), |db| db.message().to_owned()),
+        None => format!("{e:#}"),
+    };
+    cut(&text, MAX_REASON)
+}
+
+/// `text` cut to `max` characters, with an ellipsis when cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// Outcomes grouped by the function that records them, borrowed from the
+/// batch.
+#[derive(Default)]
+struct Batch<'a> {
     sent_ids: Vec<i64>,
     part_ids: Vec<i64>,
     part_numbers: Vec<i32>,
-    part_references: Vec<String>,
+    part_references: Vec<&'a str>,
     failed_ids: Vec<i64>,
-    failed_errors: Vec<String>,
+    failed_errors: Vec<&'a str>,
     retry_ids: Vec<i64>,
-    retry_errors: Vec<String>,
+    retry_errors: Vec<&'a str>,
     retry_delays: Vec<f64>,
     released: Vec<i64>,
 }
 
-impl Batch {
-    /// Groups the outcomes of `finished`, taking them out.
-    fn take(finished: &mut [Finished]) -> Batch {
+impl<'a> Batch<'a> {
+    fn of(finished: &'a [Finished]) -> Batch<'a> {
         let mut b = Batch::default();
         for f in finished {
             let id = f.id;
-            match std::mem::replace(&mut f.outcome, Outcome::Release) {
+            match &f.outcome {
                 Outcome::Sent { references } => {
                     b.sent_ids.push(id);
-                    for (i, reference) in references.into_iter().enumerate() {
+                    for (i, reference) in references.iter().enumerate() {
                         b.part_ids.push(id);
                         b.part_numbers.push(i as i32 + 1);
                         b.part_references.push(reference);
@@ -536,15 +867,41 @@ impl Batch {
         b
     }
 
-    async fn write(&self, ctx: &ChannelContext) -> anyhow::Result<()> {
-        let client = ctx.pool.get().await?;
+    /// Writes every group, all or nothing: a batch written again after a
+    /// failure never writes a group twice.
+    async fn write(&self, ctx: &ChannelContext) -> anyhow::Result<Committed> {
+        let groups = [
+            !self.part_ids.is_empty(),
+            !self.failed_ids.is_empty(),
+            !self.retry_ids.is_empty(),
+            !self.released.is_empty(),
+        ];
+        let mut client = ctx.pool.get().await?;
+        // One statement is all or nothing by itself; more need a
+        // transaction (its BEGIN and COMMIT cost two round trips).
+        if groups.iter().filter(|g| **g).count() > 1 {
+            let tx = client.transaction().await?;
+            let committed = self.statements(&tx, ctx).await?;
+            tx.commit().await?;
+            Ok(committed)
+        } else {
+            self.statements(&client, ctx).await
+        }
+    }
+
+    async fn statements(
+        &self,
+        client: &impl deadpool_postgres::GenericClient,
+        ctx: &ChannelContext,
+    ) -> anyhow::Result<Committed> {
         tracing::debug!(channel = %ctx.row.name, sent = ?self.sent_ids, references = ?self.part_references, "writing outcomes");
+        let mut committed = Committed::default();
         if !self.part_ids.is_empty() {
             let s = client
                 .prepare_cached("SELECT smsbus._mark_sent($1, $2, $3, $4)")
                 .await?;
-            client
-                .execute(
+            let done: i32 = client
+                .query_one(
                     &s,
                     &[
                         &ctx.row.name,
@@ -553,15 +910,19 @@ impl Batch {
                         &self.part_references,
                     ],
                 )
-                .await?;
+                .await?
+                .get(0);
+            committed.sent = done.max(0) as u64;
         }
         if !self.failed_ids.is_empty() {
             let s = client
                 .prepare_cached("SELECT smsbus._mark_failed($1, $2)")
                 .await?;
-            client
-                .execute(&s, &[&self.failed_ids, &self.failed_errors])
-                .await?;
+            let done: i32 = client
+                .query_one(&s, &[&self.failed_ids, &self.failed_errors])
+                .await?
+                .get(0);
+            committed.failed = done.max(0) as u64;
         }
         if !self.retry_ids.is_empty() {
             let s = client
@@ -582,6 +943,6 @@ impl Batch {
                 .execute(&s, &[&&*ctx.worker_id, &self.released])
                 .await?;
         }
-        Ok(())
+        Ok(committed)
     }
 }

@@ -44,6 +44,9 @@ pub enum Count {
     Delivered,
     Throttled,
     Reconnects,
+    /// Marked failed because their real outcome could not be written
+    /// (into `channel_state.failed`, which counts failed rows).
+    Unrecorded,
 }
 
 /// When each recently accepted part was accepted, by reference, for the
@@ -142,6 +145,7 @@ impl StateHandle {
             Count::Delivered => (None, metrics::DELIVERED),
             Count::Throttled => (None, metrics::THROTTLED),
             Count::Reconnects => (None, metrics::RECONNECTS),
+            Count::Unrecorded => (Some(&c.failed), metrics::UNRECORDED),
         };
         if let Some(row) = row {
             row.fetch_add(n, Ordering::Relaxed);
@@ -239,6 +243,29 @@ impl StateHandle {
             )
             .await?;
         Ok(())
+    }
+
+    /// Replaces `last_error` alone, keeping the status: what an operator
+    /// should know about a channel that is up (claiming paused because
+    /// outcomes cannot be written, and resumed). A failure to write is
+    /// logged: the channel goes on.
+    pub async fn note(&self, text: &str) {
+        let written = async {
+            let client = self.inner.pool.get().await?;
+            let statement = client
+                .prepare_cached(
+                    "UPDATE smsbus.channel_state SET last_error = $2, updated_at = now()
+                     WHERE channel = $1 AND owner = $3",
+                )
+                .await?;
+            client
+                .execute(&statement, &[&self.inner.channel, &text, &self.inner.owner])
+                .await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(channel = %self.inner.channel, "cannot write channel_state: {e:#}");
+        }
     }
 
     /// Replaces the driver's own facts in the row (a modem's signal and

@@ -268,6 +268,7 @@ pub async fn supervise_driver<F, Fut>(
             wakeups: wakeups.clone(),
             state: state.clone(),
             heartbeat: heartbeat.clone(),
+            claims: config.claims,
             stop: run_stop.clone(),
         };
         let started = std::time::Instant::now();

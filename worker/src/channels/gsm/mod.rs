@@ -57,7 +57,10 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
     }
     // A lease long enough for a message to wait behind the few ahead of
     // it, each bounded by the send timeout.
-    let lease = Duration::from_secs(60).max(modem.config().send_timeout() * (CAPACITY as u32 + 2));
+    let lease = ctx
+        .claims
+        .min_lease
+        .max(modem.config().send_timeout() * (CAPACITY as u32 + 2));
     let outbox = ctx
         .row
         .can_send

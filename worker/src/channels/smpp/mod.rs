@@ -100,7 +100,7 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
     let transmitting = binds.iter().filter(|b| **b != BindMode::Receiver).count();
     // A lease long enough for a message to wait behind a full window and
     // its responses; a worker that dies is replaced after it.
-    let lease = Duration::from_secs(60).max(config.response_timeout() * 6);
+    let lease = ctx.claims.min_lease.max(config.response_timeout() * 6);
     // Held at once: the windows in flight, as many ready behind them, and
     // room for outcomes on their way to the database (a permit returns
     // only when its outcome is written).

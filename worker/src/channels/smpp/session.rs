@@ -50,11 +50,17 @@ pub(super) async fn run(channel: Arc<Channel>, bind: BindMode, index: usize, bea
         Duration::from_secs_f64(config.reconnect_min_s),
         Duration::from_secs_f64(config.reconnect_max_s),
     );
+    // What the provider has (or may have) whose outcome is not committed
+    // yet counts in the window across reconnects too: the window bounds
+    // what a crash sends twice only if a new connection does not forget it.
+    let mut unrecorded = VecDeque::new();
     loop {
         beat.beat();
         let mut session = Session::new(channel.clone(), bind, index, beat.clone());
+        session.unrecorded = unrecorded;
         let ended = session.connect_and_serve().await;
         session.settle_all();
+        unrecorded = session.hand_over();
         match ended {
             Ended::Stopped => return,
             Ended::Lost { reason, was_bound } => {
@@ -687,25 +693,33 @@ impl Session {
     }
 
     /// Decides every message still held: never written -> handed back;
-    /// written -> outcome unknown.
+    /// written -> outcome unknown (and in the window until committed).
     fn settle_all(&mut self) {
         let policy = self.channel.config.on_unknown_outcome;
-        for (_, progress) in self.messages.drain() {
-            let outcome = if progress.written {
-                unknown_outcome(
+        let held: Vec<Progress> = self.messages.drain().map(|(_, p)| p).collect();
+        for progress in held {
+            if progress.written {
+                let outcome = unknown_outcome(
                     policy,
                     "connection lost before every submit_sm was answered",
-                )
+                );
+                let taken = progress.pdus.len();
+                self.finish_claimed(progress.claimed, outcome, taken);
             } else {
-                Outcome::Release
-            };
-            if let Some(outbox) = &self.channel.outbox {
-                outbox.finish(progress.claimed, outcome);
+                self.finish_claimed(progress.claimed, Outcome::Release, 0);
             }
         }
         self.ready.clear();
         self.outstanding.clear();
         self.report_window();
+    }
+
+    /// The outcomes not committed yet, for the next connection; this
+    /// session's share of the window gauge goes with them.
+    fn hand_over(mut self) -> VecDeque<(u64, usize)> {
+        self.forget_recorded();
+        self.channel.ctx.state.window_change(-self.window_reported);
+        std::mem::take(&mut self.unrecorded)
     }
 
     /// The channel is stopping: stop taking messages, hand back what was
