@@ -472,3 +472,548 @@ BEGIN
     RETURN done;
 END
 $$;
+
+-- Trust boundaries (README: Security model).
+-- No smsbus role may put a trigger on, truncate or reference smsbus's
+-- tables: the system writes some of them with its owner's rights, where
+-- such a trigger would run with those rights too.
+-- Granted again as a fresh install grants them, in its order.
+REVOKE ALL ON ALL TABLES IN SCHEMA smsbus FROM smsbus_sender, smsbus_admin, smsbus_worker;
+-- Senders: write messages, read messages and their trace, see channels
+-- without their config.
+GRANT SELECT ON message TO smsbus_sender;
+GRANT INSERT (to_address, body, from_address, channel, priority, scheduled_at, valid_until,
+              request_report, encoding, custom, batch_id, idempotency_key)
+    ON message TO smsbus_sender;
+GRANT SELECT ON message_event, message_part, message_archive, message_part_archive, channel_state
+    TO smsbus_sender;
+GRANT SELECT (name, kind, enabled, can_send, can_receive, daily_limit, description, created_at, updated_at)
+    ON channel TO smsbus_sender;
+GRANT SELECT ON channel_usage TO smsbus_sender;
+
+-- Admins: configure channels, rules and archiving; read and correct
+-- messages; read what the system records. No role gets TRIGGER, TRUNCATE
+-- or REFERENCES on any smsbus table: the system writes some of them in the
+-- owner context, where a trigger of someone else's would run with the
+-- owner's rights (README: Security model). smsbus.trigger is where
+-- admins attach code to messages.
+GRANT SELECT, INSERT, UPDATE, DELETE ON channel, route, block, archiving, message TO smsbus_admin;
+GRANT SELECT ON channel_state, message_event, message_part, pending_report, inbound_part, channel_wakeup
+    TO smsbus_admin;
+GRANT SELECT, UPDATE, DELETE ON channel_usage TO smsbus_admin;
+GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
+
+-- The worker: runs the queue.
+GRANT SELECT ON channel TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE ON message TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_report, channel_wakeup,
+    inbound_part TO smsbus_worker;
+GRANT SELECT, DELETE ON channel_usage TO smsbus_worker;
+GRANT SELECT, INSERT ON message_event TO smsbus_worker;
+GRANT SELECT, INSERT, DELETE ON message_archive, message_part_archive TO smsbus_worker;
+GRANT SELECT, UPDATE (last_run, last_moved) ON archiving TO smsbus_worker;
+GRANT DELETE ON message TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON trigger TO smsbus_admin;
+GRANT SELECT ON trigger TO smsbus_worker;
+-- Views read with the rights of whoever queries them, row security included.
+ALTER VIEW queue_depth SET (security_invoker = true);
+ALTER VIEW channel_overview SET (security_invoker = true);
+GRANT SELECT ON queue_depth, channel_overview TO smsbus_sender, smsbus_admin, smsbus_worker;
+
+-- The compiled rules belong to smsbus_rules, which no one logs in as or
+-- is a member of, and run with smsbus_admin's rights: no admin can replace
+-- them with code that runs as whoever inserts. Nobody but the extension's
+-- owner creates objects in schema smsbus.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'smsbus_rules') THEN
+        CREATE ROLE smsbus_rules NOLOGIN;
+    END IF;
+END
+$roles$;
+COMMENT ON ROLE smsbus_rules IS 'smsbus: owns the compiled routing rules, which run with smsbus_admin''s rights; grant it to no one.';
+GRANT smsbus_admin TO smsbus_rules;
+REVOKE CREATE ON SCHEMA smsbus FROM smsbus_admin;
+
+-- Rules are checked, compiled and run under pg_catalog and smsbus first,
+-- then the writer's schemas; what smsbus writes into the compiled code
+-- names its functions and operators with their schema.
+CREATE FUNCTION _rules_schemas() RETURNS name[]
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(array_agg(s.name ORDER BY s.n), '{}')
+    FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) WITH ORDINALITY AS s(name, n)
+    WHERE s.name OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'smsbus']::name[])
+      AND s.name::text NOT LIKE 'pg\_temp\_%' AND s.name::text NOT LIKE 'pg\_toast\_temp\_%'
+$$;
+
+CREATE FUNCTION _rules_search_path(schemas name[]) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT array_to_string(ARRAY['pg_catalog', 'smsbus']
+                           || ARRAY(SELECT quote_ident(s) FROM unnest(schemas) WITH ORDINALITY AS u(s, n) ORDER BY n)
+                           || ARRAY['pg_temp'], ', ')
+$$;
+
+DROP FUNCTION _define_router(text, text, text);
+CREATE FUNCTION _define_router(name text, declarations text, code text, schemas name[]) RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+DECLARE
+    path text := smsbus._rules_search_path(schemas);
+    fn regprocedure;
+BEGIN
+    IF name IS NULL OR name NOT IN ('_router', '_router_blocks') THEN
+        RAISE EXCEPTION 'smsbus._define_router writes smsbus._router and smsbus._router_blocks, not %', name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF code IS NULL THEN
+        EXECUTE format(
+            E'CREATE OR REPLACE FUNCTION smsbus.%I(smsbus.message) RETURNS smsbus._routing\n' ||
+            E'LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, smsbus, pg_temp\n' ||
+            E'AS $none$ SELECT ROW(NULL, NULL, NULL, NULL)::smsbus._routing $none$', name);
+    ELSE
+        EXECUTE format(
+            E'CREATE OR REPLACE FUNCTION smsbus.%I(smsbus.message) RETURNS smsbus._routing\n' ||
+            E'LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = %s\n' ||
+            E'AS %L', name, path,
+            E'-- Compiled by smsbus._compile_router() from smsbus.block and smsbus.route: do not edit.\n' ||
+            E'#variable_conflict use_column\n<<message>>\nDECLARE\n' ||
+            declarations ||
+            E'    _r_code integer;\n    _r_channel text;\n    _r_skipped text;\n' ||
+            E'    _r_over_limit boolean := false;\n    _r_ids bigint[];\n    _r_channels text[];\n' ||
+            E'    _r_weights integer[];\n    _r_result smsbus._routing;\n    _r_hit integer;\n    _r_from integer;\nBEGIN\n' ||
+            code || E'END\n');
+    END IF;
+    fn := format('smsbus.%I(smsbus.message)', name)::regprocedure;
+    IF (SELECT p.proowner <> 'smsbus_rules'::regrole FROM pg_proc p WHERE p.oid = fn) THEN
+        EXECUTE format('ALTER FUNCTION %s OWNER TO smsbus_rules', fn);
+    END IF;
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _rule_check() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    rule text := TG_TABLE_NAME || ' ' || coalesce(NEW.id::text, '(new)');
+    fn regprocedure;
+    fn_kind "char";
+    fn_returns regtype;
+    fn_set boolean;
+    saved_path text := current_setting('search_path');
+    rules_path text;
+BEGIN
+    IF smsbus._restoring() THEN
+        -- Checked when it was first written; kept as it was dumped.
+        RETURN NEW;
+    END IF;
+    NEW.updated_at := now();
+    -- What changed, or is switched on, is checked; so a rule broken by a
+    -- later change elsewhere (a dropped table) can still be disabled.
+    IF TG_OP = 'UPDATE' AND NOT (NEW.enabled AND NOT OLD.enabled)
+       AND NEW.condition IS NOT DISTINCT FROM OLD.condition THEN
+        IF TG_TABLE_NAME <> 'route' THEN
+            RETURN NEW;
+        END IF;
+        -- Apart, so blocks (without these columns) never prepare it.
+        IF NEW.channel IS NOT DISTINCT FROM OLD.channel AND NEW.function IS NOT DISTINCT FROM OLD.function THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    -- The condition and the function are looked up under the search_path
+    -- the rules are compiled and run under (_rules_search_path), so what
+    -- they name now is what they name when a message is routed.
+    rules_path := smsbus._rules_search_path(smsbus._rules_schemas());
+    PERFORM set_config('search_path', rules_path, true);
+    PERFORM smsbus._check_condition(NEW.condition, rule);
+    PERFORM set_config('search_path', saved_path, true);
+    IF TG_TABLE_NAME <> 'route' THEN
+        RETURN NEW;
+    END IF;
+    IF (NEW.channel IS NULL) = (NEW.function IS NULL) THEN
+        RAISE EXCEPTION '% needs either a channel or a function, not %', rule,
+            CASE WHEN NEW.channel IS NULL THEN 'neither' ELSE 'both' END
+            USING ERRCODE = 'check_violation',
+                  HINT = 'A route sends its matches to channel, or asks function which channel to use.';
+    END IF;
+    IF NEW.channel IS NOT NULL AND NOT EXISTS (SELECT FROM smsbus.channel c WHERE c.name = NEW.channel) THEN
+        RAISE EXCEPTION '%: unknown channel "%"', rule, NEW.channel
+            USING ERRCODE = 'foreign_key_violation', HINT = 'Use a name from smsbus.channel.';
+    END IF;
+    IF NEW.function IS NOT NULL THEN
+        PERFORM set_config('search_path', rules_path, true);
+        fn := to_regprocedure(NEW.function || '(smsbus.message)');
+        PERFORM set_config('search_path', saved_path, true);
+        IF fn IS NULL THEN
+            RAISE EXCEPTION '%: function %(smsbus.message) does not exist', rule, NEW.function
+                USING ERRCODE = 'undefined_function',
+                      HINT = 'A route function takes smsbus.message and returns the channel name as text, or null for no match.';
+        END IF;
+        SELECT p.prokind, p.prorettype, p.proretset INTO fn_kind, fn_returns, fn_set
+        FROM pg_proc p WHERE p.oid = fn;
+        IF fn_kind <> 'f' OR fn_returns <> 'text'::regtype OR fn_set THEN
+            RAISE EXCEPTION '%: % must be a function returning text, not %', rule, fn,
+                CASE WHEN fn_kind <> 'f' THEN 'a procedure or aggregate'
+                     WHEN fn_set THEN 'setof ' || fn_returns::text
+                     ELSE fn_returns::text END
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'A route function takes smsbus.message and returns the channel name as text, or null for no match.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _route_group(ids bigint[], channels text[], weights integer[]) RETURNS _routing
+LANGUAGE plpgsql
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+DECLARE
+    pick double precision;
+    i integer;
+    code integer;
+    skipped text;
+    over_limit boolean := false;
+BEGIN
+    WHILE cardinality(ids) > 0 LOOP
+        pick := random() * (SELECT sum(w) FROM unnest(weights) w);
+        i := 1;
+        WHILE i < cardinality(ids) AND pick >= weights[i] LOOP
+            pick := pick - weights[i];
+            i := i + 1;
+        END LOOP;
+        code := smsbus._channel_take(channels[i]);
+        IF code = 0 THEN
+            RETURN ROW('queued', channels[i], 'route ' || ids[i], NULL)::smsbus._routing;
+        END IF;
+        over_limit := over_limit OR code = 4;
+        skipped := concat_ws('; ', skipped,
+                             'route ' || ids[i] || ': ' || smsbus._channel_take_reason(channels[i], code));
+        ids := ids[:i - 1] || ids[i + 1:];
+        channels := channels[:i - 1] || channels[i + 1:];
+        weights := weights[:i - 1] || weights[i + 1:];
+    END LOOP;
+    RETURN ROW(CASE WHEN over_limit THEN 'dailylimit' END, NULL, NULL, skipped)::smsbus._routing;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _round_robin_refusal() RETURNS _routing
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    SELECT CASE WHEN EXISTS (SELECT FROM smsbus.channel c WHERE c.enabled AND c.can_send)
+        THEN ROW('dailylimit', NULL, NULL,
+                 'no route matched and every channel that can send reached its daily limit')::smsbus._routing
+        ELSE ROW('nochannel', NULL, NULL, 'no route matched and no channel can send')::smsbus._routing
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION _channel_check(p_channel text) RETURNS integer
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    SELECT CASE WHEN c.name IS NULL THEN 1
+                WHEN NOT c.enabled THEN 2
+                WHEN NOT c.can_send THEN 3
+                WHEN c.daily_limit IS NOT NULL AND coalesce(u.routed, 0) >= c.daily_limit THEN 4
+                ELSE 0 END
+    FROM (SELECT p_channel AS name) n
+    LEFT JOIN smsbus.channel c ON c.name = n.name
+    LEFT JOIN smsbus.channel_usage u ON u.channel = c.name AND u.day = (now() AT TIME ZONE 'UTC')::date
+$$;
+
+CREATE OR REPLACE FUNCTION _route_target_code(r route) RETURNS text
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    fn text;
+BEGIN
+    IF r.function IS NULL THEN
+        RETURN format(E'        _r_channel := %L;\n', r.channel);
+    END IF;
+    SELECT format('%I.%I', n.nspname, p.proname) INTO fn
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE p.oid = to_regprocedure(r.function || '(smsbus.message)');
+    IF fn IS NULL THEN
+        RAISE EXCEPTION 'route %: function %(smsbus.message) does not exist', r.id, r.function
+            USING ERRCODE = 'undefined_function';
+    END IF;
+    RETURN format(E'        BEGIN\n' ||
+                  E'            _r_channel := %s($1);\n' ||
+                  E'        EXCEPTION WHEN OTHERS THEN\n' ||
+                  E'            RETURN ROW(''failed'', NULL, %L, %L OPERATOR(pg_catalog.||) SQLERRM)::smsbus._routing;\n' ||
+                  E'        END;\n',
+                  fn, 'route ' || r.id, 'route ' || r.id || ': ' || fn || ' failed: ');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _route_take_code(r route) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT format(E'        IF _r_channel IS NOT NULL THEN\n' ||
+                  E'            _r_code := smsbus._channel_take(_r_channel);\n' ||
+                  E'            IF _r_code OPERATOR(pg_catalog.=) 0 THEN\n' ||
+                  E'                RETURN ROW(''queued'', _r_channel, %L, NULL)::smsbus._routing;\n' ||
+                  E'            END IF;\n' ||
+                  E'            _r_over_limit := _r_over_limit OR _r_code OPERATOR(pg_catalog.=) 4;\n' ||
+                  E'            _r_skipped := pg_catalog.concat_ws(''; '', _r_skipped,\n' ||
+                  E'                %L OPERATOR(pg_catalog.||) smsbus._channel_take_reason(_r_channel, _r_code));\n' ||
+                  E'        END IF;\n',
+                  'route ' || r.id, 'route ' || r.id || ': ')
+$$;
+
+CREATE OR REPLACE FUNCTION _route_result_code(decided text) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT format(E'    IF _r_result.status OPERATOR(pg_catalog.=) ANY (ARRAY[%s]) THEN\n' ||
+                  E'        RETURN _r_result;\n    END IF;\n', decided)
+        || E'    _r_over_limit := _r_over_limit OR _r_result.status OPERATOR(pg_catalog.=) ''dailylimit'';\n'
+        || E'    _r_skipped := pg_catalog.concat_ws(''; '', _r_skipped, _r_result.reason);\n'
+        || E'    IF _r_skipped OPERATOR(pg_catalog.=) '''' THEN\n        _r_skipped := NULL;\n    END IF;\n'
+$$;
+
+CREATE OR REPLACE FUNCTION _block_run_code(ids bigint[], conditions text[], reasons text[], in_rust boolean) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF cardinality(ids) = 0 THEN
+        RETURN '';
+    ELSIF cardinality(ids) = 1 THEN
+        RETURN format(E'    -- block %s\n    IF (\n%s\n    ) THEN\n' ||
+                      E'        RETURN ROW(''blocked'', NULL, %L, %L)::smsbus._routing;\n    END IF;\n',
+                      ids[1], conditions[1], 'block ' || ids[1], reasons[1]);
+    END IF;
+    RETURN format(E'    -- blocks %s\n', array_to_string(ids, ', '))
+        || CASE WHEN in_rust THEN format(E'    _r_hit := %s;\n', smsbus._first_match_code(conditions, '0'))
+           ELSE E'    _r_hit := CASE\n'
+                || (SELECT string_agg(format(E'        WHEN (\n%s\n        ) THEN %s\n', c.condition, c.n), '' ORDER BY c.n)
+                    FROM unnest(conditions) WITH ORDINALITY AS c(condition, n))
+                || E'    END;\n' END
+        || format(E'    IF _r_hit IS NOT NULL THEN\n' ||
+                  E'        RETURN ROW(''blocked'', NULL, ''block '' OPERATOR(pg_catalog.||) (%L::bigint[])[_r_hit],\n' ||
+                  E'                   (%L::text[])[_r_hit])::smsbus._routing;\n' ||
+                  E'    END IF;\n', ids, reasons);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _route_run_code(ids bigint[], conditions text[], channels text[], in_rust boolean) RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    -- %1$s: the route's name as an expression; %2$s: its indent.
+    take text := E'%2$s_r_code := smsbus._channel_take(_r_channel);\n' ||
+                 E'%2$sIF _r_code OPERATOR(pg_catalog.=) 0 THEN\n' ||
+                 E'%2$s    RETURN ROW(''queued'', _r_channel, %1$s, NULL)::smsbus._routing;\n' ||
+                 E'%2$sEND IF;\n' ||
+                 E'%2$s_r_over_limit := _r_over_limit OR _r_code OPERATOR(pg_catalog.=) 4;\n' ||
+                 E'%2$s_r_skipped := pg_catalog.concat_ws(''; '', _r_skipped, %1$s OPERATOR(pg_catalog.||) '': ''\n' ||
+                 E'%2$s    OPERATOR(pg_catalog.||) smsbus._channel_take_reason(_r_channel, _r_code));\n';
+    first text;
+    next text;
+BEGIN
+    IF cardinality(ids) = 0 THEN
+        RETURN '';
+    ELSIF cardinality(ids) = 1 THEN
+        RETURN format(E'    -- route %s\n    IF (\n%s\n    ) THEN\n        _r_channel := %L;\n',
+                      ids[1], conditions[1], channels[1])
+            || format(take, quote_literal('route ' || ids[1]), '        ')
+            || E'    END IF;\n';
+    END IF;
+    IF in_rust THEN
+        -- The whole run, failover included, in one call.
+        RETURN format(E'    -- routes %s\n', array_to_string(ids, ', '))
+            || format(E'    _r_result := smsbus._route_first(%s, $1);\n',
+                      smsbus._route_first_args(ids, conditions, channels))
+            || smsbus._route_result_code('''queued''');
+    END IF;
+    -- The first pass, the common one, has no guard to evaluate.
+    SELECT E'    _r_hit := CASE\n'
+           || string_agg(format(E'        WHEN (\n%s\n        ) THEN %s\n', c.condition, c.n), '' ORDER BY c.n)
+           || E'    END;\n',
+           E'        _r_from := _r_hit;\n        _r_hit := CASE\n'
+           || string_agg(format(E'            WHEN _r_from OPERATOR(pg_catalog.<) %s AND (\n%s\n            ) THEN %s\n',
+                                c.n, c.condition, c.n), '' ORDER BY c.n)
+           || E'        END;\n'
+    INTO first, next
+    FROM unnest(conditions) WITH ORDINALITY AS c(condition, n);
+    RETURN format(E'    -- routes %s\n', array_to_string(ids, ', '))
+        || first
+        || E'    WHILE _r_hit IS NOT NULL LOOP\n'
+        || format(E'        _r_channel := (%L::text[])[_r_hit];\n', channels)
+        || format(take, format('''route '' OPERATOR(pg_catalog.||) (%L::bigint[])[_r_hit]', ids), '        ')
+        || next
+        || E'    END LOOP;\n';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _compile_router() RETURNS void
+LANGUAGE plpgsql
+AS $compile$
+DECLARE
+    conditions text;
+    declarations text := '';
+    code text := '';
+    col record;
+    r smsbus.route;
+    b smsbus.block;
+    grp record;
+    blocks text;
+    saved_path text;
+    -- The run of simple conditions not written yet.
+    run_ids bigint[] := '{}';
+    run_conditions text[] := '{}';
+    run_targets text[] := '{}';
+    run_kind text;
+    kind text;
+    -- The blocking rules when they are one run evaluated in Rust.
+    block_ids bigint[];
+    block_conditions text[];
+    reasons text[];
+    schemas name[];
+BEGIN
+    saved_path := current_setting('search_path');
+    IF smsbus._restoring() OR smsbus._in_extension_script() THEN
+        -- pg_restore empties search_path and CREATE / ALTER EXTENSION set
+        -- their own; the rules were written under the database's, and are
+        -- compiled under it.
+        PERFORM set_config('search_path', s.reset_val, true) FROM pg_settings s WHERE s.name = 'search_path';
+    END IF;
+    -- Compiled under the search_path they were checked under and will run
+    -- under (_rules_search_path).
+    schemas := smsbus._rules_schemas();
+    PERFORM set_config('search_path', smsbus._rules_search_path(schemas), true);
+    -- One compilation at a time: a second one waits here, then reads the
+    -- rules the first committed (READ COMMITTED takes a new snapshot).
+    PERFORM pg_advisory_xact_lock(hashtext('smsbus._compile_router'));
+
+    -- Runs of conditions of one kind (_condition_kind) are evaluated
+    -- together (_block_run_code, _route_run_code); a rule with a
+    -- subquery, a function route and routes sharing a position stand
+    -- alone, in order.
+    FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
+        kind := smsbus._condition_kind(b.condition);
+        IF kind <> 'query' AND kind = coalesce(run_kind, kind) THEN
+            run_kind := kind;
+            run_ids := run_ids || b.id;
+            run_conditions := run_conditions || b.condition;
+            run_targets := run_targets || b.reason;
+            CONTINUE;
+        END IF;
+        code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets, run_kind = 'builtin');
+        run_kind := NULLIF(kind, 'query');
+        run_ids := ARRAY[b.id]; run_conditions := ARRAY[b.condition]; run_targets := ARRAY[b.reason];
+        IF kind = 'query' THEN
+            code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets, false);
+            run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
+        END IF;
+    END LOOP;
+    IF code = '' AND run_kind = 'builtin' AND cardinality(run_ids) > 1 THEN
+        -- Every blocking rule is in this one run: the first routes may join it.
+        block_ids := run_ids; block_conditions := run_conditions; reasons := run_targets;
+    END IF;
+    code := code || smsbus._block_run_code(run_ids, run_conditions, run_targets, run_kind = 'builtin');
+    run_kind := NULL;
+    run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
+    blocks := code;
+
+    FOR grp IN
+        SELECT position, array_agg(id ORDER BY id) AS ids
+        FROM smsbus.route WHERE enabled GROUP BY position ORDER BY position
+    LOOP
+        kind := 'query';
+        IF cardinality(grp.ids) = 1 THEN
+            SELECT * INTO r FROM smsbus.route WHERE id = grp.ids[1];
+            IF r.function IS NULL THEN
+                kind := smsbus._condition_kind(r.condition);
+            END IF;
+            IF kind <> 'query' AND kind = coalesce(run_kind, kind) THEN
+                run_kind := kind;
+                run_ids := run_ids || r.id;
+                run_conditions := run_conditions || r.condition;
+                run_targets := run_targets || r.channel;
+                CONTINUE;
+            END IF;
+        END IF;
+        code := smsbus._route_run_append(code, blocks, block_ids, block_conditions, reasons,
+                                         run_ids, run_conditions, run_targets, run_kind = 'builtin');
+        run_kind := NULL;
+        run_ids := '{}'; run_conditions := '{}'; run_targets := '{}';
+        IF kind <> 'query' THEN
+            run_kind := kind;
+            run_ids := ARRAY[r.id]; run_conditions := ARRAY[r.condition]; run_targets := ARRAY[r.channel];
+            CONTINUE;
+        END IF;
+        IF cardinality(grp.ids) = 1 THEN
+            code := code || format(E'    -- route %s (position %s)\n    IF (\n%s\n    ) THEN\n',
+                                   r.id, r.position, r.condition)
+                         || smsbus._route_target_code(r) || smsbus._route_take_code(r)
+                         || E'    END IF;\n';
+            CONTINUE;
+        END IF;
+        code := code || format(E'    -- position %s: routes share by weight\n', grp.position)
+                     || E'    _r_ids := ''{}''; _r_channels := ''{}''; _r_weights := ''{}'';\n';
+        FOR r IN SELECT * FROM smsbus.route WHERE id = ANY (grp.ids) ORDER BY id LOOP
+            code := code || format(E'    -- route %s (weight %s)\n    IF (\n%s\n    ) THEN\n',
+                                   r.id, r.weight, r.condition)
+                         || smsbus._route_target_code(r)
+                         || format(E'        IF _r_channel IS NOT NULL THEN\n' ||
+                                   E'            _r_ids := _r_ids OPERATOR(pg_catalog.||) %s::bigint;\n' ||
+                                   E'            _r_channels := _r_channels OPERATOR(pg_catalog.||) _r_channel;\n' ||
+                                   E'            _r_weights := _r_weights OPERATOR(pg_catalog.||) %s;\n' ||
+                                   E'        END IF;\n    END IF;\n', r.id, r.weight);
+        END LOOP;
+        code := code || E'    IF pg_catalog.cardinality(_r_ids) OPERATOR(pg_catalog.>) 0 THEN\n' ||
+                        E'        _r_result := smsbus._route_group(_r_ids, _r_channels, _r_weights);\n' ||
+                        smsbus._route_result_code('''queued''') ||
+                        E'    END IF;\n';
+    END LOOP;
+    code := smsbus._route_run_append(code, blocks, block_ids, block_conditions, reasons,
+                                     run_ids, run_conditions, run_targets, run_kind = 'builtin');
+    code := code || E'    IF _r_skipped IS NOT NULL THEN\n' ||
+                    E'        RETURN ROW(CASE WHEN _r_over_limit THEN ''dailylimit'' ELSE ''nochannel'' END,\n' ||
+                    E'                   NULL, NULL, _r_skipped)::smsbus._routing;\n' ||
+                    E'    END IF;\n' ||
+                    E'    _r_channel := smsbus._round_robin_take();\n' ||
+                    E'    IF _r_channel IS NOT NULL THEN\n' ||
+                    E'        RETURN ROW(''queued'', _r_channel, ''round robin'', NULL)::smsbus._routing;\n' ||
+                    E'    END IF;\n' ||
+                    E'    RETURN smsbus._round_robin_refusal();\n';
+
+    -- The columns that conditions PL/pgSQL evaluates may name become
+    -- variables of the same name; copying all of them would cost every
+    -- message. Runs evaluated in Rust read the row themselves: their lines,
+    -- the router's own variables and string literals are left out.
+    conditions := regexp_replace(code, '^.*smsbus\._(first_match|route_first|block_route_first)\(.*$', '', 'gn');
+    conditions := regexp_replace(conditions, '\m_r_\w+(\.\w+)?|''[^'']*''', '', 'g');
+    FOR col IN
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type
+        FROM pg_attribute a
+        WHERE a.attrelid = 'smsbus.message'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+    LOOP
+        IF conditions ~* ('\m' || col.attname || '\M') THEN
+            declarations := declarations || format(E'    %I %s := $1.%I;\n', col.attname, col.type, col.attname);
+        END IF;
+    END LOOP;
+
+    PERFORM smsbus._define_router('_router', declarations, code, schemas);
+    -- Messages that name their channel meet only the blocking rules; with
+    -- none, the row trigger sees an IMMUTABLE constant and skips the call.
+    PERFORM smsbus._define_router('_router_blocks', declarations,
+                                  CASE WHEN blocks <> ''
+                                       THEN blocks || E'    RETURN ROW(NULL, NULL, NULL, NULL)::smsbus._routing;\n'
+                                  END, schemas);
+    PERFORM set_config('search_path', saved_path, true);
+END
+$compile$;
+
+REVOKE ALL ON FUNCTION _rules_schemas(), _rules_search_path(name[]), _define_router(text, text, text, name[])
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _rules_schemas(), _rules_search_path(name[]), _define_router(text, text, text, name[])
+    TO smsbus_admin;
+SELECT _compile_router();

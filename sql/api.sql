@@ -811,15 +811,18 @@ $$;
 -- Views
 ---------------------------------------------------------------------------
 
+-- The views read with the rights of whoever queries them (row security
+-- included), not their owner's.
+
 -- Messages waiting or in flight, per channel and status.
-CREATE VIEW queue_depth AS
+CREATE VIEW queue_depth WITH (security_invoker = true) AS
 SELECT channel, status, count(*) AS messages, min(created_at) AS oldest
 FROM message
 WHERE status IN ('scheduled', 'queued', 'sending')
 GROUP BY channel, status;
 
 -- Each channel with its link state and queue (no credentials).
-CREATE VIEW channel_overview AS
+CREATE VIEW channel_overview WITH (security_invoker = true) AS
 SELECT c.name, c.kind, c.enabled, c.can_send, c.can_receive, c.daily_limit,
        coalesce(s.status, 'disconnected') AS link, s.owner, s.since, s.last_error,
        coalesce(q.queued, 0) AS queued, coalesce(q.sending, 0) AS sending
@@ -854,7 +857,7 @@ GRANT EXECUTE ON FUNCTION _check_condition(text, text), _compile_router(), _rout
     _run_key(text[]), _block_route_run_code(bigint[], text[], text[], bigint[], text[], text[]),
     _route_run_append(text, text, bigint[], text[], text[], bigint[], text[], text[], boolean),
     _route_first_args(bigint[], text[], text[]), _route_result_code(text),
-    _define_router(text, text, text), reroute(bigint[], status[]),
+    _define_router(text, text, text, name[]), _rules_schemas(), _rules_search_path(name[]), reroute(bigint[], status[]),
     _explain_route(message),
     explain_route(bigint), explain_route(jsonb)
     TO smsbus_admin;

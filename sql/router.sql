@@ -34,6 +34,8 @@ DECLARE
     fn_kind "char";
     fn_returns regtype;
     fn_set boolean;
+    saved_path text := current_setting('search_path');
+    rules_path text;
 BEGIN
     IF smsbus._restoring() THEN
         -- Checked when it was first written; kept as it was dumped.
@@ -52,7 +54,13 @@ BEGIN
             RETURN NEW;
         END IF;
     END IF;
+    -- The condition and the function are looked up under the search_path
+    -- the rules are compiled and run under (_rules_search_path), so what
+    -- they name now is what they name when a message is routed.
+    rules_path := smsbus._rules_search_path(smsbus._rules_schemas());
+    PERFORM set_config('search_path', rules_path, true);
     PERFORM smsbus._check_condition(NEW.condition, rule);
+    PERFORM set_config('search_path', saved_path, true);
     IF TG_TABLE_NAME <> 'route' THEN
         RETURN NEW;
     END IF;
@@ -67,7 +75,9 @@ BEGIN
             USING ERRCODE = 'foreign_key_violation', HINT = 'Use a name from smsbus.channel.';
     END IF;
     IF NEW.function IS NOT NULL THEN
+        PERFORM set_config('search_path', rules_path, true);
         fn := to_regprocedure(NEW.function || '(smsbus.message)');
+        PERFORM set_config('search_path', saved_path, true);
         IF fn IS NULL THEN
             RAISE EXCEPTION '%: function %(smsbus.message) does not exist', rule, NEW.function
                 USING ERRCODE = 'undefined_function',
@@ -103,6 +113,7 @@ CREATE TRIGGER block_check BEFORE INSERT OR UPDATE ON block
 -- (some channel was over its limit) when none could.
 CREATE FUNCTION _route_group(ids bigint[], channels text[], weights integer[]) RETURNS _routing
 LANGUAGE plpgsql
+SET search_path = pg_catalog, smsbus, pg_temp
 AS $$
 DECLARE
     pick double precision;
@@ -137,6 +148,7 @@ $$;
 -- channel that could take the message: why.
 CREATE FUNCTION _round_robin_refusal() RETURNS _routing
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, smsbus, pg_temp
 AS $$
     SELECT CASE WHEN EXISTS (SELECT FROM smsbus.channel c WHERE c.enabled AND c.can_send)
         THEN ROW('dailylimit', NULL, NULL,
@@ -150,6 +162,7 @@ $$;
 -- over its daily limit).
 CREATE FUNCTION _channel_check(p_channel text) RETURNS integer
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, smsbus, pg_temp
 AS $$
     SELECT CASE WHEN c.name IS NULL THEN 1
                 WHEN NOT c.enabled THEN 2
@@ -186,7 +199,7 @@ BEGIN
     RETURN format(E'        BEGIN\n' ||
                   E'            _r_channel := %s($1);\n' ||
                   E'        EXCEPTION WHEN OTHERS THEN\n' ||
-                  E'            RETURN ROW(''failed'', NULL, %L, %L || SQLERRM)::smsbus._routing;\n' ||
+                  E'            RETURN ROW(''failed'', NULL, %L, %L OPERATOR(pg_catalog.||) SQLERRM)::smsbus._routing;\n' ||
                   E'        END;\n',
                   fn, 'route ' || r.id, 'route ' || r.id || ': ' || fn || ' failed: ');
 END
@@ -199,11 +212,12 @@ LANGUAGE sql IMMUTABLE
 AS $$
     SELECT format(E'        IF _r_channel IS NOT NULL THEN\n' ||
                   E'            _r_code := smsbus._channel_take(_r_channel);\n' ||
-                  E'            IF _r_code = 0 THEN\n' ||
+                  E'            IF _r_code OPERATOR(pg_catalog.=) 0 THEN\n' ||
                   E'                RETURN ROW(''queued'', _r_channel, %L, NULL)::smsbus._routing;\n' ||
                   E'            END IF;\n' ||
-                  E'            _r_over_limit := _r_over_limit OR _r_code = 4;\n' ||
-                  E'            _r_skipped := concat_ws(''; '', _r_skipped, %L || smsbus._channel_take_reason(_r_channel, _r_code));\n' ||
+                  E'            _r_over_limit := _r_over_limit OR _r_code OPERATOR(pg_catalog.=) 4;\n' ||
+                  E'            _r_skipped := pg_catalog.concat_ws(''; '', _r_skipped,\n' ||
+                  E'                %L OPERATOR(pg_catalog.||) smsbus._channel_take_reason(_r_channel, _r_code));\n' ||
                   E'        END IF;\n',
                   'route ' || r.id, 'route ' || r.id || ': ')
 $$;
@@ -234,9 +248,11 @@ $$;
 CREATE FUNCTION _route_result_code(decided text) RETURNS text
 LANGUAGE sql IMMUTABLE
 AS $$
-    SELECT format(E'    IF _r_result.status IN (%s) THEN\n        RETURN _r_result;\n    END IF;\n', decided)
-        || E'    _r_over_limit := _r_over_limit OR _r_result.status = ''dailylimit'';\n'
-        || E'    _r_skipped := nullif(concat_ws(''; '', _r_skipped, _r_result.reason), '''');\n'
+    SELECT format(E'    IF _r_result.status OPERATOR(pg_catalog.=) ANY (ARRAY[%s]) THEN\n' ||
+                  E'        RETURN _r_result;\n    END IF;\n', decided)
+        || E'    _r_over_limit := _r_over_limit OR _r_result.status OPERATOR(pg_catalog.=) ''dailylimit'';\n'
+        || E'    _r_skipped := pg_catalog.concat_ws(''; '', _r_skipped, _r_result.reason);\n'
+        || E'    IF _r_skipped OPERATOR(pg_catalog.=) '''' THEN\n        _r_skipped := NULL;\n    END IF;\n'
 $$;
 
 -- The blocking rules, one run evaluated in Rust, and the first run of
@@ -291,7 +307,8 @@ BEGIN
                     FROM unnest(conditions) WITH ORDINALITY AS c(condition, n))
                 || E'    END;\n' END
         || format(E'    IF _r_hit IS NOT NULL THEN\n' ||
-                  E'        RETURN ROW(''blocked'', NULL, ''block '' || (%L::bigint[])[_r_hit], (%L::text[])[_r_hit])::smsbus._routing;\n' ||
+                  E'        RETURN ROW(''blocked'', NULL, ''block '' OPERATOR(pg_catalog.||) (%L::bigint[])[_r_hit],\n' ||
+                  E'                   (%L::text[])[_r_hit])::smsbus._routing;\n' ||
                   E'    END IF;\n', ids, reasons);
 END
 $$;
@@ -319,12 +336,12 @@ AS $$
 DECLARE
     -- %1$s: the route's name as an expression; %2$s: its indent.
     take text := E'%2$s_r_code := smsbus._channel_take(_r_channel);\n' ||
-                 E'%2$sIF _r_code = 0 THEN\n' ||
+                 E'%2$sIF _r_code OPERATOR(pg_catalog.=) 0 THEN\n' ||
                  E'%2$s    RETURN ROW(''queued'', _r_channel, %1$s, NULL)::smsbus._routing;\n' ||
                  E'%2$sEND IF;\n' ||
-                 E'%2$s_r_over_limit := _r_over_limit OR _r_code = 4;\n' ||
-                 E'%2$s_r_skipped := concat_ws(''; '', _r_skipped, %1$s || '': '' ||\n' ||
-                 E'%2$s                        smsbus._channel_take_reason(_r_channel, _r_code));\n';
+                 E'%2$s_r_over_limit := _r_over_limit OR _r_code OPERATOR(pg_catalog.=) 4;\n' ||
+                 E'%2$s_r_skipped := pg_catalog.concat_ws(''; '', _r_skipped, %1$s OPERATOR(pg_catalog.||) '': ''\n' ||
+                 E'%2$s    OPERATOR(pg_catalog.||) smsbus._channel_take_reason(_r_channel, _r_code));\n';
     first text;
     next text;
 BEGIN
@@ -348,7 +365,7 @@ BEGIN
            || string_agg(format(E'        WHEN (\n%s\n        ) THEN %s\n', c.condition, c.n), '' ORDER BY c.n)
            || E'    END;\n',
            E'        _r_from := _r_hit;\n        _r_hit := CASE\n'
-           || string_agg(format(E'            WHEN _r_from < %s AND (\n%s\n            ) THEN %s\n',
+           || string_agg(format(E'            WHEN _r_from OPERATOR(pg_catalog.<) %s AND (\n%s\n            ) THEN %s\n',
                                 c.n, c.condition, c.n), '' ORDER BY c.n)
            || E'        END;\n'
     INTO first, next
@@ -357,7 +374,7 @@ BEGIN
         || first
         || E'    WHILE _r_hit IS NOT NULL LOOP\n'
         || format(E'        _r_channel := (%L::text[])[_r_hit];\n', channels)
-        || format(take, format('''route '' || (%L::bigint[])[_r_hit]', ids), '        ')
+        || format(take, format('''route '' OPERATOR(pg_catalog.||) (%L::bigint[])[_r_hit]', ids), '        ')
         || next
         || E'    END LOOP;\n';
 END
@@ -385,35 +402,76 @@ RETURNS _routing
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'smsbus_block_route_first';
 
--- (Re)defines one compiled function, smsbus.<name>(message), from its
--- variable declarations and its code. The rules run with the rights of
--- smsbus_admin (who writes them) and the search_path they were written
--- under, whoever inserts the message.
-CREATE FUNCTION _define_router(name text, declarations text, code text) RETURNS void
+-- The schemas a rule writer's search_path resolves to, in order, without
+-- the system's (pg_catalog, smsbus, temporary schemas): "$user" becomes
+-- the writer's schema when there is one.
+CREATE FUNCTION _rules_schemas() RETURNS name[]
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(array_agg(s.name ORDER BY s.n), '{}')
+    FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) WITH ORDINALITY AS s(name, n)
+    WHERE s.name OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'smsbus']::name[])
+      AND s.name::text NOT LIKE 'pg\_temp\_%' AND s.name::text NOT LIKE 'pg\_toast\_temp\_%'
+$$;
+
+-- The search_path rules are checked, compiled and run under: pg_catalog
+-- and smsbus first, so nothing in the writer's schemas stands in for what
+-- they hold, then the writer's schemas, and pg_temp last, so no temporary
+-- table or type does either.
+CREATE FUNCTION _rules_search_path(schemas name[]) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT array_to_string(ARRAY['pg_catalog', 'smsbus']
+                           || ARRAY(SELECT quote_ident(s) FROM unnest(schemas) WITH ORDINALITY AS u(s, n) ORDER BY n)
+                           || ARRAY['pg_temp'], ', ')
+$$;
+
+-- (Re)defines one compiled function, smsbus.<name>(message) for name
+-- _router or _router_blocks, from its variable declarations and its code
+-- (null code: a constant without verdict, for no blocking rules). The
+-- functions belong to smsbus_rules, a role no one logs in as or is a
+-- member of, so no admin can replace them with code that would run as
+-- whoever inserts; they are SECURITY DEFINER and run with smsbus_admin's
+-- rights (smsbus_rules is a member) under _rules_search_path(schemas).
+-- This function runs as the extension's owner, the one that may give a
+-- function to smsbus_rules: it only ever writes one of those two.
+CREATE FUNCTION _define_router(name text, declarations text, code text, schemas name[]) RETURNS void
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
 AS $$
 DECLARE
-    path text := current_setting('search_path');
+    path text := smsbus._rules_search_path(schemas);
     fn regprocedure;
 BEGIN
-    path := CASE WHEN path = '' THEN 'pg_temp'
-                 WHEN path ~ '(^|,)\s*pg_temp\s*(,|$)' THEN path
-                 ELSE path || ', pg_temp' END;
-    EXECUTE format(
-        E'CREATE OR REPLACE FUNCTION smsbus.%I(smsbus.message) RETURNS smsbus._routing\n' ||
-        E'LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = %s\n' ||
-        E'AS %L', name, path,
-        E'-- Compiled by smsbus._compile_router() from smsbus.block and smsbus.route: do not edit.\n' ||
-        E'#variable_conflict use_column\n<<message>>\nDECLARE\n' ||
-        declarations ||
-        E'    _r_code integer;\n    _r_channel text;\n    _r_skipped text;\n' ||
-        E'    _r_over_limit boolean := false;\n    _r_ids bigint[];\n    _r_channels text[];\n' ||
-        E'    _r_weights integer[];\n    _r_result smsbus._routing;\n    _r_hit integer;\n    _r_from integer;\nBEGIN\n' ||
-        code || E'END\n');
-    fn := format('smsbus.%I(smsbus.message)', name)::regprocedure;
-    IF (SELECT p.proowner <> 'smsbus_admin'::regrole FROM pg_proc p WHERE p.oid = fn) THEN
-        EXECUTE format('ALTER FUNCTION %s OWNER TO smsbus_admin', fn);
+    IF name IS NULL OR name NOT IN ('_router', '_router_blocks') THEN
+        RAISE EXCEPTION 'smsbus._define_router writes smsbus._router and smsbus._router_blocks, not %', name
+            USING ERRCODE = 'insufficient_privilege';
     END IF;
+    IF code IS NULL THEN
+        EXECUTE format(
+            E'CREATE OR REPLACE FUNCTION smsbus.%I(smsbus.message) RETURNS smsbus._routing\n' ||
+            E'LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, smsbus, pg_temp\n' ||
+            E'AS $none$ SELECT ROW(NULL, NULL, NULL, NULL)::smsbus._routing $none$', name);
+    ELSE
+        EXECUTE format(
+            E'CREATE OR REPLACE FUNCTION smsbus.%I(smsbus.message) RETURNS smsbus._routing\n' ||
+            E'LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = %s\n' ||
+            E'AS %L', name, path,
+            E'-- Compiled by smsbus._compile_router() from smsbus.block and smsbus.route: do not edit.\n' ||
+            E'#variable_conflict use_column\n<<message>>\nDECLARE\n' ||
+            declarations ||
+            E'    _r_code integer;\n    _r_channel text;\n    _r_skipped text;\n' ||
+            E'    _r_over_limit boolean := false;\n    _r_ids bigint[];\n    _r_channels text[];\n' ||
+            E'    _r_weights integer[];\n    _r_result smsbus._routing;\n    _r_hit integer;\n    _r_from integer;\nBEGIN\n' ||
+            code || E'END\n');
+    END IF;
+    fn := format('smsbus.%I(smsbus.message)', name)::regprocedure;
+    IF (SELECT p.proowner <> 'smsbus_rules'::regrole FROM pg_proc p WHERE p.oid = fn) THEN
+        EXECUTE format('ALTER FUNCTION %s OWNER TO smsbus_rules', fn);
+    END IF;
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
 END
 $$;
 
@@ -442,14 +500,19 @@ DECLARE
     block_ids bigint[];
     block_conditions text[];
     reasons text[];
+    schemas name[];
 BEGIN
+    saved_path := current_setting('search_path');
     IF smsbus._restoring() OR smsbus._in_extension_script() THEN
         -- pg_restore empties search_path and CREATE / ALTER EXTENSION set
         -- their own; the rules were written under the database's, and are
         -- compiled under it.
-        saved_path := current_setting('search_path');
         PERFORM set_config('search_path', s.reset_val, true) FROM pg_settings s WHERE s.name = 'search_path';
     END IF;
+    -- Compiled under the search_path they were checked under and will run
+    -- under (_rules_search_path).
+    schemas := smsbus._rules_schemas();
+    PERFORM set_config('search_path', smsbus._rules_search_path(schemas), true);
     -- One compilation at a time: a second one waits here, then reads the
     -- rules the first committed (READ COMMITTED takes a new snapshot).
     PERFORM pg_advisory_xact_lock(hashtext('smsbus._compile_router'));
@@ -525,16 +588,14 @@ BEGIN
                                    r.id, r.weight, r.condition)
                          || smsbus._route_target_code(r)
                          || format(E'        IF _r_channel IS NOT NULL THEN\n' ||
-                                   E'            _r_ids := _r_ids || %s::bigint;\n' ||
-                                   E'            _r_channels := _r_channels || _r_channel;\n' ||
-                                   E'            _r_weights := _r_weights || %s;\n' ||
+                                   E'            _r_ids := _r_ids OPERATOR(pg_catalog.||) %s::bigint;\n' ||
+                                   E'            _r_channels := _r_channels OPERATOR(pg_catalog.||) _r_channel;\n' ||
+                                   E'            _r_weights := _r_weights OPERATOR(pg_catalog.||) %s;\n' ||
                                    E'        END IF;\n    END IF;\n', r.id, r.weight);
         END LOOP;
-        code := code || E'    IF cardinality(_r_ids) > 0 THEN\n' ||
+        code := code || E'    IF pg_catalog.cardinality(_r_ids) OPERATOR(pg_catalog.>) 0 THEN\n' ||
                         E'        _r_result := smsbus._route_group(_r_ids, _r_channels, _r_weights);\n' ||
-                        E'        IF _r_result.status = ''queued'' THEN\n            RETURN _r_result;\n        END IF;\n' ||
-                        E'        _r_over_limit := _r_over_limit OR _r_result.status = ''dailylimit'';\n' ||
-                        E'        _r_skipped := nullif(concat_ws(''; '', _r_skipped, _r_result.reason), '''');\n' ||
+                        smsbus._route_result_code('''queued''') ||
                         E'    END IF;\n';
     END LOOP;
     code := smsbus._route_run_append(code, blocks, block_ids, block_conditions, reasons,
@@ -566,24 +627,14 @@ BEGIN
         END IF;
     END LOOP;
 
-    PERFORM smsbus._define_router('_router', declarations, code);
+    PERFORM smsbus._define_router('_router', declarations, code, schemas);
     -- Messages that name their channel meet only the blocking rules; with
     -- none, the row trigger sees an IMMUTABLE constant and skips the call.
-    IF blocks = '' THEN
-        CREATE OR REPLACE FUNCTION smsbus._router_blocks(smsbus.message) RETURNS smsbus._routing
-        LANGUAGE sql IMMUTABLE
-        AS $none$ SELECT ROW(NULL, NULL, NULL, NULL)::smsbus._routing $none$;
-        IF (SELECT p.proowner <> 'smsbus_admin'::regrole FROM pg_proc p
-            WHERE p.oid = 'smsbus._router_blocks(smsbus.message)'::regprocedure) THEN
-            ALTER FUNCTION smsbus._router_blocks(smsbus.message) OWNER TO smsbus_admin;
-        END IF;
-    ELSE
-        PERFORM smsbus._define_router('_router_blocks', declarations,
-                                      blocks || E'    RETURN ROW(NULL, NULL, NULL, NULL)::smsbus._routing;\n');
-    END IF;
-    IF saved_path IS NOT NULL THEN
-        PERFORM set_config('search_path', saved_path, true);
-    END IF;
+    PERFORM smsbus._define_router('_router_blocks', declarations,
+                                  CASE WHEN blocks <> ''
+                                       THEN blocks || E'    RETURN ROW(NULL, NULL, NULL, NULL)::smsbus._routing;\n'
+                                  END, schemas);
+    PERFORM set_config('search_path', saved_path, true);
 END
 $compile$;
 
@@ -766,5 +817,4 @@ AS $$
         jsonb_build_object('direction', 'out', 'priority', 0, 'request_report', true) || message))
 $$;
 
-GRANT CREATE ON SCHEMA smsbus TO smsbus_admin;
 SELECT _compile_router();

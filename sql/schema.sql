@@ -295,11 +295,18 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'smsbus_worker') THEN
         CREATE ROLE smsbus_worker NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'smsbus_rules') THEN
+        CREATE ROLE smsbus_rules NOLOGIN;
+    END IF;
 END
 $roles$;
 COMMENT ON ROLE smsbus_sender IS 'smsbus: may send messages and read them; cannot read channel credentials or change rules.';
 COMMENT ON ROLE smsbus_admin IS 'smsbus: configures channels, routes and triggers.';
 COMMENT ON ROLE smsbus_worker IS 'smsbus: the role smsbus-worker logs in with (grant it to a login role).';
+COMMENT ON ROLE smsbus_rules IS 'smsbus: owns the compiled routing rules, which run with smsbus_admin''s rights; grant it to no one.';
+-- The compiled rules run with the rights of smsbus_admin, whoever inserts;
+-- their owner is a role of its own, so that no admin can replace them.
+GRANT smsbus_admin TO smsbus_rules;
 
 GRANT USAGE ON SCHEMA smsbus TO smsbus_sender, smsbus_admin, smsbus_worker;
 
@@ -315,9 +322,17 @@ GRANT SELECT (name, kind, enabled, can_send, can_receive, daily_limit, descripti
     ON channel TO smsbus_sender;
 GRANT SELECT ON channel_usage TO smsbus_sender;
 
--- Admins: everything. The compiled router belongs to them, so rules run
--- with their rights whoever inserts the message.
-GRANT ALL ON ALL TABLES IN SCHEMA smsbus TO smsbus_admin;
+-- Admins: configure channels, rules and archiving; read and correct
+-- messages; read what the system records. No role gets TRIGGER, TRUNCATE
+-- or REFERENCES on any smsbus table: the system writes some of them in the
+-- owner context, where a trigger of someone else's would run with the
+-- owner's rights (README: Security model). smsbus.trigger is where
+-- admins attach code to messages.
+GRANT SELECT, INSERT, UPDATE, DELETE ON channel, route, block, archiving, message TO smsbus_admin;
+GRANT SELECT ON channel_state, message_event, message_part, pending_report, inbound_part, channel_wakeup
+    TO smsbus_admin;
+GRANT SELECT, UPDATE, DELETE ON channel_usage TO smsbus_admin;
+GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
 
 -- The worker: runs the queue.
 GRANT SELECT ON channel TO smsbus_worker;

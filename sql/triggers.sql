@@ -37,7 +37,7 @@ CREATE INDEX trigger_order ON trigger (position, id) WHERE enabled;
 
 COMMENT ON TABLE trigger IS 'smsbus: scripts run, in position order, when a message reaches a permanent status.';
 
-GRANT ALL ON trigger TO smsbus_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON trigger TO smsbus_admin;
 GRANT SELECT ON trigger TO smsbus_worker;
 
 CREATE FUNCTION _trigger_check() RETURNS trigger

@@ -9,7 +9,9 @@ use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{pg_sys, PgSqlErrorCode};
 
-use crate::{direct_read, raise};
+use smsbus_core::owner_sql;
+
+use crate::{direct_read, owner, raise};
 
 /// The columns of `smsbus.channel` routing reads.
 #[derive(Clone, Copy, Debug)]
@@ -78,18 +80,8 @@ fn with_plans<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &Plans) -> R) -> 
                     )
                     .unwrap_or_else(|e| crate::refuse(format!("preparing the sender lookup: {e}")))
                     .keep();
-                // The row of (channel, today) counts routed messages; the
-                // WHERE makes taking the last unit and refusing the next
-                // one atomic under concurrent inserts.
                 let take_quota = client
-                    .prepare_mut(
-                        "INSERT INTO smsbus.channel_usage AS u (channel, day, routed)
-                         VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 1)
-                         ON CONFLICT (channel, day) DO UPDATE SET routed = u.routed + 1
-                         WHERE u.routed < $2
-                         RETURNING routed",
-                        &[text, int4],
-                    )
+                    .prepare_mut(owner_sql::TAKE_QUOTA, &[text, int4])
                     .unwrap_or_else(|e| crate::refuse(format!("preparing the quota update: {e}")))
                     .keep();
                 *plans = Some(Plans {
@@ -196,11 +188,18 @@ pub(crate) fn take(name: &str) -> Take {
     let Some(limit) = found.daily_limit else {
         return Take::Taken;
     };
-    let taken = with_plans(|client, plans| {
-        let rows = client
-            .update(&plans.take_quota, Some(1), &[name.into(), limit.into()])
-            .unwrap_or_else(|e| crate::refuse(format!("counting the daily limit of {name}: {e}")));
-        !rows.is_empty()
+    // The count is the system's, whoever routes: a sender's INSERT naming
+    // the channel, the router's role. So it runs in the owner context.
+    let owner = owner::owner_of(direct_read::smsbus_table(c"channel_usage"));
+    let taken = owner::as_owner_fixed_path(owner, || {
+        with_plans(|client, plans| {
+            let rows = client
+                .update(&plans.take_quota, Some(1), &[name.into(), limit.into()])
+                .unwrap_or_else(|e| {
+                    crate::refuse(format!("counting the daily limit of {name}: {e}"))
+                });
+            !rows.is_empty()
+        })
     });
     if taken && limit > 0 {
         Take::Taken

@@ -43,6 +43,12 @@ impl Inserter {
                 PgBox::<pg_sys::ResultRelInfo>::alloc_node(pg_sys::NodeTag::T_ResultRelInfo)
                     .into_pg();
             pg_sys::InitResultRelInfo(result, relation, 1, std::ptr::null_mut(), 0);
+            // Registered as the executor's result relation, so the AFTER
+            // row triggers find it instead of opening the table a second
+            // time (a reference nobody closed: a relcache leak), and
+            // ExecCloseResultRelations closes what this opened.
+            (*estate).es_opened_result_relations =
+                pg_sys::lappend((*estate).es_opened_result_relations, result.cast());
             (*estate).es_output_cid = pg_sys::GetCurrentCommandId(true);
             pg_sys::ExecOpenIndices(result, false);
             let slot = pg_sys::ExecInitExtraTupleSlot(
@@ -59,6 +65,12 @@ impl Inserter {
                 slot,
             }
         }
+    }
+
+    /// Whether the table has row triggers (which an insert here fires).
+    pub fn has_triggers(&self) -> bool {
+        // SAFETY: the relation is open.
+        unsafe { !(*self.relation).trigdesc.is_null() }
     }
 
     pub fn descriptor(&self) -> pg_sys::TupleDesc {
@@ -97,7 +109,8 @@ impl Inserter {
         // SAFETY: undoes open(), as finish_edata() in worker.c does.
         unsafe {
             pg_sys::AfterTriggerEndQuery(self.estate);
-            pg_sys::ExecCloseIndices(self.result);
+            // The indexes, and any relation the triggers opened.
+            pg_sys::ExecCloseResultRelations(self.estate);
             pg_sys::ExecResetTupleTable((*self.estate).es_tupleTable, false);
             pg_sys::FreeExecutorState(self.estate);
             pg_sys::table_close(self.relation, pg_sys::NoLock as i32);

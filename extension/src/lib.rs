@@ -34,6 +34,7 @@ mod direct_insert;
 mod direct_read;
 mod message_trace;
 mod message_triggers;
+mod owner;
 mod router;
 mod rule_check;
 mod rule_eval;

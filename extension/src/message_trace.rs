@@ -19,12 +19,13 @@ use std::ptr::NonNull;
 
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode};
+use smsbus_core::owner_sql;
 use smsbus_core::status::Status;
 
 use crate::direct_insert::Inserter;
 use crate::direct_read;
 use crate::message_triggers::{enum_status, enum_value, Columns};
-use crate::raise;
+use crate::{owner, raise};
 
 /// One statement's trace and wake-ups, in the column order of the plan.
 #[derive(Default)]
@@ -35,18 +36,6 @@ struct Batch {
     details: Vec<Option<String>>,
     wake: Vec<String>,
 }
-
-/// Takes the wake-up rows of channels that got work and notifies their
-/// owners; run only when one of them is armed.
-const WAKE: &str = "
-    WITH taken AS (
-        DELETE FROM smsbus.channel_wakeup w
-        WHERE w.channel IN (SELECT x.channel FROM smsbus.channel_wakeup x
-                            WHERE x.channel = ANY ($1::text[])
-                            FOR UPDATE SKIP LOCKED)
-        RETURNING w.channel
-    )
-    SELECT count(pg_notify('smsbus_queue', t.channel)) FROM taken t";
 
 thread_local! {
     static WAKE_PLAN: RefCell<Option<NonNull<pg_sys::_SPI_plan>>> = const { RefCell::new(None) };
@@ -98,16 +87,13 @@ fn _message_after_change<'a>(
     let actor = actor();
     // The trace is the system's: senders cannot write message_event
     // themselves, so this runs as the table's owner, like a SECURITY
-    // DEFINER function. An error aborts the (sub)transaction, which puts
-    // the user back.
-    as_user(owner, || {
-        if !batch.ids.is_empty() {
-            write_events(&batch, &actor);
-        }
-        if !batch.wake.is_empty() && armed(&batch.wake) {
-            wake(&batch.wake);
-        }
-    });
+    // DEFINER function (crate::owner).
+    if !batch.ids.is_empty() {
+        owner::as_owner(owner, || write_events(&batch, &actor));
+    }
+    if !batch.wake.is_empty() && armed(&batch.wake) {
+        owner::as_owner_fixed_path(owner, || wake(&batch.wake));
+    }
     Ok(None)
 }
 
@@ -194,26 +180,26 @@ fn actor() -> String {
     }
 }
 
-fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
-    let (mut saved_user, mut saved_context) = (pg_sys::Oid::INVALID, 0);
-    // SAFETY: the same switch fmgr makes for SECURITY DEFINER functions.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            user,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let result = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
-    result
-}
-
 /// Appends the statement's events to `smsbus.message_event`, a row each,
 /// without an SQL statement (see [`crate::direct_insert`]).
 fn write_events(batch: &Batch, actor: &str) {
     let relid = direct_read::smsbus_table(c"message_event");
     let mut table = Inserter::open(relid);
+    let id = direct_read::required_column(table.descriptor(), c"message_event", c"id");
+    let sequence = event_sequence(relid, id);
+    // Row triggers on the trace (only its owner may create them) would run
+    // in the owner context: under the fixed search_path, never the
+    // caller's.
+    if table.has_triggers() {
+        owner::with_fixed_search_path(|| insert_events(&mut table, batch, actor, sequence));
+    } else {
+        insert_events(&mut table, batch, actor, sequence);
+    }
+    table.finish();
+}
+
+/// The events' rows, through `table` (message_event, open).
+fn insert_events(table: &mut Inserter, batch: &Batch, actor: &str, sequence: pg_sys::Oid) {
     let column =
         |name: &CStr| direct_read::required_column(table.descriptor(), c"message_event", name);
     let id = column(c"id");
@@ -231,8 +217,7 @@ fn write_events(batch: &Batch, actor: &str) {
             (*(*desc).attrs.as_ptr().add(to_status)).atttypid,
         )
     };
-    let sequence = event_sequence(relid, id);
-    let actor = actor.into_datum();
+    let actor_datum = actor.into_datum();
     let mut values = vec![None; natts];
     for (i, &message) in batch.ids.iter().enumerate() {
         // SAFETY: a sequence of ours; nextval's own privilege check is
@@ -247,11 +232,10 @@ fn write_events(batch: &Batch, actor: &str) {
         }));
         values[from_status] = batch.from[i].map(|label| enum_value(status_type, label));
         values[to_status] = Some(enum_value(status_type, batch.to[i]));
-        values[actor_column] = actor;
+        values[actor_column] = actor_datum;
         values[detail] = batch.details[i].as_deref().and_then(IntoDatum::into_datum);
         table.insert(&values);
     }
-    table.finish();
 }
 
 unsafe extern "C-unwind" {
@@ -322,7 +306,7 @@ fn wake(channels: &[String]) {
 
 /// Prepares the wake-up statement once per backend with a generic plan.
 fn prepare_wake() -> NonNull<pg_sys::_SPI_plan> {
-    let query = CString::new(WAKE).expect("no NUL in the statement");
+    let query = CString::new(owner_sql::WAKE).expect("no NUL in the statement");
     let mut types = [pg_sys::TEXTARRAYOID];
     // SAFETY: called inside SPI_connect; the plan is kept beyond it.
     unsafe {
