@@ -4,6 +4,8 @@
 //!   (advisory lock), following `smsbus.channel` live; restarts a failed,
 //!   panicked or hung driver with backoff without disturbing the others.
 //! - [`state`]: `smsbus.channel_state` kept live (status, counters, rate).
+//! - [`config_json`]: a channel's config read with errors that never
+//!   quote a value (they reach `channel_state`, which senders read).
 //! - [`outbox`]: claims queued messages for a driver, never more than its
 //!   window can take, and writes their outcomes in batches.
 //! - [`inbox`]: records delivery reports and inbound messages in batches;
@@ -14,6 +16,7 @@
 //! A driver is an async function taking a [`ChannelContext`]; adding a kind
 //! is one folder and one arm in [`run_driver`].
 
+pub mod config_json;
 pub mod gsm;
 pub mod inbox;
 pub mod outbox;

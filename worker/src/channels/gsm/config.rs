@@ -73,7 +73,7 @@ impl Default for GsmConfig {
 
 impl GsmConfig {
     pub fn parse(config: &serde_json::Value) -> anyhow::Result<GsmConfig> {
-        let c: GsmConfig = serde_json::from_value(config.clone())
+        let c: GsmConfig = crate::channels::config_json::read(config)
             .map_err(|e| anyhow::anyhow!("invalid GSM config: {e}"))?;
         let check = |ok: bool, what: &str| {
             if ok {
@@ -159,12 +159,16 @@ mod tests {
     fn mistakes_are_refused_by_name() {
         let err = |v| GsmConfig::parse(&v).unwrap_err().to_string();
         assert!(err(json!({})).contains("device is required"));
-        assert!(err(json!({"device": "/dev/x", "bod": 9600})).contains("unknown field `bod`"));
+        assert!(err(json!({"device": "/dev/x", "bod": 9600})).contains("unknown key `bod`"));
+        assert_eq!(
+            err(json!({"device": "/dev/x", "pin": 4321})),
+            "invalid GSM config: `pin` must be a string, not a number"
+        );
         assert!(err(json!({"device": "/dev/x", "pin": "12a4"})).contains("pin"));
         assert!(err(json!({"device": "/dev/x", "smsc": "0800-SMSC"})).contains("smsc"));
         assert!(err(json!({"device": "/dev/x", "storage": "SR"})).contains("storage"));
         assert!(err(json!({"device": "/dev/x", "init": ["ATZ\rAT+CFUN=0"]})).contains("init"));
-        assert!(err(json!({"device": "/dev/x", "flow_control": "rts"}))
-            .contains("unknown variant `rts`"));
+        let e = err(json!({"device": "/dev/x", "flow_control": "rts"}));
+        assert!(e.contains("`flow_control` must be one of \"none\""), "{e}");
     }
 }

@@ -136,7 +136,7 @@ impl SmppConfig {
     /// Reads and checks a channel's config; the error says which setting is
     /// wrong.
     pub fn parse(config: &serde_json::Value) -> anyhow::Result<SmppConfig> {
-        let c: SmppConfig = serde_json::from_value(config.clone())
+        let c: SmppConfig = crate::channels::config_json::read(config)
             .map_err(|e| anyhow::anyhow!("invalid SMPP config: {e}"))?;
         let check = |ok: bool, what: &str| {
             if ok {
@@ -274,10 +274,19 @@ mod tests {
     fn refuses_typos_and_bad_values() {
         let e =
             SmppConfig::parse(&json!({"host": "h", "system_id": "me", "windwo": 5})).unwrap_err();
-        assert!(e.to_string().contains("unknown field `windwo`"), "{e}");
+        assert!(e.to_string().contains("unknown key `windwo`"), "{e}");
         let e = SmppConfig::parse(&json!({"host": "h", "system_id": "me", "bind": "both"}))
             .unwrap_err();
-        assert!(e.to_string().contains("unknown variant `both`"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "invalid SMPP config: `bind` must be one of \"transceiver\", \"transmitter\", \"receiver\", \"tx+rx\""
+        );
+        let e = SmppConfig::parse(&json!({"host": "h", "system_id": "me", "password": 4321}))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid SMPP config: `password` must be a string, not a number"
+        );
         let e =
             SmppConfig::parse(&json!({"host": "h", "system_id": "me", "password": "123456789"}))
                 .unwrap_err();
