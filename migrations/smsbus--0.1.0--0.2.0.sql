@@ -1017,3 +1017,7 @@ REVOKE ALL ON FUNCTION _rules_schemas(), _rules_search_path(name[]), _define_rou
 GRANT EXECUTE ON FUNCTION _rules_schemas(), _rules_search_path(name[]), _define_router(text, text, text, name[])
     TO smsbus_admin;
 SELECT _compile_router();
+
+-- smsbus.actor and smsbus.max_segments are for superusers; the worker's
+-- role may name itself in the trace.
+GRANT SET ON PARAMETER smsbus.actor TO smsbus_worker;

@@ -882,6 +882,8 @@ GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _mark_noreport(interval, integer), _maintain(interval, integer, interval), _archive_scheduled()
     TO smsbus_worker, smsbus_admin;
 GRANT SELECT ON queue_depth, channel_overview TO smsbus_sender, smsbus_admin, smsbus_worker;
+-- The worker names itself in the trace; no one else may claim a name.
+GRANT SET ON PARAMETER smsbus.actor TO smsbus_worker;
 
 ---------------------------------------------------------------------------
 -- Backups

@@ -13,6 +13,13 @@ pub static MAX_SEGMENTS: GucSetting<i32> = GucSetting::<i32>::new(10);
 /// an INSERT skip the blocking rules.
 pub static RESTORING: GucSetting<bool> = GucSetting::<bool>::new(false);
 
+/// Who the trace names for the changes a session makes (the worker sets
+/// `worker:<id>`); unset, the current role. Superusers and smsbus_worker
+/// only (`GRANT SET ON PARAMETER` in sql/api.sql): anyone else could write
+/// another actor into the trace.
+pub static ACTOR: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(None);
+
 pub fn register() {
     GucRegistry::define_bool_guc(
         c"smsbus.restoring",
@@ -29,7 +36,17 @@ pub fn register() {
         &MAX_SEGMENTS,
         1,
         255,
-        GucContext::Userset,
+        // A sender may not raise its own cap: set it per database or role
+        // (ALTER DATABASE/ROLE ... SET) as a superuser.
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"smsbus.actor",
+        c"Who the trace names for this session's changes.",
+        c"The worker sets worker:<id>; unset, the current role.",
+        &ACTOR,
+        GucContext::Suset,
         GucFlags::default(),
     );
 }

@@ -440,3 +440,41 @@ async fn catalogue_audit() {
     );
     assert_eq!(definer_views, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn only_superusers_and_the_worker_set_what_the_trace_and_the_caps_say() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let mut logins = Logins { names: vec![] };
+    let (_, sender) = logins.login(&db, "sender", "smsbus_sender").await;
+    let (_, worker) = logins.login(&db, "worker", "smsbus_worker").await;
+    // smsbus.* settings are defined once the library is loaded.
+    sender
+        .batch_execute("SELECT smsbus.sms_encoding('x')")
+        .await
+        .unwrap();
+    denied(&sender, "SET smsbus.actor = 'worker:1'").await;
+    denied(&sender, "SET smsbus.max_segments = 255").await;
+    worker
+        .batch_execute("SELECT smsbus.sms_encoding('x')")
+        .await
+        .unwrap();
+    worker
+        .batch_execute("SET smsbus.actor = 'worker:1'")
+        .await
+        .unwrap();
+    denied(&worker, "SET smsbus.max_segments = 255").await;
+    c.batch_execute("INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp')")
+        .await
+        .unwrap();
+    sender
+        .batch_execute(
+            "INSERT INTO smsbus.message (to_address, body) VALUES ('+31612345678', 'hi')",
+        )
+        .await
+        .unwrap();
+    let actor: String = scalar(&c, "SELECT actor FROM smsbus.message_event", &[]).await;
+    assert!(actor.ends_with("_sender"), "{actor}");
+    drop((sender, worker, c));
+    logins.remove(db).await;
+}
