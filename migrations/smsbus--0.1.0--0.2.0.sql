@@ -1021,3 +1021,122 @@ SELECT _compile_router();
 -- smsbus.actor and smsbus.max_segments are for superusers; the worker's
 -- role may name itself in the trace.
 GRANT SET ON PARAMETER smsbus.actor TO smsbus_worker;
+
+-- Maintenance: each step in a subtransaction of its own; a scheduled
+-- message that cannot be moved on is set aside, never holding the others.
+CREATE FUNCTION _promote(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET status = CASE WHEN m.valid_until <= now() THEN 'expired'::smsbus.status ELSE 'queued' END,
+        last_error = CASE WHEN m.valid_until <= now() THEN 'validity period ended before the message was due' END
+    FROM unnest(ids) AS u(id)
+    WHERE m.id = u.id AND m.status::text = 'scheduled';
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+CREATE FUNCTION _drop_old_reports() RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (DELETE FROM smsbus.pending_report WHERE received_at < now() - interval '1 day' RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+CREATE FUNCTION _drop_old_usage() RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (DELETE FROM smsbus.channel_usage WHERE day < (now() AT TIME ZONE 'UTC')::date - 31 RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+CREATE OR REPLACE FUNCTION _promote_scheduled(p_limit integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    due bigint[];
+    one bigint;
+    done integer := 0;
+    reason text;
+BEGIN
+    SELECT array_agg(x.id) INTO due
+    FROM (SELECT id FROM smsbus.message
+          WHERE status = 'scheduled' AND scheduled_at <= now()
+          ORDER BY scheduled_at LIMIT p_limit FOR UPDATE SKIP LOCKED) x;
+    IF due IS NULL THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        RETURN smsbus._promote(due);
+    EXCEPTION WHEN OTHERS THEN
+        -- One at a time below.
+    END;
+    FOREACH one IN ARRAY due LOOP
+        BEGIN
+            done := done + smsbus._promote(ARRAY[one]);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS reason = MESSAGE_TEXT;
+            BEGIN
+                UPDATE smsbus.message
+                SET scheduled_at = now() + interval '1 minute',
+                    last_error = 'not moved on when due, tried again in a minute: ' || left(reason, 500)
+                WHERE id = one;
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'smsbus: scheduled message % could not be moved on nor set aside: %', one, reason;
+            END;
+        END;
+    END LOOP;
+    RETURN done;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _maintain(p_report_timeout interval DEFAULT interval '48 hours', p_limit integer DEFAULT 10000,
+                          p_part_timeout interval DEFAULT interval '1 hour')
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    result jsonb := '{}';
+    errors jsonb := '{}';
+    step text;
+    done jsonb;
+BEGIN
+    FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'noreport', 'triggers_resumed', 'archived',
+                                'reports_dropped', 'usage_dropped', 'inbound_incomplete',
+                                'parked_reports_applied'] LOOP
+        BEGIN
+            done := CASE step
+                WHEN 'promoted' THEN to_jsonb(smsbus._promote_scheduled(p_limit))
+                WHEN 'leases_expired' THEN to_jsonb(smsbus._expire_leases(p_limit))
+                WHEN 'noreport' THEN to_jsonb(smsbus._mark_noreport(p_report_timeout, p_limit))
+                WHEN 'triggers_resumed' THEN to_jsonb(smsbus._resume_triggers(interval '5 minutes', p_limit))
+                WHEN 'archived' THEN (SELECT jsonb_build_object('archived', a.moved, 'archive_more', a.more)
+                                      FROM smsbus._archive_scheduled() a)
+                -- Reports whose submission never got recorded are kept a day.
+                WHEN 'reports_dropped' THEN to_jsonb(smsbus._drop_old_reports())
+                -- Daily-limit counters are kept a month, for operators to look back.
+                WHEN 'usage_dropped' THEN to_jsonb(smsbus._drop_old_usage())
+                WHEN 'inbound_incomplete' THEN to_jsonb(smsbus._expire_inbound_parts(p_part_timeout))
+                WHEN 'parked_reports_applied' THEN to_jsonb(smsbus._apply_parked_reports())
+            END;
+            result := result || CASE WHEN jsonb_typeof(done) = 'object' THEN done
+                                     ELSE jsonb_build_object(step, done) END;
+        EXCEPTION WHEN OTHERS THEN
+            errors := errors || jsonb_build_object(step, SQLERRM);
+            RAISE WARNING 'smsbus maintenance: step % failed: %', step, SQLERRM;
+        END;
+    END LOOP;
+    IF errors <> '{}' THEN
+        result := result || jsonb_build_object('errors', errors);
+    END IF;
+    RETURN result;
+END
+$$;
+
+REVOKE ALL ON FUNCTION _promote(bigint[]), _drop_old_reports(), _drop_old_usage() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _promote(bigint[]), _drop_old_reports(), _drop_old_usage() TO smsbus_worker, smsbus_admin;

@@ -1,8 +1,9 @@
 //! Maintenance: on a timer and on wake-ups, one call of
 //! `smsbus._maintain()` moves due scheduled messages on, sends expired
 //! leases back to the queue, marks overdue reports `noreport` and archives
-//! finished messages as `smsbus.archiving` says. A failed
-//! pass is logged and tried again at the next tick: the worker keeps going.
+//! finished messages as `smsbus.archiving` says. Each step runs in its own
+//! subtransaction, so a failing one is logged and the others still run; a
+//! failed pass is logged and tried again at the next tick.
 
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,12 @@ async fn pass(pool: &Pool, config: &Config) -> anyhow::Result<bool> {
     if let Some(steps) = done.as_object() {
         // Archiving goes on at once while a backlog lasts.
         full |= steps.get("archive_more") == Some(&serde_json::Value::Bool(true));
+        // A step that failed ran in its own subtransaction; the others ran.
+        if let Some(errors) = steps.get("errors").and_then(|e| e.as_object()) {
+            for (step, error) in errors {
+                tracing::warn!(step = %step, error = %error, "maintenance step failed");
+            }
+        }
         for (step, count) in steps {
             let count = count.as_i64().unwrap_or(0);
             if count > 0 {

@@ -1,0 +1,89 @@
+//! The worker's maintenance pass (`smsbus._maintain`): a message or a step
+//! that fails never stops the others.
+
+use smsbus_tests::db::{count, scalar, TestDb};
+
+#[tokio::test]
+async fn one_failing_message_or_step_does_not_stop_the_others() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    // An operator's trigger on the trace that refuses one message's
+    // promotion and every noreport.
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp');
+         CREATE TABLE poisoned (id bigint);
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.to_status = 'noreport' OR (NEW.to_status = 'queued' AND NEW.message_id IN (SELECT id FROM public.poisoned)) THEN
+                 RAISE EXCEPTION 'refused by the operator';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON smsbus.message_event FOR EACH ROW EXECUTE FUNCTION refuse();
+         INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
+             SELECT '+3161234567' || n, 'later', 'kpn', now() + interval '100 ms' FROM generate_series(1, 3) n;
+         INSERT INTO poisoned SELECT min(id) FROM smsbus.message;
+         INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345670', 'now', 'kpn');",
+    )
+    .await
+    .unwrap();
+    // One message claimed with a lease that has run out, one sent long ago.
+    let claimed: i64 = count(
+        &c,
+        "SELECT count(*) FROM smsbus._claim('kpn', 'w', 10, interval '0 s')",
+    )
+    .await;
+    assert_eq!(claimed, 1);
+    c.batch_execute(
+        "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345679', 'sent', 'kpn');
+         SELECT count(*) FROM smsbus._claim('kpn', 'w2', 10, interval '1 hour');
+         SELECT smsbus._mark_sent('kpn', ARRAY[max(id)], ARRAY[1], ARRAY['ref-1']) FROM smsbus.message;",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let done: serde_json::Value = scalar(
+        &c,
+        "SELECT smsbus._maintain(interval '0 s', 10000, interval '1 hour')",
+        &[],
+    )
+    .await;
+    assert_eq!(done["promoted"], 2, "{done}");
+    assert_eq!(done["leases_expired"], 1, "{done}");
+    assert!(
+        done["errors"]["noreport"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused by the operator")),
+        "{done}"
+    );
+    let poisoned: (String, String) = {
+        let row = c
+            .query_one(
+                "SELECT m.status::text, m.last_error FROM smsbus.message m JOIN poisoned p ON p.id = m.id
+                 WHERE m.scheduled_at > now() + interval '30 s'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(poisoned.0, "scheduled");
+    assert!(
+        poisoned.1.starts_with("not moved on when due"),
+        "{}",
+        poisoned.1
+    );
+    assert!(
+        poisoned.1.contains("refused by the operator"),
+        "{}",
+        poisoned.1
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE status = 'sent'"
+        )
+        .await,
+        1
+    );
+}
