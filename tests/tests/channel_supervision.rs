@@ -126,7 +126,7 @@ async fn a_broken_channel_does_not_disturb_a_healthy_one() {
             s.0 == "error"
                 && s.1
                     .as_deref()
-                    .is_some_and(|e| e.contains("unknown field `windwo`"))
+                    .is_some_and(|e| e.contains("unknown key `windwo`"))
         }) && unreachable.as_ref().is_some_and(|s| {
             s.1.as_deref()
                 .is_some_and(|e| e.contains("cannot connect to 127.0.0.1:1"))

@@ -577,8 +577,9 @@ async fn write_loop(
 //
 // When the channel stops while outcomes cannot be written, each message
 // is settled at once as after the horizon, and what still cannot be
-// written is left to its lease, as a crash would leave it: a stop must
-// end.
+// written is left as a crash would leave it, to be queued again by its
+// lease (or the worker's final `_release`) and maybe sent twice: a stop
+// must end, and these are at most the windows.
 
 /// What the claimer may do, as the outcome writer sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
