@@ -25,6 +25,39 @@ use crate::metrics;
 /// calls it a loop.
 pub const MAX_DEPTH: usize = 8;
 
+/// The trace's line for a chain that failed: the status did not change.
+const TRACE_FAILURE: &str =
+    "INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
+     SELECT id, status, status, coalesce(nullif(current_setting('smsbus.actor', true), ''), current_user),
+            'triggers failed: ' || $2
+     FROM smsbus.message WHERE id = $1";
+
+/// Fails the chains of messages `ids` that are still processing, outside
+/// any chain (the runner could not run them: see [`super::run`]), with
+/// `error` in `last_error` and the trace; the ids it failed.
+pub async fn fail(
+    client: &mut deadpool_postgres::Object,
+    ids: &[i64],
+    error: &str,
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let failed: Vec<i64> = tx
+        .query(
+            "UPDATE smsbus.message SET trigger_status = 'failed', last_error = $2
+             WHERE id = ANY($1) AND trigger_status = 'processing' RETURNING id",
+            &[&ids, &error],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    for id in &failed {
+        tx.execute(TRACE_FAILURE, &[id, &error]).await?;
+    }
+    tx.commit().await?;
+    Ok(failed)
+}
+
 /// How a chain ended.
 enum End {
     Ran,
@@ -86,14 +119,7 @@ pub async fn run(
     }
     if let Some(e) = error {
         // The trace keeps it too: the status did not change, the chain failed.
-        tx.execute(
-            "INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
-             SELECT id, status, status, coalesce(nullif(current_setting('smsbus.actor', true), ''), current_user),
-                    'triggers failed: ' || $2
-             FROM smsbus.message WHERE id = $1",
-            &[&id, &e],
-        )
-        .await?;
+        tx.execute(TRACE_FAILURE, &[&id, &e]).await?;
         tracing::warn!(message = id, "{e}");
     }
     tx.commit().await?;
@@ -118,7 +144,7 @@ async fn chain(
             return Ok(End::LeftAlone); // deleted by a script
         };
         let (status, direction, trigger_status): (String, String, String) =
-            (row.get(0), row.get(1), row.get(2));
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         match trigger_status.as_str() {
             "processing" => {}
             "pending" => return Ok(End::Rearmed),
@@ -153,7 +179,10 @@ async fn chain(
     let statement = tx
         .prepare_cached("SELECT trigger_status::text FROM smsbus.message WHERE id = $1")
         .await?;
-    let now: Option<String> = tx.query_opt(&statement, &[&id]).await?.map(|r| r.get(0));
+    let now: Option<String> = match tx.query_opt(&statement, &[&id]).await? {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    };
     Ok(match now.as_deref() {
         Some("processing") => end,
         Some("pending") => End::Rearmed,
@@ -197,13 +226,44 @@ async fn step(
             return Ok(Step::Failed(format!("condition: {}", error_text(&e))));
         }
     };
-    let Some(row) = row.filter(|r| r.get::<_, Option<bool>>(0) == Some(true)) else {
+    let matched = match row.as_ref().map(|r| r.try_get::<_, Option<bool>>(0)) {
+        None => false,
+        Some(Ok(value)) => value == Some(true),
+        Some(Err(e)) => {
+            sp.rollback().await?;
+            return Ok(Step::Failed(format!("condition: {}", unreadable(&e))));
+        }
+    };
+    let Some(row) = row.filter(|_| matched) else {
         sp.commit().await?;
         return Ok(Step::NoMatch);
     };
     let result = if trigger.language == "lua" {
-        let serde_json::Value::Object(message) = row.get(1) else {
-            anyhow::bail!("to_jsonb of a message row is not an object");
+        // The row is the script's input: one it cannot take (JSON nested
+        // deeper than the decoder goes, anything else) fails this message
+        // alone.
+        let message = match row.try_get::<_, serde_json::Value>(1) {
+            Ok(serde_json::Value::Object(message)) => message,
+            Ok(other) => {
+                sp.rollback().await?;
+                let kind = match other {
+                    serde_json::Value::Array(_) => "an array",
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Number(_) => "a number",
+                    serde_json::Value::Bool(_) => "a boolean",
+                    _ => "null",
+                };
+                return Ok(Step::Failed(format!(
+                    "the message cannot be given to the script: it reads as {kind}, not an object"
+                )));
+            }
+            Err(e) => {
+                sp.rollback().await?;
+                return Ok(Step::Failed(format!(
+                    "the message cannot be given to the script: {}",
+                    unreadable(&e)
+                )));
+            }
         };
         lua.run(&sp, trigger, id, message).await
     } else {
@@ -238,6 +298,15 @@ async fn sql_script(
         sp.execute(&prepared, &[&id]).await?;
     }
     Ok(())
+}
+
+/// Why a value the database sent cannot be read: the decoder's own words
+/// (`recursion limit exceeded at line 1 column 129`) after the column's.
+pub fn unreadable(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// The database's message of an error, without the protocol wrapping.

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod chain;
 pub mod lua;
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,11 @@ pub async fn run(
 
 /// Takes a batch and runs its chains in groups of [`GROUP`], [`PARALLEL`]
 /// groups at a time; returns whether it was full.
+///
+/// A group whose task panicked (a bug: every message's failure is meant
+/// to be an error in its `last_error`) has its transaction rolled back;
+/// its messages run again one per task, so the one that panics again is
+/// failed alone, with the panic's message, and its neighbours finish.
 async fn batch(
     pool: &Pool,
     lua: &Arc<lua::LuaTriggers>,
@@ -62,8 +68,8 @@ async fn batch(
         .query(&statement, &[&BATCH])
         .await?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
     if ids.is_empty() {
         return Ok(false);
     }
@@ -74,50 +80,150 @@ async fn batch(
         "SET LOCAL statement_timeout = {}",
         lua.settings().time_limit.as_millis()
     );
+    let mut waiting: VecDeque<Vec<i64>> = ids.chunks(GROUP).map(<[i64]>::to_vec).collect();
     let mut running = JoinSet::new();
+    let mut groups: HashMap<tokio::task::Id, Vec<i64>> = HashMap::new();
     let mut failure = None;
-    for (done, group) in ids.chunks(GROUP).enumerate() {
-        while running.len() >= PARALLEL {
-            if let Some(Ok(Err(e))) = running.join_next().await {
-                failure.get_or_insert(e);
-            }
+    loop {
+        while running.len() < PARALLEL && !shutdown.is_cancelled() && failure.is_none() {
+            let Some(group) = waiting.pop_front() else {
+                break;
+            };
+            let task = run_group(
+                pool.clone(),
+                triggers.clone(),
+                lua.clone(),
+                statement_timeout.clone(),
+                group.clone(),
+            );
+            groups.insert(running.spawn(task).id(), group);
         }
-        if shutdown.is_cancelled() || failure.is_some() {
-            // The rest go back to pending at once rather than after the
-            // resume timeout.
-            let rest = &ids[done * GROUP..];
-            pool.get()
-                .await?
-                .execute(
-                    "UPDATE smsbus.message SET trigger_status = 'pending'
-                     WHERE id = ANY($1) AND trigger_status = 'processing'",
-                    &[&rest],
-                )
-                .await?;
+        let Some(joined) = running.join_next_with_id().await else {
             break;
-        }
-        let (pool, triggers, group) = (pool.clone(), triggers.clone(), group.to_vec());
-        let (lua, statement_timeout) = (lua.clone(), statement_timeout.clone());
-        running.spawn(async move {
-            let mut client = pool.get().await?;
-            let mut tx = client.transaction().await?;
-            tx.batch_execute(&statement_timeout).await?;
-            for id in group {
-                chain::run(&mut tx, &triggers, &lua, id).await?;
+        };
+        match joined {
+            Ok((task, result)) => {
+                groups.remove(&task);
+                if let Err(e) = result {
+                    failure.get_or_insert(e);
+                }
             }
-            tx.commit().await?;
-            anyhow::Ok(())
-        });
-    }
-    while let Some(joined) = running.join_next().await {
-        if let Ok(Err(e)) = joined {
-            failure.get_or_insert(e);
+            Err(e) => {
+                let group = groups.remove(&e.id()).unwrap_or_default();
+                let reason = match e.try_into_panic() {
+                    Ok(panic) => format!("the trigger runner panicked: {}", panic_text(&*panic)),
+                    Err(e) => format!("the trigger runner's task ended: {e}"),
+                };
+                if group.len() > 1 {
+                    tracing::error!(
+                        messages = ?group,
+                        "{reason}; running these messages one at a time to find the one it was"
+                    );
+                    for id in group.into_iter().rev() {
+                        waiting.push_front(vec![id]);
+                    }
+                } else {
+                    release(pool, &group, &reason).await;
+                }
+            }
         }
     }
+    let rest: Vec<i64> = waiting.into_iter().flatten().collect();
+    if !rest.is_empty() {
+        // The runner is stopping, or a group could not be recorded: the
+        // rest go back to pending at once rather than after the resume
+        // timeout.
+        pool.get()
+            .await?
+            .execute(
+                "UPDATE smsbus.message SET trigger_status = 'pending'
+                 WHERE id = ANY($1) AND trigger_status = 'processing'",
+                &[&rest],
+            )
+            .await?;
+    }
+    disable_triggers(pool, lua).await;
     match failure {
         // A message whose chain could not be recorded stays processing
         // until maintenance arms it again.
         Some(e) => Err(e),
         None => Ok(ids.len() == BATCH as usize && !shutdown.is_cancelled()),
+    }
+}
+
+/// The chains of `group`, one transaction for all.
+async fn run_group(
+    pool: Pool,
+    triggers: Arc<Vec<catalog::Trigger>>,
+    lua: Arc<lua::LuaTriggers>,
+    statement_timeout: String,
+    group: Vec<i64>,
+) -> anyhow::Result<()> {
+    let mut client = pool.get().await?;
+    let mut tx = client.transaction().await?;
+    tx.batch_execute(&statement_timeout).await?;
+    for id in group {
+        chain::run(&mut tx, &triggers, &lua, id).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Fails the chain of a message whose task panicked on its own: running
+/// it again would only panic again.
+async fn release(pool: &Pool, ids: &[i64], reason: &str) {
+    tracing::error!(messages = ?ids, "{reason}: their triggers failed");
+    let failed = async {
+        chain::fail(&mut pool.get().await?, ids, reason)
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    if let Err(e) = failed.await {
+        tracing::error!(
+            messages = ?ids,
+            "cannot record the failure ({e:#}): they stay processing until maintenance arms them again"
+        );
+    }
+}
+
+/// A panic's message, as `std` prints it.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
+/// Disables, in their rows, the triggers the Lua runner stopped running
+/// (see [`lua`]): `enabled` false and the reason at the head of the
+/// description, which is where an operator looks at a trigger.
+async fn disable_triggers(pool: &Pool, lua: &lua::LuaTriggers) {
+    for disable in lua.take_disables() {
+        tracing::warn!(trigger = %disable.name, "disabling the trigger: {}", disable.reason);
+        let updated = async {
+            let client = pool.get().await?;
+            client
+                .execute(
+                    "UPDATE smsbus.trigger SET enabled = false,
+                            description = 'Disabled by smsbus-worker at '
+                                          || to_char(now(), 'YYYY-MM-DD HH24:MI:SS TZ') || ': ' || $2
+                                          || '. Fix the script, then enable the trigger again.'
+                                          || coalesce(E'\n\n' || description, '')
+                     WHERE id = $1 AND enabled",
+                    &[&disable.trigger, &disable.reason],
+                )
+                .await
+                .map_err(anyhow::Error::from)
+        };
+        if let Err(e) = updated.await {
+            tracing::error!(
+                trigger = %disable.name,
+                "cannot disable the trigger in the database ({e:#}): the worker runs it no more \
+                 while its stuck threads live"
+            );
+        }
     }
 }

@@ -119,6 +119,8 @@ pub struct Server {
 impl Server {
     pub async fn serve(&mut self, tx: &Transaction<'_>, request: Request) {
         let result = self.answer(tx, request.open_savepoints, request.call).await;
+        // Fails only when the script's thread stopped waiting (it was given
+        // up): nobody is left to tell.
         let _ = request.reply.send(result);
     }
 
@@ -149,12 +151,23 @@ impl Server {
         }
         let result = match call {
             Call::Query { sql, params } => query(tx, &sql, &params).await.map(Reply::Rows),
-            Call::Execute { sql, params } => execute(tx, &sql, &params).await.map(Reply::Count),
+            Call::Execute { sql, params } => execute(tx, &sql, &params)
+                .await
+                .map(Reply::Count)
+                .map_err(CallError::from),
             Call::Send(fields) => send(tx, &fields).await.map(Reply::Id),
             Call::Message(id) => message(tx, id).await.map(Reply::Message),
-            Call::EndSavepoint { .. } => unreachable!("answered above"),
+            Call::EndSavepoint { .. } => return Ok(Reply::Done), // answered above
         };
-        result.map_err(|e| self.failed(&e))
+        result.map_err(|e| match e {
+            CallError::Database(e) => self.failed(&e),
+            // The statement ran: the transaction is fine, the script may
+            // catch this and carry on.
+            CallError::Unreadable(e) => format!(
+                "a value the database returned cannot be given to the script: {}",
+                super::super::chain::unreadable(&e)
+            ),
+        })
     }
 
     /// Records a database error against the innermost savepoint, or the
@@ -188,21 +201,38 @@ impl Server {
     }
 }
 
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// The statement failed: what it did is lost with its savepoint.
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+    /// The statement ran, but a value it returned cannot be decoded (JSON
+    /// nested deeper than the decoder goes).
+    #[error("{0}")]
+    Unreadable(tokio_postgres::Error),
+}
+
+/// The values of column 0 of `rows`.
+fn column<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+    rows: &[tokio_postgres::Row],
+) -> Result<Vec<T>, CallError> {
+    rows.iter()
+        .map(|r| r.try_get(0).map_err(CallError::Unreadable))
+        .collect()
+}
+
 /// A statement a script wrote, as one row per JSON object: every column
 /// type comes back in a form Lua has. Works for anything that returns
 /// rows (SELECT, VALUES, INSERT/UPDATE/DELETE ... RETURNING).
-async fn query(
-    tx: &Transaction<'_>,
-    sql: &str,
-    params: &[Param],
-) -> Result<Vec<Json>, tokio_postgres::Error> {
+async fn query(tx: &Transaction<'_>, sql: &str, params: &[Param]) -> Result<Vec<Json>, CallError> {
     let wrapped = format!(
         "WITH smsbus_rows AS (\n{}\n) SELECT to_jsonb(smsbus_rows) FROM smsbus_rows",
         trim_statement(sql)
     );
     let statement = tx.prepare_cached(&wrapped).await?;
     let rows = tx.query(&statement, &as_params(params)).await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    column(&rows)
 }
 
 async fn execute(
@@ -214,10 +244,7 @@ async fn execute(
     tx.execute(&statement, &as_params(params)).await
 }
 
-async fn send(
-    tx: &Transaction<'_>,
-    fields: &Map<String, Json>,
-) -> Result<i64, tokio_postgres::Error> {
+async fn send(tx: &Transaction<'_>, fields: &Map<String, Json>) -> Result<i64, CallError> {
     const SQL: &str = "SELECT smsbus.send(to_address => $1::text, body => $2::text, from_address => $3::text,
                               channel => $4::text, priority => coalesce($5::smallint, 0::smallint),
                               scheduled_at => coalesce($6::timestamptz, now()), valid_until => $7::timestamptz,
@@ -228,14 +255,20 @@ async fn send(
         .map(|field| json_param(fields.get(*field)))
         .collect();
     let statement = tx.prepare_cached(SQL).await?;
-    Ok(tx.query_one(&statement, &as_params(&params)).await?.get(0))
+    let row = tx.query_one(&statement, &as_params(&params)).await?;
+    row.try_get(0).map_err(CallError::Unreadable)
 }
 
-async fn message(tx: &Transaction<'_>, id: i64) -> Result<Option<Json>, tokio_postgres::Error> {
+async fn message(tx: &Transaction<'_>, id: i64) -> Result<Option<Json>, CallError> {
     let statement = tx
         .prepare_cached("SELECT to_jsonb(m) FROM smsbus.message m WHERE id = $1")
         .await?;
-    Ok(tx.query_opt(&statement, &[&id]).await?.map(|r| r.get(0)))
+    let rows: Vec<_> = tx
+        .query_opt(&statement, &[&id])
+        .await?
+        .into_iter()
+        .collect();
+    Ok(column(&rows)?.pop())
 }
 
 /// A JSON value as a text parameter: strings as they are, anything else

@@ -7,18 +7,25 @@
 //! chain's task ([`calls`]).
 //!
 //! Limits: a run gets a wall-clock time limit (an instruction-count hook
-//! checks it, and the runner stops waiting soon after), a state a memory
-//! limit; a thread stuck outside Lua (a program that never ends) is given
-//! up and the trigger's next message gets a fresh state.
+//! checks it, Lua's pattern functions are bounded by it too, and the
+//! runner stops waiting soon after), a state a memory limit. A thread
+//! stuck outside Lua (a program that never ends, a read that never
+//! returns) cannot be stopped: it is given up and the trigger's next
+//! message gets a fresh state. Given-up threads are counted while they
+//! live: a trigger that has [`STUCK_PER_TRIGGER`] of them, or any trigger
+//! once the worker has [`STUCK_IN_ALL`], gets no more threads and is
+//! disabled (its row's `enabled` and `description`, a warning in the
+//! log, the reason in the `last_error` of the messages it failed).
 
 pub mod calls;
 pub mod http;
 pub mod module;
+pub mod patterns;
 pub mod state;
 pub mod values;
 
 use std::collections::HashMap;
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -35,12 +42,22 @@ pub use state::Settings;
 const GRACE: Duration = Duration::from_secs(2);
 /// Runs that may wait in one state's queue (the runner's parallel groups).
 const QUEUED: u32 = super::PARALLEL as u32 + 1;
+/// Given-up threads one trigger may have alive before it is disabled: one
+/// may be a fluke (a slow program), a second is the script.
+pub const STUCK_PER_TRIGGER: usize = 2;
+/// Given-up threads the worker may have alive, all triggers together;
+/// at this many, the trigger whose thread is given up is disabled.
+pub const STUCK_IN_ALL: usize = 8;
 
 /// The Lua states of the enabled Lua triggers.
 pub struct LuaTriggers {
     settings: Settings,
     states: Mutex<HashMap<i64, State>>,
     generations: std::sync::atomic::AtomicU64,
+    /// Threads given up, by trigger, while they live.
+    stuck: Mutex<HashMap<i64, Vec<Weak<()>>>>,
+    /// Triggers to disable in the database, with the reason.
+    to_disable: Mutex<HashMap<i64, Disable>>,
 }
 
 struct State {
@@ -48,6 +65,21 @@ struct State {
     version: String,
     generation: u64,
     jobs: mpsc::Sender<Job>,
+    alive: Weak<()>,
+}
+
+/// A trigger the runner stopped running, to be disabled in its row.
+#[derive(Debug, Clone)]
+pub struct Disable {
+    pub trigger: i64,
+    pub name: String,
+    pub reason: String,
+}
+
+/// The maps stay consistent whatever panicked while one was locked (each
+/// change is one insert or remove), so a poisoned lock is used as it is.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl LuaTriggers {
@@ -56,6 +88,8 @@ impl LuaTriggers {
             settings,
             states: Mutex::new(HashMap::new()),
             generations: Default::default(),
+            stuck: Mutex::new(HashMap::new()),
+            to_disable: Mutex::new(HashMap::new()),
         }
     }
 
@@ -63,9 +97,53 @@ impl LuaTriggers {
         self.settings
     }
 
+    /// The triggers to disable since the last call.
+    pub fn take_disables(&self) -> Vec<Disable> {
+        lock(&self.to_disable).drain().map(|(_, d)| d).collect()
+    }
+
+    /// Given-up threads alive: of `trigger`, and of all triggers.
+    fn stuck_threads(&self, trigger: i64) -> (usize, usize) {
+        let mut stuck = lock(&self.stuck);
+        stuck.retain(|_, threads| {
+            threads.retain(|t| t.strong_count() > 0);
+            !threads.is_empty()
+        });
+        let mine = stuck.get(&trigger).map_or(0, Vec::len);
+        (mine, stuck.values().map(Vec::len).sum())
+    }
+
+    /// Whether `trigger` may have a new thread; else why not, and it is
+    /// to be disabled.
+    fn may_start(&self, trigger: &Trigger) -> Result<(), String> {
+        let (mine, all) = self.stuck_threads(trigger.id);
+        let reason = if mine >= STUCK_PER_TRIGGER {
+            format!(
+                "{mine} of its script's threads are stuck outside Lua past the time limit \
+                 (a program or a read that does not end)"
+            )
+        } else if all >= STUCK_IN_ALL {
+            format!(
+                "the worker has {all} Lua threads stuck outside Lua past the time limit, \
+                 this trigger's among them"
+            )
+        } else {
+            return Ok(());
+        };
+        lock(&self.to_disable).insert(
+            trigger.id,
+            Disable {
+                trigger: trigger.id,
+                name: trigger.name.clone(),
+                reason: reason.clone(),
+            },
+        );
+        Err(format!("the trigger is disabled: {reason}"))
+    }
+
     /// Ends the states of triggers that are gone, disabled or changed.
     pub fn retain(&self, triggers: &[Trigger]) {
-        let mut states = self.states.lock().expect("lua states");
+        let mut states = lock(&self.states);
         states.retain(|id, state| {
             triggers
                 .iter()
@@ -103,10 +181,14 @@ impl LuaTriggers {
                 }
                 Err(_) => {
                     self.give_up(trigger.id, generation);
-                    return Err(format!(
+                    let mut error = format!(
                         "time limit exceeded ({} s): the script is stuck outside Lua, its state is dropped",
                         limit.as_secs_f64()
-                    ));
+                    );
+                    if let Err(disabled) = self.may_start(trigger) {
+                        error = format!("{error}; {disabled}");
+                    }
+                    return Err(error);
                 }
             };
             match event {
@@ -126,7 +208,7 @@ impl LuaTriggers {
     /// Queues `job` on the trigger's thread, starting one if there is none
     /// (or the trigger changed, or its thread died); its generation.
     fn submit(&self, trigger: &Trigger, job: Job) -> Result<u64, String> {
-        let mut states = self.states.lock().expect("lua states");
+        let mut states = lock(&self.states);
         let current = states
             .get(&trigger.id)
             .filter(|s| s.version == trigger.version);
@@ -137,8 +219,10 @@ impl LuaTriggers {
             },
             None => job,
         };
-        let jobs = state::spawn(&trigger.name, &trigger.script, self.settings)
-            .map_err(|e| format!("cannot start a thread for the script: {e}"))?;
+        self.may_start(trigger)?;
+        let state::Spawned { jobs, alive } =
+            state::spawn(&trigger.name, &trigger.script, self.settings)
+                .map_err(|e| format!("cannot start a thread for the script: {e}"))?;
         let generation = self
             .generations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -150,20 +234,26 @@ impl LuaTriggers {
                 version: trigger.version.clone(),
                 generation,
                 jobs,
+                alive,
             },
         );
         Ok(generation)
     }
 
     /// Drops a state whose thread does not answer, unless it was replaced
-    /// already.
+    /// already; its thread counts as stuck while it lives.
     fn give_up(&self, trigger: i64, generation: u64) {
-        let mut states = self.states.lock().expect("lua states");
+        let mut states = lock(&self.states);
         if states
             .get(&trigger)
             .is_some_and(|s| s.generation == generation)
         {
-            states.remove(&trigger);
+            if let Some(state) = states.remove(&trigger) {
+                lock(&self.stuck)
+                    .entry(trigger)
+                    .or_default()
+                    .push(state.alive);
+            }
             tracing::warn!(trigger, "a Lua trigger's thread does not answer: given up");
         }
     }
