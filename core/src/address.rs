@@ -61,25 +61,25 @@ pub const MAX_ALPHANUMERIC_SEPTETS: usize = 11;
 pub enum AddressError {
     #[error("{field} is empty")]
     Empty { field: &'static str },
-    #[error("{field} \"{text}\" is not a phone number: use digits with an optional leading + (spaces, dashes, dots and parentheses are ignored)")]
+    #[error("{field} \"{}\" is not a phone number: use digits with an optional leading + (spaces, dashes, dots and parentheses are ignored)", crate::excerpt::excerpt(.text))]
     NotANumber { field: &'static str, text: String },
-    #[error("{field} \"{text}\" has {digits} digits after the country code prefix; an international number has 7 to 15")]
+    #[error("{field} \"{}\" has {digits} digits after the country code prefix; an international number has 7 to 15", crate::excerpt::excerpt(.text))]
     InternationalLength {
         field: &'static str,
         text: String,
         digits: usize,
     },
-    #[error("{field} \"{text}\": a country code never starts with 0")]
+    #[error("{field} \"{}\": a country code never starts with 0", crate::excerpt::excerpt(.text))]
     CountryCodeZero { field: &'static str, text: String },
-    #[error("{field} \"{text}\" has {digits} digits; a short code has 3 to 6 and a national number 7 to 15")]
+    #[error("{field} \"{}\" has {digits} digits; a short code has 3 to 6 and a national number 7 to 15", crate::excerpt::excerpt(.text))]
     NumberLength {
         field: &'static str,
         text: String,
         digits: usize,
     },
-    #[error("from_address \"{text}\" is {septets} GSM characters long; an alphanumeric sender holds at most 11")]
+    #[error("from_address \"{}\" is {septets} GSM characters long; an alphanumeric sender holds at most 11", crate::excerpt::excerpt(.text))]
     AlphanumericTooLong { text: String, septets: usize },
-    #[error("from_address \"{text}\": an alphanumeric sender must use the GSM 03.38 alphabet, {character:?} is not in it")]
+    #[error("from_address \"{}\": an alphanumeric sender must use the GSM 03.38 alphabet, {character:?} is not in it", crate::excerpt::excerpt(.text))]
     AlphanumericCharacter { text: String, character: char },
 }
 

@@ -10,11 +10,13 @@
 //! - [`address`]: normalising destination and sender addresses and deriving
 //!   their SMPP/TP type of number and numbering plan.
 //! - [`status`]: the message state machine (statuses and legal transitions).
+//! - [`excerpt`]: outside input quoted in errors, cut short.
 //! - [`owner_sql`]: the statements the extension runs with its owner's
 //!   rights, every name in them qualified (and the check that says so).
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod excerpt;
 pub mod gsm7;
 pub mod owner_sql;
 pub mod pdu;

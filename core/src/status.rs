@@ -115,7 +115,7 @@ impl fmt::Display for Status {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown message status \"{0}\"")]
+#[error("unknown message status \"{}\"", crate::excerpt::excerpt(.0))]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for Status {

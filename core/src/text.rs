@@ -83,7 +83,7 @@ impl FromStr for Encoding {
 /// Why a body cannot be sent as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {
-    #[error("unknown encoding \"{0}\" (expected gsm7, ucs2 or latin1)")]
+    #[error("unknown encoding \"{}\" (expected gsm7, ucs2 or latin1)", crate::excerpt::excerpt(.0))]
     UnknownEncoding(String),
     #[error("body cannot be encoded in {encoding}: character {character:?} (U+{code:04X}) at position {position}")]
     Unencodable {

@@ -86,13 +86,15 @@ fn look_up() -> Vec<Reach> {
                         "SELECT on_status, direction FROM smsbus._trigger_arming()",
                         &[],
                     )
-                    .unwrap_or_else(|e| crate::refuse(format!("preparing the trigger lookup: {e}")))
+                    .unwrap_or_else(|e| {
+                        crate::internal(format!("preparing the trigger lookup: {e}"))
+                    })
                     .keep();
                 *plan = Some(prepared);
             }
             client
                 .select(plan.as_ref().expect("prepared above"), None, &[])
-                .unwrap_or_else(|e| crate::refuse(format!("reading the enabled triggers: {e}")))
+                .unwrap_or_else(|e| crate::internal(format!("reading the enabled triggers: {e}")))
                 .map(|row| Reach {
                     statuses: row.get::<Vec<String>>(1).ok().flatten(),
                     direction: row.get::<String>(2).ok().flatten(),

@@ -78,11 +78,13 @@ fn with_plans<R>(f: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &Plans) -> R) -> 
                         "SELECT name FROM smsbus.channel WHERE enabled AND can_send ORDER BY name",
                         &[],
                     )
-                    .unwrap_or_else(|e| crate::refuse(format!("preparing the sender lookup: {e}")))
+                    .unwrap_or_else(|e| {
+                        crate::internal(format!("preparing the sender lookup: {e}"))
+                    })
                     .keep();
                 let take_quota = client
                     .prepare_mut(owner_sql::TAKE_QUOTA, &[text, int4])
-                    .unwrap_or_else(|e| crate::refuse(format!("preparing the quota update: {e}")))
+                    .unwrap_or_else(|e| crate::internal(format!("preparing the quota update: {e}")))
                     .keep();
                 *plans = Some(Plans {
                     senders,
@@ -145,7 +147,7 @@ pub(crate) fn senders() -> Vec<String> {
     let names: Vec<String> = with_plans(|client, plans| {
         client
             .select(&plans.senders, None, &[])
-            .unwrap_or_else(|e| crate::refuse(format!("listing the sending channels: {e}")))
+            .unwrap_or_else(|e| crate::internal(format!("listing the sending channels: {e}")))
             .filter_map(|row| row.get::<String>(1).ok().flatten())
             .collect()
     });
@@ -196,7 +198,7 @@ pub(crate) fn take(name: &str) -> Take {
             let rows = client
                 .update(&plans.take_quota, Some(1), &[name.into(), limit.into()])
                 .unwrap_or_else(|e| {
-                    crate::refuse(format!("counting the daily limit of {name}: {e}"))
+                    crate::internal(format!("counting the daily limit of {name}: {e}"))
                 });
             !rows.is_empty()
         })

@@ -27,7 +27,7 @@ pub(crate) fn column_of(desc: pg_sys::TupleDesc, name: &CStr) -> Option<usize> {
 /// whose descriptor is `desc`; refused when the table lacks it.
 pub(crate) fn required_column(desc: pg_sys::TupleDesc, table: &CStr, column: &CStr) -> usize {
     column_of(desc, column).unwrap_or_else(|| {
-        crate::refuse(format!(
+        crate::internal(format!(
             "smsbus.{} has no column {}: reinstall the extension",
             table.to_string_lossy(),
             column.to_string_lossy()
@@ -43,7 +43,7 @@ pub(crate) fn smsbus_table(name: &CStr) -> pg_sys::Oid {
         pg_sys::get_relname_relid(name.as_ptr(), schema)
     };
     if relid == pg_sys::InvalidOid {
-        crate::refuse(format!(
+        crate::internal(format!(
             "smsbus.{} is missing: reinstall the extension",
             name.to_string_lossy()
         ));

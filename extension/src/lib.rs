@@ -74,6 +74,11 @@ extension_sql_file!("../../sql/api.sql", name = "api", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // pgrx puts a Rust backtrace into an error's DETAIL when the server
+    // runs with RUST_BACKTRACE set; clients must never see one (they name
+    // the server's files and code). Backtrace::capture reads this first.
+    // SAFETY: the backend is single-threaded while it loads the library.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     settings::register();
 }
 
@@ -85,6 +90,12 @@ fn refuse(message: String) -> ! {
         message,
         None,
     )
+}
+
+/// Raises an SQL error with SQLSTATE XX000 (internal_error): smsbus itself
+/// failed (a statement of its own, a missing object), not the input.
+fn internal(message: String) -> ! {
+    raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, message, None)
 }
 
 /// Raises an SQL error with the given SQLSTATE, message and hint.

@@ -299,7 +299,7 @@ fn wake(channels: &[String]) {
             )
         };
         if status < 0 {
-            crate::refuse(format!("waking the channels failed (SPI status {status})"));
+            crate::internal(format!("waking the channels failed (SPI status {status})"));
         }
     })
 }
@@ -317,7 +317,7 @@ fn prepare_wake() -> NonNull<pg_sys::_SPI_plan> {
             pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
         );
         let plan = NonNull::new(plan)
-            .unwrap_or_else(|| crate::refuse("preparing the wake-up statement failed".into()));
+            .unwrap_or_else(|| crate::internal("preparing the wake-up statement failed".into()));
         pg_sys::SPI_keepplan(plan.as_ptr());
         plan
     }

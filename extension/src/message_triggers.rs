@@ -22,7 +22,9 @@ use smsbus_core::status::Status;
 use smsbus_core::text::{self, Encoding};
 
 use crate::arming::trigger_status_for;
-use crate::{channels, raise, refuse, router, settings};
+use smsbus_core::excerpt::excerpt;
+
+use crate::{channels, internal, raise, refuse, router, settings};
 
 /// Attribute positions (0-based) of the columns the triggers touch, read
 /// from the table's descriptor on each call, so a future `ALTER TABLE`
@@ -270,7 +272,7 @@ pub(crate) fn enum_value(type_oid: pg_sys::Oid, label: &'static str) -> pg_sys::
             &[c_label.as_c_str().into_datum(), type_oid.into_datum()],
         )
     }
-    .unwrap_or_else(|| refuse(format!("no enum value {label}")));
+    .unwrap_or_else(|| internal(format!("no enum value {label}")));
     OID_BY_LABEL.with(|m| m.borrow_mut().insert(key, oid));
     oid.into_datum().unwrap_or(pg_sys::Datum::from(0))
 }
@@ -295,7 +297,7 @@ fn with_plans<R>(f: impl FnOnce(&pgrx::spi::SpiClient<'_>, &Plans) -> R) -> R {
                 let prepare = |sql: &str| {
                     client
                         .prepare(sql, &text)
-                        .unwrap_or_else(|e| refuse(format!("preparing {sql}: {e}")))
+                        .unwrap_or_else(|e| internal(format!("preparing {sql}: {e}")))
                         .keep()
                 };
                 *plans = Some(Plans {
@@ -316,7 +318,7 @@ fn key_owner(key: &str) -> Option<i64> {
         for plan in [&plans.key_live, &plans.key_archived] {
             let table = client
                 .select(plan, Some(1), &[key.into()])
-                .unwrap_or_else(|e| refuse(format!("looking up idempotency_key: {e}")));
+                .unwrap_or_else(|e| internal(format!("looking up idempotency_key: {e}")));
             if !table.is_empty() {
                 return table.first().get_one::<i64>().ok().flatten();
             }
@@ -373,10 +375,10 @@ fn set_trigger_status(edit: &mut Edit, c: &Columns, label: &'static str) {
 
 fn row_of<'a>(trigger: &'a PgTrigger<'a>, new: bool) -> Row {
     let tuple = if new { trigger.new() } else { trigger.old() };
-    let tuple = tuple.unwrap_or_else(|| refuse("smsbus row trigger fired without a row".into()));
+    let tuple = tuple.unwrap_or_else(|| internal("smsbus row trigger fired without a row".into()));
     let desc = trigger
         .relation()
-        .unwrap_or_else(|e| refuse(format!("smsbus row trigger: {e}")))
+        .unwrap_or_else(|e| internal(format!("smsbus row trigger: {e}")))
         .rd_att;
     Row {
         tuple: tuple.into_pg(),
@@ -438,7 +440,10 @@ fn _message_before_insert<'a>(
         Some("out") | None => false,
         Some(other) => raise(
             PgSqlErrorCode::ERRCODE_CHECK_VIOLATION,
-            format!("direction must be 'out' or 'in', not \"{other}\""),
+            format!(
+                "direction must be 'out' or 'in', not \"{}\"",
+                excerpt(other)
+            ),
             None,
         ),
     };
@@ -505,7 +510,10 @@ fn _message_before_insert<'a>(
         if let Some(first) = key_owner(&key) {
             raise(
                 PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION,
-                format!("idempotency_key \"{key}\" was already used by message {first}"),
+                format!(
+                    "idempotency_key \"{}\" was already used by message {first}",
+                    excerpt(&key)
+                ),
                 None,
             );
         }
@@ -537,7 +545,7 @@ fn require_channel(name: &str) {
     if channels::channel(name).is_none() {
         raise(
             PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION,
-            format!("unknown channel \"{name}\""),
+            format!("unknown channel \"{}\"", excerpt(name)),
             Some("Use a name from smsbus.channel, or leave channel null to let the router choose."),
         );
     }

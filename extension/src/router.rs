@@ -128,7 +128,7 @@ pub(crate) fn route(
     let compiled = compiled(unsafe { (*desc).tdtypeid });
     match channel {
         None => call(compiled.router, tuple, desc)
-            .unwrap_or_else(|| crate::refuse("the router returned no status".into())),
+            .unwrap_or_else(|| crate::internal("the router returned no status".into())),
         Some(name) => compiled
             .blocks
             .and_then(|blocks| call(blocks, tuple, desc))
@@ -168,11 +168,11 @@ fn call(
     let field = |name: &str| {
         verdict
             .get_by_name::<String>(name)
-            .unwrap_or_else(|e| crate::refuse(format!("reading the router's {name}: {e}")))
+            .unwrap_or_else(|e| crate::internal(format!("reading the router's {name}: {e}")))
     };
     let status = field("status")?
         .parse::<Status>()
-        .unwrap_or_else(|e| crate::refuse(format!("the router answered {e}")));
+        .unwrap_or_else(|e| crate::internal(format!("the router answered {e}")));
     Some(Verdict {
         status,
         channel: field("channel"),

@@ -116,6 +116,35 @@ pub async fn connect_to(conninfo: &str) -> Client {
     client
 }
 
+/// Connects like [`connect_to`], keeping every notice and warning the
+/// server sends ("SEVERITY: message"), for tests that must see none.
+pub async fn connect_keeping_notices(
+    conninfo: &str,
+) -> (Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let (client, mut connection) = tokio_postgres::connect(conninfo, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {conninfo}: {e}"));
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = notices.clone();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notice(notice)) => kept
+                    .lock()
+                    .expect("notices lock")
+                    .push(format!("{}: {}", notice.severity(), notice.message())),
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("test connection ended: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    (client, notices)
+}
+
 /// The SQLSTATE and message of a failed statement, for exact assertions.
 pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
     let db = e

@@ -401,3 +401,74 @@ async fn senders_cannot_touch_what_is_not_theirs() {
     )
     .await;
 }
+
+/// Errors hold no secrets and no novels: outside input is quoted cut
+/// short, smsbus's own failures are internal errors (XX000), and no Rust
+/// backtrace reaches the client, whatever the server's RUST_BACKTRACE.
+#[tokio::test]
+async fn errors_quote_input_short_and_never_carry_a_backtrace() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, daily_limit) VALUES ('kpn', 'smpp', 5);
+         CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'boom'; END $$;
+         CREATE TRIGGER boom BEFORE INSERT ON smsbus.channel_usage FOR EACH ROW EXECUTE FUNCTION boom();",
+    )
+    .await
+    .unwrap();
+    let long = format!("+31{}", "6".repeat(100_000));
+    let e = c
+        .execute(
+            "INSERT INTO smsbus.message (to_address, body, channel) VALUES ($1, 'x', 'kpn')",
+            &[&long],
+        )
+        .await
+        .unwrap_err();
+    let db_e = e.as_db_error().unwrap();
+    assert_eq!(db_e.code().code(), "22023");
+    assert!(db_e.message().len() < 300, "{}", db_e.message());
+    assert!(
+        db_e.message().contains("(100003 characters)"),
+        "{}",
+        db_e.message()
+    );
+    // An error raised inside smsbus's own statements (an operator's trigger
+    // on the daily counts) comes through as it was, without a backtrace.
+    let e = c
+        .execute(
+            "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'kpn')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let db_e = e.as_db_error().unwrap();
+    assert_eq!((db_e.code().code(), db_e.message()), ("P0001", "boom"));
+    assert!(
+        db_e.detail().is_none_or(|d| !d.contains("pgrx")),
+        "{:?}",
+        db_e.detail()
+    );
+    // smsbus missing a table of its own is an internal error.
+    c.batch_execute(
+        "DROP TRIGGER boom ON smsbus.channel_usage;
+         ALTER TABLE smsbus.channel_wakeup RENAME TO channel_wakeup_away;",
+    )
+    .await
+    .unwrap();
+    let e = c
+        .execute(
+            "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'kpn')",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let db_e = e.as_db_error().unwrap();
+    assert_eq!(
+        (db_e.code().code(), db_e.message()),
+        (
+            "XX000",
+            "smsbus.channel_wakeup is missing: reinstall the extension"
+        )
+    );
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 0);
+}
