@@ -80,55 +80,28 @@ async fn batch(
         "SET LOCAL statement_timeout = {}",
         lua.settings().time_limit.as_millis()
     );
-    let mut waiting: VecDeque<Vec<i64>> = ids.chunks(GROUP).map(<[i64]>::to_vec).collect();
-    let mut running = JoinSet::new();
-    let mut groups: HashMap<tokio::task::Id, Vec<i64>> = HashMap::new();
-    let mut failure = None;
-    loop {
-        while running.len() < PARALLEL && !shutdown.is_cancelled() && failure.is_none() {
-            let Some(group) = waiting.pop_front() else {
-                break;
-            };
-            let task = run_group(
+    let ran = run_groups(
+        &ids,
+        || shutdown.is_cancelled(),
+        |group| {
+            run_group(
                 pool.clone(),
                 triggers.clone(),
                 lua.clone(),
                 statement_timeout.clone(),
-                group.clone(),
-            );
-            groups.insert(running.spawn(task).id(), group);
-        }
-        let Some(joined) = running.join_next_with_id().await else {
-            break;
-        };
-        match joined {
-            Ok((task, result)) => {
-                groups.remove(&task);
-                if let Err(e) = result {
-                    failure.get_or_insert(e);
-                }
-            }
-            Err(e) => {
-                let group = groups.remove(&e.id()).unwrap_or_default();
-                let reason = match e.try_into_panic() {
-                    Ok(panic) => format!("the trigger runner panicked: {}", panic_text(&*panic)),
-                    Err(e) => format!("the trigger runner's task ended: {e}"),
-                };
-                if group.len() > 1 {
-                    tracing::error!(
-                        messages = ?group,
-                        "{reason}; running these messages one at a time to find the one it was"
-                    );
-                    for id in group.into_iter().rev() {
-                        waiting.push_front(vec![id]);
-                    }
-                } else {
-                    release(pool, &group, &reason).await;
-                }
-            }
-        }
+                group,
+            )
+        },
+    )
+    .await;
+    for (id, reason) in &ran.panicked {
+        release(pool, &[*id], reason).await;
     }
-    let rest: Vec<i64> = waiting.into_iter().flatten().collect();
+    let Ran {
+        not_started: rest,
+        failure,
+        ..
+    } = ran;
     if !rest.is_empty() {
         // The runner is stopping, or a group could not be recorded: the
         // rest go back to pending at once rather than after the resume
@@ -151,6 +124,75 @@ async fn batch(
     }
 }
 
+/// What running a batch's groups came to.
+struct Ran {
+    /// Messages whose task panicked when they ran alone, with the panic.
+    panicked: Vec<(i64, String)>,
+    /// Messages not run: the runner is stopping, or a group failed.
+    not_started: Vec<i64>,
+    /// The first group that could not be recorded.
+    failure: Option<anyhow::Error>,
+}
+
+/// Runs `ids` in groups of [`GROUP`] with `run`, [`PARALLEL`] at a time,
+/// until `stop` says so or a group fails. A group that panics is run
+/// again one message per task; a message that panics alone is in
+/// [`Ran::panicked`].
+async fn run_groups<F, Fut>(ids: &[i64], stop: impl Fn() -> bool, run: F) -> Ran
+where
+    F: Fn(Vec<i64>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut waiting: VecDeque<Vec<i64>> = ids.chunks(GROUP).map(<[i64]>::to_vec).collect();
+    let mut running = JoinSet::new();
+    let mut groups: HashMap<tokio::task::Id, Vec<i64>> = HashMap::new();
+    let mut ran = Ran {
+        panicked: Vec::new(),
+        not_started: Vec::new(),
+        failure: None,
+    };
+    loop {
+        while running.len() < PARALLEL && !stop() && ran.failure.is_none() {
+            let Some(group) = waiting.pop_front() else {
+                break;
+            };
+            groups.insert(running.spawn(run(group.clone())).id(), group);
+        }
+        let Some(joined) = running.join_next_with_id().await else {
+            break;
+        };
+        match joined {
+            Ok((task, result)) => {
+                groups.remove(&task);
+                if let Err(e) = result {
+                    ran.failure.get_or_insert(e);
+                }
+            }
+            Err(e) => {
+                let group = groups.remove(&e.id()).unwrap_or_default();
+                let reason = match e.try_into_panic() {
+                    Ok(panic) => format!("the trigger runner panicked: {}", panic_text(&*panic)),
+                    Err(e) => format!("the trigger runner's task ended: {e}"),
+                };
+                match group[..] {
+                    [id] => ran.panicked.push((id, reason)),
+                    _ => {
+                        tracing::error!(
+                            messages = ?group,
+                            "{reason}; running these messages one at a time to find the one it was"
+                        );
+                        for id in group.into_iter().rev() {
+                            waiting.push_front(vec![id]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ran.not_started = waiting.into_iter().flatten().collect();
+    ran
+}
+
 /// The chains of `group`, one transaction for all.
 async fn run_group(
     pool: Pool,
@@ -169,8 +211,8 @@ async fn run_group(
     Ok(())
 }
 
-/// Fails the chain of a message whose task panicked on its own: running
-/// it again would only panic again.
+/// Fails the chains of messages whose task panicked on its own: running
+/// them again would only panic again.
 async fn release(pool: &Pool, ids: &[i64], reason: &str) {
     tracing::error!(messages = ?ids, "{reason}: their triggers failed");
     let failed = async {
@@ -225,5 +267,68 @@ async fn disable_triggers(pool: &Pool, lua: &lua::LuaTriggers) {
                  while its stuck threads live"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_message_is_found_and_its_neighbours_run() {
+        let finished = Arc::new(Mutex::new(Vec::new()));
+        let ids: Vec<i64> = (1..=60).collect();
+        let ran = run_groups(
+            &ids,
+            || false,
+            |group| {
+                let finished = finished.clone();
+                async move {
+                    if group.contains(&27) {
+                        panic!("message 27 breaks the runner");
+                    }
+                    finished.lock().unwrap().extend(group);
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        let mut finished = finished.lock().unwrap().clone();
+        finished.sort();
+        assert_eq!(
+            finished,
+            (1..=60).filter(|&id| id != 27).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            ran.panicked,
+            [(
+                27,
+                "the trigger runner panicked: message 27 breaks the runner".to_owned()
+            )]
+        );
+        assert!(ran.not_started.is_empty() && ran.failure.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_leaves_the_rest_unstarted() {
+        let ids: Vec<i64> = (1..=(GROUP * (PARALLEL + 2)) as i64).collect();
+        let ran = run_groups(
+            &ids,
+            || false,
+            |group| async move {
+                if group.contains(&1) {
+                    anyhow::bail!("the database went away");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(())
+            },
+        )
+        .await;
+        assert_eq!(ran.failure.unwrap().to_string(), "the database went away");
+        // The first PARALLEL groups started; the others did not.
+        assert_eq!(ran.not_started.len(), GROUP * 2);
+        assert!(ran.panicked.is_empty());
     }
 }
