@@ -105,6 +105,8 @@ function process(m)
     if m.body == "exit" then os.exit(3) end
     if m.body == "find" then string.find(("a"):rep(40), ("a-"):rep(40) .. "b") end
     if m.body == "pcall" then while true do pcall(function() while true do end end) end end
+    if m.body == "errors" then while true do pcall(error, "again") end end
+    if m.body == "queries" then while true do pcall(smsbus.query, "SELECT 1 / 0") end end
 end
 "#;
 
@@ -129,6 +131,7 @@ async fn poisoned_messages_fail_alone_and_the_worker_keeps_its_threads() {
 
     let bodies = [
         "one", "deep", "two", "huge", "three", "exit", "four", "find", "five", "pcall", "six",
+        "errors", "seven", "queries", "eight",
     ];
     // 200 levels of arrays, past what the JSON decoder takes; 2 million
     // numbers, past what the Lua state's 16 MiB hold.
@@ -142,7 +145,11 @@ async fn poisoned_messages_fail_alone_and_the_worker_keeps_its_threads() {
     let mut failed = Vec::new();
     for (&id, body) in ids.iter().zip(bodies) {
         let (status, error) = outcome(&c, id, &w).await;
-        if ["one", "two", "three", "four", "five", "six"].contains(&body) {
+        if [
+            "one", "two", "three", "four", "five", "six", "seven", "eight",
+        ]
+        .contains(&body)
+        {
             assert_eq!((status.as_str(), error), ("processed", None), "{body}");
             assert_eq!(log_of(&c, id).await, ["fine"], "{body}");
         } else {
@@ -158,6 +165,8 @@ async fn poisoned_messages_fail_alone_and_the_worker_keeps_its_threads() {
         ("exit", "trigger poison: poison:3: os.exit is not for trigger scripts: it would stop the worker"),
         ("find", "trigger poison: poison:4: time limit exceeded (1 s) in string.find"),
         ("pcall", "trigger poison: time limit exceeded (1 s)"),
+        ("errors", "trigger poison: time limit exceeded (1 s)"),
+        ("queries", "trigger poison: time limit exceeded (1 s)"),
     ];
     for ((body, error), (_, start)) in failed.iter().zip(expected) {
         assert!(error.starts_with(start), "{body}: {error}");
@@ -175,7 +184,7 @@ async fn poisoned_messages_fail_alone_and_the_worker_keeps_its_threads() {
         ),
     )
     .await;
-    assert_eq!(traced, 5);
+    assert_eq!(traced, 7);
 
     // The worker runs on, with the threads it had.
     assert!(
