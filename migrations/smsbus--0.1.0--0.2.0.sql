@@ -1022,8 +1022,9 @@ SELECT _compile_router();
 -- role may name itself in the trace.
 GRANT SET ON PARAMETER smsbus.actor TO smsbus_worker;
 
--- Maintenance: each step in a subtransaction of its own; a scheduled
--- message that cannot be moved on is set aside, never holding the others.
+-- Maintenance: each step in a subtransaction of its own; a message that
+-- cannot be moved on is tried alone and set aside, never holding the
+-- others. A repeated _mark_sent leaves parts already reported alone.
 CREATE FUNCTION _promote(ids bigint[]) RETURNS integer
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
@@ -1036,6 +1037,96 @@ BEGIN
         last_error = CASE WHEN m.valid_until <= now() THEN 'validity period ended before the message was due' END
     FROM unnest(ids) AS u(id)
     WHERE m.id = u.id AND m.status::text = 'scheduled';
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+CREATE FUNCTION _set_aside_scheduled(id bigint, reason text) RETURNS void
+LANGUAGE sql
+AS $$
+    UPDATE smsbus.message m
+    SET scheduled_at = now() + interval '1 minute',
+        last_error = 'not moved on when due, tried again in a minute: ' || left(reason, 500)
+    WHERE m.id = _set_aside_scheduled.id
+$$;
+
+CREATE FUNCTION _requeue_expired(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET status = 'queued',
+        last_error = format('lease of %s expired: outcome of the submission unknown', m.claimed_by)
+    FROM unnest(ids) AS u(id)
+    WHERE m.id = u.id AND m.status::text = 'sending' AND m.claimed_until < now();
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+CREATE FUNCTION _set_aside_lease(id bigint, reason text) RETURNS void
+LANGUAGE sql
+AS $$
+    UPDATE smsbus.message m
+    SET claimed_until = now() + interval '1 minute',
+        last_error = 'lease expired but not sent back, tried again in a minute: ' || left(reason, 500)
+    WHERE m.id = _set_aside_lease.id
+$$;
+
+CREATE FUNCTION _batch_or_each(step text, ids bigint[], set_aside text DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    one bigint;
+    done integer := 0;
+    moved integer;
+    reason text;
+BEGIN
+    IF ids IS NULL OR cardinality(ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        EXECUTE format('SELECT smsbus.%I($1)', step) INTO moved USING ids;
+        RETURN moved;
+    EXCEPTION WHEN OTHERS THEN
+        -- One at a time below.
+    END;
+    FOREACH one IN ARRAY ids LOOP
+        BEGIN
+            EXECUTE format('SELECT smsbus.%I($1)', step) INTO moved USING ARRAY[one];
+            done := done + moved;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS reason = MESSAGE_TEXT;
+            BEGIN
+                IF set_aside IS NULL THEN
+                    RAISE WARNING 'smsbus: % failed for message %: %', step, one, reason;
+                ELSE
+                    EXECUTE format('SELECT smsbus.%I($1, $2)', set_aside) USING one, reason;
+                END IF;
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'smsbus: % failed for message % and it could not be set aside: %', step, one, reason;
+            END;
+        END;
+    END LOOP;
+    RETURN done;
+END
+$$;
+
+CREATE FUNCTION _noreport(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET status = 'noreport', last_error = 'no delivery report before the deadline'
+    FROM unnest(ids) AS u(id)
+    WHERE m.id = u.id AND m.status::text = 'sent';
     GET DIAGNOSTICS done = ROW_COUNT;
     RETURN done;
 END
@@ -1060,38 +1151,57 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     due bigint[];
-    one bigint;
-    done integer := 0;
-    reason text;
 BEGIN
     SELECT array_agg(x.id) INTO due
     FROM (SELECT id FROM smsbus.message
           WHERE status = 'scheduled' AND scheduled_at <= now()
           ORDER BY scheduled_at LIMIT p_limit FOR UPDATE SKIP LOCKED) x;
-    IF due IS NULL THEN
-        RETURN 0;
-    END IF;
-    BEGIN
-        RETURN smsbus._promote(due);
-    EXCEPTION WHEN OTHERS THEN
-        -- One at a time below.
-    END;
-    FOREACH one IN ARRAY due LOOP
-        BEGIN
-            done := done + smsbus._promote(ARRAY[one]);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS reason = MESSAGE_TEXT;
-            BEGIN
-                UPDATE smsbus.message
-                SET scheduled_at = now() + interval '1 minute',
-                    last_error = 'not moved on when due, tried again in a minute: ' || left(reason, 500)
-                WHERE id = one;
-            EXCEPTION WHEN OTHERS THEN
-                RAISE WARNING 'smsbus: scheduled message % could not be moved on nor set aside: %', one, reason;
-            END;
-        END;
-    END LOOP;
-    RETURN done;
+    RETURN smsbus._batch_or_each('_promote', due, '_set_aside_scheduled');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _expire_leases(p_limit integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    late bigint[];
+BEGIN
+    SELECT array_agg(x.id) INTO late
+    FROM (SELECT id FROM smsbus.message
+          WHERE status = 'sending' AND claimed_until < now()
+          ORDER BY claimed_until LIMIT p_limit FOR UPDATE SKIP LOCKED) x;
+    RETURN smsbus._batch_or_each('_requeue_expired', late, '_set_aside_lease');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _mark_noreport(p_default interval DEFAULT interval '48 hours', p_limit integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    late bigint[];
+    shortest interval;
+BEGIN
+    -- The shortest deadline of any channel bounds the index range: only
+    -- messages sent before it are looked at, not every one awaiting its
+    -- report (a busy queue has hundreds of thousands, and maintenance
+    -- runs every second).
+    SELECT least(p_default, min(CASE WHEN c.config->>'report_timeout_s' ~ '^[0-9]+(\.[0-9]+)?$'
+                                     THEN make_interval(secs => (c.config->>'report_timeout_s')::double precision)
+                                END))
+    INTO shortest FROM smsbus.channel c;
+    SELECT array_agg(l.id) INTO late
+    FROM (SELECT x.id FROM smsbus.message x
+          LEFT JOIN smsbus.channel c ON c.name = x.channel
+          WHERE x.status = 'sent' AND x.request_report
+            AND x.sent_at < now() - shortest
+            AND x.sent_at < now() - CASE
+                    WHEN c.config->>'report_timeout_s' ~ '^[0-9]+(\.[0-9]+)?$'
+                    THEN make_interval(secs => (c.config->>'report_timeout_s')::double precision)
+                    ELSE p_default END
+          ORDER BY x.sent_at LIMIT p_limit FOR UPDATE OF x SKIP LOCKED) l;
+    -- One that cannot be marked is logged and tried again next pass.
+    RETURN smsbus._batch_or_each('_noreport', late);
 END
 $$;
 
@@ -1138,5 +1248,60 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION _promote(bigint[]), _drop_old_reports(), _drop_old_usage() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION _promote(bigint[]), _drop_old_reports(), _drop_old_usage() TO smsbus_worker, smsbus_admin;
+CREATE OR REPLACE FUNCTION _mark_sent(p_channel text, p_ids bigint[], p_parts integer[], p_references text[])
+RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+SET enable_seqscan = off
+AS $$
+DECLARE
+    done integer;
+    early record;
+BEGIN
+    INSERT INTO smsbus.message_part (message_id, part, channel, reference)
+    SELECT u.id, u.part, p_channel, u.reference
+    FROM unnest(p_ids, p_parts, p_references) AS u(id, part, reference)
+    ON CONFLICT (message_id, part) DO UPDATE
+        SET channel = EXCLUDED.channel, reference = EXCLUDED.reference, status = 'sent',
+            detail = NULL, submitted_at = now(), reported_at = NULL
+        -- A part of a message submitted again; a repeated call (its first
+        -- commit's answer was lost) leaves parts already reported alone.
+        WHERE EXISTS (SELECT FROM smsbus.message m WHERE m.id = EXCLUDED.message_id AND m.status::text = 'sending');
+
+    UPDATE smsbus.message m SET status = 'sent', reference = f.reference, last_error = NULL
+    FROM (SELECT DISTINCT ON (u.id) u.id, u.reference
+          FROM unnest(p_ids, p_parts, p_references) AS u(id, part, reference)
+          ORDER BY u.id, u.part) f
+    WHERE m.id = f.id AND m.status::text = 'sending';
+    GET DIAGNOSTICS done = ROW_COUNT;
+
+    -- Reports are parked only when they outrun this call; mostly there are
+    -- none, and the probes below would cost a tenth of the call.
+    IF NOT EXISTS (SELECT FROM smsbus.pending_report r WHERE r.channel = p_channel) THEN
+        RETURN done;
+    END IF;
+    -- A parked report may name the part in the other base (its alternate).
+    WITH taken AS (
+        DELETE FROM smsbus.pending_report r
+        USING unnest(p_references) AS u(reference)
+        WHERE r.channel = p_channel
+          -- Alternates are lower-case; both arms are index probes.
+          AND (r.reference = u.reference OR r.alternate IN (u.reference, lower(u.reference)))
+        RETURNING r.reference, r.alternate, r.status, r.detail, r.received_at
+    )
+    SELECT array_agg(t.reference ORDER BY t.received_at) AS refs,
+           array_agg(t.status ORDER BY t.received_at) AS statuses,
+           array_agg(t.detail ORDER BY t.received_at) AS details,
+           array_agg(t.alternate ORDER BY t.received_at) AS alternates
+    INTO early FROM taken t;
+    IF early.refs IS NOT NULL THEN
+        PERFORM smsbus._apply_reports(p_channel, early.refs, early.statuses, early.details, early.alternates);
+    END IF;
+    RETURN done;
+END
+$$;
+
+REVOKE ALL ON FUNCTION _promote(bigint[]), _set_aside_scheduled(bigint, text), _requeue_expired(bigint[]), _set_aside_lease(bigint, text),
+    _batch_or_each(text, bigint[], text), _noreport(bigint[]), _drop_old_reports(), _drop_old_usage() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _promote(bigint[]), _set_aside_scheduled(bigint, text), _requeue_expired(bigint[]), _set_aside_lease(bigint, text),
+    _batch_or_each(text, bigint[], text), _noreport(bigint[]), _drop_old_reports(), _drop_old_usage() TO smsbus_worker, smsbus_admin;

@@ -229,7 +229,10 @@ BEGIN
     FROM unnest(p_ids, p_parts, p_references) AS u(id, part, reference)
     ON CONFLICT (message_id, part) DO UPDATE
         SET channel = EXCLUDED.channel, reference = EXCLUDED.reference, status = 'sent',
-            detail = NULL, submitted_at = now(), reported_at = NULL;
+            detail = NULL, submitted_at = now(), reported_at = NULL
+        -- A part of a message submitted again; a repeated call (its first
+        -- commit's answer was lost) leaves parts already reported alone.
+        WHERE EXISTS (SELECT FROM smsbus.message m WHERE m.id = EXCLUDED.message_id AND m.status::text = 'sending');
 
     UPDATE smsbus.message m SET status = 'sent', reference = f.reference, last_error = NULL
     FROM (SELECT DISTINCT ON (u.id) u.id, u.reference
@@ -597,9 +600,26 @@ $$;
 
 -- Sends messages whose lease ran out (their worker died or hung) back to
 -- their queue. What that worker had handed to the SMSC may be sent twice:
--- the trace says the outcome is unknown.
+-- the trace says the outcome is unknown. One that cannot be sent back
+-- keeps its lease a minute longer, with the reason (_batch_or_each).
 CREATE FUNCTION _expire_leases(p_limit integer DEFAULT 10000) RETURNS integer
 LANGUAGE plpgsql
+AS $$
+DECLARE
+    late bigint[];
+BEGIN
+    SELECT array_agg(x.id) INTO late
+    FROM (SELECT id FROM smsbus.message
+          WHERE status = 'sending' AND claimed_until < now()
+          ORDER BY claimed_until LIMIT p_limit FOR UPDATE SKIP LOCKED) x;
+    RETURN smsbus._batch_or_each('_requeue_expired', late, '_set_aside_lease');
+END
+$$;
+
+-- Sends the messages `ids`, whose lease ran out, back to their queue.
+CREATE FUNCTION _requeue_expired(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     done integer;
@@ -607,11 +627,64 @@ BEGIN
     UPDATE smsbus.message m
     SET status = 'queued',
         last_error = format('lease of %s expired: outcome of the submission unknown', m.claimed_by)
-    FROM (SELECT id FROM smsbus.message
-          WHERE status = 'sending' AND claimed_until < now()
-          ORDER BY claimed_until LIMIT p_limit FOR UPDATE SKIP LOCKED) x
-    WHERE m.id = x.id;
+    FROM unnest(ids) AS u(id)
+    WHERE m.id = u.id AND m.status::text = 'sending' AND m.claimed_until < now();
     GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+-- A message whose lease could not be ended keeps it a minute longer.
+CREATE FUNCTION _set_aside_lease(id bigint, reason text) RETURNS void
+LANGUAGE sql
+AS $$
+    UPDATE smsbus.message m
+    SET claimed_until = now() + interval '1 minute',
+        last_error = 'lease expired but not sent back, tried again in a minute: ' || left(reason, 500)
+    WHERE m.id = _set_aside_lease.id
+$$;
+
+-- Runs smsbus.<step>(ids) (a function of ids bigint[] returning how many
+-- it moved on). When the batch fails, each id is tried alone, so one
+-- message that cannot be moved on never holds the others back; each that
+-- fails alone is handed to smsbus.<set_aside>(id, reason) when there is
+-- one, and logged should that fail too (or when there is none). Step
+-- names are smsbus's own constants.
+CREATE FUNCTION _batch_or_each(step text, ids bigint[], set_aside text DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    one bigint;
+    done integer := 0;
+    moved integer;
+    reason text;
+BEGIN
+    IF ids IS NULL OR cardinality(ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        EXECUTE format('SELECT smsbus.%I($1)', step) INTO moved USING ids;
+        RETURN moved;
+    EXCEPTION WHEN OTHERS THEN
+        -- One at a time below.
+    END;
+    FOREACH one IN ARRAY ids LOOP
+        BEGIN
+            EXECUTE format('SELECT smsbus.%I($1)', step) INTO moved USING ARRAY[one];
+            done := done + moved;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS reason = MESSAGE_TEXT;
+            BEGIN
+                IF set_aside IS NULL THEN
+                    RAISE WARNING 'smsbus: % failed for message %: %', step, one, reason;
+                ELSE
+                    EXECUTE format('SELECT smsbus.%I($1, $2)', set_aside) USING one, reason;
+                END IF;
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'smsbus: % failed for message % and it could not be set aside: %', step, one, reason;
+            END;
+        END;
+    END LOOP;
     RETURN done;
 END
 $$;
@@ -669,48 +742,30 @@ END
 $$;
 
 -- Routes scheduled messages that came due; those whose validity ended first
--- expire. A message that cannot be moved on (a rule or the trace fails for
--- it) does not hold the others back: the batch is tried again one message
--- at a time, and each that fails is set aside for a minute with the reason
--- in last_error (logged, should even that fail).
+-- expire. One that cannot be moved on (a rule or the trace fails for it)
+-- is set aside for a minute with the reason (_batch_or_each).
 CREATE FUNCTION _promote_scheduled(p_limit integer DEFAULT 10000) RETURNS integer
 LANGUAGE plpgsql
 AS $$
 DECLARE
     due bigint[];
-    one bigint;
-    done integer := 0;
-    reason text;
 BEGIN
     SELECT array_agg(x.id) INTO due
     FROM (SELECT id FROM smsbus.message
           WHERE status = 'scheduled' AND scheduled_at <= now()
           ORDER BY scheduled_at LIMIT p_limit FOR UPDATE SKIP LOCKED) x;
-    IF due IS NULL THEN
-        RETURN 0;
-    END IF;
-    BEGIN
-        RETURN smsbus._promote(due);
-    EXCEPTION WHEN OTHERS THEN
-        -- One at a time below.
-    END;
-    FOREACH one IN ARRAY due LOOP
-        BEGIN
-            done := done + smsbus._promote(ARRAY[one]);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS reason = MESSAGE_TEXT;
-            BEGIN
-                UPDATE smsbus.message
-                SET scheduled_at = now() + interval '1 minute',
-                    last_error = 'not moved on when due, tried again in a minute: ' || left(reason, 500)
-                WHERE id = one;
-            EXCEPTION WHEN OTHERS THEN
-                RAISE WARNING 'smsbus: scheduled message % could not be moved on nor set aside: %', one, reason;
-            END;
-        END;
-    END LOOP;
-    RETURN done;
+    RETURN smsbus._batch_or_each('_promote', due, '_set_aside_scheduled');
 END
+$$;
+
+-- A scheduled message that could not be moved on when due waits a minute.
+CREATE FUNCTION _set_aside_scheduled(id bigint, reason text) RETURNS void
+LANGUAGE sql
+AS $$
+    UPDATE smsbus.message m
+    SET scheduled_at = now() + interval '1 minute',
+        last_error = 'not moved on when due, tried again in a minute: ' || left(reason, 500)
+    WHERE m.id = _set_aside_scheduled.id
 $$;
 
 -- Moves the scheduled messages `ids` on: the row trigger routes each one
@@ -739,7 +794,7 @@ RETURNS integer
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    done integer;
+    late bigint[];
     shortest interval;
 BEGIN
     -- The shortest deadline of any channel bounds the index range: only
@@ -750,8 +805,7 @@ BEGIN
                                      THEN make_interval(secs => (c.config->>'report_timeout_s')::double precision)
                                 END))
     INTO shortest FROM smsbus.channel c;
-    UPDATE smsbus.message m
-    SET status = 'noreport', last_error = 'no delivery report before the deadline'
+    SELECT array_agg(l.id) INTO late
     FROM (SELECT x.id FROM smsbus.message x
           LEFT JOIN smsbus.channel c ON c.name = x.channel
           WHERE x.status = 'sent' AND x.request_report
@@ -760,8 +814,24 @@ BEGIN
                     WHEN c.config->>'report_timeout_s' ~ '^[0-9]+(\.[0-9]+)?$'
                     THEN make_interval(secs => (c.config->>'report_timeout_s')::double precision)
                     ELSE p_default END
-          ORDER BY x.sent_at LIMIT p_limit FOR UPDATE OF x SKIP LOCKED) late
-    WHERE m.id = late.id;
+          ORDER BY x.sent_at LIMIT p_limit FOR UPDATE OF x SKIP LOCKED) l;
+    -- One that cannot be marked is logged and tried again next pass.
+    RETURN smsbus._batch_or_each('_noreport', late);
+END
+$$;
+
+-- Marks the sent messages `ids` noreport.
+CREATE FUNCTION _noreport(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET status = 'noreport', last_error = 'no delivery report before the deadline'
+    FROM unnest(ids) AS u(id)
+    WHERE m.id = u.id AND m.status::text = 'sent';
     GET DIAGNOSTICS done = ROW_COUNT;
     RETURN done;
 END
@@ -954,7 +1024,9 @@ GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),
     _record_inbound_parts(text, text[], text[], integer[], integer[], integer[], text[], jsonb[]),
     _expire_inbound_parts(interval),
     _mark_noreport(interval, integer), _maintain(interval, integer, interval), _archive_scheduled(),
-    _promote(bigint[]), _drop_old_reports(), _drop_old_usage()
+    _promote(bigint[]), _drop_old_reports(), _drop_old_usage(), _set_aside_scheduled(bigint, text),
+    _requeue_expired(bigint[]), _set_aside_lease(bigint, text), _noreport(bigint[]),
+    _batch_or_each(text, bigint[], text)
     TO smsbus_worker, smsbus_admin;
 GRANT SELECT ON queue_depth, channel_overview TO smsbus_sender, smsbus_admin, smsbus_worker;
 -- The worker names itself in the trace; no one else may claim a name.

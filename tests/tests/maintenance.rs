@@ -7,8 +7,8 @@ use smsbus_tests::db::{count, scalar, TestDb};
 async fn one_failing_message_or_step_does_not_stop_the_others() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    // An operator's trigger on the trace that refuses one message's
-    // promotion and every noreport.
+    // An operator's triggers: on the trace, refusing one message's
+    // promotion and every noreport; on the archive, refusing everything.
     c.batch_execute(
         "INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp');
          CREATE TABLE poisoned (id bigint);
@@ -20,6 +20,11 @@ async fn one_failing_message_or_step_does_not_stop_the_others() {
              RETURN NEW;
          END $$;
          CREATE TRIGGER refuse BEFORE INSERT ON smsbus.message_event FOR EACH ROW EXECUTE FUNCTION refuse();
+         CREATE FUNCTION refuse_archive() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'archive refused'; END $$;
+         CREATE TRIGGER refuse_archive BEFORE INSERT ON smsbus.message_archive
+             FOR EACH ROW EXECUTE FUNCTION refuse_archive();
+         UPDATE smsbus.archiving SET older_than = interval '0', every = interval '0';
          INSERT INTO smsbus.message (to_address, body, channel, scheduled_at)
              SELECT '+3161234567' || n, 'later', 'kpn', now() + interval '100 ms' FROM generate_series(1, 3) n;
          INSERT INTO poisoned SELECT min(id) FROM smsbus.message;
@@ -27,7 +32,8 @@ async fn one_failing_message_or_step_does_not_stop_the_others() {
     )
     .await
     .unwrap();
-    // One message claimed with a lease that has run out, one sent long ago.
+    // One message claimed with a lease that has run out, one sent long
+    // ago, one finished (blocked) for the archive.
     let claimed: i64 = count(
         &c,
         "SELECT count(*) FROM smsbus._claim('kpn', 'w', 10, interval '0 s')",
@@ -37,7 +43,9 @@ async fn one_failing_message_or_step_does_not_stop_the_others() {
     c.batch_execute(
         "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345679', 'sent', 'kpn');
          SELECT count(*) FROM smsbus._claim('kpn', 'w2', 10, interval '1 hour');
-         SELECT smsbus._mark_sent('kpn', ARRAY[max(id)], ARRAY[1], ARRAY['ref-1']) FROM smsbus.message;",
+         SELECT smsbus._mark_sent('kpn', ARRAY[max(id)], ARRAY[1], ARRAY['ref-1']) FROM smsbus.message;
+         INSERT INTO smsbus.block (condition, reason) VALUES ('body = ''block me''', 'test');
+         INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345671', 'block me', 'kpn');",
     )
     .await
     .unwrap();
@@ -50,12 +58,17 @@ async fn one_failing_message_or_step_does_not_stop_the_others() {
     .await;
     assert_eq!(done["promoted"], 2, "{done}");
     assert_eq!(done["leases_expired"], 1, "{done}");
+    // The message that cannot be marked noreport stays sent (and is
+    // logged); the archiving step fails as a whole and says so; the steps
+    // after it still ran.
+    assert_eq!(done["noreport"], 0, "{done}");
     assert!(
-        done["errors"]["noreport"]
+        done["errors"]["archived"]
             .as_str()
-            .is_some_and(|e| e.contains("refused by the operator")),
+            .is_some_and(|e| e.contains("archive refused")),
         "{done}"
     );
+    assert_eq!(done["inbound_incomplete"], 0, "{done}");
     let poisoned: (String, String) = {
         let row = c
             .query_one(
@@ -79,11 +92,11 @@ async fn one_failing_message_or_step_does_not_stop_the_others() {
         poisoned.1
     );
     assert_eq!(
-        count(
-            &c,
-            "SELECT count(*) FROM smsbus.message WHERE status = 'sent'"
-        )
-        .await,
+        count(&c, "SELECT count(*) FROM smsbus.message WHERE status = 'sent'").await,
+        1
+    );
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.message WHERE status = 'blocked'").await,
         1
     );
 }

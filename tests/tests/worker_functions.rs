@@ -795,3 +795,32 @@ async fn a_report_prefers_its_own_spelling_over_the_other_base() {
     assert_eq!(apply("1234567", "4d2").await, 1);
     assert_eq!(status_of(&c, ids[1]).await, "delivered");
 }
+
+/// A `_mark_sent` repeated because the answer to its commit was lost
+/// changes nothing: parts already reported keep their report.
+#[tokio::test]
+async fn a_repeated_mark_sent_leaves_reported_parts_alone() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids = queue(&c, 1, "kpn").await;
+    assert_eq!(claim(&c, "kpn", "w", 10).await, ids);
+    let mark = "SELECT smsbus._mark_sent('kpn', $1, ARRAY[1], ARRAY['ref-1'])";
+    let marked: i32 = scalar(&c, mark, &[&ids]).await;
+    assert_eq!(marked, 1);
+    c.batch_execute(
+        "SELECT smsbus._apply_reports('kpn', ARRAY['ref-1'], ARRAY['delivered'], ARRAY['DELIVRD'])",
+    )
+    .await
+    .unwrap();
+    let again: i32 = scalar(&c, mark, &[&ids]).await;
+    assert_eq!(again, 0);
+    let part: (String, Option<String>) = {
+        let row = c
+            .query_one("SELECT status, detail FROM smsbus.message_part", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(part, ("delivered".into(), Some("DELIVRD".into())));
+    assert_eq!(status_of(&c, ids[0]).await, "delivered");
+}
