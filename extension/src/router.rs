@@ -84,7 +84,53 @@ fn look_up(name: &std::ffi::CStr, row_type: pg_sys::Oid) -> pg_sys::Oid {
             Some("Run SELECT smsbus._compile_router() as an smsbus admin."),
         );
     }
+    if schema_has_rules_role() && !compiled_by_smsbus(oid) {
+        // Only smsbus._define_router writes these; anything else would run
+        // its code as whoever inserts.
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "the router function {}(smsbus.message) was not compiled by smsbus: it must be \
+                 SECURITY DEFINER and belong to smsbus_rules",
+                name.to_string_lossy()
+            ),
+            Some("Run SELECT smsbus._compile_router() as an smsbus admin."),
+        );
+    }
     oid
+}
+
+/// Whether the database's smsbus schema is one whose compiled rules belong
+/// to smsbus_rules (0.2.0 on; it has smsbus._rules_search_path(name[])).
+/// Before `ALTER EXTENSION smsbus UPDATE` they belong to smsbus_admin,
+/// and messages are still routed (the worker warns of the old version).
+fn schema_has_rules_role() -> bool {
+    // SAFETY: a qualified name list built from a constant.
+    unsafe {
+        let names = pg_sys::stringToQualifiedNameList(c"smsbus._rules_search_path".as_ptr());
+        let argument = pg_sys::NAMEARRAYOID;
+        pg_sys::LookupFuncName(names, 1, &argument, true) != pg_sys::InvalidOid
+    }
+}
+
+/// Whether function `oid` is as smsbus._define_router writes it: SECURITY
+/// DEFINER, owned by smsbus_rules.
+fn compiled_by_smsbus(oid: pg_sys::Oid) -> bool {
+    // SAFETY: a syscache lookup by OID, released before returning.
+    unsafe {
+        let rules = pg_sys::get_role_oid(c"smsbus_rules".as_ptr(), true);
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::PROCOID as i32,
+            pg_sys::Datum::from(oid),
+        );
+        if tuple.is_null() {
+            return false;
+        }
+        let proc = pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_proc;
+        let ok = (*proc).prosecdef && rules != pg_sys::InvalidOid && (*proc).proowner == rules;
+        pg_sys::ReleaseSysCache(tuple);
+        ok
+    }
 }
 
 fn compiled(row_type: pg_sys::Oid) -> Compiled {

@@ -250,6 +250,26 @@ async fn an_admin_cannot_replace_the_compiled_rules() {
     )
     .await;
     assert_eq!(status, "blocked");
+    // Should one be given to an admin all the same (by a superuser), the
+    // row triggers refuse to run it.
+    c.batch_execute("ALTER FUNCTION smsbus._router_blocks(smsbus.message) OWNER TO smsbus_admin")
+        .await
+        .unwrap();
+    let e = c
+        .batch_execute(
+            "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'hi', 'kpn')",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        db_error(&e),
+        (
+            "42501".into(),
+            "the router function smsbus._router_blocks(smsbus.message) was not compiled by smsbus: \
+             it must be SECURITY DEFINER and belong to smsbus_rules"
+                .into()
+        )
+    );
     assert!(!is_superuser(&c, &name).await);
     drop((admin, c));
     logins.remove(db).await;
