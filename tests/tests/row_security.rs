@@ -1,6 +1,7 @@
 //! Tenants: with the row security of the README's recipe, each sender
-//! sees and writes only its own messages, their trace and parts, while the
-//! worker's functions run the whole queue.
+//! sees and writes only its own messages, their trace and parts, in the
+//! queue and in the archive, while the worker's functions run the whole
+//! queue.
 
 use smsbus_tests::db::{count, expect_error, scalar, TestDb};
 use tokio_postgres::Client;
@@ -13,12 +14,20 @@ const RECIPE: &str = "
     CREATE POLICY system ON smsbus.message TO smsbus_admin, smsbus_worker USING (true) WITH CHECK (true);
     ALTER TABLE smsbus.message_event ENABLE ROW LEVEL SECURITY;
     CREATE POLICY tenant ON smsbus.message_event TO smsbus_sender
-        USING (EXISTS (SELECT FROM smsbus.message m WHERE m.id = message_id));
+        USING (EXISTS (SELECT FROM smsbus.message m WHERE m.id = message_id)
+               OR EXISTS (SELECT FROM smsbus.message_archive a WHERE a.id = message_id));
     CREATE POLICY system ON smsbus.message_event TO smsbus_admin, smsbus_worker USING (true) WITH CHECK (true);
     ALTER TABLE smsbus.message_part ENABLE ROW LEVEL SECURITY;
     CREATE POLICY tenant ON smsbus.message_part TO smsbus_sender
         USING (EXISTS (SELECT FROM smsbus.message m WHERE m.id = message_id));
-    CREATE POLICY system ON smsbus.message_part TO smsbus_admin, smsbus_worker USING (true) WITH CHECK (true);";
+    CREATE POLICY system ON smsbus.message_part TO smsbus_admin, smsbus_worker USING (true) WITH CHECK (true);
+    ALTER TABLE smsbus.message_archive ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY tenant ON smsbus.message_archive TO smsbus_sender USING (custom->>'tenant' = current_user);
+    CREATE POLICY system ON smsbus.message_archive TO smsbus_admin, smsbus_worker USING (true) WITH CHECK (true);
+    ALTER TABLE smsbus.message_part_archive ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY tenant ON smsbus.message_part_archive TO smsbus_sender
+        USING (EXISTS (SELECT FROM smsbus.message_archive a WHERE a.id = message_id));
+    CREATE POLICY system ON smsbus.message_part_archive TO smsbus_admin, smsbus_worker USING (true) WITH CHECK (true);";
 
 /// Cluster-wide roles, named after the test's database and dropped with it.
 struct Tenants {
@@ -159,6 +168,57 @@ async fn tenants_see_only_their_own_messages() {
             0
         );
     }
+
+    // Archived, they stay each tenant's own, with their trace and parts;
+    // the views count only what the tenant may see.
+    let moved: i64 = scalar(&worker, "SELECT smsbus.archive(interval '0')", &[]).await;
+    assert_eq!(moved, 4);
+    for (client, name, n) in [(&a, &a_name, 2), (&b, &b_name, 2)] {
+        assert_eq!(
+            count(client, "SELECT count(*) FROM smsbus.message_archive").await,
+            n,
+            "{name}"
+        );
+        assert_eq!(
+            count(
+                client,
+                "SELECT count(*) FROM smsbus.message_archive WHERE custom->>'tenant' <> current_user"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            count(client, "SELECT count(*) FROM smsbus.message_part_archive").await,
+            n
+        );
+        assert_eq!(
+            count(client, "SELECT count(*) FROM smsbus.message_event").await,
+            n * 4
+        );
+    }
+    a.execute(
+        "INSERT INTO smsbus.message (to_address, body, scheduled_at, custom)
+         VALUES ('+31612345678', 'later', now() + interval '1 hour', jsonb_build_object('tenant', current_user::text))",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(
+            &a,
+            "SELECT coalesce(sum(messages), 0)::bigint FROM smsbus.queue_depth"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &b,
+            "SELECT coalesce(sum(messages), 0)::bigint FROM smsbus.queue_depth"
+        )
+        .await,
+        0
+    );
     drop(a);
     drop(b);
     tenants.remove().await;
