@@ -1305,3 +1305,7 @@ REVOKE ALL ON FUNCTION _promote(bigint[]), _set_aside_scheduled(bigint, text), _
     _batch_or_each(text, bigint[], text), _noreport(bigint[]), _drop_old_reports(), _drop_old_usage() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION _promote(bigint[]), _set_aside_scheduled(bigint, text), _requeue_expired(bigint[]), _set_aside_lease(bigint, text),
     _batch_or_each(text, bigint[], text), _noreport(bigint[]), _drop_old_reports(), _drop_old_usage() TO smsbus_worker, smsbus_admin;
+
+-- The trace names the login role behind an actor a session named itself.
+ALTER TABLE message_event ADD COLUMN session_role text
+    DEFAULT CASE WHEN coalesce(current_setting('smsbus.actor', true), '') <> '' THEN session_user::text END;

@@ -173,7 +173,11 @@ CREATE TABLE message_event (
     from_status status,
     to_status   status NOT NULL,
     actor       text NOT NULL,
-    detail      text
+    detail      text,
+    -- The login role of the session, when it named its actor itself
+    -- (smsbus.actor): who is behind 'worker:w1'.
+    session_role text DEFAULT CASE WHEN coalesce(current_setting('smsbus.actor', true), '') <> ''
+                                   THEN session_user::text END
 );
 -- One index, not a primary key on id beside it: every transition writes a
 -- row here, and this key is both unique and the one the trace is read by.

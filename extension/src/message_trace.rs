@@ -165,24 +165,44 @@ fn collect(
     batch
 }
 
-/// Who is changing messages: `smsbus.actor` when set (the worker sets it
-/// to `worker:<id>`), else the current role.
-fn actor() -> String {
-    // SAFETY: plain reads of configuration and the current role's name.
-    unsafe {
-        let setting = pg_sys::GetConfigOption(c"smsbus.actor".as_ptr(), true, false);
-        if !setting.is_null() && *setting != 0 {
-            return CStr::from_ptr(setting).to_string_lossy().into_owned();
-        }
-        CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false))
+/// Who is changing messages, as the trace names them.
+struct Actor {
+    /// `smsbus.actor` when set (the worker sets it to `worker:<id>`), else
+    /// the current role.
+    name: String,
+    /// The session's login role when the actor was named by the setting.
+    session_role: Option<String>,
+}
+
+fn actor() -> Actor {
+    let role_name = |oid| {
+        // SAFETY: the name of a role that exists (this session's).
+        unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(oid, false)) }
             .to_string_lossy()
             .into_owned()
+    };
+    // SAFETY: a plain read of a setting.
+    let setting = unsafe { pg_sys::GetConfigOption(c"smsbus.actor".as_ptr(), true, false) };
+    if !setting.is_null() && unsafe { *setting } != 0 {
+        return Actor {
+            // SAFETY: a NUL-terminated setting value.
+            name: unsafe { CStr::from_ptr(setting) }
+                .to_string_lossy()
+                .into_owned(),
+            // SAFETY: the session's login role is set for its lifetime.
+            session_role: Some(role_name(unsafe { pg_sys::GetSessionUserId() })),
+        };
+    }
+    Actor {
+        // SAFETY: the current role is set for the session's lifetime.
+        name: role_name(unsafe { pg_sys::GetUserId() }),
+        session_role: None,
     }
 }
 
 /// Appends the statement's events to `smsbus.message_event`, a row each,
 /// without an SQL statement (see [`crate::direct_insert`]).
-fn write_events(batch: &Batch, actor: &str) {
+fn write_events(batch: &Batch, actor: &Actor) {
     let relid = direct_read::smsbus_table(c"message_event");
     let mut table = Inserter::open(relid);
     let id = direct_read::required_column(table.descriptor(), c"message_event", c"id");
@@ -199,7 +219,7 @@ fn write_events(batch: &Batch, actor: &str) {
 }
 
 /// The events' rows, through `table` (message_event, open).
-fn insert_events(table: &mut Inserter, batch: &Batch, actor: &str, sequence: pg_sys::Oid) {
+fn insert_events(table: &mut Inserter, batch: &Batch, actor: &Actor, sequence: pg_sys::Oid) {
     let column =
         |name: &CStr| direct_read::required_column(table.descriptor(), c"message_event", name);
     let id = column(c"id");
@@ -209,6 +229,8 @@ fn insert_events(table: &mut Inserter, batch: &Batch, actor: &str, sequence: pg_
     let to_status = column(c"to_status");
     let actor_column = column(c"actor");
     let detail = column(c"detail");
+    // Optional: a schema before 0.2.0 (not yet upgraded) has no such column.
+    let session_role = direct_read::column_of(table.descriptor(), c"session_role");
     let desc = table.descriptor();
     // SAFETY: positions found in this descriptor just above.
     let (natts, status_type) = unsafe {
@@ -217,7 +239,11 @@ fn insert_events(table: &mut Inserter, batch: &Batch, actor: &str, sequence: pg_
             (*(*desc).attrs.as_ptr().add(to_status)).atttypid,
         )
     };
-    let actor_datum = actor.into_datum();
+    let actor_datum = actor.name.as_str().into_datum();
+    let session_role_datum = actor
+        .session_role
+        .as_deref()
+        .and_then(IntoDatum::into_datum);
     let mut values = vec![None; natts];
     for (i, &message) in batch.ids.iter().enumerate() {
         // SAFETY: a sequence of ours; nextval's own privilege check is
@@ -233,6 +259,9 @@ fn insert_events(table: &mut Inserter, batch: &Batch, actor: &str, sequence: pg_
         values[from_status] = batch.from[i].map(|label| enum_value(status_type, label));
         values[to_status] = Some(enum_value(status_type, batch.to[i]));
         values[actor_column] = actor_datum;
+        if let Some(session_role) = session_role {
+            values[session_role] = session_role_datum;
+        }
         values[detail] = batch.details[i].as_deref().and_then(IntoDatum::into_datum);
         table.insert(&values);
     }

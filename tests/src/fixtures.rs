@@ -85,11 +85,39 @@ pub async fn fill(c: &Client) {
 
 /// Every row of every smsbus table, as text, and the identity counters.
 pub async fn contents(c: &Client) -> Vec<(String, String)> {
+    contents_of(c, None).await
+}
+
+/// The columns of each table of [`TABLES`], in order.
+pub async fn columns(c: &Client) -> Vec<Vec<String>> {
     let mut all = Vec::new();
     for table in TABLES {
+        let names: Vec<String> = scalar(
+            c,
+            "SELECT array_agg(quote_ident(a.attname::text) ORDER BY a.attnum) FROM pg_attribute a
+             WHERE a.attrelid = ('smsbus.' || $1)::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&table],
+        )
+        .await;
+        all.push(names);
+    }
+    all
+}
+
+/// Like [`contents`], reading only `columns` of each table (those an
+/// older release had, to compare its rows after an upgrade added some).
+pub async fn contents_of(c: &Client, columns: Option<&[Vec<String>]>) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for (i, table) in TABLES.iter().enumerate() {
+        let row = match columns {
+            Some(columns) => format!("ROW({})", columns[i].join(", ")),
+            None => "t".to_string(),
+        };
         let rows: Option<String> = scalar(
             c,
-            &format!("SELECT string_agg(t::text, E'\\n' ORDER BY t::text) FROM smsbus.{table} t"),
+            &format!(
+                "SELECT string_agg(r::text, E'\\n' ORDER BY r::text) FROM (SELECT {row} AS r FROM smsbus.{table} t) x"
+            ),
             &[],
         )
         .await;

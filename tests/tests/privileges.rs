@@ -493,8 +493,40 @@ async fn only_superusers_and_the_worker_set_what_the_trace_and_the_caps_say() {
         )
         .await
         .unwrap();
-    let actor: String = scalar(&c, "SELECT actor FROM smsbus.message_event", &[]).await;
+    let (actor, session_role): (String, Option<String>) = {
+        let row = c
+            .query_one("SELECT actor, session_role FROM smsbus.message_event", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
     assert!(actor.ends_with("_sender"), "{actor}");
+    assert_eq!(session_role, None);
+    // An actor the worker names is recorded with the login role behind it.
+    worker
+        .batch_execute(
+            "SELECT smsbus._claim('kpn', 'w1', 10, interval '1 minute');
+             INSERT INTO smsbus.message_event (message_id, to_status, actor) VALUES (0, 'sent', 'worker:1');",
+        )
+        .await
+        .unwrap();
+    let named: Vec<String> = c
+        .query(
+            "SELECT actor || ' ' || session_role FROM smsbus.message_event WHERE session_role IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert!(
+        named
+            .iter()
+            .all(|n| n.starts_with("worker:1 ") && n.ends_with("_worker")),
+        "{named:?}"
+    );
     drop((sender, worker, c));
     logins.remove(db).await;
 }
