@@ -92,11 +92,19 @@ async fn one_failing_message_or_step_does_not_stop_the_others() {
         poisoned.1
     );
     assert_eq!(
-        count(&c, "SELECT count(*) FROM smsbus.message WHERE status = 'sent'").await,
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE status = 'sent'"
+        )
+        .await,
         1
     );
     assert_eq!(
-        count(&c, "SELECT count(*) FROM smsbus.message WHERE status = 'blocked'").await,
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE status = 'blocked'"
+        )
+        .await,
         1
     );
 }
