@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use smsbus_tests::db::{count, scalar, TestDb};
-use smsbus_tests::triggers::{log_of, outcome, receive, setup};
+use smsbus_tests::triggers::{log_of, outcome, receive, receive_many, setup};
 use smsbus_tests::worker::{eventually, Worker};
+use smsbus_worker::triggers::chain;
 use tokio_postgres::Client;
 
 /// A worker with a fast maintenance timer and tight Lua limits.
@@ -63,6 +64,10 @@ async fn threads_return_to(w: &Worker, baseline: (usize, usize)) {
         now.0 <= baseline.0 && now.1 <= baseline.1
     })
     .await;
+    eprintln!(
+        "worker threads (all, lua): {:?}, at most {baseline:?} expected",
+        threads(w)
+    );
     assert!(
         back,
         "the worker has {:?} threads (all, lua), {baseline:?} before\n{}",
@@ -133,13 +138,13 @@ async fn poisoned_messages_fail_alone_and_the_worker_keeps_its_threads() {
         "one", "deep", "two", "huge", "three", "exit", "four", "find", "five", "pcall", "six",
         "errors", "seven", "queries", "eight",
     ];
-    // 200 levels of arrays, past what the JSON decoder takes; 2 million
-    // numbers, past what the Lua state's 16 MiB hold.
+    // 200 levels of arrays, past what the JSON decoder takes; 20 MB, past
+    // what the Lua state's 16 MiB hold.
     let ids = receive_batch(
         &mut c,
         &bodies,
         "CASE body WHEN 'deep' THEN (repeat('[', 200) || repeat(']', 200))::jsonb
-                   WHEN 'huge' THEN (SELECT jsonb_agg(g) FROM generate_series(1, 2000000) g) END",
+                   WHEN 'huge' THEN jsonb_build_object('text', repeat('x', 20000000)) END",
     )
     .await;
     let mut failed = Vec::new();
@@ -323,4 +328,62 @@ async fn a_trigger_whose_threads_stay_stuck_is_disabled_and_says_why() {
     assert_eq!(outcome(&c, third, &w).await, ("processed".into(), None));
     assert_eq!(log_of(&c, third).await, ["fine"]);
     threads_return_to(&w, (baseline.0, baseline.1 - 1)).await;
+}
+
+#[tokio::test]
+async fn messages_the_runner_could_not_run_are_failed_with_the_reason() {
+    use clap::Parser;
+
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    add_lua(&c, "fine", 1, FINE).await;
+    // No worker: the messages stay armed until the test claims them, as
+    // the runner does before its tasks run.
+    let ids = receive_many(&c, 3).await;
+    let claimed = count(&c, "SELECT count(*) FROM smsbus._claim_triggers(10)").await;
+    assert_eq!(claimed, 3);
+    let args = smsbus_worker::config::Args::try_parse_from([
+        "smsbus-worker",
+        "--database-url",
+        &db.conninfo(),
+    ])
+    .unwrap();
+    let pool = smsbus_worker::db::pool(&smsbus_worker::Config::from_args(args).unwrap()).unwrap();
+    let mut client = pool.get().await.unwrap();
+    let reason = "the trigger runner panicked: boom";
+    let mut failed = chain::fail(&mut client, &ids[..2], reason).await.unwrap();
+    failed.sort();
+    assert_eq!(failed, ids[..2]);
+    for &id in &ids[..2] {
+        let row = c
+            .query_one(
+                "SELECT trigger_status::text, last_error FROM smsbus.message WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, Option<String>>(1)),
+            ("failed".to_owned(), Some(reason.to_owned()))
+        );
+        let detail: String = scalar(
+            &c,
+            "SELECT detail FROM smsbus.message_event WHERE message_id = $1 ORDER BY id DESC LIMIT 1",
+            &[&id],
+        )
+        .await;
+        assert_eq!(detail, format!("triggers failed: {reason}"));
+    }
+    let untouched: String = scalar(
+        &c,
+        "SELECT trigger_status::text FROM smsbus.message WHERE id = $1",
+        &[&ids[2]],
+    )
+    .await;
+    assert_eq!(untouched, "processing");
+    // A chain that ended meanwhile is left as it ended.
+    assert!(chain::fail(&mut client, &ids[..1], "again")
+        .await
+        .unwrap()
+        .is_empty());
 }
