@@ -561,9 +561,12 @@ async fn write_loop(
 // retry horizon, the writer stops waiting for the real outcomes and
 // settles each message of the batch on its own: its real outcome written
 // alone (one row that breaks a batch, say a trigger raising for one
-// message, no longer holds back the others), else `failed` with
-// last_error "outcome not recorded: <error>" and a trace entry saying so,
-// which an operator can query and which is never sent again by itself.
+// message, no longer holds back the others), else, when the database
+// refused it (a trigger, a constraint: not a connection cut, a shutdown or
+// a deadlock, which say nothing of the outcome and are tried again),
+// `failed` with last_error "outcome not recorded: <error>" and a trace
+// entry saying so, which an operator can query and which is never sent
+// again by itself.
 // A message for which neither can be written stays held and is tried
 // again: sending it again would send it twice and dropping it would lose
 // it. Only a message that was never handed to the provider (`Release`)
@@ -622,7 +625,7 @@ impl Writer {
         // When this batch's messages were last written one by one.
         let mut isolated: Option<Instant> = None;
         loop {
-            let error = match Batch::of(&batch).write(&self.ctx).await {
+            let (error, refused) = match Batch::of(&batch).write(&self.ctx).await {
                 Ok(committed) => {
                     self.count(&committed);
                     let proves_writes_work =
@@ -637,7 +640,7 @@ impl Writer {
                     }
                     return;
                 }
-                Err(e) => reason(&e),
+                Err(e) => (reason(&e), refused_by_the_database(&e)),
             };
             self.writes_fail(&error).await;
             let stopping = self.ctx.stop.is_cancelled();
@@ -651,7 +654,7 @@ impl Writer {
                 if stopping || isolated.is_none_or(|at| at.elapsed() >= self.horizon) {
                     batch = self.settle_each(batch, &error).await;
                     isolated = Some(Instant::now());
-                } else if self.mark_unrecorded(&batch, &error).await {
+                } else if refused && self.mark_unrecorded(&batch, &error).await {
                     batch.clear();
                 }
                 if batch.is_empty() {
@@ -678,8 +681,9 @@ impl Writer {
         }
     }
 
-    /// Writes each message's outcome alone, else marks it "outcome not
-    /// recorded"; returns those for which neither could be written.
+    /// Writes each message's outcome alone, else, when the database refused
+    /// it, marks it "outcome not recorded"; returns those for which neither
+    /// could be written.
     async fn settle_each(&mut self, batch: Vec<Finished>, error: &str) -> Vec<Finished> {
         let mut unsettled = Vec::new();
         for finished in batch {
@@ -688,7 +692,10 @@ impl Writer {
                 Ok(committed) => self.count(&committed),
                 Err(e) => {
                     let own_error = reason(&e);
-                    if !self.mark_unrecorded(one, &own_error).await {
+                    // A write lost on the way (a connection cut) says
+                    // nothing about the outcome: it is tried again.
+                    if !refused_by_the_database(&e) || !self.mark_unrecorded(one, &own_error).await
+                    {
                         unsettled.push(finished);
                         continue;
                     }
@@ -802,6 +809,25 @@ fn was(outcome: &Outcome) -> String {
         Outcome::Retry { error, .. } => format!("it was to be tried again: {error}"),
         Outcome::Release => "it was never submitted".to_owned(),
     }
+}
+
+/// Whether the database refused a write for what it wrote (an operator's
+/// trigger, a constraint), rather than the write being lost on the way
+/// (a connection cut, the server shutting down or out of resources, a
+/// deadlock): only then is "outcome not recorded" the truth; otherwise
+/// the write is tried again.
+fn refused_by_the_database(e: &anyhow::Error) -> bool {
+    e.chain()
+        .find_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
+        .and_then(tokio_postgres::Error::as_db_error)
+        .is_some_and(|db| {
+            // 08 connection, 40 transaction rollback, 53 insufficient
+            // resources, 57 operator intervention, 58 system error.
+            !matches!(
+                db.code().code().get(..2),
+                Some("08" | "40" | "53" | "57" | "58")
+            )
+        })
 }
 
 /// A failed write's reason, as the database gave it, cut to [`MAX_REASON`].
