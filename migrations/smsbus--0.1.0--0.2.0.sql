@@ -1309,3 +1309,24 @@ GRANT EXECUTE ON FUNCTION _promote(bigint[]), _set_aside_scheduled(bigint, text)
 -- The trace names the login role behind an actor a session named itself.
 ALTER TABLE message_event ADD COLUMN session_role text
     DEFAULT CASE WHEN coalesce(current_setting('smsbus.actor', true), '') <> '' THEN session_user::text END;
+
+-- The worker disables a trigger had to give up on (threads of its script
+-- stuck outside Lua), the reason at the top of its description. The
+-- worker's role may not write trigger rows otherwise.
+CREATE FUNCTION _disable_trigger(p_id bigint, p_reason text) RETURNS boolean
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    WITH disabled AS (
+        UPDATE smsbus.trigger t
+        SET enabled = false,
+            description = 'Disabled by smsbus-worker at ' || to_char(now(), 'YYYY-MM-DD HH24:MI:SS TZ') || ': '
+                          || left(p_reason, 500) || '. Fix the script, then enable the trigger again.'
+                          || coalesce(E'\n\n' || t.description, '')
+        WHERE t.id = p_id AND t.enabled
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM disabled)
+$$;
+REVOKE ALL ON FUNCTION _disable_trigger(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _disable_trigger(bigint, text) TO smsbus_worker;

@@ -1014,6 +1014,8 @@ GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_wor
 GRANT EXECUTE ON FUNCTION _check_sql_script(text, text), _check_lua_script(text, text)
     TO smsbus_admin, smsbus_worker;
 GRANT EXECUTE ON FUNCTION _trigger_arming() TO smsbus_sender, smsbus_admin, smsbus_worker;
+-- The worker disables a trigger whose script it had to give up on.
+GRANT EXECUTE ON FUNCTION _disable_trigger(bigint, text) TO smsbus_worker;
 GRANT EXECUTE ON FUNCTION _claim_triggers(integer), _resume_triggers(interval, integer), _split_sql_script(text)
     TO smsbus_worker, smsbus_admin;
 GRANT EXECUTE ON FUNCTION _claim(text, text, integer, interval),

@@ -98,3 +98,22 @@ BEGIN
     RETURN QUERY SELECT t.on_status::text[], t.direction FROM smsbus.trigger t WHERE t.enabled;
 END
 $$;
+
+-- Disables a trigger the worker had to give up on (threads of its script
+-- stuck outside Lua), the reason at the top of its description. The
+-- worker's role may not write trigger rows otherwise.
+CREATE FUNCTION _disable_trigger(p_id bigint, p_reason text) RETURNS boolean
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    WITH disabled AS (
+        UPDATE smsbus.trigger t
+        SET enabled = false,
+            description = 'Disabled by smsbus-worker at ' || to_char(now(), 'YYYY-MM-DD HH24:MI:SS TZ') || ': '
+                          || left(p_reason, 500) || '. Fix the script, then enable the trigger again.'
+                          || coalesce(E'\n\n' || t.description, '')
+        WHERE t.id = p_id AND t.enabled
+        RETURNING 1)
+    SELECT EXISTS (SELECT FROM disabled)
+$$;

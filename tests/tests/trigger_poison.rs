@@ -13,8 +13,12 @@ use tokio_postgres::Client;
 
 /// A worker with a fast maintenance timer and tight Lua limits.
 fn lua_worker(db: &TestDb) -> Worker {
+    lua_worker_on(&db.conninfo())
+}
+
+fn lua_worker_on(conninfo: &str) -> Worker {
     Worker::start(
-        &db.conninfo(),
+        conninfo,
         &[
             "--worker-id",
             "w1",
@@ -266,7 +270,17 @@ async fn a_trigger_whose_threads_stay_stuck_is_disabled_and_says_why() {
     .await
     .unwrap();
     add_lua(&c, "fine", 2, FINE).await;
-    let w = lua_worker(&db);
+    // The worker logs in with a role of its own, not as a superuser: it may
+    // disable a trigger (smsbus._disable_trigger) but write no trigger row.
+    let role = format!("{}_worker", db.name);
+    c.batch_execute(&format!(
+        "CREATE ROLE \"{role}\" LOGIN IN ROLE smsbus_worker;
+         GRANT INSERT ON public.log TO smsbus_worker;
+         GRANT USAGE ON SEQUENCE public.log_n_seq TO smsbus_worker;"
+    ))
+    .await
+    .unwrap();
+    let w = lua_worker_on(&format!("{} user={role}", db.conninfo()));
     let warm = receive(&c, "warm up").await;
     assert_eq!(outcome(&c, warm, &w).await.0, "processed");
     let baseline = threads(&w);
@@ -328,6 +342,17 @@ async fn a_trigger_whose_threads_stay_stuck_is_disabled_and_says_why() {
     assert_eq!(outcome(&c, third, &w).await, ("processed".into(), None));
     assert_eq!(log_of(&c, third).await, ["fine"]);
     threads_return_to(&w, (baseline.0, baseline.1 - 1)).await;
+    drop((w, c));
+    let postgres = smsbus_tests::db::connect_to(&format!(
+        "{} dbname=postgres",
+        smsbus_tests::db::base_conninfo()
+    ))
+    .await;
+    drop(db);
+    postgres
+        .batch_execute(&format!("DROP ROLE \"{role}\""))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -247,14 +247,10 @@ async fn disable_triggers(pool: &Pool, lua: &lua::LuaTriggers) {
         tracing::warn!(trigger = %disable.name, "disabling the trigger: {}", disable.reason);
         let updated = async {
             let client = pool.get().await?;
+            // The worker's role writes no trigger rows but this.
             client
                 .execute(
-                    "UPDATE smsbus.trigger SET enabled = false,
-                            description = 'Disabled by smsbus-worker at '
-                                          || to_char(now(), 'YYYY-MM-DD HH24:MI:SS TZ') || ': ' || $2
-                                          || '. Fix the script, then enable the trigger again.'
-                                          || coalesce(E'\n\n' || description, '')
-                     WHERE id = $1 AND enabled",
+                    "SELECT smsbus._disable_trigger($1, $2)",
                     &[&disable.trigger, &disable.reason],
                 )
                 .await
