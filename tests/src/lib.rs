@@ -8,6 +8,7 @@
 //!   has the extension and dropped afterwards, so tests run in parallel.
 //! - [`fixtures`]: a database holding everything smsbus keeps, its
 //!   contents and schema as text (backup and upgrade tests).
+//! - [`roles`]: login roles granted smsbus roles, for attack tests.
 //! - [`triggers`]: what trigger tests share.
 //! - [`http`]: a local HTTP endpoint for `smsbus.http`.
 //! - [`worker`]: starting `smsbus-worker` as a child process.
@@ -18,6 +19,7 @@ pub mod db;
 pub mod fixtures;
 pub mod http;
 pub mod modem;
+pub mod roles;
 pub mod scenario;
 pub mod smsc;
 pub mod triggers;

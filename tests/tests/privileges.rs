@@ -4,40 +4,9 @@
 //! catalogue audit at the end fails when a new object breaks the rules
 //! (README: Security model).
 
-use smsbus_tests::db::{connect_to, count, db_error, scalar, TestDb};
+use smsbus_tests::db::{count, db_error, scalar, TestDb};
+use smsbus_tests::roles::LoginRoles;
 use tokio_postgres::Client;
-
-/// Login roles made for one test, dropped at its end.
-struct Logins {
-    names: Vec<String>,
-}
-
-impl Logins {
-    /// A login role named after the database, member of `role`, and a
-    /// connection as it.
-    async fn login(&mut self, db: &TestDb, suffix: &str, role: &str) -> (String, Client) {
-        let name = format!("{}_{suffix}", db.name);
-        let c = db.connect().await;
-        c.batch_execute(&format!("CREATE ROLE \"{name}\" LOGIN IN ROLE {role}"))
-            .await
-            .unwrap();
-        self.names.push(name.clone());
-        let client = connect_to(&format!("{} user={name}", db.conninfo())).await;
-        (name, client)
-    }
-
-    /// Drops the database first (the roles own objects in it), then them.
-    async fn remove(self, db: TestDb) {
-        let conninfo = format!("{} dbname=postgres", smsbus_tests::db::base_conninfo());
-        drop(db);
-        let c = connect_to(&conninfo).await;
-        for name in self.names {
-            c.batch_execute(&format!("DROP ROLE \"{name}\""))
-                .await
-                .unwrap();
-        }
-    }
-}
 
 async fn is_superuser(c: &Client, role: &str) -> bool {
     scalar(
@@ -59,7 +28,7 @@ async fn denied(c: &Client, sql: &str) -> String {
 async fn an_admin_cannot_attach_code_to_the_tables_the_system_writes() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    let mut logins = Logins { names: vec![] };
+    let mut logins = LoginRoles::default();
     let (name, admin) = logins.login(&db, "admin", "smsbus_admin").await;
     c.batch_execute(&format!("CREATE SCHEMA mine AUTHORIZATION \"{name}\""))
         .await
@@ -118,7 +87,7 @@ async fn an_admin_cannot_attach_code_to_the_tables_the_system_writes() {
 async fn a_sender_cannot_put_its_functions_into_the_owner_context() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    let mut logins = Logins { names: vec![] };
+    let mut logins = LoginRoles::default();
     let (name, sender) = logins.login(&db, "sender", "smsbus_sender").await;
     // A schema of the sender's own, with look-alikes of everything the
     // owner context calls; each raises if it ever runs.
@@ -200,7 +169,7 @@ async fn a_sender_cannot_put_its_functions_into_the_owner_context() {
 async fn an_admin_cannot_replace_the_compiled_rules() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    let mut logins = Logins { names: vec![] };
+    let mut logins = LoginRoles::default();
     let (name, admin) = logins.login(&db, "admin", "smsbus_admin").await;
     admin
         .batch_execute(
@@ -279,7 +248,7 @@ async fn an_admin_cannot_replace_the_compiled_rules() {
 async fn a_sender_in_a_writable_public_schema_cannot_run_code_as_the_rules() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    let mut logins = Logins { names: vec![] };
+    let mut logins = LoginRoles::default();
     let (_, sender) = logins.login(&db, "sender", "smsbus_sender").await;
     // The rules are written under a search_path with public in it, and
     // public is writable, as it was before PostgreSQL 15.
@@ -465,7 +434,7 @@ async fn catalogue_audit() {
 async fn only_superusers_and_the_worker_set_what_the_trace_and_the_caps_say() {
     let db = TestDb::new().await;
     let c = db.connect().await;
-    let mut logins = Logins { names: vec![] };
+    let mut logins = LoginRoles::default();
     let (_, sender) = logins.login(&db, "sender", "smsbus_sender").await;
     let (_, worker) = logins.login(&db, "worker", "smsbus_worker").await;
     // smsbus.* settings are defined once the library is loaded.

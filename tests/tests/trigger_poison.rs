@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use smsbus_tests::db::{count, scalar, TestDb};
+use smsbus_tests::roles::{conninfo_as, LoginRoles};
 use smsbus_tests::triggers::{log_of, outcome, receive, receive_many, setup};
 use smsbus_tests::worker::{eventually, Worker};
 use smsbus_worker::triggers::chain;
@@ -272,15 +273,15 @@ async fn a_trigger_whose_threads_stay_stuck_is_disabled_and_says_why() {
     add_lua(&c, "fine", 2, FINE).await;
     // The worker logs in with a role of its own, not as a superuser: it may
     // disable a trigger (smsbus._disable_trigger) but write no trigger row.
-    let role = format!("{}_worker", db.name);
-    c.batch_execute(&format!(
-        "CREATE ROLE \"{role}\" LOGIN IN ROLE smsbus_worker;
-         GRANT INSERT ON public.log TO smsbus_worker;
-         GRANT USAGE ON SEQUENCE public.log_n_seq TO smsbus_worker;"
-    ))
+    let mut roles = LoginRoles::default();
+    let role = roles.create(&db, "worker", "smsbus_worker").await;
+    c.batch_execute(
+        "GRANT INSERT ON public.log TO smsbus_worker;
+         GRANT USAGE ON SEQUENCE public.log_n_seq TO smsbus_worker;",
+    )
     .await
     .unwrap();
-    let w = lua_worker_on(&format!("{} user={role}", db.conninfo()));
+    let w = lua_worker_on(&conninfo_as(&db, &role));
     let warm = receive(&c, "warm up").await;
     assert_eq!(outcome(&c, warm, &w).await.0, "processed");
     let baseline = threads(&w);
@@ -343,16 +344,7 @@ async fn a_trigger_whose_threads_stay_stuck_is_disabled_and_says_why() {
     assert_eq!(log_of(&c, third).await, ["fine"]);
     threads_return_to(&w, (baseline.0, baseline.1 - 1)).await;
     drop((w, c));
-    let postgres = smsbus_tests::db::connect_to(&format!(
-        "{} dbname=postgres",
-        smsbus_tests::db::base_conninfo()
-    ))
-    .await;
-    drop(db);
-    postgres
-        .batch_execute(&format!("DROP ROLE \"{role}\""))
-        .await
-        .unwrap();
+    roles.remove(db).await;
 }
 
 #[tokio::test]
