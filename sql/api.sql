@@ -993,6 +993,7 @@ GRANT EXECUTE ON FUNCTION _channel_take(text), _channel_take_reason(text, intege
     _channel_check(text)
     TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION _check_condition(text, text) TO smsbus_worker;
+GRANT EXECUTE ON FUNCTION _excerpt(text) TO smsbus_admin, smsbus_worker;
 GRANT EXECUTE ON FUNCTION _check_condition(text, text), _compile_router(), _route_target_code(route),
     _route_take_code(route), _block_run_code(bigint[], text[], text[], boolean),
     _route_run_code(bigint[], text[], text[], boolean), _first_match_code(text[], text), _condition_kind(text),

@@ -25,6 +25,16 @@
 -- Checking rule rows
 ---------------------------------------------------------------------------
 
+-- Outside input as an error quotes it: whole when short, else its first
+-- 64 characters, "…" and how long it was (core/src/excerpt.rs likewise).
+CREATE FUNCTION _excerpt(input text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN length(input) <= 64 THEN input
+                ELSE left(input, 64) || '… (' || length(input) || ' characters)' END
+$$;
+
 CREATE FUNCTION _rule_check() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
@@ -71,7 +81,7 @@ BEGIN
                   HINT = 'A route sends its matches to channel, or asks function which channel to use.';
     END IF;
     IF NEW.channel IS NOT NULL AND NOT EXISTS (SELECT FROM smsbus.channel c WHERE c.name = NEW.channel) THEN
-        RAISE EXCEPTION '%: unknown channel "%"', rule, NEW.channel
+        RAISE EXCEPTION '%: unknown channel "%"', rule, smsbus._excerpt(NEW.channel)
             USING ERRCODE = 'foreign_key_violation', HINT = 'Use a name from smsbus.channel.';
     END IF;
     IF NEW.function IS NOT NULL THEN
@@ -79,7 +89,7 @@ BEGIN
         fn := to_regprocedure(NEW.function || '(smsbus.message)');
         PERFORM set_config('search_path', saved_path, true);
         IF fn IS NULL THEN
-            RAISE EXCEPTION '%: function %(smsbus.message) does not exist', rule, NEW.function
+            RAISE EXCEPTION '%: function %(smsbus.message) does not exist', rule, smsbus._excerpt(NEW.function)
                 USING ERRCODE = 'undefined_function',
                       HINT = 'A route function takes smsbus.message and returns the channel name as text, or null for no match.';
         END IF;

@@ -272,6 +272,46 @@ pub(crate) fn with_position<T>(f: impl FnOnce() -> T) -> Result<T, ConditionErro
     result
 }
 
+/// The longest internal query an error quotes: a longer text is cut to
+/// this many characters around the error's position.
+const QUERY_CHARACTERS: usize = 1000;
+/// The longest message an error keeps (the parser quotes tokens in it).
+const MESSAGE_CHARACTERS: usize = 300;
+
+/// `text` cut to [`QUERY_CHARACTERS`] around `position` (1-based, in
+/// characters; 0 for none), with "…" where cut, and the position in it.
+fn around_position(text: &str, position: i32) -> (String, i32) {
+    let length = text.chars().count();
+    if length <= QUERY_CHARACTERS {
+        return (text.to_owned(), position);
+    }
+    let at = usize::try_from(position.max(1) - 1).unwrap_or(0);
+    let start = at
+        .saturating_sub(QUERY_CHARACTERS / 2)
+        .min(length - QUERY_CHARACTERS);
+    let window: String = text.chars().skip(start).take(QUERY_CHARACTERS).collect();
+    let before = if start > 0 { "…" } else { "" };
+    let after = if start + QUERY_CHARACTERS < length {
+        "…"
+    } else {
+        ""
+    };
+    let shifted = if position > 0 {
+        (at - start + 1 + before.chars().count()) as i32
+    } else {
+        0
+    };
+    (format!("{before}{window}{after}"), shifted)
+}
+
+/// `text` cut to `max` characters, with "…" where cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// Raises the error with the checked text (a condition, a script) as its
 /// internal query and `context` as its context, the way PL/pgSQL reports
 /// its expressions' errors.
@@ -281,6 +321,8 @@ pub(crate) fn with_position<T>(f: impl FnOnce() -> T) -> Result<T, ConditionErro
 /// frame: everything Rust owns is dropped first, and the strings it passes
 /// are palloc'd (PostgreSQL frees them with the transaction).
 pub(crate) fn throw(error: ConditionError, text: &str, context: &str) -> ! {
+    let (text, position) = around_position(text, error.position);
+    let message = cut(&error.message, MESSAGE_CHARACTERS);
     unsafe extern "C-unwind" {
         #[link_name = "ThrowErrorData"]
         fn throw_error_data(edata: *mut pg_sys::ErrorData);
@@ -292,11 +334,11 @@ pub(crate) fn throw(error: ConditionError, text: &str, context: &str) -> ! {
     let mut data = pg_sys::ErrorData {
         elevel: PgLogLevel::ERROR as i32,
         sqlerrcode: error.code as i32,
-        message: pstr(&error.message),
+        message: pstr(&message),
         hint: error.hint.as_deref().map_or(std::ptr::null_mut(), pstr),
         context: pstr(context),
-        internalquery: pstr(text),
-        internalpos: error.position,
+        internalquery: pstr(&text),
+        internalpos: position,
         filename: c"rule_check.rs".as_ptr(),
         lineno: line!() as i32,
         funcname: c"smsbus_check".as_ptr(),

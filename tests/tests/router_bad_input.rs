@@ -270,3 +270,50 @@ async fn a_rule_broken_later_fails_loudly_and_can_be_disabled() {
         "relation \"public.opt_out\" does not exist"
     );
 }
+
+/// A rule of 100,000 characters is refused with an error of a few: the
+/// condition quoted around the mistake, names cut short.
+#[tokio::test]
+async fn long_rules_are_quoted_short() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute("INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp')")
+        .await
+        .unwrap();
+    let padding = "x".repeat(100_000);
+    let condition = format!("to_address = '{padding}' AND nonsense_column = 1");
+    let e = c
+        .execute(
+            "INSERT INTO smsbus.block (condition) VALUES ($1)",
+            &[&condition],
+        )
+        .await
+        .unwrap_err();
+    let db_e = e.as_db_error().unwrap();
+    assert_eq!(db_e.code().code(), "42703");
+    assert_eq!(db_e.message(), "column \"nonsense_column\" does not exist");
+    let (at, quoted) = match db_e.position() {
+        Some(tokio_postgres::error::ErrorPosition::Internal { position, query }) => {
+            (*position as usize, query.clone())
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        quoted.chars().count() <= 1002,
+        "{} characters",
+        quoted.len()
+    );
+    // The position still points at the mistake within what is quoted.
+    let from_mistake: String = quoted.chars().skip(at - 1).take(15).collect();
+    assert_eq!(from_mistake, "nonsense_column");
+    for sql in [
+        format!("INSERT INTO smsbus.route (function) VALUES ('{padding}')"),
+        format!("INSERT INTO smsbus.route (condition, channel) VALUES ('true', '{padding}')"),
+    ] {
+        let e = c.batch_execute(&sql).await.unwrap_err();
+        let message = e.as_db_error().unwrap().message().to_owned();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains("(100000 characters)"), "{message}");
+    }
+    assert_eq!(count(&c, "SELECT count(*) FROM smsbus.route").await, 0);
+}
