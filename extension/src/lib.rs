@@ -10,6 +10,8 @@
 //!   the system's columns on UPDATE.
 //! - [`message_trace`]: the per-statement trigger that writes the trace and
 //!   wakes the channels whose owners wait.
+//! - [`owner`]: the owner context those writes (and daily quotas) run in:
+//!   the tables' owner's rights under a fixed `search_path`.
 //! - [`router`]: calls the compiled router (`sql/router.sql`) for a message
 //!   that became due; [`channels`]: channel lookups and daily quotas for it.
 //! - [`rule_check`]: checks rule conditions with PostgreSQL's parser and

@@ -1,7 +1,7 @@
 //! The owner context: what the extension does with the rights of its
 //! tables' owner, whoever set it off — the trace, wake-ups, daily quotas.
 //!
-//! It is a trust boundary (docs/ARCHITECTURE.md, "Security model"). Inside
+//! It is a trust boundary (README: Security model). Inside
 //! it, nothing a user can create or replace may be reached:
 //! - the role switches as for a SECURITY DEFINER function, and back;
 //! - statements are planned and run under a fixed `search_path`
@@ -9,7 +9,7 @@
 //!   myschema, pg_catalog`) cannot put a function or operator of theirs
 //!   ahead of the system's;
 //! - the statements' texts name every function, operator and type with
-//!   its schema ([`crate::owner_sql`], checked by a unit test), so not even
+//!   its schema (`smsbus_core::owner_sql`, checked by a unit test), so not even
 //!   an object in a schema of that path could stand in.
 //!
 //! An error inside unwinds through the (sub)transaction's abort, which
