@@ -717,7 +717,10 @@ DECLARE
     skipped boolean := false;
     over_limit boolean := false;
     names text;
+    saved_path text := current_setting('search_path');
 BEGIN
+    -- Conditions read as the router reads them (_rules_search_path).
+    PERFORM set_config('search_path', smsbus._rules_search_path(smsbus._rules_schemas()), true);
     step := 0;
     FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
         EXECUTE format('SELECT (%s) FROM (SELECT ($1).*) AS message', b.condition) INTO hit USING m;
@@ -798,6 +801,7 @@ BEGIN
     matched := NULL;
     outcome := decided;
     RETURN NEXT;
+    PERFORM set_config('search_path', saved_path, true);
 END
 $$;
 
