@@ -1,8 +1,9 @@
 -- smsbus schema: types, tables, indexes and roles.
 --
 -- Installed by CREATE EXTENSION smsbus into schema smsbus (the control file
--- names it). Functions, triggers and views are in api.sql, which runs after
--- the Rust functions exist.
+-- names it). Functions, triggers and views are in the other files of sql/,
+-- which run after the Rust functions exist (extension/src/lib.rs says the
+-- order).
 
 -- Where a message is in its life; DESIGN.md §3 has the transitions.
 CREATE TYPE status AS ENUM (
@@ -122,7 +123,7 @@ CREATE INDEX message_finished ON message (updated_at)
     WHERE status NOT IN ('scheduled', 'queued', 'sending', 'sent');
 
 -- Routing rules (DESIGN.md §4; compiled into smsbus._router by
--- sql/router.sql). A route sends the messages its condition matches to its
+-- sql/router_compile.sql). A route sends the messages its condition matches to its
 -- channel, or to the channel its function names; routes at one position
 -- share the traffic by weight.
 CREATE TABLE route (

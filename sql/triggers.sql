@@ -117,3 +117,44 @@ AS $$
         RETURNING 1)
     SELECT EXISTS (SELECT FROM disabled)
 $$;
+
+-- Takes messages armed for their triggers (pending -> processing), oldest
+-- first; the worker runs their chains.
+CREATE FUNCTION _claim_triggers(p_limit integer) RETURNS SETOF bigint
+LANGUAGE sql
+AS $$
+    UPDATE smsbus.message m SET trigger_status = 'processing'
+    FROM (SELECT x.id FROM smsbus.message x WHERE x.trigger_status = 'pending'
+          ORDER BY x.id LIMIT p_limit FOR UPDATE OF x SKIP LOCKED) p
+    WHERE m.id = p.id
+    RETURNING m.id
+$$;
+
+-- Chains a worker took and never finished (it died): armed again.
+CREATE FUNCTION _resume_triggers(p_after interval DEFAULT interval '5 minutes', p_limit integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m SET trigger_status = 'pending'
+    FROM (SELECT x.id FROM smsbus.message x
+          WHERE x.trigger_status = 'processing' AND x.updated_at < now() - p_after
+          LIMIT p_limit FOR UPDATE OF x SKIP LOCKED) stale
+    WHERE m.id = stale.id;
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+-- Trigger rows are checked as the admin who writes them, and by the
+-- worker's role (`smsbus-worker check`); every role that writes messages
+-- arms them.
+GRANT EXECUTE ON FUNCTION _check_sql_script(text, text), _check_lua_script(text, text)
+    TO smsbus_admin, smsbus_worker;
+GRANT EXECUTE ON FUNCTION _trigger_arming() TO smsbus_sender, smsbus_admin, smsbus_worker;
+-- The worker disables a trigger whose script it had to give up on.
+GRANT EXECUTE ON FUNCTION _disable_trigger(bigint, text) TO smsbus_worker;
+GRANT EXECUTE ON FUNCTION _claim_triggers(integer), _resume_triggers(interval, integer), _split_sql_script(text)
+    TO smsbus_worker, smsbus_admin;

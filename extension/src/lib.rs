@@ -1,8 +1,10 @@
 //! # smsbus — the PostgreSQL extension
 //!
-//! The schema lives in SQL (`sql/schema.sql`: types, tables, indexes, roles;
-//! `sql/api.sql`: triggers, the state machine's enforcement, the user and
-//! worker functions, views). This crate adds what is better in Rust, as SQL
+//! The schema lives in SQL, a file a concern: `sql/schema.sql` (types,
+//! tables, indexes, roles), `queue.sql` (the queue's triggers), `send.sql`,
+//! `router_check.sql`, `router_compile.sql`, `router_explain.sql`,
+//! `triggers.sql`, `outbox.sql`, `inbox.sql`, `maintenance.sql`,
+//! `views.sql`, `backups.sql` and `privileges.sql`. This crate adds what is better in Rust, as SQL
 //! functions the schema calls:
 //!
 //! - [`message_triggers`]: the row triggers of `smsbus.message`: validation,
@@ -12,7 +14,7 @@
 //!   wakes the channels whose owners wait.
 //! - [`owner`]: the owner context those writes (and daily quotas) run in:
 //!   the tables' owner's rights under a fixed `search_path`.
-//! - [`router`]: calls the compiled router (`sql/router.sql`) for a message
+//! - [`router`]: calls the compiled router (`sql/router_compile.sql`) for a message
 //!   that became due; [`channels`]: channel lookups and daily quotas for it.
 //! - [`rule_check`]: checks rule conditions with PostgreSQL's parser and
 //!   analyser when a rule row is written; [`script_check`]: SQL trigger
@@ -47,19 +49,44 @@ mod text;
 
 ::pgrx::pg_module_magic!(name, version);
 
+// The SQL the extension installs, one concern a file (sql/); each file
+// grants its own functions and privileges.sql, last, takes EXECUTE from
+// PUBLIC. The order: the schema first; each file after what it needs.
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!(
-    "../../sql/router.sql",
-    name = "router",
+    "../../sql/queue.sql",
+    name = "queue",
     requires = [
         "schema",
+        _message_before_insert,
+        _message_before_update,
+        _message_after_change
+    ]
+);
+extension_sql_file!("../../sql/send.sql", name = "send", requires = ["schema"]);
+extension_sql_file!(
+    "../../sql/router_check.sql",
+    name = "router_check",
+    requires = ["schema", _check_condition, _restoring]
+);
+extension_sql_file!(
+    "../../sql/router_compile.sql",
+    name = "router_compile",
+    requires = [
+        "schema",
+        "router_check",
         _channel_take,
         _channel_take_reason,
-        _check_condition,
+        _round_robin_take,
         _condition_kind,
         _restoring,
         _in_extension_script
     ]
+);
+extension_sql_file!(
+    "../../sql/router_explain.sql",
+    name = "router_explain",
+    requires = ["router_compile"]
 );
 extension_sql_file!(
     "../../sql/triggers.sql",
@@ -69,10 +96,20 @@ extension_sql_file!(
         _check_condition,
         _check_sql_script,
         _check_lua_script,
+        _split_sql_script,
         _restoring
     ]
 );
-extension_sql_file!("../../sql/api.sql", name = "api", finalize);
+extension_sql_file!("../../sql/outbox.sql", name = "outbox", requires = ["schema"]);
+extension_sql_file!("../../sql/inbox.sql", name = "inbox", requires = ["schema"]);
+extension_sql_file!(
+    "../../sql/maintenance.sql",
+    name = "maintenance",
+    requires = ["schema"]
+);
+extension_sql_file!("../../sql/views.sql", name = "views", requires = ["schema"]);
+extension_sql_file!("../../sql/backups.sql", name = "backups", requires = ["triggers"]);
+extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -1,6 +1,6 @@
 //! Calls the compiled router for a message that has become due.
 //!
-//! The rules live in `smsbus.route` and `smsbus.block`; `sql/router.sql`
+//! The rules live in `smsbus.route` and `smsbus.block`; `sql/router_compile.sql`
 //! compiles them into PL/pgSQL whenever a rule row changes:
 //! `smsbus._router(message)` (blocks, routes, round robin) and
 //! `smsbus._router_blocks(message)` (the blocks alone, for messages that

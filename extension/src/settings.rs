@@ -15,7 +15,7 @@ pub static RESTORING: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// Who the trace names for the changes a session makes (the worker sets
 /// `worker:<id>`); unset, the current role. Superusers and smsbus_worker
-/// only (`GRANT SET ON PARAMETER` in sql/api.sql): anyone else could write
+/// only (`GRANT SET ON PARAMETER` in sql/privileges.sql): anyone else could write
 /// another actor into the trace.
 pub static ACTOR: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(None);

@@ -1,0 +1,23 @@
+-- smsbus backups: what pg_dump carries (README: Backups).
+
+-- pg_dump leaves an extension's tables out unless they are marked: these
+-- hold what operators configure and every message with its trace, so a
+-- dump carries them and their identity counters. Worker state
+-- (channel_state, channel_wakeup) starts afresh. Restoring runs with
+-- smsbus.restoring = on, under which the queue's triggers keep each row
+-- as it was dumped (README: Backups).
+-- One call per statement: each rewrites the pg_extension row.
+DO $dump$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['channel', 'route', 'block', 'trigger', 'archiving', 'channel_usage', 'message',
+                             'message_event', 'message_part', 'pending_report', 'inbound_part',
+                             'message_archive', 'message_part_archive'] LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(('smsbus.' || t)::regclass, '');
+    END LOOP;
+    FOREACH t IN ARRAY ARRAY['message', 'message_event', 'route', 'block', 'trigger'] LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('smsbus.' || t, 'id')::regclass, '');
+    END LOOP;
+END
+$dump$;

@@ -1,0 +1,171 @@
+-- smsbus router, for operators: why a message went where it went
+-- (explain_route), and routing resting messages again (reroute).
+
+-- Sends messages resting in nochannel or dailylimit (or the given statuses)
+-- through the router again, e.g. after a channel was added or a limit
+-- raised; all of them, or those in ids. Each goes to scheduled (the trace
+-- says "rerouted") and straight on through the router. Returns how many.
+CREATE FUNCTION reroute(ids bigint[] DEFAULT NULL,
+                        statuses status[] DEFAULT '{nochannel,dailylimit}')
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    moved bigint[];
+BEGIN
+    IF statuses IS NULL OR cardinality(statuses) = 0 THEN
+        RAISE EXCEPTION 'statuses must name at least one status'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH picked AS (
+        UPDATE smsbus.message m
+        SET status = 'scheduled', scheduled_at = now(), last_error = 'rerouted'
+        WHERE m.status = ANY (reroute.statuses) AND m.direction = 'out'
+          AND (reroute.ids IS NULL OR m.id = ANY (reroute.ids))
+        RETURNING m.id)
+    SELECT array_agg(id) INTO moved FROM picked;
+    UPDATE smsbus.message m
+    SET status = CASE WHEN m.valid_until <= now() THEN 'expired'::smsbus.status ELSE 'queued' END,
+        last_error = CASE WHEN m.valid_until <= now() THEN 'validity period ended before the message was rerouted' END
+    WHERE m.id = ANY (moved) AND m.status = 'scheduled';
+    RETURN coalesce(cardinality(moved), 0);
+END
+$$;
+
+-- Explains the routing of message m rule by rule, without changing
+-- anything or taking daily quota: each enabled rule in the order the
+-- router tries it, whether it matched and what came of it, and a last row
+-- with the decision.
+CREATE FUNCTION _explain_route(m message)
+RETURNS TABLE (step integer, rule text, matched boolean, outcome text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b smsbus.block;
+    r smsbus.route;
+    hit boolean;
+    code integer;
+    ch text;
+    fn text;
+    decided text;
+    decided_position integer;
+    skipped boolean := false;
+    over_limit boolean := false;
+    names text;
+    saved_path text := current_setting('search_path');
+BEGIN
+    -- Conditions read as the router reads them (_rules_search_path).
+    PERFORM set_config('search_path', smsbus._rules_search_path(smsbus._rules_schemas()), true);
+    step := 0;
+    FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
+        EXECUTE format('SELECT (%s) FROM (SELECT ($1).*) AS message', b.condition) INTO hit USING m;
+        step := step + 1;
+        rule := 'block ' || b.id;
+        matched := coalesce(hit, false);
+        outcome := CASE WHEN matched THEN 'blocked: ' || b.reason ELSE 'no match' END;
+        IF matched AND decided IS NULL THEN
+            decided := 'blocked by block ' || b.id || ': ' || b.reason;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    IF m.channel IS NOT NULL THEN
+        code := smsbus._channel_check(m.channel);
+        decided := coalesce(decided, CASE code
+            WHEN 0 THEN 'queued on ' || m.channel || ' (channel given; routes are not consulted)'
+            WHEN 4 THEN 'dailylimit: ' || smsbus._channel_take_reason(m.channel, code)
+            ELSE 'nochannel: ' || smsbus._channel_take_reason(m.channel, code) END);
+    ELSE
+        FOR r IN SELECT * FROM smsbus.route WHERE enabled ORDER BY position, id LOOP
+            EXECUTE format('SELECT (%s) FROM (SELECT ($1).*) AS message', r.condition) INTO hit USING m;
+            step := step + 1;
+            rule := format('route %s (position %s%s)', r.id, r.position,
+                           CASE WHEN r.weight <> 1 THEN ', weight ' || r.weight ELSE '' END);
+            matched := coalesce(hit, false);
+            ch := r.channel;
+            outcome := NULL;
+            IF matched AND r.function IS NOT NULL THEN
+                SELECT format('%I.%I', n.nspname, p.proname) INTO fn
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE p.oid = to_regprocedure(r.function || '(smsbus.message)');
+                BEGIN
+                    EXECUTE format('SELECT %s($1)', fn) INTO ch USING m;
+                    IF ch IS NULL THEN
+                        matched := false;
+                        outcome := fn || ' returned null: no match';
+                    END IF;
+                EXCEPTION WHEN OTHERS THEN
+                    outcome := 'failed: ' || fn || ': ' || SQLERRM;
+                    decided := coalesce(decided, 'failed: route ' || r.id || ': ' || fn || ' failed: ' || SQLERRM);
+                    ch := NULL;
+                END;
+            END IF;
+            IF NOT matched THEN
+                outcome := coalesce(outcome, 'no match');
+            ELSIF ch IS NOT NULL THEN
+                code := smsbus._channel_check(ch);
+                IF code = 0 THEN
+                    outcome := 'match: ' || ch || ' can take it';
+                    IF decided IS NULL THEN
+                        decided := 'queued on ' || ch || ' (route ' || r.id || ')';
+                        decided_position := r.position;
+                    ELSIF decided_position = r.position THEN
+                        decided := decided || ' or on ' || ch || ' (route ' || r.id || '), by weight';
+                    END IF;
+                ELSE
+                    outcome := 'match, skipped: ' || smsbus._channel_take_reason(ch, code);
+                    skipped := true;
+                    over_limit := over_limit OR code = 4;
+                END IF;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+        IF decided IS NULL AND skipped THEN
+            decided := CASE WHEN over_limit THEN 'dailylimit' ELSE 'nochannel' END
+                       || ': every matching route was skipped';
+        END IF;
+        IF decided IS NULL THEN
+            SELECT string_agg(c.name, ', ' ORDER BY c.name) INTO names
+            FROM smsbus.channel c WHERE c.enabled AND c.can_send AND smsbus._channel_check(c.name) = 0;
+            decided := CASE WHEN names IS NULL THEN 'nochannel: no route matched and no channel can send'
+                            ELSE 'round robin over ' || names || ' (no route matched)' END;
+        END IF;
+    END IF;
+    step := step + 1;
+    rule := 'decision';
+    matched := NULL;
+    outcome := decided;
+    RETURN NEXT;
+    PERFORM set_config('search_path', saved_path, true);
+END
+$$;
+
+-- explain_route(42): how the router decides for message 42, as it is now.
+CREATE FUNCTION explain_route(message_id bigint)
+RETURNS TABLE (step integer, rule text, matched boolean, outcome text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    m smsbus.message;
+BEGIN
+    SELECT * INTO m FROM smsbus.message WHERE id = message_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'message % does not exist', message_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN QUERY SELECT * FROM smsbus._explain_route(m);
+END
+$$;
+
+-- explain_route('{"to_address": "+31612345678", "priority": 1}'::jsonb):
+-- how the router would decide for a message with these columns.
+CREATE FUNCTION explain_route(message jsonb)
+RETURNS TABLE (step integer, rule text, matched boolean, outcome text)
+LANGUAGE sql
+AS $$
+    SELECT * FROM smsbus._explain_route(jsonb_populate_record(NULL::smsbus.message,
+        jsonb_build_object('direction', 'out', 'priority', 0, 'request_report', true) || message))
+$$;
+
+GRANT EXECUTE ON FUNCTION reroute(bigint[], status[]), _explain_route(message),
+    explain_route(bigint), explain_route(jsonb)
+    TO smsbus_admin;
