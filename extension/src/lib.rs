@@ -100,7 +100,11 @@ extension_sql_file!(
         _restoring
     ]
 );
-extension_sql_file!("../../sql/outbox.sql", name = "outbox", requires = ["schema"]);
+extension_sql_file!(
+    "../../sql/outbox.sql",
+    name = "outbox",
+    requires = ["schema"]
+);
 extension_sql_file!("../../sql/inbox.sql", name = "inbox", requires = ["schema"]);
 extension_sql_file!(
     "../../sql/maintenance.sql",
@@ -108,7 +112,11 @@ extension_sql_file!(
     requires = ["schema"]
 );
 extension_sql_file!("../../sql/views.sql", name = "views", requires = ["schema"]);
-extension_sql_file!("../../sql/backups.sql", name = "backups", requires = ["triggers"]);
+extension_sql_file!(
+    "../../sql/backups.sql",
+    name = "backups",
+    requires = ["triggers"]
+);
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]
