@@ -1521,3 +1521,86 @@ BEGIN
 END
 $$;
 
+
+-- What psql's \d+ and \df+ say about the objects users touch.
+
+COMMENT ON COLUMN message.id IS 'The message''s id (system).';
+COMMENT ON COLUMN message.to_address IS 'Recipient: international (+31612345678), national or a short code; normalised at INSERT.';
+COMMENT ON COLUMN message.body IS 'The text; cut into segments as its encoding needs (smsbus.max_segments at most).';
+COMMENT ON COLUMN message.from_address IS 'Sender: a number or up to 11 GSM characters; null for the channel''s default.';
+COMMENT ON COLUMN message.channel IS 'The channel to send through; null lets the router choose.';
+COMMENT ON COLUMN message.priority IS 'Higher goes first within a channel''s queue.';
+COMMENT ON COLUMN message.scheduled_at IS 'When to send (default now); a later time makes the message scheduled.';
+COMMENT ON COLUMN message.valid_until IS 'After this the message expires instead of being sent.';
+COMMENT ON COLUMN message.request_report IS 'Ask the provider for a delivery report (default true).';
+COMMENT ON COLUMN message.encoding IS 'gsm7, ucs2 or latin1; null picks gsm7 when every character allows, else ucs2.';
+COMMENT ON COLUMN message.custom IS 'Fields of the user''s own (jsonb), for rules, triggers and row security.';
+COMMENT ON COLUMN message.batch_id IS 'Groups messages sent together (indexed).';
+COMMENT ON COLUMN message.idempotency_key IS 'Unique: a repeated INSERT with the same key is refused (smsbus.send returns the first id).';
+COMMENT ON COLUMN message.direction IS 'out (sent) or in (received); written by the system.';
+COMMENT ON COLUMN message.status IS 'Where the message is in its life (smsbus.status); written by the system.';
+COMMENT ON COLUMN message.previous_status IS 'The status before the last update (system).';
+COMMENT ON COLUMN message.trigger_status IS 'Where the message is with its triggers (smsbus.trigger_status).';
+COMMENT ON COLUMN message.segments IS 'How many SMS the body needs.';
+COMMENT ON COLUMN message.reference IS 'The provider''s id for the message (its first part''s).';
+COMMENT ON COLUMN message.attempts IS 'How many times a channel claimed it for sending.';
+COMMENT ON COLUMN message.last_error IS 'Why the message is where it is when that is not plain: the reason it failed, was blocked, retried or expired.';
+COMMENT ON COLUMN message.routed_by IS 'What chose its channel: route N, round robin, channel given, or the block N that stopped it.';
+COMMENT ON COLUMN message.sent_at IS 'When the provider accepted it.';
+COMMENT ON COLUMN message.delivered_at IS 'When its delivery report said delivered.';
+COMMENT ON COLUMN message.received_at IS 'When an inbound message arrived.';
+COMMENT ON COLUMN message.claimed_by IS 'The worker whose channel holds it while sending (system).';
+COMMENT ON COLUMN message.claimed_until IS 'When that worker''s lease ends (system).';
+
+COMMENT ON COLUMN channel.name IS 'The channel''s name: letters, digits, _ . - (63 at most).';
+COMMENT ON COLUMN channel.kind IS 'smpp or gsm.';
+COMMENT ON COLUMN channel.enabled IS 'Off: the worker disconnects it and the router skips it.';
+COMMENT ON COLUMN channel.can_send IS 'Off: it only receives.';
+COMMENT ON COLUMN channel.can_receive IS 'Off: it only sends.';
+COMMENT ON COLUMN channel.daily_limit IS 'Most messages routed to it per day (UTC); null for no limit.';
+COMMENT ON COLUMN channel.config IS 'Driver settings, credentials included (README: SMPP channels, GSM modem channels); senders cannot read it.';
+
+COMMENT ON COLUMN route.position IS 'Routes are tried in position order; the first match wins; routes at one position share by weight.';
+COMMENT ON COLUMN route.enabled IS 'Off: the route is not compiled in.';
+COMMENT ON COLUMN route.condition IS 'An SQL boolean expression over the message''s columns, checked when written.';
+COMMENT ON COLUMN route.channel IS 'Where matching messages go (or function).';
+COMMENT ON COLUMN route.function IS 'A function (smsbus.message) RETURNS text naming the channel, or null for no match (or channel).';
+COMMENT ON COLUMN route.weight IS 'Its share among the routes at its position.';
+
+COMMENT ON COLUMN block.enabled IS 'Off: the rule is not compiled in.';
+COMMENT ON COLUMN block.condition IS 'An SQL boolean expression over the message''s columns, checked when written.';
+COMMENT ON COLUMN block.reason IS 'What a blocked message''s last_error says.';
+
+COMMENT ON COLUMN trigger.name IS 'The trigger''s name (unique).';
+COMMENT ON COLUMN trigger.position IS 'Triggers run in position order.';
+COMMENT ON COLUMN trigger.enabled IS 'Off: it arms and runs nothing (the worker turns it off when its script gets stuck).';
+COMMENT ON COLUMN trigger.on_status IS 'The permanent statuses it runs for; null for all.';
+COMMENT ON COLUMN trigger.direction IS 'out or in; null for both.';
+COMMENT ON COLUMN trigger.condition IS 'An SQL boolean expression over the message, evaluated when its turn comes.';
+COMMENT ON COLUMN trigger.language IS 'lua or sql.';
+COMMENT ON COLUMN trigger.script IS 'Lua defining process(message), or SQL with the message id as $1.';
+COMMENT ON COLUMN trigger.final IS 'Stop the chain after this trigger runs.';
+
+COMMENT ON COLUMN archiving.enabled IS 'Off: the worker archives nothing.';
+COMMENT ON COLUMN archiving.older_than IS 'Finished messages unchanged this long move to message_archive.';
+COMMENT ON COLUMN archiving.batch_size IS 'How many move per transaction.';
+COMMENT ON COLUMN archiving.every IS 'How often the worker looks; batch after batch while a backlog lasts.';
+
+COMMENT ON COLUMN message_event.actor IS 'Who made the change: smsbus.actor (worker:<id>) or the role.';
+COMMENT ON COLUMN message_event.session_role IS 'The login role behind an actor the session named itself.';
+
+COMMENT ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean, text, jsonb, text, text)
+    IS 'Queues one SMS and returns its id; with an idempotency_key used before, the first message''s id.';
+COMMENT ON FUNCTION archive(interval, integer)
+    IS 'Moves up to batch_size finished messages unchanged for older_than to message_archive; returns how many.';
+COMMENT ON FUNCTION reroute(bigint[], status[])
+    IS 'Routes resting messages (nochannel, dailylimit, or the given statuses; all or those in ids) again.';
+COMMENT ON FUNCTION explain_route(bigint)
+    IS 'How the router decides for a message, rule by rule, without changing anything.';
+COMMENT ON FUNCTION explain_route(jsonb)
+    IS 'How the router would decide for a message with these columns, rule by rule.';
+COMMENT ON FUNCTION sms_encoding(text) IS 'The encoding a body gets: gsm7 when every character allows, else ucs2.';
+COMMENT ON FUNCTION sms_segments(text, text) IS 'How many SMS a body needs in an encoding (null: the one it would get).';
+COMMENT ON FUNCTION status_is_permanent(text) IS 'Whether triggers may run for a status.';
+COMMENT ON VIEW queue_depth IS 'Messages waiting or in flight, per channel and status.';
+COMMENT ON VIEW channel_overview IS 'Each channel with its link state and queue (no credentials).';

@@ -4,7 +4,8 @@
 //! tables, indexes, roles), `queue.sql` (the queue's triggers), `send.sql`,
 //! `router_check.sql`, `router_compile.sql`, `router_explain.sql`,
 //! `triggers.sql`, `outbox.sql`, `inbox.sql`, `maintenance.sql`,
-//! `views.sql`, `backups.sql` and `privileges.sql`. This crate adds what is better in Rust, as SQL
+//! `views.sql`, `backups.sql`, `comments.sql` (what `\d+` says) and
+//! `privileges.sql`. This crate adds what is better in Rust, as SQL
 //! functions the schema calls:
 //!
 //! - [`message_triggers`]: the row triggers of `smsbus.message`: validation,
@@ -116,6 +117,19 @@ extension_sql_file!(
     "../../sql/backups.sql",
     name = "backups",
     requires = ["triggers"]
+);
+extension_sql_file!(
+    "../../sql/comments.sql",
+    name = "comments",
+    requires = [
+        "triggers",
+        "send",
+        "router_explain",
+        "views",
+        sms_encoding,
+        sms_segments,
+        status_is_permanent
+    ]
 );
 extension_sql_file!("../../sql/privileges.sql", name = "privileges", finalize);
 

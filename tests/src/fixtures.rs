@@ -136,7 +136,7 @@ pub async fn contents_of(c: &Client, columns: Option<&[Vec<String>]>) -> Vec<(St
 }
 
 /// Every object of the extension with its definition, one sorted line
-/// each (and one per column, constraint, index and trigger of a table):
+/// each (and one per column, constraint, index, trigger and comment):
 /// two databases with equal lines have the same smsbus schema. The
 /// compiled router functions are named but not compared (they are made
 /// from the rules); column order is compared, since `INSERT ... SELECT *`
@@ -197,6 +197,9 @@ pub async fn schema(c: &Client) -> Vec<String> {
              UNION ALL
              SELECT 'trigger: ' || pg_get_triggerdef(t.oid)
              FROM relation r JOIN pg_trigger t ON t.tgrelid = r.oid AND NOT t.tgisinternal
+             UNION ALL
+             SELECT 'comment on ' || pg_describe_object(d.classoid, d.objoid, d.objsubid) || ': ' || d.description
+             FROM member m JOIN pg_description d ON d.classoid = m.classid AND d.objoid = m.objid
              UNION ALL
              SELECT 'dumped with the data: ' || string_agg(c::regclass::text, ', ' ORDER BY c::regclass::text)
              FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'smsbus'
