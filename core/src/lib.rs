@@ -9,7 +9,10 @@
 //!   splitting an escape pair or a surrogate pair.
 //! - [`address`]: normalising destination and sender addresses and deriving
 //!   their SMPP/TP type of number and numbering plan.
-//! - [`status`]: the message state machine (statuses and legal transitions).
+//! - [`status`]: the message state machine (statuses and legal transitions)
+//!   and its diagram ([`status::mermaid`], drawn in docs/ARCHITECTURE.md).
+//! - [`pdu`]: the GSM modem channel's SMS PDUs (SMS-SUBMIT out,
+//!   SMS-DELIVER and SMS-STATUS-REPORT in), never trusting a device.
 //! - [`excerpt`]: outside input quoted in errors, cut short.
 //! - [`owner_sql`]: the statements the extension runs with its owner's
 //!   rights, every name in them qualified (and the check that says so).

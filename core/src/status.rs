@@ -1,4 +1,4 @@
-//! The message state machine (DESIGN.md §3).
+//! The message state machine (docs/ARCHITECTURE.md#the-state-machine).
 //!
 //! | from | to | by |
 //! | --- | --- | --- |
@@ -12,6 +12,9 @@
 //!
 //! `failed` straight from the router is a function route that raised an
 //! error: the message fails alone, the INSERT that carried it does not.
+//!
+//! [`mermaid`] draws this table as the diagram in `docs/ARCHITECTURE.md`;
+//! a unit test keeps the two the same.
 
 use std::fmt;
 use std::str::FromStr;
@@ -108,6 +111,51 @@ impl Status {
     }
 }
 
+/// What makes the transition `from` -> `to` (None: from an INSERT), as
+/// the diagram labels it.
+fn made_by(from: Option<Status>, to: Status) -> &'static str {
+    use Status::*;
+    match (from, to) {
+        (None, Received) => "inbound channel",
+        (None, Scheduled) => "insert, not due yet",
+        (None, _) => "insert, router",
+        (Some(Scheduled), Expired) => "due, validity ended",
+        (Some(Scheduled), _) => "due, router",
+        (Some(Queued), _) => "claim",
+        (Some(Sending), Queued) => "retry, release or lease ended",
+        (Some(Sending), Expired) => "validity ended at claim",
+        (Some(Sending), _) => "outcome",
+        (Some(Sent), Delivered | NotDelivered) => "delivery report",
+        (Some(Sent), _) => "report timeout",
+        (Some(_), _) => "retry",
+    }
+}
+
+/// The state machine as a Mermaid `stateDiagram-v2`: an arrow from `[*]`
+/// for every status a message may be inserted in ([`Status::is_initial`]),
+/// one for every legal transition ([`Status::can_become`]), and the
+/// permanent statuses ([`Status::is_permanent`]) in a class of their own.
+/// `docs/ARCHITECTURE.md` holds its output (a test compares them).
+pub fn mermaid() -> String {
+    let mut out = String::from("stateDiagram-v2\n");
+    for to in Status::ALL.into_iter().filter(|s| s.is_initial()) {
+        out += &format!("    [*] --> {to}: {}\n", made_by(None, to));
+    }
+    for from in Status::ALL {
+        for to in Status::ALL.into_iter().filter(|&to| from.can_become(to)) {
+            out += &format!("    {from} --> {to}: {}\n", made_by(Some(from), to));
+        }
+    }
+    out += "    classDef permanent font-weight:bold\n";
+    let permanent: Vec<&str> = Status::ALL
+        .into_iter()
+        .filter(|s| s.is_permanent())
+        .map(Status::as_str)
+        .collect();
+    out += &format!("    class {} permanent\n", permanent.join(","));
+    out
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -135,7 +183,7 @@ mod tests {
     use Status::*;
 
     #[test]
-    fn the_table_of_design_md() {
+    fn the_table_of_the_module_docs() {
         let allowed: &[(Status, &[Status])] = &[
             (
                 Scheduled,
@@ -193,5 +241,44 @@ mod tests {
             assert_eq!(s.as_str().parse::<Status>(), Ok(s));
         }
         assert!("lost".parse::<Status>().is_err());
+    }
+
+    /// The fenced `mermaid` block of docs/ARCHITECTURE.md that holds the
+    /// state diagram: (start, end) byte offsets of its contents.
+    fn diagram_block(doc: &str) -> Option<(usize, usize)> {
+        let fence = "```mermaid\nstateDiagram-v2\n";
+        let start = doc.find(fence)? + "```mermaid\n".len();
+        let end = start + doc[start..].find("```")?;
+        Some((start, end))
+    }
+
+    #[test]
+    fn the_diagram_in_architecture_md_is_mermaid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ARCHITECTURE.md");
+        let doc = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let (start, end) = diagram_block(&doc).unwrap_or_else(|| {
+            panic!(
+                "{} has no ```mermaid block starting with stateDiagram-v2",
+                path.display()
+            )
+        });
+        let expected = mermaid();
+        if doc[start..end] == expected {
+            return;
+        }
+        if std::env::var_os("SMSBUS_REGENERATE").is_some() {
+            let regenerated = format!("{}{expected}{}", &doc[..start], &doc[end..]);
+            std::fs::write(&path, regenerated)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+            return;
+        }
+        panic!(
+            "the state diagram in docs/ARCHITECTURE.md differs from \
+             smsbus_core::status::mermaid(), which draws the transitions of \
+             core/src/status.rs. Regenerate it with\n\n    \
+             SMSBUS_REGENERATE=1 cargo test -p smsbus-core the_diagram\n\n\
+             (or paste this between its ```mermaid fences):\n\n{expected}"
+        );
     }
 }
