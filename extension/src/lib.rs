@@ -11,6 +11,7 @@
 //! - [`message_triggers`]: the row triggers of `smsbus.message`: validation,
 //!   normalisation, encoding and segments on INSERT; the state machine and
 //!   the system's columns on UPDATE.
+//! - [`message_row`]: the queue's rows as the triggers read and change them.
 //! - [`message_trace`]: the per-statement trigger that writes the trace and
 //!   wakes the channels whose owners wait.
 //! - [`owner`]: the owner context those writes (and daily quotas) run in:
@@ -37,6 +38,7 @@ mod arming;
 mod channels;
 mod direct_insert;
 mod direct_read;
+mod message_row;
 mod message_trace;
 mod message_triggers;
 mod owner;

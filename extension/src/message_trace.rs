@@ -24,7 +24,7 @@ use smsbus_core::status::Status;
 
 use crate::direct_insert::Inserter;
 use crate::direct_read;
-use crate::message_triggers::{enum_status, enum_value, Columns};
+use crate::message_row::{enum_status, enum_value, Columns};
 use crate::{owner, raise};
 
 /// One statement's trace and wake-ups, in the column order of the plan.

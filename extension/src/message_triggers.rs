@@ -10,272 +10,19 @@
 //! scheduled to queued.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::ffi::{CStr, CString};
-use std::num::NonZeroUsize;
 
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
-use pgrx::{pg_sys, PgSqlErrorCode};
+use pgrx::PgSqlErrorCode;
 use smsbus_core::address;
 use smsbus_core::status::Status;
 use smsbus_core::text::{self, Encoding};
 
 use crate::arming::trigger_status_for;
+use crate::message_row::{enum_value, now, timestamptz_text, Columns, Edit, Row};
 use smsbus_core::excerpt::excerpt;
 
 use crate::{channels, internal, raise, refuse, router, settings};
-
-/// Attribute positions (0-based) of the columns the triggers touch, read
-/// from the table's descriptor on each call, so a future `ALTER TABLE`
-/// cannot make them stale.
-#[derive(Default)]
-pub(crate) struct Columns {
-    pub id: usize,
-    to_address: usize,
-    body: usize,
-    from_address: usize,
-    pub channel: usize,
-    scheduled_at: usize,
-    valid_until: usize,
-    encoding: usize,
-    idempotency_key: usize,
-    direction: usize,
-    pub status: usize,
-    pub previous_status: usize,
-    trigger_status: usize,
-    segments: usize,
-    to_ton: usize,
-    to_npi: usize,
-    from_ton: usize,
-    from_npi: usize,
-    pub reference: usize,
-    attempts: usize,
-    pub last_error: usize,
-    pub routed_by: usize,
-    created_at: usize,
-    updated_at: usize,
-    sent_at: usize,
-    delivered_at: usize,
-    received_at: usize,
-    claimed_by: usize,
-    claimed_until: usize,
-    status_type: pg_sys::Oid,
-    trigger_status_type: pg_sys::Oid,
-}
-
-const COLUMN_COUNT: usize = 29;
-
-impl Columns {
-    pub fn of(desc: pg_sys::TupleDesc) -> Columns {
-        let mut c = Columns::default();
-        let mut found = 0;
-        // SAFETY: `desc` is the trigger relation's live descriptor.
-        let natts = unsafe { (*desc).natts } as usize;
-        for i in 0..natts {
-            let att = unsafe { &*(*desc).attrs.as_ptr().add(i) };
-            if att.attisdropped {
-                continue;
-            }
-            let name = unsafe { CStr::from_ptr(att.attname.data.as_ptr()) };
-            let slot = match name.to_bytes() {
-                b"id" => &mut c.id,
-                b"to_address" => &mut c.to_address,
-                b"body" => &mut c.body,
-                b"from_address" => &mut c.from_address,
-                b"channel" => &mut c.channel,
-                b"scheduled_at" => &mut c.scheduled_at,
-                b"valid_until" => &mut c.valid_until,
-                b"encoding" => &mut c.encoding,
-                b"idempotency_key" => &mut c.idempotency_key,
-                b"direction" => &mut c.direction,
-                b"status" => {
-                    c.status_type = att.atttypid;
-                    &mut c.status
-                }
-                b"previous_status" => &mut c.previous_status,
-                b"trigger_status" => {
-                    c.trigger_status_type = att.atttypid;
-                    &mut c.trigger_status
-                }
-                b"segments" => &mut c.segments,
-                b"to_ton" => &mut c.to_ton,
-                b"to_npi" => &mut c.to_npi,
-                b"from_ton" => &mut c.from_ton,
-                b"from_npi" => &mut c.from_npi,
-                b"reference" => &mut c.reference,
-                b"attempts" => &mut c.attempts,
-                b"last_error" => &mut c.last_error,
-                b"routed_by" => &mut c.routed_by,
-                b"created_at" => &mut c.created_at,
-                b"updated_at" => &mut c.updated_at,
-                b"sent_at" => &mut c.sent_at,
-                b"delivered_at" => &mut c.delivered_at,
-                b"received_at" => &mut c.received_at,
-                b"claimed_by" => &mut c.claimed_by,
-                b"claimed_until" => &mut c.claimed_until,
-                _ => continue,
-            };
-            *slot = i;
-            found += 1;
-        }
-        if found != COLUMN_COUNT {
-            raise(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!("smsbus.message has {found} of the {COLUMN_COUNT} columns smsbus needs: reinstall the extension"),
-                None,
-            );
-        }
-        c
-    }
-}
-
-/// A row as PostgreSQL handed it to the trigger.
-struct Row {
-    tuple: pg_sys::HeapTuple,
-    desc: pg_sys::TupleDesc,
-}
-
-impl Row {
-    fn datum(&self, column: usize) -> Option<pg_sys::Datum> {
-        // SAFETY: tuple and descriptor come from the same trigger call;
-        // column is below natts (Columns::of checked the names).
-        unsafe {
-            pgrx::heap_getattr_raw(
-                self.tuple,
-                NonZeroUsize::new(column + 1).unwrap(),
-                self.desc,
-            )
-        }
-    }
-
-    fn get<T: FromDatum>(&self, column: usize) -> Option<T> {
-        // SAFETY: the callers ask for the column's own SQL type.
-        self.datum(column)
-            .and_then(|d| unsafe { T::from_datum(d, false) })
-    }
-
-    fn text(&self, column: usize) -> Option<String> {
-        self.get::<String>(column)
-    }
-
-    fn status(&self, column: usize) -> Status {
-        let datum = self
-            .datum(column)
-            .unwrap_or_else(|| refuse("status is required".into()));
-        enum_status(datum)
-    }
-}
-
-/// The changes a trigger makes, written back with one `heap_modify_tuple`.
-struct Edit {
-    values: Vec<pg_sys::Datum>,
-    nulls: Vec<bool>,
-    replace: Vec<bool>,
-}
-
-impl Edit {
-    fn new(desc: pg_sys::TupleDesc) -> Edit {
-        let natts = unsafe { (*desc).natts } as usize;
-        Edit {
-            values: vec![pg_sys::Datum::from(0); natts],
-            nulls: vec![false; natts],
-            replace: vec![false; natts],
-        }
-    }
-
-    fn set<T: IntoDatum>(&mut self, column: usize, value: Option<T>) {
-        let datum = value.and_then(IntoDatum::into_datum);
-        self.nulls[column] = datum.is_none();
-        self.values[column] = datum.unwrap_or(pg_sys::Datum::from(0));
-        self.replace[column] = true;
-    }
-
-    fn null(&mut self, column: usize) {
-        self.set::<i32>(column, None);
-    }
-
-    fn datum(&mut self, column: usize, datum: Option<pg_sys::Datum>) {
-        self.nulls[column] = datum.is_none();
-        self.values[column] = datum.unwrap_or(pg_sys::Datum::from(0));
-        self.replace[column] = true;
-    }
-
-    /// Keeps `column` as it was in `old`.
-    fn keep(&mut self, old: &Row, column: usize) {
-        self.datum(column, old.datum(column));
-    }
-
-    fn apply(mut self, row: &Row) -> pg_sys::HeapTuple {
-        // SAFETY: the arrays have natts entries; the datums were made for
-        // the columns' types in this memory context.
-        unsafe {
-            pg_sys::heap_modify_tuple(
-                row.tuple,
-                row.desc,
-                self.values.as_mut_ptr(),
-                self.nulls.as_mut_ptr(),
-                self.replace.as_mut_ptr(),
-            )
-        }
-    }
-}
-
-fn now() -> pg_sys::TimestampTz {
-    // now(): the transaction's start, like the SQL the users write.
-    unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
-}
-
-fn timestamptz_text(ts: pg_sys::TimestampTz) -> String {
-    // The server's own output (DateStyle, TimeZone), as in its messages.
-    unsafe {
-        pgrx::direct_function_call::<&CStr>(
-            pg_sys::timestamptz_out,
-            &[Some(pg_sys::Datum::from(ts))],
-        )
-    }
-    .map(|s| s.to_string_lossy().into_owned())
-    .unwrap_or_default()
-}
-
-thread_local! {
-    /// Enum value OIDs and their labels. pg_enum rows never change once
-    /// made, so neither does this map; a recreated type has new OIDs.
-    static STATUS_BY_OID: RefCell<HashMap<pg_sys::Oid, Status>> = RefCell::new(HashMap::new());
-    static OID_BY_LABEL: RefCell<HashMap<(pg_sys::Oid, &'static str), pg_sys::Oid>> = RefCell::new(HashMap::new());
-}
-
-pub(crate) fn enum_status(datum: pg_sys::Datum) -> Status {
-    let oid = pg_sys::Oid::from(datum.value() as u32);
-    if let Some(s) = STATUS_BY_OID.with(|m| m.borrow().get(&oid).copied()) {
-        return s;
-    }
-    let label = unsafe { pgrx::direct_function_call::<&CStr>(pg_sys::enum_out, &[Some(datum)]) }
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let status: Status = label
-        .parse()
-        .unwrap_or_else(|e: smsbus_core::status::UnknownStatus| refuse(e.to_string()));
-    STATUS_BY_OID.with(|m| m.borrow_mut().insert(oid, status));
-    status
-}
-
-pub(crate) fn enum_value(type_oid: pg_sys::Oid, label: &'static str) -> pg_sys::Datum {
-    let key = (type_oid, label);
-    if let Some(oid) = OID_BY_LABEL.with(|m| m.borrow().get(&key).copied()) {
-        return oid.into_datum().unwrap_or(pg_sys::Datum::from(0));
-    }
-    let c_label = CString::new(label).unwrap_or_default();
-    let oid = unsafe {
-        pgrx::direct_function_call::<pg_sys::Oid>(
-            pg_sys::enum_in,
-            &[c_label.as_c_str().into_datum(), type_oid.into_datum()],
-        )
-    }
-    .unwrap_or_else(|| internal(format!("no enum value {label}")));
-    OID_BY_LABEL.with(|m| m.borrow_mut().insert(key, oid));
-    oid.into_datum().unwrap_or(pg_sys::Datum::from(0))
-}
 
 /// Lookups prepared once per backend. Saved plans follow schema changes by
 /// themselves (PostgreSQL replans them).
@@ -360,6 +107,28 @@ fn outbound_segments(body: &str, encoding: Encoding) -> i32 {
 fn set_address_type(edit: &mut Edit, ton: usize, npi: usize, kind: Option<address::AddressKind>) {
     edit.set(ton, kind.map(|k| i16::from(k.ton())));
     edit.set(npi, kind.map(|k| i16::from(k.npi())));
+}
+
+/// An outbound message's recipient, normalised (required), with its type
+/// of number and numbering plan.
+fn set_destination(edit: &mut Edit, c: &Columns, to: Option<String>) {
+    let to = to.unwrap_or_else(|| required("to_address"));
+    let to = address::destination(&to).unwrap_or_else(|e| refuse(e.to_string()));
+    set_address_type(edit, c.to_ton, c.to_npi, Some(to.kind));
+    edit.set(c.to_address, Some(to.text));
+}
+
+/// An outbound message's sender, normalised, with its type of number and
+/// numbering plan (none: the channel's default).
+fn set_sender(edit: &mut Edit, c: &Columns, from: Option<String>) {
+    match from {
+        None => set_address_type(edit, c.from_ton, c.from_npi, None),
+        Some(from) => {
+            let from = address::sender(&from).unwrap_or_else(|e| refuse(e.to_string()));
+            set_address_type(edit, c.from_ton, c.from_npi, Some(from.kind));
+            edit.set(c.from_address, Some(from.text));
+        }
+    }
 }
 
 fn set_status(edit: &mut Edit, c: &Columns, status: Status) {
@@ -476,20 +245,8 @@ fn _message_before_insert<'a>(
 
     edit.null(c.received_at);
     edit.null(c.reference);
-    let to = new
-        .text(c.to_address)
-        .unwrap_or_else(|| required("to_address"));
-    let to = address::destination(&to).unwrap_or_else(|e| refuse(e.to_string()));
-    set_address_type(&mut edit, c.to_ton, c.to_npi, Some(to.kind));
-    edit.set(c.to_address, Some(to.text));
-    match new.text(c.from_address) {
-        None => set_address_type(&mut edit, c.from_ton, c.from_npi, None),
-        Some(from) => {
-            let from = address::sender(&from).unwrap_or_else(|e| refuse(e.to_string()));
-            set_address_type(&mut edit, c.from_ton, c.from_npi, Some(from.kind));
-            edit.set(c.from_address, Some(from.text));
-        }
-    }
+    set_destination(&mut edit, &c, new.text(c.to_address));
+    set_sender(&mut edit, &c, new.text(c.from_address));
     let encoding = encoding_for(&body, new.text(c.encoding).as_deref());
     edit.set(c.encoding, Some(encoding.as_str()));
     edit.set(c.segments, Some(outbound_segments(&body, encoding)));
@@ -674,7 +431,7 @@ fn route_due<'a>(
 
 /// The channel the row will have after `edit`.
 fn edit_channel(edit: &Edit, c: &Columns, channel: Option<String>) -> Option<String> {
-    if edit.replace[c.channel] && edit.nulls[c.channel] {
+    if edit.sets_null(c.channel) {
         None
     } else {
         channel
@@ -685,21 +442,11 @@ fn edit_channel(edit: &Edit, c: &Columns, channel: Option<String>) -> Option<Str
 fn revalidate(old: &Row, new: &Row, c: &Columns, edit: &mut Edit) {
     let to = new.text(c.to_address);
     if to != old.text(c.to_address) {
-        let to = to.unwrap_or_else(|| required("to_address"));
-        let to = address::destination(&to).unwrap_or_else(|e| refuse(e.to_string()));
-        set_address_type(edit, c.to_ton, c.to_npi, Some(to.kind));
-        edit.set(c.to_address, Some(to.text));
+        set_destination(edit, c, to);
     }
     let from = new.text(c.from_address);
     if from != old.text(c.from_address) {
-        match from {
-            None => set_address_type(edit, c.from_ton, c.from_npi, None),
-            Some(from) => {
-                let from = address::sender(&from).unwrap_or_else(|e| refuse(e.to_string()));
-                set_address_type(edit, c.from_ton, c.from_npi, Some(from.kind));
-                edit.set(c.from_address, Some(from.text));
-            }
-        }
+        set_sender(edit, c, from);
     }
     let body = new.text(c.body);
     let encoding = new.text(c.encoding);
