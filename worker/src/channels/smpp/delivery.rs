@@ -50,7 +50,15 @@ pub(super) fn spawn(
             Delivered::DeliverSm(_) => DeliverSmResp::default().into(),
             Delivered::DataSm(_) => DataSmResp::default().into(),
         };
-        let _ = answers.send(Command::new(status, sequence, answer));
+        if answers
+            .send(Command::new(status, sequence, answer))
+            .is_err()
+        {
+            // The link it came on is gone; a delivery left unanswered
+            // is delivered again by the provider.
+            tracing::debug!(channel = %channel.ctx.row.name, sequence,
+                "the link closed before a delivery could be answered");
+        }
     });
 }
 

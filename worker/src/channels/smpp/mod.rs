@@ -7,7 +7,13 @@
 //! - [`receipt`]: delivery receipts.
 //! - [`inbound`]: mobile-originated messages.
 //! - [`throttle`]: the channel's rate, shared by its sessions.
-//! - [`session`]: one bound connection with its window.
+//! - [`session`]: one session's loop: bound, it writes what the window
+//!   allows and answers what the provider sends; lost, it reconnects.
+//! - [`link`]: the connection (TCP, TLS), its bind and its unbind.
+//! - [`window`]: what is in flight and what each message comes to (pure
+//!   bookkeeping, tested without sockets or a runtime).
+//! - [`error`]: why a session ended ([`SessionError`]): a refused bind
+//!   apart from a lost link.
 //! - [`delivery`]: receipts and inbound messages, answered after commit.
 //! - [`tls`]: TLS to providers that require it.
 //!
@@ -19,12 +25,17 @@ pub mod carried;
 pub mod codec;
 pub mod config;
 mod delivery;
+pub mod error;
 pub mod inbound;
+mod link;
 pub mod receipt;
 mod session;
 pub mod submit;
 pub mod throttle;
 pub mod tls;
+mod window;
+
+pub use error::SessionError;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

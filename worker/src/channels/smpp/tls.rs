@@ -12,6 +12,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::config::SmppConfig;
+use super::error::SessionError;
 
 /// The connector for a channel; errors name the setting at fault.
 pub fn connector(config: &SmppConfig) -> anyhow::Result<TlsConnector> {
@@ -34,8 +35,11 @@ pub fn connector(config: &SmppConfig) -> anyhow::Result<TlsConnector> {
         None => {
             let found = rustls_native_certs::load_native_certs();
             for cert in found.certs {
-                // A system root rustls cannot parse is skipped, not fatal.
-                let _ = roots.add(cert);
+                // A system root rustls cannot parse is skipped, not fatal:
+                // the provider's chain may well end at another one.
+                if let Err(e) = roots.add(cert) {
+                    tracing::debug!("tls: skipping a system root certificate: {e}");
+                }
             }
             if roots.is_empty() {
                 bail!("tls: the system has no CA certificates; set tls_ca");
@@ -56,11 +60,16 @@ pub async fn handshake(
     connector: &TlsConnector,
     host: &str,
     tcp: TcpStream,
-) -> Result<TlsStream<TcpStream>, String> {
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("tls: {host:?} is not a valid server name: {e}"))?;
+) -> Result<TlsStream<TcpStream>, SessionError> {
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| SessionError::TlsServerName {
+        host: host.to_owned(),
+        reason: e.to_string(),
+    })?;
     connector
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake with {host} failed: {e}"))
+        .map_err(|source| SessionError::TlsHandshake {
+            host: host.to_owned(),
+            source,
+        })
 }
