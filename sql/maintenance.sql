@@ -3,6 +3,18 @@
 -- due, expired leases, overdue delivery reports, resumed trigger chains,
 -- archiving, and old bookkeeping. A step or a message that fails never
 -- stops the others.
+--
+-- The worker passes the report deadline (--report-timeout-hours, else a
+-- channel's config.report_timeout_s) and the wait for a concatenated
+-- message's missing parts (--inbound-part-timeout). The rest are fixed:
+--   5 minutes   a trigger chain left processing is armed again
+--               (_resume_triggers: its worker died);
+--   1 minute    a message that cannot be moved on is set aside
+--               (_set_aside_scheduled, _set_aside_lease);
+--   1 day       a delivery report whose submission was never recorded is
+--               kept (_drop_old_reports);
+--   31 days     daily-limit counts are kept (_drop_old_usage);
+--   smsbus.archiving  when finished messages move to the archive.
 
 -- One pass of the worker's maintenance; returns what each step did. Each
 -- step runs in a subtransaction of its own: one that fails is logged and

@@ -1,9 +1,10 @@
-//! Arming a message for its triggers (DESIGN.md §6): a message that
-//! reaches a permanent status gets `trigger_status = 'pending'` when an
-//! enabled trigger is for that status and its direction, else
-//! `notriggers`. The enabled triggers are read once per statement; a
-//! statement that armed any message wakes the worker with one NOTIFY
-//! `smsbus_triggers` (sent by the statement trigger, see message_trace).
+//! Arming a message for its triggers
+//! (docs/ARCHITECTURE.md#the-trigger-runner): a message that reaches a
+//! permanent status gets `trigger_status = 'pending'` when an enabled
+//! trigger is for that status and its direction, else `notriggers`. The
+//! enabled triggers are read once per statement; a statement that armed
+//! any message wakes the worker with one NOTIFY `smsbus_triggers` (sent by
+//! the statement trigger, see message_trace).
 
 use std::cell::{Cell, RefCell};
 
@@ -95,9 +96,16 @@ fn look_up() -> Vec<Reach> {
             client
                 .select(plan.as_ref().expect("prepared above"), None, &[])
                 .unwrap_or_else(|e| crate::internal(format!("reading the enabled triggers: {e}")))
-                .map(|row| Reach {
-                    statuses: row.get::<Vec<String>>(1).ok().flatten(),
-                    direction: row.get::<String>(2).ok().flatten(),
+                .map(|row| {
+                    // A value that does not decode is smsbus's failure, not
+                    // "every status" or "both directions".
+                    fn decode<T>(e: pgrx::spi::SpiError) -> T {
+                        crate::internal(format!("reading the enabled triggers: {e}"))
+                    }
+                    Reach {
+                        statuses: row.get::<Vec<String>>(1).unwrap_or_else(decode),
+                        direction: row.get::<String>(2).unwrap_or_else(decode),
+                    }
                 })
                 .collect()
         })

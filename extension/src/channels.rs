@@ -148,7 +148,11 @@ pub(crate) fn senders() -> Vec<String> {
         client
             .select(&plans.senders, None, &[])
             .unwrap_or_else(|e| crate::internal(format!("listing the sending channels: {e}")))
-            .filter_map(|row| row.get::<String>(1).ok().flatten())
+            .filter_map(|row| {
+                row.get::<String>(1).unwrap_or_else(|e| {
+                    crate::internal(format!("reading the sending channels: {e}"))
+                })
+            })
             .collect()
     });
     with_cache(|cache| cache.senders = Some(names.clone()));
