@@ -5,7 +5,8 @@
 -- which run after the Rust functions exist (extension/src/lib.rs says the
 -- order).
 
--- Where a message is in its life; DESIGN.md §3 has the transitions.
+-- Where a message is in its life; core/src/status.rs has the transitions
+-- (docs/ARCHITECTURE.md#the-state-machine).
 CREATE TYPE status AS ENUM (
     'scheduled', 'queued', 'sending', 'sent', 'failed', 'nochannel',
     'blocked', 'dailylimit', 'expired', 'received', 'delivered',
@@ -122,7 +123,7 @@ CREATE INDEX message_batch ON message (batch_id) WHERE batch_id IS NOT NULL;
 CREATE INDEX message_finished ON message (updated_at)
     WHERE status NOT IN ('scheduled', 'queued', 'sending', 'sent');
 
--- Routing rules (DESIGN.md §4; compiled into smsbus._router by
+-- Routing rules (docs/ARCHITECTURE.md#the-router; compiled into smsbus._router by
 -- sql/router_compile.sql). A route sends the messages its condition matches to its
 -- channel, or to the channel its function names; routes at one position
 -- share the traffic by weight.

@@ -1,5 +1,5 @@
 -- smsbus triggers: scripts that run when a message reaches a permanent
--- status (DESIGN.md §6).
+-- status (docs/ARCHITECTURE.md#the-trigger-runner).
 --
 -- A trigger is a row: which statuses and direction it is for, an SQL
 -- condition over the message, and a script in Lua or SQL. Each row is

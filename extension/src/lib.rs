@@ -9,15 +9,21 @@
 //! functions the schema calls:
 //!
 //! - [`message_triggers`]: the row triggers of `smsbus.message`: validation,
-//!   normalisation, encoding and segments on INSERT; the state machine and
-//!   the system's columns on UPDATE.
+//!   normalisation, encoding and segments on INSERT; on UPDATE the state
+//!   machine (its transitions are `smsbus_core::status`) and the system's
+//!   columns.
 //! - [`message_row`]: the queue's rows as the triggers read and change them.
 //! - [`message_trace`]: the per-statement trigger that writes the trace and
-//!   wakes the channels whose owners wait.
+//!   wakes the channels whose owners wait; [`direct_insert`]: the trace's
+//!   rows written without an SQL statement; [`direct_read`]: the channel
+//!   and wake-up rows read likewise.
 //! - [`owner`]: the owner context those writes (and daily quotas) run in:
 //!   the tables' owner's rights under a fixed `search_path`.
 //! - [`router`]: calls the compiled router (`sql/router_compile.sql`) for a message
-//!   that became due; [`channels`]: channel lookups and daily quotas for it.
+//!   that became due; [`channels`]: channel lookups and daily quotas for it;
+//!   [`rule_eval`]: runs of conditions built from PostgreSQL's own
+//!   functions and operators, evaluated on the row (`smsbus._first_match`,
+//!   `_route_first`).
 //! - [`rule_check`]: checks rule conditions with PostgreSQL's parser and
 //!   analyser when a rule row is written; [`script_check`]: SQL trigger
 //!   scripts likewise.
@@ -30,7 +36,8 @@
 //! The path of an INSERT: the BEFORE INSERT row trigger normalises the row
 //! and picks its status; the per-statement AFTER trigger writes the trace
 //! and wakes the channels whose owners wait. UPDATEs take the same two
-//! steps with the state machine in the row trigger.
+//! steps with the state machine in the row trigger
+//! (docs/ARCHITECTURE.md#the-path-of-a-message).
 
 use pgrx::prelude::*;
 

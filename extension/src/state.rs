@@ -1,5 +1,6 @@
-//! The state machine's words for SQL (the table of DESIGN.md §3 lives in
-//! `smsbus_core::status`; the UPDATE trigger enforces it).
+//! The state machine's words for SQL (the transitions live in
+//! `smsbus_core::status`, drawn in docs/ARCHITECTURE.md#the-state-machine;
+//! the UPDATE trigger enforces them).
 
 use pgrx::prelude::*;
 use smsbus_core::status::Status;

@@ -1,4 +1,4 @@
-//! Crash safety (DESIGN.md §8): a flood of messages out through the SMSC
+//! Crash safety (docs/ARCHITECTURE.md#never-losing-a-message): a flood of messages out through the SMSC
 //! simulator and in from it, while something breaks again and again: the
 //! worker is killed with SIGKILL and started again, the database drops
 //! every connection of the worker, the database server crashes and

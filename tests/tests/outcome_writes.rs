@@ -1,4 +1,5 @@
-//! Outcomes that cannot be written (DESIGN.md §8): an operator's trigger
+//! Outcomes that cannot be written (docs/ARCHITECTURE.md#never-losing-a-message):
+//! an operator's trigger
 //! on `smsbus.message_event` that raises for the `sent` events of one
 //! channel makes every `_mark_sent` of that channel fail. Its messages
 //! must still reach the SMSC once each, never again on lease expiry; they

@@ -1,4 +1,4 @@
-//! The state machine of DESIGN.md §3, through SQL: every one of the 13 × 13
+//! The state machine (docs/ARCHITECTURE.md#the-state-machine), through SQL: every one of the 13 × 13
 //! status pairs is tried on a real row; the legal ones pass, every other is
 //! refused naming both states. Timestamps and attempts are the extension's.
 

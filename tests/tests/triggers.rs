@@ -1,4 +1,4 @@
-//! Trigger rows (DESIGN.md §6) through plain SQL: checked when written
+//! Trigger rows (README.md#triggers) through plain SQL: checked when written
 //! (conditions and SQL scripts refused with the position of the mistake),
 //! and messages armed (`trigger_status` pending) when they reach a status
 //! an enabled trigger is for, with one NOTIFY smsbus_triggers per statement.

@@ -7,7 +7,8 @@
 //!
 //! - [`backoff`]: reconnect delays with jitter.
 //! - [`check`]: `smsbus-worker check`, the operator's health check.
-//! - [`channels`]: the channel supervisor, dispatch and the drivers (SMPP).
+//! - [`channels`]: the channel supervisor, each channel's outbox and inbox,
+//!   and the drivers (SMPP, GSM).
 //! - [`config`]: the worker's settings (from flags and the environment).
 //! - [`db`]: the connection pool; every connection names its worker as the
 //!   actor of the changes it makes (`smsbus.actor`), so the trace says who.
@@ -16,7 +17,7 @@
 //!   wake-ups and reconnects on its own; a missed notification only delays
 //!   work, because every loop also polls on a timer.
 //! - [`maintenance`]: due scheduled messages, expired leases, overdue
-//!   delivery reports (DESIGN.md §7).
+//!   delivery reports, archiving (docs/ARCHITECTURE.md#the-worker).
 //! - [`metrics`]: the Prometheus endpoint (`--metrics-addr`) and the
 //!   names of what it serves.
 //! - [`polling`]: the timer-and-wake-up loop maintenance and the trigger

@@ -1,4 +1,4 @@
-//! The trigger runner (DESIGN.md §6): takes messages the extension armed
+//! The trigger runner (docs/ARCHITECTURE.md#the-trigger-runner): takes messages the extension armed
 //! (`trigger_status = 'pending'`, woken by NOTIFY `smsbus_triggers` and a
 //! timer) and runs each one's chain.
 //!

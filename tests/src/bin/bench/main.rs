@@ -1,5 +1,5 @@
 //! `smsbus-bench`: the throughput of the smsbus queue against the same row
-//! operations on a bare table, measured in one run (DESIGN.md §9).
+//! operations on a bare table, measured in one run (README.md#benchmarks).
 //!
 //! Scenarios, each run on both sides in one database made for the run:
 //!

@@ -1,6 +1,6 @@
 //! A GSM modem channel's settings, read from `smsbus.channel.config`
-//! (DESIGN.md §5). Unknown keys are refused, so a typo is an error in
-//! channel_state, not a setting silently ignored.
+//! (README.md#gsm-modem-channels lists them). Unknown keys are refused,
+//! so a typo is an error in channel_state, not a setting silently ignored.
 
 use std::time::Duration;
 

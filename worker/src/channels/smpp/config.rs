@@ -1,6 +1,6 @@
-//! An SMPP channel's settings, read from `smsbus.channel.config` (DESIGN.md
-//! §5). Unknown keys are refused, so a typo is an error in channel_state,
-//! not a setting silently ignored.
+//! An SMPP channel's settings, read from `smsbus.channel.config`
+//! (README.md#smpp-channels lists them). Unknown keys are refused, so a
+//! typo is an error in channel_state, not a setting silently ignored.
 
 use std::time::Duration;
 

@@ -1,10 +1,13 @@
-//! Lua triggers (DESIGN.md §6): each trigger's script lives in its own
-//! Lua state on its own thread ([`state`]), loaded once and kept while
-//! the trigger's row is unchanged; `process(message)` gets the message as
-//! a table and the fields it changes are saved, through the state
-//! machine's rules, when it returns. The `smsbus` module ([`module`])
-//! works in the message's transaction: its database calls travel to the
-//! chain's task ([`calls`]).
+//! Lua triggers (README.md#lua-triggers): each trigger's script lives in
+//! its own Lua state on its own thread ([`state`]), loaded once and kept
+//! while the trigger's row is unchanged; `process(message)` gets the
+//! message as a table and the fields it changes are saved, through the
+//! state machine's rules, when it returns. The `smsbus` module
+//! ([`module`]) works in the message's transaction: its database calls
+//! travel to the chain's task ([`calls`]); `smsbus.http` is [`http`].
+//! Messages and query results cross into Lua and back through
+//! [`values`]; Lua's pattern functions are replaced by the bounded ones
+//! of [`patterns`].
 //!
 //! Limits: a run gets a wall-clock time limit (an instruction-count hook
 //! checks it, Lua's pattern functions are bounded by it too, and the

@@ -1,4 +1,4 @@
-//! The `smsbus` module of DESIGN.md §6, as a script sees it: `send`,
+//! The `smsbus` module of README.md#lua-triggers, as a script sees it: `send`,
 //! `query`, `execute`, `message`, `http`, `log` (and `print`, which logs).
 //!
 //! Each call is a Rust function that answers `(true, value)` or
