@@ -135,7 +135,7 @@ async fn write_loop(
             }
             let answer = result.map_err(|e| format!("{e:#}"));
             for (_, tx) in reports {
-                let _ = tx.send(answer.clone());
+                tell(tx, answer.clone());
             }
         }
         let (parts, whole): (Vec<_>, Vec<_>) =
@@ -155,6 +155,13 @@ async fn write_loop(
     }
 }
 
+/// Answers the one waiting for an item. Nobody is left to tell when it
+/// was dropped (its channel stopped or was aborted); what it never
+/// acknowledged, the provider or the modem gives again.
+fn tell<T>(waiting: oneshot::Sender<T>, answer: T) {
+    let _ = waiting.send(answer);
+}
+
 type InboundItems = Vec<(Inbound, oneshot::Sender<Result<Option<i64>, String>>)>;
 
 fn answer_inbound(
@@ -167,13 +174,13 @@ fn answer_inbound(
             let messages = ids.iter().flatten().count();
             ctx.state.count(Count::Inbound, messages as u64);
             for ((_, tx), id) in items.into_iter().zip(ids) {
-                let _ = tx.send(Ok(id));
+                tell(tx, Ok(id));
             }
         }
         Err(e) => {
             let error = format!("{e:#}");
             for (_, tx) in items {
-                let _ = tx.send(Err(error.clone()));
+                tell(tx, Err(error.clone()));
             }
         }
     }

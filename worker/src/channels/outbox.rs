@@ -42,6 +42,22 @@ pub struct ClaimSettings {
     pub outcome_retry_horizon: Duration,
 }
 
+/// Why [`Outbox::shut_down`] could not promise that every outcome is
+/// committed. Surfaces as the channel driver's error, so the supervisor
+/// logs it and writes it to `channel_state.last_error`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// The claimer task panicked (or was cancelled); what it had claimed
+    /// and not handed over returns when its lease expires.
+    #[error("the claimer failed: {0}")]
+    Claimer(#[source] tokio::task::JoinError),
+    /// The outcome writer panicked (or was cancelled): outcomes it had not
+    /// committed are lost, their messages return when their leases expire.
+    #[error("the outcome writer failed, unwritten outcomes are left to their leases: {0}")]
+    Writer(#[source] tokio::task::JoinError),
+}
+
 /// A message this channel holds a lease on.
 pub struct Claimed {
     pub message: OutMessage,
@@ -170,13 +186,17 @@ impl Outbox {
     }
 
     /// Stops claiming, hands back what was claimed and not taken, writes
-    /// every outcome, and returns when all is committed.
-    pub async fn shut_down(&self) {
+    /// every outcome, and returns when all is committed (or settled as
+    /// "When outcomes cannot be written" says). An error when a task of
+    /// the outbox died, so that promise does not hold; the claimer's
+    /// error is reported once the writer has finished.
+    pub async fn shut_down(&self) -> Result<(), OutboxError> {
         self.stop_claiming.cancel();
         let claimer = self.claimer.lock().unwrap().take();
-        if let Some(claimer) = claimer {
-            let _ = claimer.await;
-        }
+        let claimed = match claimer {
+            Some(claimer) => claimer.await.map_err(OutboxError::Claimer),
+            None => Ok(()),
+        };
         {
             let mut ready = self.ready.lock().await;
             ready.close();
@@ -184,12 +204,15 @@ impl Outbox {
                 self.finish(claimed, Outcome::Release);
             }
         }
-        // Outcomes are written in order: this marker comes after all of them.
+        // Outcomes are written in order: this marker comes after all of
+        // them. It cannot be sent only when the writer is gone, and
+        // awaiting the writer below says why.
         let _ = self.send(STOP, Outcome::Release, None);
         let writer = self.writer.lock().unwrap().take();
         if let Some(writer) = writer {
-            let _ = writer.await;
+            writer.await.map_err(OutboxError::Writer)?;
         }
+        claimed
     }
 }
 
@@ -241,6 +264,8 @@ impl Progress {
     /// Waits, at most `limit`, until the outcomes up to `mark` are written.
     pub async fn written(&self, mark: u64, limit: Duration) {
         let mut written = self.written.clone();
+        // Bounded by design: past `limit`, or with the writer gone (the
+        // watch closed), the report goes on without them.
         let _ = tokio::time::timeout(limit, written.wait_for(|w| *w >= mark)).await;
     }
 }
@@ -334,6 +359,8 @@ impl Claimer {
                 },
             };
             if permits.available_permits() + 1 < chunk as usize {
+                // Running out of CHUNK_WAIT is expected: then what is free
+                // is claimed.
                 let _ = tokio::time::timeout(CHUNK_WAIT, async {
                     while permits.available_permits() + 1 < chunk as usize {
                         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -285,7 +285,13 @@ pub async fn supervise_driver<F, Fut>(
                 _ = watchdog.tick() => {
                     if heartbeat.silence() > hang_timeout {
                         running.abort();
-                        let _ = (&mut running).await;
+                        // Cancelled as asked, unless it panicked or ended
+                        // just before: the hang is the failure either way.
+                        if let Err(e) = (&mut running).await {
+                            if e.is_panic() {
+                                tracing::error!(channel = %name, "hung driver panicked: {}", panic_text(e));
+                            }
+                        }
                         break Some(format!("driver hung: no progress for {}s", hang_timeout.as_secs_f64()));
                     }
                 }
@@ -309,7 +315,11 @@ pub async fn supervise_driver<F, Fut>(
             _ = tokio::time::sleep(delay) => {}
         }
     }
-    let _ = state.flush().await;
+    if let Err(e) = state.flush().await {
+        // The counters since the last flush are lost; the channel stops
+        // either way.
+        tracing::warn!(channel = %name, "cannot write the channel's last counters: {e:#}");
+    }
     state.set(LinkStatus::Disconnected, None).await;
     flusher.abort();
 }

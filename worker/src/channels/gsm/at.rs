@@ -189,7 +189,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AtPort<T> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                // Leave PDU input, if the modem is in it after all.
+                // Leave PDU input, if the modem is in it after all. A port
+                // that cannot take this byte fails the next command too;
+                // the timeout is the error worth reporting.
                 let _ = self.write(&[0x1B]).await;
                 return Err(AtError::Timeout {
                     command,

@@ -70,9 +70,14 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
     if let Some(outbox) = &outbox {
         outbox.set_active(true);
     }
-    let result = serve(&mut modem, &ctx, outbox.as_deref(), &inbox).await;
+    let mut result = serve(&mut modem, &ctx, outbox.as_deref(), &inbox).await;
     if let Some(outbox) = &outbox {
-        outbox.shut_down().await;
+        if let Err(e) = outbox.shut_down().await {
+            tracing::error!(channel = %ctx.row.name, "{e}");
+            if result.is_ok() {
+                result = Err(e.into());
+            }
+        }
     }
     match &result {
         Ok(()) => ctx.state.session_down("stopped").await,

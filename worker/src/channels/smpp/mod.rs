@@ -132,45 +132,49 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
         let beat = Heartbeat::default();
         beat.beat();
         beats.push(beat.clone());
-        sessions.push(tokio::spawn(session::run(
-            channel.clone(),
-            bind,
-            index + 1,
-            beat,
-        )));
+        let session = tokio::spawn(session::run(channel.clone(), bind, index + 1, beat));
+        sessions.push((index + 1, session));
     }
     // The channel is alive while every session is: one stuck session stops
     // the channel's heartbeat and the supervisor restarts the channel.
     let mut beat = tokio::time::interval(Duration::from_secs(1));
-    loop {
+    let mut failure = loop {
         tokio::select! {
-            _ = ctx.stop.cancelled() => break,
+            _ = ctx.stop.cancelled() => break None,
             _ = beat.tick() => {
                 if beats.iter().all(|b| b.silence() < SESSION_HANG) {
                     ctx.heartbeat.beat();
                 }
             }
         }
-        if let Some(done) = sessions.iter().position(|s| s.is_finished()) {
-            let result = sessions.remove(done).await;
+        if let Some(done) = sessions.iter().position(|(_, s)| s.is_finished()) {
+            let (index, session) = sessions.remove(done);
+            let result = session.await;
+            // A session returns only once the channel stops: one that
+            // did so just before this loop saw the stop is no failure.
+            let stopping = ctx.stop.is_cancelled();
             ctx.stop.cancel();
-            for s in sessions {
-                let _ = s.await;
-            }
-            if let Some(outbox) = &channel.outbox {
-                outbox.shut_down().await;
-            }
-            return match result {
-                Ok(()) => Err(anyhow::anyhow!("an SMPP session ended unexpectedly")),
-                Err(e) => Err(anyhow::anyhow!("an SMPP session failed: {e}")),
+            break match result {
+                Ok(()) if stopping => None,
+                Ok(()) => Some(anyhow::anyhow!("an SMPP session ended unexpectedly")),
+                Err(e) => Some(anyhow::anyhow!("SMPP session {index} failed: {e}")),
             };
         }
-    }
-    for s in sessions {
-        let _ = s.await;
+    };
+    // The first failure is the channel's (the supervisor logs it and
+    // writes it to channel_state); any later one is logged here.
+    let name = &ctx.row.name;
+    for (index, session) in sessions {
+        if let Err(e) = session.await {
+            tracing::error!(channel = %name, session = index, "SMPP session failed while stopping: {e}");
+            failure.get_or_insert_with(|| anyhow::anyhow!("SMPP session {index} failed: {e}"));
+        }
     }
     if let Some(outbox) = &channel.outbox {
-        outbox.shut_down().await;
+        if let Err(e) = outbox.shut_down().await {
+            tracing::error!(channel = %name, "{e}");
+            failure.get_or_insert(e.into());
+        }
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
