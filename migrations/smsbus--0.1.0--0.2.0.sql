@@ -1604,3 +1604,170 @@ COMMENT ON FUNCTION sms_segments(text, text) IS 'How many SMS a body needs in an
 COMMENT ON FUNCTION status_is_permanent(text) IS 'Whether triggers may run for a status.';
 COMMENT ON VIEW queue_depth IS 'Messages waiting or in flight, per channel and status.';
 COMMENT ON VIEW channel_overview IS 'Each channel with its link state and queue (no credentials).';
+
+-- Accounts: the outside clients of smsbus (SMPP binds); messages carry
+-- the account that submitted them.
+-- The outside clients of smsbus: applications that bind over SMPP (and,
+-- later, call the HTTP API). Admins write them; the password is set with
+-- smsbus.set_password and kept only as a salted argon2id hash, which no
+-- smsbus role may read (sql/accounts.sql).
+CREATE TABLE account (
+    -- The SMPP system_id: at most 15 characters (a C-Octet String of 16).
+    name            text PRIMARY KEY
+                    CONSTRAINT account_name_format CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$'),
+    enabled         boolean NOT NULL DEFAULT true,
+    password_hash   text,
+    -- The SMPP binds it may open.
+    bind_types      text[] NOT NULL DEFAULT '{transmitter,receiver,transceiver}'
+                    CONSTRAINT account_bind_types CHECK (
+                        cardinality(bind_types) > 0
+                        AND bind_types <@ ARRAY['transmitter', 'receiver', 'transceiver']),
+    max_binds       integer NOT NULL DEFAULT 4 CONSTRAINT account_max_binds CHECK (max_binds >= 0),
+    -- Where it may connect from (null: anywhere).
+    allowed_ips     cidr[],
+    -- A regular expression every source address it gives must match (null: any).
+    allowed_sources text,
+    -- The source address of its messages that give none.
+    default_source  text,
+    -- Submissions per second across its binds (null: no limit).
+    throughput      real CONSTRAINT account_throughput CHECK (throughput > 0),
+    -- Unanswered deliver_sm per bind.
+    deliver_window  integer NOT NULL DEFAULT 10
+                    CONSTRAINT account_deliver_window CHECK (deliver_window BETWEEN 1 AND 1000),
+    -- Parts it may still send (null: no credit kept).
+    credit          bigint CONSTRAINT account_credit CHECK (credit >= 0),
+    -- Most messages it may submit per day, UTC (null: no limit).
+    daily_limit     integer CONSTRAINT account_daily_limit CHECK (daily_limit >= 0),
+    -- The channel its messages go to (null: the router chooses).
+    channel         text REFERENCES channel (name) ON UPDATE CASCADE ON DELETE SET NULL,
+    -- How it is told its messages' ids: decimal or hexadecimal.
+    message_id_format text NOT NULL DEFAULT 'dec'
+                    CONSTRAINT account_message_id_format CHECK (message_id_format IN ('dec', 'hex')),
+    description     text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE account IS 'Outside clients (SMPP binds): credentials as argon2id hashes, limits, defaults.';
+ALTER TABLE message ADD COLUMN account text;
+ALTER TABLE message_archive ADD COLUMN account text;
+-- Accounts: everything but the password's hash, which only
+-- smsbus.set_password writes and smsbus._verify_password reads.
+GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
+              deliver_window, credit, daily_limit, channel, message_id_format, description, created_at, updated_at),
+      INSERT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
+              deliver_window, credit, daily_limit, channel, message_id_format, description),
+      UPDATE (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
+              deliver_window, credit, daily_limit, channel, message_id_format, description),
+      DELETE
+    ON account TO smsbus_admin;
+GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
+              deliver_window, credit, daily_limit, channel, message_id_format, updated_at)
+    ON account TO smsbus_worker;
+CREATE FUNCTION "_password_hash"(
+	"password" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_password_hash_wrapper';
+CREATE FUNCTION "_password_matches"(
+	"hash" TEXT, /* & str */
+	"password" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_password_matches_wrapper';
+REVOKE ALL ON FUNCTION _password_hash(text), _password_matches(text, text) FROM PUBLIC;
+-- Checks an account row when it is written, and keeps its updated_at.
+CREATE FUNCTION _account_check() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF smsbus._restoring() THEN
+        RETURN NEW;
+    END IF;
+    NEW.updated_at := now();
+    IF NEW.allowed_sources IS NOT NULL THEN
+        BEGIN
+            PERFORM '' ~ NEW.allowed_sources;
+        EXCEPTION WHEN invalid_regular_expression THEN
+            RAISE EXCEPTION 'account %: allowed_sources is not a regular expression: %',
+                smsbus._excerpt(NEW.name), SQLERRM
+                USING ERRCODE = 'invalid_regular_expression',
+                      HINT = 'For example ''^(ACME|\+3161234)'': the source addresses the account may use.';
+        END;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION _account_changed() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_notify('smsbus_config', 'account');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER account_check BEFORE INSERT OR UPDATE ON account
+    FOR EACH ROW EXECUTE FUNCTION _account_check();
+CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON account
+    FOR EACH STATEMENT EXECUTE FUNCTION _account_changed();
+
+-- Sets an account's password: hashed (argon2id, a salt of its own), or an
+-- argon2id hash in PHC form as given (made by a client, so the password
+-- itself never reaches the server or its log). Null removes it: the
+-- account can no longer log in.
+CREATE FUNCTION set_password(account text, password text) RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+BEGIN
+    UPDATE smsbus.account a
+    SET password_hash = CASE WHEN set_password.password IS NOT NULL
+                             THEN smsbus._password_hash(set_password.password) END,
+        updated_at = now()
+    WHERE a.name = set_password.account;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account "%" does not exist', smsbus._excerpt(set_password.account)
+            USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+-- Whether `password` is account's password (false for an account that
+-- does not exist or has none). For the worker, at an SMPP bind.
+CREATE FUNCTION _verify_password(account text, password text) RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    SELECT coalesce((SELECT smsbus._password_matches(a.password_hash, _verify_password.password)
+                     FROM smsbus.account a
+                     WHERE a.name = _verify_password.account AND a.password_hash IS NOT NULL), false)
+$$;
+
+GRANT EXECUTE ON FUNCTION set_password(text, text) TO smsbus_admin;
+GRANT EXECUTE ON FUNCTION _verify_password(text, text) TO smsbus_worker;
+REVOKE ALL ON FUNCTION _account_check(), _account_changed(), set_password(text, text), _verify_password(text, text)
+    FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('smsbus.account'::regclass, '');
+COMMENT ON COLUMN message.account IS 'The account that submitted it (over SMPP); null for messages written in SQL.';
+COMMENT ON COLUMN account.name IS 'The account''s name, its SMPP system_id: letters, digits, _ . - (15 at most).';
+COMMENT ON COLUMN account.enabled IS 'Off: it cannot bind.';
+COMMENT ON COLUMN account.password_hash IS 'Its password as a salted argon2id hash: written by smsbus.set_password, read by no role.';
+COMMENT ON COLUMN account.bind_types IS 'The SMPP binds it may open: transmitter, receiver, transceiver.';
+COMMENT ON COLUMN account.max_binds IS 'Most binds it may have open at once, across workers.';
+COMMENT ON COLUMN account.allowed_ips IS 'The networks it may connect from; null for anywhere.';
+COMMENT ON COLUMN account.allowed_sources IS 'A regular expression every source address it gives must match; null for any.';
+COMMENT ON COLUMN account.default_source IS 'The source address of its messages that give none.';
+COMMENT ON COLUMN account.throughput IS 'Submissions per second across its binds; null for no limit.';
+COMMENT ON COLUMN account.deliver_window IS 'Unanswered deliver_sm (reports, inbound messages) per bind.';
+COMMENT ON COLUMN account.credit IS 'Parts it may still send; null keeps no credit.';
+COMMENT ON COLUMN account.daily_limit IS 'Most messages it may submit per day (UTC); null for no limit.';
+COMMENT ON COLUMN account.channel IS 'The channel its messages go to; null lets the router choose.';
+COMMENT ON COLUMN account.message_id_format IS 'How it is told message ids: dec or hex.';
+COMMENT ON FUNCTION set_password(text, text)
+    IS 'Sets an account''s password (kept as a salted argon2id hash), or an argon2id hash as given; null removes it.';
+SELECT _compile_router();

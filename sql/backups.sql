@@ -11,7 +11,8 @@ DO $dump$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['channel', 'route', 'block', 'trigger', 'archiving', 'channel_usage', 'message',
+    FOREACH t IN ARRAY ARRAY['channel', 'account', 'route', 'block', 'trigger', 'archiving', 'channel_usage',
+                             'message',
                              'message_event', 'message_part', 'pending_report', 'inbound_part',
                              'message_archive', 'message_part_archive'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('smsbus.' || t)::regclass, '');

@@ -28,6 +28,22 @@ COMMENT ON COLUMN message.delivered_at IS 'When its delivery report said deliver
 COMMENT ON COLUMN message.received_at IS 'When an inbound message arrived.';
 COMMENT ON COLUMN message.claimed_by IS 'The worker whose channel holds it while sending (system).';
 COMMENT ON COLUMN message.claimed_until IS 'When that worker''s lease ends (system).';
+COMMENT ON COLUMN message.account IS 'The account that submitted it (over SMPP); null for messages written in SQL.';
+
+COMMENT ON COLUMN account.name IS 'The account''s name, its SMPP system_id: letters, digits, _ . - (15 at most).';
+COMMENT ON COLUMN account.enabled IS 'Off: it cannot bind.';
+COMMENT ON COLUMN account.password_hash IS 'Its password as a salted argon2id hash: written by smsbus.set_password, read by no role.';
+COMMENT ON COLUMN account.bind_types IS 'The SMPP binds it may open: transmitter, receiver, transceiver.';
+COMMENT ON COLUMN account.max_binds IS 'Most binds it may have open at once, across workers.';
+COMMENT ON COLUMN account.allowed_ips IS 'The networks it may connect from; null for anywhere.';
+COMMENT ON COLUMN account.allowed_sources IS 'A regular expression every source address it gives must match; null for any.';
+COMMENT ON COLUMN account.default_source IS 'The source address of its messages that give none.';
+COMMENT ON COLUMN account.throughput IS 'Submissions per second across its binds; null for no limit.';
+COMMENT ON COLUMN account.deliver_window IS 'Unanswered deliver_sm (reports, inbound messages) per bind.';
+COMMENT ON COLUMN account.credit IS 'Parts it may still send; null keeps no credit.';
+COMMENT ON COLUMN account.daily_limit IS 'Most messages it may submit per day (UTC); null for no limit.';
+COMMENT ON COLUMN account.channel IS 'The channel its messages go to; null lets the router choose.';
+COMMENT ON COLUMN account.message_id_format IS 'How it is told message ids: dec or hex.';
 
 COMMENT ON COLUMN channel.name IS 'The channel''s name: letters, digits, _ . - (63 at most).';
 COMMENT ON COLUMN channel.kind IS 'smpp or gsm.';
@@ -70,6 +86,8 @@ COMMENT ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestam
     IS 'Queues one SMS and returns its id; with an idempotency_key used before, the first message''s id.';
 COMMENT ON FUNCTION archive(interval, integer)
     IS 'Moves up to batch_size finished messages unchanged for older_than to message_archive; returns how many.';
+COMMENT ON FUNCTION set_password(text, text)
+    IS 'Sets an account''s password (kept as a salted argon2id hash), or an argon2id hash as given; null removes it.';
 COMMENT ON FUNCTION reroute(bigint[], status[])
     IS 'Routes resting messages (nochannel, dailylimit, or the given statuses; all or those in ids) again.';
 COMMENT ON FUNCTION explain_route(bigint)

@@ -58,6 +58,48 @@ CREATE TABLE channel_state (
 );
 COMMENT ON TABLE channel_state IS 'Written by the worker: link status, owner and counters per channel.';
 
+-- The outside clients of smsbus: applications that bind over SMPP (and,
+-- later, call the HTTP API). Admins write them; the password is set with
+-- smsbus.set_password and kept only as a salted argon2id hash, which no
+-- smsbus role may read (sql/accounts.sql).
+CREATE TABLE account (
+    -- The SMPP system_id: at most 15 characters (a C-Octet String of 16).
+    name            text PRIMARY KEY
+                    CONSTRAINT account_name_format CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$'),
+    enabled         boolean NOT NULL DEFAULT true,
+    password_hash   text,
+    -- The SMPP binds it may open.
+    bind_types      text[] NOT NULL DEFAULT '{transmitter,receiver,transceiver}'
+                    CONSTRAINT account_bind_types CHECK (
+                        cardinality(bind_types) > 0
+                        AND bind_types <@ ARRAY['transmitter', 'receiver', 'transceiver']),
+    max_binds       integer NOT NULL DEFAULT 4 CONSTRAINT account_max_binds CHECK (max_binds >= 0),
+    -- Where it may connect from (null: anywhere).
+    allowed_ips     cidr[],
+    -- A regular expression every source address it gives must match (null: any).
+    allowed_sources text,
+    -- The source address of its messages that give none.
+    default_source  text,
+    -- Submissions per second across its binds (null: no limit).
+    throughput      real CONSTRAINT account_throughput CHECK (throughput > 0),
+    -- Unanswered deliver_sm per bind.
+    deliver_window  integer NOT NULL DEFAULT 10
+                    CONSTRAINT account_deliver_window CHECK (deliver_window BETWEEN 1 AND 1000),
+    -- Parts it may still send (null: no credit kept).
+    credit          bigint CONSTRAINT account_credit CHECK (credit >= 0),
+    -- Most messages it may submit per day, UTC (null: no limit).
+    daily_limit     integer CONSTRAINT account_daily_limit CHECK (daily_limit >= 0),
+    -- The channel its messages go to (null: the router chooses).
+    channel         text REFERENCES channel (name) ON UPDATE CASCADE ON DELETE SET NULL,
+    -- How it is told its messages' ids: decimal or hexadecimal.
+    message_id_format text NOT NULL DEFAULT 'dec'
+                    CONSTRAINT account_message_id_format CHECK (message_id_format IN ('dec', 'hex')),
+    description     text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE account IS 'Outside clients (SMPP binds): credentials as argon2id hashes, limits, defaults.';
+
 -- The queue. Users write the first group of columns; the extension and the
 -- worker write the rest.
 CREATE TABLE message (
@@ -100,7 +142,9 @@ CREATE TABLE message (
     delivered_at    timestamptz,
     received_at     timestamptz,
     claimed_by      text,
-    claimed_until   timestamptz
+    claimed_until   timestamptz,
+    -- The account that submitted it (over SMPP or HTTP); null for SQL.
+    account         text
     -- No CHECK constraints: PostgreSQL compiles them again for every
     -- statement, a twentieth of a single-row INSERT. The row triggers
     -- check what they would: direction is 'out' or 'in', and an outbound
@@ -335,6 +379,16 @@ GRANT SELECT ON channel_usage TO smsbus_sender;
 -- owner's rights (README: Security model). smsbus.trigger is where
 -- admins attach code to messages.
 GRANT SELECT, INSERT, UPDATE, DELETE ON channel, route, block, archiving, message TO smsbus_admin;
+-- Accounts: everything but the password's hash, which only
+-- smsbus.set_password writes and smsbus._verify_password reads.
+GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
+              deliver_window, credit, daily_limit, channel, message_id_format, description, created_at, updated_at),
+      INSERT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
+              deliver_window, credit, daily_limit, channel, message_id_format, description),
+      UPDATE (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
+              deliver_window, credit, daily_limit, channel, message_id_format, description),
+      DELETE
+    ON account TO smsbus_admin;
 GRANT SELECT ON channel_state, message_event, message_part, pending_report, inbound_part, channel_wakeup
     TO smsbus_admin;
 GRANT SELECT, UPDATE, DELETE ON channel_usage TO smsbus_admin;
@@ -342,6 +396,9 @@ GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
 
 -- The worker: runs the queue.
 GRANT SELECT ON channel TO smsbus_worker;
+GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
+              deliver_window, credit, daily_limit, channel, message_id_format, updated_at)
+    ON account TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE ON message TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_report, channel_wakeup,
     inbound_part TO smsbus_worker;

@@ -2,6 +2,7 @@
 //!
 //! The schema lives in SQL, a file a concern: `sql/schema.sql` (types,
 //! tables, indexes, roles), `queue.sql` (the queue's triggers), `send.sql`,
+//! `accounts.sql`,
 //! `router_check.sql`, `router_compile.sql`, `router_explain.sql`,
 //! `triggers.sql`, `outbox.sql`, `inbox.sql`, `maintenance.sql`,
 //! `views.sql`, `backups.sql`, `comments.sql` (what `\d+` says) and
@@ -27,6 +28,7 @@
 //! - [`rule_check`]: checks rule conditions with PostgreSQL's parser and
 //!   analyser when a rule row is written; [`script_check`]: SQL trigger
 //!   scripts likewise.
+//! - [`passwords`]: account passwords as salted argon2id hashes.
 //! - [`arming`]: `trigger_status` of a message that reaches a permanent
 //!   status, from the enabled triggers (`sql/triggers.sql`).
 //! - [`text`]: `smsbus.sms_encoding(text)`, `smsbus.sms_segments(text, encoding)`.
@@ -49,6 +51,7 @@ mod message_row;
 mod message_trace;
 mod message_triggers;
 mod owner;
+mod passwords;
 mod router;
 mod rule_check;
 mod rule_eval;
@@ -111,6 +114,17 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/accounts.sql",
+    name = "accounts",
+    requires = [
+        "schema",
+        "router_check",
+        _password_hash,
+        _password_matches,
+        _restoring
+    ]
+);
+extension_sql_file!(
     "../../sql/outbox.sql",
     name = "outbox",
     requires = ["schema"]
@@ -133,6 +147,7 @@ extension_sql_file!(
     requires = [
         "triggers",
         "send",
+        "accounts",
         "router_explain",
         "views",
         sms_encoding,
