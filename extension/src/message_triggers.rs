@@ -67,10 +67,9 @@ fn key_owner(key: &str) -> Option<i64> {
                 .select(plan, Some(1), &[key.into()])
                 .unwrap_or_else(|e| internal(format!("looking up idempotency_key: {e}")));
             if !table.is_empty() {
-                return table
-                    .first()
-                    .get_one::<i64>()
-                    .unwrap_or_else(|e| internal(format!("reading idempotency_key's message: {e}")));
+                return table.first().get_one::<i64>().unwrap_or_else(|e| {
+                    internal(format!("reading idempotency_key's message: {e}"))
+                });
             }
         }
         None
