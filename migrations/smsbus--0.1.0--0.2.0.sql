@@ -1771,3 +1771,121 @@ COMMENT ON COLUMN account.message_id_format IS 'How it is told message ids: dec 
 COMMENT ON FUNCTION set_password(text, text)
     IS 'Sets an account''s password (kept as a salted argon2id hash), or an argon2id hash as given; null removes it.';
 SELECT _compile_router();
+
+-- explain_route agrees with the router: a refused unknown channel, a failing function beside a taken route, round robin over channels at their daily limits.
+CREATE OR REPLACE FUNCTION _explain_route(m message)
+RETURNS TABLE (step integer, rule text, matched boolean, outcome text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b smsbus.block;
+    r smsbus.route;
+    hit boolean;
+    code integer;
+    ch text;
+    fn text;
+    decided text;
+    decided_position integer;
+    skipped boolean := false;
+    over_limit boolean := false;
+    names text;
+    saved_path text := current_setting('search_path');
+BEGIN
+    -- Conditions read as the router reads them (_rules_search_path).
+    PERFORM set_config('search_path', smsbus._rules_search_path(smsbus._rules_schemas()), true);
+    step := 0;
+    FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
+        EXECUTE format('SELECT (%s) FROM (SELECT ($1).*) AS message', b.condition) INTO hit USING m;
+        step := step + 1;
+        rule := 'block ' || b.id;
+        matched := coalesce(hit, false);
+        outcome := CASE WHEN matched THEN 'blocked: ' || b.reason ELSE 'no match' END;
+        IF matched AND decided IS NULL THEN
+            decided := 'blocked by block ' || b.id || ': ' || b.reason;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    IF m.channel IS NOT NULL THEN
+        code := smsbus._channel_check(m.channel);
+        -- An INSERT naming a channel that does not exist is refused before
+        -- any rule is read.
+        decided := CASE WHEN code = 1 THEN 'refused: unknown channel "' || smsbus._excerpt(m.channel) || '"'
+                        ELSE coalesce(decided, CASE code
+            WHEN 0 THEN 'queued on ' || m.channel || ' (channel given; routes are not consulted)'
+            WHEN 4 THEN 'dailylimit: ' || smsbus._channel_take_reason(m.channel, code)
+            ELSE 'nochannel: ' || smsbus._channel_take_reason(m.channel, code) END) END;
+    ELSE
+        FOR r IN SELECT * FROM smsbus.route WHERE enabled ORDER BY position, id LOOP
+            EXECUTE format('SELECT (%s) FROM (SELECT ($1).*) AS message', r.condition) INTO hit USING m;
+            step := step + 1;
+            rule := format('route %s (position %s%s)', r.id, r.position,
+                           CASE WHEN r.weight <> 1 THEN ', weight ' || r.weight ELSE '' END);
+            matched := coalesce(hit, false);
+            ch := r.channel;
+            outcome := NULL;
+            IF matched AND r.function IS NOT NULL THEN
+                SELECT format('%I.%I', n.nspname, p.proname) INTO fn
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE p.oid = to_regprocedure(r.function || '(smsbus.message)');
+                BEGIN
+                    EXECUTE format('SELECT %s($1)', fn) INTO ch USING m;
+                    IF ch IS NULL THEN
+                        matched := false;
+                        outcome := fn || ' returned null: no match';
+                    END IF;
+                EXCEPTION WHEN OTHERS THEN
+                    outcome := 'failed: ' || fn || ': ' || SQLERRM;
+                    -- The router reads every route of a position before it
+                    -- picks one: a failure there fails the message even
+                    -- beside a route that could take it.
+                    IF decided IS NULL OR decided_position = r.position THEN
+                        decided := 'failed: route ' || r.id || ': ' || fn || ' failed: ' || SQLERRM;
+                        decided_position := NULL;
+                    END IF;
+                    ch := NULL;
+                END;
+            END IF;
+            IF NOT matched THEN
+                outcome := coalesce(outcome, 'no match');
+            ELSIF ch IS NOT NULL THEN
+                code := smsbus._channel_check(ch);
+                IF code = 0 THEN
+                    outcome := 'match: ' || ch || ' can take it';
+                    IF decided IS NULL THEN
+                        decided := 'queued on ' || ch || ' (route ' || r.id || ')';
+                        decided_position := r.position;
+                    ELSIF decided_position = r.position THEN
+                        decided := decided || ' or on ' || ch || ' (route ' || r.id || '), by weight';
+                    END IF;
+                ELSE
+                    outcome := 'match, skipped: ' || smsbus._channel_take_reason(ch, code);
+                    skipped := true;
+                    over_limit := over_limit OR code = 4;
+                END IF;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+        IF decided IS NULL AND skipped THEN
+            decided := CASE WHEN over_limit THEN 'dailylimit' ELSE 'nochannel' END
+                       || ': every matching route was skipped';
+        END IF;
+        IF decided IS NULL THEN
+            SELECT string_agg(c.name, ', ' ORDER BY c.name) INTO names
+            FROM smsbus.channel c WHERE c.enabled AND c.can_send AND smsbus._channel_check(c.name) = 0;
+            decided := CASE
+                WHEN names IS NOT NULL THEN 'round robin over ' || names || ' (no route matched)'
+                WHEN EXISTS (SELECT FROM smsbus.channel c WHERE c.enabled AND c.can_send)
+                    THEN 'dailylimit: no route matched and every channel that can send reached its daily limit'
+                ELSE 'nochannel: no route matched and no channel can send' END;
+        END IF;
+    END IF;
+    step := step + 1;
+    rule := 'decision';
+    matched := NULL;
+    outcome := decided;
+    RETURN NEXT;
+    PERFORM set_config('search_path', saved_path, true);
+END
+$$;
+

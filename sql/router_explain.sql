@@ -71,10 +71,13 @@ BEGIN
 
     IF m.channel IS NOT NULL THEN
         code := smsbus._channel_check(m.channel);
-        decided := coalesce(decided, CASE code
+        -- An INSERT naming a channel that does not exist is refused before
+        -- any rule is read.
+        decided := CASE WHEN code = 1 THEN 'refused: unknown channel "' || smsbus._excerpt(m.channel) || '"'
+                        ELSE coalesce(decided, CASE code
             WHEN 0 THEN 'queued on ' || m.channel || ' (channel given; routes are not consulted)'
             WHEN 4 THEN 'dailylimit: ' || smsbus._channel_take_reason(m.channel, code)
-            ELSE 'nochannel: ' || smsbus._channel_take_reason(m.channel, code) END);
+            ELSE 'nochannel: ' || smsbus._channel_take_reason(m.channel, code) END) END;
     ELSE
         FOR r IN SELECT * FROM smsbus.route WHERE enabled ORDER BY position, id LOOP
             EXECUTE format('SELECT (%s) FROM (SELECT ($1).*) AS message', r.condition) INTO hit USING m;
@@ -96,7 +99,13 @@ BEGIN
                     END IF;
                 EXCEPTION WHEN OTHERS THEN
                     outcome := 'failed: ' || fn || ': ' || SQLERRM;
-                    decided := coalesce(decided, 'failed: route ' || r.id || ': ' || fn || ' failed: ' || SQLERRM);
+                    -- The router reads every route of a position before it
+                    -- picks one: a failure there fails the message even
+                    -- beside a route that could take it.
+                    IF decided IS NULL OR decided_position = r.position THEN
+                        decided := 'failed: route ' || r.id || ': ' || fn || ' failed: ' || SQLERRM;
+                        decided_position := NULL;
+                    END IF;
                     ch := NULL;
                 END;
             END IF;
@@ -127,8 +136,11 @@ BEGIN
         IF decided IS NULL THEN
             SELECT string_agg(c.name, ', ' ORDER BY c.name) INTO names
             FROM smsbus.channel c WHERE c.enabled AND c.can_send AND smsbus._channel_check(c.name) = 0;
-            decided := CASE WHEN names IS NULL THEN 'nochannel: no route matched and no channel can send'
-                            ELSE 'round robin over ' || names || ' (no route matched)' END;
+            decided := CASE
+                WHEN names IS NOT NULL THEN 'round robin over ' || names || ' (no route matched)'
+                WHEN EXISTS (SELECT FROM smsbus.channel c WHERE c.enabled AND c.can_send)
+                    THEN 'dailylimit: no route matched and every channel that can send reached its daily limit'
+                ELSE 'nochannel: no route matched and no channel can send' END;
         END IF;
     END IF;
     step := step + 1;
