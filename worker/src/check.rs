@@ -18,6 +18,29 @@ use crate::{db, Config};
 /// How long a provider gets to accept a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What is wrong with an enabled channel, as its FAIL line says.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum ChannelProblem {
+    #[error("unknown kind {0:?}")]
+    UnknownKind(String),
+    /// The config does not parse (the message names the field).
+    #[error("{0:#}")]
+    Config(anyhow::Error),
+    #[error("cannot connect to {address}: {source}")]
+    Unreachable {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to {address}: timed out")]
+    Timeout { address: String },
+    #[error("{device}: {source}")]
+    NoDevice {
+        device: String,
+        source: std::io::Error,
+    },
+}
+
 /// One checked item.
 struct Finding {
     what: String,
@@ -92,36 +115,45 @@ async fn channels(client: &Client) -> anyhow::Result<Vec<Finding>> {
         let result = match kind.as_str() {
             "smpp" => smpp(&config).await,
             "gsm" => gsm(&config),
-            other => Err(format!("unknown kind {other:?}")),
+            other => Err(ChannelProblem::UnknownKind(other.to_owned())),
+        };
+        let (detail, problem) = match result {
+            Ok(detail) => (detail, None),
+            Err(problem) => (String::new(), Some(problem.to_string())),
         };
         findings.push(Finding {
             what: format!("channel {name} ({kind})"),
-            detail: result.clone().unwrap_or_default(),
-            problem: result.err(),
+            detail,
+            problem,
         });
     }
     Ok(findings)
 }
 
-async fn smpp(config: &serde_json::Value) -> Result<String, String> {
-    let config = SmppConfig::parse(config).map_err(|e| format!("{e:#}"))?;
+/// The provider accepts a connection: what was found.
+async fn smpp(config: &serde_json::Value) -> Result<String, ChannelProblem> {
+    let config = SmppConfig::parse(config).map_err(ChannelProblem::Config)?;
     let address = format!("{}:{}", config.host, config.port);
     // A connection, not a bind: a running worker's sessions are not
     // disturbed, and the password is not tried where it might lock out.
     match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&address)).await {
         Ok(Ok(_)) => Ok(format!("{address} accepts connections")),
-        Ok(Err(e)) => Err(format!("cannot connect to {address}: {e}")),
-        Err(_) => Err(format!("cannot connect to {address}: timed out")),
+        Ok(Err(source)) => Err(ChannelProblem::Unreachable { address, source }),
+        Err(_) => Err(ChannelProblem::Timeout { address }),
     }
 }
 
-fn gsm(config: &serde_json::Value) -> Result<String, String> {
-    let config = GsmConfig::parse(config).map_err(|e| format!("{e:#}"))?;
+/// The modem's device exists: what was found.
+fn gsm(config: &serde_json::Value) -> Result<String, ChannelProblem> {
+    let config = GsmConfig::parse(config).map_err(ChannelProblem::Config)?;
     // Opening it could take the port from a running worker: its presence
     // is what can be checked from here.
     match std::fs::metadata(&config.device) {
         Ok(_) => Ok(format!("{} exists", config.device)),
-        Err(e) => Err(format!("{}: {e}", config.device)),
+        Err(source) => Err(ChannelProblem::NoDevice {
+            device: config.device,
+            source,
+        }),
     }
 }
 

@@ -5,6 +5,7 @@
 //! write fails, every caller gets the error and answers the peer with a
 //! temporary error, so the peer sends it again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -48,10 +49,24 @@ pub struct Part {
     pub seq: i32,
 }
 
+/// Why a report or received message was not recorded. Surfaces to the
+/// driver that handed it over, which leaves it unacknowledged (SMPP:
+/// ESME_RX_T_APPN, so the provider sends it again; GSM: kept on the SIM).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboxError {
+    /// The inbox's writer is gone: the channel is stopping.
+    #[error("the channel is stopping")]
+    Stopping,
+    /// The database did not take the batch the item was written in.
+    #[error("{0:#}")]
+    Write(Arc<anyhow::Error>),
+}
+
 enum Item {
     /// A report, and the outcomes handed over before it arrived.
-    Report(Report, u64, oneshot::Sender<Result<(), String>>),
-    Inbound(Inbound, oneshot::Sender<Result<Option<i64>, String>>),
+    Report(Report, u64, oneshot::Sender<Result<(), InboxError>>),
+    Inbound(Inbound, oneshot::Sender<Result<Option<i64>, InboxError>>),
 }
 
 #[derive(Clone)]
@@ -73,23 +88,23 @@ impl Inbox {
     }
 
     /// Records a report; Ok once committed.
-    pub async fn report(&self, report: Report) -> Result<(), String> {
+    pub async fn report(&self, report: Report) -> Result<(), InboxError> {
         let (tx, rx) = oneshot::channel();
         let mark = self.outbox.as_ref().map_or(0, Progress::mark);
         self.items
             .send(Item::Report(report, mark, tx))
-            .map_err(|_| "the channel is stopping".to_owned())?;
-        rx.await.map_err(|_| "the channel is stopping".to_owned())?
+            .map_err(|_| InboxError::Stopping)?;
+        rx.await.map_err(|_| InboxError::Stopping)?
     }
 
     /// Records a received message (its id once committed) or a part (the
     /// id of the message it completed, else None).
-    pub async fn inbound(&self, message: Inbound) -> Result<Option<i64>, String> {
+    pub async fn inbound(&self, message: Inbound) -> Result<Option<i64>, InboxError> {
         let (tx, rx) = oneshot::channel();
         self.items
             .send(Item::Inbound(message, tx))
-            .map_err(|_| "the channel is stopping".to_owned())?;
-        rx.await.map_err(|_| "the channel is stopping".to_owned())?
+            .map_err(|_| InboxError::Stopping)?;
+        rx.await.map_err(|_| InboxError::Stopping)?
     }
 }
 
@@ -133,7 +148,7 @@ async fn write_loop(
                     }
                 }
             }
-            let answer = result.map_err(|e| format!("{e:#}"));
+            let answer = result.map_err(|e| InboxError::Write(Arc::new(e)));
             for (_, tx) in reports {
                 tell(tx, answer.clone());
             }
@@ -162,7 +177,7 @@ fn tell<T>(waiting: oneshot::Sender<T>, answer: T) {
     let _ = waiting.send(answer);
 }
 
-type InboundItems = Vec<(Inbound, oneshot::Sender<Result<Option<i64>, String>>)>;
+type InboundItems = Vec<(Inbound, oneshot::Sender<Result<Option<i64>, InboxError>>)>;
 
 fn answer_inbound(
     ctx: &ChannelContext,
@@ -178,7 +193,7 @@ fn answer_inbound(
             }
         }
         Err(e) => {
-            let error = format!("{e:#}");
+            let error = InboxError::Write(Arc::new(e));
             for (_, tx) in items {
                 tell(tx, Err(error.clone()));
             }

@@ -12,7 +12,7 @@ use tokio_serial::SerialStream;
 use super::at::{AtError, AtPort, Unsolicited};
 use super::config::GsmConfig;
 use super::errors;
-use crate::channels::inbox::{Inbound, Inbox, Part, Report};
+use crate::channels::inbox::{Inbound, Inbox, InboxError, Part, Report};
 use crate::channels::outbox::Outcome;
 use crate::channels::state::Count;
 use crate::channels::{ChannelContext, OutMessage};
@@ -398,7 +398,7 @@ impl Modem {
         pdu: &str,
         length: Option<usize>,
         inbox: &Inbox,
-    ) -> Result<(), String> {
+    ) -> Result<(), InboxError> {
         let to = self.config.number.clone().unwrap_or_default();
         let result = match incoming::decode(pdu, length) {
             Ok(Incoming::Deliver(d)) => {

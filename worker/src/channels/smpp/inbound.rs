@@ -25,8 +25,25 @@ pub struct Decoded {
     pub part: Option<PartOf>,
 }
 
+/// What is wrong with an inbound message. Surfaces in the log, and the
+/// PDU is refused with ESME_RX_P_APPN (`delivery::take_inbound`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboundError {
+    #[error("UCS-2 text of odd length ({octets} octets)")]
+    OddUcs2 { octets: usize },
+    #[error("UDHI set but no user data")]
+    NoUserData,
+    #[error("user data header of {header} octets in a payload of {payload}")]
+    HeaderTooLong { header: usize, payload: usize },
+    #[error("user data header element longer than the header")]
+    ElementTooLong,
+    #[error("part {seq} of {total} is not a valid part")]
+    InvalidPart { seq: u8, total: u8 },
+}
+
 /// Reads an inbound message; the error says what is wrong with it.
-pub fn decode(pdu: &Carried<'_>) -> Result<Decoded, String> {
+pub fn decode(pdu: &Carried<'_>) -> Result<Decoded, InboundError> {
     let mut payload: &[u8] = pdu.short_message;
     let mut sar = (None, None, None);
     for tlv in pdu.tlvs {
@@ -74,7 +91,7 @@ fn address(text: &str, ton: u8) -> String {
 
 /// The text of a payload by data coding (SMPP 3.4 §5.2.19; GSM 03.38
 /// data coding groups for the 0xF0 and 0x00-0x0F message classes).
-fn text_of(data_coding: u8, payload: &[u8]) -> Result<(String, bool), String> {
+fn text_of(data_coding: u8, payload: &[u8]) -> Result<(String, bool), InboundError> {
     let alphabet = match data_coding {
         0x00 | 0x01 => Alphabet::Gsm7,
         0x03 => Alphabet::Latin1,
@@ -97,10 +114,9 @@ fn text_of(data_coding: u8, payload: &[u8]) -> Result<(String, bool), String> {
         Alphabet::Latin1 => (payload.iter().map(|&b| char::from(b)).collect(), false),
         Alphabet::Ucs2 => {
             if !payload.len().is_multiple_of(2) {
-                return Err(format!(
-                    "UCS-2 text of odd length ({} octets)",
-                    payload.len()
-                ));
+                return Err(InboundError::OddUcs2 {
+                    octets: payload.len(),
+                });
             }
             let units: Vec<u16> = payload
                 .chunks(2)
@@ -121,20 +137,20 @@ enum Alphabet {
 
 /// Splits the user data header off, returning its concatenation element
 /// (TS 23.040 §9.2.3.24.1 and .8) if any.
-fn split_udh(payload: &[u8]) -> Result<(Option<PartOf>, &[u8]), String> {
-    let udhl = *payload.first().ok_or("UDHI set but no user data")? as usize;
+fn split_udh(payload: &[u8]) -> Result<(Option<PartOf>, &[u8]), InboundError> {
+    let udhl = *payload.first().ok_or(InboundError::NoUserData)? as usize;
     if payload.len() < udhl + 1 {
-        return Err(format!(
-            "user data header of {udhl} octets in a payload of {}",
-            payload.len()
-        ));
+        return Err(InboundError::HeaderTooLong {
+            header: udhl,
+            payload: payload.len(),
+        });
     }
     let mut header = &payload[1..=udhl];
     let mut part = None;
     while header.len() >= 2 {
         let (iei, len) = (header[0], header[1] as usize);
         let Some(data) = header.get(2..2 + len) else {
-            return Err("user data header element longer than the header".into());
+            return Err(InboundError::ElementTooLong);
         };
         match (iei, len) {
             (0x00, 3) => {
@@ -157,7 +173,10 @@ fn split_udh(payload: &[u8]) -> Result<(Option<PartOf>, &[u8]), String> {
     }
     if let Some(p) = part {
         if p.seq == 0 || p.seq > p.total {
-            return Err(format!("part {} of {} is not a valid part", p.seq, p.total));
+            return Err(InboundError::InvalidPart {
+                seq: p.seq,
+                total: p.total,
+            });
         }
     }
     Ok((part, &payload[udhl + 1..]))
@@ -171,7 +190,7 @@ mod tests {
     use rusmpp::values::{DataCoding, EsmClass, Ton};
     use std::str::FromStr;
 
-    fn read(pdu: DeliverSm) -> Result<Decoded, String> {
+    fn read(pdu: DeliverSm) -> Result<Decoded, InboundError> {
         decode(&Carried::from(&pdu))
     }
 

@@ -47,8 +47,20 @@ pub fn is_receipt(esm_class: u8) -> bool {
     matches!(esm_class & 0x3C, 0x04 | 0x20)
 }
 
+/// What a delivery receipt lacks, with its text. Surfaces in the log; the
+/// receipt is acknowledged and dropped (`delivery::take_receipt`), since
+/// refusing it would only bring it back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    #[error("receipt without a message id: {text:?}")]
+    NoMessageId { text: String },
+    #[error("receipt without a state: {text:?}")]
+    NoState { text: String },
+}
+
 /// Reads a receipt; the error says what is missing.
-pub fn parse(pdu: &Carried<'_>, format: DlrIdFormat) -> Result<Receipt, String> {
+pub fn parse(pdu: &Carried<'_>, format: DlrIdFormat) -> Result<Receipt, ReceiptError> {
     let mut tlv_id = None;
     let mut tlv_state = None;
     let mut payload = None;
@@ -70,12 +82,20 @@ pub fn parse(pdu: &Carried<'_>, format: DlrIdFormat) -> Result<Receipt, String> 
     let (raw_id, from_tlv) = match (tlv_id, fields.id) {
         (Some(id), _) if !id.is_empty() => (id, true),
         (_, Some(id)) => (id.to_owned(), false),
-        _ => return Err(format!("receipt without a message id: {text:?}")),
+        _ => {
+            return Err(ReceiptError::NoMessageId {
+                text: text.into_owned(),
+            })
+        }
     };
     let status = match (tlv_state, fields.stat) {
         (Some(state), _) => status_of_state(state),
         (None, Some(stat)) => status_of_stat(stat),
-        (None, None) => return Err(format!("receipt without a state: {text:?}")),
+        (None, None) => {
+            return Err(ReceiptError::NoState {
+                text: text.into_owned(),
+            })
+        }
     };
     let mut detail = match (fields.stat, tlv_state) {
         (Some(stat), _) => format!("stat:{stat}"),
@@ -199,7 +219,7 @@ mod tests {
     use rusmpp::values::{EsmClass, MessageState};
     use std::str::FromStr;
 
-    fn receipt(pdu: DeliverSm, format: DlrIdFormat) -> Result<Receipt, String> {
+    fn receipt(pdu: DeliverSm, format: DlrIdFormat) -> Result<Receipt, ReceiptError> {
         parse(&Carried::from(&pdu), format)
     }
 
