@@ -97,20 +97,20 @@ pub async fn run(
     for round in 1..=rounds {
         eprintln!("  empty tables, round {round} of {rounds} ...");
         empty_rates.push(end_to_end::run(control, conninfo, &settings).await?.rate);
-        control.batch_execute(super::TRUNCATE_ALL).await?;
+        control.batch_execute(crate::common::TRUNCATE_ALL).await?;
         control.batch_execute(forget_channels).await?;
-        super::settle(control).await?;
+        crate::common::settle(control).await?;
     }
 
     eprintln!("  filling: {finished} finished messages, {archived} archived ...");
     fill(control, finished, archived).await?;
-    super::settle(control).await?;
+    crate::common::settle(control).await?;
     let mut filled_rates = Vec::new();
     for round in 1..=rounds {
         eprintln!("  filled tables, round {round} of {rounds} ...");
         filled_rates.push(end_to_end::run(control, conninfo, &settings).await?.rate);
         control.batch_execute(forget_channels).await?;
-        super::settle(control).await?;
+        crate::common::settle(control).await?;
     }
 
     eprintln!("  long run: {long_run} messages ...");
@@ -181,7 +181,7 @@ async fn fill(control: &Client, finished: usize, archived: usize) -> Result<()> 
              CREATE TEMP TABLE template AS SELECT * FROM smsbus.message;",
         )
         .await?;
-    control.batch_execute(super::TRUNCATE_ALL).await?;
+    control.batch_execute(crate::common::TRUNCATE_ALL).await?;
     control
         .batch_execute("SET session_replication_role = replica")
         .await?;

@@ -44,8 +44,8 @@ impl Figures {
 pub async fn run(control: &Client, conninfo: &str, messages: usize) -> Result<Figures> {
     let mut rates = Vec::new();
     for (name, language, script) in SCENARIOS {
-        control.batch_execute(super::TRUNCATE_ALL).await?;
-        super::settle(control).await?;
+        control.batch_execute(crate::common::TRUNCATE_ALL).await?;
+        crate::common::settle(control).await?;
         eprintln!("  {name} ...");
         rates.push(one(control, conninfo, messages, language, script).await?);
     }
