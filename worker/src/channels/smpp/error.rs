@@ -113,3 +113,67 @@ pub fn status_text(status: CommandStatus) -> String {
     };
     format!("{name} (0x{code:08X})")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_bind_reads_as_one_and_stands_apart() {
+        let refused = SessionError::BindRefused {
+            status: CommandStatus::EsmeRinvpaswd,
+        };
+        assert_eq!(
+            refused.to_string(),
+            "bind refused: ESME_RINVPASWD (0x0000000E)"
+        );
+        assert!(refused.is_refusal());
+        let lost = SessionError::Closed(Closing::WhileBound);
+        assert_eq!(lost.to_string(), "the provider closed the connection");
+        assert!(!lost.is_refusal());
+    }
+
+    #[test]
+    fn errors_read_as_the_operator_knows_them() {
+        let reset = || io::Error::from(io::ErrorKind::ConnectionReset);
+        let cases = [
+            (
+                SessionError::write(Writing::SubmitSm)(reset()),
+                "cannot write submit_sm: connection reset",
+            ),
+            (
+                SessionError::write(Writing::Answer)(reset()),
+                "cannot answer: connection reset",
+            ),
+            (
+                SessionError::ConnectTimeout {
+                    address: "smsc:2775".into(),
+                },
+                "cannot connect to smsc:2775: timed out",
+            ),
+            (
+                SessionError::EnquireLinkUnanswered { seconds: 2.5 },
+                "no enquire_link_resp within 2.5s: the link is dead",
+            ),
+            (
+                SessionError::ReadDuringBind(reset()),
+                "during the bind: connection reset",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn statuses_read_as_the_specification_names_them() {
+        assert_eq!(
+            status_text(CommandStatus::EsmeRthrottled),
+            "ESME_RTHROTTLED (0x00000058)"
+        );
+        assert_eq!(
+            status_text(CommandStatus::Other(0x0400)),
+            "unknown status (0x00000400)"
+        );
+    }
+}
