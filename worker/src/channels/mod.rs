@@ -10,7 +10,8 @@
 //!   window can take, and writes their outcomes in batches.
 //! - [`inbox`]: records delivery reports and inbound messages in batches;
 //!   a driver acknowledges them to the peer only after the commit.
-//! - [`smpp`]: the SMPP driver.
+//! - [`smpp`]: the SMPP driver: sessions, each a link to the provider and
+//!   a window of submissions in flight.
 //! - [`gsm`]: the GSM modem driver.
 //!
 //! A driver is an async function taking a [`ChannelContext`]; adding a kind
