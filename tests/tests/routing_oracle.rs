@@ -961,6 +961,26 @@ fn decision_kind(set: &RuleSet, message: &Message, explained: &[String]) -> &'st
 /// Known disagreements, reported to the lead: counted, not failed.
 fn known(set: &RuleSet, outcome: &Outcome) -> Option<&'static str> {
     let got = &outcome.insert;
+    // KNOWN: an INSERT naming a channel that does not exist is refused
+    // before any rule is read; explain reads the blocking rules first, so
+    // one that raises for this message makes explain fail with its error.
+    if outcome
+        .insert_error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("unknown channel"))
+        && outcome
+            .explain_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("invalid input syntax for type integer"))
+        && set
+            .blocks
+            .iter()
+            .any(|b| b.enabled && b.condition.text.contains(RAISES))
+    {
+        return Some(
+            "KNOWN explain reads the blocks before refusing an unknown channel: one raised",
+        );
+    }
     // KNOWN: explain runs every enabled rule, also those after the one
     // that decides, so a condition that raises for this message where the
     // router never evaluates it fails explain_route, not the INSERT.
@@ -970,15 +990,20 @@ fn known(set: &RuleSet, outcome: &Outcome) -> Option<&'static str> {
             .as_deref()
             .is_some_and(|e| e.starts_with("invalid input syntax for type integer"))
     {
-        let order = |by: &str| -> Option<(u8, i64)> {
+        // Where the router stopped, in the order it reads rules: blocks by
+        // id, then routes by position; it reads a whole position (routes
+        // sharing it by id) unless a function route there failed.
+        let failed = got.status.as_deref() == Some("failed");
+        let order = |by: &str| -> Option<(u8, i64, i64)> {
             if let Some(id) = rule_id(by, "block") {
-                return Some((0, id));
+                return Some((0, id, 0));
             }
             if by == "channel given" {
-                return Some((1, i64::MIN));
+                return Some((1, i64::MIN, 0));
             }
             let id = rule_id(by, "route")?;
-            Some((1, set.route(id)?.position.into()))
+            let position = set.route(id)?.position.into();
+            Some((1, position, if failed { id } else { i64::MAX }))
         };
         // KNOWN: a rule with a subquery is an IF of its own in the router,
         // planned by PL/pgSQL with a custom plan for its first five
@@ -997,8 +1022,8 @@ fn known(set: &RuleSet, outcome: &Outcome) -> Option<&'static str> {
         let raising = set
             .blocks
             .iter()
-            .map(|b| (b, (0, b.id)))
-            .chain(set.routes.iter().map(|r| (r, (1, r.position.into()))))
+            .map(|b| (b, (0, b.id, 0)))
+            .chain(set.routes.iter().map(|r| (r, (1, r.position.into(), r.id))))
             .filter(|(rule, _)| rule.enabled && rule.condition.text.contains(RAISES))
             .map(|(_, key)| key)
             .min();
