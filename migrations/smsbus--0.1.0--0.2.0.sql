@@ -1889,3 +1889,204 @@ BEGIN
 END
 $$;
 
+
+-- The compiled rules use generic plans from the first message on; explain_route reads conditions as they do, refuses an unknown channel before any rule, and lets a rule the router never reaches not fail.
+CREATE OR REPLACE FUNCTION _define_router(name text, declarations text, code text, schemas name[]) RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+DECLARE
+    path text := smsbus._rules_search_path(schemas);
+    fn regprocedure;
+BEGIN
+    IF name IS NULL OR name NOT IN ('_router', '_router_blocks') THEN
+        RAISE EXCEPTION 'smsbus._define_router writes smsbus._router and smsbus._router_blocks, not %', name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF code IS NULL THEN
+        EXECUTE format(
+            E'CREATE OR REPLACE FUNCTION smsbus.%I(smsbus.message) RETURNS smsbus._routing\n' ||
+            E'LANGUAGE sql IMMUTABLE SECURITY DEFINER SET search_path = pg_catalog, smsbus, pg_temp\n' ||
+            E'AS $none$ SELECT ROW(NULL, NULL, NULL, NULL)::smsbus._routing $none$', name);
+    ELSE
+        EXECUTE format(
+            E'CREATE OR REPLACE FUNCTION smsbus.%I(smsbus.message) RETURNS smsbus._routing\n' ||
+            E'LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = %s\n' ||
+            -- Generic plans from the first message on: a plan made for one
+            -- message folds its values in as constants, so a condition such
+            -- as `(SELECT priority > 9) AND (custom->>'n')::int > 0` would
+            -- raise for the first few messages of a session and route the
+            -- rest; generic plans read it as explain_route does.
+            E'SET plan_cache_mode = force_generic_plan\n' ||
+            E'AS %L', name, path,
+            E'-- Compiled by smsbus._compile_router() from smsbus.block and smsbus.route: do not edit.\n' ||
+            E'#variable_conflict use_column\n<<message>>\nDECLARE\n' ||
+            declarations ||
+            E'    _r_code integer;\n    _r_channel text;\n    _r_skipped text;\n' ||
+            E'    _r_over_limit boolean := false;\n    _r_ids bigint[];\n    _r_channels text[];\n' ||
+            E'    _r_weights integer[];\n    _r_result smsbus._routing;\n    _r_hit integer;\n    _r_from integer;\nBEGIN\n' ||
+            code || E'END\n');
+    END IF;
+    fn := format('smsbus.%I(smsbus.message)', name)::regprocedure;
+    IF (SELECT p.proowner <> 'smsbus_rules'::regrole FROM pg_proc p WHERE p.oid = fn) THEN
+        EXECUTE format('ALTER FUNCTION %s OWNER TO smsbus_rules', fn);
+    END IF;
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _explain_route(m message)
+RETURNS TABLE (step integer, rule text, matched boolean, outcome text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b smsbus.block;
+    r smsbus.route;
+    hit boolean;
+    code integer;
+    ch text;
+    fn text;
+    decided text;
+    decided_position integer;
+    skipped boolean := false;
+    over_limit boolean := false;
+    names text;
+    saved_path text := current_setting('search_path');
+    -- A condition read as the router reads it: its columns are the
+    -- message's values at run time, never constants the planner folds
+    -- (OFFSET 0), as in the router's generic plans.
+    evaluate constant text := 'SELECT (%s) FROM (SELECT ($1).* OFFSET 0) AS message';
+    unreached text;
+BEGIN
+    step := 0;
+    -- An INSERT naming a channel that does not exist is refused before
+    -- any rule is read.
+    IF m.channel IS NOT NULL AND smsbus._channel_check(m.channel) = 1 THEN
+        step := 1;
+        rule := 'decision';
+        matched := NULL;
+        outcome := 'refused: unknown channel "' || smsbus._excerpt(m.channel) || '"';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- Conditions read as the router reads them (_rules_search_path).
+    PERFORM set_config('search_path', smsbus._rules_search_path(smsbus._rules_schemas()), true);
+    FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
+        -- A rule the router does not reach (after the deciding block)
+        -- cannot fail the message; one it reaches fails it as here.
+        unreached := NULL;
+        BEGIN
+            EXECUTE format(evaluate, b.condition) INTO hit USING m;
+        EXCEPTION WHEN OTHERS THEN
+            IF decided IS NULL THEN
+                RAISE;
+            END IF;
+            hit := NULL;
+            unreached := SQLERRM;
+        END;
+        step := step + 1;
+        rule := 'block ' || b.id;
+        matched := coalesce(hit, false);
+        outcome := CASE WHEN unreached IS NOT NULL THEN 'not reached (it would raise: ' || unreached || ')'
+                        WHEN matched THEN 'blocked: ' || b.reason ELSE 'no match' END;
+        IF matched AND decided IS NULL THEN
+            decided := 'blocked by block ' || b.id || ': ' || b.reason;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    IF m.channel IS NOT NULL THEN
+        code := smsbus._channel_check(m.channel);
+        decided := coalesce(decided, CASE code
+            WHEN 0 THEN 'queued on ' || m.channel || ' (channel given; routes are not consulted)'
+            WHEN 4 THEN 'dailylimit: ' || smsbus._channel_take_reason(m.channel, code)
+            ELSE 'nochannel: ' || smsbus._channel_take_reason(m.channel, code) END);
+    ELSE
+        FOR r IN SELECT * FROM smsbus.route WHERE enabled ORDER BY position, id LOOP
+            -- The router reads routes until a position decides, and that
+            -- whole position.
+            unreached := NULL;
+            BEGIN
+                EXECUTE format(evaluate, r.condition) INTO hit USING m;
+            EXCEPTION WHEN OTHERS THEN
+                IF decided IS NULL OR decided_position = r.position THEN
+                    RAISE;
+                END IF;
+                hit := NULL;
+                unreached := SQLERRM;
+            END;
+            step := step + 1;
+            rule := format('route %s (position %s%s)', r.id, r.position,
+                           CASE WHEN r.weight <> 1 THEN ', weight ' || r.weight ELSE '' END);
+            matched := coalesce(hit, false);
+            ch := r.channel;
+            outcome := NULL;
+            IF matched AND r.function IS NOT NULL THEN
+                SELECT format('%I.%I', n.nspname, p.proname) INTO fn
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE p.oid = to_regprocedure(r.function || '(smsbus.message)');
+                BEGIN
+                    EXECUTE format('SELECT %s($1)', fn) INTO ch USING m;
+                    IF ch IS NULL THEN
+                        matched := false;
+                        outcome := fn || ' returned null: no match';
+                    END IF;
+                EXCEPTION WHEN OTHERS THEN
+                    outcome := 'failed: ' || fn || ': ' || SQLERRM;
+                    -- The router reads every route of a position before it
+                    -- picks one: a failure there fails the message even
+                    -- beside a route that could take it.
+                    IF decided IS NULL OR decided_position = r.position THEN
+                        decided := 'failed: route ' || r.id || ': ' || fn || ' failed: ' || SQLERRM;
+                        decided_position := NULL;
+                    END IF;
+                    ch := NULL;
+                END;
+            END IF;
+            IF unreached IS NOT NULL THEN
+                outcome := 'not reached (it would raise: ' || unreached || ')';
+            ELSIF NOT matched THEN
+                outcome := coalesce(outcome, 'no match');
+            ELSIF ch IS NOT NULL THEN
+                code := smsbus._channel_check(ch);
+                IF code = 0 THEN
+                    outcome := 'match: ' || ch || ' can take it';
+                    IF decided IS NULL THEN
+                        decided := 'queued on ' || ch || ' (route ' || r.id || ')';
+                        decided_position := r.position;
+                    ELSIF decided_position = r.position THEN
+                        decided := decided || ' or on ' || ch || ' (route ' || r.id || '), by weight';
+                    END IF;
+                ELSE
+                    outcome := 'match, skipped: ' || smsbus._channel_take_reason(ch, code);
+                    skipped := true;
+                    over_limit := over_limit OR code = 4;
+                END IF;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+        IF decided IS NULL AND skipped THEN
+            decided := CASE WHEN over_limit THEN 'dailylimit' ELSE 'nochannel' END
+                       || ': every matching route was skipped';
+        END IF;
+        IF decided IS NULL THEN
+            SELECT string_agg(c.name, ', ' ORDER BY c.name) INTO names
+            FROM smsbus.channel c WHERE c.enabled AND c.can_send AND smsbus._channel_check(c.name) = 0;
+            decided := CASE
+                WHEN names IS NOT NULL THEN 'round robin over ' || names || ' (no route matched)'
+                WHEN EXISTS (SELECT FROM smsbus.channel c WHERE c.enabled AND c.can_send)
+                    THEN 'dailylimit: no route matched and every channel that can send reached its daily limit'
+                ELSE 'nochannel: no route matched and no channel can send' END;
+        END IF;
+    END IF;
+    step := step + 1;
+    rule := 'decision';
+    matched := NULL;
+    outcome := decided;
+    RETURN NEXT;
+    PERFORM set_config('search_path', saved_path, true);
+END
+$$;
+
+SELECT _compile_router();

@@ -378,6 +378,12 @@ BEGIN
         EXECUTE format(
             E'CREATE OR REPLACE FUNCTION smsbus.%I(smsbus.message) RETURNS smsbus._routing\n' ||
             E'LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = %s\n' ||
+            -- Generic plans from the first message on: a plan made for one
+            -- message folds its values in as constants, so a condition such
+            -- as `(SELECT priority > 9) AND (custom->>'n')::int > 0` would
+            -- raise for the first few messages of a session and route the
+            -- rest; generic plans read it as explain_route does.
+            E'SET plan_cache_mode = force_generic_plan\n' ||
             E'AS %L', name, path,
             E'-- Compiled by smsbus._compile_router() from smsbus.block and smsbus.route: do not edit.\n' ||
             E'#variable_conflict use_column\n<<message>>\nDECLARE\n' ||

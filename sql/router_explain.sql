@@ -53,16 +53,43 @@ DECLARE
     over_limit boolean := false;
     names text;
     saved_path text := current_setting('search_path');
+    -- A condition read as the router reads it: its columns are the
+    -- message's values at run time, never constants the planner folds
+    -- (OFFSET 0), as in the router's generic plans.
+    evaluate constant text := 'SELECT (%s) FROM (SELECT ($1).* OFFSET 0) AS message';
+    unreached text;
 BEGIN
+    step := 0;
+    -- An INSERT naming a channel that does not exist is refused before
+    -- any rule is read.
+    IF m.channel IS NOT NULL AND smsbus._channel_check(m.channel) = 1 THEN
+        step := 1;
+        rule := 'decision';
+        matched := NULL;
+        outcome := 'refused: unknown channel "' || smsbus._excerpt(m.channel) || '"';
+        RETURN NEXT;
+        RETURN;
+    END IF;
     -- Conditions read as the router reads them (_rules_search_path).
     PERFORM set_config('search_path', smsbus._rules_search_path(smsbus._rules_schemas()), true);
-    step := 0;
     FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
-        EXECUTE format('SELECT (%s) FROM (SELECT ($1).*) AS message', b.condition) INTO hit USING m;
+        -- A rule the router does not reach (after the deciding block)
+        -- cannot fail the message; one it reaches fails it as here.
+        unreached := NULL;
+        BEGIN
+            EXECUTE format(evaluate, b.condition) INTO hit USING m;
+        EXCEPTION WHEN OTHERS THEN
+            IF decided IS NULL THEN
+                RAISE;
+            END IF;
+            hit := NULL;
+            unreached := SQLERRM;
+        END;
         step := step + 1;
         rule := 'block ' || b.id;
         matched := coalesce(hit, false);
-        outcome := CASE WHEN matched THEN 'blocked: ' || b.reason ELSE 'no match' END;
+        outcome := CASE WHEN unreached IS NOT NULL THEN 'not reached (it would raise: ' || unreached || ')'
+                        WHEN matched THEN 'blocked: ' || b.reason ELSE 'no match' END;
         IF matched AND decided IS NULL THEN
             decided := 'blocked by block ' || b.id || ': ' || b.reason;
         END IF;
@@ -71,16 +98,24 @@ BEGIN
 
     IF m.channel IS NOT NULL THEN
         code := smsbus._channel_check(m.channel);
-        -- An INSERT naming a channel that does not exist is refused before
-        -- any rule is read.
-        decided := CASE WHEN code = 1 THEN 'refused: unknown channel "' || smsbus._excerpt(m.channel) || '"'
-                        ELSE coalesce(decided, CASE code
+        decided := coalesce(decided, CASE code
             WHEN 0 THEN 'queued on ' || m.channel || ' (channel given; routes are not consulted)'
             WHEN 4 THEN 'dailylimit: ' || smsbus._channel_take_reason(m.channel, code)
-            ELSE 'nochannel: ' || smsbus._channel_take_reason(m.channel, code) END) END;
+            ELSE 'nochannel: ' || smsbus._channel_take_reason(m.channel, code) END);
     ELSE
         FOR r IN SELECT * FROM smsbus.route WHERE enabled ORDER BY position, id LOOP
-            EXECUTE format('SELECT (%s) FROM (SELECT ($1).*) AS message', r.condition) INTO hit USING m;
+            -- The router reads routes until a position decides, and that
+            -- whole position.
+            unreached := NULL;
+            BEGIN
+                EXECUTE format(evaluate, r.condition) INTO hit USING m;
+            EXCEPTION WHEN OTHERS THEN
+                IF decided IS NULL OR decided_position = r.position THEN
+                    RAISE;
+                END IF;
+                hit := NULL;
+                unreached := SQLERRM;
+            END;
             step := step + 1;
             rule := format('route %s (position %s%s)', r.id, r.position,
                            CASE WHEN r.weight <> 1 THEN ', weight ' || r.weight ELSE '' END);
@@ -109,7 +144,9 @@ BEGIN
                     ch := NULL;
                 END;
             END IF;
-            IF NOT matched THEN
+            IF unreached IS NOT NULL THEN
+                outcome := 'not reached (it would raise: ' || unreached || ')';
+            ELSIF NOT matched THEN
                 outcome := coalesce(outcome, 'no match');
             ELSIF ch IS NOT NULL THEN
                 code := smsbus._channel_check(ch);

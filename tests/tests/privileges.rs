@@ -317,7 +317,7 @@ async fn catalogue_audit() {
                AND NOT coalesce(EXISTS (SELECT FROM unnest(p.proconfig) c
                                         WHERE c LIKE 'search_path=pg_catalog,%'
                                           AND c NOT LIKE '%$user%' AND c !~ '\\mpublic\\M'), false)
-               AND p.proname NOT IN ('_router')",
+               AND p.proname NOT IN ('_router', '_router_blocks')",
             &[],
         )
         .await
@@ -326,17 +326,22 @@ async fn catalogue_audit() {
     assert_eq!(definers, Vec::<String>::new());
     // The compiled router may name the writer's schemas, public among
     // them, but only after pg_catalog and smsbus.
-    let router: String = scalar(
-        &c,
-        "SELECT array_to_string(proconfig, ';') FROM pg_proc WHERE oid = 'smsbus._router(smsbus.message)'::regprocedure",
-        &[],
-    )
-    .await;
-    assert!(
-        router.starts_with("search_path=pg_catalog, smsbus"),
-        "{router}"
-    );
-    assert!(!router.contains("$user"), "{router}");
+    for function in ["_router", "_router_blocks"] {
+        let config: String = scalar(
+            &c,
+            &format!(
+                "SELECT array_to_string(proconfig, ';') FROM pg_proc
+                 WHERE oid = 'smsbus.{function}(smsbus.message)'::regprocedure"
+            ),
+            &[],
+        )
+        .await;
+        assert!(
+            config.starts_with("search_path=pg_catalog, smsbus"),
+            "{config}"
+        );
+        assert!(!config.contains("$user"), "{config}");
+    }
 
     // No function is executable by PUBLIC but these.
     let public = list(
