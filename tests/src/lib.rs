@@ -9,10 +9,14 @@
 //! - [`fixtures`]: a database holding everything smsbus keeps, its
 //!   contents and schema as text (backup and upgrade tests).
 //! - [`roles`]: login roles granted smsbus roles, for attack tests.
+//! - [`scenario`]: a channel, a simulated provider and a worker, set up
+//!   the way most end-to-end tests need them.
+//! - [`smsc`]: the SMSC simulator (SMPP over TCP).
+//! - [`modem`]: the GSM modem simulator (AT commands on a pseudo-terminal).
 //! - [`triggers`]: what trigger tests share.
 //! - [`http`]: a local HTTP endpoint for `smsbus.http`.
 //! - [`worker`]: starting `smsbus-worker` as a child process.
-//! - `src/bin/bench.rs`: the benchmark harness (`make bench`).
+//! - `src/bin/bench/`: the benchmark harness (`make bench`).
 
 pub mod cluster;
 pub mod db;

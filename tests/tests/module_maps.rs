@@ -92,7 +92,7 @@ fn every_module_is_on_its_map() {
             Some("lib.rs" | "mod.rs")
         )
     };
-    for crate_dir in ["core/src", "extension/src", "worker/src"] {
+    for crate_dir in ["core/src", "extension/src", "worker/src", "tests/src"] {
         files(&root().join(crate_dir), &is_map, &mut maps);
     }
     assert!(maps.len() >= 8, "found only {maps:?}");

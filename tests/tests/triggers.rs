@@ -2,7 +2,7 @@
 //! (conditions and SQL scripts refused with the position of the mistake),
 //! and messages armed (`trigger_status` pending) when they reach a status
 //! an enabled trigger is for, with one NOTIFY smsbus_triggers per statement.
-//! Running the chains is the worker's (not built yet).
+//! The worker runs the chains (trigger_runner.rs, lua_triggers.rs).
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@
 //! - [`session`]: one bound connection.
 //! - [`text`]: decoding and encoding short messages (data coding, UDH, SAR).
 //! - [`record`]: what was received, with multipart reassembly.
+//! - [`tls`]: a throwaway CA and server certificate for the TLS listener.
 
 pub mod behaviour;
 pub mod record;
