@@ -2090,3 +2090,154 @@ END
 $$;
 
 SELECT _compile_router();
+
+-- explain_route reads each condition through one function.
+CREATE FUNCTION _explain_condition(condition text, m message, reached boolean,
+                                   OUT hit boolean, OUT unreached text)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    EXECUTE format('SELECT (%s) FROM (SELECT ($1).* OFFSET 0) AS message', condition) INTO hit USING m;
+EXCEPTION WHEN OTHERS THEN
+    IF reached THEN
+        RAISE;
+    END IF;
+    unreached := SQLERRM;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _explain_route(m message)
+RETURNS TABLE (step integer, rule text, matched boolean, outcome text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    b smsbus.block;
+    r smsbus.route;
+    hit boolean;
+    code integer;
+    ch text;
+    fn text;
+    decided text;
+    decided_position integer;
+    skipped boolean := false;
+    over_limit boolean := false;
+    names text;
+    saved_path text := current_setting('search_path');
+    unreached text;
+BEGIN
+    step := 0;
+    -- An INSERT naming a channel that does not exist is refused before
+    -- any rule is read.
+    IF m.channel IS NOT NULL AND smsbus._channel_check(m.channel) = 1 THEN
+        step := 1;
+        rule := 'decision';
+        matched := NULL;
+        outcome := 'refused: unknown channel "' || smsbus._excerpt(m.channel) || '"';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- Conditions read as the router reads them (_rules_search_path).
+    PERFORM set_config('search_path', smsbus._rules_search_path(smsbus._rules_schemas()), true);
+    FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
+        -- The router reads blocks until one decides.
+        SELECT e.hit, e.unreached INTO hit, unreached
+        FROM smsbus._explain_condition(b.condition, m, decided IS NULL) e;
+        step := step + 1;
+        rule := 'block ' || b.id;
+        matched := coalesce(hit, false);
+        outcome := CASE WHEN unreached IS NOT NULL THEN 'not reached (it would raise: ' || unreached || ')'
+                        WHEN matched THEN 'blocked: ' || b.reason ELSE 'no match' END;
+        IF matched AND decided IS NULL THEN
+            decided := 'blocked by block ' || b.id || ': ' || b.reason;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+
+    IF m.channel IS NOT NULL THEN
+        code := smsbus._channel_check(m.channel);
+        decided := coalesce(decided, CASE code
+            WHEN 0 THEN 'queued on ' || m.channel || ' (channel given; routes are not consulted)'
+            WHEN 4 THEN 'dailylimit: ' || smsbus._channel_take_reason(m.channel, code)
+            ELSE 'nochannel: ' || smsbus._channel_take_reason(m.channel, code) END);
+    ELSE
+        FOR r IN SELECT * FROM smsbus.route WHERE enabled ORDER BY position, id LOOP
+            -- The router reads routes until a position decides, and that
+            -- whole position.
+            SELECT e.hit, e.unreached INTO hit, unreached
+            FROM smsbus._explain_condition(r.condition, m,
+                                           decided IS NULL OR decided_position IS NOT DISTINCT FROM r.position) e;
+            step := step + 1;
+            rule := format('route %s (position %s%s)', r.id, r.position,
+                           CASE WHEN r.weight <> 1 THEN ', weight ' || r.weight ELSE '' END);
+            matched := coalesce(hit, false);
+            ch := r.channel;
+            outcome := NULL;
+            IF matched AND r.function IS NOT NULL THEN
+                SELECT format('%I.%I', n.nspname, p.proname) INTO fn
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE p.oid = to_regprocedure(r.function || '(smsbus.message)');
+                BEGIN
+                    EXECUTE format('SELECT %s($1)', fn) INTO ch USING m;
+                    IF ch IS NULL THEN
+                        matched := false;
+                        outcome := fn || ' returned null: no match';
+                    END IF;
+                EXCEPTION WHEN OTHERS THEN
+                    outcome := 'failed: ' || fn || ': ' || SQLERRM;
+                    -- The router reads every route of a position before it
+                    -- picks one: a failure there fails the message even
+                    -- beside a route that could take it.
+                    IF decided IS NULL OR decided_position = r.position THEN
+                        decided := 'failed: route ' || r.id || ': ' || fn || ' failed: ' || SQLERRM;
+                        decided_position := NULL;
+                    END IF;
+                    ch := NULL;
+                END;
+            END IF;
+            IF unreached IS NOT NULL THEN
+                outcome := 'not reached (it would raise: ' || unreached || ')';
+            ELSIF NOT matched THEN
+                outcome := coalesce(outcome, 'no match');
+            ELSIF ch IS NOT NULL THEN
+                code := smsbus._channel_check(ch);
+                IF code = 0 THEN
+                    outcome := 'match: ' || ch || ' can take it';
+                    IF decided IS NULL THEN
+                        decided := 'queued on ' || ch || ' (route ' || r.id || ')';
+                        decided_position := r.position;
+                    ELSIF decided_position = r.position THEN
+                        decided := decided || ' or on ' || ch || ' (route ' || r.id || '), by weight';
+                    END IF;
+                ELSE
+                    outcome := 'match, skipped: ' || smsbus._channel_take_reason(ch, code);
+                    skipped := true;
+                    over_limit := over_limit OR code = 4;
+                END IF;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+        IF decided IS NULL AND skipped THEN
+            decided := CASE WHEN over_limit THEN 'dailylimit' ELSE 'nochannel' END
+                       || ': every matching route was skipped';
+        END IF;
+        IF decided IS NULL THEN
+            SELECT string_agg(c.name, ', ' ORDER BY c.name) INTO names
+            FROM smsbus.channel c WHERE c.enabled AND c.can_send AND smsbus._channel_check(c.name) = 0;
+            decided := CASE
+                WHEN names IS NOT NULL THEN 'round robin over ' || names || ' (no route matched)'
+                WHEN EXISTS (SELECT FROM smsbus.channel c WHERE c.enabled AND c.can_send)
+                    THEN 'dailylimit: no route matched and every channel that can send reached its daily limit'
+                ELSE 'nochannel: no route matched and no channel can send' END;
+        END IF;
+    END IF;
+    step := step + 1;
+    rule := 'decision';
+    matched := NULL;
+    outcome := decided;
+    RETURN NEXT;
+    PERFORM set_config('search_path', saved_path, true);
+END
+$$;
+
+REVOKE ALL ON FUNCTION _explain_condition(text, message, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _explain_condition(text, message, boolean) TO smsbus_admin;

@@ -53,10 +53,6 @@ DECLARE
     over_limit boolean := false;
     names text;
     saved_path text := current_setting('search_path');
-    -- A condition read as the router reads it: its columns are the
-    -- message's values at run time, never constants the planner folds
-    -- (OFFSET 0), as in the router's generic plans.
-    evaluate constant text := 'SELECT (%s) FROM (SELECT ($1).* OFFSET 0) AS message';
     unreached text;
 BEGIN
     step := 0;
@@ -73,18 +69,9 @@ BEGIN
     -- Conditions read as the router reads them (_rules_search_path).
     PERFORM set_config('search_path', smsbus._rules_search_path(smsbus._rules_schemas()), true);
     FOR b IN SELECT * FROM smsbus.block WHERE enabled ORDER BY id LOOP
-        -- A rule the router does not reach (after the deciding block)
-        -- cannot fail the message; one it reaches fails it as here.
-        unreached := NULL;
-        BEGIN
-            EXECUTE format(evaluate, b.condition) INTO hit USING m;
-        EXCEPTION WHEN OTHERS THEN
-            IF decided IS NULL THEN
-                RAISE;
-            END IF;
-            hit := NULL;
-            unreached := SQLERRM;
-        END;
+        -- The router reads blocks until one decides.
+        SELECT e.hit, e.unreached INTO hit, unreached
+        FROM smsbus._explain_condition(b.condition, m, decided IS NULL) e;
         step := step + 1;
         rule := 'block ' || b.id;
         matched := coalesce(hit, false);
@@ -106,16 +93,9 @@ BEGIN
         FOR r IN SELECT * FROM smsbus.route WHERE enabled ORDER BY position, id LOOP
             -- The router reads routes until a position decides, and that
             -- whole position.
-            unreached := NULL;
-            BEGIN
-                EXECUTE format(evaluate, r.condition) INTO hit USING m;
-            EXCEPTION WHEN OTHERS THEN
-                IF decided IS NULL OR decided_position = r.position THEN
-                    RAISE;
-                END IF;
-                hit := NULL;
-                unreached := SQLERRM;
-            END;
+            SELECT e.hit, e.unreached INTO hit, unreached
+            FROM smsbus._explain_condition(r.condition, m,
+                                           decided IS NULL OR decided_position IS NOT DISTINCT FROM r.position) e;
             step := step + 1;
             rule := format('route %s (position %s%s)', r.id, r.position,
                            CASE WHEN r.weight <> 1 THEN ', weight ' || r.weight ELSE '' END);
@@ -189,6 +169,26 @@ BEGIN
 END
 $$;
 
+-- One rule's condition for explain_route, read as the router reads it:
+-- its columns are the message's values at run time, never constants the
+-- planner folds in (OFFSET 0), as in the router's generic plans. A rule
+-- the router reaches and that raises fails explain_route as it fails the
+-- INSERT; one it never reaches cannot, and its error comes back as
+-- `unreached`.
+CREATE FUNCTION _explain_condition(condition text, m message, reached boolean,
+                                   OUT hit boolean, OUT unreached text)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    EXECUTE format('SELECT (%s) FROM (SELECT ($1).* OFFSET 0) AS message', condition) INTO hit USING m;
+EXCEPTION WHEN OTHERS THEN
+    IF reached THEN
+        RAISE;
+    END IF;
+    unreached := SQLERRM;
+END
+$$;
+
 -- explain_route(42): how the router decides for message 42, as it is now.
 CREATE FUNCTION explain_route(message_id bigint)
 RETURNS TABLE (step integer, rule text, matched boolean, outcome text)
@@ -215,6 +215,6 @@ AS $$
         jsonb_build_object('direction', 'out', 'priority', 0, 'request_report', true) || message))
 $$;
 
-GRANT EXECUTE ON FUNCTION reroute(bigint[], status[]), _explain_route(message),
+GRANT EXECUTE ON FUNCTION reroute(bigint[], status[]), _explain_route(message), _explain_condition(text, message, boolean),
     explain_route(bigint), explain_route(jsonb)
     TO smsbus_admin;
