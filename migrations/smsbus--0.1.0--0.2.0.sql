@@ -2241,3 +2241,84 @@ $$;
 
 REVOKE ALL ON FUNCTION _explain_condition(text, message, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION _explain_condition(text, message, boolean) TO smsbus_admin;
+
+-- Maintenance expires queued messages whose validity ended while they waited.
+CREATE INDEX message_queued_validity ON message (valid_until)
+    WHERE status = 'queued' AND valid_until IS NOT NULL;
+CREATE FUNCTION _expire_queued(p_limit integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    late bigint[];
+BEGIN
+    SELECT array_agg(x.id) INTO late
+    FROM (SELECT id FROM smsbus.message
+          WHERE status = 'queued' AND valid_until <= now()
+          ORDER BY valid_until LIMIT p_limit FOR UPDATE SKIP LOCKED) x;
+    -- One that cannot be expired is logged and tried again next pass.
+    RETURN smsbus._batch_or_each('_expire_queued_ids', late);
+END
+$$;
+
+CREATE FUNCTION _expire_queued_ids(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET status = 'expired', last_error = 'validity period ended while the message waited in the queue'
+    FROM unnest(ids) AS u(id)
+    WHERE m.id = u.id AND m.status::text = 'queued';
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _maintain(p_report_timeout interval DEFAULT interval '48 hours', p_limit integer DEFAULT 10000,
+                          p_part_timeout interval DEFAULT interval '1 hour')
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    result jsonb := '{}';
+    errors jsonb := '{}';
+    step text;
+    done jsonb;
+BEGIN
+    FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'queued_expired', 'noreport', 'triggers_resumed', 'archived',
+                                'reports_dropped', 'usage_dropped', 'inbound_incomplete',
+                                'parked_reports_applied'] LOOP
+        BEGIN
+            done := CASE step
+                WHEN 'promoted' THEN to_jsonb(smsbus._promote_scheduled(p_limit))
+                WHEN 'leases_expired' THEN to_jsonb(smsbus._expire_leases(p_limit))
+                WHEN 'queued_expired' THEN to_jsonb(smsbus._expire_queued(p_limit))
+                WHEN 'noreport' THEN to_jsonb(smsbus._mark_noreport(p_report_timeout, p_limit))
+                WHEN 'triggers_resumed' THEN to_jsonb(smsbus._resume_triggers(interval '5 minutes', p_limit))
+                WHEN 'archived' THEN (SELECT jsonb_build_object('archived', a.moved, 'archive_more', a.more)
+                                      FROM smsbus._archive_scheduled() a)
+                -- Reports whose submission never got recorded are kept a day.
+                WHEN 'reports_dropped' THEN to_jsonb(smsbus._drop_old_reports())
+                -- Daily-limit counters are kept a month, for operators to look back.
+                WHEN 'usage_dropped' THEN to_jsonb(smsbus._drop_old_usage())
+                WHEN 'inbound_incomplete' THEN to_jsonb(smsbus._expire_inbound_parts(p_part_timeout))
+                WHEN 'parked_reports_applied' THEN to_jsonb(smsbus._apply_parked_reports())
+            END;
+            result := result || CASE WHEN jsonb_typeof(done) = 'object' THEN done
+                                     ELSE jsonb_build_object(step, done) END;
+        EXCEPTION WHEN OTHERS THEN
+            errors := errors || jsonb_build_object(step, SQLERRM);
+            RAISE WARNING 'smsbus maintenance: step % failed: %', step, SQLERRM;
+        END;
+    END LOOP;
+    IF errors <> '{}' THEN
+        result := result || jsonb_build_object('errors', errors);
+    END IF;
+    RETURN result;
+END
+$$;
+
+REVOKE ALL ON FUNCTION _expire_queued(integer), _expire_queued_ids(bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _expire_queued(integer), _expire_queued_ids(bigint[]) TO smsbus_worker, smsbus_admin;

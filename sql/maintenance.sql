@@ -30,13 +30,14 @@ DECLARE
     step text;
     done jsonb;
 BEGIN
-    FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'noreport', 'triggers_resumed', 'archived',
+    FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'queued_expired', 'noreport', 'triggers_resumed', 'archived',
                                 'reports_dropped', 'usage_dropped', 'inbound_incomplete',
                                 'parked_reports_applied'] LOOP
         BEGIN
             done := CASE step
                 WHEN 'promoted' THEN to_jsonb(smsbus._promote_scheduled(p_limit))
                 WHEN 'leases_expired' THEN to_jsonb(smsbus._expire_leases(p_limit))
+                WHEN 'queued_expired' THEN to_jsonb(smsbus._expire_queued(p_limit))
                 WHEN 'noreport' THEN to_jsonb(smsbus._mark_noreport(p_report_timeout, p_limit))
                 WHEN 'triggers_resumed' THEN to_jsonb(smsbus._resume_triggers(interval '5 minutes', p_limit))
                 WHEN 'archived' THEN (SELECT jsonb_build_object('archived', a.moved, 'archive_more', a.more)
@@ -182,6 +183,41 @@ BEGIN
 END
 $$;
 
+-- Expires queued messages whose validity ended while they waited (their
+-- channel's owner is away, or the queue is long); a claim expires the
+-- ones it meets itself.
+CREATE FUNCTION _expire_queued(p_limit integer DEFAULT 10000) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    late bigint[];
+BEGIN
+    SELECT array_agg(x.id) INTO late
+    FROM (SELECT id FROM smsbus.message
+          WHERE status = 'queued' AND valid_until <= now()
+          ORDER BY valid_until LIMIT p_limit FOR UPDATE SKIP LOCKED) x;
+    -- One that cannot be expired is logged and tried again next pass.
+    RETURN smsbus._batch_or_each('_expire_queued_ids', late);
+END
+$$;
+
+-- Expires the queued messages `ids`.
+CREATE FUNCTION _expire_queued_ids(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    done integer;
+BEGIN
+    UPDATE smsbus.message m
+    SET status = 'expired', last_error = 'validity period ended while the message waited in the queue'
+    FROM unnest(ids) AS u(id)
+    WHERE m.id = u.id AND m.status::text = 'queued';
+    GET DIAGNOSTICS done = ROW_COUNT;
+    RETURN done;
+END
+$$;
+
 -- A message whose lease could not be ended keeps it a minute longer.
 CREATE FUNCTION _set_aside_lease(id bigint, reason text) RETURNS void
 LANGUAGE sql
@@ -291,5 +327,5 @@ GRANT EXECUTE ON FUNCTION _expire_leases(integer), _promote_scheduled(integer),
     _mark_noreport(interval, integer), _maintain(interval, integer, interval), _archive_scheduled(),
     _promote(bigint[]), _drop_old_reports(), _drop_old_usage(), _set_aside_scheduled(bigint, text),
     _requeue_expired(bigint[]), _set_aside_lease(bigint, text), _noreport(bigint[]),
-    _batch_or_each(text, bigint[], text)
+    _batch_or_each(text, bigint[], text), _expire_queued(integer), _expire_queued_ids(bigint[])
     TO smsbus_worker, smsbus_admin;

@@ -160,6 +160,10 @@ CREATE UNIQUE INDEX message_idempotency_key ON message (idempotency_key)
 CREATE INDEX message_queued ON message (channel, priority DESC, id) WHERE status = 'queued';
 CREATE INDEX message_scheduled ON message (scheduled_at) WHERE status = 'scheduled';
 CREATE INDEX message_sending ON message (claimed_until) WHERE status = 'sending';
+-- Queued messages with a validity, for maintenance to expire those that
+-- waited past it.
+CREATE INDEX message_queued_validity ON message (valid_until)
+    WHERE status = 'queued' AND valid_until IS NOT NULL;
 CREATE INDEX message_awaiting_report ON message (sent_at) WHERE status = 'sent';
 -- Messages armed for their triggers, or being run by a worker.
 CREATE INDEX message_triggers ON message (id) WHERE trigger_status IN ('pending', 'processing');

@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | (insert) | scheduled, queued, blocked, nochannel, dailylimit, failed | router |
 //! | scheduled | queued, blocked, nochannel, dailylimit, failed, expired | router, when due |
-//! | queued | sending | channel claim |
+//! | queued | sending; expired (validity ended while it waited) | channel claim; maintenance |
 //! | sending | sent, failed, queued (retry / lease expired), expired | channel |
 //! | sent | delivered, notdelivered, noreport | delivery report / timeout |
 //! | failed, nochannel, blocked, dailylimit, expired, notdelivered, noreport | scheduled | retry |
@@ -100,7 +100,7 @@ impl Status {
                 to,
                 Queued | Blocked | NoChannel | DailyLimit | Failed | Expired
             ),
-            Queued => to == Sending,
+            Queued => matches!(to, Sending | Expired),
             Sending => matches!(to, Sent | Failed | Queued | Expired),
             Sent => matches!(to, Delivered | NotDelivered | NoReport),
             Failed | NoChannel | Blocked | DailyLimit | Expired | NotDelivered | NoReport => {
@@ -121,6 +121,7 @@ fn made_by(from: Option<Status>, to: Status) -> &'static str {
         (None, _) => "insert, router",
         (Some(Scheduled), Expired) => "due, validity ended",
         (Some(Scheduled), _) => "due, router",
+        (Some(Queued), Expired) => "validity ended in the queue",
         (Some(Queued), _) => "claim",
         (Some(Sending), Queued) => "retry, release or lease ended",
         (Some(Sending), Expired) => "validity ended at claim",
@@ -189,7 +190,7 @@ mod tests {
                 Scheduled,
                 &[Queued, Blocked, NoChannel, DailyLimit, Failed, Expired],
             ),
-            (Queued, &[Sending]),
+            (Queued, &[Sending, Expired]),
             (Sending, &[Sent, Failed, Queued, Expired]),
             (Sent, &[Delivered, NotDelivered, NoReport]),
             (Failed, &[Scheduled]),
@@ -209,7 +210,7 @@ mod tests {
                 legal += usize::from(from.can_become(to));
             }
         }
-        assert_eq!(legal, 21);
+        assert_eq!(legal, 22);
     }
 
     #[test]

@@ -108,3 +108,51 @@ async fn one_failing_message_or_step_does_not_stop_the_others() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_queued_message_whose_validity_ends_while_it_waits_expires() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    // Nobody claims kpn's queue (its worker is away).
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp');
+         INSERT INTO smsbus.message (to_address, body, channel, valid_until) VALUES
+             ('+31612345678', 'soon stale', 'kpn', now() + interval '100 ms'),
+             ('+31612345679', 'still good', 'kpn', now() + interval '1 hour'),
+             ('+31612345670', 'no validity', 'kpn', NULL);",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let done: serde_json::Value = scalar(&c, "SELECT smsbus._maintain()", &[]).await;
+    assert_eq!(done["queued_expired"], 1, "{done}");
+    let rows: Vec<(String, String, Option<String>)> = c
+        .query(
+            "SELECT body, status::text, last_error FROM smsbus.message ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "soon stale".into(),
+                "expired".into(),
+                Some("validity period ended while the message waited in the queue".into())
+            ),
+            ("still good".into(), "queued".into(), None),
+            ("no validity".into(), "queued".into(), None),
+        ]
+    );
+    // The trace says so.
+    let traced = count(
+        &c,
+        "SELECT count(*) FROM smsbus.message_event WHERE from_status = 'queued' AND to_status = 'expired'",
+    )
+    .await;
+    assert_eq!(traced, 1);
+}

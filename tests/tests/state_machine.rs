@@ -134,7 +134,7 @@ async fn every_pair_of_statuses() {
             tx.rollback().await.unwrap();
         }
     }
-    assert_eq!(legal, 21);
+    assert_eq!(legal, 22);
 }
 
 #[tokio::test]
