@@ -28,6 +28,37 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+/// Why a request got no answer. The texts are what the script's
+/// `smsbus.http` returns as its error (and what last_error shows when the
+/// script lets it end the run).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The script's `method=` is no HTTP method.
+    #[error("{0:?} is not an HTTP method")]
+    NotAMethod(String),
+    /// The request cannot be built (a URL or header that is not valid).
+    #[error("{url}: {source}")]
+    Invalid {
+        url: String,
+        #[source]
+        source: http::Error,
+    },
+    /// No answer: no such host, refused, timed out.
+    #[error("{url}: {source}")]
+    NoAnswer {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    /// The answer's body broke off.
+    #[error("{url}: reading the answer: {source}")]
+    Reading {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Waited when the script gives no timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer body kept.
@@ -53,13 +84,13 @@ impl Default for Client {
 impl Client {
     /// Sends `request`, waiting at most its timeout and never past `left`
     /// (what remains of the script's time limit).
-    pub fn send(&self, request: Request, left: Duration) -> Result<Response, String> {
+    pub fn send(&self, request: Request, left: Duration) -> Result<Response, HttpError> {
         let method = request.method.as_deref().unwrap_or(match request.body {
             Some(_) => "POST",
             None => "GET",
         });
         let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| format!("{method:?} is not an HTTP method"))?;
+            .map_err(|_| HttpError::NotAMethod(method.to_owned()))?;
         let mut builder = http::Request::builder().method(method).uri(&request.url);
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
@@ -67,7 +98,10 @@ impl Client {
         let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT).min(left);
         let built = builder
             .body(request.body.unwrap_or_default())
-            .map_err(|e| format!("{}: {e}", request.url))?;
+            .map_err(|source| HttpError::Invalid {
+                url: request.url.clone(),
+                source,
+            })?;
         let built = self
             .agent
             .configure_request(built)
@@ -76,7 +110,10 @@ impl Client {
         let mut response = self
             .agent
             .run(built)
-            .map_err(|e| format!("{}: {e}", request.url))?;
+            .map_err(|source| HttpError::NoAnswer {
+                url: request.url.clone(),
+                source,
+            })?;
         let mut headers = BTreeMap::<String, String>::new();
         for (name, value) in response.headers() {
             let value = String::from_utf8_lossy(value.as_bytes());
@@ -94,7 +131,10 @@ impl Client {
             .as_reader()
             .take(BODY_LIMIT)
             .read_to_end(&mut body)
-            .map_err(|e| format!("{}: reading the answer: {e}", request.url))?;
+            .map_err(|source| HttpError::Reading {
+                url: request.url.clone(),
+                source,
+            })?;
         Ok(Response {
             status: response.status().as_u16(),
             headers,

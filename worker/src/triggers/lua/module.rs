@@ -115,7 +115,9 @@ pub fn install(lua: &Lua, trigger: &str, run: &RunSlot, deadline: &Deadline) -> 
             let left = until.get().map_or(http::DEFAULT_TIMEOUT, |d| {
                 d.saturating_duration_since(Instant::now())
             });
-            let result = http_request(spec).and_then(|request| client.send(request, left));
+            // The script reads the error as text: the same text whatever failed.
+            let result = http_request(spec)
+                .and_then(|request| client.send(request, left).map_err(|e| e.to_string()));
             match result {
                 Ok(response) => {
                     let table = lua.create_table()?;

@@ -113,6 +113,8 @@ fn serve(name: &str, script: &str, settings: Settings, queue: mpsc::Receiver<Job
                 // Without its hook the state cannot be trusted with another
                 // message: end the thread, the runner starts a fresh one.
                 tracing::error!(trigger = name, "cannot set the time limit again: {e}");
+                // Fails only when the runner gave the run up: nobody is
+                // waiting, and the thread ends either way.
                 let _ = job.events.blocking_send(FromLua::Done(result));
                 break;
             }
