@@ -265,7 +265,9 @@ async fn step(
                 )));
             }
         };
-        lua.run(&sp, trigger, id, message).await
+        lua.run(&sp, trigger, id, message)
+            .await
+            .map_err(|e| e.to_string())
     } else {
         sql_script(&sp, trigger, id)
             .await

@@ -52,6 +52,42 @@ pub const STUCK_PER_TRIGGER: usize = 2;
 /// at this many, the trigger whose thread is given up is disabled.
 pub const STUCK_IN_ALL: usize = 8;
 
+/// Why a Lua trigger's run failed. Its text is the message's
+/// last_error (and the chain's log).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Too many of the trigger's threads (or the worker's) are stuck
+    /// outside Lua: it gets no new one, and is disabled.
+    #[error("the trigger is disabled: {0}")]
+    Disabled(String),
+    #[error("cannot start a thread for the script: {0}")]
+    CannotStart(#[source] std::io::Error),
+    #[error("the script's thread stopped at once")]
+    StoppedAtOnce,
+    #[error("the script's thread stopped (see the worker's log)")]
+    ThreadStopped,
+    /// Stuck outside Lua past the time limit: the thread is given up,
+    /// and the trigger disabled when that makes too many.
+    #[error(
+        "time limit exceeded ({seconds} s): the script is stuck outside Lua, its state is dropped{}",
+        .disabled.as_ref().map_or(String::new(), |d| format!("; {d}"))
+    )]
+    TimeLimit {
+        seconds: f64,
+        disabled: Option<Box<RunError>>,
+    },
+    /// The script raised (or hit the time or memory limit in Lua).
+    #[error("{0}")]
+    Script(String),
+    /// A database call outside any `pcall` failed: the run's database
+    /// work is lost, whatever the script did next.
+    #[error("{0}")]
+    Database(String),
+    /// The fields the script changed cannot be saved.
+    #[error("saving message.{}: {error}", .columns.join(", message."))]
+    Save { columns: Vec<String>, error: String },
+}
+
 /// The Lua states of the enabled Lua triggers.
 pub struct LuaTriggers {
     settings: Settings,
@@ -118,7 +154,7 @@ impl LuaTriggers {
 
     /// Whether `trigger` may have a new thread; else why not, and it is
     /// to be disabled.
-    fn may_start(&self, trigger: &Trigger) -> Result<(), String> {
+    fn may_start(&self, trigger: &Trigger) -> Result<(), RunError> {
         let (mine, all) = self.stuck_threads(trigger.id);
         let reason = if mine >= STUCK_PER_TRIGGER {
             format!(
@@ -141,7 +177,7 @@ impl LuaTriggers {
                 reason: reason.clone(),
             },
         );
-        Err(format!("the trigger is disabled: {reason}"))
+        Err(RunError::Disabled(reason))
     }
 
     /// Ends the states of triggers that are gone, disabled or changed.
@@ -162,7 +198,7 @@ impl LuaTriggers {
         trigger: &Trigger,
         id: i64,
         message: Map<String, Json>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunError> {
         let (events, mut incoming) = tokio::sync::mpsc::channel(1);
         let generation = self.submit(
             trigger,
@@ -180,27 +216,23 @@ impl LuaTriggers {
                 Ok(Some(event)) => event,
                 Ok(None) => {
                     self.give_up(trigger.id, generation);
-                    return Err("the script's thread stopped (see the worker's log)".to_owned());
+                    return Err(RunError::ThreadStopped);
                 }
                 Err(_) => {
                     self.give_up(trigger.id, generation);
-                    let mut error = format!(
-                        "time limit exceeded ({} s): the script is stuck outside Lua, its state is dropped",
-                        limit.as_secs_f64()
-                    );
-                    if let Err(disabled) = self.may_start(trigger) {
-                        error = format!("{error}; {disabled}");
-                    }
-                    return Err(error);
+                    return Err(RunError::TimeLimit {
+                        seconds: limit.as_secs_f64(),
+                        disabled: self.may_start(trigger).err().map(Box::new),
+                    });
                 }
             };
             match event {
                 FromLua::Started => deadline = Instant::now() + limit + GRACE,
                 FromLua::Call(request) => server.serve(tx, request).await,
                 FromLua::Done(result) => {
-                    let changed = result?;
+                    let changed = result.map_err(RunError::Script)?;
                     if let Some(e) = server.aborted {
-                        return Err(e);
+                        return Err(RunError::Database(e));
                     }
                     return save(tx, id, &changed).await;
                 }
@@ -210,7 +242,7 @@ impl LuaTriggers {
 
     /// Queues `job` on the trigger's thread, starting one if there is none
     /// (or the trigger changed, or its thread died); its generation.
-    fn submit(&self, trigger: &Trigger, job: Job) -> Result<u64, String> {
+    fn submit(&self, trigger: &Trigger, job: Job) -> Result<u64, RunError> {
         let mut states = lock(&self.states);
         let current = states
             .get(&trigger.id)
@@ -225,12 +257,11 @@ impl LuaTriggers {
         self.may_start(trigger)?;
         let state::Spawned { jobs, alive } =
             state::spawn(&trigger.name, &trigger.script, self.settings)
-                .map_err(|e| format!("cannot start a thread for the script: {e}"))?;
+                .map_err(RunError::CannotStart)?;
         let generation = self
             .generations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        jobs.send(job)
-            .map_err(|_| "the script's thread stopped at once".to_owned())?;
+        jobs.send(job).map_err(|_| RunError::StoppedAtOnce)?;
         states.insert(
             trigger.id,
             State {
@@ -264,7 +295,7 @@ impl LuaTriggers {
 
 /// Writes the fields a script changed, in one UPDATE: the extension's
 /// row trigger checks the status change and re-arms as for any UPDATE.
-async fn save(tx: &Transaction<'_>, id: i64, changed: &Map<String, Json>) -> Result<(), String> {
+async fn save(tx: &Transaction<'_>, id: i64, changed: &Map<String, Json>) -> Result<(), RunError> {
     if changed.is_empty() {
         return Ok(());
     }
@@ -287,12 +318,8 @@ async fn save(tx: &Transaction<'_>, id: i64, changed: &Map<String, Json>) -> Res
         tx.execute(&statement, &[&id, &fields]).await
     }
     .await;
-    result.map(drop).map_err(|e| {
-        let names: Vec<&str> = changed.keys().map(String::as_str).collect();
-        format!(
-            "saving message.{}: {}",
-            names.join(", message."),
-            super::chain::error_text(&e)
-        )
+    result.map(drop).map_err(|e| RunError::Save {
+        columns: changed.keys().cloned().collect(),
+        error: super::chain::error_text(&e),
     })
 }
