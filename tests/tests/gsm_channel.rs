@@ -440,12 +440,18 @@ async fn status_reports_kept_in_a_memory_of_their_own() {
     // Read and deleted in "SR", and the SIM memory selected again.
     let ok = eventually(FINAL, || async { modem.stored().0 == 0 }).await;
     assert!(ok, "{:?}", modem.stored());
-    let commands = modem.commands();
-    let last_sr = commands.iter().rposition(|c| c == "AT+CPMS=\"SR\"");
-    let last_sm = commands
-        .iter()
-        .rposition(|c| c == "AT+CPMS=\"SM\",\"SM\",\"SM\"");
-    assert!(last_sr.is_some() && last_sm > last_sr, "{commands:?}");
+    // The driver selects the SIM memory again right after its last delete
+    // in "SR": wait for it rather than race it.
+    let switched_back = eventually(FINAL, || async {
+        let commands = modem.commands();
+        let last_sr = commands.iter().rposition(|c| c == "AT+CPMS=\"SR\"");
+        let last_sm = commands
+            .iter()
+            .rposition(|c| c == "AT+CPMS=\"SM\",\"SM\",\"SM\"");
+        last_sr.is_some() && last_sm > last_sr
+    })
+    .await;
+    assert!(switched_back, "{:?}", modem.commands());
     // Inbound messages still arrive in the SIM memory.
     modem.deliver("+31687654321", "after the reports", Coding::Gsm7, None);
     let got = wait_received(c, 1, w).await;
