@@ -1805,7 +1805,7 @@ DECLARE
 BEGIN
     FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'queued_expired', 'noreport', 'triggers_resumed', 'archived',
                                 'reports_dropped', 'usage_dropped', 'inbound_incomplete',
-                                'parked_reports_applied'] LOOP
+                                'parked_reports_applied', 'binds_expired'] LOOP
         BEGIN
             done := CASE step
                 WHEN 'promoted' THEN to_jsonb(smsbus._promote_scheduled(p_limit))
@@ -1821,6 +1821,8 @@ BEGIN
                 WHEN 'usage_dropped' THEN to_jsonb(smsbus._drop_old_usage())
                 WHEN 'inbound_incomplete' THEN to_jsonb(smsbus._expire_inbound_parts(p_part_timeout))
                 WHEN 'parked_reports_applied' THEN to_jsonb(smsbus._apply_parked_reports())
+                -- SMPP binds of workers that died (sql/smpp_server.sql).
+                WHEN 'binds_expired' THEN to_jsonb(smsbus._expire_binds())
             END;
             result := result || CASE WHEN jsonb_typeof(done) = 'object' THEN done
                                      ELSE jsonb_build_object(step, done) END;
@@ -1838,3 +1840,224 @@ $$;
 
 REVOKE ALL ON FUNCTION _expire_queued(integer), _expire_queued_ids(bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION _expire_queued(integer), _expire_queued_ids(bigint[]) TO smsbus_worker, smsbus_admin;
+
+-- The SMPP server: the listeners every worker opens and the binds open on them.
+-- Where applications bind to smsbus over SMPP. Every worker opens every
+-- enabled listener (on one host they share the port: SO_REUSEPORT), so a
+-- bound account may be served by any worker (worker/src/smpp_server/).
+CREATE TABLE smpp_server (
+    name            text PRIMARY KEY,
+    enabled         boolean NOT NULL DEFAULT true,
+    -- host:port, e.g. '0.0.0.0:2775' or '[::]:2776'.
+    listen          text NOT NULL,
+    -- PEM files on the workers' machines: both for TLS, neither for plain TCP.
+    tls_cert_file   text,
+    tls_key_file    text,
+    CONSTRAINT smpp_server_tls CHECK ((tls_cert_file IS NULL) = (tls_key_file IS NULL)),
+    -- The SMPP versions a bind may ask for.
+    interface_versions text[] NOT NULL DEFAULT '{3.3,3.4,5.0}'
+                    CONSTRAINT smpp_server_versions CHECK (
+                        cardinality(interface_versions) > 0
+                        AND interface_versions <@ ARRAY['3.3', '3.4', '5.0']),
+    -- Seconds a connection may take to bind before it is closed.
+    bind_timeout_s  integer NOT NULL DEFAULT 10 CONSTRAINT smpp_server_bind_timeout CHECK (bind_timeout_s > 0),
+    -- Seconds of silence after which the server sends enquire_link.
+    enquire_link_s  integer NOT NULL DEFAULT 30 CONSTRAINT smpp_server_enquire_link CHECK (enquire_link_s > 0),
+    -- Seconds without a PDU from the client after which the session ends.
+    inactivity_timeout_s integer NOT NULL DEFAULT 120
+                    CONSTRAINT smpp_server_inactivity CHECK (inactivity_timeout_s > 0),
+    -- Submissions a bind may have waiting for their submit_sm_resp;
+    -- beyond it they are refused with ESME_RTHROTTLED.
+    submit_window   integer NOT NULL DEFAULT 1000
+                    CONSTRAINT smpp_server_submit_window CHECK (submit_window BETWEEN 1 AND 100000),
+    description     text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE smpp_server IS 'SMPP listeners every worker opens, for accounts to bind to.';
+
+-- The binds open now, on every worker: written by the workers, which
+-- keep alive_until ahead of now while the bind is open. A row whose
+-- alive_until passed belongs to a worker that died; it no longer counts
+-- against max_binds and maintenance removes it.
+CREATE TABLE smpp_bind (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account         text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    server          text NOT NULL,
+    worker          text NOT NULL,
+    -- transmitter, receiver or transceiver.
+    bind_type       text NOT NULL,
+    interface_version text NOT NULL,
+    peer            inet NOT NULL,
+    peer_port       integer NOT NULL,
+    since           timestamptz NOT NULL DEFAULT now(),
+    alive_until     timestamptz NOT NULL,
+    -- Counters, written with alive_until.
+    submitted       bigint NOT NULL DEFAULT 0,
+    refused         bigint NOT NULL DEFAULT 0,
+    throttled       bigint NOT NULL DEFAULT 0,
+    delivered       bigint NOT NULL DEFAULT 0,
+    -- Submissions waiting for their submit_sm_resp.
+    window_in_use   integer NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE smpp_bind IS 'Open SMPP binds of accounts, on every worker.';
+CREATE INDEX smpp_bind_account ON smpp_bind (account);
+GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_server TO smsbus_admin;
+GRANT SELECT ON smpp_bind TO smsbus_admin;
+GRANT SELECT ON smpp_server TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_bind TO smsbus_worker;
+-- smsbus SMPP server: the listeners (smpp_server) and the binds open on
+-- them (smpp_bind); schema.sql has the tables. The worker opens every
+-- enabled listener, follows changes live, and records each bind here so
+-- max_binds holds across workers (worker/src/smpp_server/).
+
+-- Checks a listener row when it is written, and keeps its updated_at.
+CREATE FUNCTION _smpp_server_check() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    port integer;
+BEGIN
+    IF smsbus._restoring() THEN
+        RETURN NEW;
+    END IF;
+    NEW.updated_at := now();
+    IF NEW.listen !~ '^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$' THEN
+        RAISE EXCEPTION 'smpp_server %: listen must be host:port, not "%"',
+            smsbus._excerpt(NEW.name), smsbus._excerpt(NEW.listen)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example ''0.0.0.0:2775'', ''127.0.0.1:2775'' or ''[::]:2775''.';
+    END IF;
+    port := substring(NEW.listen FROM ':([0-9]+)$')::integer;
+    IF port NOT BETWEEN 1 AND 65535 THEN
+        RAISE EXCEPTION 'smpp_server %: port % is out of range (1-65535)', smsbus._excerpt(NEW.name), port
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION _smpp_server_changed() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM pg_notify('smsbus_config', 'smpp_server');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER smpp_server_check BEFORE INSERT OR UPDATE ON smpp_server
+    FOR EACH ROW EXECUTE FUNCTION _smpp_server_check();
+CREATE TRIGGER smpp_server_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON smpp_server
+    FOR EACH STATEMENT EXECUTE FUNCTION _smpp_server_changed();
+
+-- Records a bind the worker has authenticated, unless the account already
+-- has max_binds open (then null: the bind is refused with ESME_RBINDFAIL).
+-- Binds whose worker stopped renewing them (alive_until passed) do not
+-- count. Concurrent binds of one account, on any worker, take turns.
+CREATE FUNCTION _open_bind(p_account text, p_server text, p_worker text, p_bind_type text,
+                           p_interface_version text, p_peer inet, p_peer_port integer, p_alive interval)
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    allowed integer;
+    opened bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('smsbus.smpp_bind'), hashtext(p_account));
+    SELECT a.max_binds INTO allowed FROM smsbus.account a WHERE a.name = p_account;
+    IF NOT FOUND OR allowed <= (SELECT count(*) FROM smsbus.smpp_bind b
+                                WHERE b.account = p_account AND b.alive_until > now()) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO smsbus.smpp_bind (account, server, worker, bind_type, interface_version, peer, peer_port,
+                                  alive_until)
+    VALUES (p_account, p_server, p_worker, p_bind_type, p_interface_version, p_peer, p_peer_port,
+            now() + p_alive)
+    RETURNING id INTO opened;
+    RETURN opened;
+END
+$$;
+
+-- Keeps a worker's open binds alive and writes their counters; returns,
+-- per account with a bind here, how many of its live binds are here and
+-- how many there are in all (the worker's share of its throughput).
+CREATE FUNCTION _keep_binds(p_worker text, p_ids bigint[], p_submitted bigint[], p_refused bigint[],
+                            p_throttled bigint[], p_delivered bigint[], p_window integer[],
+                            p_alive interval)
+RETURNS TABLE (account text, here integer, total integer)
+LANGUAGE sql
+AS $$
+    WITH kept AS (
+        UPDATE smsbus.smpp_bind b
+        SET alive_until = now() + p_alive,
+            submitted = k.submitted, refused = k.refused, throttled = k.throttled,
+            delivered = k.delivered, window_in_use = k.window_in_use
+        FROM unnest(p_ids, p_submitted, p_refused, p_throttled, p_delivered, p_window)
+             AS k(id, submitted, refused, throttled, delivered, window_in_use)
+        WHERE b.id = k.id AND b.worker = p_worker
+        RETURNING b.account
+    )
+    SELECT k.account, count(*)::integer,
+           (SELECT count(*)::integer FROM smsbus.smpp_bind o
+            WHERE o.account = k.account AND (o.alive_until > now() OR o.worker = p_worker))
+    FROM kept k
+    GROUP BY k.account
+$$;
+
+-- Forgets binds that closed: the given ids of this worker, or, with null
+-- ids, all of this worker's (at its start, for binds of a run that died).
+CREATE FUNCTION _close_binds(p_worker text, p_ids bigint[]) RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (
+        DELETE FROM smsbus.smpp_bind b
+        WHERE b.worker = p_worker AND (p_ids IS NULL OR b.id = ANY (p_ids))
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone
+$$;
+
+-- Maintenance: binds of workers that died (their alive_until passed a
+-- while ago; a live worker renews it every few seconds).
+CREATE FUNCTION _expire_binds() RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (
+        DELETE FROM smsbus.smpp_bind b WHERE b.alive_until < now() - interval '1 minute' RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone
+$$;
+
+GRANT EXECUTE ON FUNCTION _open_bind(text, text, text, text, text, inet, integer, interval),
+    _keep_binds(text, bigint[], bigint[], bigint[], bigint[], bigint[], integer[], interval),
+    _close_binds(text, bigint[]), _expire_binds()
+    TO smsbus_worker;
+
+REVOKE ALL ON FUNCTION _smpp_server_check(), _smpp_server_changed(),
+    _open_bind(text, text, text, text, text, inet, integer, interval),
+    _keep_binds(text, bigint[], bigint[], bigint[], bigint[], bigint[], integer[], interval),
+    _close_binds(text, bigint[]), _expire_binds()
+    FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('smsbus.smpp_server'::regclass, '');
+COMMENT ON COLUMN smpp_server.name IS 'The listener''s name, as smpp_bind.server shows it.';
+COMMENT ON COLUMN smpp_server.enabled IS 'Off: every worker closes the listener and its sessions.';
+COMMENT ON COLUMN smpp_server.listen IS 'host:port every worker listens on (on one host they share it).';
+COMMENT ON COLUMN smpp_server.tls_cert_file IS 'PEM certificate chain on the workers'' machines: the listener speaks TLS (with tls_key_file).';
+COMMENT ON COLUMN smpp_server.tls_key_file IS 'PEM private key on the workers'' machines, with tls_cert_file.';
+COMMENT ON COLUMN smpp_server.interface_versions IS 'The SMPP versions a bind may ask for: 3.3, 3.4, 5.0.';
+COMMENT ON COLUMN smpp_server.bind_timeout_s IS 'Seconds a connection may take to bind before it is closed.';
+COMMENT ON COLUMN smpp_server.enquire_link_s IS 'Seconds of silence after which the server asks the client enquire_link.';
+COMMENT ON COLUMN smpp_server.inactivity_timeout_s IS 'Seconds without a PDU from the client after which the session ends.';
+COMMENT ON COLUMN smpp_server.submit_window IS 'Submissions a bind may have waiting for their submit_sm_resp; beyond it ESME_RTHROTTLED.';
+COMMENT ON COLUMN smpp_bind.account IS 'The bound account.';
+COMMENT ON COLUMN smpp_bind.server IS 'The smpp_server it is bound to.';
+COMMENT ON COLUMN smpp_bind.worker IS 'The worker that serves it.';
+COMMENT ON COLUMN smpp_bind.bind_type IS 'transmitter, receiver or transceiver.';
+COMMENT ON COLUMN smpp_bind.peer IS 'The client''s address.';
+COMMENT ON COLUMN smpp_bind.alive_until IS 'Renewed by its worker while open; once passed, the bind no longer counts.';
+COMMENT ON COLUMN smpp_bind.submitted IS 'Messages accepted on this bind.';
+COMMENT ON COLUMN smpp_bind.refused IS 'Submissions refused (bad input, not allowed).';
+COMMENT ON COLUMN smpp_bind.throttled IS 'Submissions refused with ESME_RTHROTTLED (over throughput or window).';
+COMMENT ON COLUMN smpp_bind.delivered IS 'deliver_sm the client acknowledged.';
+COMMENT ON COLUMN smpp_bind.window_in_use IS 'Submissions waiting for their submit_sm_resp when last written.';

@@ -11,7 +11,7 @@ DO $dump$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['channel', 'account', 'route', 'block', 'trigger', 'archiving', 'channel_usage',
+    FOREACH t IN ARRAY ARRAY['channel', 'account', 'smpp_server', 'route', 'block', 'trigger', 'archiving', 'channel_usage',
                              'message',
                              'message_event', 'message_part', 'pending_report', 'inbound_part',
                              'message_archive', 'message_part_archive'] LOOP

@@ -45,6 +45,29 @@ COMMENT ON COLUMN account.daily_limit IS 'Most messages it may submit per day (U
 COMMENT ON COLUMN account.channel IS 'The channel its messages go to; null lets the router choose.';
 COMMENT ON COLUMN account.message_id_format IS 'How it is told message ids: dec or hex.';
 
+COMMENT ON COLUMN smpp_server.name IS 'The listener''s name, as smpp_bind.server shows it.';
+COMMENT ON COLUMN smpp_server.enabled IS 'Off: every worker closes the listener and its sessions.';
+COMMENT ON COLUMN smpp_server.listen IS 'host:port every worker listens on (on one host they share it).';
+COMMENT ON COLUMN smpp_server.tls_cert_file IS 'PEM certificate chain on the workers'' machines: the listener speaks TLS (with tls_key_file).';
+COMMENT ON COLUMN smpp_server.tls_key_file IS 'PEM private key on the workers'' machines, with tls_cert_file.';
+COMMENT ON COLUMN smpp_server.interface_versions IS 'The SMPP versions a bind may ask for: 3.3, 3.4, 5.0.';
+COMMENT ON COLUMN smpp_server.bind_timeout_s IS 'Seconds a connection may take to bind before it is closed.';
+COMMENT ON COLUMN smpp_server.enquire_link_s IS 'Seconds of silence after which the server asks the client enquire_link.';
+COMMENT ON COLUMN smpp_server.inactivity_timeout_s IS 'Seconds without a PDU from the client after which the session ends.';
+COMMENT ON COLUMN smpp_server.submit_window IS 'Submissions a bind may have waiting for their submit_sm_resp; beyond it ESME_RTHROTTLED.';
+
+COMMENT ON COLUMN smpp_bind.account IS 'The bound account.';
+COMMENT ON COLUMN smpp_bind.server IS 'The smpp_server it is bound to.';
+COMMENT ON COLUMN smpp_bind.worker IS 'The worker that serves it.';
+COMMENT ON COLUMN smpp_bind.bind_type IS 'transmitter, receiver or transceiver.';
+COMMENT ON COLUMN smpp_bind.peer IS 'The client''s address.';
+COMMENT ON COLUMN smpp_bind.alive_until IS 'Renewed by its worker while open; once passed, the bind no longer counts.';
+COMMENT ON COLUMN smpp_bind.submitted IS 'Messages accepted on this bind.';
+COMMENT ON COLUMN smpp_bind.refused IS 'Submissions refused (bad input, not allowed).';
+COMMENT ON COLUMN smpp_bind.throttled IS 'Submissions refused with ESME_RTHROTTLED (over throughput or window).';
+COMMENT ON COLUMN smpp_bind.delivered IS 'deliver_sm the client acknowledged.';
+COMMENT ON COLUMN smpp_bind.window_in_use IS 'Submissions waiting for their submit_sm_resp when last written.';
+
 COMMENT ON COLUMN channel.name IS 'The channel''s name: letters, digits, _ . - (63 at most).';
 COMMENT ON COLUMN channel.kind IS 'smpp or gsm.';
 COMMENT ON COLUMN channel.enabled IS 'Off: the worker disconnects it and the router skips it.';

@@ -32,7 +32,7 @@ DECLARE
 BEGIN
     FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'queued_expired', 'noreport', 'triggers_resumed', 'archived',
                                 'reports_dropped', 'usage_dropped', 'inbound_incomplete',
-                                'parked_reports_applied'] LOOP
+                                'parked_reports_applied', 'binds_expired'] LOOP
         BEGIN
             done := CASE step
                 WHEN 'promoted' THEN to_jsonb(smsbus._promote_scheduled(p_limit))
@@ -48,6 +48,8 @@ BEGIN
                 WHEN 'usage_dropped' THEN to_jsonb(smsbus._drop_old_usage())
                 WHEN 'inbound_incomplete' THEN to_jsonb(smsbus._expire_inbound_parts(p_part_timeout))
                 WHEN 'parked_reports_applied' THEN to_jsonb(smsbus._apply_parked_reports())
+                -- SMPP binds of workers that died (sql/smpp_server.sql).
+                WHEN 'binds_expired' THEN to_jsonb(smsbus._expire_binds())
             END;
             result := result || CASE WHEN jsonb_typeof(done) = 'object' THEN done
                                      ELSE jsonb_build_object(step, done) END;

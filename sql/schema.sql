@@ -100,6 +100,67 @@ CREATE TABLE account (
 );
 COMMENT ON TABLE account IS 'Outside clients (SMPP binds): credentials as argon2id hashes, limits, defaults.';
 
+-- Where applications bind to smsbus over SMPP. Every worker opens every
+-- enabled listener (on one host they share the port: SO_REUSEPORT), so a
+-- bound account may be served by any worker (worker/src/smpp_server/).
+CREATE TABLE smpp_server (
+    name            text PRIMARY KEY,
+    enabled         boolean NOT NULL DEFAULT true,
+    -- host:port, e.g. '0.0.0.0:2775' or '[::]:2776'.
+    listen          text NOT NULL,
+    -- PEM files on the workers' machines: both for TLS, neither for plain TCP.
+    tls_cert_file   text,
+    tls_key_file    text,
+    CONSTRAINT smpp_server_tls CHECK ((tls_cert_file IS NULL) = (tls_key_file IS NULL)),
+    -- The SMPP versions a bind may ask for.
+    interface_versions text[] NOT NULL DEFAULT '{3.3,3.4,5.0}'
+                    CONSTRAINT smpp_server_versions CHECK (
+                        cardinality(interface_versions) > 0
+                        AND interface_versions <@ ARRAY['3.3', '3.4', '5.0']),
+    -- Seconds a connection may take to bind before it is closed.
+    bind_timeout_s  integer NOT NULL DEFAULT 10 CONSTRAINT smpp_server_bind_timeout CHECK (bind_timeout_s > 0),
+    -- Seconds of silence after which the server sends enquire_link.
+    enquire_link_s  integer NOT NULL DEFAULT 30 CONSTRAINT smpp_server_enquire_link CHECK (enquire_link_s > 0),
+    -- Seconds without a PDU from the client after which the session ends.
+    inactivity_timeout_s integer NOT NULL DEFAULT 120
+                    CONSTRAINT smpp_server_inactivity CHECK (inactivity_timeout_s > 0),
+    -- Submissions a bind may have waiting for their submit_sm_resp;
+    -- beyond it they are refused with ESME_RTHROTTLED.
+    submit_window   integer NOT NULL DEFAULT 1000
+                    CONSTRAINT smpp_server_submit_window CHECK (submit_window BETWEEN 1 AND 100000),
+    description     text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE smpp_server IS 'SMPP listeners every worker opens, for accounts to bind to.';
+
+-- The binds open now, on every worker: written by the workers, which
+-- keep alive_until ahead of now while the bind is open. A row whose
+-- alive_until passed belongs to a worker that died; it no longer counts
+-- against max_binds and maintenance removes it.
+CREATE TABLE smpp_bind (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account         text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    server          text NOT NULL,
+    worker          text NOT NULL,
+    -- transmitter, receiver or transceiver.
+    bind_type       text NOT NULL,
+    interface_version text NOT NULL,
+    peer            inet NOT NULL,
+    peer_port       integer NOT NULL,
+    since           timestamptz NOT NULL DEFAULT now(),
+    alive_until     timestamptz NOT NULL,
+    -- Counters, written with alive_until.
+    submitted       bigint NOT NULL DEFAULT 0,
+    refused         bigint NOT NULL DEFAULT 0,
+    throttled       bigint NOT NULL DEFAULT 0,
+    delivered       bigint NOT NULL DEFAULT 0,
+    -- Submissions waiting for their submit_sm_resp.
+    window_in_use   integer NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE smpp_bind IS 'Open SMPP binds of accounts, on every worker.';
+CREATE INDEX smpp_bind_account ON smpp_bind (account);
+
 -- The queue. Users write the first group of columns; the extension and the
 -- worker write the rest.
 CREATE TABLE message (
@@ -382,7 +443,7 @@ GRANT SELECT ON channel_usage TO smsbus_sender;
 -- owner context, where a trigger of someone else's would run with the
 -- owner's rights (README: Security model). smsbus.trigger is where
 -- admins attach code to messages.
-GRANT SELECT, INSERT, UPDATE, DELETE ON channel, route, block, archiving, message TO smsbus_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON channel, route, block, archiving, message, smpp_server TO smsbus_admin;
 -- Accounts: everything but the password's hash, which only
 -- smsbus.set_password writes and smsbus._verify_password reads.
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
@@ -393,13 +454,15 @@ GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources
               deliver_window, credit, daily_limit, channel, message_id_format, description),
       DELETE
     ON account TO smsbus_admin;
-GRANT SELECT ON channel_state, message_event, message_part, pending_report, inbound_part, channel_wakeup
+GRANT SELECT ON channel_state, message_event, message_part, pending_report, inbound_part, channel_wakeup,
+    smpp_bind
     TO smsbus_admin;
 GRANT SELECT, UPDATE, DELETE ON channel_usage TO smsbus_admin;
 GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
 
 -- The worker: runs the queue.
-GRANT SELECT ON channel TO smsbus_worker;
+GRANT SELECT ON channel, smpp_server TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_bind TO smsbus_worker;
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
               deliver_window, credit, daily_limit, channel, message_id_format, updated_at)
     ON account TO smsbus_worker;

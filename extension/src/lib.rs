@@ -2,7 +2,7 @@
 //!
 //! The schema lives in SQL, a file a concern: `sql/schema.sql` (types,
 //! tables, indexes, roles), `queue.sql` (the queue's triggers), `send.sql`,
-//! `accounts.sql`,
+//! `accounts.sql`, `smpp_server.sql`,
 //! `router_check.sql`, `router_compile.sql`, `router_explain.sql`,
 //! `triggers.sql`, `outbox.sql`, `inbox.sql`, `maintenance.sql`,
 //! `views.sql`, `backups.sql`, `comments.sql` (what `\d+` says) and
@@ -125,6 +125,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/smpp_server.sql",
+    name = "smpp_server",
+    requires = ["accounts", _restoring]
+);
+extension_sql_file!(
     "../../sql/outbox.sql",
     name = "outbox",
     requires = ["schema"]
@@ -148,6 +153,7 @@ extension_sql_file!(
         "triggers",
         "send",
         "accounts",
+        "smpp_server",
         "router_explain",
         "views",
         sms_encoding,

@@ -22,6 +22,8 @@
 //!   names of what it serves.
 //! - [`polling`]: the timer-and-wake-up loop maintenance and the trigger
 //!   runner share.
+//! - [`smpp_server`]: the SMPP server applications bind to: listeners,
+//!   sessions, binds across workers, group commit of submissions.
 //! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
 //!   against.
 //! - [`triggers`]: the trigger runner: chains of SQL and Lua scripts for
@@ -43,6 +45,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod polling;
 pub mod shutdown;
+pub mod smpp_server;
 pub mod triggers;
 
 use anyhow::Context;
@@ -92,6 +95,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown.clone(),
     ));
     tasks.spawn(channels::supervisor::run(
+        config.clone(),
+        pool.clone(),
+        wakeups.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(smpp_server::run(
         config.clone(),
         pool.clone(),
         wakeups.clone(),

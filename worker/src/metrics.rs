@@ -27,6 +27,12 @@ pub const DUE_TO_SUBMIT: &str = "smsbus_due_to_submit_seconds";
 pub const SUBMIT_TO_REPORT: &str = "smsbus_submit_to_report_seconds";
 pub const TRIGGER_RUNS: &str = "smsbus_trigger_runs_total";
 pub const TRIGGER_FAILURES: &str = "smsbus_trigger_failures_total";
+pub const SMPP_SERVER_SUBMITTED: &str = "smsbus_smpp_server_submitted_total";
+pub const SMPP_SERVER_REFUSED: &str = "smsbus_smpp_server_refused_total";
+pub const SMPP_SERVER_THROTTLED: &str = "smsbus_smpp_server_throttled_total";
+pub const SMPP_SERVER_BINDS: &str = "smsbus_smpp_server_binds";
+pub const SMPP_SERVER_BIND_REFUSALS: &str = "smsbus_smpp_server_bind_refusals_total";
+pub const SMPP_SERVER_BATCH: &str = "smsbus_smpp_server_commit_batch_size";
 
 /// Latency buckets, in seconds: from a fast provider's milliseconds to a
 /// handset that was off for a day.
@@ -83,6 +89,24 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
     describe_counter!(
         TRIGGER_FAILURES,
         "trigger scripts (or conditions) that failed, by trigger"
+    );
+    describe_counter!(
+        SMPP_SERVER_SUBMITTED,
+        "messages accepted from SMPP clients (committed before submit_sm_resp), by account"
+    );
+    describe_counter!(
+        SMPP_SERVER_REFUSED,
+        "submissions refused (bad input, not allowed, database unavailable), by account"
+    );
+    describe_counter!(
+        SMPP_SERVER_THROTTLED,
+        "submissions refused with ESME_RTHROTTLED (throughput or window), by account"
+    );
+    describe_gauge!(SMPP_SERVER_BINDS, "SMPP client binds open on this worker");
+    describe_counter!(SMPP_SERVER_BIND_REFUSALS, "binds refused, by status");
+    describe_histogram!(
+        SMPP_SERVER_BATCH,
+        "submissions per group-commit transaction"
     );
     ENABLED.store(true, Ordering::Relaxed);
     tracing::info!(%addr, "serving metrics");

@@ -1,0 +1,299 @@
+//! The binds open on this worker, as `smsbus.smpp_bind` shows them to
+//! everyone: [`Binds::open`] records a bind (refused past the account's
+//! `max_binds`, counted across workers), [`Binds::keep`] renews them every
+//! [`KEEP_EVERY`] with their counters, and a bind closes with its session.
+//!
+//! Keeping is also how a bind learns what changed: an account that was
+//! disabled or deleted ends its binds, and an account's `throughput` is
+//! shared among the workers that serve it, each taking the part its binds
+//! are of all the account's live binds.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+use super::account::{Account, BindType};
+
+/// How often open binds are renewed.
+pub const KEEP_EVERY: Duration = Duration::from_secs(5);
+/// How long a bind stays counted without being renewed: a worker that
+/// died frees its binds' places after this.
+const ALIVE: &str = "20 seconds";
+
+/// What a session counts, written to its row at every keep.
+#[derive(Default)]
+pub struct Counters {
+    pub submitted: AtomicI64,
+    pub refused: AtomicI64,
+    pub throttled: AtomicI64,
+    pub delivered: AtomicI64,
+    pub window: AtomicI32,
+}
+
+/// One open bind.
+pub struct Bind {
+    pub id: i64,
+    pub account: Arc<Account>,
+    pub counters: Counters,
+    /// The account's rate on this worker, shared by its binds here.
+    pub rate: Arc<Rate>,
+    /// Cancelled when the bind must end (account disabled or deleted).
+    pub ended: CancellationToken,
+}
+
+pub struct Binds {
+    worker: String,
+    pool: Pool,
+    open: Mutex<HashMap<i64, Arc<Bind>>>,
+    rates: Mutex<HashMap<String, Arc<Rate>>>,
+}
+
+/// A bind the database did not record.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("account {0} has max_binds binds open")]
+    TooMany(String),
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl Binds {
+    pub fn new(worker: String, pool: Pool) -> Arc<Binds> {
+        Arc::new(Binds {
+            worker,
+            pool,
+            open: Mutex::default(),
+            rates: Mutex::default(),
+        })
+    }
+
+    /// Forgets the binds a previous run of this worker left behind.
+    pub async fn forget_previous(&self) -> Result<u64, OpenError> {
+        let client = self.pool.get().await?;
+        let gone: i32 = client
+            .query_one("SELECT smsbus._close_binds($1, NULL)", &[&self.worker])
+            .await?
+            .get(0);
+        Ok(gone as u64)
+    }
+
+    pub async fn open(
+        &self,
+        account: Account,
+        server: &str,
+        bind_type: BindType,
+        interface_version: &str,
+        peer: SocketAddr,
+    ) -> Result<Arc<Bind>, OpenError> {
+        let client = self.pool.get().await?;
+        let id: Option<i64> = client
+            .query_one(
+                &format!(
+                    "SELECT smsbus._open_bind($1, $2, $3, $4, $5, $6, $7, interval '{ALIVE}')"
+                ),
+                &[
+                    &account.name,
+                    &server,
+                    &self.worker,
+                    &bind_type.as_str(),
+                    &interface_version,
+                    &peer.ip(),
+                    &i32::from(peer.port()),
+                ],
+            )
+            .await?
+            .get(0);
+        let Some(id) = id else {
+            return Err(OpenError::TooMany(account.name));
+        };
+        let rate = self
+            .rates
+            .lock()
+            .unwrap()
+            .entry(account.name.clone())
+            .or_insert_with(|| Arc::new(Rate::new(account.throughput)))
+            .clone();
+        let bind = Arc::new(Bind {
+            id,
+            account: Arc::new(account),
+            counters: Counters::default(),
+            rate,
+            ended: CancellationToken::new(),
+        });
+        self.open.lock().unwrap().insert(id, bind.clone());
+        metrics::gauge!(crate::metrics::SMPP_SERVER_BINDS).increment(1.0);
+        Ok(bind)
+    }
+
+    /// Removes a bind whose session ended; its row goes at once, or, if
+    /// the database cannot be reached, when its alive_until passes.
+    pub async fn close(&self, bind: &Bind) {
+        let was_open = self.open.lock().unwrap().remove(&bind.id).is_some();
+        if was_open {
+            metrics::gauge!(crate::metrics::SMPP_SERVER_BINDS).decrement(1.0);
+        }
+        let closed = async {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    "SELECT smsbus._close_binds($1, ARRAY[$2::bigint])",
+                    &[&self.worker, &bind.id],
+                )
+                .await?;
+            Ok::<_, OpenError>(())
+        }
+        .await;
+        if let Err(e) = closed {
+            tracing::warn!(
+                bind = bind.id,
+                "smpp server: cannot remove the closed bind's row (it expires): {e}"
+            );
+        }
+    }
+
+    /// Renews every open bind and writes its counters; ends binds whose
+    /// account is gone or disabled and shares each account's throughput.
+    pub async fn keep(&self) -> Result<(), OpenError> {
+        let open: Vec<Arc<Bind>> = self.open.lock().unwrap().values().cloned().collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = open.iter().map(|b| b.id).collect();
+        let read =
+            |f: fn(&Counters) -> i64| open.iter().map(|b| f(&b.counters)).collect::<Vec<i64>>();
+        let submitted = read(|c| c.submitted.load(Ordering::Relaxed));
+        let refused = read(|c| c.refused.load(Ordering::Relaxed));
+        let throttled = read(|c| c.throttled.load(Ordering::Relaxed));
+        let delivered = read(|c| c.delivered.load(Ordering::Relaxed));
+        let window: Vec<i32> = open
+            .iter()
+            .map(|b| b.counters.window.load(Ordering::Relaxed))
+            .collect();
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT k.account, k.here, k.total, a.enabled, a.throughput
+                     FROM smsbus._keep_binds($1, $2, $3, $4, $5, $6, $7, interval '{ALIVE}') k
+                     JOIN smsbus.account a ON a.name = k.account"
+                ),
+                &[
+                    &self.worker,
+                    &ids,
+                    &submitted,
+                    &refused,
+                    &throttled,
+                    &delivered,
+                    &window,
+                ],
+            )
+            .await?;
+        let mut live = HashMap::new();
+        for row in rows {
+            let account: String = row.get(0);
+            let (here, total): (i32, i32) = (row.get(1), row.get(2));
+            let enabled: bool = row.get(3);
+            let throughput: Option<f32> = row.get(4);
+            if enabled {
+                let share = f64::from(here) / f64::from(total.max(here).max(1));
+                live.insert(account, throughput.map(|t| f64::from(t) * share));
+            }
+        }
+        for bind in &open {
+            match live.get(&bind.account.name) {
+                Some(rate) => bind.rate.set(*rate),
+                None => {
+                    tracing::info!(account = %bind.account.name, bind = bind.id,
+                        "smpp server: the account was disabled or deleted: ending its bind");
+                    bind.ended.cancel();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the binds every [`KEEP_EVERY`] until `shutdown`.
+    pub async fn keep_loop(self: Arc<Binds>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(KEEP_EVERY) => {}
+            }
+            if let Err(e) = self.keep().await {
+                tracing::warn!("smpp server: cannot renew the open binds: {e}");
+            }
+        }
+    }
+}
+
+/// An account's submissions per second on this worker (a token bucket
+/// holding one second's worth, so a client's window may arrive at once).
+pub struct Rate {
+    state: Mutex<Bucket>,
+}
+
+struct Bucket {
+    per_second: Option<f64>,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Rate {
+    pub fn new(per_second: Option<f64>) -> Rate {
+        Rate {
+            state: Mutex::new(Bucket {
+                per_second,
+                tokens: per_second.unwrap_or(0.0).max(1.0),
+                at: Instant::now(),
+            }),
+        }
+    }
+
+    /// The rate changed (the account's throughput, or this worker's share).
+    pub fn set(&self, per_second: Option<f64>) {
+        self.state.lock().unwrap().per_second = per_second;
+    }
+
+    /// Takes one submission now, or says no (ESME_RTHROTTLED).
+    pub fn take(&self, now: Instant) -> bool {
+        let mut b = self.state.lock().unwrap();
+        let Some(rate) = b.per_second else {
+            return true;
+        };
+        let burst = rate.max(1.0);
+        b.tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_allows_a_second_at_once_then_its_pace() {
+        let rate = Rate::new(Some(10.0));
+        let start = Instant::now();
+        let taken = (0..20).filter(|_| rate.take(start)).count();
+        assert_eq!(taken, 10);
+        assert!(!rate.take(start + Duration::from_millis(50)));
+        assert!(rate.take(start + Duration::from_millis(100)));
+        let unlimited = Rate::new(None);
+        assert!((0..10_000).all(|_| unlimited.take(start)));
+        rate.set(None);
+        assert!(rate.take(start + Duration::from_millis(100)));
+    }
+}

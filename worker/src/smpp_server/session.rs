@@ -1,0 +1,568 @@
+//! One client connection: bind, then submissions in and their answers
+//! out, each `submit_sm_resp` only after its row is committed
+//! ([`accept`](super::accept)). Answers go out as commits finish, which
+//! may be out of order: SMPP pairs them by sequence number.
+//!
+//! The session keeps the connection honest both ways: a client that does
+//! not bind within `bind_timeout_s`, or says nothing for
+//! `inactivity_timeout_s`, is closed; a silent one is asked
+//! `enquire_link` every `enquire_link_s`. A PDU it cannot decode, or one
+//! it does not serve, is answered with `generic_nack` and the session
+//! goes on: only a stream that cannot be framed ends it.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use rusmpp::pdus::{
+    BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DataSmResp, SubmitSmResp,
+};
+use rusmpp::types::COctetString;
+use rusmpp::values::InterfaceVersion;
+use rusmpp::{Command, CommandId, CommandStatus, Pdu};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::accept::{Accepter, Answer};
+use super::account::{self, BindType};
+use super::binds::{Bind, Binds, OpenError};
+use super::listener::Settings;
+use super::submission::{self, Refusal, Submission};
+use crate::channels::smpp::codec::{Frame, SmppCodec};
+use crate::metrics;
+
+/// What a server names itself in bind responses.
+const SYSTEM_ID: &str = "smsbus";
+/// How long a refused bind waits before its answer: guessing passwords
+/// costs a client a second a guess.
+const REFUSED_BIND_DELAY: Duration = Duration::from_secs(1);
+/// How long an unbind may wait for the client's unbind_resp.
+const UNBIND_GRACE: Duration = Duration::from_secs(2);
+
+/// What a session needs from its listener.
+pub struct Context {
+    pub settings: Arc<Settings>,
+    pub pool: deadpool_postgres::Pool,
+    pub binds: Arc<Binds>,
+    pub accepter: Accepter,
+}
+
+type Reader<S> = FramedRead<tokio::io::ReadHalf<S>, SmppCodec>;
+type Writer<S> = FramedWrite<tokio::io::WriteHalf<S>, SmppCodec>;
+
+/// A submission waiting for its commit.
+type Waiting =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (u32, Reply, Answer)> + Send + Sync>>;
+
+/// The kind of response a submission gets.
+#[derive(Clone, Copy)]
+enum Reply {
+    SubmitSm,
+    DataSm,
+}
+
+pub async fn run<S>(ctx: Arc<Context>, stream: S, peer: SocketAddr, stop: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
+    let mut session = Session {
+        ctx,
+        peer,
+        reader: FramedRead::new(read, SmppCodec::new()),
+        writer: FramedWrite::new(write, SmppCodec::new()),
+        bind: None,
+        waiting: FuturesUnordered::new(),
+        sequence: 0,
+        last_heard: Instant::now(),
+        asked_at: None,
+        opened: Instant::now(),
+    };
+    let ended = session.serve(&stop).await;
+    if let Some((bind, _)) = session.bind.take() {
+        session.ctx.binds.close(&bind).await;
+        tracing::info!(account = %bind.account.name, %peer, "smpp server: unbound ({ended})");
+    } else {
+        tracing::debug!(%peer, "smpp server: connection closed before a bind ({ended})");
+    }
+}
+
+struct Session<S> {
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    reader: Reader<S>,
+    writer: Writer<S>,
+    bind: Option<(Arc<Bind>, BindType)>,
+    waiting: FuturesUnordered<Waiting>,
+    sequence: u32,
+    last_heard: Instant,
+    /// When the server's own enquire_link went out, unanswered.
+    asked_at: Option<Instant>,
+    opened: Instant,
+}
+
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    /// Serves the connection; returns why it ended.
+    async fn serve(&mut self, stop: &CancellationToken) -> String {
+        loop {
+            let bind_ended = match &self.bind {
+                Some((bind, _)) => bind.ended.clone(),
+                None => CancellationToken::new(),
+            };
+            let deadline = self.deadline();
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return self.unbind("the server is stopping").await,
+                _ = bind_ended.cancelled() => return self.unbind("the account was disabled or deleted").await,
+                Some((sequence, reply, answer)) = self.waiting.next(), if !self.waiting.is_empty() => {
+                    if let Err(e) = self.answer(sequence, reply, answer).await {
+                        return format!("cannot write to the client: {e}");
+                    }
+                }
+                frame = self.reader.next() => match frame {
+                    None => return "the client closed the connection".into(),
+                    Some(Err(e)) => return format!("the stream cannot be read: {e}"),
+                    Some(Ok(frame)) => {
+                        self.last_heard = Instant::now();
+                        self.asked_at = None;
+                        match self.handle(frame).await {
+                            Ok(None) => {}
+                            Ok(Some(reason)) => return reason,
+                            Err(e) => return format!("cannot write to the client: {e}"),
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    if let Some(reason) = self.on_timer().await {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next moment a timer is due.
+    fn deadline(&self) -> Instant {
+        let s = &self.ctx.settings;
+        if self.bind.is_none() {
+            return self.opened + s.bind_timeout;
+        }
+        let ask = self
+            .asked_at
+            .map_or(self.last_heard + s.enquire_link, |at| at + s.enquire_link);
+        ask.min(self.last_heard + s.inactivity_timeout)
+    }
+
+    async fn on_timer(&mut self) -> Option<String> {
+        let now = Instant::now();
+        let s = self.ctx.settings.clone();
+        if self.bind.is_none() {
+            return (now >= self.opened + s.bind_timeout)
+                .then(|| format!("no bind within {} s", s.bind_timeout.as_secs()));
+        }
+        if now >= self.last_heard + s.inactivity_timeout {
+            return Some(format!(
+                "no PDU from the client for {} s",
+                s.inactivity_timeout.as_secs()
+            ));
+        }
+        let sequence = self.next_sequence();
+        self.asked_at = Some(now);
+        match self
+            .send(Command::new(
+                CommandStatus::EsmeRok,
+                sequence,
+                Pdu::EnquireLink,
+            ))
+            .await
+        {
+            Ok(()) => None,
+            Err(e) => Some(format!("cannot write to the client: {e}")),
+        }
+    }
+
+    fn next_sequence(&mut self) -> u32 {
+        // Sequence numbers run 1..=0x7FFFFFFF (SMPP 3.4 §5.1.4).
+        self.sequence = self.sequence % 0x7FFF_FFFF + 1;
+        self.sequence
+    }
+
+    async fn send(&mut self, command: Command) -> std::io::Result<()> {
+        self.writer.send(command).await
+    }
+
+    /// Handles one PDU; Some(reason) ends the session.
+    async fn handle(&mut self, frame: Frame) -> std::io::Result<Option<String>> {
+        let command = match frame {
+            Frame::Command(command) => command,
+            Frame::Malformed {
+                command_id,
+                sequence,
+                error,
+            } => {
+                tracing::info!(peer = %self.peer, command_id = format!("0x{command_id:08X}"),
+                    "smpp server: a PDU that cannot be decoded: {error}");
+                let status = if !matches!(CommandId::from(command_id), CommandId::Other(_)) {
+                    CommandStatus::EsmeRinvcmdlen
+                } else {
+                    CommandStatus::EsmeRinvcmdid
+                };
+                self.send(Command::new(status, sequence, Pdu::GenericNack))
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let sequence = command.sequence_number();
+        let Some(pdu) = command.pdu() else {
+            return self.body_less(command.id(), sequence).await;
+        };
+        match pdu {
+            Pdu::BindTransmitter(b) => {
+                self.bind(
+                    sequence,
+                    BindType::Transmitter,
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                    b.interface_version,
+                )
+                .await?
+            }
+            Pdu::BindReceiver(b) => {
+                self.bind(
+                    sequence,
+                    BindType::Receiver,
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                    b.interface_version,
+                )
+                .await?
+            }
+            Pdu::BindTransceiver(b) => {
+                self.bind(
+                    sequence,
+                    BindType::Transceiver,
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                    b.interface_version,
+                )
+                .await?
+            }
+            Pdu::SubmitSm(submit) => {
+                let read = submission::from_submit_sm(submit);
+                self.submit(sequence, Reply::SubmitSm, read).await?
+            }
+            Pdu::DataSm(data) => {
+                let read = submission::from_data_sm(data);
+                self.submit(sequence, Reply::DataSm, read).await?
+            }
+            Pdu::Unbind => {
+                // Answers still committing go out first: the client is
+                // owed them, and unbinding does not cancel submissions.
+                self.drain().await?;
+                self.send(Command::new(
+                    CommandStatus::EsmeRok,
+                    sequence,
+                    Pdu::UnbindResp,
+                ))
+                .await?;
+                return Ok(Some("the client unbound".into()));
+            }
+            Pdu::EnquireLink => {
+                self.send(Command::new(
+                    CommandStatus::EsmeRok,
+                    sequence,
+                    Pdu::EnquireLinkResp,
+                ))
+                .await?
+            }
+            Pdu::EnquireLinkResp | Pdu::GenericNack | Pdu::UnbindResp => {}
+            other => {
+                tracing::debug!(peer = %self.peer, id = ?other.command_id(), "smpp server: not served; generic_nack");
+                self.send(Command::new(
+                    CommandStatus::EsmeRinvcmdid,
+                    sequence,
+                    Pdu::GenericNack,
+                ))
+                .await?
+            }
+        }
+        Ok(None)
+    }
+
+    /// Commands rusmpp reads without a body of its own.
+    async fn body_less(&mut self, id: CommandId, sequence: u32) -> std::io::Result<Option<String>> {
+        match id {
+            CommandId::EnquireLinkResp | CommandId::GenericNack | CommandId::UnbindResp => {}
+            CommandId::DeliverSmResp | CommandId::DataSmResp => {}
+            other => {
+                tracing::debug!(peer = %self.peer, id = ?other, "smpp server: not served; generic_nack");
+                self.send(Command::new(
+                    CommandStatus::EsmeRinvcmdid,
+                    sequence,
+                    Pdu::GenericNack,
+                ))
+                .await?
+            }
+        }
+        Ok(None)
+    }
+
+    async fn bind(
+        &mut self,
+        sequence: u32,
+        bind_type: BindType,
+        system_id: &str,
+        password: &str,
+        version: InterfaceVersion,
+    ) -> std::io::Result<()> {
+        let version = u8::from(version);
+        let outcome = if self.bind.is_some() {
+            Err((CommandStatus::EsmeRalybnd, "already bound".to_owned()))
+        } else {
+            self.authenticate(bind_type, system_id, password, version)
+                .await
+        };
+        let status = match outcome {
+            Ok(bind) => {
+                tracing::info!(account = %bind.account.name, peer = %self.peer, bind_type = bind_type.as_str(),
+                    "smpp server: bound");
+                self.bind = Some((bind, bind_type));
+                CommandStatus::EsmeRok
+            }
+            Err((status, reason)) => {
+                tracing::info!(peer = %self.peer, system_id, ?status, "smpp server: bind refused: {reason}");
+                ::metrics::counter!(metrics::SMPP_SERVER_BIND_REFUSALS, "status" => format!("{status:?}")).increment(1);
+                if matches!(
+                    status,
+                    CommandStatus::EsmeRinvpaswd | CommandStatus::EsmeRinvsysid
+                ) {
+                    tokio::time::sleep(REFUSED_BIND_DELAY).await;
+                }
+                status
+            }
+        };
+        // 3.3 clients get no TLVs (SMPP 3.4 §5.3.2.25: sc_interface_version
+        // is for 3.4 and later).
+        let sc_version = (version >= 0x34).then_some(InterfaceVersion::Smpp3_4);
+        let id = COctetString::from_str(SYSTEM_ID).expect("a valid system_id");
+        let pdu: Pdu = match bind_type {
+            BindType::Transmitter => BindTransmitterResp::builder()
+                .system_id(id)
+                .sc_interface_version(sc_version)
+                .build()
+                .into(),
+            BindType::Receiver => BindReceiverResp::builder()
+                .system_id(id)
+                .sc_interface_version(sc_version)
+                .build()
+                .into(),
+            BindType::Transceiver => BindTransceiverResp::builder()
+                .system_id(id)
+                .sc_interface_version(sc_version)
+                .build()
+                .into(),
+        };
+        self.send(Command::new(status, sequence, pdu)).await
+    }
+
+    async fn authenticate(
+        &self,
+        bind_type: BindType,
+        system_id: &str,
+        password: &str,
+        version: u8,
+    ) -> Result<Arc<Bind>, (CommandStatus, String)> {
+        let version_name = match version {
+            0x50.. => "5.0",
+            0x34 => "3.4",
+            _ => "3.3",
+        };
+        let settings = &self.ctx.settings;
+        if !settings
+            .interface_versions
+            .iter()
+            .any(|v| v == version_name)
+        {
+            return Err((
+                CommandStatus::EsmeRbindfail,
+                format!(
+                    "interface version {version_name} is not accepted on {}",
+                    settings.name
+                ),
+            ));
+        }
+        let unavailable = |e: &dyn std::fmt::Display| {
+            tracing::warn!("smpp server: cannot check a bind: {e}");
+            (
+                CommandStatus::EsmeRsyserr,
+                "the database is unavailable".to_owned(),
+            )
+        };
+        let client = self.ctx.pool.get().await.map_err(|e| unavailable(&e))?;
+        let account =
+            account::authenticate(&client, system_id, password, bind_type, self.peer.ip())
+                .await
+                .map_err(|e| unavailable(&e))?
+                .map_err(|r| (r.status, r.reason))?;
+        drop(client);
+        self.ctx
+            .binds
+            .open(account, &settings.name, bind_type, version_name, self.peer)
+            .await
+            .map_err(|e| match e {
+                OpenError::TooMany(_) => (CommandStatus::EsmeRbindfail, e.to_string()),
+                other => unavailable(&other),
+            })
+    }
+
+    async fn submit(
+        &mut self,
+        sequence: u32,
+        reply: Reply,
+        read: Result<Submission, Refusal>,
+    ) -> std::io::Result<()> {
+        let Some((bind, bind_type)) = self.bind.clone() else {
+            return self
+                .refuse(sequence, reply, CommandStatus::EsmeRinvbndsts)
+                .await;
+        };
+        if !bind_type.transmits() {
+            return self
+                .refuse(sequence, reply, CommandStatus::EsmeRinvbndsts)
+                .await;
+        }
+        let account = bind.account.name.as_str();
+        let submission = match read {
+            Ok(s) => s,
+            Err(refusal) => {
+                tracing::info!(account, peer = %self.peer, status = ?refusal.status, "smpp server: submission refused: {refusal}");
+                bind.counters.refused.fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(metrics::SMPP_SERVER_REFUSED, "account" => account.to_owned())
+                    .increment(1);
+                return self.refuse(sequence, reply, refusal.status).await;
+            }
+        };
+        if self.waiting.len() >= self.ctx.settings.submit_window || !bind.rate.take(Instant::now())
+        {
+            bind.counters.throttled.fetch_add(1, Ordering::Relaxed);
+            ::metrics::counter!(metrics::SMPP_SERVER_THROTTLED, "account" => account.to_owned())
+                .increment(1);
+            return self
+                .refuse(sequence, reply, CommandStatus::EsmeRthrottled)
+                .await;
+        }
+        let answer: oneshot::Receiver<Answer> = self
+            .ctx
+            .accepter
+            .submit(bind.account.clone(), submission)
+            .await;
+        bind.counters
+            .window
+            .store(self.waiting.len() as i32 + 1, Ordering::Relaxed);
+        self.waiting.push(Box::pin(async move {
+            let answer = answer.await.unwrap_or_else(|_| {
+                Err(Refusal {
+                    status: CommandStatus::EsmeRsyserr,
+                    reason: "the writer stopped before answering".into(),
+                })
+            });
+            (sequence, reply, answer)
+        }));
+        Ok(())
+    }
+
+    /// Sends a committed submission's answer.
+    async fn answer(&mut self, sequence: u32, reply: Reply, answer: Answer) -> std::io::Result<()> {
+        let Some((bind, _)) = self.bind.clone() else {
+            return Ok(());
+        };
+        bind.counters
+            .window
+            .store(self.waiting.len() as i32, Ordering::Relaxed);
+        let account = &bind.account;
+        match answer {
+            Ok(accepted) => {
+                bind.counters.submitted.fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(metrics::SMPP_SERVER_SUBMITTED, "account" => account.name.clone()).increment(1);
+                let id = COctetString::from_str(&account.message_id(accepted.id))
+                    .expect("an id is a valid C-Octet String");
+                let pdu: Pdu = match reply {
+                    Reply::SubmitSm => SubmitSmResp::builder().message_id(id).build().into(),
+                    Reply::DataSm => DataSmResp::builder().message_id(id).build().into(),
+                };
+                self.send(Command::new(CommandStatus::EsmeRok, sequence, pdu))
+                    .await
+            }
+            Err(refusal) => {
+                tracing::info!(account = %account.name, peer = %self.peer, status = ?refusal.status,
+                    "smpp server: submission refused: {refusal}");
+                bind.counters.refused.fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(metrics::SMPP_SERVER_REFUSED, "account" => account.name.clone()).increment(1);
+                self.refuse(sequence, reply, refusal.status).await
+            }
+        }
+    }
+
+    async fn refuse(
+        &mut self,
+        sequence: u32,
+        reply: Reply,
+        status: CommandStatus,
+    ) -> std::io::Result<()> {
+        let pdu: Pdu = match reply {
+            Reply::SubmitSm => SubmitSmResp::builder().build().into(),
+            Reply::DataSm => DataSmResp::builder().build().into(),
+        };
+        self.send(Command::new(status, sequence, pdu)).await
+    }
+
+    /// Sends every answer still committing.
+    async fn drain(&mut self) -> std::io::Result<()> {
+        while let Some((sequence, reply, answer)) = self.waiting.next().await {
+            self.answer(sequence, reply, answer).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a bound session from our side: answers what is committing,
+    /// sends unbind and waits briefly for unbind_resp.
+    async fn unbind(&mut self, reason: &str) -> String {
+        if self.bind.is_none() {
+            return reason.to_owned();
+        }
+        if let Err(e) = self.drain().await {
+            return format!("{reason}; cannot write to the client: {e}");
+        }
+        let sequence = self.next_sequence();
+        if let Err(e) = self
+            .send(Command::new(CommandStatus::EsmeRok, sequence, Pdu::Unbind))
+            .await
+        {
+            return format!("{reason}; cannot write to the client: {e}");
+        }
+        let answered = tokio::time::timeout(UNBIND_GRACE, async {
+            while let Some(Ok(frame)) = self.reader.next().await {
+                if let Frame::Command(c) = frame {
+                    if c.id() == CommandId::UnbindResp {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+        .await;
+        match answered {
+            Ok(true) => reason.to_owned(),
+            _ => format!("{reason}; the client did not answer unbind"),
+        }
+    }
+}
