@@ -225,37 +225,40 @@ where
         let Some(pdu) = command.pdu() else {
             return self.body_less(command.id(), sequence).await;
         };
+        // The three binds are distinct types with the same fields.
+        let bind = match pdu {
+            Pdu::BindTransmitter(b) => Some((
+                BindType::Transmitter,
+                &b.system_id,
+                &b.password,
+                b.interface_version,
+            )),
+            Pdu::BindReceiver(b) => Some((
+                BindType::Receiver,
+                &b.system_id,
+                &b.password,
+                b.interface_version,
+            )),
+            Pdu::BindTransceiver(b) => Some((
+                BindType::Transceiver,
+                &b.system_id,
+                &b.password,
+                b.interface_version,
+            )),
+            _ => None,
+        };
+        if let Some((bind_type, system_id, password, version)) = bind {
+            self.bind(
+                sequence,
+                bind_type,
+                system_id.as_str(),
+                password.as_str(),
+                version,
+            )
+            .await?;
+            return Ok(None);
+        }
         match pdu {
-            Pdu::BindTransmitter(b) => {
-                self.bind(
-                    sequence,
-                    BindType::Transmitter,
-                    b.system_id.as_str(),
-                    b.password.as_str(),
-                    b.interface_version,
-                )
-                .await?
-            }
-            Pdu::BindReceiver(b) => {
-                self.bind(
-                    sequence,
-                    BindType::Receiver,
-                    b.system_id.as_str(),
-                    b.password.as_str(),
-                    b.interface_version,
-                )
-                .await?
-            }
-            Pdu::BindTransceiver(b) => {
-                self.bind(
-                    sequence,
-                    BindType::Transceiver,
-                    b.system_id.as_str(),
-                    b.password.as_str(),
-                    b.interface_version,
-                )
-                .await?
-            }
             Pdu::SubmitSm(submit) => {
                 let read = submission::from_submit_sm(submit);
                 self.submit(sequence, Reply::SubmitSm, read).await?
@@ -301,8 +304,11 @@ where
     /// Commands rusmpp reads without a body of its own.
     async fn body_less(&mut self, id: CommandId, sequence: u32) -> std::io::Result<Option<String>> {
         match id {
-            CommandId::EnquireLinkResp | CommandId::GenericNack | CommandId::UnbindResp => {}
-            CommandId::DeliverSmResp | CommandId::DataSmResp => {}
+            CommandId::EnquireLinkResp
+            | CommandId::GenericNack
+            | CommandId::UnbindResp
+            | CommandId::DeliverSmResp
+            | CommandId::DataSmResp => {}
             other => {
                 tracing::debug!(peer = %self.peer, id = ?other, "smpp server: not served; generic_nack");
                 self.send(Command::new(
