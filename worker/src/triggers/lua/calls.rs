@@ -21,7 +21,7 @@ pub enum FromLua {
     Started,
     Call(Request),
     /// `process` returned: the fields it changed, or why it failed.
-    Done(Result<Map<String, Json>, String>),
+    Done(Result<Map<String, Json>, super::RunError>),
 }
 
 pub struct Request {
@@ -29,7 +29,7 @@ pub struct Request {
     /// `pcall`s entered since the last request that need their savepoint
     /// now, outermost first.
     pub open_savepoints: usize,
-    pub reply: oneshot::Sender<Result<Reply, String>>,
+    pub reply: oneshot::Sender<Result<Reply, CallFailure>>,
 }
 
 pub enum Call {
@@ -129,11 +129,9 @@ impl Server {
         tx: &Transaction<'_>,
         open: usize,
         call: Call,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, CallFailure> {
         if let Some(e) = &self.aborted {
-            return Err(format!(
-                "an earlier database error ended this run's work: {e}"
-            ));
+            return Err(CallFailure::RunAborted(e.clone()));
         }
         if open > 0 {
             tx.batch_execute(&"SAVEPOINT smsbus_pcall;".repeat(open))
@@ -145,9 +143,7 @@ impl Server {
             return self.end_savepoint(tx, keep).await;
         }
         if let Some(Some(e)) = self.savepoints.last() {
-            return Err(format!(
-                "an earlier database error ended this pcall's work: {e}"
-            ));
+            return Err(CallFailure::PcallAborted(e.clone()));
         }
         let result = match call {
             Call::Query { sql, params } => query(tx, &sql, &params).await.map(Reply::Rows),
@@ -163,25 +159,28 @@ impl Server {
             CallError::Database(e) => self.failed(&e),
             // The statement ran: the transaction is fine, the script may
             // catch this and carry on.
-            CallError::Unreadable(e) => format!(
-                "a value the database returned cannot be given to the script: {}",
-                super::super::chain::unreadable(&e)
-            ),
+            CallError::Unreadable(e) => {
+                CallFailure::Unreadable(super::super::chain::unreadable(&e))
+            }
         })
     }
 
     /// Records a database error against the innermost savepoint, or the
-    /// run, and returns its text.
-    fn failed(&mut self, e: &tokio_postgres::Error) -> String {
+    /// run, and returns it as the call's failure.
+    fn failed(&mut self, e: &tokio_postgres::Error) -> CallFailure {
         let text = super::super::chain::error_text(e);
         match self.savepoints.last_mut() {
             Some(slot) => *slot = Some(text.clone()),
             None => self.aborted = Some(text.clone()),
         }
-        text
+        CallFailure::Database(text)
     }
 
-    async fn end_savepoint(&mut self, tx: &Transaction<'_>, keep: bool) -> Result<Reply, String> {
+    async fn end_savepoint(
+        &mut self,
+        tx: &Transaction<'_>,
+        keep: bool,
+    ) -> Result<Reply, CallFailure> {
         let Some(error) = self.savepoints.pop() else {
             return Ok(Reply::Done);
         };
@@ -195,13 +194,42 @@ impl Server {
         match error {
             // The function inside caught the error itself, but its work
             // could not be kept.
-            Some(e) if keep => Err(e),
+            Some(e) if keep => Err(CallFailure::Database(e)),
             _ => Ok(Reply::Done),
         }
     }
 }
 
-/// Why a call failed.
+/// Why a script's call to the `smsbus` module failed: the script gets
+/// this as the error's text, and may catch it with `pcall`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallFailure {
+    #[error(transparent)]
+    Argument(#[from] BadArgument),
+    /// The statement failed; its work is lost with its savepoint or run.
+    #[error("{0}")]
+    Database(String),
+    #[error("an earlier database error ended this run's work: {0}")]
+    RunAborted(String),
+    #[error("an earlier database error ended this pcall's work: {0}")]
+    PcallAborted(String),
+    /// The statement ran, but a value it returned cannot be decoded.
+    #[error("a value the database returned cannot be given to the script: {0}")]
+    Unreadable(String),
+    /// Called outside `process` (say, from a finalizer after the run).
+    #[error("the database is only there while a message is processed")]
+    NoRun,
+    #[error("the run was given up (time limit)")]
+    GivenUp,
+}
+
+/// A script called the `smsbus` module with arguments it does not take;
+/// nothing was asked of the database.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadArgument(pub String);
+
+/// Why a statement failed, before the server decides what it means.
 #[derive(Debug, thiserror::Error)]
 enum CallError {
     /// The statement failed: what it did is lost with its savepoint.

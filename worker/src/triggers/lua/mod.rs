@@ -230,7 +230,7 @@ impl LuaTriggers {
                 FromLua::Started => deadline = Instant::now() + limit + GRACE,
                 FromLua::Call(request) => server.serve(tx, request).await,
                 FromLua::Done(result) => {
-                    let changed = result.map_err(RunError::Script)?;
+                    let changed = result?;
                     if let Some(e) = server.aborted {
                         return Err(RunError::Database(e));
                     }

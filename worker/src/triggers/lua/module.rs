@@ -15,7 +15,7 @@ use mlua::{Lua, MultiValue, Table, Value, Variadic};
 use serde_json::{Map, Value as Json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::calls::{Call, FromLua, Param, Reply, Request, SEND_FIELDS};
+use super::calls::{BadArgument, Call, CallFailure, FromLua, Param, Reply, Request, SEND_FIELDS};
 use super::http;
 use super::values::{from_lua, to_lua};
 
@@ -75,7 +75,9 @@ pub fn install(lua: &Lua, trigger: &str, run: &RunSlot, deadline: &Deadline) -> 
         lua.create_function(move |lua, (sql, params): (Value, Variadic<Value>)| {
             answer(
                 lua,
-                sql_call(lua, &sql, &params).map(|(sql, params)| Call::Query { sql, params }),
+                sql_call(lua, &sql, &params)
+                    .map(|(sql, params)| Call::Query { sql, params })
+                    .map_err(CallFailure::from),
                 &slot,
             )
         })?,
@@ -86,7 +88,9 @@ pub fn install(lua: &Lua, trigger: &str, run: &RunSlot, deadline: &Deadline) -> 
         lua.create_function(move |lua, (sql, params): (Value, Variadic<Value>)| {
             answer(
                 lua,
-                sql_call(lua, &sql, &params).map(|(sql, params)| Call::Execute { sql, params }),
+                sql_call(lua, &sql, &params)
+                    .map(|(sql, params)| Call::Execute { sql, params })
+                    .map_err(CallFailure::from),
                 &slot,
             )
         })?,
@@ -94,7 +98,13 @@ pub fn install(lua: &Lua, trigger: &str, run: &RunSlot, deadline: &Deadline) -> 
     let slot = run.clone();
     raw.set(
         "send",
-        lua.create_function(move |lua, fields: Value| answer(lua, send_call(lua, fields), &slot))?,
+        lua.create_function(move |lua, fields: Value| {
+            answer(
+                lua,
+                send_call(lua, fields).map_err(CallFailure::from),
+                &slot,
+            )
+        })?,
     )?;
     let slot = run.clone();
     raw.set(
@@ -102,7 +112,10 @@ pub fn install(lua: &Lua, trigger: &str, run: &RunSlot, deadline: &Deadline) -> 
         lua.create_function(move |lua, id: Value| {
             let call = match id {
                 Value::Integer(id) => Ok(Call::Message(id)),
-                other => Err(format!("expects a message id, not {}", other.type_name())),
+                other => Err(CallFailure::from(BadArgument(format!(
+                    "expects a message id, not {}",
+                    other.type_name()
+                )))),
             };
             answer(lua, call, &slot)
         })?,
@@ -115,10 +128,11 @@ pub fn install(lua: &Lua, trigger: &str, run: &RunSlot, deadline: &Deadline) -> 
             let left = until.get().map_or(http::DEFAULT_TIMEOUT, |d| {
                 d.saturating_duration_since(Instant::now())
             });
-            // The script reads the error as text: the same text whatever failed.
-            let result = http_request(spec)
-                .and_then(|request| client.send(request, left).map_err(|e| e.to_string()));
-            match result {
+            let request = match http_request(spec) {
+                Ok(request) => request,
+                Err(e) => return failure(lua, e),
+            };
+            match client.send(request, left) {
                 Ok(response) => {
                     let table = lua.create_table()?;
                     table.set("status", response.status)?;
@@ -126,7 +140,7 @@ pub fn install(lua: &Lua, trigger: &str, run: &RunSlot, deadline: &Deadline) -> 
                     table.set("body", lua.create_string(&response.body)?)?;
                     Ok((true, Value::Table(table)))
                 }
-                Err(e) => Ok((false, Value::String(lua.create_string(&e)?))),
+                Err(e) => failure(lua, e),
             }
         })?,
     )?;
@@ -165,7 +179,7 @@ pub fn install(lua: &Lua, trigger: &str, run: &RunSlot, deadline: &Deadline) -> 
             match request(&slot, Call::EndSavepoint { keep }) {
                 Err(e) if keep => Ok(MultiValue::from_vec(vec![
                     Value::Boolean(false),
-                    Value::String(lua.create_string(&e)?),
+                    Value::String(lua.create_string(e.to_string())?),
                 ])),
                 _ => Ok(results),
             }
@@ -177,10 +191,14 @@ pub fn install(lua: &Lua, trigger: &str, run: &RunSlot, deadline: &Deadline) -> 
 
 /// Sends `call` to the chain's task and turns its answer into
 /// `(ok, value)` for the prelude.
-fn answer(lua: &Lua, call: Result<Call, String>, slot: &RunSlot) -> mlua::Result<(bool, Value)> {
+fn answer(
+    lua: &Lua,
+    call: Result<Call, CallFailure>,
+    slot: &RunSlot,
+) -> mlua::Result<(bool, Value)> {
     let reply = call.and_then(|call| request(slot, call));
     let value = match reply {
-        Err(e) => return Ok((false, Value::String(lua.create_string(&e)?))),
+        Err(e) => return failure(lua, e),
         Ok(Reply::Rows(rows)) => {
             let table = lua.create_table_with_capacity(rows.len(), 0)?;
             for row in &rows {
@@ -199,13 +217,16 @@ fn answer(lua: &Lua, call: Result<Call, String>, slot: &RunSlot) -> mlua::Result
     Ok((true, value))
 }
 
+/// `(false, text)` for the prelude, which raises the text as the error.
+fn failure(lua: &Lua, e: impl std::fmt::Display) -> mlua::Result<(bool, Value)> {
+    Ok((false, Value::String(lua.create_string(e.to_string())?)))
+}
+
 /// Asks the chain's task, and waits: this thread has nothing else to do.
-pub fn request(slot: &RunSlot, call: Call) -> Result<Reply, String> {
+pub fn request(slot: &RunSlot, call: Call) -> Result<Reply, CallFailure> {
     let (events, open_savepoints) = {
         let mut run = slot.borrow_mut();
-        let run = run
-            .as_mut()
-            .ok_or("the database is only there while a message is processed")?;
+        let run = run.as_mut().ok_or(CallFailure::NoRun)?;
         let open = run.frames.iter().filter(|took| !**took).count();
         run.frames.iter_mut().for_each(|took| *took = true);
         (run.events.clone(), open)
@@ -216,112 +237,125 @@ pub fn request(slot: &RunSlot, call: Call) -> Result<Reply, String> {
         open_savepoints,
         reply,
     };
-    let gone = || "the run was given up (time limit)".to_owned();
     events
         .blocking_send(FromLua::Call(request))
-        .map_err(|_| gone())?;
-    answer.blocking_recv().map_err(|_| gone())?
+        .map_err(|_| CallFailure::GivenUp)?;
+    answer.blocking_recv().map_err(|_| CallFailure::GivenUp)?
 }
 
-fn sql_call(lua: &Lua, sql: &Value, params: &[Value]) -> Result<(String, Vec<Param>), String> {
+fn sql_call(lua: &Lua, sql: &Value, params: &[Value]) -> Result<(String, Vec<Param>), BadArgument> {
     let Value::String(sql) = sql else {
-        return Err(format!("expects SQL text, not {}", sql.type_name()));
+        return Err(bad(format!("expects SQL text, not {}", sql.type_name())));
     };
     let sql = sql
         .to_str()
-        .map_err(|_| "the SQL is not UTF-8".to_owned())?
+        .map_err(|_| bad("the SQL is not UTF-8"))?
         .to_owned();
     let params = params
         .iter()
         .enumerate()
-        .map(|(i, value)| param(lua, value).map_err(|e| format!("parameter ${}: {e}", i + 1)))
+        .map(|(i, value)| param(lua, value).map_err(|e| bad(format!("parameter ${}: {e}", i + 1))))
         .collect::<Result<_, _>>()?;
     Ok((sql, params))
 }
 
 /// A Lua value as an SQL parameter in text form.
-fn param(lua: &Lua, value: &Value) -> Result<Param, String> {
+fn param(lua: &Lua, value: &Value) -> Result<Param, BadArgument> {
     Ok(Param(match value {
         Value::Nil => None,
         Value::Boolean(b) => Some(b.to_string()),
         Value::Integer(n) => Some(n.to_string()),
         Value::Number(n) => Some(n.to_string()),
-        Value::String(s) => Some(s.to_str().map_err(|_| "not UTF-8")?.to_owned()),
+        Value::String(s) => Some(s.to_str().map_err(|_| bad("not UTF-8"))?.to_owned()),
         // As JSON, for a json or jsonb parameter.
         Value::Table(_) => Some(
             from_lua(lua, value.clone())
-                .map_err(|e| e.to_string())?
+                .map_err(|e| bad(e.to_string()))?
                 .to_string(),
         ),
-        other => return Err(format!("a {} cannot be a parameter", other.type_name())),
+        other => {
+            return Err(bad(format!(
+                "a {} cannot be a parameter",
+                other.type_name()
+            )))
+        }
     }))
 }
 
-fn send_call(lua: &Lua, fields: Value) -> Result<Call, String> {
+fn send_call(lua: &Lua, fields: Value) -> Result<Call, BadArgument> {
     let Value::Table(_) = &fields else {
-        return Err(format!(
+        return Err(bad(format!(
             "expects a table {{to=, body=, ...}}, not {}",
             fields.type_name()
-        ));
+        )));
     };
-    let Json::Object(fields) = from_lua(lua, fields).map_err(|e| e.to_string())? else {
-        return Err("expects a table {to=, body=, ...}".to_owned());
+    let Json::Object(fields) = from_lua(lua, fields).map_err(|e| bad(e.to_string()))? else {
+        return Err(bad("expects a table {to=, body=, ...}"));
     };
     if let Some(unknown) = fields.keys().find(|k| !SEND_FIELDS.contains(&k.as_str())) {
-        return Err(format!(
+        return Err(bad(format!(
             "unknown field {unknown:?} (known: {})",
             SEND_FIELDS.join(", ")
-        ));
+        )));
     }
     Ok(Call::Send(fields))
 }
 
-fn http_request(spec: Value) -> Result<http::Request, String> {
+fn http_request(spec: Value) -> Result<http::Request, BadArgument> {
     let Value::Table(spec) = spec else {
-        return Err(format!(
+        return Err(bad(format!(
             "expects a table {{url=, ...}}, not {}",
             spec.type_name()
-        ));
+        )));
     };
-    let text = |key: &str| -> Result<Option<String>, String> {
-        match spec.get::<Value>(key).map_err(|e| e.to_string())? {
+    let field = |key: &str| spec.get::<Value>(key).map_err(|e| bad(e.to_string()));
+    let text = |key: &str| -> Result<Option<String>, BadArgument> {
+        match field(key)? {
             Value::Nil => Ok(None),
             Value::String(s) => Ok(Some(s.to_string_lossy())),
-            other => Err(format!("{key} must be a string, not {}", other.type_name())),
+            other => Err(bad(format!(
+                "{key} must be a string, not {}",
+                other.type_name()
+            ))),
         }
     };
-    let url = text("url")?.ok_or("url is missing")?;
+    let url = text("url")?.ok_or_else(|| bad("url is missing"))?;
     let method = text("method")?;
-    let body = match spec.get::<Value>("body").map_err(|e| e.to_string())? {
+    let body = match field("body")? {
         Value::Nil => None,
         Value::String(s) => Some(s.as_bytes().to_vec()),
-        other => return Err(format!("body must be a string, not {}", other.type_name())),
+        other => {
+            return Err(bad(format!(
+                "body must be a string, not {}",
+                other.type_name()
+            )))
+        }
     };
-    let timeout = match spec.get::<Value>("timeout").map_err(|e| e.to_string())? {
+    let timeout = match field("timeout")? {
         Value::Nil => None,
         Value::Integer(n) if n > 0 => Some(Duration::from_secs(n as u64)),
         Value::Number(n) if n > 0.0 && n.is_finite() => Some(Duration::from_secs_f64(n)),
         other => {
-            return Err(format!(
+            return Err(bad(format!(
                 "timeout must be a positive number of seconds, not {other:?}"
-            ))
+            )))
         }
     };
     let mut headers = Vec::new();
-    match spec.get::<Value>("headers").map_err(|e| e.to_string())? {
+    match field("headers")? {
         Value::Nil => {}
         Value::Table(table) => {
             for pair in table.pairs::<String, String>() {
-                headers.push(
-                    pair.map_err(|e| format!("headers: names and values must be strings ({e})"))?,
-                );
+                headers.push(pair.map_err(|e| {
+                    bad(format!("headers: names and values must be strings ({e})"))
+                })?);
             }
         }
         other => {
-            return Err(format!(
+            return Err(bad(format!(
                 "headers must be a table, not {}",
                 other.type_name()
-            ))
+            )))
         }
     }
     Ok(http::Request {
@@ -331,6 +365,10 @@ fn http_request(spec: Value) -> Result<http::Request, String> {
         body,
         timeout,
     })
+}
+
+fn bad(text: impl Into<String>) -> BadArgument {
+    BadArgument(text.into())
 }
 
 /// A message row as the table `process` gets.

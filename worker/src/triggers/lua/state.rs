@@ -25,6 +25,7 @@ use super::calls::FromLua;
 use super::module::{self, Deadline, Run, RunSlot};
 use super::patterns;
 use super::values::{changes, from_lua};
+use super::RunError;
 
 /// How Lua scripts are run (worker flags).
 #[derive(Debug, Clone, Copy)]
@@ -95,9 +96,11 @@ fn serve(name: &str, script: &str, settings: Settings, queue: mpsc::Receiver<Job
             },
         };
         slot.borrow_mut().take();
-        let result = result.map_err(|e| match e {
-            Failure::Lua(e) => error_text(&e, settings),
-            Failure::Other(e) => e,
+        let result = result.map_err(|e| {
+            RunError::Script(match e {
+                Failure::Lua(e) => error_text(&e, settings),
+                Failure::Other(e) => e,
+            })
         });
         if let Some(script) = &loaded {
             // Finalizers (`__gc`) are Lua code too: they get a time limit
@@ -334,7 +337,9 @@ mod tests {
             // Polled, so that a run that never ends fails the test.
             assert!(started.elapsed() < Duration::from_secs(10), "no answer");
             match incoming.try_recv() {
-                Ok(FromLua::Done(result)) => return (result, started.elapsed()),
+                Ok(FromLua::Done(result)) => {
+                    return (result.map_err(|e| e.to_string()), started.elapsed())
+                }
                 Ok(FromLua::Call(_)) => panic!("no database here"),
                 Ok(FromLua::Started) => {}
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
@@ -392,7 +397,7 @@ mod tests {
                 .unwrap();
             while let Some(event) = incoming.blocking_recv() {
                 if let FromLua::Done(result) = event {
-                    results.push(result);
+                    results.push(result.map_err(|e| e.to_string()));
                     break;
                 }
             }
