@@ -1426,6 +1426,9 @@ CREATE TABLE account (
     -- How it is told its messages' ids: decimal or hexadecimal.
     message_id_format text NOT NULL DEFAULT 'dec'
                     CONSTRAINT account_message_id_format CHECK (message_id_format IN ('dec', 'hex')),
+    -- How long a delivery receipt waits for a receiver bind of the account.
+    report_keep     interval NOT NULL DEFAULT '72 hours'
+                    CONSTRAINT account_report_keep CHECK (report_keep > interval '0'),
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
@@ -1805,7 +1808,7 @@ DECLARE
 BEGIN
     FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'queued_expired', 'noreport', 'triggers_resumed', 'archived',
                                 'reports_dropped', 'usage_dropped', 'inbound_incomplete',
-                                'parked_reports_applied', 'binds_expired'] LOOP
+                                'parked_reports_applied', 'binds_expired', 'receipts_expired'] LOOP
         BEGIN
             done := CASE step
                 WHEN 'promoted' THEN to_jsonb(smsbus._promote_scheduled(p_limit))
@@ -1823,6 +1826,8 @@ BEGIN
                 WHEN 'parked_reports_applied' THEN to_jsonb(smsbus._apply_parked_reports())
                 -- SMPP binds of workers that died (sql/smpp_server.sql).
                 WHEN 'binds_expired' THEN to_jsonb(smsbus._expire_binds())
+                -- Delivery receipts no bind took in time (sql/smpp_outbox.sql).
+                WHEN 'receipts_expired' THEN to_jsonb(smsbus._expire_receipts())
             END;
             result := result || CASE WHEN jsonb_typeof(done) = 'object' THEN done
                                      ELSE jsonb_build_object(step, done) END;
@@ -2061,3 +2066,156 @@ COMMENT ON COLUMN smpp_bind.refused IS 'Submissions refused (bad input, not allo
 COMMENT ON COLUMN smpp_bind.throttled IS 'Submissions refused with ESME_RTHROTTLED (over throughput or window).';
 COMMENT ON COLUMN smpp_bind.delivered IS 'deliver_sm the client acknowledged.';
 COMMENT ON COLUMN smpp_bind.window_in_use IS 'Submissions waiting for their submit_sm_resp when last written.';
+
+-- Delivery receipts to accounts (sql/smpp_outbox.sql).
+ALTER TABLE message ADD COLUMN receipts smallint;
+ALTER TABLE message_archive ADD COLUMN receipts smallint;
+-- What must reach an account's receiver binds as deliver_sm: delivery
+-- receipts, written in the transaction that gave a message its final
+-- status (sql/smpp_outbox.sql) and deleted only when a bind's
+-- deliver_sm_resp said OK. A row keeps what its receipt says: the message
+-- may be archived before the account binds again.
+CREATE TABLE smpp_outbox (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account         text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    message_id      bigint NOT NULL,
+    -- The final status reported.
+    status          status NOT NULL,
+    -- The message's addresses: a receipt goes from its destination to its source.
+    to_address      text,
+    from_address    text,
+    submitted_at    timestamptz NOT NULL,
+    done_at         timestamptz NOT NULL,
+    -- The error the receipt names (its err: field), 3 characters at most.
+    error_code      text NOT NULL DEFAULT '000',
+    -- The message's first 20 characters (the receipt's text: field).
+    sample          text NOT NULL DEFAULT '',
+    segments        integer NOT NULL DEFAULT 1,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    expires_at      timestamptz NOT NULL,
+    -- Times it went out without an OK, and when it may go again.
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    -- The lease of the worker whose bind is sending it.
+    claimed_by      text,
+    claimed_until   timestamptz
+);
+COMMENT ON TABLE smpp_outbox IS 'Delivery receipts waiting for a receiver bind of their account, until it acknowledges them.';
+CREATE INDEX smpp_outbox_account ON smpp_outbox (account, id);
+CREATE INDEX smpp_outbox_expires ON smpp_outbox (expires_at);
+
+GRANT SELECT (report_keep), INSERT (report_keep), UPDATE (report_keep) ON account TO smsbus_admin;
+GRANT SELECT (report_keep) ON account TO smsbus_worker;
+GRANT SELECT, DELETE ON smpp_outbox TO smsbus_admin;
+GRANT SELECT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
+SELECT pg_catalog.pg_extension_config_dump('smsbus.smpp_outbox'::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('smsbus.smpp_outbox', 'id')::regclass, '');
+CREATE FUNCTION _queue_receipts(p_ids bigint[]) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    WITH queued AS (
+        INSERT INTO smsbus.smpp_outbox (account, message_id, status, to_address, from_address, submitted_at,
+                                        done_at, error_code, sample, segments, expires_at)
+        SELECT m.account, m.id, m.status, m.to_address, m.from_address, m.created_at,
+               coalesce(m.delivered_at, m.updated_at),
+               CASE WHEN m.status = 'delivered' THEN '000'
+                    ELSE coalesce(substring(m.last_error FROM 'err:([0-9A-Za-z]{1,3})'), '000') END,
+               left(m.body, 20), m.segments, now() + a.report_keep
+        FROM smsbus.message m
+        JOIN smsbus.account a ON a.name = m.account
+        WHERE m.id = ANY (p_ids)
+          AND CASE m.receipts & 3
+                  WHEN 1 THEN true
+                  WHEN 2 THEN m.status <> 'delivered'
+                  WHEN 3 THEN m.status = 'delivered'
+                  ELSE false
+              END
+        ORDER BY m.id
+        RETURNING account
+    )
+    SELECT count(pg_notify('smsbus_smpp_outbox', q.account))
+    FROM (SELECT DISTINCT account FROM queued) q
+$$;
+
+-- Takes up to p_limit of an account's receipts that are due and not
+-- leased to a bind, oldest first, for p_lease.
+CREATE FUNCTION _claim_receipts(p_account text, p_worker text, p_limit integer, p_lease interval)
+RETURNS TABLE (id bigint, message_id bigint, status text, to_address text, from_address text,
+               submit_date text, done_date text, error_code text, sample text, segments integer,
+               attempts integer)
+LANGUAGE sql
+AS $$
+    UPDATE smsbus.smpp_outbox o
+    SET claimed_by = p_worker, claimed_until = now() + p_lease, attempts = o.attempts + 1
+    FROM (SELECT x.id FROM smsbus.smpp_outbox x
+          WHERE x.account = p_account AND x.next_attempt_at <= now() AND x.expires_at > now()
+            AND (x.claimed_until IS NULL OR x.claimed_until < now())
+          ORDER BY x.id
+          LIMIT p_limit
+          FOR UPDATE SKIP LOCKED) c
+    WHERE o.id = c.id
+    RETURNING o.id, o.message_id, o.status::text, o.to_address, o.from_address,
+              to_char(o.submitted_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
+              to_char(o.done_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
+              o.error_code, o.sample, o.segments, o.attempts
+$$;
+
+-- Receipts a client acknowledged (deliver_sm_resp OK): they are done.
+CREATE FUNCTION _receipts_acknowledged(p_ids bigint[]) RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (DELETE FROM smsbus.smpp_outbox o WHERE o.id = ANY (p_ids) RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+-- Receipts a bind took but could not hand over (refused, unanswered, or
+-- its session ended): free again after their delay, with the reason.
+CREATE FUNCTION _receipts_returned(p_worker text, p_ids bigint[], p_errors text[], p_delays_s real[])
+RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH back AS (
+        UPDATE smsbus.smpp_outbox o
+        SET claimed_by = NULL, claimed_until = NULL,
+            next_attempt_at = now() + make_interval(secs => r.delay_s),
+            last_error = coalesce(r.error, o.last_error)
+        FROM unnest(p_ids, p_errors, p_delays_s) AS r(id, error, delay_s)
+        WHERE o.id = r.id AND o.claimed_by = p_worker
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM back
+$$;
+
+-- At a worker's start: the receipts a previous run of it had taken go
+-- back at once, instead of when their lease passes.
+CREATE FUNCTION _release_receipts(p_worker text) RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH back AS (
+        UPDATE smsbus.smpp_outbox o SET claimed_by = NULL, claimed_until = NULL
+        WHERE o.claimed_by = p_worker
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM back
+$$;
+
+-- Maintenance: receipts no bind of their account took in time.
+CREATE FUNCTION _expire_receipts() RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (DELETE FROM smsbus.smpp_outbox o WHERE o.expires_at <= now() RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+GRANT EXECUTE ON FUNCTION _claim_receipts(text, text, integer, interval), _receipts_acknowledged(bigint[]),
+    _receipts_returned(text, bigint[], text[], real[]), _release_receipts(text), _expire_receipts()
+    TO smsbus_worker;
+
+REVOKE ALL ON FUNCTION _queue_receipts(bigint[]), _claim_receipts(text, text, integer, interval),
+    _receipts_acknowledged(bigint[]), _receipts_returned(text, bigint[], text[], real[]),
+    _release_receipts(text), _expire_receipts()
+    FROM PUBLIC;
+COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
+COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes; null none.';

@@ -28,6 +28,7 @@ COMMENT ON COLUMN message.delivered_at IS 'When its delivery report said deliver
 COMMENT ON COLUMN message.received_at IS 'When an inbound message arrived.';
 COMMENT ON COLUMN message.claimed_by IS 'The worker whose channel holds it while sending (system).';
 COMMENT ON COLUMN message.claimed_until IS 'When that worker''s lease ends (system).';
+COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes; null none.';
 COMMENT ON COLUMN message.account IS 'The account that submitted it (over SMPP); null for messages written in SQL.';
 
 COMMENT ON COLUMN account.name IS 'The account''s name, its SMPP system_id: letters, digits, _ . - (15 at most).';
@@ -44,6 +45,7 @@ COMMENT ON COLUMN account.credit IS 'Parts it may still send; null keeps no cred
 COMMENT ON COLUMN account.daily_limit IS 'Most messages it may submit per day (UTC); null for no limit.';
 COMMENT ON COLUMN account.channel IS 'The channel its messages go to; null lets the router choose.';
 COMMENT ON COLUMN account.message_id_format IS 'How it is told message ids: dec or hex.';
+COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
 
 COMMENT ON COLUMN smpp_server.name IS 'The listener''s name, as smpp_bind.server shows it.';
 COMMENT ON COLUMN smpp_server.enabled IS 'Off: every worker closes the listener and its sessions.';

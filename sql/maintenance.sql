@@ -32,7 +32,7 @@ DECLARE
 BEGIN
     FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'queued_expired', 'noreport', 'triggers_resumed', 'archived',
                                 'reports_dropped', 'usage_dropped', 'inbound_incomplete',
-                                'parked_reports_applied', 'binds_expired'] LOOP
+                                'parked_reports_applied', 'binds_expired', 'receipts_expired'] LOOP
         BEGIN
             done := CASE step
                 WHEN 'promoted' THEN to_jsonb(smsbus._promote_scheduled(p_limit))
@@ -50,6 +50,8 @@ BEGIN
                 WHEN 'parked_reports_applied' THEN to_jsonb(smsbus._apply_parked_reports())
                 -- SMPP binds of workers that died (sql/smpp_server.sql).
                 WHEN 'binds_expired' THEN to_jsonb(smsbus._expire_binds())
+                -- Delivery receipts no bind took in time (sql/smpp_outbox.sql).
+                WHEN 'receipts_expired' THEN to_jsonb(smsbus._expire_receipts())
             END;
             result := result || CASE WHEN jsonb_typeof(done) = 'object' THEN done
                                      ELSE jsonb_build_object(step, done) END;

@@ -94,6 +94,9 @@ CREATE TABLE account (
     -- How it is told its messages' ids: decimal or hexadecimal.
     message_id_format text NOT NULL DEFAULT 'dec'
                     CONSTRAINT account_message_id_format CHECK (message_id_format IN ('dec', 'hex')),
+    -- How long a delivery receipt waits for a receiver bind of the account.
+    report_keep     interval NOT NULL DEFAULT '72 hours'
+                    CONSTRAINT account_report_keep CHECK (report_keep > interval '0'),
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
@@ -161,6 +164,41 @@ CREATE TABLE smpp_bind (
 COMMENT ON TABLE smpp_bind IS 'Open SMPP binds of accounts, on every worker.';
 CREATE INDEX smpp_bind_account ON smpp_bind (account);
 
+-- What must reach an account's receiver binds as deliver_sm: delivery
+-- receipts, written in the transaction that gave a message its final
+-- status (sql/smpp_outbox.sql) and deleted only when a bind's
+-- deliver_sm_resp said OK. A row keeps what its receipt says: the message
+-- may be archived before the account binds again.
+CREATE TABLE smpp_outbox (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account         text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    message_id      bigint NOT NULL,
+    -- The final status reported.
+    status          status NOT NULL,
+    -- The message's addresses: a receipt goes from its destination to its source.
+    to_address      text,
+    from_address    text,
+    submitted_at    timestamptz NOT NULL,
+    done_at         timestamptz NOT NULL,
+    -- The error the receipt names (its err: field), 3 characters at most.
+    error_code      text NOT NULL DEFAULT '000',
+    -- The message's first 20 characters (the receipt's text: field).
+    sample          text NOT NULL DEFAULT '',
+    segments        integer NOT NULL DEFAULT 1,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    expires_at      timestamptz NOT NULL,
+    -- Times it went out without an OK, and when it may go again.
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    -- The lease of the worker whose bind is sending it.
+    claimed_by      text,
+    claimed_until   timestamptz
+);
+COMMENT ON TABLE smpp_outbox IS 'Delivery receipts waiting for a receiver bind of their account, until it acknowledges them.';
+CREATE INDEX smpp_outbox_account ON smpp_outbox (account, id);
+CREATE INDEX smpp_outbox_expires ON smpp_outbox (expires_at);
+
 -- The queue. Users write the first group of columns; the extension and the
 -- worker write the rest.
 CREATE TABLE message (
@@ -205,7 +243,10 @@ CREATE TABLE message (
     claimed_by      text,
     claimed_until   timestamptz,
     -- The account that submitted it (over SMPP or HTTP); null for SQL.
-    account         text
+    account         text,
+    -- The delivery receipts its account asked for (SMPP registered_delivery,
+    -- bits 1-0): 1 every final outcome, 2 failures, 3 successes; null none.
+    receipts        smallint
     -- No CHECK constraints: PostgreSQL compiles them again for every
     -- statement, a twentieth of a single-row INSERT. The row triggers
     -- check what they would: direction is 'out' or 'in', and an outbound
@@ -447,16 +488,18 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON channel, route, block, archiving, messag
 -- Accounts: everything but the password's hash, which only
 -- smsbus.set_password writes and smsbus._verify_password reads.
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, description, created_at, updated_at),
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, description, created_at,
+              updated_at),
       INSERT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, description),
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, description),
       UPDATE (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, description),
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, description),
       DELETE
     ON account TO smsbus_admin;
 GRANT SELECT ON channel_state, message_event, message_part, pending_report, inbound_part, channel_wakeup,
     smpp_bind
     TO smsbus_admin;
+GRANT SELECT, DELETE ON smpp_outbox TO smsbus_admin;
 GRANT SELECT, UPDATE, DELETE ON channel_usage TO smsbus_admin;
 GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
 
@@ -464,8 +507,9 @@ GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
 GRANT SELECT ON channel, smpp_server TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_bind TO smsbus_worker;
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, updated_at)
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, updated_at)
     ON account TO smsbus_worker;
+GRANT SELECT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE ON message TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_report, channel_wakeup,
     inbound_part TO smsbus_worker;

@@ -34,8 +34,16 @@ pub const TAKE_QUOTA: &str = "
     WHERE u.routed OPERATOR(pg_catalog.<) $2
     RETURNING u.routed";
 
+/// Writes the delivery receipts owed to accounts for the messages `$1`
+/// (int8[]) that reached a final status (sql/smpp_outbox.sql).
+pub const QUEUE_RECEIPTS: &str = "SELECT smsbus._queue_receipts($1::pg_catalog.int8[])";
+
 /// Every owner-context statement, by name.
-pub const ALL: &[(&str, &str)] = &[("WAKE", WAKE), ("TAKE_QUOTA", TAKE_QUOTA)];
+pub const ALL: &[(&str, &str)] = &[
+    ("WAKE", WAKE),
+    ("TAKE_QUOTA", TAKE_QUOTA),
+    ("QUEUE_RECEIPTS", QUEUE_RECEIPTS),
+];
 
 /// What makes a statement unsafe to run in the owner context: the first
 /// name that is resolved through `search_path`, or None.

@@ -77,6 +77,12 @@ impl Status {
         !matches!(self, Status::Scheduled | Status::Queued | Status::Sending)
     }
 
+    /// Whether an outbound message in this status has its last word: what a
+    /// delivery receipt to the account that submitted it reports.
+    pub fn is_final_outcome(self) -> bool {
+        self.is_permanent() && !matches!(self, Status::Sent | Status::Received)
+    }
+
     /// Whether a message may be inserted in this status (outbound statuses
     /// are chosen by the router, `received` by an inbound channel).
     pub fn is_initial(self) -> bool {

@@ -2,7 +2,7 @@
 //!
 //! The schema lives in SQL, a file a concern: `sql/schema.sql` (types,
 //! tables, indexes, roles), `queue.sql` (the queue's triggers), `send.sql`,
-//! `accounts.sql`, `smpp_server.sql`,
+//! `accounts.sql`, `smpp_server.sql`, `smpp_outbox.sql`,
 //! `router_check.sql`, `router_compile.sql`, `router_explain.sql`,
 //! `triggers.sql`, `outbox.sql`, `inbox.sql`, `maintenance.sql`,
 //! `views.sql`, `backups.sql`, `comments.sql` (what `\d+` says) and
@@ -128,6 +128,11 @@ extension_sql_file!(
     "../../sql/smpp_server.sql",
     name = "smpp_server",
     requires = ["accounts", _restoring]
+);
+extension_sql_file!(
+    "../../sql/smpp_outbox.sql",
+    name = "smpp_outbox",
+    requires = ["smpp_server"]
 );
 extension_sql_file!(
     "../../sql/outbox.sql",

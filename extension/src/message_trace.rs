@@ -35,6 +35,9 @@ struct Batch {
     to: Vec<&'static str>,
     details: Vec<Option<String>>,
     wake: Vec<String>,
+    /// Messages of an account that reached a final status: their receipts
+    /// may be owed (`smsbus._queue_receipts` decides).
+    receipts: Vec<i64>,
 }
 
 thread_local! {
@@ -80,7 +83,9 @@ fn _message_after_change<'a>(
         unsafe { async_notify(c"smsbus_triggers".as_ptr(), c"".as_ptr()) };
     }
     let c = Columns::of(desc);
-    let batch = collect(data.tg_newtable, desc, &c, inserting);
+    // Optional: a schema before 0.2.0 (not yet upgraded) has no accounts.
+    let account = direct_read::column_of(desc, c"account");
+    let batch = collect(data.tg_newtable, desc, &c, account, inserting);
     if batch.ids.is_empty() && batch.wake.is_empty() {
         return Ok(None);
     }
@@ -94,15 +99,20 @@ fn _message_after_change<'a>(
     if !batch.wake.is_empty() && armed(&batch.wake) {
         owner::as_owner_fixed_path(owner, || wake(&batch.wake));
     }
+    if !batch.receipts.is_empty() {
+        owner::as_owner_fixed_path(owner, || queue_receipts(&batch.receipts));
+    }
     Ok(None)
 }
 
 /// Reads the transition table: every row whose status changed (all of them
-/// on INSERT) is an event; rows that entered `queued` wake their channel.
+/// on INSERT) is an event; rows that entered `queued` wake their channel;
+/// an account's messages that reached a final status may owe a receipt.
 fn collect(
     table: *mut pg_sys::Tuplestorestate,
     desc: pg_sys::TupleDesc,
     c: &Columns,
+    account: Option<usize>,
     inserting: bool,
 ) -> Batch {
     let mut batch = Batch::default();
@@ -150,11 +160,13 @@ fn collect(
                 }
                 _ => text(c.last_error),
             };
-            batch.ids.push(
-                get(slot, c.id)
-                    .and_then(|d| i64::from_datum(d, false))
-                    .unwrap_or_default(),
-            );
+            let id = get(slot, c.id)
+                .and_then(|d| i64::from_datum(d, false))
+                .unwrap_or_default();
+            if status.is_final_outcome() && account.is_some_and(|a| get(slot, a).is_some()) {
+                batch.receipts.push(id);
+            }
+            batch.ids.push(id);
             batch.from.push(previous.map(Status::as_str));
             batch.to.push(status.as_str());
             batch.details.push(detail);
@@ -331,6 +343,17 @@ fn wake(channels: &[String]) {
             crate::internal(format!("waking the channels failed (SPI status {status})"));
         }
     })
+}
+
+/// Writes the receipts owed for `ids` (`smsbus._queue_receipts`). Only
+/// statements that finish messages of accounts come here: a plain SPI
+/// statement is cheap beside what they did.
+fn queue_receipts(ids: &[i64]) {
+    let ids = ids.to_vec();
+    let result = Spi::run_with_args(owner_sql::QUEUE_RECEIPTS, &[ids.into()]);
+    if let Err(e) = result {
+        crate::internal(format!("writing the delivery receipts failed: {e}"));
+    }
 }
 
 /// Prepares the wake-up statement once per backend with a generic plan.

@@ -7,6 +7,8 @@
 //! - `smsbus_config`: channel rows changed.
 //! - `smsbus_maintenance`: run maintenance now (operators may send it too).
 //! - `smsbus_triggers`: messages were armed for their triggers.
+//! - `smsbus_smpp_outbox`, payload an account name: delivery receipts
+//!   wait for that account's receiver binds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ pub const QUEUE: &str = "smsbus_queue";
 pub const CONFIG: &str = "smsbus_config";
 pub const MAINTENANCE: &str = "smsbus_maintenance";
 pub const TRIGGERS: &str = "smsbus_triggers";
+pub const SMPP_OUTBOX: &str = "smsbus_smpp_outbox";
 
 /// How many queue wake-ups may wait for slow receivers; a receiver that
 /// falls behind sees `Lagged` and polls its queue, which is what a wake-up
@@ -37,6 +40,8 @@ pub struct Wakeups {
     pub config: Arc<Notify>,
     pub maintenance: Arc<Notify>,
     pub triggers: Arc<Notify>,
+    /// Accounts with new receipts in `smsbus.smpp_outbox`.
+    pub smpp_outbox: broadcast::Sender<Arc<str>>,
 }
 
 impl Default for Wakeups {
@@ -46,6 +51,7 @@ impl Default for Wakeups {
             config: Arc::new(Notify::new()),
             maintenance: Arc::new(Notify::new()),
             triggers: Arc::new(Notify::new()),
+            smpp_outbox: broadcast::channel(QUEUE_BACKLOG).0,
         }
     }
 }
@@ -60,6 +66,10 @@ impl Wakeups {
             CONFIG => self.config.notify_waiters(),
             MAINTENANCE => self.maintenance.notify_one(),
             TRIGGERS => self.triggers.notify_one(),
+            SMPP_OUTBOX => {
+                // No bind listening is fine: a bind looks when it opens.
+                let _unheard = self.smpp_outbox.send(Arc::from(payload));
+            }
             other => tracing::debug!(channel = other, "ignoring notification"),
         }
     }
@@ -69,6 +79,8 @@ impl Wakeups {
         self.config.notify_waiters();
         self.maintenance.notify_one();
         self.triggers.notify_one();
+        // An empty account name wakes every bind; none listening is fine.
+        let _unheard = self.smpp_outbox.send(Arc::from(""));
     }
 }
 
@@ -115,7 +127,7 @@ async fn listen(config: &Config, wakeups: &Wakeups, backoff: &mut Backoff) -> an
     };
     tokio::pin!(pump);
     let subscribe =
-        format!("LISTEN {QUEUE}; LISTEN {CONFIG}; LISTEN {MAINTENANCE}; LISTEN {TRIGGERS};");
+        format!("LISTEN {QUEUE}; LISTEN {CONFIG}; LISTEN {MAINTENANCE}; LISTEN {TRIGGERS}; LISTEN {SMPP_OUTBOX};");
     tokio::select! {
         result = &mut pump => return result,
         subscribed = client.batch_execute(&subscribe) => subscribed?,

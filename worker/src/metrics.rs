@@ -33,6 +33,7 @@ pub const SMPP_SERVER_THROTTLED: &str = "smsbus_smpp_server_throttled_total";
 pub const SMPP_SERVER_BINDS: &str = "smsbus_smpp_server_binds";
 pub const SMPP_SERVER_BIND_REFUSALS: &str = "smsbus_smpp_server_bind_refusals_total";
 pub const SMPP_SERVER_BATCH: &str = "smsbus_smpp_server_commit_batch_size";
+pub const SMPP_SERVER_RECEIPTS: &str = "smsbus_smpp_server_receipts_delivered_total";
 
 /// Latency buckets, in seconds: from a fast provider's milliseconds to a
 /// handset that was off for a day.
@@ -104,6 +105,10 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
     );
     describe_gauge!(SMPP_SERVER_BINDS, "SMPP client binds open on this worker");
     describe_counter!(SMPP_SERVER_BIND_REFUSALS, "binds refused, by status");
+    describe_counter!(
+        SMPP_SERVER_RECEIPTS,
+        "delivery receipts SMPP clients acknowledged, by account"
+    );
     describe_histogram!(
         SMPP_SERVER_BATCH,
         "submissions per group-commit transaction"

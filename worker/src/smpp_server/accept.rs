@@ -219,17 +219,19 @@ fn refusal_of(db: &tokio_postgres::error::DbError) -> Refusal {
 /// SMPP time text (`smpp_time`): a timestamptz, or `+` and an interval.
 const INSERT: &str = "
     INSERT INTO smsbus.message (account, to_address, from_address, body, encoding, channel, priority,
-                                scheduled_at, valid_until)
+                                scheduled_at, valid_until, receipts)
     SELECT u.account, u.to_address, u.from_address, u.body, u.encoding, u.channel, u.priority,
            CASE WHEN u.scheduled IS NULL THEN now()
                 WHEN left(u.scheduled, 1) = '+' THEN now() + substr(u.scheduled, 2)::interval
                 ELSE u.scheduled::timestamptz END,
            CASE WHEN u.validity IS NULL THEN NULL
                 WHEN left(u.validity, 1) = '+' THEN now() + substr(u.validity, 2)::interval
-                ELSE u.validity::timestamptz END
+                ELSE u.validity::timestamptz END,
+           u.receipts
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int2[],
-                $8::text[], $9::text[])
-         AS u(account, to_address, from_address, body, encoding, channel, priority, scheduled, validity)
+                $8::text[], $9::text[], $10::int2[])
+         AS u(account, to_address, from_address, body, encoding, channel, priority, scheduled, validity,
+              receipts)
     RETURNING id, segments";
 
 /// Source addresses an account's pattern refuses (their ordinals, from 1).
@@ -279,6 +281,7 @@ async fn insert_batch(
         let priority: Vec<i16> = taken.iter().map(|p| p.submission.priority).collect();
         let scheduled = column(&|p| p.submission.scheduled.clone());
         let validity = column(&|p| p.submission.validity.clone());
+        let receipts: Vec<Option<i16>> = taken.iter().map(|p| p.submission.receipts()).collect();
         // RETURNING yields the rows in the order the SELECT produced
         // them, which is the order of the arrays.
         let rows = tx
@@ -286,7 +289,7 @@ async fn insert_batch(
                 INSERT,
                 &[
                     &accounts, &to, &from, &body, &encoding, &channel, &priority, &scheduled,
-                    &validity,
+                    &validity, &receipts,
                 ],
             )
             .await?;

@@ -18,6 +18,8 @@ pub struct Account {
     pub throughput: Option<f64>,
     pub channel: Option<String>,
     pub hex_ids: bool,
+    /// Unanswered deliver_sm per bind.
+    pub deliver_window: i32,
 }
 
 impl Account {
@@ -51,6 +53,10 @@ impl BindType {
     pub fn transmits(self) -> bool {
         self != BindType::Receiver
     }
+
+    pub fn receives(self) -> bool {
+        self != BindType::Transmitter
+    }
 }
 
 /// Why a bind is refused: the status for the client, a reason for the log.
@@ -67,7 +73,7 @@ fn refused(status: CommandStatus, reason: String) -> BindRefused {
 
 const ACCOUNT: &str = "
     SELECT a.enabled, a.bind_types, (a.allowed_ips IS NULL OR $2::inet <<= ANY (a.allowed_ips)) AS ip_allowed,
-           a.default_source, a.allowed_sources, a.throughput, a.channel, a.message_id_format
+           a.default_source, a.allowed_sources, a.throughput, a.channel, a.message_id_format, a.deliver_window
     FROM smsbus.account a WHERE a.name = $1";
 
 /// Checks a bind's credentials. A database error is refused with
@@ -124,5 +130,6 @@ pub async fn authenticate(
         throughput: row.get::<_, Option<f32>>("throughput").map(f64::from),
         channel: row.get("channel"),
         hex_ids: row.get::<_, String>("message_id_format") == "hex",
+        deliver_window: row.get("deliver_window"),
     }))
 }

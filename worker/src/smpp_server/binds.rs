@@ -74,13 +74,17 @@ impl Binds {
         })
     }
 
-    /// Forgets the binds a previous run of this worker left behind.
+    /// Forgets the binds a previous run of this worker left behind, and
+    /// gives back the receipts they had taken.
     pub async fn forget_previous(&self) -> Result<u64, OpenError> {
         let client = self.pool.get().await?;
         let gone: i32 = client
             .query_one("SELECT smsbus._close_binds($1, NULL)", &[&self.worker])
             .await?
             .get(0);
+        client
+            .execute("SELECT smsbus._release_receipts($1)", &[&self.worker])
+            .await?;
         Ok(gone as u64)
     }
 

@@ -13,6 +13,9 @@
 //!   refused with the status that says why.
 //! - [`smpp_time`]: SMPP's absolute and relative times.
 //! - [`accept`]: group commit of every session's submissions.
+//! - [`deliveries`]: delivery receipts from `smsbus.smpp_outbox` to a
+//!   receiver bind, each deleted when the client acknowledged it.
+//! - [`receipt`]: a receipt as the deliver_sm a client expects.
 //!
 //! [`run`] follows the table live (`smsbus_config` notifications and a
 //! rescan every [`RESCAN`]), restarting a listener whose row changed or
@@ -21,7 +24,9 @@
 pub mod accept;
 pub mod account;
 pub mod binds;
+pub mod deliveries;
 pub mod listener;
+pub mod receipt;
 pub mod session;
 pub mod smpp_time;
 pub mod submission;
@@ -64,6 +69,13 @@ pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: Cancell
         Err(e) => tracing::warn!("smpp server: cannot remove the binds of a previous run: {e}"),
     }
     let accepter = Accepter::start(pool.clone());
+    let shared = Shared {
+        pool: pool.clone(),
+        binds: binds.clone(),
+        accepter,
+        worker: config.worker_id.clone(),
+        receipts: wakeups.smpp_outbox.clone(),
+    };
     let keeper = tokio::spawn(binds.clone().keep_loop(shutdown.clone()));
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut failed: HashMap<String, Instant> = HashMap::new();
@@ -71,7 +83,7 @@ pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: Cancell
         let config_changed = wakeups.config.notified();
         match read_settings(&pool).await {
             Ok(wanted) => {
-                reconcile(&mut running, &mut failed, wanted, &pool, &binds, &accepter).await;
+                reconcile(&mut running, &mut failed, wanted, &shared).await;
             }
             Err(e) => tracing::warn!("smpp server: cannot read smsbus.smpp_server: {e}"),
         }
@@ -95,13 +107,20 @@ async fn read_settings(pool: &Pool) -> anyhow::Result<Vec<Settings>> {
     Ok(rows.iter().map(Settings::from_row).collect())
 }
 
+/// What every listener's sessions share.
+struct Shared {
+    pool: Pool,
+    binds: Arc<Binds>,
+    accepter: Accepter,
+    worker: String,
+    receipts: tokio::sync::broadcast::Sender<Arc<str>>,
+}
+
 async fn reconcile(
     running: &mut HashMap<String, Running>,
     failed: &mut HashMap<String, Instant>,
     wanted: Vec<Settings>,
-    pool: &Pool,
-    binds: &Arc<Binds>,
-    accepter: &Accepter,
+    shared: &Shared,
 ) {
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
@@ -134,9 +153,11 @@ async fn reconcile(
         failed.remove(&settings.name);
         let ctx = Arc::new(Context {
             settings: Arc::new(settings.clone()),
-            pool: pool.clone(),
-            binds: binds.clone(),
-            accepter: accepter.clone(),
+            pool: shared.pool.clone(),
+            binds: shared.binds.clone(),
+            accepter: shared.accepter.clone(),
+            worker: shared.worker.clone(),
+            receipts: shared.receipts.clone(),
         });
         let stop = CancellationToken::new();
         let task = tokio::spawn(listener::run(ctx, stop.clone()));

@@ -9,6 +9,9 @@
 //! `enquire_link` every `enquire_link_s`. A PDU it cannot decode, or one
 //! it does not serve, is answered with `generic_nack` and the session
 //! goes on: only a stream that cannot be framed ends it.
+//!
+//! A receiver or transceiver bind also carries the account's delivery
+//! receipts to the client ([`deliveries`](super::deliveries)).
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -32,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::accept::{Accepter, Answer};
 use super::account::{self, BindType};
 use super::binds::{Bind, Binds, OpenError};
+use super::deliveries::{Answered, Deliveries};
 use super::listener::Settings;
 use super::submission::{self, Refusal, Submission};
 use crate::channels::smpp::codec::{Frame, SmppCodec};
@@ -51,6 +55,10 @@ pub struct Context {
     pub pool: deadpool_postgres::Pool,
     pub binds: Arc<Binds>,
     pub accepter: Accepter,
+    /// This worker's id, for the leases on receipts it takes.
+    pub worker: String,
+    /// Accounts with new receipts (`smsbus_smpp_outbox`).
+    pub receipts: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 type Reader<S> = FramedRead<tokio::io::ReadHalf<S>, SmppCodec>;
@@ -78,6 +86,7 @@ where
         reader: FramedRead::new(read, SmppCodec::new()),
         writer: FramedWrite::new(write, SmppCodec::new()),
         bind: None,
+        deliveries: None,
         waiting: FuturesUnordered::new(),
         sequence: 0,
         last_heard: Instant::now(),
@@ -85,6 +94,9 @@ where
         opened: Instant::now(),
     };
     let ended = session.serve(&stop).await;
+    if let Some(deliveries) = session.deliveries.as_mut() {
+        deliveries.close().await;
+    }
     if let Some((bind, _)) = session.bind.take() {
         session.ctx.binds.close(&bind).await;
         tracing::info!(account = %bind.account.name, %peer, "smpp server: unbound ({ended})");
@@ -99,6 +111,8 @@ struct Session<S> {
     reader: Reader<S>,
     writer: Writer<S>,
     bind: Option<(Arc<Bind>, BindType)>,
+    /// Receipts to the client, when the bind receives.
+    deliveries: Option<Deliveries>,
     waiting: FuturesUnordered<Waiting>,
     sequence: u32,
     last_heard: Instant,
@@ -119,6 +133,13 @@ where
                 None => CancellationToken::new(),
             };
             let deadline = self.deadline();
+            let receipts_due = self.deliveries.as_ref().map(Deliveries::due);
+            let woken = async {
+                match self.deliveries.as_mut() {
+                    Some(d) => Some(d.wakeups.recv().await),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return self.unbind("the server is stopping").await,
@@ -141,11 +162,68 @@ where
                         }
                     }
                 },
+                Some(woken) = woken => {
+                    let deliveries = self.deliveries.as_mut().expect("a receiving bind");
+                    match woken {
+                        Ok(account) if !account.is_empty() => deliveries.woken(Some(&account)),
+                        // Every account, or notifications missed.
+                        _ => deliveries.woken(None),
+                    }
+                }
+                _ = tokio::time::sleep_until(receipts_due.unwrap_or(deadline).into()), if receipts_due.is_some() => {
+                    if let Err(e) = self.deliver().await {
+                        return format!("cannot write to the client: {e}");
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     if let Some(reason) = self.on_timer().await {
                         return reason;
                     }
                 }
+            }
+        }
+    }
+
+    /// Records the client's answers to receipts and sends the next ones.
+    async fn deliver(&mut self) -> std::io::Result<()> {
+        let Some(deliveries) = self.deliveries.as_mut() else {
+            return Ok(());
+        };
+        deliveries.settle().await;
+        let receipts = deliveries.claim().await;
+        for receipt in receipts {
+            let sequence = self.next_sequence();
+            self.send(Command::new(
+                CommandStatus::EsmeRok,
+                sequence,
+                Pdu::DeliverSm(receipt.pdu()),
+            ))
+            .await?;
+            if let Some(deliveries) = self.deliveries.as_mut() {
+                deliveries.sent(sequence, &receipt);
+            }
+        }
+        Ok(())
+    }
+
+    /// A deliver_sm_resp: what the client made of a receipt.
+    fn receipt_answered(&mut self, sequence: u32, status: CommandStatus) {
+        let (Some(deliveries), Some((bind, _))) = (self.deliveries.as_mut(), &self.bind) else {
+            return;
+        };
+        match deliveries.answered(sequence, status) {
+            Answered::Acknowledged => {
+                bind.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(metrics::SMPP_SERVER_RECEIPTS, "account" => bind.account.name.clone())
+                    .increment(1);
+            }
+            Answered::Refused => {
+                tracing::info!(account = %bind.account.name, peer = %self.peer, ?status,
+                    "smpp server: the client refused a receipt; it is sent again later");
+            }
+            Answered::Unknown => {
+                tracing::debug!(account = %bind.account.name, peer = %self.peer, sequence,
+                    "smpp server: deliver_sm_resp for no receipt in flight (late, after its timeout)");
             }
         }
     }
@@ -222,6 +300,10 @@ where
             }
         };
         let sequence = command.sequence_number();
+        if command.id() == CommandId::DeliverSmResp {
+            self.receipt_answered(sequence, command.status());
+            return Ok(None);
+        }
         let Some(pdu) = command.pdu() else {
             return self.body_less(command.id(), sequence).await;
         };
@@ -307,7 +389,6 @@ where
             CommandId::EnquireLinkResp
             | CommandId::GenericNack
             | CommandId::UnbindResp
-            | CommandId::DeliverSmResp
             | CommandId::DataSmResp => {}
             other => {
                 tracing::debug!(peer = %self.peer, id = ?other, "smpp server: not served; generic_nack");
@@ -341,6 +422,14 @@ where
             Ok(bind) => {
                 tracing::info!(account = %bind.account.name, peer = %self.peer, bind_type = bind_type.as_str(),
                     "smpp server: bound");
+                if bind_type.receives() {
+                    self.deliveries = Some(Deliveries::new(
+                        self.ctx.pool.clone(),
+                        self.ctx.worker.clone(),
+                        bind.account.clone(),
+                        self.ctx.receipts.subscribe(),
+                    ));
+                }
                 self.bind = Some((bind, bind_type));
                 CommandStatus::EsmeRok
             }

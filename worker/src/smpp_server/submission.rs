@@ -29,6 +29,18 @@ pub struct Submission {
     pub registered_delivery: u8,
 }
 
+impl Submission {
+    /// The delivery receipts asked for (`message.receipts`): the SMSC
+    /// delivery receipt bits of registered_delivery (1 every final
+    /// outcome, 2 failures, 3 successes); None for none.
+    pub fn receipts(&self) -> Option<i16> {
+        match self.registered_delivery & 0x03 {
+            0 => None,
+            bits => Some(i16::from(bits)),
+        }
+    }
+}
+
 /// Why a submission is refused: the status for the response and a reason
 /// for the log.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

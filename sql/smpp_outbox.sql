@@ -1,0 +1,115 @@
+-- smsbus SMPP outbox: delivery receipts on their way to the accounts that
+-- submitted the messages (schema.sql has the table). The statement that
+-- gives a message its final status writes its receipt here, in the same
+-- transaction (the trace's statement trigger, extension/src/message_trace.rs,
+-- calls _queue_receipts); a receiver bind of the account, on any worker,
+-- takes rows in order under a lease (_claim_receipts), sends them as
+-- deliver_sm, and deletes each only when the client acknowledged it
+-- (_receipts_acknowledged). Unacknowledged ones go back with a backoff
+-- (_receipts_returned); maintenance drops those past expires_at.
+
+-- Writes the receipts that messages `p_ids` are owed for their status now
+-- (their account asked for them: every final outcome, failures only, or
+-- successes only), and wakes the accounts' binds. Runs in the owner
+-- context, for whoever changed the messages.
+CREATE FUNCTION _queue_receipts(p_ids bigint[]) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    WITH queued AS (
+        INSERT INTO smsbus.smpp_outbox (account, message_id, status, to_address, from_address, submitted_at,
+                                        done_at, error_code, sample, segments, expires_at)
+        SELECT m.account, m.id, m.status, m.to_address, m.from_address, m.created_at,
+               coalesce(m.delivered_at, m.updated_at),
+               CASE WHEN m.status = 'delivered' THEN '000'
+                    ELSE coalesce(substring(m.last_error FROM 'err:([0-9A-Za-z]{1,3})'), '000') END,
+               left(m.body, 20), m.segments, now() + a.report_keep
+        FROM smsbus.message m
+        JOIN smsbus.account a ON a.name = m.account
+        WHERE m.id = ANY (p_ids)
+          AND CASE m.receipts & 3
+                  WHEN 1 THEN true
+                  WHEN 2 THEN m.status <> 'delivered'
+                  WHEN 3 THEN m.status = 'delivered'
+                  ELSE false
+              END
+        ORDER BY m.id
+        RETURNING account
+    )
+    SELECT count(pg_notify('smsbus_smpp_outbox', q.account))
+    FROM (SELECT DISTINCT account FROM queued) q
+$$;
+
+-- Takes up to p_limit of an account's receipts that are due and not
+-- leased to a bind, oldest first, for p_lease.
+CREATE FUNCTION _claim_receipts(p_account text, p_worker text, p_limit integer, p_lease interval)
+RETURNS TABLE (id bigint, message_id bigint, status text, to_address text, from_address text,
+               submit_date text, done_date text, error_code text, sample text, segments integer,
+               attempts integer)
+LANGUAGE sql
+AS $$
+    UPDATE smsbus.smpp_outbox o
+    SET claimed_by = p_worker, claimed_until = now() + p_lease, attempts = o.attempts + 1
+    FROM (SELECT x.id FROM smsbus.smpp_outbox x
+          WHERE x.account = p_account AND x.next_attempt_at <= now() AND x.expires_at > now()
+            AND (x.claimed_until IS NULL OR x.claimed_until < now())
+          ORDER BY x.id
+          LIMIT p_limit
+          FOR UPDATE SKIP LOCKED) c
+    WHERE o.id = c.id
+    RETURNING o.id, o.message_id, o.status::text, o.to_address, o.from_address,
+              to_char(o.submitted_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
+              to_char(o.done_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
+              o.error_code, o.sample, o.segments, o.attempts
+$$;
+
+-- Receipts a client acknowledged (deliver_sm_resp OK): they are done.
+CREATE FUNCTION _receipts_acknowledged(p_ids bigint[]) RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (DELETE FROM smsbus.smpp_outbox o WHERE o.id = ANY (p_ids) RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+-- Receipts a bind took but could not hand over (refused, unanswered, or
+-- its session ended): free again after their delay, with the reason.
+CREATE FUNCTION _receipts_returned(p_worker text, p_ids bigint[], p_errors text[], p_delays_s real[])
+RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH back AS (
+        UPDATE smsbus.smpp_outbox o
+        SET claimed_by = NULL, claimed_until = NULL,
+            next_attempt_at = now() + make_interval(secs => r.delay_s),
+            last_error = coalesce(r.error, o.last_error)
+        FROM unnest(p_ids, p_errors, p_delays_s) AS r(id, error, delay_s)
+        WHERE o.id = r.id AND o.claimed_by = p_worker
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM back
+$$;
+
+-- At a worker's start: the receipts a previous run of it had taken go
+-- back at once, instead of when their lease passes.
+CREATE FUNCTION _release_receipts(p_worker text) RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH back AS (
+        UPDATE smsbus.smpp_outbox o SET claimed_by = NULL, claimed_until = NULL
+        WHERE o.claimed_by = p_worker
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM back
+$$;
+
+-- Maintenance: receipts no bind of their account took in time.
+CREATE FUNCTION _expire_receipts() RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (DELETE FROM smsbus.smpp_outbox o WHERE o.expires_at <= now() RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+GRANT EXECUTE ON FUNCTION _claim_receipts(text, text, integer, interval), _receipts_acknowledged(bigint[]),
+    _receipts_returned(text, bigint[], text[], real[]), _release_receipts(text), _expire_receipts()
+    TO smsbus_worker;

@@ -1,0 +1,310 @@
+//! Delivery receipts on their way to one receiver (or transceiver) bind:
+//! taken from `smsbus.smpp_outbox` under a lease, oldest first, at most
+//! the account's `deliver_window` unanswered at a time; deleted when the
+//! client's deliver_sm_resp says OK, given back with a backoff when it
+//! refuses one or does not answer within [`RESPONSE_TIMEOUT`], and given
+//! back at once when the session ends. A worker that dies leaves its
+//! rows to the lease: another bind takes them when it passes, so a
+//! receipt is sent again only when its acknowledgement was not recorded.
+//!
+//! The session drives it ([`super::session`]): it sends what [`claim`]
+//! returns, reports each deliver_sm_resp to [`answered`], and calls
+//! [`settle`] when [`due`] comes.
+//!
+//! [`claim`]: Deliveries::claim
+//! [`answered`]: Deliveries::answered
+//! [`settle`]: Deliveries::settle
+//! [`due`]: Deliveries::due
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use rusmpp::CommandStatus;
+use tokio::sync::broadcast;
+
+use super::account::Account;
+use super::receipt::Receipt;
+
+/// How long a deliver_sm waits for its deliver_sm_resp.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a taken receipt stays this bind's: past it, another bind
+/// (on any worker) may take it.
+const LEASE: &str = "2 minutes";
+/// How often the outbox is looked at without a notification.
+const POLL: Duration = Duration::from_secs(2);
+/// Answers that come in together are recorded together.
+const SETTLE_AFTER: Duration = Duration::from_millis(5);
+/// After a database error, the next try.
+const RETRY: Duration = Duration::from_secs(1);
+
+struct InFlight {
+    outbox_id: i64,
+    attempts: i32,
+    sent_at: Instant,
+}
+
+struct Returned {
+    outbox_id: i64,
+    error: Option<String>,
+    delay: Duration,
+}
+
+pub struct Deliveries {
+    pool: Pool,
+    worker: String,
+    account: Arc<Account>,
+    in_flight: HashMap<u32, InFlight>,
+    acknowledged: Vec<i64>,
+    returned: Vec<Returned>,
+    due: Instant,
+    /// Accounts whose outbox got rows (`smsbus_smpp_outbox`).
+    pub wakeups: broadcast::Receiver<Arc<str>>,
+}
+
+/// What became of a deliver_sm_resp.
+pub enum Answered {
+    Acknowledged,
+    Refused,
+    /// Not an answer to a receipt of ours (a late one, after its timeout).
+    Unknown,
+}
+
+impl Deliveries {
+    pub fn new(
+        pool: Pool,
+        worker: String,
+        account: Arc<Account>,
+        wakeups: broadcast::Receiver<Arc<str>>,
+    ) -> Deliveries {
+        Deliveries {
+            pool,
+            worker,
+            account,
+            in_flight: HashMap::new(),
+            acknowledged: Vec::new(),
+            returned: Vec::new(),
+            due: Instant::now(),
+            wakeups,
+        }
+    }
+
+    /// When [`settle`](Self::settle) should run next.
+    pub fn due(&self) -> Instant {
+        let oldest = self.in_flight.values().map(|f| f.sent_at).min();
+        oldest.map_or(self.due, |at| self.due.min(at + RESPONSE_TIMEOUT))
+    }
+
+    /// A notification for `account`'s outbox (None: some were missed).
+    pub fn woken(&mut self, account: Option<&str>) {
+        if account.is_none_or(|a| a == self.account.name) {
+            self.due = Instant::now();
+        }
+    }
+
+    /// Records the client's answer to deliver_sm `sequence`.
+    pub fn answered(&mut self, sequence: u32, status: CommandStatus) -> Answered {
+        let Some(sent) = self.in_flight.remove(&sequence) else {
+            return Answered::Unknown;
+        };
+        self.due = self.due.min(Instant::now() + SETTLE_AFTER);
+        if status == CommandStatus::EsmeRok {
+            self.acknowledged.push(sent.outbox_id);
+            return Answered::Acknowledged;
+        }
+        self.returned.push(Returned {
+            outbox_id: sent.outbox_id,
+            error: Some(format!(
+                "the client answered deliver_sm with {status:?} (0x{:08X})",
+                u32::from(status)
+            )),
+            delay: backoff(sent.attempts, status == CommandStatus::EsmeRthrottled),
+        });
+        Answered::Refused
+    }
+
+    /// Gives back receipts whose answer is overdue, and records what the
+    /// client answered. What cannot be recorded now is kept for the next
+    /// time.
+    pub async fn settle(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<u32> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| now >= f.sent_at + RESPONSE_TIMEOUT)
+            .map(|(sequence, _)| *sequence)
+            .collect();
+        for sequence in overdue {
+            let sent = self
+                .in_flight
+                .remove(&sequence)
+                .expect("an overdue receipt");
+            self.returned.push(Returned {
+                outbox_id: sent.outbox_id,
+                error: Some(format!(
+                    "no deliver_sm_resp within {} s",
+                    RESPONSE_TIMEOUT.as_secs()
+                )),
+                delay: backoff(sent.attempts, false),
+            });
+        }
+        self.due = now + POLL;
+        if let Err(e) = self.record().await {
+            tracing::warn!(account = %self.account.name,
+                "smpp server: cannot record the answers to receipts (kept for the next try): {e}");
+            self.due = now + RETRY;
+        }
+    }
+
+    async fn record(&mut self) -> Result<(), DeliveryError> {
+        if self.acknowledged.is_empty() && self.returned.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.get().await?;
+        if !self.acknowledged.is_empty() {
+            client
+                .execute(
+                    "SELECT smsbus._receipts_acknowledged($1)",
+                    &[&self.acknowledged],
+                )
+                .await?;
+            self.acknowledged.clear();
+        }
+        if !self.returned.is_empty() {
+            let ids: Vec<i64> = self.returned.iter().map(|r| r.outbox_id).collect();
+            let errors: Vec<Option<&str>> =
+                self.returned.iter().map(|r| r.error.as_deref()).collect();
+            let delays: Vec<f32> = self
+                .returned
+                .iter()
+                .map(|r| r.delay.as_secs_f32())
+                .collect();
+            client
+                .execute(
+                    "SELECT smsbus._receipts_returned($1, $2, $3, $4)",
+                    &[&self.worker, &ids, &errors, &delays],
+                )
+                .await?;
+            self.returned.clear();
+        }
+        Ok(())
+    }
+
+    /// Takes as many due receipts as the window has room for, oldest
+    /// first; the caller sends them and tells [`sent`](Self::sent).
+    pub async fn claim(&mut self) -> Vec<Receipt> {
+        let room = (self.account.deliver_window as usize).saturating_sub(self.in_flight.len());
+        if room == 0 {
+            return Vec::new();
+        }
+        match self.take(room).await {
+            Ok(receipts) => {
+                if receipts.len() == room {
+                    // More may wait: look again as soon as answers free room.
+                    self.due = Instant::now() + SETTLE_AFTER;
+                }
+                receipts
+            }
+            Err(e) => {
+                tracing::warn!(account = %self.account.name, "smpp server: cannot take receipts: {e}");
+                self.due = Instant::now() + RETRY;
+                Vec::new()
+            }
+        }
+    }
+
+    async fn take(&self, room: usize) -> Result<Vec<Receipt>, DeliveryError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("SELECT * FROM smsbus._claim_receipts($1, $2, $3, interval '{LEASE}')"),
+                &[&self.account.name, &self.worker, &(room as i32)],
+            )
+            .await?;
+        let mut receipts = rows
+            .iter()
+            .map(|r| {
+                Ok(Receipt {
+                    outbox_id: r.try_get("id")?,
+                    message_id: self.account.message_id(r.try_get("message_id")?),
+                    status: r.try_get("status")?,
+                    to_address: r.try_get("to_address")?,
+                    from_address: r.try_get("from_address")?,
+                    submit_date: r.try_get("submit_date")?,
+                    done_date: r.try_get("done_date")?,
+                    error_code: r.try_get("error_code")?,
+                    sample: r.try_get("sample")?,
+                    segments: r.try_get("segments")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        // UPDATE ... RETURNING keeps no order: the outbox's is by id.
+        receipts.sort_by_key(|r| r.outbox_id);
+        Ok(receipts)
+    }
+
+    /// A receipt went out as deliver_sm `sequence`.
+    pub fn sent(&mut self, sequence: u32, receipt: &Receipt) {
+        self.in_flight.insert(
+            sequence,
+            InFlight {
+                outbox_id: receipt.outbox_id,
+                attempts: receipt.attempts,
+                sent_at: Instant::now(),
+            },
+        );
+    }
+
+    /// The session ends: what the client acknowledged is recorded, what
+    /// it did not is given back at once, for the account's other binds.
+    pub async fn close(&mut self) {
+        for (_, sent) in self.in_flight.drain() {
+            self.returned.push(Returned {
+                outbox_id: sent.outbox_id,
+                error: None,
+                delay: Duration::ZERO,
+            });
+        }
+        if let Err(e) = self.record().await {
+            tracing::warn!(account = %self.account.name,
+                "smpp server: cannot give back receipts at unbind (their lease frees them): {e}");
+        }
+    }
+
+    /// Receipts sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+/// How long a refused or unanswered receipt waits: doubling from a second
+/// (a throttled client) or five, up to ten minutes.
+fn backoff(attempts: i32, throttled: bool) -> Duration {
+    let base = if throttled { 1 } else { 5 };
+    let doublings = attempts.saturating_sub(1).clamp(0, 10) as u32;
+    Duration::from_secs((base << doublings).min(600))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DeliveryError {
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_ten_minutes() {
+        assert_eq!(backoff(1, false), Duration::from_secs(5));
+        assert_eq!(backoff(2, false), Duration::from_secs(10));
+        assert_eq!(backoff(1, true), Duration::from_secs(1));
+        assert_eq!(backoff(4, true), Duration::from_secs(8));
+        assert_eq!(backoff(30, false), Duration::from_secs(600));
+    }
+}
