@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use nix::sys::signal::Signal;
-use rusmpp::pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp, SubmitSm};
+use rusmpp::pdus::{
+    BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp, QuerySm, SubmitSm,
+};
 use rusmpp::tlvs::TlvValue;
 use rusmpp::tokio_codec::CommandCodec;
 use rusmpp::types::{COctetString, OctetString};
-use rusmpp::values::{DataCoding, InterfaceVersion, RegisteredDelivery, Ton};
+use rusmpp::values::{DataCoding, InterfaceVersion, MessageState, RegisteredDelivery, Ton};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use serde_json::json;
 use smsbus_tests::db::{count, scalar, TestDb};
@@ -513,4 +515,77 @@ async fn a_refused_receipt_comes_back_later_and_an_absent_account_gets_none() {
     })
     .await;
     assert!(gone);
+}
+
+fn query_sm(id: &str) -> QuerySm {
+    QuerySm::builder()
+        .message_id(COctetString::from_str(id).unwrap())
+        .build()
+}
+
+#[tokio::test]
+async fn query_sm_answers_for_the_accounts_own_messages_only() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let port = free_port();
+    account_and_listener(&c, port, "").await;
+    c.batch_execute("INSERT INTO smsbus.account (name) VALUES ('other')")
+        .await
+        .unwrap();
+    let insert = |account: &'static str, scheduled: &'static str| {
+        let c = &c;
+        async move {
+            scalar::<i64>(
+                c,
+                &format!(
+                    "INSERT INTO smsbus.message (to_address, body, account, scheduled_at)
+                     VALUES ('+31612345678', 'x', '{account}', {scheduled}) RETURNING id"
+                ),
+                &[],
+            )
+            .await
+        }
+    };
+    // No channel: nochannel at once, a final state.
+    let rejected = insert("acme", "now()").await;
+    let later = insert("acme", "now() + interval '1 day'").await;
+    let others = insert("other", "now()").await;
+    let _worker = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let mut client = connect(port).await;
+    let bound = call(&mut client, 1, bind("secret1")).await;
+    assert_eq!(bound.status(), CommandStatus::EsmeRok);
+
+    let answer = call(&mut client, 2, query_sm(&rejected.to_string())).await;
+    assert_eq!(answer.status(), CommandStatus::EsmeRok);
+    let Some(Pdu::QuerySmResp(resp)) = answer.pdu() else {
+        panic!("not a query_sm_resp: {answer:?}");
+    };
+    assert_eq!(resp.message_id.as_str(), rejected.to_string());
+    assert_eq!(resp.message_state, MessageState::Rejected);
+    assert_eq!(resp.final_date.as_ref().len(), 17, "a final date: {resp:?}");
+
+    let answer = call(&mut client, 3, query_sm(&later.to_string())).await;
+    let Some(Pdu::QuerySmResp(resp)) = answer.pdu() else {
+        panic!("not a query_sm_resp: {answer:?}");
+    };
+    assert_eq!(resp.message_state, MessageState::Enroute);
+    assert_eq!(resp.final_date.as_ref(), b"\0", "no final date yet");
+
+    for (sequence, id) in [
+        (4, others.to_string()),
+        (5, "999999".into()),
+        (6, "x1".into()),
+    ] {
+        let answer = call(&mut client, sequence, query_sm(&id)).await;
+        assert_eq!(answer.status(), CommandStatus::EsmeRinvmsgid, "{id}");
+        assert_eq!(answer.id(), CommandId::QuerySmResp);
+    }
+    // The archive answers too.
+    c.batch_execute(&format!(
+        "SELECT smsbus.archive(interval '0', 100); SELECT 1 FROM smsbus.message_archive WHERE id = {rejected}"
+    ))
+    .await
+    .unwrap();
+    let answer = call(&mut client, 7, query_sm(&rejected.to_string())).await;
+    assert_eq!(answer.status(), CommandStatus::EsmeRok, "{answer:?}");
 }

@@ -31,6 +31,18 @@ impl Account {
             id.to_string()
         }
     }
+
+    /// The message id a client gives back (query_sm and friends), read in
+    /// the account's format.
+    pub fn parse_message_id(&self, text: &str) -> Option<i64> {
+        let text = text.trim();
+        if self.hex_ids {
+            i64::from_str_radix(text, 16).ok()
+        } else {
+            text.parse().ok()
+        }
+        .filter(|id| *id > 0)
+    }
 }
 
 /// The kinds of bind (SMPP 3.4 §4.1).

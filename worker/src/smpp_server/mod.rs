@@ -16,6 +16,7 @@
 //! - [`deliveries`]: delivery receipts from `smsbus.smpp_outbox` to a
 //!   receiver bind, each deleted when the client acknowledged it.
 //! - [`receipt`]: a receipt as the deliver_sm a client expects.
+//! - [`queries`]: query_sm, the state of one of the account's messages.
 //!
 //! [`run`] follows the table live (`smsbus_config` notifications and a
 //! rescan every [`RESCAN`]), restarting a listener whose row changed or
@@ -26,6 +27,7 @@ pub mod account;
 pub mod binds;
 pub mod deliveries;
 pub mod listener;
+pub mod queries;
 pub mod receipt;
 pub mod session;
 pub mod smpp_time;

@@ -32,18 +32,25 @@ pub struct Receipt {
     pub attempts: i32,
 }
 
+/// What a message's status is in SMPP: the receipt's `stat:` word and
+/// the message_state (SMPP 3.4 §5.2.28, Appendix B).
+pub fn smpp_state(status: &str) -> (&'static str, MessageState) {
+    match status {
+        "delivered" => ("DELIVRD", MessageState::Delivered),
+        "notdelivered" => ("UNDELIV", MessageState::Undeliverable),
+        "expired" => ("EXPIRED", MessageState::Expired),
+        "noreport" => ("UNKNOWN", MessageState::Unknown),
+        // On its way: not yet final.
+        "scheduled" | "queued" | "sending" | "sent" => ("ENROUTE", MessageState::Enroute),
+        // failed, blocked, nochannel, dailylimit: smsbus or the provider
+        // would not take it.
+        _ => ("REJECTD", MessageState::Rejected),
+    }
+}
+
 impl Receipt {
-    /// The receipt's `stat:` word and message_state (SMPP 3.4 §5.2.28).
     fn state(&self) -> (&'static str, MessageState) {
-        match self.status.as_str() {
-            "delivered" => ("DELIVRD", MessageState::Delivered),
-            "notdelivered" => ("UNDELIV", MessageState::Undeliverable),
-            "expired" => ("EXPIRED", MessageState::Expired),
-            "noreport" => ("UNKNOWN", MessageState::Unknown),
-            // failed, blocked, nochannel, dailylimit: smsbus or the
-            // provider would not take it.
-            _ => ("REJECTD", MessageState::Rejected),
-        }
+        smpp_state(&self.status)
     }
 
     /// The Appendix B text.

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use rusmpp::pdus::{
-    BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DataSmResp, SubmitSmResp,
+    BindReceiverResp, BindTransceiverResp, BindTransmitterResp, DataSmResp, QuerySmResp,
+    SubmitSmResp,
 };
 use rusmpp::types::COctetString;
 use rusmpp::values::InterfaceVersion;
@@ -37,6 +38,7 @@ use super::account::{self, BindType};
 use super::binds::{Bind, Binds, OpenError};
 use super::deliveries::{Answered, Deliveries};
 use super::listener::Settings;
+use super::queries;
 use super::submission::{self, Refusal, Submission};
 use crate::channels::smpp::codec::{Frame, SmppCodec};
 use crate::metrics;
@@ -349,6 +351,10 @@ where
                 let read = submission::from_data_sm(data);
                 self.submit(sequence, Reply::DataSm, read).await?
             }
+            Pdu::QuerySm(query) => {
+                let message_id = query.message_id.as_str().to_owned();
+                self.query(sequence, &message_id).await?
+            }
             Pdu::Unbind => {
                 // Answers still committing go out first: the client is
                 // owed them, and unbinding does not cancel submissions.
@@ -573,6 +579,27 @@ where
             (sequence, reply, answer)
         }));
         Ok(())
+    }
+
+    /// Answers query_sm: the state of one of the account's messages.
+    async fn query(&mut self, sequence: u32, message_id: &str) -> std::io::Result<()> {
+        let account = match &self.bind {
+            Some((bind, bind_type)) if bind_type.transmits() => bind.account.clone(),
+            _ => {
+                return self
+                    .send(Command::new(
+                        CommandStatus::EsmeRinvbndsts,
+                        sequence,
+                        QuerySmResp::builder().build(),
+                    ))
+                    .await
+            }
+        };
+        let (status, pdu) = match queries::query_sm(&self.ctx.pool, &account, message_id).await {
+            Ok(answer) => (CommandStatus::EsmeRok, answer),
+            Err(status) => (status, QuerySmResp::builder().build()),
+        };
+        self.send(Command::new(status, sequence, pdu)).await
     }
 
     /// Sends a committed submission's answer.
