@@ -1495,9 +1495,20 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER account_check BEFORE INSERT OR UPDATE ON account
+-- Every column but credit, which accepting a submission takes from in
+-- the same transaction: that is no change an account's binds must follow
+-- (a test keeps this list whole).
+CREATE TRIGGER account_check BEFORE INSERT OR UPDATE OF
+        name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
+        default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
+        description, created_at, updated_at
+    ON account
     FOR EACH ROW EXECUTE FUNCTION _account_check();
-CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON account
+CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OF
+        name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
+        default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
+        description, created_at, updated_at
+    OR DELETE OR TRUNCATE ON account
     FOR EACH STATEMENT EXECUTE FUNCTION _account_changed();
 
 -- Sets an account's password: hashed (argon2id, a salt of its own), or an
@@ -1808,7 +1819,8 @@ DECLARE
 BEGIN
     FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'queued_expired', 'noreport', 'triggers_resumed', 'archived',
                                 'reports_dropped', 'usage_dropped', 'inbound_incomplete',
-                                'parked_reports_applied', 'binds_expired', 'receipts_expired'] LOOP
+                                'parked_reports_applied', 'binds_expired', 'receipts_expired',
+                                'account_usage_dropped'] LOOP
         BEGIN
             done := CASE step
                 WHEN 'promoted' THEN to_jsonb(smsbus._promote_scheduled(p_limit))
@@ -1828,6 +1840,8 @@ BEGIN
                 WHEN 'binds_expired' THEN to_jsonb(smsbus._expire_binds())
                 -- Delivery receipts no bind took in time (sql/smpp_outbox.sql).
                 WHEN 'receipts_expired' THEN to_jsonb(smsbus._expire_receipts())
+                -- Daily counts of accounts (sql/accounts.sql).
+                WHEN 'account_usage_dropped' THEN to_jsonb(smsbus._drop_old_account_usage())
             END;
             result := result || CASE WHEN jsonb_typeof(done) = 'object' THEN done
                                      ELSE jsonb_build_object(step, done) END;
@@ -2219,3 +2233,84 @@ REVOKE ALL ON FUNCTION _queue_receipts(bigint[]), _claim_receipts(text, text, in
     FROM PUBLIC;
 COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
 COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes; null none.';
+
+-- Credit and daily limits of accounts (sql/accounts.sql).
+-- Messages each account submitted per day (UTC), counted only for
+-- accounts with a daily_limit, in the transaction that accepts them
+-- (_take_account_quota, sql/accounts.sql).
+CREATE TABLE account_usage (
+    account   text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    day       date NOT NULL,
+    submitted bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, day)
+);
+COMMENT ON TABLE account_usage IS 'Messages each account submitted per UTC day, for its daily_limit.';
+
+GRANT SELECT, UPDATE, DELETE ON account_usage TO smsbus_admin;
+GRANT UPDATE (credit) ON account TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON account_usage TO smsbus_worker;
+SELECT pg_catalog.pg_extension_config_dump('smsbus.account_usage'::regclass, '');
+-- Takes what submissions p_parts (in order, by account p_accounts) use of
+-- their accounts' credit (parts) and daily limit (messages, UTC day), in
+-- the transaction that inserts them; returns those refused, by ordinal
+-- (from 1), with the reason. Accounts are locked in name order, so
+-- concurrent writers wait for each other instead of deadlocking.
+CREATE FUNCTION _take_account_quota(p_accounts text[], p_parts integer[])
+RETURNS TABLE (n integer, reason text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    today date := (now() AT TIME ZONE 'UTC')::date;
+    a record;
+    credit_left bigint;
+    used bigint;
+    i integer;
+BEGIN
+    FOR a IN SELECT x.name, x.credit, x.daily_limit FROM smsbus.account x
+             WHERE x.name = ANY (p_accounts) AND (x.credit IS NOT NULL OR x.daily_limit IS NOT NULL)
+             ORDER BY x.name
+             FOR UPDATE LOOP
+        credit_left := a.credit;
+        used := 0;
+        IF a.daily_limit IS NOT NULL THEN
+            INSERT INTO smsbus.account_usage AS u (account, day) VALUES (a.name, today)
+            ON CONFLICT (account, day) DO UPDATE SET submitted = u.submitted
+            RETURNING u.submitted INTO used;
+        END IF;
+        FOR i IN 1 .. cardinality(p_accounts) LOOP
+            CONTINUE WHEN p_accounts[i] IS DISTINCT FROM a.name;
+            IF a.daily_limit IS NOT NULL AND used >= a.daily_limit THEN
+                n := i;
+                reason := format('account %s submitted its daily limit of %s messages today (UTC)',
+                                 a.name, a.daily_limit);
+                RETURN NEXT;
+            ELSIF a.credit IS NOT NULL AND credit_left < p_parts[i] THEN
+                n := i;
+                reason := format('account %s has credit for %s parts; the message needs %s',
+                                 a.name, credit_left, p_parts[i]);
+                RETURN NEXT;
+            ELSE
+                credit_left := credit_left - p_parts[i];
+                used := used + 1;
+            END IF;
+        END LOOP;
+        IF a.credit IS NOT NULL AND credit_left <> a.credit THEN
+            UPDATE smsbus.account x SET credit = credit_left WHERE x.name = a.name;
+        END IF;
+        IF a.daily_limit IS NOT NULL THEN
+            UPDATE smsbus.account_usage u SET submitted = used WHERE u.account = a.name AND u.day = today;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Maintenance: daily counts of accounts older than 31 days.
+CREATE FUNCTION _drop_old_account_usage() RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (DELETE FROM smsbus.account_usage WHERE day < (now() AT TIME ZONE 'UTC')::date - 31 RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+GRANT EXECUTE ON FUNCTION _take_account_quota(text[], integer[]), _drop_old_account_usage() TO smsbus_worker;
+REVOKE ALL ON FUNCTION _take_account_quota(text[], integer[]), _drop_old_account_usage() FROM PUBLIC;

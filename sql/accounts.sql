@@ -36,9 +36,20 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER account_check BEFORE INSERT OR UPDATE ON account
+-- Every column but credit, which accepting a submission takes from in
+-- the same transaction: that is no change an account's binds must follow
+-- (a test keeps this list whole).
+CREATE TRIGGER account_check BEFORE INSERT OR UPDATE OF
+        name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
+        default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
+        description, created_at, updated_at
+    ON account
     FOR EACH ROW EXECUTE FUNCTION _account_check();
-CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON account
+CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OF
+        name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
+        default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
+        description, created_at, updated_at
+    OR DELETE OR TRUNCATE ON account
     FOR EACH STATEMENT EXECUTE FUNCTION _account_changed();
 
 -- Sets an account's password: hashed (argon2id, a salt of its own), or an
@@ -77,3 +88,67 @@ $$;
 
 GRANT EXECUTE ON FUNCTION set_password(text, text) TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION _verify_password(text, text) TO smsbus_worker;
+
+-- Takes what submissions p_parts (in order, by account p_accounts) use of
+-- their accounts' credit (parts) and daily limit (messages, UTC day), in
+-- the transaction that inserts them; returns those refused, by ordinal
+-- (from 1), with the reason. Accounts are locked in name order, so
+-- concurrent writers wait for each other instead of deadlocking.
+CREATE FUNCTION _take_account_quota(p_accounts text[], p_parts integer[])
+RETURNS TABLE (n integer, reason text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    today date := (now() AT TIME ZONE 'UTC')::date;
+    a record;
+    credit_left bigint;
+    used bigint;
+    i integer;
+BEGIN
+    FOR a IN SELECT x.name, x.credit, x.daily_limit FROM smsbus.account x
+             WHERE x.name = ANY (p_accounts) AND (x.credit IS NOT NULL OR x.daily_limit IS NOT NULL)
+             ORDER BY x.name
+             FOR UPDATE LOOP
+        credit_left := a.credit;
+        used := 0;
+        IF a.daily_limit IS NOT NULL THEN
+            INSERT INTO smsbus.account_usage AS u (account, day) VALUES (a.name, today)
+            ON CONFLICT (account, day) DO UPDATE SET submitted = u.submitted
+            RETURNING u.submitted INTO used;
+        END IF;
+        FOR i IN 1 .. cardinality(p_accounts) LOOP
+            CONTINUE WHEN p_accounts[i] IS DISTINCT FROM a.name;
+            IF a.daily_limit IS NOT NULL AND used >= a.daily_limit THEN
+                n := i;
+                reason := format('account %s submitted its daily limit of %s messages today (UTC)',
+                                 a.name, a.daily_limit);
+                RETURN NEXT;
+            ELSIF a.credit IS NOT NULL AND credit_left < p_parts[i] THEN
+                n := i;
+                reason := format('account %s has credit for %s parts; the message needs %s',
+                                 a.name, credit_left, p_parts[i]);
+                RETURN NEXT;
+            ELSE
+                credit_left := credit_left - p_parts[i];
+                used := used + 1;
+            END IF;
+        END LOOP;
+        IF a.credit IS NOT NULL AND credit_left <> a.credit THEN
+            UPDATE smsbus.account x SET credit = credit_left WHERE x.name = a.name;
+        END IF;
+        IF a.daily_limit IS NOT NULL THEN
+            UPDATE smsbus.account_usage u SET submitted = used WHERE u.account = a.name AND u.day = today;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Maintenance: daily counts of accounts older than 31 days.
+CREATE FUNCTION _drop_old_account_usage() RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (DELETE FROM smsbus.account_usage WHERE day < (now() AT TIME ZONE 'UTC')::date - 31 RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+GRANT EXECUTE ON FUNCTION _take_account_quota(text[], integer[]), _drop_old_account_usage() TO smsbus_worker;

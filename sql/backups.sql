@@ -14,7 +14,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['channel', 'account', 'smpp_server', 'route', 'block', 'trigger', 'archiving', 'channel_usage',
                              'message',
                              'message_event', 'message_part', 'pending_report', 'inbound_part',
-                             'message_archive', 'message_part_archive', 'smpp_outbox'] LOOP
+                             'message_archive', 'message_part_archive', 'smpp_outbox', 'account_usage'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('smsbus.' || t)::regclass, '');
     END LOOP;
     FOREACH t IN ARRAY ARRAY['message', 'message_event', 'route', 'block', 'trigger', 'smpp_outbox'] LOOP

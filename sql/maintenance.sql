@@ -13,7 +13,8 @@
 --               (_set_aside_scheduled, _set_aside_lease);
 --   1 day       a delivery report whose submission was never recorded is
 --               kept (_drop_old_reports);
---   31 days     daily-limit counts are kept (_drop_old_usage);
+--   31 days     daily-limit counts are kept (_drop_old_usage,
+--               _drop_old_account_usage);
 --   smsbus.archiving  when finished messages move to the archive.
 
 -- One pass of the worker's maintenance; returns what each step did. Each
@@ -32,7 +33,8 @@ DECLARE
 BEGIN
     FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'queued_expired', 'noreport', 'triggers_resumed', 'archived',
                                 'reports_dropped', 'usage_dropped', 'inbound_incomplete',
-                                'parked_reports_applied', 'binds_expired', 'receipts_expired'] LOOP
+                                'parked_reports_applied', 'binds_expired', 'receipts_expired',
+                                'account_usage_dropped'] LOOP
         BEGIN
             done := CASE step
                 WHEN 'promoted' THEN to_jsonb(smsbus._promote_scheduled(p_limit))
@@ -52,6 +54,8 @@ BEGIN
                 WHEN 'binds_expired' THEN to_jsonb(smsbus._expire_binds())
                 -- Delivery receipts no bind took in time (sql/smpp_outbox.sql).
                 WHEN 'receipts_expired' THEN to_jsonb(smsbus._expire_receipts())
+                -- Daily counts of accounts (sql/accounts.sql).
+                WHEN 'account_usage_dropped' THEN to_jsonb(smsbus._drop_old_account_usage())
             END;
             result := result || CASE WHEN jsonb_typeof(done) = 'object' THEN done
                                      ELSE jsonb_build_object(step, done) END;

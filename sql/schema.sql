@@ -164,6 +164,17 @@ CREATE TABLE smpp_bind (
 COMMENT ON TABLE smpp_bind IS 'Open SMPP binds of accounts, on every worker.';
 CREATE INDEX smpp_bind_account ON smpp_bind (account);
 
+-- Messages each account submitted per day (UTC), counted only for
+-- accounts with a daily_limit, in the transaction that accepts them
+-- (_take_account_quota, sql/accounts.sql).
+CREATE TABLE account_usage (
+    account   text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    day       date NOT NULL,
+    submitted bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, day)
+);
+COMMENT ON TABLE account_usage IS 'Messages each account submitted per UTC day, for its daily_limit.';
+
 -- What must reach an account's receiver binds as deliver_sm: delivery
 -- receipts, written in the transaction that gave a message its final
 -- status (sql/smpp_outbox.sql) and deleted only when a bind's
@@ -500,6 +511,7 @@ GRANT SELECT ON channel_state, message_event, message_part, pending_report, inbo
     smpp_bind
     TO smsbus_admin;
 GRANT SELECT, DELETE ON smpp_outbox TO smsbus_admin;
+GRANT SELECT, UPDATE, DELETE ON account_usage TO smsbus_admin;
 GRANT SELECT, UPDATE, DELETE ON channel_usage TO smsbus_admin;
 GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
 
@@ -510,6 +522,9 @@ GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources
               deliver_window, credit, daily_limit, channel, message_id_format, report_keep, updated_at)
     ON account TO smsbus_worker;
 GRANT SELECT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
+-- Submissions over SMPP take the account's credit and count against its daily limit.
+GRANT UPDATE (credit) ON account TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON account_usage TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE ON message TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_report, channel_wakeup,
     inbound_part TO smsbus_worker;

@@ -2,7 +2,7 @@
 //! passwords are kept as salted argon2id hashes that no smsbus role reads;
 //! each role, logged in as itself, gets exactly its rights.
 
-use smsbus_tests::db::{count, db_error, scalar, TestDb};
+use smsbus_tests::db::{count, db_error, listen, scalar, TestDb};
 use smsbus_tests::roles::LoginRoles;
 use tokio_postgres::Client;
 
@@ -203,4 +203,52 @@ async fn a_hash_made_by_a_client_is_kept_as_given_and_bad_input_is_refused_quiet
         assert_eq!(db_error(&e).0, "23514", "{bad}");
     }
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.account").await, 2);
+}
+
+/// Taking credit is no change an account's binds follow: it neither
+/// notifies nor moves updated_at; any other column does both. The
+/// triggers' column lists name every column but credit.
+#[tokio::test]
+async fn taking_credit_is_not_a_configuration_change() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let (_listener, mut notes) = listen(&db, "smsbus_config").await;
+    c.batch_execute("INSERT INTO smsbus.account (name, credit) VALUES ('acme', 10)")
+        .await
+        .unwrap();
+    let first = notes.recv().await.expect("the insert notifies");
+    assert_eq!(first.1, "account");
+    let before: String = scalar(&c, "SELECT updated_at::text FROM smsbus.account", &[]).await;
+    c.batch_execute("UPDATE smsbus.account SET credit = credit - 1")
+        .await
+        .unwrap();
+    c.batch_execute("UPDATE smsbus.account SET max_binds = 2")
+        .await
+        .unwrap();
+    let next = notes.recv().await.expect("max_binds notifies");
+    assert_eq!(next.1, "account");
+    assert!(notes.try_recv().is_err(), "one notification, for max_binds");
+    let after: String = scalar(&c, "SELECT updated_at::text FROM smsbus.account", &[]).await;
+    assert_ne!(before, after, "max_binds moves updated_at");
+
+    let unlisted: Vec<String> = c
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = 'smsbus.account'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+               AND EXISTS (SELECT FROM pg_trigger t
+                           WHERE t.tgrelid = a.attrelid AND t.tgname IN ('account_check', 'account_changed')
+                             AND NOT a.attnum = ANY (t.tgattr::int2[]))
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        unlisted,
+        ["credit"],
+        "columns the account triggers do not follow"
+    );
 }

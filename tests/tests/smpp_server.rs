@@ -11,10 +11,12 @@ use nix::sys::signal::Signal;
 use rusmpp::pdus::{
     BindReceiver, BindTransceiver, BindTransmitter, DeliverSmResp, QuerySm, SubmitSm,
 };
-use rusmpp::tlvs::TlvValue;
+use rusmpp::tlvs::{MessageSubmissionRequestTlvValue, TlvValue};
 use rusmpp::tokio_codec::CommandCodec;
-use rusmpp::types::{COctetString, OctetString};
-use rusmpp::values::{DataCoding, InterfaceVersion, MessageState, RegisteredDelivery, Ton};
+use rusmpp::types::{AnyOctetString, COctetString, OctetString};
+use rusmpp::values::{
+    DataCoding, InterfaceVersion, MessagePayload, MessageState, RegisteredDelivery, Ton,
+};
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use serde_json::json;
 use smsbus_tests::db::{count, scalar, TestDb};
@@ -588,4 +590,68 @@ async fn query_sm_answers_for_the_accounts_own_messages_only() {
     .unwrap();
     let answer = call(&mut client, 7, query_sm(&rejected.to_string())).await;
     assert_eq!(answer.status(), CommandStatus::EsmeRok, "{answer:?}");
+}
+
+/// A submit_sm whose whole text travels in message_payload.
+fn submit_long(to: &str, text: &str) -> SubmitSm {
+    let mut pdu = submit(to, "");
+    pdu.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
+        MessagePayload::new(AnyOctetString::from(
+            smsbus_core::gsm7::encode(text).unwrap(),
+        )),
+    ));
+    pdu
+}
+
+#[tokio::test]
+async fn credit_and_the_daily_limit_refuse_what_is_beyond_them() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let port = free_port();
+    account_and_listener(&c, port, ", credit = 3, daily_limit = 5").await;
+    let _worker = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let mut client = connect(port).await;
+    let bound = call(&mut client, 1, bind("secret1")).await;
+    assert_eq!(bound.status(), CommandStatus::EsmeRok);
+    let credit = || async {
+        scalar::<Option<i64>>(
+            &c,
+            "SELECT credit FROM smsbus.account WHERE name = 'acme'",
+            &[],
+        )
+        .await
+    };
+    let messages = || async {
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE account = 'acme'",
+        )
+        .await
+    };
+
+    submitted_id(&call(&mut client, 2, submit("31612345678", "one part")).await);
+    assert_eq!(credit().await, Some(2));
+    // Two parts take two.
+    submitted_id(&call(&mut client, 3, submit_long("31612345678", &"x".repeat(200))).await);
+    assert_eq!(credit().await, Some(0));
+    let refused = call(&mut client, 4, submit("31612345678", "no credit")).await;
+    assert_eq!(refused.status(), CommandStatus::EsmeRsubmitfail);
+    assert_eq!(messages().await, 2, "a refused submission is no message");
+    assert_eq!(credit().await, Some(0));
+
+    // Without a credit kept, the daily limit still counts: 2 of 3 today.
+    c.batch_execute("UPDATE smsbus.account SET credit = NULL, daily_limit = 3 WHERE name = 'acme'")
+        .await
+        .unwrap();
+    submitted_id(&call(&mut client, 5, submit("31612345678", "third")).await);
+    let refused = call(&mut client, 6, submit("31612345678", "fourth")).await;
+    assert_eq!(refused.status(), CommandStatus::EsmeRsubmitfail);
+    assert_eq!(messages().await, 3);
+    let today = count(
+        &c,
+        "SELECT submitted FROM smsbus.account_usage WHERE account = 'acme' AND day = (now() AT TIME ZONE 'UTC')::date",
+    )
+    .await;
+    assert_eq!(today, 3);
+    assert_eq!(credit().await, None, "no credit kept, none taken");
 }

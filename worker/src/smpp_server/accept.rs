@@ -239,8 +239,15 @@ const SOURCES_REFUSED: &str = "
     SELECT u.n::integer FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(source, pattern, n)
     WHERE u.pattern IS NOT NULL AND NOT coalesce(u.source, '') ~ u.pattern";
 
-/// Inserts the submissions of `batch` whose source their account allows;
-/// the rest are refused with ESME_RINVSRCADR.
+/// What the account's credit and daily limit refuse: `$1` accounts and
+/// `$2` parts of the submissions, in order.
+const QUOTA_REFUSED: &str =
+    "SELECT n, reason FROM smsbus._take_account_quota($1::text[], $2::integer[])";
+
+/// Inserts the submissions of `batch` whose source their account allows
+/// (the rest are refused with ESME_RINVSRCADR) and for which the account
+/// has credit and daily allowance left (else ESME_RSUBMITFAIL), taking
+/// them in the same transaction.
 async fn insert_batch(
     tx: &Transaction<'_>,
     batch: &[Pending],
@@ -251,7 +258,7 @@ async fn insert_batch(
             .clone()
             .or_else(|| p.account.default_source.clone())
     };
-    let mut refused = vec![false; batch.len()];
+    let mut refused: Vec<Option<Refusal>> = vec![None; batch.len()];
     if batch.iter().any(|p| p.account.allowed_sources.is_some()) {
         let sources: Vec<Option<String>> = batch.iter().map(source).collect();
         let patterns: Vec<Option<&str>> = batch
@@ -259,13 +266,34 @@ async fn insert_batch(
             .map(|p| p.account.allowed_sources.as_deref())
             .collect();
         for row in tx.query(SOURCES_REFUSED, &[&sources, &patterns]).await? {
-            refused[row.get::<_, i32>(0) as usize - 1] = true;
+            let p = &batch[row.get::<_, i32>(0) as usize - 1];
+            refused[row.get::<_, i32>(0) as usize - 1] = Some(Refusal {
+                status: CommandStatus::EsmeRinvsrcadr,
+                reason: format!(
+                    "source address {:?} is not one account {} may use",
+                    source(p).unwrap_or_default(),
+                    p.account.name
+                ),
+            });
         }
+    }
+    // Credit and daily limits, for what the source check let through.
+    let open: Vec<usize> = (0..batch.len()).filter(|&i| refused[i].is_none()).collect();
+    let accounts: Vec<&str> = open
+        .iter()
+        .map(|&i| batch[i].account.name.as_str())
+        .collect();
+    let parts: Vec<i32> = open.iter().map(|&i| batch[i].submission.parts()).collect();
+    for row in tx.query(QUOTA_REFUSED, &[&accounts, &parts]).await? {
+        refused[open[row.get::<_, i32>(0) as usize - 1]] = Some(Refusal {
+            status: CommandStatus::EsmeRsubmitfail,
+            reason: row.get(1),
+        });
     }
     let taken: Vec<&Pending> = batch
         .iter()
         .zip(&refused)
-        .filter(|(_, r)| !**r)
+        .filter(|(_, r)| r.is_none())
         .map(|(p, _)| p)
         .collect();
     let mut ids = Vec::new();
@@ -305,19 +333,10 @@ async fn insert_batch(
     }
     let mut ids = ids.into_iter();
     Ok(refused
-        .iter()
-        .zip(batch)
-        .map(|(refused, p)| {
-            if *refused {
-                Err(Refusal {
-                    status: CommandStatus::EsmeRinvsrcadr,
-                    reason: format!(
-                        "source address {:?} is not one account {} may use",
-                        source(p).unwrap_or_default(),
-                        p.account.name
-                    ),
-                })
-            } else {
+        .into_iter()
+        .map(|refused| match refused {
+            Some(refusal) => Err(refusal),
+            None => {
                 let (id, segments) = ids.next().expect("one id per inserted row");
                 Ok(Accepted { id, segments })
             }

@@ -30,6 +30,12 @@ pub struct Submission {
 }
 
 impl Submission {
+    /// The parts it takes of the account's credit: the segments the
+    /// extension will count (a text it will refuse counts one).
+    pub fn parts(&self) -> i32 {
+        text::segments(&self.body, self.encoding).map_or(1, |n| n as i32)
+    }
+
     /// The delivery receipts asked for (`message.receipts`): the SMSC
     /// delivery receipt bits of registered_delivery (1 every final
     /// outcome, 2 failures, 3 successes); None for none.
