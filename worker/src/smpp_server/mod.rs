@@ -12,6 +12,7 @@
 //! - [`submission`]: a submit_sm or data_sm read as a message row, or
 //!   refused with the status that says why.
 //! - [`smpp_time`]: SMPP's absolute and relative times.
+//! - [`concat`]: long messages sent in parts, put back together.
 //! - [`accept`]: group commit of every session's submissions.
 //! - [`deliveries`]: delivery receipts from `smsbus.smpp_outbox` to a
 //!   receiver bind, each deleted when the client acknowledged it.
@@ -25,6 +26,7 @@
 pub mod accept;
 pub mod account;
 pub mod binds;
+pub mod concat;
 pub mod deliveries;
 pub mod listener;
 pub mod queries;

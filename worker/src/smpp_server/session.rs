@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::accept::{Accepter, Answer};
 use super::account::{self, BindType};
 use super::binds::{Bind, Binds, OpenError};
+use super::concat::{Added, Assembler, PART_TIMEOUT};
 use super::deliveries::{Answered, Deliveries};
 use super::listener::Settings;
 use super::queries;
@@ -66,9 +67,10 @@ pub struct Context {
 type Reader<S> = FramedRead<tokio::io::ReadHalf<S>, SmppCodec>;
 type Writer<S> = FramedWrite<tokio::io::WriteHalf<S>, SmppCodec>;
 
-/// A submission waiting for its commit.
+/// A submission waiting for its commit: the PDUs it answers (one, or
+/// every part of a long message) and the answer.
 type Waiting =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (u32, Reply, Answer)> + Send + Sync>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<(u32, Reply)>, Answer)> + Send + Sync>>;
 
 /// The kind of response a submission gets.
 #[derive(Clone, Copy)]
@@ -89,6 +91,7 @@ where
         writer: FramedWrite::new(write, SmppCodec::new()),
         bind: None,
         deliveries: None,
+        parts: Assembler::new(PART_TIMEOUT),
         waiting: FuturesUnordered::new(),
         sequence: 0,
         last_heard: Instant::now(),
@@ -115,6 +118,8 @@ struct Session<S> {
     bind: Option<(Arc<Bind>, BindType)>,
     /// Receipts to the client, when the bind receives.
     deliveries: Option<Deliveries>,
+    /// Parts of long messages waiting for their siblings.
+    parts: Assembler<(u32, Reply)>,
     waiting: FuturesUnordered<Waiting>,
     sequence: u32,
     last_heard: Instant,
@@ -146,8 +151,8 @@ where
                 biased;
                 _ = stop.cancelled() => return self.unbind("the server is stopping").await,
                 _ = bind_ended.cancelled() => return self.unbind("the account was disabled or deleted").await,
-                Some((sequence, reply, answer)) = self.waiting.next(), if !self.waiting.is_empty() => {
-                    if let Err(e) = self.answer(sequence, reply, answer).await {
+                Some((answers, answer)) = self.waiting.next(), if !self.waiting.is_empty() => {
+                    if let Err(e) = self.answer(answers, answer).await {
                         return format!("cannot write to the client: {e}");
                     }
                 }
@@ -236,10 +241,16 @@ where
         if self.bind.is_none() {
             return self.opened + s.bind_timeout;
         }
-        let ask = self
-            .asked_at
-            .map_or(self.last_heard + s.enquire_link, |at| at + s.enquire_link);
-        ask.min(self.last_heard + s.inactivity_timeout)
+        let due = self.ask_at().min(self.last_heard + s.inactivity_timeout);
+        self.parts.next_expiry().map_or(due, |parts| due.min(parts))
+    }
+
+    /// When the client is next asked enquire_link: after a silence, or
+    /// again after an unanswered one.
+    fn ask_at(&self) -> Instant {
+        let every = self.ctx.settings.enquire_link;
+        self.asked_at
+            .map_or(self.last_heard + every, |at| at + every)
     }
 
     async fn on_timer(&mut self) -> Option<String> {
@@ -248,6 +259,15 @@ where
         if self.bind.is_none() {
             return (now >= self.opened + s.bind_timeout)
                 .then(|| format!("no bind within {} s", s.bind_timeout.as_secs()));
+        }
+        for ((sequence, reply), reason) in self.parts.expire(now) {
+            if let Err(e) = self.part_refused(sequence, reply, &reason).await {
+                return Some(format!("cannot write to the client: {e}"));
+            }
+        }
+        if now < self.ask_at() && now < self.last_heard + s.inactivity_timeout {
+            // Only the parts' timer was due.
+            return None;
         }
         if now >= self.last_heard + s.inactivity_timeout {
             return Some(format!(
@@ -552,8 +572,8 @@ where
                 return self.refuse(sequence, reply, refusal.status).await;
             }
         };
-        if self.waiting.len() >= self.ctx.settings.submit_window || !bind.rate.take(Instant::now())
-        {
+        let in_window = self.waiting.len() + self.parts.held();
+        if in_window >= self.ctx.settings.submit_window || !bind.rate.take(Instant::now()) {
             bind.counters.throttled.fetch_add(1, Ordering::Relaxed);
             ::metrics::counter!(metrics::SMPP_SERVER_THROTTLED, "account" => account.to_owned())
                 .increment(1);
@@ -561,14 +581,33 @@ where
                 .refuse(sequence, reply, CommandStatus::EsmeRthrottled)
                 .await;
         }
-        let answer: oneshot::Receiver<Answer> = self
-            .ctx
-            .accepter
-            .submit(bind.account.clone(), submission)
-            .await;
+        let (whole, answers) = match submission.part {
+            None => (submission, vec![(sequence, reply)]),
+            Some(part) => match self
+                .parts
+                .add((sequence, reply), submission, part, Instant::now())
+            {
+                Added::Held => {
+                    bind.counters
+                        .window
+                        .store((in_window + 1) as i32, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Added::Duplicate((sequence, reply)) => {
+                    let reason = format!(
+                        "part {} of {} (reference {}) came twice",
+                        part.seq, part.total, part.reference
+                    );
+                    return self.part_refused(sequence, reply, &reason).await;
+                }
+                Added::Complete { whole, parts } => (whole, parts),
+            },
+        };
+        let answer: oneshot::Receiver<Answer> =
+            self.ctx.accepter.submit(bind.account.clone(), whole).await;
         bind.counters
             .window
-            .store(self.waiting.len() as i32 + 1, Ordering::Relaxed);
+            .store((in_window + 1) as i32, Ordering::Relaxed);
         self.waiting.push(Box::pin(async move {
             let answer = answer.await.unwrap_or_else(|_| {
                 Err(Refusal {
@@ -576,9 +615,25 @@ where
                     reason: "the writer stopped before answering".into(),
                 })
             });
-            (sequence, reply, answer)
+            (answers, answer)
         }));
         Ok(())
+    }
+
+    /// Refuses a part of a long message that cannot be put together.
+    async fn part_refused(
+        &mut self,
+        sequence: u32,
+        reply: Reply,
+        reason: &str,
+    ) -> std::io::Result<()> {
+        if let Some((bind, _)) = &self.bind {
+            tracing::info!(account = %bind.account.name, peer = %self.peer,
+                "smpp server: part refused: {reason}");
+            bind.counters.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        self.refuse(sequence, reply, CommandStatus::EsmeRsubmitfail)
+            .await
     }
 
     /// Answers query_sm: the state of one of the account's messages.
@@ -602,14 +657,16 @@ where
         self.send(Command::new(status, sequence, pdu)).await
     }
 
-    /// Sends a committed submission's answer.
-    async fn answer(&mut self, sequence: u32, reply: Reply, answer: Answer) -> std::io::Result<()> {
+    /// Sends a committed submission's answer to each PDU it answers (every
+    /// part of a long message is told the one message's id).
+    async fn answer(&mut self, answers: Vec<(u32, Reply)>, answer: Answer) -> std::io::Result<()> {
         let Some((bind, _)) = self.bind.clone() else {
             return Ok(());
         };
-        bind.counters
-            .window
-            .store(self.waiting.len() as i32, Ordering::Relaxed);
+        bind.counters.window.store(
+            (self.waiting.len() + self.parts.held()) as i32,
+            Ordering::Relaxed,
+        );
         let account = &bind.account;
         match answer {
             Ok(accepted) => {
@@ -617,19 +674,30 @@ where
                 ::metrics::counter!(metrics::SMPP_SERVER_SUBMITTED, "account" => account.name.clone()).increment(1);
                 let id = COctetString::from_str(&account.message_id(accepted.id))
                     .expect("an id is a valid C-Octet String");
-                let pdu: Pdu = match reply {
-                    Reply::SubmitSm => SubmitSmResp::builder().message_id(id).build().into(),
-                    Reply::DataSm => DataSmResp::builder().message_id(id).build().into(),
-                };
-                self.send(Command::new(CommandStatus::EsmeRok, sequence, pdu))
-                    .await
+                for (sequence, reply) in answers {
+                    let pdu: Pdu = match reply {
+                        Reply::SubmitSm => SubmitSmResp::builder()
+                            .message_id(id.clone())
+                            .build()
+                            .into(),
+                        Reply::DataSm => {
+                            DataSmResp::builder().message_id(id.clone()).build().into()
+                        }
+                    };
+                    self.send(Command::new(CommandStatus::EsmeRok, sequence, pdu))
+                        .await?;
+                }
+                Ok(())
             }
             Err(refusal) => {
                 tracing::info!(account = %account.name, peer = %self.peer, status = ?refusal.status,
                     "smpp server: submission refused: {refusal}");
                 bind.counters.refused.fetch_add(1, Ordering::Relaxed);
                 ::metrics::counter!(metrics::SMPP_SERVER_REFUSED, "account" => account.name.clone()).increment(1);
-                self.refuse(sequence, reply, refusal.status).await
+                for (sequence, reply) in answers {
+                    self.refuse(sequence, reply, refusal.status).await?;
+                }
+                Ok(())
             }
         }
     }
@@ -647,10 +715,19 @@ where
         self.send(Command::new(status, sequence, pdu)).await
     }
 
-    /// Sends every answer still committing.
+    /// Sends every answer still committing, and refuses the parts whose
+    /// siblings did not come.
     async fn drain(&mut self) -> std::io::Result<()> {
-        while let Some((sequence, reply, answer)) = self.waiting.next().await {
-            self.answer(sequence, reply, answer).await?;
+        while let Some((answers, answer)) = self.waiting.next().await {
+            self.answer(answers, answer).await?;
+        }
+        for (sequence, reply) in self.parts.drain() {
+            self.part_refused(
+                sequence,
+                reply,
+                "the session ended before its other parts came",
+            )
+            .await?;
         }
         Ok(())
     }

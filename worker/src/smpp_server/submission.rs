@@ -11,7 +11,7 @@ use smsbus_core::text::{self, Encoding};
 
 use super::smpp_time;
 use crate::channels::smpp::carried::Carried;
-use crate::channels::smpp::inbound::{self, InboundError};
+use crate::channels::smpp::inbound::{self, InboundError, PartOf};
 
 /// What an accepted submission inserts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub struct Submission {
     pub validity: Option<String>,
     /// The client's registered_delivery (SMPP 3.4 §5.2.17).
     pub registered_delivery: u8,
+    /// Which part of a long message this is ([`super::concat`]).
+    pub part: Option<PartOf>,
 }
 
 impl Submission {
@@ -114,12 +116,6 @@ fn read(request: Request<'_>) -> Result<Submission, Refusal> {
         InboundError::OddUcs2 { .. } => refuse(CommandStatus::EsmeRinvmsglen, e.to_string()),
         _ => refuse(CommandStatus::EsmeRinvesmclass, e.to_string()),
     })?;
-    if decoded.part.is_some() {
-        return Err(refuse(
-            CommandStatus::EsmeRinvesmclass,
-            "parts of a concatenated message are not accepted: send the whole text in message_payload",
-        ));
-    }
     if decoded.binary {
         return Err(refuse(
             CommandStatus::EsmeRinvdcs,
@@ -167,6 +163,8 @@ fn read(request: Request<'_>) -> Result<Submission, Refusal> {
         scheduled: scheduled.map(|t| t.to_string()),
         validity: validity.map(|t| t.to_string()),
         registered_delivery: request.registered_delivery,
+        // A "part" 1 of 1 is the whole message.
+        part: decoded.part.filter(|p| p.total > 1),
     })
 }
 
@@ -275,13 +273,35 @@ mod tests {
             status(plain().esm_class(EsmClass::from(0x04)).build()),
             CommandStatus::EsmeRinvesmclass
         );
+        // A part of a long message is read with its place in it.
+        let part = from_submit_sm(
+            &submit(
+                "31612345678",
+                "ACME",
+                DataCoding::McSpecific,
+                vec![5, 0, 3, 1, 2, 1, 0x41],
+            )
+            .esm_class(EsmClass::from(0x40))
+            .build(),
+        )
+        .unwrap();
+        assert_eq!(part.body, "A");
+        assert_eq!(
+            part.part,
+            Some(PartOf {
+                reference: 1,
+                total: 2,
+                seq: 1
+            })
+        );
+        // A header that claims more than the data holds is refused.
         assert_eq!(
             status(
                 submit(
                     "31612345678",
                     "ACME",
                     DataCoding::McSpecific,
-                    vec![5, 0, 3, 1, 2, 1, 65]
+                    vec![9, 0, 3, 1, 2, 1]
                 )
                 .esm_class(EsmClass::from(0x40))
                 .build()
