@@ -784,3 +784,117 @@ async fn long_messages_in_parts_become_one_row_once_every_part_came() {
     assert_eq!(next(&mut client).await.id(), CommandId::UnbindResp);
     assert_eq!(count(&c, "SELECT count(*) FROM smsbus.message").await, 3);
 }
+
+#[tokio::test]
+async fn binds_are_refused_by_address_state_and_max_binds_across_workers() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let port = free_port();
+    account_and_listener(&c, port, ", allowed_ips = '{10.0.0.0/8}', max_binds = 2").await;
+    let _w1 = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let _w2 = Worker::start(&db.conninfo(), &["--worker-id", "w2"]);
+
+    let mut client = connect(port).await;
+    let refused = call(&mut client, 1, bind("secret1")).await;
+    assert_eq!(
+        refused.status(),
+        CommandStatus::EsmeRbindfail,
+        "not from 10/8"
+    );
+    c.batch_execute("UPDATE smsbus.account SET allowed_ips = '{127.0.0.0/8}', enabled = false")
+        .await
+        .unwrap();
+    let refused = call(&mut client, 2, bind("secret1")).await;
+    assert_eq!(refused.status(), CommandStatus::EsmeRbindfail, "disabled");
+    c.batch_execute("UPDATE smsbus.account SET enabled = true")
+        .await
+        .unwrap();
+
+    // Two binds, on whichever workers took the connections; the third is
+    // refused, counted in smsbus.smpp_bind across workers.
+    let mut open = Vec::new();
+    for i in 0..2 {
+        let mut client = connect(port).await;
+        let bound = call(&mut client, 1, bind("secret1")).await;
+        assert_eq!(bound.status(), CommandStatus::EsmeRok, "bind {i}");
+        open.push(client);
+    }
+    let mut third = connect(port).await;
+    let refused = call(&mut third, 1, bind("secret1")).await;
+    assert_eq!(refused.status(), CommandStatus::EsmeRbindfail, "max_binds");
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.smpp_bind WHERE account = 'acme'"
+        )
+        .await,
+        2
+    );
+
+    // Disabling the account ends its binds: the server unbinds them.
+    c.batch_execute("UPDATE smsbus.account SET enabled = false")
+        .await
+        .unwrap();
+    for client in &mut open {
+        let unbind = tokio::time::timeout(Duration::from_secs(15), client.next())
+            .await
+            .expect("an unbind in time")
+            .expect("the connection open")
+            .expect("a PDU");
+        assert_eq!(unbind.id(), CommandId::Unbind);
+    }
+}
+
+#[tokio::test]
+async fn over_its_throughput_an_account_is_throttled_and_nothing_is_lost() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let port = free_port();
+    account_and_listener(&c, port, ", throughput = 5").await;
+    let _worker = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let mut client = connect(port).await;
+    let bound = call(&mut client, 1, bind("secret1")).await;
+    assert_eq!(bound.status(), CommandStatus::EsmeRok);
+    // Forty at once, far over 5 a second.
+    for i in 0..40u32 {
+        client
+            .send(Command::new(
+                CommandStatus::EsmeRok,
+                10 + i,
+                submit("31612345678", &format!("burst {i}")),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut accepted = Vec::new();
+    let mut throttled = 0;
+    for _ in 0..40 {
+        let answer = next(&mut client).await;
+        match answer.status() {
+            CommandStatus::EsmeRok => accepted.push(submitted_id(&answer)),
+            CommandStatus::EsmeRthrottled => throttled += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(throttled >= 20, "throttled {throttled} of 40");
+    assert!(!accepted.is_empty());
+    // Every accepted submission is a row; no throttled one is.
+    assert_eq!(
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.message WHERE account = 'acme'"
+        )
+        .await,
+        accepted.len() as i64
+    );
+    let counted = eventually(Duration::from_secs(10), || async {
+        count(
+            &c,
+            "SELECT throttled FROM smsbus.smpp_bind WHERE account = 'acme'",
+        )
+        .await
+            == throttled
+    })
+    .await;
+    assert!(counted, "smpp_bind.throttled");
+}
