@@ -12,6 +12,8 @@
 //! - [`scenario`]: a channel, a simulated provider and a worker, set up
 //!   the way most end-to-end tests need them.
 //! - [`smsc`]: the SMSC simulator (SMPP over TCP).
+//! - [`smpp_client`]: the project's own SMPP client (an application
+//!   binding to smsbus or to the simulator).
 //! - [`modem`]: the GSM modem simulator (AT commands on a pseudo-terminal).
 //! - [`triggers`]: what trigger tests share.
 //! - [`http`]: a local HTTP endpoint for `smsbus.http`.
@@ -25,6 +27,7 @@ pub mod http;
 pub mod modem;
 pub mod roles;
 pub mod scenario;
+pub mod smpp_client;
 pub mod smsc;
 pub mod triggers;
 pub mod worker;

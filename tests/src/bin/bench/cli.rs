@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Result};
 use clap::{Parser, ValueEnum};
 
-use crate::{concurrent_insert, end_to_end};
+use crate::{concurrent_insert, end_to_end, smpp_server};
 
 /// What a run measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -26,6 +26,9 @@ pub enum Scenario {
     /// The trigger runner: trivial SQL, trivial Lua, Lua sending a reply.
     /// Same as --only-triggers.
     Triggers,
+    /// smsbus's SMPP server: submissions accepted against the simulator,
+    /// the full loop with receipts, and paced latency.
+    SmppServer,
     /// End-to-end throughput on empty tables and with --scale-finished /
     /// --scale-archived rows, then a long run and the queue table's bloat.
     /// Same as --only-scale.
@@ -119,6 +122,23 @@ pub struct Args {
     #[arg(long, default_value_t = 10.0, help_heading = "End to end")]
     pub e2e_throttle_seconds: f64,
 
+    /// submit_sm of each accept round of the SMPP server (and of the
+    /// simulator's).
+    #[arg(long, default_value_t = 100_000, help_heading = "SMPP server")]
+    pub smpp_messages: usize,
+    /// Messages of the SMPP server's full loop (each with a receipt back).
+    #[arg(long, default_value_t = 20_000, help_heading = "SMPP server")]
+    pub smpp_loop_messages: usize,
+    /// Client binds submitting at once.
+    #[arg(long, default_value_t = 4, help_heading = "SMPP server")]
+    pub smpp_binds: usize,
+    /// Unanswered submit_sm per bind.
+    #[arg(long, default_value_t = 100, help_heading = "SMPP server")]
+    pub smpp_window: usize,
+    /// Seconds of submissions paced at 1,000/s for the latency figure.
+    #[arg(long, default_value_t = 10.0, help_heading = "SMPP server")]
+    pub smpp_latency_seconds: f64,
+
     /// Messages through the GSM modem channel.
     #[arg(long, default_value_t = 2_000, help_heading = "GSM")]
     pub gsm_messages: usize,
@@ -157,6 +177,18 @@ impl Args {
         if let Some(n) = self.inserts_per_client {
             ensure!(n >= 1, "--inserts-per-client must be at least 1");
         }
+        ensure!(
+            self.smpp_binds >= 1 && self.smpp_window >= 1,
+            "--smpp-binds and --smpp-window must be at least 1"
+        );
+        ensure!(
+            self.smpp_messages >= self.smpp_binds && self.smpp_loop_messages >= self.smpp_binds,
+            "--smpp-messages and --smpp-loop-messages must be at least --smpp-binds"
+        );
+        ensure!(
+            self.smpp_latency_seconds > 0.0 && self.smpp_latency_seconds.is_finite(),
+            "--smpp-latency-seconds must be a positive number of seconds"
+        );
         Ok(())
     }
 
@@ -189,6 +221,17 @@ impl Args {
             clients: self.clients,
             seconds: self.insert_seconds,
             per_client: self.inserts_per_client,
+        }
+    }
+
+    pub fn smpp_settings(&self) -> smpp_server::Settings {
+        smpp_server::Settings {
+            messages: self.smpp_messages,
+            loop_messages: self.smpp_loop_messages,
+            binds: self.smpp_binds,
+            window: self.smpp_window,
+            latency_seconds: self.smpp_latency_seconds,
+            rounds: self.rounds,
         }
     }
 

@@ -23,6 +23,9 @@
 //!   simulator: throughput, latency, throttle, memory.
 //! - **GSM** (`gsm.rs`): the modem channel against the modem simulator.
 //! - **triggers** (`triggers.rs`): the worker's trigger runner.
+//! - **SMPP server** (`smpp_server.rs`): submissions accepted (against the
+//!   simulator, in alternating rounds), the full loop with receipts, and
+//!   paced latency.
 //! - **scale** (`scale.rs`, only with `--scenario scale`): end to end on
 //!   empty tables against tables of millions, then a long run and the bloat.
 //!
@@ -61,6 +64,7 @@ mod report;
 mod routing;
 mod scale;
 mod side;
+mod smpp_server;
 mod triggers;
 
 #[tokio::main]
@@ -128,6 +132,21 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
             Ok(true)
         }
         Scenario::Scale => scale_alone(args, &control, &conninfo, &server).await,
+        Scenario::SmppServer => {
+            eprintln!("SMPP server ...");
+            settle(&control).await?;
+            let settings = args.smpp_settings();
+            let figures = smpp_server::run(&control, &conninfo, &settings).await?;
+            println!();
+            print_table(&report::smpp_server_rows(&figures));
+            let results = json!({
+                "server": server,
+                "scenarios": { "smpp_server": figures.to_json(&settings) },
+                "pass": figures.pass(),
+            });
+            report::write_results(&args.output(), &results)?;
+            Ok(figures.pass())
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::concurrent_insert::{self, InsertRun};
 use crate::lifecycle::{self, LifecycleRun};
 use crate::report::{self, Row};
 use crate::side::{side_order, Side};
-use crate::{end_to_end, gsm, routing, triggers};
+use crate::{end_to_end, gsm, routing, smpp_server, triggers};
 
 /// Every round's runs of the queue's scenarios, each side's apart.
 #[derive(Default)]
@@ -36,6 +36,7 @@ struct Workers {
     e2e: end_to_end::Figures,
     gsm: gsm::Figures,
     triggers: triggers::Figures,
+    smpp_server: smpp_server::Figures,
 }
 
 /// Runs the queue's scenarios (and the worker's if `with_workers`), prints
@@ -121,6 +122,7 @@ pub async fn run(
         rows.extend(report::end_to_end_rows(&w.e2e, Some(bare_life.rate())));
         rows.extend(report::gsm_rows(&w.gsm));
         rows.extend(report::trigger_rows(&w.triggers));
+        rows.extend(report::smpp_server_rows(&w.smpp_server));
     }
     println!();
     report::print_table(&rows);
@@ -136,7 +138,8 @@ pub async fn run(
     );
 
     let mut all_pass = life_pass && ins_pass && routing_pass;
-    let (mut e2e_json, mut gsm_json, mut triggers_json) = (Value::Null, Value::Null, Value::Null);
+    let (mut e2e_json, mut gsm_json, mut triggers_json, mut smpp_server_json) =
+        (Value::Null, Value::Null, Value::Null, Value::Null);
     if let Some(w) = &workers {
         let e2e_pass = w.e2e.rate_pass() && w.e2e.latency_pass() && w.e2e.throttle_pass();
         all_pass &= e2e_pass;
@@ -146,6 +149,9 @@ pub async fn run(
         e2e_json["pass"] = json!(e2e_pass);
         gsm_json = w.gsm.to_json();
         triggers_json = w.triggers.to_json();
+        all_pass &= w.smpp_server.pass();
+        smpp_server_json = w.smpp_server.to_json(&args.smpp_settings());
+        smpp_server_json["pass"] = json!(w.smpp_server.pass());
     }
     let results = json!({
         "measured_at_unix": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -186,6 +192,7 @@ pub async fn run(
             "end_to_end": e2e_json,
             "gsm": gsm_json,
             "triggers": triggers_json,
+            "smpp_server": smpp_server_json,
             "concurrent_insert_with_consumer": {
                 "smsbus": smsbus_con.to_json(),
                 "bare": bare_con.to_json(),
@@ -266,5 +273,13 @@ async fn measure_workers(args: &Args, control: &Client, conninfo: &str) -> Resul
     let gsm = gsm::run(control, conninfo, args.gsm_messages).await?;
     eprintln!("trigger runner ...");
     let triggers = triggers::run(control, conninfo, args.trigger_messages).await?;
-    Ok(Workers { e2e, gsm, triggers })
+    eprintln!("SMPP server ...");
+    empty(control).await?;
+    let smpp_server = smpp_server::run(control, conninfo, &args.smpp_settings()).await?;
+    Ok(Workers {
+        e2e,
+        gsm,
+        triggers,
+        smpp_server,
+    })
 }

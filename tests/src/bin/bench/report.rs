@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::cli::Args;
 use crate::concurrent_insert::CONSUMER_BATCH;
-use crate::{end_to_end, gsm, scale, triggers};
+use crate::{end_to_end, gsm, scale, smpp_server, triggers};
 
 /// One line of the results table.
 pub struct Row {
@@ -134,6 +134,38 @@ pub fn end_to_end_rows(e2e: &end_to_end::Figures, ceiling: Option<f64>) -> Vec<R
             bare: f64::NAN,
             target: format!(">= {:.0}", end_to_end::MIN_SIMULATOR_RATE),
             pass: Some(e2e.simulator_pass()),
+        },
+    ]
+}
+
+/// The SMPP server's figures as table rows: accepted submissions beside
+/// the simulator's (which commits nothing), the full loop, the latency.
+pub fn smpp_server_rows(f: &smpp_server::Figures) -> Vec<Row> {
+    vec![
+        Row {
+            scenario: "SMPP server submit_sm accepted".into(),
+            smsbus: f.accept_rate,
+            bare: f.simulator_rate,
+            target: format!(
+                ">= {:.0}/s, >= {:.1} of simulator",
+                smpp_server::MIN_ACCEPT_RATE,
+                smpp_server::MIN_ACCEPT_RATIO
+            ),
+            pass: Some(f.accept_pass()),
+        },
+        Row {
+            scenario: "  full loop with receipts".into(),
+            smsbus: f.loop_rate,
+            bare: f64::NAN,
+            target: format!(">= {:.0}/s", smpp_server::MIN_LOOP_RATE),
+            pass: Some(f.loop_pass()),
+        },
+        Row {
+            scenario: "  submit_sm_resp p99 ms at 1,000/s".into(),
+            smsbus: f.p99_ms,
+            bare: f64::NAN,
+            target: format!("<= {:.0} ms", smpp_server::MAX_P99_MS),
+            pass: Some(f.latency_pass()),
         },
     ]
 }
