@@ -147,3 +147,27 @@ async fn check_names_a_restore_setting_left_on() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn check_names_a_listener_whose_tls_files_cannot_be_loaded() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute(
+        "INSERT INTO smsbus.smpp_server (name, listen, tls_cert_file, tls_key_file)
+             VALUES ('secure', '127.0.0.1:2776', '/nonexistent/smsbus-cert.pem', '/nonexistent/smsbus-key.pem');
+         INSERT INTO smsbus.smpp_server (name, listen) VALUES ('plain', '127.0.0.1:2775');",
+    )
+    .await
+    .unwrap();
+    let (ok, output) = check(&db);
+    assert!(!ok, "{output}");
+    assert!(
+        line(&output, "smpp server secure").starts_with(
+            "FAIL  smpp server secure: tls_cert_file: cannot read /nonexistent/smsbus-cert.pem"
+        ),
+        "{output}"
+    );
+    // Plain TCP has no files to check.
+    assert!(!output.contains("smpp server plain"), "{output}");
+    assert!(output.contains("1 of 2 checks failed"), "{output}");
+}

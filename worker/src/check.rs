@@ -1,10 +1,11 @@
 //! `smsbus-worker check`: what an operator runs before starting the worker
 //! (or when something is wrong): can the database be reached, is the
 //! extension there in the version this worker speaks, and does every
-//! enabled channel, route, blocking rule and trigger still hold up (a
-//! provider that answers, a modem device that exists, a condition whose
-//! table was not dropped since). One line per item; the exit status says
-//! whether any failed.
+//! enabled channel, route, blocking rule, trigger and SMPP server
+//! listener still hold up (a provider that answers, a modem device that
+//! exists, a condition whose table was not dropped since, TLS files the
+//! listener can load). One line per item; the exit status says whether
+//! any failed.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::channels::gsm::config::GsmConfig;
 use crate::channels::smpp::config::SmppConfig;
+use crate::smpp_server::listener;
 use crate::{db, Config};
 
 /// How long a provider gets to accept a TCP connection.
@@ -60,6 +62,7 @@ pub async fn run(config: &Config) -> anyhow::Result<usize> {
         findings.extend(channels(&client).await?);
         findings.extend(rules(&client).await?);
         findings.extend(triggers(&client).await?);
+        findings.extend(smpp_servers(&client).await?);
     }
     let problems = findings.iter().filter(|f| f.problem.is_some()).count();
     for f in &findings {
@@ -236,6 +239,36 @@ async fn triggers(client: &Client) -> anyhow::Result<Vec<Finding>> {
     Ok(findings)
 }
 
+/// Each enabled SMPP server listener with TLS: its certificate and key
+/// loaded as the listener loads them, so a file that is missing, is not
+/// PEM or does not match shows here rather than as a listener that
+/// keeps failing to start. (The socket is not opened: a running worker
+/// may hold it.)
+async fn smpp_servers(client: &Client) -> anyhow::Result<Vec<Finding>> {
+    let rows = client
+        .query(
+            "SELECT name, tls_cert_file, tls_key_file FROM smsbus.smpp_server
+             WHERE enabled AND tls_cert_file IS NOT NULL AND tls_key_file IS NOT NULL ORDER BY name",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| tls_files(row.get(0), row.get(1), row.get(2)))
+        .collect())
+}
+
+fn tls_files(name: &str, cert_file: &str, key_file: &str) -> Finding {
+    let problem = listener::acceptor(cert_file, key_file)
+        .err()
+        .map(|e| format!("{e:#}"));
+    Finding {
+        what: format!("smpp server {name}"),
+        problem,
+        detail: format!("TLS certificate {cert_file} and key {key_file} load"),
+    }
+}
+
 /// Runs a check function; its error, if it raised one.
 async fn checked(
     client: &Client,
@@ -247,4 +280,90 @@ async fn checked(
         .await
         .err()
         .map(|e| crate::triggers::chain::error_text(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    // A self-signed Ed25519 certificate for localhost, its key and another
+    // key (openssl genpkey/req), made for this test only.
+    const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBPjCB8aADAgECAhR8SBuz0BBjQ92bPxgA8lbIT4ivDTAFBgMrZXAwFDESMBAG
+A1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwMzEyMTAxOVoYDzIxMjYxMTA5MTIxMDE5
+WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwKjAFBgMrZXADIQAhKOLfGAGbwLg2wvBy
+CYql3RO2rTm6UTS59V6i7/kFsqNTMFEwHQYDVR0OBBYEFAMcrcAOY04EE1NSBavy
+MP3ZTsg6MB8GA1UdIwQYMBaAFAMcrcAOY04EE1NSBavyMP3ZTsg6MA8GA1UdEwEB
+/wQFMAMBAf8wBQYDK2VwA0EADXOByEy6B+SOa0hHx2JS33/HHDLOvqQryUi9Y2PR
+kOQa3sNDvFxi7jjwjD41YPQEa+BCJyMdfhMN/SEQ/HUhBA==
+-----END CERTIFICATE-----
+";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEICfh/yOwLdvHfoCTSW2/4mfx60mAu+2ScZJQtThEdrBv
+-----END PRIVATE KEY-----
+";
+    const OTHER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEICsYvpBaU19rPNyTji4O1lJCJjpD2YOEQSYO2i9sh57D
+-----END PRIVATE KEY-----
+";
+
+    /// The files in a folder of their own, removed when dropped.
+    struct Files(PathBuf);
+
+    impl Files {
+        fn new(files: &[(&str, &str)]) -> Files {
+            let dir = std::env::temp_dir().join(format!("smsbus-check-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+            Files(dir)
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.0.join(name).display().to_string()
+        }
+    }
+
+    impl Drop for Files {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn tls_files_are_loaded_as_the_listener_loads_them() {
+        let files = Files::new(&[
+            ("cert.pem", CERT),
+            ("key.pem", KEY),
+            ("other.pem", OTHER_KEY),
+        ]);
+        let problem = |cert: &str, key: &str| {
+            let finding = tls_files("main", &files.path(cert), &files.path(key));
+            assert_eq!(finding.what, "smpp server main");
+            finding.problem
+        };
+        assert_eq!(problem("cert.pem", "key.pem"), None);
+        let missing = problem("missing.pem", "key.pem").unwrap();
+        assert!(
+            missing.starts_with("tls_cert_file: cannot read ") && missing.contains("missing.pem"),
+            "{missing}"
+        );
+        let not_a_cert = problem("key.pem", "key.pem").unwrap();
+        assert!(
+            not_a_cert.ends_with("key.pem holds no certificate"),
+            "{not_a_cert}"
+        );
+        let no_key = problem("cert.pem", "cert.pem").unwrap();
+        assert!(
+            no_key.ends_with("cert.pem holds no private key"),
+            "{no_key}"
+        );
+        let mismatch = problem("cert.pem", "other.pem").unwrap();
+        assert!(
+            mismatch.starts_with("tls: the certificate and the key do not go together"),
+            "{mismatch}"
+        );
+    }
 }
