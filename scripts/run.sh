@@ -4,7 +4,8 @@
 # modem simulators and the worker, configures an SMPP and a GSM channel and
 # a trigger, queues a few messages and shows them go out, come back
 # delivered, and inbound messages arrive and get answered, with the trace
-# and the channels' state.
+# and the channels' state; then an application binds to smsbus's own SMPP
+# server (smsbus-smpp-client), sends, and gets its delivery receipts.
 # Runs until Ctrl-C, which stops the worker and the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,8 @@ PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 scripts/setup.sh
 echo "== building and installing the extension and the worker"
 scripts/install.sh
-cargo build --quiet -p smsbus-worker -p smsbus-tests --bin smsbus-worker --bin smsbus-smsc --bin smsbus-modem
+cargo build --quiet -p smsbus-worker -p smsbus-tests --bin smsbus-worker --bin smsbus-smsc --bin smsbus-modem \
+    --bin smsbus-smpp-client
 scripts/cluster.sh start
 scripts/cluster.sh template >/dev/null
 scripts/cluster.sh createdb smsbus >/dev/null
@@ -25,6 +27,7 @@ PORT=$(sed -E 's/.*port=([^ ]+).*/\1/' <<<"$CONN")
 sql() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$HOST" -p "$PORT" -U postgres -d smsbus "$@"; }
 
 SMSC_PORT=${SMSC_PORT:-2775}
+SERVER_PORT=${SERVER_PORT:-2776}
 SMSC_LOG=.cluster/dev/smsc.log
 target/debug/smsbus-smsc --listen "127.0.0.1:$SMSC_PORT" --system-id demo --password demo \
     --undeliverable-every 4 --inbound "+31687654321 1234 STOP ads, thanks" >"$SMSC_LOG" 2>&1 &
@@ -102,17 +105,33 @@ sql -c "SELECT message_id AS msg, to_char(at, 'HH24:MI:SS.MS') AS at, from_statu
                coalesce(detail, '') AS detail
         FROM smsbus.message_event ORDER BY id"
 
+echo "== an application binds to smsbus's SMPP server (port $SERVER_PORT) as account 'acme' and sends"
+sql -v server_port="$SERVER_PORT" <<'SQL'
+INSERT INTO smsbus.account (name, channel, description) VALUES ('acme', 'demo', 'an application of the demo');
+SELECT smsbus.set_password('acme', 'secret1');
+INSERT INTO smsbus.smpp_server (name, listen) VALUES ('demo', '127.0.0.1:' || :server_port);
+SQL
+sleep 3
+target/debug/smsbus-smpp-client --addr "127.0.0.1:$SERVER_PORT" --system-id acme --password secret1 \
+    --from ACME --to +31612345699 --text "Sent over SMPP to smsbus" --count 3 --receipts
+sql -c "SELECT id, account, to_address, status, channel, left(body, 28) AS body FROM smsbus.message
+        WHERE account IS NOT NULL ORDER BY id"
+
 cat <<INFO
 
 smsbus is running: database 'smsbus' on port $PORT, worker log in $LOG,
 the SMSC simulator on port $SMSC_PORT (log in $SMSC_LOG),
-the modem simulator at $MODEM_DIR/ttyGSM0 (log in $MODEM_LOG).
+the modem simulator at $MODEM_DIR/ttyGSM0 (log in $MODEM_LOG),
+smsbus's SMPP server on port $SERVER_PORT (account acme, password secret1).
 Connect with:
     psql -h $HOST -p $PORT -U postgres smsbus
 Try:
     SELECT smsbus.send('+31612345678', 'hi', channel => 'demo');
     SELECT * FROM smsbus.queue_depth;
     SELECT * FROM smsbus.explain_route('{"to_address": "+32470000000"}'::jsonb);
+and send over SMPP:
+    target/debug/smsbus-smpp-client --addr 127.0.0.1:$SERVER_PORT --system-id acme --password secret1 \\
+        --to +31612345678 --receipts
 Press Ctrl-C to stop the worker and the cluster.
 INFO
 wait "$WORKER"
