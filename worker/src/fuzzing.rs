@@ -1,13 +1,17 @@
 //! Entry points for fuzzing: everything that reads what the outside world
-//! sends, taken the way the channels take it. Each must return, whatever
-//! the bytes; an error is fine, a panic or a hang is a bug. The cargo-fuzz
-//! targets in `fuzz/` call these, and the inputs that once broke them are
-//! kept in `fuzz/regressions/<target>/` and replayed by this module's
-//! tests in `make test`.
+//! sends, taken the way the channels and the SMPP server take it: what
+//! providers and modems send (`smpp_stream`, `smpp_receipt_text`,
+//! `gsm_pdu`, `modem_lines`), what clients bound to the SMPP server send
+//! (`smpp_server_pdus`), and what scripts hold (`lua_values`). Each must
+//! return, whatever the bytes; an error is fine, a panic or a hang is a
+//! bug. The cargo-fuzz targets in `fuzz/` call these, and the inputs that
+//! once broke them are kept in `fuzz/regressions/<target>/` and replayed
+//! by this module's tests in `make test`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use rusmpp::values::{DestAddress, InterfaceVersion};
 use rusmpp::Pdu;
 use tokio_util::codec::Decoder;
 
@@ -16,13 +20,17 @@ use crate::channels::smpp::carried::Carried;
 use crate::channels::smpp::codec::{Frame, SmppCodec};
 use crate::channels::smpp::config::DlrIdFormat;
 use crate::channels::smpp::{inbound, receipt};
+use crate::smpp_server::account::Account;
+use crate::smpp_server::concat::{Added, Assembler, PART_TIMEOUT};
+use crate::smpp_server::submission::{self, Submission};
 
 /// A fuzz target: takes any bytes, must return.
 pub type Target = fn(&[u8]);
 
 /// The targets, by the name of their folder in `fuzz/regressions/`.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("smpp_stream", smpp_stream),
+    ("smpp_server_pdus", smpp_server_pdus),
     ("smpp_receipt_text", smpp_receipt_text),
     ("gsm_pdu", gsm_pdu),
     ("modem_lines", modem_lines),
@@ -45,6 +53,104 @@ pub fn smpp_stream(data: &[u8]) {
         };
         read_carried(&carried);
     }
+}
+
+/// Bytes from an SMPP client bound to our server: framed into PDUs, each
+/// read as a session reads it (binds' credentials, submit_sm and data_sm
+/// as submissions, query_sm's message id in both id formats), and the
+/// parts of long messages put together, timed out and drained.
+pub fn smpp_server_pdus(data: &[u8]) {
+    let accounts = [false, true].map(|hex_ids| Account {
+        name: "fuzz".into(),
+        default_source: None,
+        allowed_sources: None,
+        throughput: None,
+        channel: None,
+        hex_ids,
+        deliver_window: 10,
+    });
+    let now = Instant::now();
+    let mut parts: Assembler<u32> = Assembler::new(PART_TIMEOUT);
+    let mut codec = SmppCodec::new();
+    let mut buffer = BytesMut::from(data);
+    while let Ok(Some(frame)) = codec.decode(&mut buffer) {
+        let Frame::Command(command) = frame else {
+            continue;
+        };
+        let sequence = command.sequence_number();
+        let read = match command.pdu() {
+            Some(Pdu::BindTransmitter(b)) => {
+                read_bind(
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                    b.interface_version,
+                );
+                continue;
+            }
+            Some(Pdu::BindReceiver(b)) => {
+                read_bind(
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                    b.interface_version,
+                );
+                continue;
+            }
+            Some(Pdu::BindTransceiver(b)) => {
+                read_bind(
+                    b.system_id.as_str(),
+                    b.password.as_str(),
+                    b.interface_version,
+                );
+                continue;
+            }
+            Some(Pdu::QuerySm(query)) => {
+                for account in &accounts {
+                    let _ = account.parse_message_id(query.message_id.as_str());
+                }
+                continue;
+            }
+            // Not served (generic_nack), but its addresses are read.
+            Some(Pdu::SubmitMulti(multi)) => {
+                for dest in multi.dest_address() {
+                    let raw = match dest {
+                        DestAddress::SmeAddress(a) => a.destination_addr.as_str(),
+                        DestAddress::DistributionListName(d) => d.dl_name.as_str(),
+                    };
+                    let _ = smsbus_core::address::destination(raw);
+                }
+                continue;
+            }
+            Some(Pdu::SubmitSm(pdu)) => submission::from_submit_sm(pdu),
+            Some(Pdu::DataSm(pdu)) => submission::from_data_sm(pdu),
+            _ => continue,
+        };
+        let Ok(accepted) = read else {
+            continue;
+        };
+        read_submission(&accepted);
+        let Some(part) = accepted.part else {
+            continue;
+        };
+        match parts.add(sequence, accepted, part, now) {
+            Added::Complete { whole, .. } => read_submission(&whole),
+            Added::Held | Added::Duplicate(_) => {}
+        }
+        let _ = parts.held();
+        let _ = parts.next_expiry();
+    }
+    let _ = parts.expire(now + PART_TIMEOUT);
+    let _ = parts.drain();
+}
+
+/// What a session takes from a bind before it asks the database (the
+/// strings are read by `as_str`, which panics on bytes that are not ASCII).
+fn read_bind(system_id: &str, password: &str, version: InterfaceVersion) {
+    std::hint::black_box((system_id, password, u8::from(version)));
+}
+
+fn read_submission(submission: &Submission) {
+    let _ = submission.parts();
+    let _ = submission.receipts();
 }
 
 /// A receipt's text (`id:... sub:... stat:... err:...`) in a deliver_sm
