@@ -2314,3 +2314,8 @@ $$;
 
 GRANT EXECUTE ON FUNCTION _take_account_quota(text[], integer[]), _drop_old_account_usage() TO smsbus_worker;
 REVOKE ALL ON FUNCTION _take_account_quota(text[], integer[]), _drop_old_account_usage() FROM PUBLIC;
+
+-- A message its sender (SMPP cancel_sm) or an operator took back before it
+-- was claimed. Nothing in this script uses the value: a new enum value may
+-- not be used in the transaction that adds it.
+ALTER TYPE status ADD VALUE 'cancelled';

@@ -10,7 +10,7 @@
 CREATE TYPE status AS ENUM (
     'scheduled', 'queued', 'sending', 'sent', 'failed', 'nochannel',
     'blocked', 'dailylimit', 'expired', 'received', 'delivered',
-    'notdelivered', 'noreport'
+    'notdelivered', 'noreport', 'cancelled'
 );
 
 -- Where a message is with its triggers.

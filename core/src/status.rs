@@ -5,6 +5,7 @@
 //! | (insert) | scheduled, queued, blocked, nochannel, dailylimit, failed | router |
 //! | scheduled | queued, blocked, nochannel, dailylimit, failed, expired | router, when due |
 //! | queued | sending; expired (validity ended while it waited) | channel claim; maintenance |
+//! | scheduled, queued | cancelled | the sender (SMPP cancel_sm) or an operator, before it is claimed |
 //! | sending | sent, failed, queued (retry / lease expired), expired | channel |
 //! | sent | delivered, notdelivered, noreport | delivery report / timeout |
 //! | failed, nochannel, blocked, dailylimit, expired, notdelivered, noreport | scheduled | retry |
@@ -34,10 +35,11 @@ pub enum Status {
     Delivered,
     NotDelivered,
     NoReport,
+    Cancelled,
 }
 
 impl Status {
-    pub const ALL: [Status; 13] = [
+    pub const ALL: [Status; 14] = [
         Status::Scheduled,
         Status::Queued,
         Status::Sending,
@@ -51,6 +53,7 @@ impl Status {
         Status::Delivered,
         Status::NotDelivered,
         Status::NoReport,
+        Status::Cancelled,
     ];
 
     /// The name of the value in the SQL enum `smsbus.status`.
@@ -69,6 +72,7 @@ impl Status {
             Status::Delivered => "delivered",
             Status::NotDelivered => "notdelivered",
             Status::NoReport => "noreport",
+            Status::Cancelled => "cancelled",
         }
     }
 
@@ -80,7 +84,8 @@ impl Status {
     /// Whether an outbound message in this status has its last word: what a
     /// delivery receipt to the account that submitted it reports.
     pub fn is_final_outcome(self) -> bool {
-        self.is_permanent() && !matches!(self, Status::Sent | Status::Received)
+        // A cancelled message's sender asked for that itself.
+        self.is_permanent() && !matches!(self, Status::Sent | Status::Received | Status::Cancelled)
     }
 
     /// Whether a message may be inserted in this status (outbound statuses
@@ -104,15 +109,15 @@ impl Status {
         match self {
             Scheduled => matches!(
                 to,
-                Queued | Blocked | NoChannel | DailyLimit | Failed | Expired
+                Queued | Blocked | NoChannel | DailyLimit | Failed | Expired | Cancelled
             ),
-            Queued => matches!(to, Sending | Expired),
+            Queued => matches!(to, Sending | Expired | Cancelled),
             Sending => matches!(to, Sent | Failed | Queued | Expired),
             Sent => matches!(to, Delivered | NotDelivered | NoReport),
             Failed | NoChannel | Blocked | DailyLimit | Expired | NotDelivered | NoReport => {
                 to == Scheduled
             }
-            Received | Delivered => false,
+            Received | Delivered | Cancelled => false,
         }
     }
 }
@@ -125,6 +130,7 @@ fn made_by(from: Option<Status>, to: Status) -> &'static str {
         (None, Received) => "inbound channel",
         (None, Scheduled) => "insert, not due yet",
         (None, _) => "insert, router",
+        (Some(_), Cancelled) => "cancelled",
         (Some(Scheduled), Expired) => "due, validity ended",
         (Some(Scheduled), _) => "due, router",
         (Some(Queued), Expired) => "validity ended in the queue",
@@ -194,9 +200,11 @@ mod tests {
         let allowed: &[(Status, &[Status])] = &[
             (
                 Scheduled,
-                &[Queued, Blocked, NoChannel, DailyLimit, Failed, Expired],
+                &[
+                    Queued, Blocked, NoChannel, DailyLimit, Failed, Expired, Cancelled,
+                ],
             ),
-            (Queued, &[Sending, Expired]),
+            (Queued, &[Sending, Expired, Cancelled]),
             (Sending, &[Sent, Failed, Queued, Expired]),
             (Sent, &[Delivered, NotDelivered, NoReport]),
             (Failed, &[Scheduled]),
@@ -208,6 +216,7 @@ mod tests {
             (NoReport, &[Scheduled]),
             (Received, &[]),
             (Delivered, &[]),
+            (Cancelled, &[]),
         ];
         let mut legal = 0;
         for &(from, tos) in allowed {
@@ -216,7 +225,7 @@ mod tests {
                 legal += usize::from(from.can_become(to));
             }
         }
-        assert_eq!(legal, 22);
+        assert_eq!(legal, 24);
     }
 
     #[test]
@@ -237,7 +246,8 @@ mod tests {
                 Received,
                 Delivered,
                 NotDelivered,
-                NoReport
+                NoReport,
+                Cancelled
             ]
         );
     }

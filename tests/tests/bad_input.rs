@@ -339,7 +339,7 @@ async fn illegal_transitions() {
         .unwrap_err();
     assert_eq!(
         err.as_db_error().unwrap().hint(),
-        Some("from queued a message may move to: sending, expired")
+        Some("from queued a message may move to: sending, expired, cancelled")
     );
 }
 

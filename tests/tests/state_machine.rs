@@ -39,7 +39,7 @@ async fn message_in(c: &Transaction<'_>, status: Status) -> i64 {
         NoChannel => {
             id_of("INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'x', 'off') RETURNING id".into()).await
         }
-        Blocked | DailyLimit | Expired => {
+        Blocked | DailyLimit | Expired | Cancelled => {
             let id = scheduled().await;
             set(id, status.as_str()).await;
             id
@@ -134,7 +134,7 @@ async fn every_pair_of_statuses() {
             tx.rollback().await.unwrap();
         }
     }
-    assert_eq!(legal, 22);
+    assert_eq!(legal, 24);
 }
 
 #[tokio::test]

@@ -375,6 +375,67 @@ where
                 let message_id = query.message_id.as_str().to_owned();
                 self.query(sequence, &message_id).await?
             }
+            Pdu::CancelSm(cancel) => {
+                let Some(account) = self.transmitting_account() else {
+                    return self
+                        .send(Command::new(
+                            CommandStatus::EsmeRinvbndsts,
+                            sequence,
+                            Pdu::CancelSmResp,
+                        ))
+                        .await
+                        .map(|()| None);
+                };
+                let status = match queries::cancel_sm(
+                    &self.ctx.pool,
+                    &account,
+                    cancel.message_id.as_str(),
+                    (
+                        cancel.source_addr.as_str(),
+                        u8::from(cancel.source_addr_ton),
+                    ),
+                    (
+                        cancel.destination_addr.as_str(),
+                        u8::from(cancel.dest_addr_ton),
+                    ),
+                )
+                .await
+                {
+                    Ok(_) => CommandStatus::EsmeRok,
+                    Err(status) => status,
+                };
+                self.send(Command::new(status, sequence, Pdu::CancelSmResp))
+                    .await?
+            }
+            Pdu::ReplaceSm(replace) => {
+                let Some(account) = self.transmitting_account() else {
+                    return self
+                        .send(Command::new(
+                            CommandStatus::EsmeRinvbndsts,
+                            sequence,
+                            Pdu::ReplaceSmResp,
+                        ))
+                        .await
+                        .map(|()| None);
+                };
+                let replacement = queries::Replacement {
+                    message_id: replace.message_id.as_str(),
+                    short_message: replace.short_message().as_ref(),
+                    tlvs: replace
+                        .message_payload_tlv()
+                        .map_or(&[], std::slice::from_ref),
+                    schedule: replace.schedule_delivery_time.as_ref(),
+                    validity: replace.validity_period.as_ref(),
+                    registered_delivery: u8::from(replace.registered_delivery),
+                };
+                let status = match queries::replace_sm(&self.ctx.pool, &account, &replacement).await
+                {
+                    Ok(()) => CommandStatus::EsmeRok,
+                    Err(status) => status,
+                };
+                self.send(Command::new(status, sequence, Pdu::ReplaceSmResp))
+                    .await?
+            }
             Pdu::Unbind => {
                 // Answers still committing go out first: the client is
                 // owed them, and unbinding does not cancel submissions.
@@ -636,11 +697,20 @@ where
             .await
     }
 
+    /// The account of a bind that may submit (and so query, cancel and
+    /// replace).
+    fn transmitting_account(&self) -> Option<Arc<super::account::Account>> {
+        match &self.bind {
+            Some((bind, bind_type)) if bind_type.transmits() => Some(bind.account.clone()),
+            _ => None,
+        }
+    }
+
     /// Answers query_sm: the state of one of the account's messages.
     async fn query(&mut self, sequence: u32, message_id: &str) -> std::io::Result<()> {
-        let account = match &self.bind {
-            Some((bind, bind_type)) if bind_type.transmits() => bind.account.clone(),
-            _ => {
+        let account = match self.transmitting_account() {
+            Some(account) => account,
+            None => {
                 return self
                     .send(Command::new(
                         CommandStatus::EsmeRinvbndsts,

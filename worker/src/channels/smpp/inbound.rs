@@ -81,7 +81,7 @@ pub fn decode(pdu: &Carried<'_>) -> Result<Decoded, InboundError> {
 }
 
 /// International numbers get their `+` back.
-fn address(text: &str, ton: u8) -> String {
+pub fn address(text: &str, ton: u8) -> String {
     if ton == 1 && !text.is_empty() && !text.starts_with('+') {
         format!("+{text}")
     } else {
