@@ -1,6 +1,9 @@
 //! Submissions: long messages in parts and in message_payload, credit and
 //! daily limits, throttling; every accepted one a committed row.
 
+use rusmpp::pdus::SubmitMulti;
+use rusmpp::values::{DestAddress, DistributionListName, Npi, SmeAddress};
+
 use super::*;
 
 /// A submit_sm whose whole text travels in message_payload.
@@ -248,4 +251,79 @@ async fn over_its_throughput_an_account_is_throttled_and_nothing_is_lost() {
     })
     .await;
     assert!(counted, "smpp_bind.throttled");
+}
+
+#[tokio::test]
+async fn submit_multi_makes_a_message_per_destination_and_names_those_refused() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let port = free_port();
+    account_and_listener(&c, port, "").await;
+    let _worker = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let mut client = connect(port).await;
+    let bound = call(&mut client, 1, bind("secret1")).await;
+    assert_eq!(bound.status(), CommandStatus::EsmeRok);
+    let sme = |to: &str| {
+        DestAddress::SmeAddress(SmeAddress::new(
+            Ton::International,
+            Npi::Isdn,
+            COctetString::from_str(to).unwrap(),
+        ))
+    };
+    let multi = |dests: Vec<DestAddress>| {
+        SubmitMulti::builder()
+            .source_addr(COctetString::from_str("ACME").unwrap())
+            .dest_address(dests)
+            .short_message(
+                OctetString::from_vec(smsbus_core::gsm7::encode("to many").unwrap()).unwrap(),
+            )
+            .build()
+    };
+    let answer = call(
+        &mut client,
+        2,
+        multi(vec![
+            sme("31612345678"),
+            sme("12ab"),
+            DestAddress::DistributionListName(DistributionListName::new(
+                COctetString::from_str("friends").unwrap(),
+            )),
+            sme("31612345679"),
+        ]),
+    )
+    .await;
+    assert_eq!(answer.status(), CommandStatus::EsmeRok);
+    let Some(Pdu::SubmitMultiResp(resp)) = answer.pdu() else {
+        panic!("not a submit_multi_resp: {answer:?}");
+    };
+    let first: i64 = resp.message_id.as_str().parse().unwrap();
+    let refused: Vec<(String, CommandStatus)> = resp
+        .unsuccess_sme()
+        .iter()
+        .map(|u| (u.destination_addr.as_str().to_owned(), u.error_status_code))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("12ab".to_owned(), CommandStatus::EsmeRinvdstadr),
+            ("friends".to_owned(), CommandStatus::EsmeRinvdstadr)
+        ]
+    );
+    let rows: Vec<(i64, String)> = c
+        .query(
+            "SELECT id, to_address FROM smsbus.message WHERE account = 'acme' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0], (first, "+31612345678".to_owned()));
+    assert_eq!(rows[1].1, "+31612345679");
+
+    // None accepted: the command fails with the first refusal's status.
+    let answer = call(&mut client, 3, multi(vec![sme("12ab")])).await;
+    assert_eq!(answer.status(), CommandStatus::EsmeRinvdstadr);
 }

@@ -4,7 +4,8 @@
 //! (`smsbus_core`), so the database refuses only what this cannot know
 //! (the account's source pattern, `smsbus.max_segments`).
 
-use rusmpp::pdus::{DataSm, SubmitSm};
+use rusmpp::pdus::{DataSm, SubmitMulti, SubmitSm};
+use rusmpp::values::DestAddress;
 use rusmpp::CommandStatus;
 use smsbus_core::address;
 use smsbus_core::text::{self, Encoding};
@@ -82,6 +83,71 @@ pub fn from_submit_sm(pdu: &SubmitSm) -> Result<Submission, Refusal> {
         validity: pdu.validity_period.as_ref(),
         registered_delivery: u8::from(pdu.registered_delivery),
     })
+}
+
+/// One destination of a submit_multi: as the client named it (for the
+/// response's unsuccess_sme), and the submission to it or why not.
+pub struct MultiDestination {
+    pub ton: u8,
+    pub npi: u8,
+    pub address: String,
+    pub read: Result<Submission, Refusal>,
+}
+
+/// submit_multi (SMPP 3.4 §4.5): one submission per SME address, each read
+/// as a submit_sm to it. Distribution lists are the SMSC's own: smsbus has
+/// none. A long message goes whole, in message_payload: parts of one to
+/// several destinations would have to be put together per destination.
+pub fn from_submit_multi(pdu: &SubmitMulti) -> Vec<MultiDestination> {
+    pdu.dest_address()
+        .iter()
+        .map(|dest| match dest {
+            DestAddress::SmeAddress(sme) => {
+                let carried = Carried {
+                    esm_class: u8::from(pdu.esm_class),
+                    data_coding: u8::from(pdu.data_coding),
+                    source: pdu.source_addr.as_str(),
+                    source_ton: u8::from(pdu.source_addr_ton),
+                    destination: sme.destination_addr.as_str(),
+                    dest_ton: u8::from(sme.dest_addr_ton),
+                    short_message: pdu.short_message().as_ref(),
+                    tlvs: pdu.tlvs(),
+                };
+                let read = read(Request {
+                    carried,
+                    priority: u8::from(pdu.priority_flag),
+                    schedule: pdu.schedule_delivery_time.as_ref(),
+                    validity: pdu.validity_period.as_ref(),
+                    registered_delivery: u8::from(pdu.registered_delivery),
+                })
+                .and_then(|s| match s.part {
+                    None => Ok(s),
+                    Some(_) => Err(refuse(
+                        CommandStatus::EsmeRinvesmclass,
+                        "submit_multi takes a long message whole, in message_payload, not in parts",
+                    )),
+                });
+                MultiDestination {
+                    ton: u8::from(sme.dest_addr_ton),
+                    npi: u8::from(sme.dest_addr_npi),
+                    address: sme.destination_addr.as_str().to_owned(),
+                    read,
+                }
+            }
+            DestAddress::DistributionListName(list) => MultiDestination {
+                ton: 0,
+                npi: 0,
+                address: list.dl_name.as_str().to_owned(),
+                read: Err(refuse(
+                    CommandStatus::EsmeRinvdstadr,
+                    format!(
+                        "distribution list {:?}: smsbus has none",
+                        list.dl_name.as_str()
+                    ),
+                )),
+            },
+        })
+        .collect()
 }
 
 /// data_sm has no priority or times: it is sent now, at normal priority.

@@ -78,13 +78,27 @@ pub struct Context {
 type Reader<S> = FramedRead<tokio::io::ReadHalf<S>, SmppCodec>;
 type Writer<S> = FramedWrite<tokio::io::WriteHalf<S>, SmppCodec>;
 
-/// A submission waiting for its commit: the PDUs it answers (one, or
-/// every part of a long message) and the answer.
-type Waiting =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<(u32, Reply)>, Answer)> + Send + Sync>>;
+/// A submission waiting for its commit, with what its answer answers.
+type Waiting = std::pin::Pin<Box<dyn std::future::Future<Output = Waited> + Send + Sync>>;
 
-/// The kind of response a submission gets.
-#[derive(Clone, Copy)]
+/// A committed (or refused) submission and the PDUs it answers.
+enum Waited {
+    /// submit_sm or data_sm: one PDU, or every part of a long message.
+    One(Vec<(u32, Reply)>, Answer),
+    /// submit_multi: each destination's answer, in the order given.
+    Multi {
+        sequence: u32,
+        destinations: Vec<(Destination, Answer)>,
+    },
+}
+
+/// A submit_multi destination as the client named it.
+struct Destination {
+    ton: u8,
+    npi: u8,
+    address: String,
+}
+
 enum Reply {
     SubmitSm,
     DataSm,
@@ -162,8 +176,8 @@ where
                 biased;
                 _ = stop.cancelled() => return self.unbind("the server is stopping").await,
                 _ = bind_ended.cancelled() => return self.unbind("the account was disabled or deleted").await,
-                Some((answers, answer)) = self.waiting.next(), if !self.waiting.is_empty() => {
-                    if let Err(e) = self.answer(answers, answer).await {
+                Some(waited) = self.waiting.next(), if !self.waiting.is_empty() => {
+                    if let Err(e) = self.answer_waited(waited).await {
                         return format!("cannot write to the client: {e}");
                     }
                 }
@@ -337,6 +351,10 @@ where
             Pdu::DataSm(data) => {
                 let read = submission::from_data_sm(data);
                 self.submit(sequence, Reply::DataSm, read).await?
+            }
+            Pdu::SubmitMulti(multi) => {
+                let destinations = submission::from_submit_multi(multi);
+                self.submit_multi(sequence, destinations).await?
             }
             Pdu::QuerySm(query) => {
                 let message_id = query.message_id.as_str().to_owned();
