@@ -252,3 +252,64 @@ async fn taking_credit_is_not_a_configuration_change() {
         "columns the account triggers do not follow"
     );
 }
+
+/// The receipts outbox and the daily counts are the worker's: a sender can
+/// neither read nor forge them, nor make its messages owe receipts to an
+/// account; an admin reads and clears them but cannot take credit or
+/// claim receipts by hand.
+#[tokio::test]
+async fn receipts_and_quotas_are_out_of_reach_of_senders_and_admins() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let mut roles = LoginRoles::default();
+    let (_, admin) = roles.login(&db, "admin", "smsbus_admin").await;
+    let (_, sender) = roles.login(&db, "sender", "smsbus_sender").await;
+    c.batch_execute(
+        "INSERT INTO smsbus.account (name, credit) VALUES ('acme', 5);
+         INSERT INTO smsbus.message (to_address, body, account, receipts) VALUES ('+31612345678', 'x', 'acme', 1)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.smpp_outbox").await,
+        1
+    );
+
+    for sql in [
+        "SELECT * FROM smsbus.smpp_outbox",
+        "SELECT * FROM smsbus.account_usage",
+        "DELETE FROM smsbus.smpp_outbox",
+        "INSERT INTO smsbus.message (to_address, body, account) VALUES ('+31612345678', 'x', 'acme')",
+        "INSERT INTO smsbus.message (to_address, body, receipts) VALUES ('+31612345678', 'x', 1)",
+        "SELECT * FROM smsbus._claim_receipts('acme', 'me', 10, interval '1 hour')",
+        "SELECT smsbus._take_account_quota(ARRAY['acme'], ARRAY[1])",
+        "SELECT smsbus._queue_receipts(ARRAY[1::bigint])",
+    ] {
+        denied(&sender, sql).await;
+    }
+    for sql in [
+        "SELECT * FROM smsbus._claim_receipts('acme', 'me', 10, interval '1 hour')",
+        "SELECT smsbus._receipts_acknowledged(ARRAY[1::bigint])",
+        "SELECT smsbus._take_account_quota(ARRAY['acme'], ARRAY[1])",
+        "SELECT smsbus._queue_receipts(ARRAY[1::bigint])",
+        "UPDATE smsbus.smpp_outbox SET account = 'acme'",
+        "INSERT INTO smsbus.smpp_outbox (account, message_id, status, submitted_at, done_at, expires_at)
+         VALUES ('acme', 1, 'delivered', now(), now(), now())",
+    ] {
+        denied(&admin, sql).await;
+    }
+    // What admins may: see and clear the outbox, set a credit.
+    assert_eq!(
+        count(&admin, "SELECT count(*) FROM smsbus.smpp_outbox").await,
+        1
+    );
+    admin
+        .batch_execute("DELETE FROM smsbus.smpp_outbox; UPDATE smsbus.account SET credit = 7")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.smpp_outbox").await,
+        0
+    );
+    roles.remove(db).await;
+}

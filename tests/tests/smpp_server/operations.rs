@@ -56,6 +56,23 @@ async fn query_sm_answers_for_the_accounts_own_messages_only() {
     assert_eq!(resp.message_state, MessageState::Enroute);
     assert_eq!(resp.final_date.as_ref(), b"\0", "no final date yet");
 
+    // Nor may it cancel or replace another account's message.
+    let cancel = call(&mut client, 40, cancel_sm(&others.to_string(), "")).await;
+    assert_eq!(cancel.status(), CommandStatus::EsmeRinvmsgid);
+    let replace = ReplaceSm::builder()
+        .message_id(COctetString::from_str(&others.to_string()).unwrap())
+        .short_message(OctetString::from_vec(b"hijacked".to_vec()).unwrap())
+        .build();
+    let replaced = call(&mut client, 41, replace).await;
+    assert_eq!(replaced.status(), CommandStatus::EsmeRinvmsgid);
+    let body: String = scalar(
+        &c,
+        "SELECT body FROM smsbus.message WHERE id = $1",
+        &[&others],
+    )
+    .await;
+    assert_eq!(body, "x");
+
     for (sequence, id) in [
         (4, others.to_string()),
         (5, "999999".into()),
