@@ -1839,7 +1839,7 @@ BEGIN
                 -- SMPP binds of workers that died (sql/smpp_server.sql).
                 WHEN 'binds_expired' THEN to_jsonb(smsbus._expire_binds())
                 -- Delivery receipts no bind took in time (sql/smpp_outbox.sql).
-                WHEN 'receipts_expired' THEN to_jsonb(smsbus._expire_receipts())
+                WHEN 'receipts_expired' THEN to_jsonb(smsbus._expire_outbox())
                 -- Daily counts of accounts (sql/accounts.sql).
                 WHEN 'account_usage_dropped' THEN to_jsonb(smsbus._drop_old_account_usage())
             END;
@@ -2086,14 +2086,18 @@ ALTER TABLE message ADD COLUMN receipts smallint;
 ALTER TABLE message_archive ADD COLUMN receipts smallint;
 -- What must reach an account's receiver binds as deliver_sm: delivery
 -- receipts, written in the transaction that gave a message its final
--- status (sql/smpp_outbox.sql) and deleted only when a bind's
--- deliver_sm_resp said OK. A row keeps what its receipt says: the message
--- may be archived before the account binds again.
+-- status, and inbound messages given to the account, written when their
+-- triggers ran (sql/smpp_outbox.sql); deleted only when a bind's
+-- deliver_sm_resp said OK. A row keeps what its deliver_sm says: the
+-- message may be archived before the account binds again.
 CREATE TABLE smpp_outbox (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account         text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
     message_id      bigint NOT NULL,
-    -- The final status reported.
+    -- 'receipt' (of an outbound message) or 'inbound' (the message itself).
+    kind            text NOT NULL DEFAULT 'receipt'
+                    CONSTRAINT smpp_outbox_kind CHECK (kind IN ('receipt', 'inbound')),
+    -- The final status reported (received for an inbound message).
     status          status NOT NULL,
     -- The message's addresses: a receipt goes from its destination to its source.
     to_address      text,
@@ -2104,6 +2108,8 @@ CREATE TABLE smpp_outbox (
     error_code      text NOT NULL DEFAULT '000',
     -- The message's first 20 characters (the receipt's text: field).
     sample          text NOT NULL DEFAULT '',
+    -- An inbound message's text.
+    body            text,
     segments        integer NOT NULL DEFAULT 1,
     created_at      timestamptz NOT NULL DEFAULT now(),
     expires_at      timestamptz NOT NULL,
@@ -2115,14 +2121,15 @@ CREATE TABLE smpp_outbox (
     claimed_by      text,
     claimed_until   timestamptz
 );
-COMMENT ON TABLE smpp_outbox IS 'Delivery receipts waiting for a receiver bind of their account, until it acknowledges them.';
+COMMENT ON TABLE smpp_outbox IS 'Delivery receipts and inbound messages waiting for a receiver bind of their account, until it acknowledges them.';
+CREATE UNIQUE INDEX smpp_outbox_inbound ON smpp_outbox (message_id) WHERE kind = 'inbound';
 CREATE INDEX smpp_outbox_account ON smpp_outbox (account, id);
 CREATE INDEX smpp_outbox_expires ON smpp_outbox (expires_at);
 
 GRANT SELECT (report_keep), INSERT (report_keep), UPDATE (report_keep) ON account TO smsbus_admin;
 GRANT SELECT (report_keep) ON account TO smsbus_worker;
 GRANT SELECT, DELETE ON smpp_outbox TO smsbus_admin;
-GRANT SELECT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
 SELECT pg_catalog.pg_extension_config_dump('smsbus.smpp_outbox'::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('smsbus.smpp_outbox', 'id')::regclass, '');
 CREATE FUNCTION _queue_receipts(p_ids bigint[]) RETURNS void
@@ -2153,11 +2160,31 @@ AS $$
     FROM (SELECT DISTINCT account FROM queued) q
 $$;
 
--- Takes up to p_limit of an account's receipts that are due and not
--- leased to a bind, oldest first, for p_lease.
-CREATE FUNCTION _claim_receipts(p_account text, p_worker text, p_limit integer, p_lease interval)
-RETURNS TABLE (id bigint, message_id bigint, status text, to_address text, from_address text,
-               submit_date text, done_date text, error_code text, sample text, segments integer,
+-- Writes the deliver_sm that inbound message p_id is owed, if it was given
+-- to an account (a trigger sets message.account) and is not already
+-- waiting; the worker calls it when the message's triggers have run.
+CREATE FUNCTION _queue_inbound(p_id bigint) RETURNS void
+LANGUAGE sql
+AS $$
+    WITH queued AS (
+        INSERT INTO smsbus.smpp_outbox AS o (kind, account, message_id, status, to_address, from_address,
+                                             submitted_at, done_at, body, segments, expires_at)
+        SELECT 'inbound', m.account, m.id, m.status, m.to_address, m.from_address,
+               coalesce(m.received_at, m.created_at), now(), m.body, m.segments, now() + a.report_keep
+        FROM smsbus.message m
+        JOIN smsbus.account a ON a.name = m.account
+        WHERE m.id = p_id AND m.direction = 'in'
+        ON CONFLICT (message_id) WHERE kind = 'inbound' DO NOTHING
+        RETURNING o.account
+    )
+    SELECT count(pg_notify('smsbus_smpp_outbox', q.account)) FROM queued q
+$$;
+
+-- Takes up to p_limit of an account's rows that are due and not leased to
+-- a bind, oldest first, for p_lease.
+CREATE FUNCTION _claim_outbox(p_account text, p_worker text, p_limit integer, p_lease interval)
+RETURNS TABLE (id bigint, kind text, message_id bigint, status text, to_address text, from_address text,
+               submit_date text, done_date text, error_code text, sample text, body text, segments integer,
                attempts integer)
 LANGUAGE sql
 AS $$
@@ -2170,14 +2197,14 @@ AS $$
           LIMIT p_limit
           FOR UPDATE SKIP LOCKED) c
     WHERE o.id = c.id
-    RETURNING o.id, o.message_id, o.status::text, o.to_address, o.from_address,
+    RETURNING o.id, o.kind, o.message_id, o.status::text, o.to_address, o.from_address,
               to_char(o.submitted_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
               to_char(o.done_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
-              o.error_code, o.sample, o.segments, o.attempts
+              o.error_code, o.sample, o.body, o.segments, o.attempts
 $$;
 
 -- Receipts a client acknowledged (deliver_sm_resp OK): they are done.
-CREATE FUNCTION _receipts_acknowledged(p_ids bigint[]) RETURNS integer
+CREATE FUNCTION _outbox_acknowledged(p_ids bigint[]) RETURNS integer
 LANGUAGE sql
 AS $$
     WITH gone AS (DELETE FROM smsbus.smpp_outbox o WHERE o.id = ANY (p_ids) RETURNING 1)
@@ -2186,7 +2213,7 @@ $$;
 
 -- Receipts a bind took but could not hand over (refused, unanswered, or
 -- its session ended): free again after their delay, with the reason.
-CREATE FUNCTION _receipts_returned(p_worker text, p_ids bigint[], p_errors text[], p_delays_s real[])
+CREATE FUNCTION _outbox_returned(p_worker text, p_ids bigint[], p_errors text[], p_delays_s real[])
 RETURNS integer
 LANGUAGE sql
 AS $$
@@ -2204,7 +2231,7 @@ $$;
 
 -- At a worker's start: the receipts a previous run of it had taken go
 -- back at once, instead of when their lease passes.
-CREATE FUNCTION _release_receipts(p_worker text) RETURNS integer
+CREATE FUNCTION _release_outbox(p_worker text) RETURNS integer
 LANGUAGE sql
 AS $$
     WITH back AS (
@@ -2216,20 +2243,21 @@ AS $$
 $$;
 
 -- Maintenance: receipts no bind of their account took in time.
-CREATE FUNCTION _expire_receipts() RETURNS integer
+CREATE FUNCTION _expire_outbox() RETURNS integer
 LANGUAGE sql
 AS $$
     WITH gone AS (DELETE FROM smsbus.smpp_outbox o WHERE o.expires_at <= now() RETURNING 1)
     SELECT count(*)::integer FROM gone
 $$;
 
-GRANT EXECUTE ON FUNCTION _claim_receipts(text, text, integer, interval), _receipts_acknowledged(bigint[]),
-    _receipts_returned(text, bigint[], text[], real[]), _release_receipts(text), _expire_receipts()
+GRANT EXECUTE ON FUNCTION _queue_inbound(bigint), _claim_outbox(text, text, integer, interval),
+    _outbox_acknowledged(bigint[]),
+    _outbox_returned(text, bigint[], text[], real[]), _release_outbox(text), _expire_outbox()
     TO smsbus_worker;
 
-REVOKE ALL ON FUNCTION _queue_receipts(bigint[]), _claim_receipts(text, text, integer, interval),
-    _receipts_acknowledged(bigint[]), _receipts_returned(text, bigint[], text[], real[]),
-    _release_receipts(text), _expire_receipts()
+REVOKE ALL ON FUNCTION _queue_receipts(bigint[]), _queue_inbound(bigint), _claim_outbox(text, text, integer, interval),
+    _outbox_acknowledged(bigint[]), _outbox_returned(text, bigint[], text[], real[]),
+    _release_outbox(text), _expire_outbox()
     FROM PUBLIC;
 COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
 COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes; null none.';

@@ -53,7 +53,7 @@ BEGIN
                 -- SMPP binds of workers that died (sql/smpp_server.sql).
                 WHEN 'binds_expired' THEN to_jsonb(smsbus._expire_binds())
                 -- Delivery receipts no bind took in time (sql/smpp_outbox.sql).
-                WHEN 'receipts_expired' THEN to_jsonb(smsbus._expire_receipts())
+                WHEN 'receipts_expired' THEN to_jsonb(smsbus._expire_outbox())
                 -- Daily counts of accounts (sql/accounts.sql).
                 WHEN 'account_usage_dropped' THEN to_jsonb(smsbus._drop_old_account_usage())
             END;

@@ -177,14 +177,18 @@ COMMENT ON TABLE account_usage IS 'Messages each account submitted per UTC day, 
 
 -- What must reach an account's receiver binds as deliver_sm: delivery
 -- receipts, written in the transaction that gave a message its final
--- status (sql/smpp_outbox.sql) and deleted only when a bind's
--- deliver_sm_resp said OK. A row keeps what its receipt says: the message
--- may be archived before the account binds again.
+-- status, and inbound messages given to the account, written when their
+-- triggers ran (sql/smpp_outbox.sql); deleted only when a bind's
+-- deliver_sm_resp said OK. A row keeps what its deliver_sm says: the
+-- message may be archived before the account binds again.
 CREATE TABLE smpp_outbox (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account         text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
     message_id      bigint NOT NULL,
-    -- The final status reported.
+    -- 'receipt' (of an outbound message) or 'inbound' (the message itself).
+    kind            text NOT NULL DEFAULT 'receipt'
+                    CONSTRAINT smpp_outbox_kind CHECK (kind IN ('receipt', 'inbound')),
+    -- The final status reported (received for an inbound message).
     status          status NOT NULL,
     -- The message's addresses: a receipt goes from its destination to its source.
     to_address      text,
@@ -195,6 +199,8 @@ CREATE TABLE smpp_outbox (
     error_code      text NOT NULL DEFAULT '000',
     -- The message's first 20 characters (the receipt's text: field).
     sample          text NOT NULL DEFAULT '',
+    -- An inbound message's text.
+    body            text,
     segments        integer NOT NULL DEFAULT 1,
     created_at      timestamptz NOT NULL DEFAULT now(),
     expires_at      timestamptz NOT NULL,
@@ -206,7 +212,8 @@ CREATE TABLE smpp_outbox (
     claimed_by      text,
     claimed_until   timestamptz
 );
-COMMENT ON TABLE smpp_outbox IS 'Delivery receipts waiting for a receiver bind of their account, until it acknowledges them.';
+COMMENT ON TABLE smpp_outbox IS 'Delivery receipts and inbound messages waiting for a receiver bind of their account, until it acknowledges them.';
+CREATE UNIQUE INDEX smpp_outbox_inbound ON smpp_outbox (message_id) WHERE kind = 'inbound';
 CREATE INDEX smpp_outbox_account ON smpp_outbox (account, id);
 CREATE INDEX smpp_outbox_expires ON smpp_outbox (expires_at);
 
@@ -521,7 +528,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_bind TO smsbus_worker;
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
               deliver_window, credit, daily_limit, channel, message_id_format, report_keep, updated_at)
     ON account TO smsbus_worker;
-GRANT SELECT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
 -- Submissions over SMPP take the account's credit and count against its daily limit.
 GRANT UPDATE (credit) ON account TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON account_usage TO smsbus_worker;

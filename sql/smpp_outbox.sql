@@ -1,12 +1,15 @@
--- smsbus SMPP outbox: delivery receipts on their way to the accounts that
--- submitted the messages (schema.sql has the table). The statement that
--- gives a message its final status writes its receipt here, in the same
+-- smsbus SMPP outbox: what must reach an account's receiver binds
+-- (schema.sql has the table): delivery receipts of the messages it
+-- submitted, and inbound messages given to it. The statement that gives a
+-- message its final status writes its receipt here, in the same
 -- transaction (the trace's statement trigger, extension/src/message_trace.rs,
--- calls _queue_receipts); a receiver bind of the account, on any worker,
--- takes rows in order under a lease (_claim_receipts), sends them as
+-- calls _queue_receipts); an inbound message whose trigger gave it to an
+-- account is written when its triggers have run (_queue_inbound, called
+-- by the worker's trigger runner). A receiver bind of the account, on any
+-- worker, takes rows in order under a lease (_claim_outbox), sends them as
 -- deliver_sm, and deletes each only when the client acknowledged it
--- (_receipts_acknowledged). Unacknowledged ones go back with a backoff
--- (_receipts_returned); maintenance drops those past expires_at.
+-- (_outbox_acknowledged). Unacknowledged ones go back with a backoff
+-- (_outbox_returned); maintenance drops those past expires_at.
 
 -- Writes the receipts that messages `p_ids` are owed for their status now
 -- (their account asked for them: every final outcome, failures only, or
@@ -40,11 +43,31 @@ AS $$
     FROM (SELECT DISTINCT account FROM queued) q
 $$;
 
--- Takes up to p_limit of an account's receipts that are due and not
--- leased to a bind, oldest first, for p_lease.
-CREATE FUNCTION _claim_receipts(p_account text, p_worker text, p_limit integer, p_lease interval)
-RETURNS TABLE (id bigint, message_id bigint, status text, to_address text, from_address text,
-               submit_date text, done_date text, error_code text, sample text, segments integer,
+-- Writes the deliver_sm that inbound message p_id is owed, if it was given
+-- to an account (a trigger sets message.account) and is not already
+-- waiting; the worker calls it when the message's triggers have run.
+CREATE FUNCTION _queue_inbound(p_id bigint) RETURNS void
+LANGUAGE sql
+AS $$
+    WITH queued AS (
+        INSERT INTO smsbus.smpp_outbox AS o (kind, account, message_id, status, to_address, from_address,
+                                             submitted_at, done_at, body, segments, expires_at)
+        SELECT 'inbound', m.account, m.id, m.status, m.to_address, m.from_address,
+               coalesce(m.received_at, m.created_at), now(), m.body, m.segments, now() + a.report_keep
+        FROM smsbus.message m
+        JOIN smsbus.account a ON a.name = m.account
+        WHERE m.id = p_id AND m.direction = 'in'
+        ON CONFLICT (message_id) WHERE kind = 'inbound' DO NOTHING
+        RETURNING o.account
+    )
+    SELECT count(pg_notify('smsbus_smpp_outbox', q.account)) FROM queued q
+$$;
+
+-- Takes up to p_limit of an account's rows that are due and not leased to
+-- a bind, oldest first, for p_lease.
+CREATE FUNCTION _claim_outbox(p_account text, p_worker text, p_limit integer, p_lease interval)
+RETURNS TABLE (id bigint, kind text, message_id bigint, status text, to_address text, from_address text,
+               submit_date text, done_date text, error_code text, sample text, body text, segments integer,
                attempts integer)
 LANGUAGE sql
 AS $$
@@ -57,14 +80,14 @@ AS $$
           LIMIT p_limit
           FOR UPDATE SKIP LOCKED) c
     WHERE o.id = c.id
-    RETURNING o.id, o.message_id, o.status::text, o.to_address, o.from_address,
+    RETURNING o.id, o.kind, o.message_id, o.status::text, o.to_address, o.from_address,
               to_char(o.submitted_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
               to_char(o.done_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
-              o.error_code, o.sample, o.segments, o.attempts
+              o.error_code, o.sample, o.body, o.segments, o.attempts
 $$;
 
 -- Receipts a client acknowledged (deliver_sm_resp OK): they are done.
-CREATE FUNCTION _receipts_acknowledged(p_ids bigint[]) RETURNS integer
+CREATE FUNCTION _outbox_acknowledged(p_ids bigint[]) RETURNS integer
 LANGUAGE sql
 AS $$
     WITH gone AS (DELETE FROM smsbus.smpp_outbox o WHERE o.id = ANY (p_ids) RETURNING 1)
@@ -73,7 +96,7 @@ $$;
 
 -- Receipts a bind took but could not hand over (refused, unanswered, or
 -- its session ended): free again after their delay, with the reason.
-CREATE FUNCTION _receipts_returned(p_worker text, p_ids bigint[], p_errors text[], p_delays_s real[])
+CREATE FUNCTION _outbox_returned(p_worker text, p_ids bigint[], p_errors text[], p_delays_s real[])
 RETURNS integer
 LANGUAGE sql
 AS $$
@@ -91,7 +114,7 @@ $$;
 
 -- At a worker's start: the receipts a previous run of it had taken go
 -- back at once, instead of when their lease passes.
-CREATE FUNCTION _release_receipts(p_worker text) RETURNS integer
+CREATE FUNCTION _release_outbox(p_worker text) RETURNS integer
 LANGUAGE sql
 AS $$
     WITH back AS (
@@ -103,13 +126,14 @@ AS $$
 $$;
 
 -- Maintenance: receipts no bind of their account took in time.
-CREATE FUNCTION _expire_receipts() RETURNS integer
+CREATE FUNCTION _expire_outbox() RETURNS integer
 LANGUAGE sql
 AS $$
     WITH gone AS (DELETE FROM smsbus.smpp_outbox o WHERE o.expires_at <= now() RETURNING 1)
     SELECT count(*)::integer FROM gone
 $$;
 
-GRANT EXECUTE ON FUNCTION _claim_receipts(text, text, integer, interval), _receipts_acknowledged(bigint[]),
-    _receipts_returned(text, bigint[], text[], real[]), _release_receipts(text), _expire_receipts()
+GRANT EXECUTE ON FUNCTION _queue_inbound(bigint), _claim_outbox(text, text, integer, interval),
+    _outbox_acknowledged(bigint[]),
+    _outbox_returned(text, bigint[], text[], real[]), _release_outbox(text), _expire_outbox()
     TO smsbus_worker;

@@ -281,15 +281,15 @@ async fn receipts_and_quotas_are_out_of_reach_of_senders_and_admins() {
         "DELETE FROM smsbus.smpp_outbox",
         "INSERT INTO smsbus.message (to_address, body, account) VALUES ('+31612345678', 'x', 'acme')",
         "INSERT INTO smsbus.message (to_address, body, receipts) VALUES ('+31612345678', 'x', 1)",
-        "SELECT * FROM smsbus._claim_receipts('acme', 'me', 10, interval '1 hour')",
+        "SELECT * FROM smsbus._claim_outbox('acme', 'me', 10, interval '1 hour')",
         "SELECT smsbus._take_account_quota(ARRAY['acme'], ARRAY[1])",
         "SELECT smsbus._queue_receipts(ARRAY[1::bigint])",
     ] {
         denied(&sender, sql).await;
     }
     for sql in [
-        "SELECT * FROM smsbus._claim_receipts('acme', 'me', 10, interval '1 hour')",
-        "SELECT smsbus._receipts_acknowledged(ARRAY[1::bigint])",
+        "SELECT * FROM smsbus._claim_outbox('acme', 'me', 10, interval '1 hour')",
+        "SELECT smsbus._outbox_acknowledged(ARRAY[1::bigint])",
         "SELECT smsbus._take_account_quota(ARRAY['acme'], ARRAY[1])",
         "SELECT smsbus._queue_receipts(ARRAY[1::bigint])",
         "UPDATE smsbus.smpp_outbox SET account = 'acme'",

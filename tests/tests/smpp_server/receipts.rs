@@ -332,3 +332,104 @@ async fn a_refused_receipt_comes_back_later_and_an_absent_account_gets_none() {
     .await;
     assert!(gone);
 }
+
+#[tokio::test]
+async fn an_inbound_message_a_trigger_gives_to_an_account_reaches_its_receiver() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let port = free_port();
+    account_and_listener(&c, port, "").await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('kpn', 'smpp', false);
+         INSERT INTO smsbus.trigger (name, on_status, direction, language, script)
+         VALUES ('to-acme', '{received}', 'in', 'sql',
+                 $$UPDATE smsbus.message SET account = 'acme' WHERE id = $1 AND to_address = '1234'$$)",
+    )
+    .await
+    .unwrap();
+    let _worker = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let mut client = connect(port).await;
+    let bound = call(&mut client, 1, bind_receiver()).await;
+    assert_eq!(bound.status(), CommandStatus::EsmeRok);
+
+    let long = "A long inbound message, longer than one part. ".repeat(5);
+    c.batch_execute(&format!(
+        "SELECT smsbus._record_inbound('kpn', ARRAY['+31600000001', '+31600000002', '+31600000003', '+31600000004'],
+                                       ARRAY['1234', '1234', '1234', '5678'],
+                                       ARRAY['STOP ads', 'Привет', '{long}', 'not for acme'],
+                                       ARRAY['r1', 'r2', 'r3', 'r4'])"
+    ))
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let command = tokio::time::timeout(Duration::from_secs(20), client.next())
+            .await
+            .expect("a deliver_sm in time")
+            .expect("the connection open")
+            .expect("a PDU");
+        let Some(Pdu::DeliverSm(d)) = command.pdu() else {
+            continue; // enquire_link
+        };
+        assert_eq!(u8::from(d.esm_class), 0, "a message, not a receipt");
+        let payload = d.tlvs().iter().find_map(|t| match t.value() {
+            Some(TlvValue::MessagePayload(p)) => Some(p.value.as_ref().to_vec()),
+            _ => None,
+        });
+        let data = payload.unwrap_or_else(|| d.short_message().as_ref().to_vec());
+        let text = if d.data_coding == DataCoding::Ucs2 {
+            let units: Vec<u16> = data
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            String::from_utf16(&units).unwrap()
+        } else {
+            smsbus_core::gsm7::decode(&data)
+        };
+        got.push((
+            d.source_addr.as_str().to_owned(),
+            d.destination_addr.as_str().to_owned(),
+            text,
+        ));
+        client
+            .send(Command::new(
+                CommandStatus::EsmeRok,
+                command.sequence_number(),
+                DeliverSmResp::builder().build(),
+            ))
+            .await
+            .unwrap();
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "31600000001".to_owned(),
+                "1234".to_owned(),
+                "STOP ads".to_owned()
+            ),
+            (
+                "31600000002".to_owned(),
+                "1234".to_owned(),
+                "Привет".to_owned()
+            ),
+            ("31600000003".to_owned(), "1234".to_owned(), long.clone()),
+        ]
+    );
+    let gone = eventually(Duration::from_secs(10), || async {
+        count(&c, "SELECT count(*) FROM smsbus.smpp_outbox").await == 0
+    })
+    .await;
+    assert!(gone, "acknowledged inbound messages leave the outbox");
+    let kept: String = scalar(
+        &c,
+        "SELECT coalesce(account, 'none') FROM smsbus.message WHERE to_address = '5678'",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        kept, "none",
+        "the message the trigger left alone stays with smsbus"
+    );
+}

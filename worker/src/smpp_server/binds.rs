@@ -83,7 +83,7 @@ impl Binds {
             .await?
             .get(0);
         client
-            .execute("SELECT smsbus._release_receipts($1)", &[&self.worker])
+            .execute("SELECT smsbus._release_outbox($1)", &[&self.worker])
             .await?;
         Ok(gone as u64)
     }

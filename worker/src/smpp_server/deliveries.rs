@@ -1,4 +1,6 @@
-//! Delivery receipts on their way to one receiver (or transceiver) bind:
+//! What goes out to one receiver (or transceiver) bind — delivery
+//! receipts ([`receipt`](super::receipt)) and inbound messages given to
+//! the account ([`mo`](super::mo)):
 //! taken from `smsbus.smpp_outbox` under a lease, oldest first, at most
 //! the account's `deliver_window` unanswered at a time; deleted when the
 //! client's deliver_sm_resp says OK, given back with a backoff when it
@@ -24,8 +26,40 @@ use deadpool_postgres::Pool;
 use rusmpp::CommandStatus;
 use tokio::sync::broadcast;
 
+use rusmpp::pdus::DeliverSm;
+
 use super::account::Account;
+use super::mo::Inbound;
 use super::receipt::Receipt;
+
+/// One row of `smsbus.smpp_outbox`, to go out as deliver_sm.
+pub enum Outgoing {
+    Receipt(Receipt),
+    Inbound(Inbound),
+}
+
+impl Outgoing {
+    fn outbox_id(&self) -> i64 {
+        match self {
+            Outgoing::Receipt(r) => r.outbox_id,
+            Outgoing::Inbound(i) => i.outbox_id,
+        }
+    }
+
+    fn attempts(&self) -> i32 {
+        match self {
+            Outgoing::Receipt(r) => r.attempts,
+            Outgoing::Inbound(i) => i.attempts,
+        }
+    }
+
+    pub fn pdu(&self) -> DeliverSm {
+        match self {
+            Outgoing::Receipt(r) => r.pdu(),
+            Outgoing::Inbound(i) => i.pdu(),
+        }
+    }
+}
 
 /// How long a deliver_sm waits for its deliver_sm_resp.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -165,7 +199,7 @@ impl Deliveries {
         if !self.acknowledged.is_empty() {
             client
                 .execute(
-                    "SELECT smsbus._receipts_acknowledged($1)",
+                    "SELECT smsbus._outbox_acknowledged($1)",
                     &[&self.acknowledged],
                 )
                 .await?;
@@ -182,7 +216,7 @@ impl Deliveries {
                 .collect();
             client
                 .execute(
-                    "SELECT smsbus._receipts_returned($1, $2, $3, $4)",
+                    "SELECT smsbus._outbox_returned($1, $2, $3, $4)",
                     &[&self.worker, &ids, &errors, &delays],
                 )
                 .await?;
@@ -193,7 +227,7 @@ impl Deliveries {
 
     /// Takes as many due receipts as the window has room for, oldest
     /// first; the caller sends them and tells [`sent`](Self::sent).
-    pub async fn claim(&mut self) -> Vec<Receipt> {
+    pub async fn claim(&mut self) -> Vec<Outgoing> {
         let room = (self.account.deliver_window as usize).saturating_sub(self.in_flight.len());
         if room == 0 {
             return Vec::new();
@@ -214,44 +248,55 @@ impl Deliveries {
         }
     }
 
-    async fn take(&self, room: usize) -> Result<Vec<Receipt>, DeliveryError> {
+    async fn take(&self, room: usize) -> Result<Vec<Outgoing>, DeliveryError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!("SELECT * FROM smsbus._claim_receipts($1, $2, $3, interval '{LEASE}')"),
+                &format!("SELECT * FROM smsbus._claim_outbox($1, $2, $3, interval '{LEASE}')"),
                 &[&self.account.name, &self.worker, &(room as i32)],
             )
             .await?;
         let mut receipts = rows
             .iter()
             .map(|r| {
-                Ok(Receipt {
-                    outbox_id: r.try_get("id")?,
-                    message_id: self.account.message_id(r.try_get("message_id")?),
-                    status: r.try_get("status")?,
-                    to_address: r.try_get("to_address")?,
-                    from_address: r.try_get("from_address")?,
-                    submit_date: r.try_get("submit_date")?,
-                    done_date: r.try_get("done_date")?,
-                    error_code: r.try_get("error_code")?,
-                    sample: r.try_get("sample")?,
-                    segments: r.try_get("segments")?,
-                    attempts: r.try_get("attempts")?,
+                let kind: String = r.try_get("kind")?;
+                Ok(if kind == "inbound" {
+                    Outgoing::Inbound(Inbound {
+                        outbox_id: r.try_get("id")?,
+                        from_address: r.try_get("from_address")?,
+                        to_address: r.try_get("to_address")?,
+                        body: r.try_get::<_, Option<String>>("body")?.unwrap_or_default(),
+                        attempts: r.try_get("attempts")?,
+                    })
+                } else {
+                    Outgoing::Receipt(Receipt {
+                        outbox_id: r.try_get("id")?,
+                        message_id: self.account.message_id(r.try_get("message_id")?),
+                        status: r.try_get("status")?,
+                        to_address: r.try_get("to_address")?,
+                        from_address: r.try_get("from_address")?,
+                        submit_date: r.try_get("submit_date")?,
+                        done_date: r.try_get("done_date")?,
+                        error_code: r.try_get("error_code")?,
+                        sample: r.try_get("sample")?,
+                        segments: r.try_get("segments")?,
+                        attempts: r.try_get("attempts")?,
+                    })
                 })
             })
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
         // UPDATE ... RETURNING keeps no order: the outbox's is by id.
-        receipts.sort_by_key(|r| r.outbox_id);
+        receipts.sort_by_key(Outgoing::outbox_id);
         Ok(receipts)
     }
 
-    /// A receipt went out as deliver_sm `sequence`.
-    pub fn sent(&mut self, sequence: u32, receipt: &Receipt) {
+    /// A row went out as deliver_sm `sequence`.
+    pub fn sent(&mut self, sequence: u32, outgoing: &Outgoing) {
         self.in_flight.insert(
             sequence,
             InFlight {
-                outbox_id: receipt.outbox_id,
-                attempts: receipt.attempts,
+                outbox_id: outgoing.outbox_id(),
+                attempts: outgoing.attempts(),
                 sent_at: Instant::now(),
             },
         );

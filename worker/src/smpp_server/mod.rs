@@ -17,6 +17,7 @@
 //! - [`deliveries`]: delivery receipts from `smsbus.smpp_outbox` to a
 //!   receiver bind, each deleted when the client acknowledged it.
 //! - [`receipt`]: a receipt as the deliver_sm a client expects.
+//! - [`mo`]: an inbound message given to an account, as its deliver_sm.
 //! - [`queries`]: query_sm, the state of one of the account's messages.
 //!
 //! [`run`] follows the table live (`smsbus_config` notifications and a
@@ -29,6 +30,7 @@ pub mod binds;
 pub mod concat;
 pub mod deliveries;
 pub mod listener;
+pub mod mo;
 pub mod queries;
 pub mod receipt;
 pub mod session;

@@ -7,13 +7,14 @@
 
 use std::str::FromStr;
 
+use rusmpp::pdus::builders::DeliverSmBuilder;
 use rusmpp::pdus::DeliverSm;
 use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
 use rusmpp::types::{COctetString, OctetString};
 use rusmpp::values::{ErrorCodeNetworkType, EsmClass, MessageState, NetworkErrorCode, Npi, Ton};
 use smsbus_core::address;
 
-/// One row of `smsbus.smpp_outbox`, as `_claim_receipts` returns it.
+/// One row of `smsbus.smpp_outbox`, as `_claim_outbox` returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
     pub outbox_id: i64,
@@ -77,23 +78,28 @@ impl Receipt {
                 NetworkErrorCode::new(ErrorCodeNetworkType::SmppError, code),
             ));
         }
-        let (source, source_ton, source_npi) = wire_address(self.to_address.as_deref());
-        let (dest, dest_ton, dest_npi) = wire_address(self.from_address.as_deref());
         // The receipt text is ASCII; 254 octets is short_message's limit.
         let mut text = self.text().into_bytes();
         text.truncate(254);
-        DeliverSm::builder()
-            .source_addr_ton(source_ton)
-            .source_addr_npi(source_npi)
-            .source_addr(source)
-            .dest_addr_ton(dest_ton)
-            .dest_addr_npi(dest_npi)
-            .destination_addr(dest)
+        deliver_sm(self.to_address.as_deref(), self.from_address.as_deref())
             .esm_class(EsmClass::from(0x04))
             .short_message(OctetString::from_vec(text).expect("at most 254 octets"))
             .tlvs(tlvs)
             .build()
     }
+}
+
+/// A deliver_sm from `from` to `to`, with their TON and NPI.
+pub(super) fn deliver_sm(from: Option<&str>, to: Option<&str>) -> DeliverSmBuilder {
+    let (source, source_ton, source_npi) = wire_address(from);
+    let (dest, dest_ton, dest_npi) = wire_address(to);
+    DeliverSm::builder()
+        .source_addr_ton(source_ton)
+        .source_addr_npi(source_npi)
+        .source_addr(source)
+        .dest_addr_ton(dest_ton)
+        .dest_addr_npi(dest_npi)
+        .destination_addr(dest)
 }
 
 /// An address as SMPP carries it: international numbers without their
