@@ -2147,11 +2147,13 @@ AS $$
         FROM smsbus.message m
         JOIN smsbus.account a ON a.name = m.account
         WHERE m.id = ANY (p_ids)
-          AND CASE m.receipts & 3
-                  WHEN 1 THEN true
-                  WHEN 2 THEN m.status <> 'delivered'
-                  WHEN 3 THEN m.status = 'delivered'
-                  ELSE false
+          AND CASE WHEN m.status = 'sent' THEN m.receipts & 16 <> 0
+                   ELSE CASE m.receipts & 3
+                            WHEN 1 THEN true
+                            WHEN 2 THEN m.status <> 'delivered'
+                            WHEN 3 THEN m.status = 'delivered'
+                            ELSE false
+                        END
               END
         ORDER BY m.id
         RETURNING account
@@ -2260,7 +2262,7 @@ REVOKE ALL ON FUNCTION _queue_receipts(bigint[]), _queue_inbound(bigint), _claim
     _release_outbox(text), _expire_outbox()
     FROM PUBLIC;
 COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
-COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes; null none.';
+COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes, +16 an intermediate one when sent; null none.';
 
 -- Credit and daily limits of accounts (sql/accounts.sql).
 -- Messages each account submitted per day (UTC), counted only for

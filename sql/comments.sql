@@ -28,7 +28,7 @@ COMMENT ON COLUMN message.delivered_at IS 'When its delivery report said deliver
 COMMENT ON COLUMN message.received_at IS 'When an inbound message arrived.';
 COMMENT ON COLUMN message.claimed_by IS 'The worker whose channel holds it while sending (system).';
 COMMENT ON COLUMN message.claimed_until IS 'When that worker''s lease ends (system).';
-COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes; null none.';
+COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes, +16 an intermediate one when sent; null none.';
 COMMENT ON COLUMN message.account IS 'The account that submitted it (over SMPP); null for messages written in SQL.';
 
 COMMENT ON COLUMN account.name IS 'The account''s name, its SMPP system_id: letters, digits, _ . - (15 at most).';

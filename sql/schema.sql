@@ -262,8 +262,9 @@ CREATE TABLE message (
     claimed_until   timestamptz,
     -- The account that submitted it (over SMPP or HTTP); null for SQL.
     account         text,
-    -- The delivery receipts its account asked for (SMPP registered_delivery,
-    -- bits 1-0): 1 every final outcome, 2 failures, 3 successes; null none.
+    -- The delivery receipts its account asked for (SMPP registered_delivery):
+    -- bits 1-0 1 every final outcome, 2 failures, 3 successes; bit 4 (16)
+    -- an intermediate one when sent; null none.
     receipts        smallint
     -- No CHECK constraints: PostgreSQL compiles them again for every
     -- statement, a twentieth of a single-row INSERT. The row triggers

@@ -13,7 +13,8 @@
 
 -- Writes the receipts that messages `p_ids` are owed for their status now
 -- (their account asked for them: every final outcome, failures only, or
--- successes only), and wakes the accounts' binds. Runs in the owner
+-- successes only; and, with bit 4 of registered_delivery, an intermediate
+-- one when the provider took the message), and wakes the accounts' binds. Runs in the owner
 -- context, for whoever changed the messages.
 CREATE FUNCTION _queue_receipts(p_ids bigint[]) RETURNS void
 LANGUAGE sql
@@ -30,11 +31,13 @@ AS $$
         FROM smsbus.message m
         JOIN smsbus.account a ON a.name = m.account
         WHERE m.id = ANY (p_ids)
-          AND CASE m.receipts & 3
-                  WHEN 1 THEN true
-                  WHEN 2 THEN m.status <> 'delivered'
-                  WHEN 3 THEN m.status = 'delivered'
-                  ELSE false
+          AND CASE WHEN m.status = 'sent' THEN m.receipts & 16 <> 0
+                   ELSE CASE m.receipts & 3
+                            WHEN 1 THEN true
+                            WHEN 2 THEN m.status <> 'delivered'
+                            WHEN 3 THEN m.status = 'delivered'
+                            ELSE false
+                        END
               END
         ORDER BY m.id
         RETURNING account

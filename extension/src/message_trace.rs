@@ -35,8 +35,8 @@ struct Batch {
     to: Vec<&'static str>,
     details: Vec<Option<String>>,
     wake: Vec<String>,
-    /// Messages of an account that reached a final status: their receipts
-    /// may be owed (`smsbus._queue_receipts` decides).
+    /// Messages of an account that reached a final status, or were sent:
+    /// their receipts may be owed (`smsbus._queue_receipts` decides).
     receipts: Vec<i64>,
 }
 
@@ -163,7 +163,9 @@ fn collect(
             let id = get(slot, c.id)
                 .and_then(|d| i64::from_datum(d, false))
                 .unwrap_or_default();
-            if status.is_final_outcome() && account.is_some_and(|a| get(slot, a).is_some()) {
+            // Sent: an intermediate receipt, when one was asked for.
+            let receipt_may_be_owed = status.is_final_outcome() || status == Status::Sent;
+            if receipt_may_be_owed && account.is_some_and(|a| get(slot, a).is_some()) {
                 batch.receipts.push(id);
             }
             batch.ids.push(id);

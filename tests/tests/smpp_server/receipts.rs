@@ -143,6 +143,22 @@ async fn a_receipt_travels_from_the_smsc_back_to_the_client() {
         counted,
         "smpp_bind.delivered counts the acknowledged receipt"
     );
+
+    // Bit 4 of registered_delivery asks for an intermediate notification
+    // too: ENROUTE when the provider took it, then the final receipt.
+    let mut pdu = submit("31612345677", "Hello twice");
+    pdu.registered_delivery = RegisteredDelivery::from(0x11);
+    let both = submitted_id(&call(&mut client, 4, pdu).await);
+    wait_for(&c, &[both], &["delivered"], FINAL, &worker).await;
+    let first = next_receipt(&mut client).await;
+    acknowledge(&mut client, &first).await;
+    let second = next_receipt(&mut client).await;
+    acknowledge(&mut client, &second).await;
+    assert_eq!((first.id, second.id), (both, both));
+    assert_eq!(first.esm_class, 0x20, "{}", first.text);
+    assert!(first.text.contains("stat:ENROUTE"), "{}", first.text);
+    assert_eq!(second.esm_class, 0x04);
+    assert!(second.text.contains("stat:DELIVRD"), "{}", second.text);
 }
 
 #[tokio::test]

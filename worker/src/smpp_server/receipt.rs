@@ -81,8 +81,11 @@ impl Receipt {
         // The receipt text is ASCII; 254 octets is short_message's limit.
         let mut text = self.text().into_bytes();
         text.truncate(254);
+        // SMPP 3.4 §5.2.12: 0x04 a delivery receipt, 0x20 an intermediate
+        // notification (the provider has it, it is on its way).
+        let esm_class = if self.status == "sent" { 0x20 } else { 0x04 };
         deliver_sm(self.to_address.as_deref(), self.from_address.as_deref())
-            .esm_class(EsmClass::from(0x04))
+            .esm_class(EsmClass::from(esm_class))
             .short_message(OctetString::from_vec(text).expect("at most 254 octets"))
             .tlvs(tlvs)
             .build()

@@ -41,9 +41,10 @@ impl Submission {
 
     /// The delivery receipts asked for (`message.receipts`): the SMSC
     /// delivery receipt bits of registered_delivery (1 every final
-    /// outcome, 2 failures, 3 successes); None for none.
+    /// outcome, 2 failures, 3 successes) and the intermediate notification
+    /// bit (0x10); None for none.
     pub fn receipts(&self) -> Option<i16> {
-        match self.registered_delivery & 0x03 {
+        match self.registered_delivery & 0x13 {
             0 => None,
             bits => Some(i16::from(bits)),
         }
