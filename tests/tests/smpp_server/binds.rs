@@ -132,3 +132,97 @@ async fn binds_are_refused_by_address_state_and_max_binds_across_workers() {
         assert_eq!(unbind.id(), CommandId::Unbind);
     }
 }
+
+#[tokio::test]
+async fn a_tls_listener_serves_binds_over_tls_only() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rustls::pki_types::ServerName;
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("smsbus-server-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let port = free_port();
+    c.batch_execute(&format!(
+        "INSERT INTO smsbus.account (name) VALUES ('acme');
+         SELECT smsbus.set_password('acme', 'secret1');
+         INSERT INTO smsbus.smpp_server (name, listen, tls_cert_file, tls_key_file)
+         VALUES ('tls', '127.0.0.1:{port}', '{}', '{}');",
+        cert_file.display(),
+        key_file.display()
+    ))
+    .await
+    .unwrap();
+    let _worker = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+
+    // Plain TCP to the TLS port is no SMPP session.
+    let mut plain = connect(port).await;
+    plain
+        .send(Command::new(CommandStatus::EsmeRok, 1, bind("secret1")))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), plain.next())
+        .await
+        .expect("the server reacts");
+    assert!(
+        !matches!(answer, Some(Ok(ref c)) if c.status() == CommandStatus::EsmeRok),
+        "a plain bind on the TLS port: {answer:?}"
+    );
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("a TLS handshake with the listener's certificate");
+    let mut client = Framed::new(tls, CommandCodec::new());
+    client
+        .send(Command::new(CommandStatus::EsmeRok, 1, bind("secret1")))
+        .await
+        .unwrap();
+    let bound = tokio::time::timeout(Duration::from_secs(10), client.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(bound.status(), CommandStatus::EsmeRok);
+    client
+        .send(Command::new(
+            CommandStatus::EsmeRok,
+            2,
+            submit("31612345678", "over TLS"),
+        ))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let id = submitted_id(&answer);
+    let body: String = scalar(&c, "SELECT body FROM smsbus.message WHERE id = $1", &[&id]).await;
+    assert_eq!(body, "over TLS");
+    // Best effort: a leftover temporary folder harms nothing.
+    let _ = std::fs::remove_dir_all(&dir);
+}
