@@ -1429,6 +1429,10 @@ CREATE TABLE account (
     -- How long a delivery receipt waits for a receiver bind of the account.
     report_keep     interval NOT NULL DEFAULT '72 hours'
                     CONSTRAINT account_report_keep CHECK (report_keep > interval '0'),
+    -- How a long inbound message goes to it: whole in message_payload, or
+    -- in parts with a concatenation UDH or SAR TLVs.
+    long_message    text NOT NULL DEFAULT 'payload'
+                    CONSTRAINT account_long_message CHECK (long_message IN ('payload', 'udh', 'sar')),
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
@@ -1501,13 +1505,13 @@ $$;
 CREATE TRIGGER account_check BEFORE INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        description, created_at, updated_at
+        long_message, description, created_at, updated_at
     ON account
     FOR EACH ROW EXECUTE FUNCTION _account_check();
 CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        description, created_at, updated_at
+        long_message, description, created_at, updated_at
     OR DELETE OR TRUNCATE ON account
     FOR EACH STATEMENT EXECUTE FUNCTION _account_changed();
 
@@ -2126,8 +2130,9 @@ CREATE UNIQUE INDEX smpp_outbox_inbound ON smpp_outbox (message_id) WHERE kind =
 CREATE INDEX smpp_outbox_account ON smpp_outbox (account, id);
 CREATE INDEX smpp_outbox_expires ON smpp_outbox (expires_at);
 
-GRANT SELECT (report_keep), INSERT (report_keep), UPDATE (report_keep) ON account TO smsbus_admin;
-GRANT SELECT (report_keep) ON account TO smsbus_worker;
+GRANT SELECT (report_keep, long_message), INSERT (report_keep, long_message), UPDATE (report_keep, long_message)
+    ON account TO smsbus_admin;
+GRANT SELECT (report_keep, long_message) ON account TO smsbus_worker;
 GRANT SELECT, DELETE ON smpp_outbox TO smsbus_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
 SELECT pg_catalog.pg_extension_config_dump('smsbus.smpp_outbox'::regclass, '');
@@ -2262,6 +2267,7 @@ REVOKE ALL ON FUNCTION _queue_receipts(bigint[]), _queue_inbound(bigint), _claim
     _release_outbox(text), _expire_outbox()
     FROM PUBLIC;
 COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
+COMMENT ON COLUMN account.long_message IS 'How long inbound messages go to it: payload (whole, in message_payload), udh or sar (in parts).';
 COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes, +16 an intermediate one when sent; null none.';
 
 -- Credit and daily limits of accounts (sql/accounts.sql).

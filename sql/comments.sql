@@ -46,6 +46,7 @@ COMMENT ON COLUMN account.daily_limit IS 'Most messages it may submit per day (U
 COMMENT ON COLUMN account.channel IS 'The channel its messages go to; null lets the router choose.';
 COMMENT ON COLUMN account.message_id_format IS 'How it is told message ids: dec or hex.';
 COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
+COMMENT ON COLUMN account.long_message IS 'How long inbound messages go to it: payload (whole, in message_payload), udh or sar (in parts).';
 
 COMMENT ON COLUMN smpp_server.name IS 'The listener''s name, as smpp_bind.server shows it.';
 COMMENT ON COLUMN smpp_server.enabled IS 'Off: every worker closes the listener and its sessions.';

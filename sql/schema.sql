@@ -97,6 +97,10 @@ CREATE TABLE account (
     -- How long a delivery receipt waits for a receiver bind of the account.
     report_keep     interval NOT NULL DEFAULT '72 hours'
                     CONSTRAINT account_report_keep CHECK (report_keep > interval '0'),
+    -- How a long inbound message goes to it: whole in message_payload, or
+    -- in parts with a concatenation UDH or SAR TLVs.
+    long_message    text NOT NULL DEFAULT 'payload'
+                    CONSTRAINT account_long_message CHECK (long_message IN ('payload', 'udh', 'sar')),
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
@@ -507,12 +511,14 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON channel, route, block, archiving, messag
 -- Accounts: everything but the password's hash, which only
 -- smsbus.set_password writes and smsbus._verify_password reads.
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, description, created_at,
-              updated_at),
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, description,
+              created_at, updated_at),
       INSERT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, description),
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message,
+              description),
       UPDATE (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, description),
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message,
+              description),
       DELETE
     ON account TO smsbus_admin;
 GRANT SELECT ON channel_state, message_event, message_part, pending_report, inbound_part, channel_wakeup,
@@ -527,7 +533,8 @@ GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
 GRANT SELECT ON channel, smpp_server TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_bind TO smsbus_worker;
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, updated_at)
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message,
+              updated_at)
     ON account TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
 -- Submissions over SMPP take the account's credit and count against its daily limit.

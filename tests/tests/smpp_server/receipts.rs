@@ -449,3 +449,87 @@ async fn an_inbound_message_a_trigger_gives_to_an_account_reaches_its_receiver()
         "the message the trigger left alone stays with smsbus"
     );
 }
+
+#[tokio::test]
+async fn a_long_inbound_message_goes_in_parts_and_counts_only_when_every_part_is_taken() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let port = free_port();
+    account_and_listener(&c, port, ", long_message = 'udh'").await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind, enabled) VALUES ('kpn', 'smpp', false);
+         INSERT INTO smsbus.trigger (name, on_status, direction, language, script)
+         VALUES ('to-acme', '{received}', 'in', 'sql', $$UPDATE smsbus.message SET account = 'acme' WHERE id = $1$$)",
+    )
+    .await
+    .unwrap();
+    let _worker = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let mut client = connect(port).await;
+    let bound = call(&mut client, 1, bind_receiver()).await;
+    assert_eq!(bound.status(), CommandStatus::EsmeRok);
+    let long = "Long enough for two parts of a concatenated message. ".repeat(4);
+    c.execute(
+        "SELECT smsbus._record_inbound('kpn', ARRAY['+31600000001'], ARRAY['1234'], ARRAY[$1], ARRAY['r1'])",
+        &[&long],
+    )
+    .await
+    .unwrap();
+
+    // Two parts with a concatenation UDH: the client takes one, refuses the other.
+    let first = two_parts(&mut client).await;
+    let answer = |sequence: u32, status: CommandStatus| {
+        Command::new(status, sequence, DeliverSmResp::builder().build())
+    };
+    client
+        .send(answer(first[0].0, CommandStatus::EsmeRok))
+        .await
+        .unwrap();
+    client
+        .send(answer(first[1].0, CommandStatus::EsmeRthrottled))
+        .await
+        .unwrap();
+    let returned = eventually(Duration::from_secs(10), || async {
+        count(
+            &c,
+            "SELECT count(*) FROM smsbus.smpp_outbox WHERE kind = 'inbound' AND claimed_by IS NULL AND attempts = 1",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(returned, "one part refused: the message goes back whole");
+
+    // Both parts again; taken, the row is done.
+    let again = two_parts(&mut client).await;
+    let mut text = Vec::new();
+    for (sequence, data) in &again {
+        assert_eq!(&data[..3], &[5, 0, 3]);
+        text.extend_from_slice(&data[6..]);
+        client
+            .send(answer(*sequence, CommandStatus::EsmeRok))
+            .await
+            .unwrap();
+    }
+    assert_eq!(smsbus_core::gsm7::decode(&text), long);
+    let gone = eventually(Duration::from_secs(10), || async {
+        count(&c, "SELECT count(*) FROM smsbus.smpp_outbox").await == 0
+    })
+    .await;
+    assert!(gone);
+}
+
+/// The next two deliver_sm, each a part with a concatenation UDH.
+async fn two_parts(client: &mut Client) -> Vec<(u32, Vec<u8>)> {
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let command = next(client).await;
+        if let Some(Pdu::DeliverSm(d)) = command.pdu() {
+            assert_eq!(u8::from(d.esm_class), 0x40);
+            got.push((
+                command.sequence_number(),
+                d.short_message().as_ref().to_vec(),
+            ));
+        }
+    }
+    got
+}

@@ -20,6 +20,8 @@ pub struct Account {
     pub hex_ids: bool,
     /// Unanswered deliver_sm per bind.
     pub deliver_window: i32,
+    /// How long inbound messages go to it.
+    pub long_message: super::mo::LongMessage,
 }
 
 impl Account {
@@ -85,7 +87,8 @@ fn refused(status: CommandStatus, reason: String) -> BindRefused {
 
 const ACCOUNT: &str = "
     SELECT a.enabled, a.bind_types, (a.allowed_ips IS NULL OR $2::inet <<= ANY (a.allowed_ips)) AS ip_allowed,
-           a.default_source, a.allowed_sources, a.throughput, a.channel, a.message_id_format, a.deliver_window
+           a.default_source, a.allowed_sources, a.throughput, a.channel, a.message_id_format, a.deliver_window,
+           a.long_message
     FROM smsbus.account a WHERE a.name = $1";
 
 /// Checks a bind's credentials. A database error is refused with
@@ -143,5 +146,6 @@ pub async fn authenticate(
         channel: row.get("channel"),
         hex_ids: row.get::<_, String>("message_id_format") == "hex",
         deliver_window: row.get("deliver_window"),
+        long_message: super::mo::LongMessage::from_setting(row.get("long_message")),
     }))
 }

@@ -29,7 +29,7 @@ use tokio::sync::broadcast;
 use rusmpp::pdus::DeliverSm;
 
 use super::account::Account;
-use super::mo::Inbound;
+use super::mo::{Inbound, LongMessage};
 use super::receipt::Receipt;
 
 /// One row of `smsbus.smpp_outbox`, to go out as deliver_sm.
@@ -53,10 +53,11 @@ impl Outgoing {
         }
     }
 
-    pub fn pdu(&self) -> DeliverSm {
+    /// The deliver_sm that carry it: one, or a long message's parts.
+    pub fn pdus(&self, long: LongMessage) -> Vec<DeliverSm> {
         match self {
-            Outgoing::Receipt(r) => r.pdu(),
-            Outgoing::Inbound(i) => i.pdu(),
+            Outgoing::Receipt(r) => vec![r.pdu()],
+            Outgoing::Inbound(i) => i.pdus(long),
         }
     }
 }
@@ -79,6 +80,14 @@ struct InFlight {
     sent_at: Instant,
 }
 
+/// A row sent as several deliver_sm: the answers it still waits for, and
+/// the first that was not OK. It is done when all came; acknowledged only
+/// if every part was.
+struct Parts {
+    waiting: usize,
+    failure: Option<Returned>,
+}
+
 struct Returned {
     outbox_id: i64,
     error: Option<String>,
@@ -90,6 +99,7 @@ pub struct Deliveries {
     worker: String,
     account: Arc<Account>,
     in_flight: HashMap<u32, InFlight>,
+    parts: HashMap<i64, Parts>,
     acknowledged: Vec<i64>,
     returned: Vec<Returned>,
     due: Instant,
@@ -101,6 +111,8 @@ pub struct Deliveries {
 pub enum Answered {
     Acknowledged,
     Refused,
+    /// A part of a long message; its row waits for the others.
+    Part,
     /// Not an answer to a receipt of ours (a late one, after its timeout).
     Unknown,
 }
@@ -117,6 +129,7 @@ impl Deliveries {
             worker,
             account,
             in_flight: HashMap::new(),
+            parts: HashMap::new(),
             acknowledged: Vec::new(),
             returned: Vec::new(),
             due: Instant::now(),
@@ -143,11 +156,7 @@ impl Deliveries {
             return Answered::Unknown;
         };
         self.due = self.due.min(Instant::now() + SETTLE_AFTER);
-        if status == CommandStatus::EsmeRok {
-            self.acknowledged.push(sent.outbox_id);
-            return Answered::Acknowledged;
-        }
-        self.returned.push(Returned {
+        let failure = (status != CommandStatus::EsmeRok).then(|| Returned {
             outbox_id: sent.outbox_id,
             error: Some(format!(
                 "the client answered deliver_sm with {status:?} (0x{:08X})",
@@ -155,7 +164,36 @@ impl Deliveries {
             )),
             delay: backoff(sent.attempts, status == CommandStatus::EsmeRthrottled),
         });
-        Answered::Refused
+        self.resolve(sent.outbox_id, failure)
+    }
+
+    /// One deliver_sm of row `outbox_id` was answered (or timed out).
+    fn resolve(&mut self, outbox_id: i64, failure: Option<Returned>) -> Answered {
+        let failure = match self.parts.get_mut(&outbox_id) {
+            None => failure,
+            Some(parts) => {
+                parts.waiting -= 1;
+                if parts.failure.is_none() {
+                    parts.failure = failure;
+                }
+                if parts.waiting > 0 {
+                    return Answered::Part;
+                }
+                self.parts
+                    .remove(&outbox_id)
+                    .and_then(|parts| parts.failure)
+            }
+        };
+        match failure {
+            None => {
+                self.acknowledged.push(outbox_id);
+                Answered::Acknowledged
+            }
+            Some(returned) => {
+                self.returned.push(returned);
+                Answered::Refused
+            }
+        }
     }
 
     /// Gives back receipts whose answer is overdue, and records what the
@@ -173,15 +211,16 @@ impl Deliveries {
             let sent = self
                 .in_flight
                 .remove(&sequence)
-                .expect("an overdue receipt");
-            self.returned.push(Returned {
+                .expect("an overdue deliver_sm");
+            let failure = Returned {
                 outbox_id: sent.outbox_id,
                 error: Some(format!(
                     "no deliver_sm_resp within {} s",
                     RESPONSE_TIMEOUT.as_secs()
                 )),
                 delay: backoff(sent.attempts, false),
-            });
+            };
+            self.resolve(sent.outbox_id, Some(failure));
         }
         self.due = now + POLL;
         if let Err(e) = self.record().await {
@@ -290,24 +329,41 @@ impl Deliveries {
         Ok(receipts)
     }
 
-    /// A row went out as deliver_sm `sequence`.
-    pub fn sent(&mut self, sequence: u32, outgoing: &Outgoing) {
-        self.in_flight.insert(
-            sequence,
-            InFlight {
-                outbox_id: outgoing.outbox_id(),
-                attempts: outgoing.attempts(),
-                sent_at: Instant::now(),
-            },
-        );
+    /// A row went out as the deliver_sm `sequences` (several: a long
+    /// message's parts).
+    pub fn sent(&mut self, sequences: &[u32], outgoing: &Outgoing) {
+        let now = Instant::now();
+        for &sequence in sequences {
+            self.in_flight.insert(
+                sequence,
+                InFlight {
+                    outbox_id: outgoing.outbox_id(),
+                    attempts: outgoing.attempts(),
+                    sent_at: now,
+                },
+            );
+        }
+        if sequences.len() > 1 {
+            self.parts.insert(
+                outgoing.outbox_id(),
+                Parts {
+                    waiting: sequences.len(),
+                    failure: None,
+                },
+            );
+        }
     }
 
     /// The session ends: what the client acknowledged is recorded, what
     /// it did not is given back at once, for the account's other binds.
     pub async fn close(&mut self) {
-        for (_, sent) in self.in_flight.drain() {
+        let mut unanswered: Vec<i64> = self.in_flight.drain().map(|(_, s)| s.outbox_id).collect();
+        unanswered.sort_unstable();
+        unanswered.dedup();
+        self.parts.clear();
+        for outbox_id in unanswered {
             self.returned.push(Returned {
-                outbox_id: sent.outbox_id,
+                outbox_id,
                 error: None,
                 delay: Duration::ZERO,
             });

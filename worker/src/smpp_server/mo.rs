@@ -1,14 +1,17 @@
 //! An inbound (mobile-originated) message given to an account, as the
 //! `deliver_sm` its receiver bind gets: from the handset to the number it
 //! was sent to, in GSM 7-bit when every character has a code there, else
-//! UCS-2, and in `message_payload` when it does not fit one
-//! short_message (SMPP 3.4 §5.2.21: 254 octets, and handsets' 140).
+//! UCS-2; one that does not fit one part (160 septets, 140 octets) goes
+//! whole in `message_payload`, or in parts with a concatenation UDH or
+//! the SAR TLVs, as the account's `long_message` says.
 
+use rusmpp::pdus::builders::DeliverSmBuilder;
 use rusmpp::pdus::DeliverSm;
 use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
 use rusmpp::types::{AnyOctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, MessagePayload};
 use smsbus_core::gsm7;
+use smsbus_core::text::{split_after_header, Encoding, CONCAT_HEADER_OCTETS};
 
 use super::receipt::deliver_sm;
 
@@ -26,38 +29,106 @@ pub struct Inbound {
 const SHORT_MESSAGE_OCTETS: usize = 140;
 const SHORT_MESSAGE_SEPTETS: usize = 160;
 
-impl Inbound {
-    pub fn pdu(&self) -> DeliverSm {
-        let (data_coding, data, fits) = match gsm7::encode(&self.body) {
-            // Unpacked septets, one an octet, as SMPP carries GSM 7-bit.
-            Ok(septets) => {
-                let fits = septets.len() <= SHORT_MESSAGE_SEPTETS;
-                (DataCoding::McSpecific, septets, fits)
-            }
-            Err(_) => {
-                let octets: Vec<u8> = self
-                    .body
-                    .encode_utf16()
-                    .flat_map(u16::to_be_bytes)
-                    .collect();
-                let fits = octets.len() <= SHORT_MESSAGE_OCTETS;
-                (DataCoding::Ucs2, octets, fits)
-            }
-        };
-        // A plain message (rusmpp's builder would default to another kind).
-        let pdu = deliver_sm(self.from_address.as_deref(), self.to_address.as_deref())
-            .esm_class(EsmClass::from(0x00))
-            .data_coding(data_coding);
-        if fits {
-            pdu.short_message(OctetString::from_vec(data).expect("at most 160 octets"))
-                .build()
-        } else {
-            pdu.push_tlv(MessageDeliveryRequestTlvValue::MessagePayload(
-                MessagePayload::new(AnyOctetString::from(data)),
-            ))
-            .build()
+/// How a long inbound message goes to an account (`account.long_message`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LongMessage {
+    /// Whole, in message_payload.
+    Payload,
+    /// In parts with a concatenation UDH (8-bit reference).
+    Udh,
+    /// In parts with the SAR TLVs.
+    Sar,
+}
+
+impl LongMessage {
+    pub fn from_setting(setting: &str) -> LongMessage {
+        match setting {
+            "udh" => LongMessage::Udh,
+            "sar" => LongMessage::Sar,
+            _ => LongMessage::Payload,
         }
     }
+}
+
+impl Inbound {
+    /// The deliver_sm that carry the message: one, or one per part.
+    pub fn pdus(&self, long: LongMessage) -> Vec<DeliverSm> {
+        let encoding = if gsm7::encode(&self.body).is_ok() {
+            Encoding::Gsm7
+        } else {
+            Encoding::Ucs2
+        };
+        let whole = encode(&self.body, encoding);
+        let fits = match encoding {
+            Encoding::Gsm7 => whole.len() <= SHORT_MESSAGE_SEPTETS,
+            _ => whole.len() <= SHORT_MESSAGE_OCTETS,
+        };
+        if fits {
+            return vec![self.pdu(encoding, 0x00).short_message(short(whole)).build()];
+        }
+        let ranges =
+            split_after_header(&self.body, encoding, CONCAT_HEADER_OCTETS).unwrap_or_default();
+        if long == LongMessage::Payload || !(2..=255).contains(&ranges.len()) {
+            return vec![self
+                .pdu(encoding, 0x00)
+                .push_tlv(MessageDeliveryRequestTlvValue::MessagePayload(
+                    MessagePayload::new(AnyOctetString::from(whole)),
+                ))
+                .build()];
+        }
+        // The reference ties the parts together at the client; the outbox
+        // id keeps it different for consecutive messages.
+        let reference = (self.outbox_id & 0xFF) as u8;
+        let total = ranges.len() as u8;
+        ranges
+            .into_iter()
+            .enumerate()
+            .map(|(i, range)| {
+                let seq = i as u8 + 1;
+                let data = encode(&self.body[range], encoding);
+                match long {
+                    LongMessage::Sar => self
+                        .pdu(encoding, 0x00)
+                        .short_message(short(data))
+                        .push_tlv(MessageDeliveryRequestTlvValue::SarMsgRefNum(u16::from(
+                            reference,
+                        )))
+                        .push_tlv(MessageDeliveryRequestTlvValue::SarTotalSegments(total))
+                        .push_tlv(MessageDeliveryRequestTlvValue::SarSegmentSeqnum(seq))
+                        .build(),
+                    _ => {
+                        let mut sm = vec![5, 0x00, 3, reference, total, seq];
+                        sm.extend(data);
+                        self.pdu(encoding, 0x40).short_message(short(sm)).build()
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn pdu(&self, encoding: Encoding, esm_class: u8) -> DeliverSmBuilder {
+        let data_coding = match encoding {
+            Encoding::Gsm7 => DataCoding::McSpecific,
+            _ => DataCoding::Ucs2,
+        };
+        // esm_class given: rusmpp's builder would default to another kind.
+        deliver_sm(self.from_address.as_deref(), self.to_address.as_deref())
+            .esm_class(EsmClass::from(esm_class))
+            .data_coding(data_coding)
+    }
+}
+
+/// GSM 7-bit as unpacked septets, one an octet, as SMPP carries it; or
+/// UCS-2, big-endian.
+fn encode(text: &str, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Gsm7 => gsm7::encode(text).unwrap_or_default(),
+        _ => text.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+    }
+}
+
+fn short(data: Vec<u8>) -> OctetString<0, 255> {
+    OctetString::from_vec(data).expect("a part fits short_message")
 }
 
 #[cfg(test)]
@@ -78,7 +149,7 @@ mod tests {
 
     #[test]
     fn short_texts_go_in_short_message_in_their_alphabet() {
-        let pdu = inbound("STOP €").pdu();
+        let pdu = inbound("STOP €").pdus(LongMessage::Payload).remove(0);
         assert_eq!(pdu.source_addr.as_str(), "31612345678");
         assert_eq!(pdu.source_addr_ton, Ton::International);
         assert_eq!(pdu.destination_addr.as_str(), "1234");
@@ -88,7 +159,7 @@ mod tests {
             pdu.short_message().as_ref(),
             gsm7::encode("STOP €").unwrap()
         );
-        let pdu = inbound("Привет").pdu();
+        let pdu = inbound("Привет").pdus(LongMessage::Payload).remove(0);
         assert_eq!(pdu.data_coding, DataCoding::Ucs2);
         assert_eq!(pdu.short_message().as_ref().len(), 12);
     }
@@ -96,12 +167,46 @@ mod tests {
     #[test]
     fn long_texts_go_whole_in_message_payload() {
         let body = "x".repeat(161);
-        let pdu = inbound(&body).pdu();
+        let pdus = inbound(&body).pdus(LongMessage::Payload);
+        assert_eq!(pdus.len(), 1);
+        let pdu = &pdus[0];
         assert!(pdu.short_message().as_ref().is_empty());
         let payload = pdu.tlvs().iter().find_map(|t| match t.value() {
             Some(TlvValue::MessagePayload(p)) => Some(p.value.as_ref().to_vec()),
             _ => None,
         });
         assert_eq!(payload.unwrap(), body.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod parts {
+    use super::*;
+    use rusmpp::tlvs::TlvValue;
+
+    #[test]
+    fn long_texts_go_in_parts_when_the_account_asks() {
+        let message = Inbound {
+            outbox_id: 7,
+            from_address: Some("+31612345678".into()),
+            to_address: Some("1234".into()),
+            body: "y".repeat(200),
+            attempts: 1,
+        };
+        let udh = message.pdus(LongMessage::Udh);
+        assert_eq!(udh.len(), 2);
+        assert_eq!(u8::from(udh[0].esm_class), 0x40);
+        assert_eq!(&udh[1].short_message().as_ref()[..6], &[5, 0, 3, 7, 2, 2]);
+        let text: Vec<u8> = udh
+            .iter()
+            .flat_map(|p| p.short_message().as_ref()[6..].to_vec())
+            .collect();
+        assert_eq!(text, "y".repeat(200).as_bytes());
+        let sar = message.pdus(LongMessage::Sar);
+        assert_eq!(sar.len(), 2);
+        assert_eq!(u8::from(sar[1].esm_class), 0);
+        let tlvs: Vec<_> = sar[1].tlvs().iter().filter_map(|t| t.value()).collect();
+        assert!(tlvs.contains(&&TlvValue::SarSegmentSeqnum(2)));
+        assert!(tlvs.contains(&&TlvValue::SarTotalSegments(2)));
     }
 }

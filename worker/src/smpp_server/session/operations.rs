@@ -47,17 +47,25 @@ where
             return Ok(());
         };
         deliveries.settle().await;
-        let receipts = deliveries.claim().await;
-        for receipt in receipts {
-            let sequence = self.next_sequence();
-            self.send(Command::new(
-                CommandStatus::EsmeRok,
-                sequence,
-                Pdu::DeliverSm(receipt.pdu()),
-            ))
-            .await?;
+        let outgoing = deliveries.claim().await;
+        let long = match &self.bind {
+            Some((bind, _)) => bind.account.long_message,
+            None => return Ok(()),
+        };
+        for item in outgoing {
+            let mut sequences = Vec::new();
+            for pdu in item.pdus(long) {
+                let sequence = self.next_sequence();
+                self.send(Command::new(
+                    CommandStatus::EsmeRok,
+                    sequence,
+                    Pdu::DeliverSm(pdu),
+                ))
+                .await?;
+                sequences.push(sequence);
+            }
             if let Some(deliveries) = self.deliveries.as_mut() {
-                deliveries.sent(sequence, &receipt);
+                deliveries.sent(&sequences, &item);
             }
         }
         Ok(())
@@ -78,6 +86,7 @@ where
                 tracing::info!(account = %bind.account.name, peer = %self.peer, ?status,
                     "smpp server: the client refused a receipt; it is sent again later");
             }
+            Answered::Part => {}
             Answered::Unknown => {
                 tracing::debug!(account = %bind.account.name, peer = %self.peer, sequence,
                     "smpp server: deliver_sm_resp for no receipt in flight (late, after its timeout)");
