@@ -373,11 +373,6 @@ impl Deliveries {
                 "smpp server: cannot give back receipts at unbind (their lease frees them): {e}");
         }
     }
-
-    /// Receipts sent and not yet answered.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
 }
 
 /// How long a refused or unanswered receipt waits: doubling from a second
