@@ -383,15 +383,7 @@ where
                 .await?
             }
             Pdu::EnquireLinkResp | Pdu::GenericNack | Pdu::UnbindResp => {}
-            other => {
-                tracing::debug!(peer = %self.peer, id = ?other.command_id(), "smpp server: not served; generic_nack");
-                self.send(Command::new(
-                    CommandStatus::EsmeRinvcmdid,
-                    sequence,
-                    Pdu::GenericNack,
-                ))
-                .await?
-            }
+            other => self.not_served(other.command_id(), sequence).await?,
         }
         Ok(None)
     }
@@ -403,17 +395,21 @@ where
             | CommandId::GenericNack
             | CommandId::UnbindResp
             | CommandId::DataSmResp => {}
-            other => {
-                tracing::debug!(peer = %self.peer, id = ?other, "smpp server: not served; generic_nack");
-                self.send(Command::new(
-                    CommandStatus::EsmeRinvcmdid,
-                    sequence,
-                    Pdu::GenericNack,
-                ))
-                .await?
-            }
+            other => self.not_served(other, sequence).await?,
         }
         Ok(None)
+    }
+
+    /// A command the server does not serve: generic_nack, and the session
+    /// goes on.
+    async fn not_served(&mut self, id: CommandId, sequence: u32) -> std::io::Result<()> {
+        tracing::debug!(peer = %self.peer, ?id, "smpp server: not served; generic_nack");
+        self.send(Command::new(
+            CommandStatus::EsmeRinvcmdid,
+            sequence,
+            Pdu::GenericNack,
+        ))
+        .await
     }
 
     /// Ends a bound session from our side: answers what is committing,
