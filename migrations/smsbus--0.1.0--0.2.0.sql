@@ -1316,7 +1316,7 @@ COMMENT ON COLUMN message.priority IS 'Higher goes first within a channel''s que
 COMMENT ON COLUMN message.scheduled_at IS 'When to send (default now); a later time makes the message scheduled.';
 COMMENT ON COLUMN message.valid_until IS 'After this the message expires instead of being sent.';
 COMMENT ON COLUMN message.request_report IS 'Ask the provider for a delivery report (default true).';
-COMMENT ON COLUMN message.encoding IS 'gsm7, ucs2 or latin1; null picks gsm7 when every character allows, else ucs2.';
+COMMENT ON COLUMN message.encoding IS 'gsm7, ucs2, latin1, or binary (8-bit data, the body written in hexadecimal digits); null picks gsm7 when every character allows, else ucs2.';
 COMMENT ON COLUMN message.custom IS 'Fields of the user''s own (jsonb), for rules, triggers and row security.';
 COMMENT ON COLUMN message.batch_id IS 'Groups messages sent together (indexed).';
 COMMENT ON COLUMN message.idempotency_key IS 'Unique: a repeated INSERT with the same key is refused (smsbus.send returns the first id).';
@@ -1433,6 +1433,10 @@ CREATE TABLE account (
     -- in parts with a concatenation UDH or SAR TLVs.
     long_message    text NOT NULL DEFAULT 'payload'
                     CONSTRAINT account_long_message CHECK (long_message IN ('payload', 'udh', 'sar')),
+    -- Receipts for a message sent in parts: one for the message, or one
+    -- for each part with that part's own outcome.
+    report_parts    text NOT NULL DEFAULT 'message'
+                    CONSTRAINT account_report_parts CHECK (report_parts IN ('message', 'each')),
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
@@ -1505,13 +1509,13 @@ $$;
 CREATE TRIGGER account_check BEFORE INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        long_message, description, created_at, updated_at
+        long_message, report_parts, description, created_at, updated_at
     ON account
     FOR EACH ROW EXECUTE FUNCTION _account_check();
 CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        long_message, description, created_at, updated_at
+        long_message, report_parts, description, created_at, updated_at
     OR DELETE OR TRUNCATE ON account
     FOR EACH STATEMENT EXECUTE FUNCTION _account_changed();
 
@@ -2112,8 +2116,12 @@ CREATE TABLE smpp_outbox (
     error_code      text NOT NULL DEFAULT '000',
     -- The message's first 20 characters (the receipt's text: field).
     sample          text NOT NULL DEFAULT '',
-    -- An inbound message's text.
+    -- An inbound message's text, and its encoding (binary: 8-bit data in
+    -- hexadecimal digits).
     body            text,
+    encoding        text,
+    -- The part a receipt is for (report_parts 'each'); null: the message.
+    part            smallint,
     segments        integer NOT NULL DEFAULT 1,
     created_at      timestamptz NOT NULL DEFAULT now(),
     expires_at      timestamptz NOT NULL,
@@ -2130,9 +2138,10 @@ CREATE UNIQUE INDEX smpp_outbox_inbound ON smpp_outbox (message_id) WHERE kind =
 CREATE INDEX smpp_outbox_account ON smpp_outbox (account, id);
 CREATE INDEX smpp_outbox_expires ON smpp_outbox (expires_at);
 
-GRANT SELECT (report_keep, long_message), INSERT (report_keep, long_message), UPDATE (report_keep, long_message)
+GRANT SELECT (report_keep, long_message, report_parts), INSERT (report_keep, long_message, report_parts),
+      UPDATE (report_keep, long_message, report_parts)
     ON account TO smsbus_admin;
-GRANT SELECT (report_keep, long_message) ON account TO smsbus_worker;
+GRANT SELECT (report_keep, long_message, report_parts) ON account TO smsbus_worker;
 GRANT SELECT, DELETE ON smpp_outbox TO smsbus_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
 SELECT pg_catalog.pg_extension_config_dump('smsbus.smpp_outbox'::regclass, '');
@@ -2141,26 +2150,40 @@ CREATE FUNCTION _queue_receipts(p_ids bigint[]) RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, smsbus, pg_temp
 AS $$
-    WITH queued AS (
-        INSERT INTO smsbus.smpp_outbox (account, message_id, status, to_address, from_address, submitted_at,
-                                        done_at, error_code, sample, segments, expires_at)
-        SELECT m.account, m.id, m.status, m.to_address, m.from_address, m.created_at,
-               coalesce(m.delivered_at, m.updated_at),
-               CASE WHEN m.status = 'delivered' THEN '000'
-                    ELSE coalesce(substring(m.last_error FROM 'err:([0-9A-Za-z]{1,3})'), '000') END,
-               left(m.body, 20), m.segments, now() + a.report_keep
+    WITH outcome AS (
+        -- One row per message, or per part for an account that asks
+        -- (report_parts 'each'): a part's own report where it had one,
+        -- else the message's status (noreport, expired, failed).
+        SELECT m.account, m.id, p.part,
+               CASE p.status WHEN 'delivered' THEN 'delivered'::smsbus.status
+                             WHEN 'notdelivered' THEN 'notdelivered'::smsbus.status
+                             ELSE m.status END AS status,
+               m.to_address, m.from_address, m.created_at,
+               coalesce(p.reported_at, m.delivered_at, m.updated_at) AS done_at,
+               CASE WHEN p.status IN ('delivered', 'notdelivered') THEN p.detail ELSE m.last_error END AS error,
+               left(m.body, 20) AS sample, m.segments, m.receipts, now() + a.report_keep AS expires_at
         FROM smsbus.message m
         JOIN smsbus.account a ON a.name = m.account
+        LEFT JOIN smsbus.message_part p
+               ON p.message_id = m.id AND a.report_parts = 'each' AND m.segments > 1 AND m.status <> 'sent'
         WHERE m.id = ANY (p_ids)
-          AND CASE WHEN m.status = 'sent' THEN m.receipts & 16 <> 0
-                   ELSE CASE m.receipts & 3
+    ), queued AS (
+        INSERT INTO smsbus.smpp_outbox (account, message_id, part, status, to_address, from_address, submitted_at,
+                                        done_at, error_code, sample, segments, expires_at)
+        SELECT o.account, o.id, o.part, o.status, o.to_address, o.from_address, o.created_at, o.done_at,
+               CASE WHEN o.status = 'delivered' THEN '000'
+                    ELSE coalesce(substring(o.error FROM 'err:([0-9A-Za-z]{1,3})'), '000') END,
+               o.sample, o.segments, o.expires_at
+        FROM outcome o
+        WHERE CASE WHEN o.status = 'sent' THEN o.receipts & 16 <> 0
+                   ELSE CASE o.receipts & 3
                             WHEN 1 THEN true
-                            WHEN 2 THEN m.status <> 'delivered'
-                            WHEN 3 THEN m.status = 'delivered'
+                            WHEN 2 THEN o.status <> 'delivered'
+                            WHEN 3 THEN o.status = 'delivered'
                             ELSE false
                         END
               END
-        ORDER BY m.id
+        ORDER BY o.id, o.part
         RETURNING account
     )
     SELECT count(pg_notify('smsbus_smpp_outbox', q.account))
@@ -2175,9 +2198,12 @@ LANGUAGE sql
 AS $$
     WITH queued AS (
         INSERT INTO smsbus.smpp_outbox AS o (kind, account, message_id, status, to_address, from_address,
-                                             submitted_at, done_at, body, segments, expires_at)
+                                             submitted_at, done_at, body, encoding, segments, expires_at)
         SELECT 'inbound', m.account, m.id, m.status, m.to_address, m.from_address,
-               coalesce(m.received_at, m.created_at), now(), m.body, m.segments, now() + a.report_keep
+               coalesce(m.received_at, m.created_at), now(), m.body,
+               -- Channels mark the 8-bit data they received in custom.
+               CASE WHEN m.custom @> '{"binary": true}' THEN 'binary' ELSE m.encoding END,
+               m.segments, now() + a.report_keep
         FROM smsbus.message m
         JOIN smsbus.account a ON a.name = m.account
         WHERE m.id = p_id AND m.direction = 'in'
@@ -2191,8 +2217,8 @@ $$;
 -- a bind, oldest first, for p_lease.
 CREATE FUNCTION _claim_outbox(p_account text, p_worker text, p_limit integer, p_lease interval)
 RETURNS TABLE (id bigint, kind text, message_id bigint, status text, to_address text, from_address text,
-               submit_date text, done_date text, error_code text, sample text, body text, segments integer,
-               attempts integer)
+               submit_date text, done_date text, error_code text, sample text, body text, encoding text,
+               segments integer, part smallint, attempts integer)
 LANGUAGE sql
 AS $$
     UPDATE smsbus.smpp_outbox o
@@ -2207,7 +2233,7 @@ AS $$
     RETURNING o.id, o.kind, o.message_id, o.status::text, o.to_address, o.from_address,
               to_char(o.submitted_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
               to_char(o.done_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
-              o.error_code, o.sample, o.body, o.segments, o.attempts
+              o.error_code, o.sample, o.body, o.encoding, o.segments, o.part, o.attempts
 $$;
 
 -- Receipts a client acknowledged (deliver_sm_resp OK): they are done.
@@ -2268,6 +2294,7 @@ REVOKE ALL ON FUNCTION _queue_receipts(bigint[]), _queue_inbound(bigint), _claim
     FROM PUBLIC;
 COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
 COMMENT ON COLUMN account.long_message IS 'How long inbound messages go to it: payload (whole, in message_payload), udh or sar (in parts).';
+COMMENT ON COLUMN account.report_parts IS 'Receipts for a message sent in parts: message (one, for the whole) or each (one per part, with its own outcome).';
 COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes, +16 an intermediate one when sent; null none.';
 
 -- Credit and daily limits of accounts (sql/accounts.sql).

@@ -10,7 +10,7 @@ COMMENT ON COLUMN message.priority IS 'Higher goes first within a channel''s que
 COMMENT ON COLUMN message.scheduled_at IS 'When to send (default now); a later time makes the message scheduled.';
 COMMENT ON COLUMN message.valid_until IS 'After this the message expires instead of being sent.';
 COMMENT ON COLUMN message.request_report IS 'Ask the provider for a delivery report (default true).';
-COMMENT ON COLUMN message.encoding IS 'gsm7, ucs2 or latin1; null picks gsm7 when every character allows, else ucs2.';
+COMMENT ON COLUMN message.encoding IS 'gsm7, ucs2, latin1, or binary (8-bit data, the body written in hexadecimal digits); null picks gsm7 when every character allows, else ucs2.';
 COMMENT ON COLUMN message.custom IS 'Fields of the user''s own (jsonb), for rules, triggers and row security.';
 COMMENT ON COLUMN message.batch_id IS 'Groups messages sent together (indexed).';
 COMMENT ON COLUMN message.idempotency_key IS 'Unique: a repeated INSERT with the same key is refused (smsbus.send returns the first id).';
@@ -47,6 +47,7 @@ COMMENT ON COLUMN account.channel IS 'The channel its messages go to; null lets 
 COMMENT ON COLUMN account.message_id_format IS 'How it is told message ids: dec or hex.';
 COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
 COMMENT ON COLUMN account.long_message IS 'How long inbound messages go to it: payload (whole, in message_payload), udh or sar (in parts).';
+COMMENT ON COLUMN account.report_parts IS 'Receipts for a message sent in parts: message (one, for the whole) or each (one per part, with its own outcome).';
 
 COMMENT ON COLUMN smpp_server.name IS 'The listener''s name, as smpp_bind.server shows it.';
 COMMENT ON COLUMN smpp_server.enabled IS 'Off: every worker closes the listener and its sessions.';

@@ -101,6 +101,10 @@ CREATE TABLE account (
     -- in parts with a concatenation UDH or SAR TLVs.
     long_message    text NOT NULL DEFAULT 'payload'
                     CONSTRAINT account_long_message CHECK (long_message IN ('payload', 'udh', 'sar')),
+    -- Receipts for a message sent in parts: one for the message, or one
+    -- for each part with that part's own outcome.
+    report_parts    text NOT NULL DEFAULT 'message'
+                    CONSTRAINT account_report_parts CHECK (report_parts IN ('message', 'each')),
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
@@ -203,8 +207,12 @@ CREATE TABLE smpp_outbox (
     error_code      text NOT NULL DEFAULT '000',
     -- The message's first 20 characters (the receipt's text: field).
     sample          text NOT NULL DEFAULT '',
-    -- An inbound message's text.
+    -- An inbound message's text, and its encoding (binary: 8-bit data in
+    -- hexadecimal digits).
     body            text,
+    encoding        text,
+    -- The part a receipt is for (report_parts 'each'); null: the message.
+    part            smallint,
     segments        integer NOT NULL DEFAULT 1,
     created_at      timestamptz NOT NULL DEFAULT now(),
     expires_at      timestamptz NOT NULL,
@@ -511,13 +519,13 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON channel, route, block, archiving, messag
 -- Accounts: everything but the password's hash, which only
 -- smsbus.set_password writes and smsbus._verify_password reads.
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, description,
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts, description,
               created_at, updated_at),
       INSERT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message,
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts,
               description),
       UPDATE (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message,
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts,
               description),
       DELETE
     ON account TO smsbus_admin;
@@ -533,7 +541,7 @@ GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
 GRANT SELECT ON channel, smpp_server TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_bind TO smsbus_worker;
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message,
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts,
               updated_at)
     ON account TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;

@@ -20,26 +20,40 @@ CREATE FUNCTION _queue_receipts(p_ids bigint[]) RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, smsbus, pg_temp
 AS $$
-    WITH queued AS (
-        INSERT INTO smsbus.smpp_outbox (account, message_id, status, to_address, from_address, submitted_at,
-                                        done_at, error_code, sample, segments, expires_at)
-        SELECT m.account, m.id, m.status, m.to_address, m.from_address, m.created_at,
-               coalesce(m.delivered_at, m.updated_at),
-               CASE WHEN m.status = 'delivered' THEN '000'
-                    ELSE coalesce(substring(m.last_error FROM 'err:([0-9A-Za-z]{1,3})'), '000') END,
-               left(m.body, 20), m.segments, now() + a.report_keep
+    WITH outcome AS (
+        -- One row per message, or per part for an account that asks
+        -- (report_parts 'each'): a part's own report where it had one,
+        -- else the message's status (noreport, expired, failed).
+        SELECT m.account, m.id, p.part,
+               CASE p.status WHEN 'delivered' THEN 'delivered'::smsbus.status
+                             WHEN 'notdelivered' THEN 'notdelivered'::smsbus.status
+                             ELSE m.status END AS status,
+               m.to_address, m.from_address, m.created_at,
+               coalesce(p.reported_at, m.delivered_at, m.updated_at) AS done_at,
+               CASE WHEN p.status IN ('delivered', 'notdelivered') THEN p.detail ELSE m.last_error END AS error,
+               left(m.body, 20) AS sample, m.segments, m.receipts, now() + a.report_keep AS expires_at
         FROM smsbus.message m
         JOIN smsbus.account a ON a.name = m.account
+        LEFT JOIN smsbus.message_part p
+               ON p.message_id = m.id AND a.report_parts = 'each' AND m.segments > 1 AND m.status <> 'sent'
         WHERE m.id = ANY (p_ids)
-          AND CASE WHEN m.status = 'sent' THEN m.receipts & 16 <> 0
-                   ELSE CASE m.receipts & 3
+    ), queued AS (
+        INSERT INTO smsbus.smpp_outbox (account, message_id, part, status, to_address, from_address, submitted_at,
+                                        done_at, error_code, sample, segments, expires_at)
+        SELECT o.account, o.id, o.part, o.status, o.to_address, o.from_address, o.created_at, o.done_at,
+               CASE WHEN o.status = 'delivered' THEN '000'
+                    ELSE coalesce(substring(o.error FROM 'err:([0-9A-Za-z]{1,3})'), '000') END,
+               o.sample, o.segments, o.expires_at
+        FROM outcome o
+        WHERE CASE WHEN o.status = 'sent' THEN o.receipts & 16 <> 0
+                   ELSE CASE o.receipts & 3
                             WHEN 1 THEN true
-                            WHEN 2 THEN m.status <> 'delivered'
-                            WHEN 3 THEN m.status = 'delivered'
+                            WHEN 2 THEN o.status <> 'delivered'
+                            WHEN 3 THEN o.status = 'delivered'
                             ELSE false
                         END
               END
-        ORDER BY m.id
+        ORDER BY o.id, o.part
         RETURNING account
     )
     SELECT count(pg_notify('smsbus_smpp_outbox', q.account))
@@ -54,9 +68,12 @@ LANGUAGE sql
 AS $$
     WITH queued AS (
         INSERT INTO smsbus.smpp_outbox AS o (kind, account, message_id, status, to_address, from_address,
-                                             submitted_at, done_at, body, segments, expires_at)
+                                             submitted_at, done_at, body, encoding, segments, expires_at)
         SELECT 'inbound', m.account, m.id, m.status, m.to_address, m.from_address,
-               coalesce(m.received_at, m.created_at), now(), m.body, m.segments, now() + a.report_keep
+               coalesce(m.received_at, m.created_at), now(), m.body,
+               -- Channels mark the 8-bit data they received in custom.
+               CASE WHEN m.custom @> '{"binary": true}' THEN 'binary' ELSE m.encoding END,
+               m.segments, now() + a.report_keep
         FROM smsbus.message m
         JOIN smsbus.account a ON a.name = m.account
         WHERE m.id = p_id AND m.direction = 'in'
@@ -70,8 +87,8 @@ $$;
 -- a bind, oldest first, for p_lease.
 CREATE FUNCTION _claim_outbox(p_account text, p_worker text, p_limit integer, p_lease interval)
 RETURNS TABLE (id bigint, kind text, message_id bigint, status text, to_address text, from_address text,
-               submit_date text, done_date text, error_code text, sample text, body text, segments integer,
-               attempts integer)
+               submit_date text, done_date text, error_code text, sample text, body text, encoding text,
+               segments integer, part smallint, attempts integer)
 LANGUAGE sql
 AS $$
     UPDATE smsbus.smpp_outbox o
@@ -86,7 +103,7 @@ AS $$
     RETURNING o.id, o.kind, o.message_id, o.status::text, o.to_address, o.from_address,
               to_char(o.submitted_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
               to_char(o.done_at AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
-              o.error_code, o.sample, o.body, o.segments, o.attempts
+              o.error_code, o.sample, o.body, o.encoding, o.segments, o.part, o.attempts
 $$;
 
 -- Receipts a client acknowledged (deliver_sm_resp OK): they are done.

@@ -6,6 +6,10 @@
 //! leaving 153 septets, 67 units or 134 octets. A GSM escape pair and a UTF-16
 //! surrogate pair are never split across two parts: a receiver would show
 //! garbage on both sides of the cut.
+//!
+//! 8-bit data (data_coding 4: ringtones, WAP push, application ports) is
+//! carried as a body of hexadecimal digits, two per octet, the form smsbus
+//! already keeps binary inbound messages in; it counts two units an octet.
 
 use std::fmt;
 use std::ops::Range;
@@ -22,25 +26,35 @@ pub enum Encoding {
     Ucs2,
     /// ISO-8859-1 (data_coding 3), for providers that ask for it.
     Latin1,
+    /// 8-bit data (data_coding 4), the body written as hexadecimal digits.
+    Binary,
 }
 
 impl Encoding {
-    pub const ALL: [Encoding; 3] = [Encoding::Gsm7, Encoding::Ucs2, Encoding::Latin1];
+    pub const ALL: [Encoding; 4] = [
+        Encoding::Gsm7,
+        Encoding::Ucs2,
+        Encoding::Latin1,
+        Encoding::Binary,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Encoding::Gsm7 => "gsm7",
             Encoding::Ucs2 => "ucs2",
             Encoding::Latin1 => "latin1",
+            Encoding::Binary => "binary",
         }
     }
 
-    /// Units (septets, UTF-16 units, octets) a single-part message holds.
+    /// Units (septets, UTF-16 units, octets, hex digits) a single-part
+    /// message holds.
     pub fn single_capacity(self) -> usize {
         match self {
             Encoding::Gsm7 => 160,
             Encoding::Ucs2 => 70,
             Encoding::Latin1 => 140,
+            Encoding::Binary => 280,
         }
     }
 
@@ -50,6 +64,7 @@ impl Encoding {
             Encoding::Gsm7 => 153,
             Encoding::Ucs2 => 67,
             Encoding::Latin1 => 134,
+            Encoding::Binary => 268,
         }
     }
 
@@ -59,6 +74,17 @@ impl Encoding {
             Encoding::Gsm7 => gsm7::septets(c),
             Encoding::Ucs2 => Some(c.len_utf16()),
             Encoding::Latin1 => (u32::from(c) <= 0xFF).then_some(1),
+            Encoding::Binary => c.is_ascii_hexdigit().then_some(1),
+        }
+    }
+
+    /// The data_coding of SMPP (and the TP-DCS of GSM) for this encoding.
+    pub fn data_coding(self) -> u8 {
+        match self {
+            Encoding::Gsm7 => 0x00,
+            Encoding::Ucs2 => 0x08,
+            Encoding::Latin1 => 0x03,
+            Encoding::Binary => 0x04,
         }
     }
 }
@@ -83,7 +109,7 @@ impl FromStr for Encoding {
 /// Why a body cannot be sent as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {
-    #[error("unknown encoding \"{}\" (expected gsm7, ucs2 or latin1)", crate::excerpt::excerpt(.0))]
+    #[error("unknown encoding \"{}\" (expected gsm7, ucs2, latin1 or binary)", crate::excerpt::excerpt(.0))]
     UnknownEncoding(String),
     #[error("body cannot be encoded in {encoding}: character {character:?} (U+{code:04X}) at position {position}")]
     Unencodable {
@@ -93,6 +119,8 @@ pub enum TextError {
         /// 1-based character position in the body.
         position: usize,
     },
+    #[error("a binary body is hexadecimal digits, two an octet: {digits} digits is not a whole number of octets")]
+    OddBinary { digits: usize },
 }
 
 /// The encoding smsbus picks when none is asked for: GSM 7-bit when every
@@ -107,9 +135,35 @@ pub fn detect(body: &str) -> Encoding {
 
 /// Total units `body` costs in `encoding`.
 pub fn units(body: &str, encoding: Encoding) -> Result<usize, TextError> {
-    body.chars()
+    let total = body
+        .chars()
         .enumerate()
-        .try_fold(0, |sum, (i, c)| Ok(sum + unit_of(encoding, c, i)?))
+        .try_fold(0, |sum, (i, c)| Ok(sum + unit_of(encoding, c, i)?))?;
+    if encoding == Encoding::Binary && total % 2 != 0 {
+        return Err(TextError::OddBinary { digits: total });
+    }
+    Ok(total)
+}
+
+/// The octets `text` goes as: GSM 7-bit unpacked (one septet an octet, as
+/// SMPP carries data_coding 0), UTF-16 big-endian, Latin-1, or the octets
+/// a binary body's hexadecimal digits spell.
+pub fn octets(text: &str, encoding: Encoding) -> Result<Vec<u8>, TextError> {
+    units(text, encoding)?;
+    Ok(match encoding {
+        Encoding::Gsm7 => gsm7::encode(text).unwrap_or_default(),
+        Encoding::Ucs2 => text.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+        // Every character is at most U+00FF: `units` checked.
+        Encoding::Latin1 => text.chars().map(|c| u32::from(c) as u8).collect(),
+        Encoding::Binary => text
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| {
+                let digit = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+                digit(pair[0]) << 4 | digit(pair[1])
+            })
+            .collect(),
+    })
 }
 
 fn unit_of(encoding: Encoding, c: char, index: usize) -> Result<usize, TextError> {
@@ -148,6 +202,7 @@ pub fn split_after_header(
         Encoding::Gsm7 => octets * 8 / 7,
         Encoding::Ucs2 => octets / 2,
         Encoding::Latin1 => octets,
+        Encoding::Binary => octets * 2,
     };
     let mut parts = Vec::new();
     let (mut start, mut used) = (0, 0);
@@ -289,6 +344,45 @@ mod tests {
     }
 
     #[test]
+    fn binary_counts_octets_and_refuses_what_is_not_whole_octets() {
+        assert_eq!(segments(&"ab".repeat(140), Encoding::Binary), Ok(1));
+        assert_eq!(segments(&"ab".repeat(141), Encoding::Binary), Ok(2));
+        assert_eq!(segments(&"ab".repeat(268), Encoding::Binary), Ok(2));
+        assert_eq!(segments(&"ab".repeat(269), Encoding::Binary), Ok(3));
+        let parts = split(&"0F".repeat(200), Encoding::Binary).unwrap();
+        assert_eq!(parts, vec![0..268, 268..400]);
+        assert_eq!(
+            units("abc", Encoding::Binary),
+            Err(TextError::OddBinary { digits: 3 })
+        );
+        assert!(matches!(
+            units("0g", Encoding::Binary),
+            Err(TextError::Unencodable {
+                character: 'g',
+                position: 2,
+                ..
+            })
+        ));
+        assert_eq!(
+            octets("0B05040B8423F0", Encoding::Binary),
+            Ok(vec![0x0B, 0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0])
+        );
+        assert_eq!("binary".parse(), Ok(Encoding::Binary));
+        assert_eq!(detect("deadbeef"), Encoding::Gsm7, "never picked by itself");
+    }
+
+    #[test]
+    fn octets_of_each_text_encoding() {
+        assert_eq!(octets("@€", Encoding::Gsm7), Ok(vec![0x00, 0x1B, 0x65]));
+        assert_eq!(
+            octets("é😀", Encoding::Ucs2),
+            Ok(vec![0, 0xE9, 0xD8, 0x3D, 0xDE, 0x00])
+        );
+        assert_eq!(octets("é", Encoding::Latin1), Ok(vec![0xE9]));
+        assert!(octets("€", Encoding::Latin1).is_err());
+    }
+
+    #[test]
     fn forced_gsm_refuses_what_it_cannot_carry() {
         let err = segments("hi Жанна", Encoding::Gsm7).unwrap_err();
         assert_eq!(
@@ -319,7 +413,7 @@ mod tests {
         assert_eq!("ucs2".parse::<Encoding>(), Ok(Encoding::Ucs2));
         assert_eq!(
             "utf8".parse::<Encoding>().unwrap_err().to_string(),
-            "unknown encoding \"utf8\" (expected gsm7, ucs2 or latin1)"
+            "unknown encoding \"utf8\" (expected gsm7, ucs2, latin1 or binary)"
         );
     }
 }

@@ -196,7 +196,7 @@ async fn bad_bodies_and_encodings() {
             case(
                 insert(to, "NULL", "'x'", ", encoding", ", 'utf8'"),
                 "22023",
-                "unknown encoding \"utf8\" (expected gsm7, ucs2 or latin1)",
+                "unknown encoding \"utf8\" (expected gsm7, ucs2, latin1 or binary)",
             ),
             case(
                 insert(to, "NULL", "'Hi Жанна'", ", encoding", ", 'gsm7'"),
@@ -207,6 +207,16 @@ async fn bad_bodies_and_encodings() {
                 insert(to, "NULL", "'5 €'", ", encoding", ", 'latin1'"),
                 "22023",
                 "body cannot be encoded in latin1: character '€' (U+20AC) at position 3",
+            ),
+            case(
+                insert(to, "NULL", "'CAFE0'", ", encoding", ", 'binary'"),
+                "22023",
+                "a binary body is hexadecimal digits, two an octet: 5 digits is not a whole number of octets",
+            ),
+            case(
+                insert(to, "NULL", "'0x12'", ", encoding", ", 'binary'"),
+                "22023",
+                "body cannot be encoded in binary: character 'x' (U+0078) at position 2",
             ),
         ],
     )

@@ -65,6 +65,10 @@ async fn segment_counts() {
     assert_eq!(segments(&c, &a(100), Some("ucs2")).await, 2);
     assert_eq!(segments(&c, &"é".repeat(140), Some("latin1")).await, 1);
     assert_eq!(segments(&c, &"é".repeat(141), Some("latin1")).await, 2);
+    // 8-bit data in hexadecimal digits: 140 octets single, 134 per part.
+    assert_eq!(segments(&c, &"0f".repeat(140), Some("binary")).await, 1);
+    assert_eq!(segments(&c, &"0F".repeat(141), Some("binary")).await, 2);
+    assert_eq!(segments(&c, &"0f".repeat(269), Some("binary")).await, 3);
 }
 
 #[tokio::test]
@@ -75,7 +79,7 @@ async fn segment_errors() {
         expect_error(&c, "SELECT smsbus.sms_segments('hi', 'utf8')").await,
         (
             "22023".into(),
-            "unknown encoding \"utf8\" (expected gsm7, ucs2 or latin1)".into()
+            "unknown encoding \"utf8\" (expected gsm7, ucs2, latin1 or binary)".into()
         )
     );
     assert_eq!(

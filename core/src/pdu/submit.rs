@@ -15,8 +15,6 @@ const MTI_SUBMIT: u8 = 0x01;
 const VPF_RELATIVE: u8 = 0x10;
 const SRR: u8 = 0x20;
 const UDHI: u8 = 0x40;
-const DCS_GSM7: u8 = 0x00;
-const DCS_UCS2: u8 = 0x08;
 
 /// What an SMS-SUBMIT carries besides its destination and text.
 #[derive(Clone, Debug, Default)]
@@ -59,7 +57,8 @@ pub fn relative_validity(minutes: u32) -> u8 {
 }
 
 /// The SMS-SUBMITs for `body` to `to`. Latin-1 has no TP-DCS of its own:
-/// such a body goes as UCS-2, which carries every Latin-1 character.
+/// such a body goes as UCS-2, which carries every Latin-1 character. A
+/// binary body goes as 8-bit data (TP-DCS 0x04).
 pub fn build(
     to: &Address,
     body: &str,
@@ -94,10 +93,9 @@ pub fn build(
             let mut tpdu = vec![first, 0x00];
             tpdu.extend(&destination);
             tpdu.push(0x00); // TP-PID: plain short message
-            tpdu.push(match encoding {
-                Encoding::Gsm7 => DCS_GSM7,
-                _ => DCS_UCS2,
-            });
+                             // TP-DCS, general coding group, uncompressed, no class: the
+                             // same values as SMPP's data_coding 0, 8 and 4.
+            tpdu.push(encoding.data_coding());
             if let Some(minutes) = options.validity_minutes {
                 tpdu.push(relative_validity(minutes));
             }
@@ -115,7 +113,7 @@ pub fn build(
 }
 
 /// TP-UDL and TP-UD of one part: septets (header included) for GSM 7-bit,
-/// octets for UCS-2.
+/// octets for UCS-2 and 8-bit data.
 fn user_data(
     part: &str,
     encoding: Encoding,
@@ -143,7 +141,7 @@ fn user_data(
             header_septets + text.len()
         }
         _ => {
-            out.extend(part.encode_utf16().flat_map(u16::to_be_bytes));
+            out.extend(text::octets(part, encoding)?);
             out.len()
         }
     };
@@ -243,5 +241,25 @@ mod tests {
         let pdus = build(&to, "é", Encoding::Latin1, &SubmitOptions::default()).unwrap();
         assert_eq!(pdus[0].hex(), "0001000B916407281553F800080200E9");
         assert!(build(&to, "Привет", Encoding::Gsm7, &SubmitOptions::default()).is_err());
+    }
+
+    #[test]
+    fn binary_goes_as_eight_bit_data() {
+        // A vCard port header (TS 23.040 §9.2.3.24.4: IEI 05, ports 0x23F4
+        // from 0) with two octets of data, TP-DCS 0x04, TP-UDL in octets.
+        let to = destination("+46708251358").unwrap();
+        let body = "06050423F40000CAFE";
+        let pdus = build(&to, body, Encoding::Binary, &SubmitOptions::default()).unwrap();
+        assert_eq!(
+            pdus[0].hex(),
+            "0001000B916407281553F800040906050423F40000CAFE"
+        );
+        let long = "AB".repeat(200);
+        let pdus = build(&to, &long, Encoding::Binary, &SubmitOptions::default()).unwrap();
+        assert_eq!(pdus.len(), 2);
+        let udl_at = 1 + 2 + 8 + 2;
+        assert_eq!(pdus[0].octets[udl_at], 140, "6 header octets + 134");
+        assert_eq!(pdus[1].octets[udl_at], 6 + 66);
+        assert!(build(&to, "ABC", Encoding::Binary, &SubmitOptions::default()).is_err());
     }
 }

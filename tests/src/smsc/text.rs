@@ -88,6 +88,8 @@ pub fn decode(
             // sender split it wrongly: show that as U+FFFD, as a phone would.
             String::from_utf16_lossy(&units)
         }
+        // 8-bit data, recorded as its hexadecimal digits, as smsbus keeps it.
+        2 | 4 => payload.iter().map(|b| format!("{b:02x}")).collect(),
         other => {
             return Err(format!("data_coding {other} is not text"));
         }
@@ -256,24 +258,13 @@ impl InboundText {
 }
 
 pub fn data_coding(encoding: Encoding) -> DataCoding {
-    match encoding {
-        Encoding::Gsm7 => DataCoding::McSpecific,
-        Encoding::Ucs2 => DataCoding::Ucs2,
-        Encoding::Latin1 => DataCoding::Latin1,
-    }
+    DataCoding::from(encoding.data_coding())
 }
 
 /// The octets of `text` in `encoding` (GSM 7-bit unpacked, one septet per
 /// octet, as SMPP carries it).
 pub fn encode(text: &str, encoding: Encoding) -> Result<Vec<u8>, String> {
-    match encoding {
-        Encoding::Gsm7 => gsm7::encode(text).map_err(|c| format!("{c:?} is not GSM 7-bit")),
-        Encoding::Ucs2 => Ok(text.encode_utf16().flat_map(u16::to_be_bytes).collect()),
-        Encoding::Latin1 => text
-            .chars()
-            .map(|c| u8::try_from(u32::from(c)).map_err(|_| format!("{c:?} is not Latin-1")))
-            .collect(),
-    }
+    smsbus_core::text::octets(text, encoding).map_err(|e| e.to_string())
 }
 
 /// An address with its TON: `+` numbers are international.

@@ -3,7 +3,8 @@
 //! Delivery receipts come back to it from the durable outbox, in order,
 //! once per acknowledgement, across unbinds and killed workers.
 //!
-//! - [`binds`], [`submissions`], [`receipts`], [`operations`]: the tests;
+//! - [`binds`], [`submissions`], [`codings`], [`receipts`], [`operations`]:
+//!   the tests;
 //! - here: what they share: a client over real TCP, PDUs, an account and
 //!   a listener.
 
@@ -33,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 mod binds;
+mod codings;
 mod operations;
 mod receipts;
 mod submissions;

@@ -533,3 +533,68 @@ async fn two_parts(client: &mut Client) -> Vec<(u32, Vec<u8>)> {
     }
     got
 }
+
+#[tokio::test]
+async fn an_account_that_asks_gets_a_receipt_for_each_part_with_its_own_outcome() {
+    // The SMSC says UNDELIV for every second part: of each two-part
+    // message, the first part is delivered and the second is not.
+    let sim = smsc(Behaviour {
+        undeliverable_every: 2,
+        ..Behaviour::default()
+    })
+    .await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let port = free_port();
+    account_and_listener(&c, port, ", channel = 'kpn', report_parts = 'each'").await;
+    let worker = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let mut client = connect(port).await;
+    let bound = call(&mut client, 1, bind("secret1")).await;
+    assert_eq!(bound.status(), CommandStatus::EsmeRok);
+    let long = |to: &str| {
+        let mut pdu = with_receipt(submit(to, ""));
+        pdu.push_tlv(MessageSubmissionRequestTlvValue::MessagePayload(
+            MessagePayload::new(AnyOctetString::from("p".repeat(200).into_bytes())),
+        ));
+        pdu
+    };
+
+    let each = submitted_id(&call(&mut client, 2, long("31612345678")).await);
+    wait_for(&c, &[each], &["notdelivered"], FINAL, &worker).await;
+    let first = next_receipt(&mut client).await;
+    acknowledge(&mut client, &first).await;
+    let second = next_receipt(&mut client).await;
+    acknowledge(&mut client, &second).await;
+    assert_eq!((first.id, second.id), (each, each));
+    assert!(
+        first.text.contains("sub:001 dlvrd:001 ") && first.text.contains("stat:DELIVRD"),
+        "{}",
+        first.text
+    );
+    assert!(
+        second.text.contains("sub:001 dlvrd:000 ") && second.text.contains("stat:UNDELIV"),
+        "{}",
+        second.text
+    );
+
+    // By default one receipt speaks for the whole message.
+    c.execute(
+        "UPDATE smsbus.account SET report_parts = 'message' WHERE name = 'acme'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let whole = submitted_id(&call(&mut client, 3, long("31612345679")).await);
+    wait_for(&c, &[whole], &["notdelivered"], FINAL, &worker).await;
+    let only = next_receipt(&mut client).await;
+    acknowledge(&mut client, &only).await;
+    assert_eq!(only.id, whole);
+    assert!(
+        only.text.contains("sub:002 dlvrd:000 ") && only.text.contains("stat:UNDELIV"),
+        "{}",
+        only.text
+    );
+    let none = tokio::time::timeout(Duration::from_millis(500), client.next()).await;
+    assert!(none.is_err(), "one receipt only: {none:?}");
+}

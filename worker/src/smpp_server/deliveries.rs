@@ -305,6 +305,8 @@ impl Deliveries {
                         from_address: r.try_get("from_address")?,
                         to_address: r.try_get("to_address")?,
                         body: r.try_get::<_, Option<String>>("body")?.unwrap_or_default(),
+                        binary: r.try_get::<_, Option<String>>("encoding")?.as_deref()
+                            == Some("binary"),
                         attempts: r.try_get("attempts")?,
                     })
                 } else {
@@ -319,6 +321,7 @@ impl Deliveries {
                         error_code: r.try_get("error_code")?,
                         sample: r.try_get("sample")?,
                         segments: r.try_get("segments")?,
+                        part: r.try_get("part")?,
                         attempts: r.try_get("attempts")?,
                     })
                 })

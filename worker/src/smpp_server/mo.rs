@@ -1,7 +1,7 @@
 //! An inbound (mobile-originated) message given to an account, as the
 //! `deliver_sm` its receiver bind gets: from the handset to the number it
 //! was sent to, in GSM 7-bit when every character has a code there, else
-//! UCS-2; one that does not fit one part (160 septets, 140 octets) goes
+//! UCS-2, and 8-bit data as the octets it came as; one that does not fit one part (160 septets, 140 octets) goes
 //! whole in `message_payload`, or in parts with a concatenation UDH or
 //! the SAR TLVs, as the account's `long_message` says.
 
@@ -11,7 +11,7 @@ use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
 use rusmpp::types::{AnyOctetString, OctetString};
 use rusmpp::values::{DataCoding, EsmClass, MessagePayload};
 use smsbus_core::gsm7;
-use smsbus_core::text::{split_after_header, Encoding, CONCAT_HEADER_OCTETS};
+use smsbus_core::text::{octets, split_after_header, Encoding, CONCAT_HEADER_OCTETS};
 
 use super::receipt::deliver_sm;
 
@@ -22,6 +22,8 @@ pub struct Inbound {
     pub from_address: Option<String>,
     pub to_address: Option<String>,
     pub body: String,
+    /// The body is 8-bit data in hexadecimal digits.
+    pub binary: bool,
     pub attempts: i32,
 }
 
@@ -53,7 +55,9 @@ impl LongMessage {
 impl Inbound {
     /// The deliver_sm that carry the message: one, or one per part.
     pub fn pdus(&self, long: LongMessage) -> Vec<DeliverSm> {
-        let encoding = if gsm7::encode(&self.body).is_ok() {
+        let encoding = if self.binary {
+            Encoding::Binary
+        } else if gsm7::encode(&self.body).is_ok() {
             Encoding::Gsm7
         } else {
             Encoding::Ucs2
@@ -107,24 +111,21 @@ impl Inbound {
     }
 
     fn pdu(&self, encoding: Encoding, esm_class: u8) -> DeliverSmBuilder {
-        let data_coding = match encoding {
-            Encoding::Gsm7 => DataCoding::McSpecific,
-            _ => DataCoding::Ucs2,
-        };
         // esm_class given: rusmpp's builder would default to another kind.
         deliver_sm(self.from_address.as_deref(), self.to_address.as_deref())
             .esm_class(EsmClass::from(esm_class))
-            .data_coding(data_coding)
+            .data_coding(DataCoding::from(encoding.data_coding()))
     }
 }
 
-/// GSM 7-bit as unpacked septets, one an octet, as SMPP carries it; or
-/// UCS-2, big-endian.
+/// GSM 7-bit as unpacked septets, one an octet, as SMPP carries it;
+/// UCS-2, big-endian; or 8-bit data. What a channel recorded as binary
+/// but is not whole hexadecimal octets goes as the UCS-2 of its text,
+/// never not at all.
 fn encode(text: &str, encoding: Encoding) -> Vec<u8> {
-    match encoding {
-        Encoding::Gsm7 => gsm7::encode(text).unwrap_or_default(),
-        _ => text.encode_utf16().flat_map(u16::to_be_bytes).collect(),
-    }
+    octets(text, encoding)
+        .or_else(|_| octets(text, Encoding::Ucs2))
+        .unwrap_or_default()
 }
 
 fn short(data: Vec<u8>) -> OctetString<0, 255> {
@@ -143,8 +144,31 @@ mod tests {
             from_address: Some("+31612345678".into()),
             to_address: Some("1234".into()),
             body: body.into(),
+            binary: false,
             attempts: 1,
         }
+    }
+
+    #[test]
+    fn eight_bit_data_goes_as_its_octets() {
+        let message = Inbound {
+            binary: true,
+            ..inbound("0b0504158100000102")
+        };
+        let pdu = message.pdus(LongMessage::Payload).remove(0);
+        assert_eq!(pdu.data_coding, DataCoding::from(0x04));
+        assert_eq!(
+            pdu.short_message().as_ref(),
+            &[0x0B, 0x05, 0x04, 0x15, 0x81, 0x00, 0x00, 0x01, 0x02]
+        );
+        let long = Inbound {
+            binary: true,
+            ..inbound(&"ff".repeat(141))
+        };
+        let udh = long.pdus(LongMessage::Udh);
+        assert_eq!(udh.len(), 2);
+        assert_eq!(udh[0].short_message().as_ref().len(), 140);
+        assert_eq!(udh[1].short_message().as_ref().len(), 6 + 7);
     }
 
     #[test]
@@ -191,6 +215,7 @@ mod parts {
             from_address: Some("+31612345678".into()),
             to_address: Some("1234".into()),
             body: "y".repeat(200),
+            binary: false,
             attempts: 1,
         };
         let udh = message.pdus(LongMessage::Udh);

@@ -17,6 +17,7 @@ use super::smpp_time;
 use crate::channels::smpp::carried::Carried;
 use crate::channels::smpp::inbound;
 use smsbus_core::address;
+use smsbus_core::text::Encoding;
 
 /// Finds message `$1` of account `$2`, in the queue first. The final date
 /// is SMPP's absolute time in UTC (`YYMMDDhhmmsstnnp`, §7.1.1.1).
@@ -236,11 +237,8 @@ pub async fn replace_sm(
     } else {
         let carried = Carried {
             esm_class: 0,
-            data_coding: match encoding.as_str() {
-                "ucs2" => 0x08,
-                "latin1" => 0x03,
-                _ => 0x00,
-            },
+            // The new text is in the message's own encoding.
+            data_coding: encoding.parse().map_or(0x00, Encoding::data_coding),
             source: "",
             source_ton: 0,
             destination: "",

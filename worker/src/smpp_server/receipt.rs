@@ -29,6 +29,9 @@ pub struct Receipt {
     pub error_code: String,
     pub sample: String,
     pub segments: i32,
+    /// The part it is for (the account's report_parts 'each'); None: the
+    /// whole message.
+    pub part: Option<i16>,
     /// Times it was taken, this time included.
     pub attempts: i32,
 }
@@ -57,7 +60,12 @@ impl Receipt {
     /// The Appendix B text.
     pub fn text(&self) -> String {
         let (stat, _) = self.state();
-        let submitted = self.segments.clamp(1, 999);
+        // A part's receipt counts that one part.
+        let submitted = if self.part.is_some() {
+            1
+        } else {
+            self.segments.clamp(1, 999)
+        };
         let delivered = if stat == "DELIVRD" { submitted } else { 0 };
         format!(
             "id:{} sub:{submitted:03} dlvrd:{delivered:03} submit date:{} done date:{} stat:{stat} err:{} text:{}",
@@ -138,8 +146,31 @@ mod tests {
             error_code: error_code.into(),
             sample: "Hello there, this is".into(),
             segments: 2,
+            part: None,
             attempts: 1,
         }
+    }
+
+    #[test]
+    fn a_parts_receipt_counts_one_part() {
+        let part = Receipt {
+            part: Some(2),
+            ..receipt("notdelivered", "001")
+        };
+        assert!(
+            part.text().starts_with("id:12345 sub:001 dlvrd:000 "),
+            "{}",
+            part.text()
+        );
+        let part = Receipt {
+            part: Some(1),
+            ..receipt("delivered", "000")
+        };
+        assert!(
+            part.text().starts_with("id:12345 sub:001 dlvrd:001 "),
+            "{}",
+            part.text()
+        );
     }
 
     #[test]

@@ -179,20 +179,25 @@ fn read(request: Request<'_>) -> Result<Submission, Refusal> {
             format!("priority_flag {} is not 0-3", request.priority),
         ));
     }
+    // JIS, Cyrillic, Hebrew, pictograms, Kanji, KS C 5601: text in an
+    // alphabet smsbus does not carry, which must not travel as 8-bit data.
+    let data_coding = request.carried.data_coding;
+    if matches!(data_coding, 0x05..=0x07 | 0x09..=0x0F) {
+        return Err(refuse(
+            CommandStatus::EsmeRinvdcs,
+            format!(
+                "data_coding 0x{data_coding:02X} is an alphabet smsbus does not carry \
+                 (GSM 7-bit, IA5, Latin-1, UCS-2 or 8-bit data)"
+            ),
+        ));
+    }
     let decoded = inbound::decode(&request.carried).map_err(|e| match e {
         InboundError::OddUcs2 { .. } => refuse(CommandStatus::EsmeRinvmsglen, e.to_string()),
         _ => refuse(CommandStatus::EsmeRinvesmclass, e.to_string()),
     })?;
-    if decoded.binary {
-        return Err(refuse(
-            CommandStatus::EsmeRinvdcs,
-            format!(
-                "data_coding 0x{:02X} is not text (GSM 7-bit, IA5, Latin-1 or UCS-2)",
-                decoded.data_coding
-            ),
-        ));
-    }
+    // 8-bit data is kept as its hexadecimal digits, in the binary encoding.
     let encoding = match decoded.data_coding {
+        _ if decoded.binary => Encoding::Binary,
         0x03 => Encoding::Latin1,
         0x08 => Encoding::Ucs2,
         dc if dc & 0xF0 == 0x10 && dc & 0x0C == 0x08 => Encoding::Ucs2,
@@ -293,6 +298,32 @@ mod tests {
     }
 
     #[test]
+    fn an_alphabet_smsbus_does_not_carry_is_refused() {
+        for dc in [0x05, 0x06, 0x0E] {
+            let pdu = submit("31612345678", "ACME", DataCoding::from(dc), vec![0x41]).build();
+            assert_eq!(
+                from_submit_sm(&pdu).unwrap_err().status,
+                CommandStatus::EsmeRinvdcs
+            );
+        }
+    }
+
+    #[test]
+    fn eight_bit_data_is_kept_as_hexadecimal_digits() {
+        for dc in [0x04, 0x02, 0xF5] {
+            let pdu = submit(
+                "31612345678",
+                "ACME",
+                DataCoding::from(dc),
+                vec![0x0B, 0xFF, 0],
+            )
+            .build();
+            let s = from_submit_sm(&pdu).unwrap();
+            assert_eq!((s.body.as_str(), s.encoding), ("0bff00", Encoding::Binary));
+        }
+    }
+
+    #[test]
     fn times_and_priority_are_read() {
         let pdu = submit("31612345678", "ACME", DataCoding::McSpecific, b"x".to_vec())
             .priority_flag(PriorityFlag::from(2))
@@ -374,18 +405,6 @@ mod tests {
                 .build()
             ),
             CommandStatus::EsmeRinvesmclass
-        );
-        assert_eq!(
-            status(
-                submit(
-                    "31612345678",
-                    "ACME",
-                    DataCoding::OctetUnspecified,
-                    vec![1, 2]
-                )
-                .build()
-            ),
-            CommandStatus::EsmeRinvdcs
         );
         assert_eq!(
             status(plain().priority_flag(PriorityFlag::from(7)).build()),

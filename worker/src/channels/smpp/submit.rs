@@ -13,9 +13,8 @@ use rusmpp::values::{
     DataCoding, EsmClass, MessagePayload, Npi, PriorityFlag, RegisteredDelivery, ServiceType, Ton,
 };
 use smsbus_core::address;
-use smsbus_core::gsm7;
 use smsbus_core::text::{
-    split_after_header, Encoding, CONCAT16_HEADER_OCTETS, CONCAT_HEADER_OCTETS,
+    octets, split_after_header, Encoding, CONCAT16_HEADER_OCTETS, CONCAT_HEADER_OCTETS,
 };
 
 use super::config::{LongMessage, SmppConfig};
@@ -140,28 +139,13 @@ fn wire_encoding(message: &OutMessage, config: &SmppConfig) -> Encoding {
 }
 
 fn data_coding(encoding: Encoding) -> DataCoding {
-    match encoding {
-        Encoding::Gsm7 => DataCoding::McSpecific,
-        Encoding::Ucs2 => DataCoding::Ucs2,
-        Encoding::Latin1 => DataCoding::Latin1,
-    }
+    DataCoding::from(encoding.data_coding())
 }
 
 /// The octets of `text`: GSM 7-bit unpacked (one septet per octet, as SMPP
-/// carries data_coding 0), UTF-16BE, or Latin-1.
+/// carries data_coding 0), UTF-16BE, Latin-1, or a binary body's octets.
 fn encode(text: &str, encoding: Encoding) -> Result<Vec<u8>, BuildError> {
-    match encoding {
-        Encoding::Gsm7 => {
-            gsm7::encode(text).map_err(|c| fail(format!("{c:?} is not in the GSM 7-bit alphabet")))
-        }
-        Encoding::Ucs2 => Ok(text.encode_utf16().flat_map(u16::to_be_bytes).collect()),
-        Encoding::Latin1 => text
-            .chars()
-            .map(|c| {
-                u8::try_from(u32::from(c)).map_err(|_| fail(format!("{c:?} is not in Latin-1")))
-            })
-            .collect(),
-    }
+    octets(text, encoding).map_err(|e| fail(e.to_string()))
 }
 
 type Addr = (COctetString<1, 21>, Ton, Npi);
