@@ -1437,6 +1437,9 @@ CREATE TABLE account (
     -- for each part with that part's own outcome.
     report_parts    text NOT NULL DEFAULT 'message'
                     CONSTRAINT account_report_parts CHECK (report_parts IN ('message', 'each')),
+    -- Send its messages' parts on with the user data headers it gave them
+    -- (message.client_parts), instead of the channel's own.
+    keep_udh        boolean NOT NULL DEFAULT false,
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
@@ -1509,13 +1512,13 @@ $$;
 CREATE TRIGGER account_check BEFORE INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        long_message, report_parts, description, created_at, updated_at
+        long_message, report_parts, keep_udh, description, created_at, updated_at
     ON account
     FOR EACH ROW EXECUTE FUNCTION _account_check();
 CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        long_message, report_parts, description, created_at, updated_at
+        long_message, report_parts, keep_udh, description, created_at, updated_at
     OR DELETE OR TRUNCATE ON account
     FOR EACH STATEMENT EXECUTE FUNCTION _account_changed();
 
@@ -2092,6 +2095,8 @@ COMMENT ON COLUMN smpp_bind.window_in_use IS 'Submissions waiting for their subm
 -- Delivery receipts to accounts (sql/smpp_outbox.sql).
 ALTER TABLE message ADD COLUMN receipts smallint;
 ALTER TABLE message_archive ADD COLUMN receipts smallint;
+ALTER TABLE message ADD COLUMN client_parts jsonb;
+ALTER TABLE message_archive ADD COLUMN client_parts jsonb;
 -- What must reach an account's receiver binds as deliver_sm: delivery
 -- receipts, written in the transaction that gave a message its final
 -- status, and inbound messages given to the account, written when their
@@ -2138,10 +2143,11 @@ CREATE UNIQUE INDEX smpp_outbox_inbound ON smpp_outbox (message_id) WHERE kind =
 CREATE INDEX smpp_outbox_account ON smpp_outbox (account, id);
 CREATE INDEX smpp_outbox_expires ON smpp_outbox (expires_at);
 
-GRANT SELECT (report_keep, long_message, report_parts), INSERT (report_keep, long_message, report_parts),
-      UPDATE (report_keep, long_message, report_parts)
+GRANT SELECT (report_keep, long_message, report_parts, keep_udh),
+      INSERT (report_keep, long_message, report_parts, keep_udh),
+      UPDATE (report_keep, long_message, report_parts, keep_udh)
     ON account TO smsbus_admin;
-GRANT SELECT (report_keep, long_message, report_parts) ON account TO smsbus_worker;
+GRANT SELECT (report_keep, long_message, report_parts, keep_udh) ON account TO smsbus_worker;
 GRANT SELECT, DELETE ON smpp_outbox TO smsbus_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;
 SELECT pg_catalog.pg_extension_config_dump('smsbus.smpp_outbox'::regclass, '');
@@ -2165,7 +2171,7 @@ AS $$
         FROM smsbus.message m
         JOIN smsbus.account a ON a.name = m.account
         LEFT JOIN smsbus.message_part p
-               ON p.message_id = m.id AND a.report_parts = 'each' AND m.segments > 1 AND m.status <> 'sent'
+               ON p.message_id = m.id AND a.report_parts = 'each' AND m.status <> 'sent'
         WHERE m.id = ANY (p_ids)
     ), queued AS (
         INSERT INTO smsbus.smpp_outbox (account, message_id, part, status, to_address, from_address, submitted_at,
@@ -2294,7 +2300,9 @@ REVOKE ALL ON FUNCTION _queue_receipts(bigint[]), _queue_inbound(bigint), _claim
     FROM PUBLIC;
 COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
 COMMENT ON COLUMN account.long_message IS 'How long inbound messages go to it: payload (whole, in message_payload), udh or sar (in parts).';
+COMMENT ON COLUMN account.keep_udh IS 'Send its messages on in the parts it sent, each with its own user data header (message.client_parts), over SMPP channels.';
 COMMENT ON COLUMN account.report_parts IS 'Receipts for a message sent in parts: message (one, for the whole) or each (one per part, with its own outcome).';
+COMMENT ON COLUMN message.client_parts IS 'The parts its account sent it in, kept when the account passes them through (keep_udh): [{"udh": hex, "chars": n}], n characters of body each; null: the channel cuts its own.';
 COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes, +16 an intermediate one when sent; null none.';
 
 -- Credit and daily limits of accounts (sql/accounts.sql).

@@ -42,13 +42,13 @@ $$;
 CREATE TRIGGER account_check BEFORE INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        long_message, report_parts, description, created_at, updated_at
+        long_message, report_parts, keep_udh, description, created_at, updated_at
     ON account
     FOR EACH ROW EXECUTE FUNCTION _account_check();
 CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        long_message, report_parts, description, created_at, updated_at
+        long_message, report_parts, keep_udh, description, created_at, updated_at
     OR DELETE OR TRUNCATE ON account
     FOR EACH STATEMENT EXECUTE FUNCTION _account_changed();
 

@@ -28,6 +28,7 @@ COMMENT ON COLUMN message.delivered_at IS 'When its delivery report said deliver
 COMMENT ON COLUMN message.received_at IS 'When an inbound message arrived.';
 COMMENT ON COLUMN message.claimed_by IS 'The worker whose channel holds it while sending (system).';
 COMMENT ON COLUMN message.claimed_until IS 'When that worker''s lease ends (system).';
+COMMENT ON COLUMN message.client_parts IS 'The parts its account sent it in, kept when the account passes them through (keep_udh): [{"udh": hex, "chars": n}], n characters of body each; null: the channel cuts its own.';
 COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes, +16 an intermediate one when sent; null none.';
 COMMENT ON COLUMN message.account IS 'The account that submitted it (over SMPP); null for messages written in SQL.';
 
@@ -47,6 +48,7 @@ COMMENT ON COLUMN account.channel IS 'The channel its messages go to; null lets 
 COMMENT ON COLUMN account.message_id_format IS 'How it is told message ids: dec or hex.';
 COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
 COMMENT ON COLUMN account.long_message IS 'How long inbound messages go to it: payload (whole, in message_payload), udh or sar (in parts).';
+COMMENT ON COLUMN account.keep_udh IS 'Send its messages on in the parts it sent, each with its own user data header (message.client_parts), over SMPP channels.';
 COMMENT ON COLUMN account.report_parts IS 'Receipts for a message sent in parts: message (one, for the whole) or each (one per part, with its own outcome).';
 
 COMMENT ON COLUMN smpp_server.name IS 'The listener''s name, as smpp_bind.server shows it.';

@@ -105,6 +105,9 @@ CREATE TABLE account (
     -- for each part with that part's own outcome.
     report_parts    text NOT NULL DEFAULT 'message'
                     CONSTRAINT account_report_parts CHECK (report_parts IN ('message', 'each')),
+    -- Send its messages' parts on with the user data headers it gave them
+    -- (message.client_parts), instead of the channel's own.
+    keep_udh        boolean NOT NULL DEFAULT false,
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
@@ -277,7 +280,11 @@ CREATE TABLE message (
     -- The delivery receipts its account asked for (SMPP registered_delivery):
     -- bits 1-0 1 every final outcome, 2 failures, 3 successes; bit 4 (16)
     -- an intermediate one when sent; null none.
-    receipts        smallint
+    receipts        smallint,
+    -- The parts a client sent it in, for an account that passes their user
+    -- data headers through (account.keep_udh): [{"udh": hex, "chars": n}],
+    -- in order, n the part's characters of body; null: channels cut their own.
+    client_parts    jsonb
     -- No CHECK constraints: PostgreSQL compiles them again for every
     -- statement, a twentieth of a single-row INSERT. The row triggers
     -- check what they would: direction is 'out' or 'in', and an outbound
@@ -519,13 +526,13 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON channel, route, block, archiving, messag
 -- Accounts: everything but the password's hash, which only
 -- smsbus.set_password writes and smsbus._verify_password reads.
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts, description,
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts, keep_udh, description,
               created_at, updated_at),
       INSERT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts,
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts, keep_udh,
               description),
       UPDATE (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts,
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts, keep_udh,
               description),
       DELETE
     ON account TO smsbus_admin;
@@ -541,7 +548,7 @@ GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
 GRANT SELECT ON channel, smpp_server TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_bind TO smsbus_worker;
 GRANT SELECT (name, enabled, bind_types, max_binds, allowed_ips, allowed_sources, default_source, throughput,
-              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts,
+              deliver_window, credit, daily_limit, channel, message_id_format, report_keep, long_message, report_parts, keep_udh,
               updated_at)
     ON account TO smsbus_worker;
 GRANT SELECT, INSERT, UPDATE, DELETE ON smpp_outbox TO smsbus_worker;

@@ -14,8 +14,9 @@
 -- Writes the receipts that messages `p_ids` are owed for their status now
 -- (their account asked for them: every final outcome, failures only, or
 -- successes only; and, with bit 4 of registered_delivery, an intermediate
--- one when the provider took the message), and wakes the accounts' binds. Runs in the owner
--- context, for whoever changed the messages.
+-- one when the provider took the message), one for each part submitted
+-- where the account asks (report_parts 'each'), and wakes the accounts'
+-- binds. Runs in the owner context, for whoever changed the messages.
 CREATE FUNCTION _queue_receipts(p_ids bigint[]) RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, smsbus, pg_temp
@@ -35,7 +36,7 @@ AS $$
         FROM smsbus.message m
         JOIN smsbus.account a ON a.name = m.account
         LEFT JOIN smsbus.message_part p
-               ON p.message_id = m.id AND a.report_parts = 'each' AND m.segments > 1 AND m.status <> 'sent'
+               ON p.message_id = m.id AND a.report_parts = 'each' AND m.status <> 'sent'
         WHERE m.id = ANY (p_ids)
     ), queued AS (
         INSERT INTO smsbus.smpp_outbox (account, message_id, part, status, to_address, from_address, submitted_at,

@@ -69,6 +69,7 @@ pub fn smpp_server_pdus(data: &[u8]) {
         hex_ids,
         deliver_window: 10,
         long_message: crate::smpp_server::mo::LongMessage::Payload,
+        keep_udh: true,
     });
     let now = Instant::now();
     let mut parts: Assembler<u32> = Assembler::new(PART_TIMEOUT);

@@ -28,6 +28,8 @@ pub struct SubmittedPart {
     pub concat: Option<ConcatInfo>,
     /// "single", "udh8", "udh16", "sar" or "payload".
     pub how: &'static str,
+    /// The user data header as it came (UDHL first); empty without UDHI.
+    pub udh: Vec<u8>,
 }
 
 /// A complete message: one part, or every part of a concatenated one.

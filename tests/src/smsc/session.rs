@@ -245,6 +245,7 @@ fn submit_sm(
                 text,
                 concat,
                 how,
+                udh: user_data_header(u8::from(submit.esm_class), submit.short_message()),
             };
             let wants_report = part.registered_delivery & 0x03 != 0;
             let outcome = if every(n, behaviour.undeliverable_every) {
@@ -504,5 +505,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             let _ = write.shutdown().await;
             return;
         }
+    }
+}
+
+/// The user data header a short_message starts with when UDHI is set.
+fn user_data_header(esm_class: u8, short_message: &[u8]) -> Vec<u8> {
+    match short_message.first() {
+        Some(&length) if esm_class & 0x40 != 0 => {
+            short_message[..(usize::from(length) + 1).min(short_message.len())].to_vec()
+        }
+        _ => Vec::new(),
     }
 }

@@ -327,3 +327,97 @@ async fn submit_multi_makes_a_message_per_destination_and_names_those_refused() 
     let answer = call(&mut client, 3, multi(vec![sme("12ab")])).await;
     assert_eq!(answer.status(), CommandStatus::EsmeRinvdstadr);
 }
+
+/// A port-addressing header (a vCard, to port 9204).
+const PORT_HEADER: [u8; 7] = [6, 5, 4, 0x23, 0xF4, 0, 0];
+
+/// A text in two parts the client cut itself (it would fit one), and
+/// 8-bit data with a port-addressing header: their ids.
+async fn send_parts_and_port_addressed(client: &mut Client, base: u32) -> (i64, i64) {
+    let mut data = PORT_HEADER.to_vec();
+    data.extend([0xCA, 0xFE]);
+    let port_addressed = SubmitSm::builder()
+        .source_addr(COctetString::from_str("ACME").unwrap())
+        .dest_addr_ton(Ton::International)
+        .destination_addr(COctetString::from_str("31612345670").unwrap())
+        .esm_class(EsmClass::from(0x40))
+        .data_coding(DataCoding::from(4))
+        .short_message(OctetString::from_vec(data).unwrap())
+        .build();
+    client
+        .send(Command::new(
+            CommandStatus::EsmeRok,
+            base,
+            udh_part(0x42, 2, 1, "First part, "),
+        ))
+        .await
+        .unwrap();
+    let text = submitted_id(&call(client, base + 1, udh_part(0x42, 2, 2, "second part.")).await);
+    assert_eq!(submitted_id(&next(client).await), text);
+    let binary = submitted_id(&call(client, base + 2, port_addressed).await);
+    (text, binary)
+}
+
+#[tokio::test]
+async fn an_account_that_keeps_its_udh_has_its_parts_sent_on_as_they_came() {
+    let sim = smsc(Behaviour::default()).await;
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    add_channel(&c, "kpn", &smpp_config(&sim, json!({}))).await;
+    let port = free_port();
+    account_and_listener(&c, port, ", channel = 'kpn', keep_udh = true").await;
+    let worker = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let port_header = PORT_HEADER;
+    let mut client = connect(port).await;
+    assert_eq!(
+        call(&mut client, 1, bind("secret1")).await.status(),
+        CommandStatus::EsmeRok
+    );
+    let (text, binary) = send_parts_and_port_addressed(&mut client, 10).await;
+    wait_for(&c, &[text, binary], &["delivered"], FINAL, &worker).await;
+    let kept: serde_json::Value = scalar(
+        &c,
+        "SELECT client_parts FROM smsbus.message WHERE id = $1",
+        &[&text],
+    )
+    .await;
+    assert_eq!(
+        kept,
+        json!([{"udh": "050003420201", "chars": 12}, {"udh": "050003420202", "chars": 12}])
+    );
+    let parts = sim.parts();
+    let sent: Vec<(Vec<u8>, &str)> = parts
+        .iter()
+        .map(|p| (p.udh.clone(), p.text.as_str()))
+        .collect();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(sent.contains(&(vec![5, 0, 3, 0x42, 2, 1], "First part, ")));
+    assert!(sent.contains(&(vec![5, 0, 3, 0x42, 2, 2], "second part.")));
+    assert!(sent.contains(&(port_header.to_vec(), "cafe")));
+
+    // Without keep_udh the channel cuts the text itself (one part here)
+    // and the port header does not travel.
+    client
+        .send(Command::new(CommandStatus::EsmeRok, 20, Pdu::Unbind))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut client).await.id(), CommandId::UnbindResp);
+    c.batch_execute("UPDATE smsbus.account SET keep_udh = false WHERE name = 'acme'")
+        .await
+        .unwrap();
+    let mut client = connect(port).await;
+    assert_eq!(
+        call(&mut client, 1, bind("secret1")).await.status(),
+        CommandStatus::EsmeRok
+    );
+    let (text, binary) = send_parts_and_port_addressed(&mut client, 30).await;
+    wait_for(&c, &[text, binary], &["delivered"], FINAL, &worker).await;
+    let parts = sim.parts();
+    let again: Vec<(Vec<u8>, &str)> = parts[3..]
+        .iter()
+        .map(|p| (p.udh.clone(), p.text.as_str()))
+        .collect();
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again.contains(&(vec![], "First part, second part.")));
+    assert!(again.contains(&(vec![], "cafe")));
+}

@@ -13,10 +13,13 @@
 //! - [`smpp`]: the SMPP driver: sessions, each a link to the provider and
 //!   a window of submissions in flight.
 //! - [`gsm`]: the GSM modem driver.
+//! - [`client_parts`]: the parts an SMPP client sent a message in, kept
+//!   with their user data headers for the SMPP channel to send as they came.
 //!
 //! A driver is an async function taking a [`ChannelContext`]; adding a kind
 //! is one folder and one arm in [`run_driver`].
 
+pub mod client_parts;
 pub mod config_json;
 pub mod gsm;
 pub mod inbox;
@@ -65,6 +68,8 @@ pub struct OutMessage {
     pub to_npi: Option<i16>,
     pub from_ton: Option<i16>,
     pub from_npi: Option<i16>,
+    /// The parts its client sent it in, to send as they came.
+    pub client_parts: Option<Vec<client_parts::ClientPart>>,
 }
 
 /// What a driver gets to work with.

@@ -26,6 +26,7 @@ use tokio_postgres::Transaction;
 
 use super::account::Account;
 use super::submission::{Refusal, Submission};
+use crate::channels::client_parts;
 
 /// Most rows in one transaction.
 const MAX_BATCH: usize = 500;
@@ -219,7 +220,7 @@ fn refusal_of(db: &tokio_postgres::error::DbError) -> Refusal {
 /// SMPP time text (`smpp_time`): a timestamptz, or `+` and an interval.
 const INSERT: &str = "
     INSERT INTO smsbus.message (account, to_address, from_address, body, encoding, channel, priority,
-                                scheduled_at, valid_until, receipts)
+                                scheduled_at, valid_until, receipts, client_parts)
     SELECT u.account, u.to_address, u.from_address, u.body, u.encoding, u.channel, u.priority,
            CASE WHEN u.scheduled IS NULL THEN now()
                 WHEN left(u.scheduled, 1) = '+' THEN now() + substr(u.scheduled, 2)::interval
@@ -227,11 +228,11 @@ const INSERT: &str = "
            CASE WHEN u.validity IS NULL THEN NULL
                 WHEN left(u.validity, 1) = '+' THEN now() + substr(u.validity, 2)::interval
                 ELSE u.validity::timestamptz END,
-           u.receipts
+           u.receipts, u.client_parts::jsonb
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int2[],
-                $8::text[], $9::text[], $10::int2[])
+                $8::text[], $9::text[], $10::int2[], $11::text[])
          AS u(account, to_address, from_address, body, encoding, channel, priority, scheduled, validity,
-              receipts)
+              receipts, client_parts)
     RETURNING id, segments";
 
 /// Source addresses an account's pattern refuses (their ordinals, from 1).
@@ -310,14 +311,28 @@ async fn insert_batch(
         let scheduled = column(&|p| p.submission.scheduled.clone());
         let validity = column(&|p| p.submission.validity.clone());
         let receipts: Vec<Option<i16>> = taken.iter().map(|p| p.submission.receipts()).collect();
+        let client_parts = column(&|p| {
+            let parts = &p.submission.client_parts;
+            (p.account.keep_udh && !parts.is_empty())
+                .then(|| client_parts::to_json(parts).to_string())
+        });
         // RETURNING yields the rows in the order the SELECT produced
         // them, which is the order of the arrays.
         let rows = tx
             .query(
                 INSERT,
                 &[
-                    &accounts, &to, &from, &body, &encoding, &channel, &priority, &scheduled,
-                    &validity, &receipts,
+                    &accounts,
+                    &to,
+                    &from,
+                    &body,
+                    &encoding,
+                    &channel,
+                    &priority,
+                    &scheduled,
+                    &validity,
+                    &receipts,
+                    &client_parts,
                 ],
             )
             .await?;

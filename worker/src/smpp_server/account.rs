@@ -22,6 +22,8 @@ pub struct Account {
     pub deliver_window: i32,
     /// How long inbound messages go to it.
     pub long_message: super::mo::LongMessage,
+    /// Its messages go on in the parts it sent, with their headers.
+    pub keep_udh: bool,
 }
 
 impl Account {
@@ -88,7 +90,7 @@ fn refused(status: CommandStatus, reason: String) -> BindRefused {
 const ACCOUNT: &str = "
     SELECT a.enabled, a.bind_types, (a.allowed_ips IS NULL OR $2::inet <<= ANY (a.allowed_ips)) AS ip_allowed,
            a.default_source, a.allowed_sources, a.throughput, a.channel, a.message_id_format, a.deliver_window,
-           a.long_message
+           a.long_message, a.keep_udh
     FROM smsbus.account a WHERE a.name = $1";
 
 /// Checks a bind's credentials. A database error is refused with
@@ -147,5 +149,6 @@ pub async fn authenticate(
         hex_ids: row.get::<_, String>("message_id_format") == "hex",
         deliver_window: row.get("deliver_window"),
         long_message: super::mo::LongMessage::from_setting(row.get("long_message")),
+        keep_udh: row.get("keep_udh"),
     }))
 }

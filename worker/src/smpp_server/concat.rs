@@ -141,8 +141,9 @@ fn missing<T>(set: &Set<T>, total: u8) -> String {
 }
 
 /// The whole message from its parts in order: their texts one after the
-/// other, the first part's fields, UCS-2 if any part was, and every
-/// receipt any part asked for.
+/// other, the first part's fields, UCS-2 if any part was, every receipt
+/// any part asked for, and the parts with their headers when each had
+/// one and all are in one encoding (so each can go again as it came).
 fn join(parts: Vec<Submission>) -> Submission {
     let encoding = if parts.iter().any(|p| p.encoding == Encoding::Ucs2) {
         Encoding::Ucs2
@@ -151,6 +152,14 @@ fn join(parts: Vec<Submission>) -> Submission {
     };
     let registered_delivery = parts.iter().fold(0, |r, p| r | p.registered_delivery);
     let body = parts.iter().map(|p| p.body.as_str()).collect();
+    let client_parts = if parts
+        .iter()
+        .all(|p| p.encoding == encoding && p.client_parts.len() == 1)
+    {
+        parts.iter().flat_map(|p| p.client_parts.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let mut parts = parts.into_iter();
     let first = parts.next().expect("a message has parts");
     Submission {
@@ -158,6 +167,7 @@ fn join(parts: Vec<Submission>) -> Submission {
         encoding,
         registered_delivery,
         part: None,
+        client_parts,
         ..first
     }
 }
@@ -177,6 +187,7 @@ mod tests {
             validity: None,
             registered_delivery: 0,
             part: None,
+            client_parts: Vec::new(),
         }
     }
 

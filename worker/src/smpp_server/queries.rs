@@ -179,6 +179,8 @@ const LOCK: &str = "
 const REPLACE: &str = "
     UPDATE smsbus.message m
     SET body = coalesce($3, m.body),
+        -- A new text is cut anew: the client's parts were of the old one.
+        client_parts = CASE WHEN $3 IS NULL THEN m.client_parts END,
         scheduled_at = CASE WHEN $4::text IS NULL THEN m.scheduled_at
                             WHEN left($4, 1) = '+' THEN now() + substr($4, 2)::interval
                             ELSE $4::timestamptz END,

@@ -11,6 +11,7 @@ use smsbus_core::address;
 use smsbus_core::text::{self, Encoding};
 
 use super::smpp_time;
+use crate::channels::client_parts::ClientPart;
 use crate::channels::smpp::carried::Carried;
 use crate::channels::smpp::inbound::{self, InboundError, PartOf};
 
@@ -30,6 +31,10 @@ pub struct Submission {
     pub registered_delivery: u8,
     /// Which part of a long message this is ([`super::concat`]).
     pub part: Option<PartOf>,
+    /// The parts it came in with their user data headers, for an account
+    /// that passes them through (`message.client_parts`); empty when it
+    /// came without one.
+    pub client_parts: Vec<ClientPart>,
 }
 
 impl Submission {
@@ -229,7 +234,6 @@ fn read(request: Request<'_>) -> Result<Submission, Refusal> {
     Ok(Submission {
         to: to.text,
         from,
-        body: decoded.text,
         encoding,
         priority: i16::from(request.priority),
         scheduled: scheduled.map(|t| t.to_string()),
@@ -237,6 +241,15 @@ fn read(request: Request<'_>) -> Result<Submission, Refusal> {
         registered_delivery: request.registered_delivery,
         // A "part" 1 of 1 is the whole message.
         part: decoded.part.filter(|p| p.total > 1),
+        client_parts: decoded
+            .udh
+            .map(|udh| ClientPart {
+                udh,
+                chars: decoded.text.chars().count(),
+            })
+            .into_iter()
+            .collect(),
+        body: decoded.text,
     })
 }
 

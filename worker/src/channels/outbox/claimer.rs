@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Claimed, Held};
 use crate::backoff::Backoff;
-use crate::channels::{ChannelContext, OutMessage};
+use crate::channels::{client_parts, ChannelContext, OutMessage};
 
 /// Most messages one claim takes.
 const MAX_CLAIM: usize = 1000;
@@ -196,7 +196,7 @@ async fn claim(
     let statement = client
         .prepare_cached(
             "SELECT id, to_address, from_address, body, encoding, segments, priority,
-                    request_report, valid_until, to_ton, to_npi, from_ton, from_npi,
+                    request_report, valid_until, to_ton, to_npi, from_ton, from_npi, client_parts,
                     greatest(created_at, scheduled_at) AS due_at
              FROM smsbus._claim($1, $2, $3, make_interval(secs => $4))",
         )
@@ -235,6 +235,10 @@ async fn claim(
                 to_npi: r.try_get("to_npi")?,
                 from_ton: r.try_get("from_ton")?,
                 from_npi: r.try_get("from_npi")?,
+                client_parts: r
+                    .try_get::<_, Option<serde_json::Value>>("client_parts")?
+                    .as_ref()
+                    .and_then(client_parts::from_json),
             })
         })
         .collect()

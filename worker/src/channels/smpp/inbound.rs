@@ -23,6 +23,8 @@ pub struct Decoded {
     pub binary: bool,
     pub data_coding: u8,
     pub part: Option<PartOf>,
+    /// The user data header as it came (UDHL first), when UDHI was set.
+    pub udh: Option<Vec<u8>>,
 }
 
 /// What is wrong with an inbound message. Surfaces in the log, and the
@@ -63,8 +65,10 @@ pub fn decode(pdu: &Carried<'_>) -> Result<Decoded, InboundError> {
         }),
         _ => None,
     };
+    let mut udh = None;
     if pdu.esm_class & 0x40 != 0 {
         let (udh_part, rest) = split_udh(payload)?;
+        udh = Some(payload[..payload.len() - rest.len()].to_vec());
         payload = rest;
         part = udh_part.or(part);
     }
@@ -77,6 +81,7 @@ pub fn decode(pdu: &Carried<'_>) -> Result<Decoded, InboundError> {
         binary,
         data_coding,
         part: part.filter(|p| p.total > 1),
+        udh,
     })
 }
 

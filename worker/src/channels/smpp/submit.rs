@@ -1,7 +1,8 @@
 //! submit_sm PDUs from a claimed message: addresses with their TON/NPI,
 //! data coding, receipts, validity, priority, and long messages cut into
 //! parts (concatenation UDH with 8- or 16-bit reference, SAR TLVs, or one
-//! message_payload).
+//! message_payload) — or in the parts its SMPP client sent, each with the
+//! client's own header (`message.client_parts`).
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -18,7 +19,7 @@ use smsbus_core::text::{
 };
 
 use super::config::{LongMessage, SmppConfig};
-use crate::channels::OutMessage;
+use crate::channels::{client_parts, OutMessage};
 
 /// Why a message cannot be put into submit_sm PDUs: a permanent failure.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,21 @@ pub fn build(
             .build())
     };
 
+    if let Some(pieces) = message
+        .client_parts
+        .as_deref()
+        .and_then(|parts| client_parts::cut(parts, &message.body))
+    {
+        // The client's own parts, each with its own header, as it sent them.
+        return pieces
+            .into_iter()
+            .map(|(udh, text)| {
+                let mut sm = udh.to_vec();
+                sm.extend(encode(text, encoding)?);
+                template(if udh.is_empty() { 0 } else { 0x40 }, sm)
+            })
+            .collect();
+    }
     let whole = encode(&message.body, encoding)?;
     if config.long_message == LongMessage::Payload && whole.len() > 140 {
         let mut pdu = template(0, Vec::new())?;
@@ -236,7 +252,53 @@ mod tests {
             to_npi: Some(1),
             from_ton: Some(5),
             from_npi: Some(0),
+            client_parts: None,
         }
+    }
+
+    #[test]
+    fn a_clients_own_parts_go_as_they_came_while_they_match_the_body() {
+        use crate::channels::client_parts::ClientPart;
+        let mut m = message("First part, second part.");
+        m.client_parts = Some(vec![
+            ClientPart {
+                udh: vec![5, 0, 3, 0x77, 2, 1],
+                chars: 12,
+            },
+            ClientPart {
+                udh: vec![5, 0, 3, 0x77, 2, 2],
+                chars: 12,
+            },
+        ]);
+        let pdus = build(&m, &config(json!({})), SystemTime::now()).unwrap();
+        assert_eq!(pdus.len(), 2);
+        for (pdu, seq, text) in [(&pdus[0], 1, "First part, "), (&pdus[1], 2, "second part.")] {
+            assert_eq!(u8::from(pdu.esm_class), 0x40);
+            let mut expected = vec![5, 0, 3, 0x77, 2, seq];
+            expected.extend(gsm7_octets(text));
+            assert_eq!(pdu.short_message().as_ref(), expected.as_slice());
+        }
+        // A port-addressed binary message in one part keeps its header.
+        let mut port = message("CAFE");
+        port.encoding = Encoding::Binary;
+        port.client_parts = Some(vec![ClientPart {
+            udh: vec![6, 5, 4, 0x23, 0xF4, 0, 0],
+            chars: 4,
+        }]);
+        let pdus = build(&port, &config(json!({})), SystemTime::now()).unwrap();
+        assert_eq!(
+            pdus[0].short_message().as_ref(),
+            &[6, 5, 4, 0x23, 0xF4, 0, 0, 0xCA, 0xFE]
+        );
+        // A body changed since is cut anew, with the channel's own header.
+        m.body = "Another text".into();
+        let pdus = build(&m, &config(json!({})), SystemTime::now()).unwrap();
+        assert_eq!(pdus.len(), 1);
+        assert_eq!(u8::from(pdus[0].esm_class), 0);
+    }
+
+    fn gsm7_octets(text: &str) -> Vec<u8> {
+        smsbus_core::gsm7::encode(text).unwrap()
     }
 
     fn config(extra: serde_json::Value) -> SmppConfig {
