@@ -17,6 +17,7 @@
 //! - [`modem`]: the GSM modem simulator (AT commands on a pseudo-terminal).
 //! - [`triggers`]: what trigger tests share.
 //! - [`http`]: a local HTTP endpoint for `smsbus.http`.
+//! - [`metrics`]: the worker's Prometheus endpoint, scraped.
 //! - [`worker`]: starting `smsbus-worker` as a child process.
 //! - `src/bin/bench/`: the benchmark harness (`make bench`).
 
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod db;
 pub mod fixtures;
 pub mod http;
+pub mod metrics;
 pub mod modem;
 pub mod roles;
 pub mod scenario;

@@ -2,11 +2,11 @@
 //! after messages went out, came back delivered and came in, and a
 //! trigger ran.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::json;
 use smsbus_tests::db::TestDb;
+use smsbus_tests::metrics::{sample, scrape};
 use smsbus_tests::scenario::{add_channel, send, smpp_config, smsc, wait_for, wait_link};
 use smsbus_tests::smsc::{Behaviour, InboundText};
 use smsbus_tests::worker::{eventually, Worker};
@@ -18,25 +18,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// GET /metrics; the body, or None while nothing answers.
-fn scrape(port: u16) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
-/// The value of the sample named exactly `series` (name and labels).
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@ pub const SMPP_SERVER_BINDS: &str = "smsbus_smpp_server_binds";
 pub const SMPP_SERVER_BIND_REFUSALS: &str = "smsbus_smpp_server_bind_refusals_total";
 pub const SMPP_SERVER_BATCH: &str = "smsbus_smpp_server_commit_batch_size";
 pub const SMPP_SERVER_RECEIPTS: &str = "smsbus_smpp_server_receipts_delivered_total";
+pub const SMPP_SERVER_OUTBOX: &str = "smsbus_smpp_server_outbox_depth";
 
 /// Latency buckets, in seconds: from a fast provider's milliseconds to a
 /// handset that was off for a day.
@@ -108,6 +109,10 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
     describe_counter!(
         SMPP_SERVER_RECEIPTS,
         "delivery receipts SMPP clients acknowledged, by account"
+    );
+    describe_gauge!(
+        SMPP_SERVER_OUTBOX,
+        "receipts and inbound messages waiting in smsbus.smpp_outbox, by account (the whole database's)"
     );
     describe_histogram!(
         SMPP_SERVER_BATCH,

@@ -3,8 +3,8 @@
 //! Delivery receipts come back to it from the durable outbox, in order,
 //! once per acknowledgement, across unbinds and killed workers.
 //!
-//! - [`binds`], [`submissions`], [`codings`], [`receipts`], [`operations`]:
-//!   the tests;
+//! - [`binds`], [`submissions`], [`codings`], [`receipts`], [`operations`],
+//!   [`observability`]: the tests;
 //! - here: what they share: a client over real TCP, PDUs, an account and
 //!   a listener.
 
@@ -35,6 +35,7 @@ use tokio_util::codec::Framed;
 
 mod binds;
 mod codings;
+mod observability;
 mod operations;
 mod receipts;
 mod submissions;

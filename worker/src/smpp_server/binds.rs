@@ -8,7 +8,7 @@
 //! shared among the workers that serve it, each taking the part its binds
 //! are of all the account's live binds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -223,8 +223,10 @@ impl Binds {
         Ok(())
     }
 
-    /// Keeps the binds every [`KEEP_EVERY`] until `shutdown`.
+    /// Keeps the binds every [`KEEP_EVERY`] until `shutdown`, and with
+    /// metrics on, measures the outbox.
     pub async fn keep_loop(self: Arc<Binds>, shutdown: CancellationToken) {
+        let mut waiting = HashSet::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -233,7 +235,37 @@ impl Binds {
             if let Err(e) = self.keep().await {
                 tracing::warn!("smpp server: cannot renew the open binds: {e}");
             }
+            if crate::metrics::enabled() {
+                if let Err(e) = self.measure_outbox(&mut waiting).await {
+                    tracing::warn!("smpp server: cannot measure the outbox: {e}");
+                }
+            }
         }
+    }
+
+    /// Sets the outbox depth of every account with rows waiting, bound or
+    /// not, and 0 for the accounts `waiting` had that have none now.
+    async fn measure_outbox(&self, waiting: &mut HashSet<String>) -> Result<(), OpenError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT account, count(*) FROM smsbus.smpp_outbox GROUP BY account",
+                &[],
+            )
+            .await?;
+        let mut now = HashSet::with_capacity(rows.len());
+        for row in rows {
+            let (account, depth): (String, i64) = (row.get(0), row.get(1));
+            metrics::gauge!(crate::metrics::SMPP_SERVER_OUTBOX, "account" => account.clone())
+                .set(depth as f64);
+            now.insert(account);
+        }
+        for emptied in waiting.difference(&now) {
+            metrics::gauge!(crate::metrics::SMPP_SERVER_OUTBOX, "account" => emptied.clone())
+                .set(0.0);
+        }
+        *waiting = now;
+        Ok(())
     }
 }
 
