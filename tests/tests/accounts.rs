@@ -281,6 +281,12 @@ async fn receipts_and_quotas_are_out_of_reach_of_senders_and_admins() {
         "DELETE FROM smsbus.smpp_outbox",
         "INSERT INTO smsbus.message (to_address, body, account) VALUES ('+31612345678', 'x', 'acme')",
         "INSERT INTO smsbus.message (to_address, body, receipts) VALUES ('+31612345678', 'x', 1)",
+        // Headers of its own to send parts with are an SMPP client's, kept
+        // only for accounts that may (keep_udh).
+        r#"INSERT INTO smsbus.message (to_address, body, client_parts)
+           VALUES ('+31612345678', 'x', '[{"udh": "0605040B8423F0", "chars": 1}]')"#,
+        r#"UPDATE smsbus.message SET client_parts = '[]'"#,
+        "UPDATE smsbus.account SET keep_udh = true, report_parts = 'each'",
         "SELECT * FROM smsbus._claim_outbox('acme', 'me', 10, interval '1 hour')",
         "SELECT smsbus._take_account_quota(ARRAY['acme'], ARRAY[1])",
         "SELECT smsbus._queue_receipts(ARRAY[1::bigint])",
