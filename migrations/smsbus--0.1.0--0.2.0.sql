@@ -2386,6 +2386,91 @@ $$;
 GRANT EXECUTE ON FUNCTION _take_account_quota(text[], integer[]), _drop_old_account_usage() TO smsbus_worker;
 REVOKE ALL ON FUNCTION _take_account_quota(text[], integer[]), _drop_old_account_usage() FROM PUBLIC;
 
+-- The HTTP API's keys (sql/api_keys.sql).
+-- The HTTP API's keys: an account's credentials for `Authorization:
+-- Bearer`. smsbus.create_api_key makes one and shows it once; only its
+-- SHA-256 is kept (a key is 256 random bits, so neither a salt nor a slow
+-- hash would add anything), which no smsbus role may read
+-- (sql/api_keys.sql).
+CREATE TABLE api_key (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account     text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    key_hash    bytea NOT NULL CONSTRAINT api_key_hash_unique UNIQUE,
+    -- The key's first characters, to tell keys apart in lists and logs.
+    prefix      text NOT NULL,
+    -- What it may do: send (create and cancel messages), read (messages,
+    -- channels, the queue), admin (the status page).
+    scopes      text[] NOT NULL DEFAULT '{send,read}'
+                CONSTRAINT api_key_scopes CHECK (
+                    cardinality(scopes) > 0 AND scopes <@ ARRAY['send', 'read', 'admin']),
+    -- Where it may be used from (null: anywhere).
+    allowed_ips cidr[],
+    enabled     boolean NOT NULL DEFAULT true,
+    description text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX api_key_account ON api_key (account);
+COMMENT ON TABLE api_key IS 'HTTP API keys of accounts: SHA-256 of each key, scopes, address ranges.';
+-- API keys: everything but the hash; new keys only by smsbus.create_api_key.
+GRANT SELECT (id, account, prefix, scopes, allowed_ips, enabled, description, created_at),
+      UPDATE (scopes, allowed_ips, enabled, description),
+      DELETE
+    ON api_key TO smsbus_admin;
+SELECT pg_catalog.pg_extension_config_dump('smsbus.api_key'::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('smsbus.api_key', 'id')::regclass, '');
+
+-- A new key for `account`: 'sbk_' and 64 hexadecimal digits (256 bits
+-- drawn from PostgreSQL's strong random source), shown only now.
+CREATE FUNCTION create_api_key(account text, scopes text[] DEFAULT '{send,read}',
+                               allowed_ips cidr[] DEFAULT NULL, description text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+DECLARE
+    key text := 'sbk_' || encode(sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text
+                                                    || gen_random_uuid()::text, 'UTF8')), 'hex');
+BEGIN
+    IF NOT EXISTS (SELECT FROM smsbus.account a WHERE a.name = create_api_key.account) THEN
+        RAISE EXCEPTION 'account "%" does not exist', smsbus._excerpt(create_api_key.account)
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    INSERT INTO smsbus.api_key (account, key_hash, prefix, scopes, allowed_ips, description)
+    VALUES (create_api_key.account, sha256(convert_to(key, 'UTF8')), left(key, 12),
+            coalesce(create_api_key.scopes, '{send,read}'), create_api_key.allowed_ips,
+            create_api_key.description);
+    RETURN key;
+END
+$$;
+
+-- Whose `key` is: the key's id, account, scopes and address ranges, for
+-- an enabled key of an enabled account (no row otherwise). For the worker,
+-- at every HTTP request.
+CREATE FUNCTION _verify_api_key(key text)
+RETURNS TABLE (key_id bigint, account text, scopes text[], allowed_ips cidr[])
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    SELECT k.id, k.account, k.scopes, k.allowed_ips
+    FROM smsbus.api_key k
+    JOIN smsbus.account a ON a.name = k.account
+    WHERE k.key_hash = sha256(convert_to(_verify_api_key.key, 'UTF8')) AND k.enabled AND a.enabled
+$$;
+
+GRANT EXECUTE ON FUNCTION create_api_key(text, text[], cidr[], text) TO smsbus_admin;
+GRANT EXECUTE ON FUNCTION _verify_api_key(text) TO smsbus_worker;
+REVOKE ALL ON FUNCTION create_api_key(text, text[], cidr[], text), _verify_api_key(text) FROM PUBLIC;
+COMMENT ON COLUMN api_key.account IS 'The account whose key it is: requests made with it act for that account.';
+COMMENT ON COLUMN api_key.prefix IS 'The key''s first 12 characters, to tell keys apart (the key itself is not kept).';
+COMMENT ON COLUMN api_key.scopes IS 'What it may do: send (create and cancel messages), read (messages, channels, queue), admin.';
+COMMENT ON COLUMN api_key.allowed_ips IS 'Address ranges it may be used from; null: anywhere.';
+COMMENT ON COLUMN api_key.enabled IS 'A disabled key is refused (401) like an unknown one.';
+COMMENT ON FUNCTION create_api_key(text, text[], cidr[], text)
+    IS 'Makes an HTTP API key for an account and returns it, the only time it is shown (only its SHA-256 is kept).';
+
 -- A message its sender (SMPP cancel_sm) or an operator took back before it
 -- was claimed. Nothing in this script uses the value: a new enum value may
 -- not be used in the transaction that adds it.

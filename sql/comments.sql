@@ -32,6 +32,11 @@ COMMENT ON COLUMN message.client_parts IS 'The parts its account sent it in, kep
 COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes, +16 an intermediate one when sent; null none.';
 COMMENT ON COLUMN message.account IS 'The account that submitted it (over SMPP); null for messages written in SQL.';
 
+COMMENT ON COLUMN api_key.account IS 'The account whose key it is: requests made with it act for that account.';
+COMMENT ON COLUMN api_key.prefix IS 'The key''s first 12 characters, to tell keys apart (the key itself is not kept).';
+COMMENT ON COLUMN api_key.scopes IS 'What it may do: send (create and cancel messages), read (messages, channels, queue), admin.';
+COMMENT ON COLUMN api_key.allowed_ips IS 'Address ranges it may be used from; null: anywhere.';
+COMMENT ON COLUMN api_key.enabled IS 'A disabled key is refused (401) like an unknown one.';
 COMMENT ON COLUMN account.name IS 'The account''s name, its SMPP system_id: letters, digits, _ . - (15 at most).';
 COMMENT ON COLUMN account.enabled IS 'Off: it cannot bind.';
 COMMENT ON COLUMN account.password_hash IS 'Its password as a salted argon2id hash: written by smsbus.set_password, read by no role.';
@@ -117,6 +122,8 @@ COMMENT ON FUNCTION archive(interval, integer)
     IS 'Moves up to batch_size finished messages unchanged for older_than to message_archive; returns how many.';
 COMMENT ON FUNCTION set_password(text, text)
     IS 'Sets an account''s password (kept as a salted argon2id hash), or an argon2id hash as given; null removes it.';
+COMMENT ON FUNCTION create_api_key(text, text[], cidr[], text)
+    IS 'Makes an HTTP API key for an account and returns it, the only time it is shown (only its SHA-256 is kept).';
 COMMENT ON FUNCTION reroute(bigint[], status[])
     IS 'Routes resting messages (nochannel, dailylimit, or the given statuses; all or those in ids) again.';
 COMMENT ON FUNCTION explain_route(bigint)

@@ -114,6 +114,31 @@ CREATE TABLE account (
 );
 COMMENT ON TABLE account IS 'Outside clients (SMPP binds): credentials as argon2id hashes, limits, defaults.';
 
+-- The HTTP API's keys: an account's credentials for `Authorization:
+-- Bearer`. smsbus.create_api_key makes one and shows it once; only its
+-- SHA-256 is kept (a key is 256 random bits, so neither a salt nor a slow
+-- hash would add anything), which no smsbus role may read
+-- (sql/api_keys.sql).
+CREATE TABLE api_key (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account     text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    key_hash    bytea NOT NULL CONSTRAINT api_key_hash_unique UNIQUE,
+    -- The key's first characters, to tell keys apart in lists and logs.
+    prefix      text NOT NULL,
+    -- What it may do: send (create and cancel messages), read (messages,
+    -- channels, the queue), admin (the status page).
+    scopes      text[] NOT NULL DEFAULT '{send,read}'
+                CONSTRAINT api_key_scopes CHECK (
+                    cardinality(scopes) > 0 AND scopes <@ ARRAY['send', 'read', 'admin']),
+    -- Where it may be used from (null: anywhere).
+    allowed_ips cidr[],
+    enabled     boolean NOT NULL DEFAULT true,
+    description text,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX api_key_account ON api_key (account);
+COMMENT ON TABLE api_key IS 'HTTP API keys of accounts: SHA-256 of each key, scopes, address ranges.';
+
 -- Where applications bind to smsbus over SMPP. Every worker opens every
 -- enabled listener (on one host they share the port: SO_REUSEPORT), so a
 -- bound account may be served by any worker (worker/src/smpp_server/).
@@ -540,6 +565,11 @@ GRANT SELECT ON channel_state, message_event, message_part, pending_report, inbo
     smpp_bind
     TO smsbus_admin;
 GRANT SELECT, DELETE ON smpp_outbox TO smsbus_admin;
+-- API keys: everything but the hash; new keys only by smsbus.create_api_key.
+GRANT SELECT (id, account, prefix, scopes, allowed_ips, enabled, description, created_at),
+      UPDATE (scopes, allowed_ips, enabled, description),
+      DELETE
+    ON api_key TO smsbus_admin;
 GRANT SELECT, UPDATE, DELETE ON account_usage TO smsbus_admin;
 GRANT SELECT, UPDATE, DELETE ON channel_usage TO smsbus_admin;
 GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;

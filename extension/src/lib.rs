@@ -125,6 +125,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/api_keys.sql",
+    name = "api_keys",
+    requires = ["accounts"]
+);
+extension_sql_file!(
     "../../sql/smpp_server.sql",
     name = "smpp_server",
     requires = ["accounts", _restoring]
@@ -158,6 +163,7 @@ extension_sql_file!(
         "triggers",
         "send",
         "accounts",
+        "api_keys",
         "smpp_server",
         "router_explain",
         "views",

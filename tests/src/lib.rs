@@ -3,6 +3,7 @@
 //! End-to-end tests run against a real PostgreSQL 15 cluster with the
 //! extension installed (`make test` starts it and exports `SMSBUS_TEST_PG`).
 //!
+//! - [`api_client`]: a client of smsbus's HTTP API.
 //! - [`cluster`]: a cluster of a test's own, to crash and restart.
 //! - [`db`]: a fresh database per test, copied from a template that already
 //!   has the extension and dropped afterwards, so tests run in parallel.
@@ -21,6 +22,7 @@
 //! - [`worker`]: starting `smsbus-worker` as a child process.
 //! - `src/bin/bench/`: the benchmark harness (`make bench`).
 
+pub mod api_client;
 pub mod cluster;
 pub mod db;
 pub mod fixtures;

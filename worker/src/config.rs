@@ -65,6 +65,11 @@ pub struct Args {
     #[arg(long, env = "SMSBUS_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Serve the HTTP API (`/v1/...`, `/healthz`, `/readyz`) on this
+    /// address, e.g. 0.0.0.0:8080; none by default.
+    #[arg(long, env = "SMSBUS_HTTP_ADDR")]
+    pub http_addr: Option<std::net::SocketAddr>,
+
     /// Most connections the worker opens (the listener's is extra).
     #[arg(long, env = "SMSBUS_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
@@ -102,6 +107,7 @@ pub struct Config {
     pub hang_timeout: Duration,
     pub pool_size: usize,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    pub http_addr: Option<std::net::SocketAddr>,
     pub lua: crate::triggers::lua::Settings,
     pub claims: crate::channels::outbox::ClaimSettings,
 }
@@ -156,6 +162,7 @@ impl Config {
                 n => bail!("--pool-size must be between 1 and 256, not {n}"),
             },
             metrics_addr: args.metrics_addr,
+            http_addr: args.http_addr,
             claims: crate::channels::outbox::ClaimSettings {
                 min_lease: seconds("--min-lease", args.min_lease, 1.0, 86400.0)?,
                 outcome_retry_horizon: seconds(

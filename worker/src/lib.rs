@@ -13,6 +13,8 @@
 //! - [`db`]: the connection pool; every connection names its worker as the
 //!   actor of the changes it makes (`smsbus.actor`), so the trace says who.
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
+//! - [`http_api`]: the HTTP API (`--http-addr`): messages for API keys'
+//!   accounts, health and readiness.
 //! - [`listener`]: one dedicated connection that LISTENs for the database's
 //!   wake-ups and reconnects on its own; a missed notification only delays
 //!   work, because every loop also polls on a timer.
@@ -40,6 +42,7 @@ pub mod check;
 pub mod config;
 pub mod db;
 pub mod fuzzing;
+pub mod http_api;
 pub mod listener;
 pub mod maintenance;
 pub mod metrics;
@@ -106,6 +109,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         wakeups.clone(),
         shutdown.clone(),
     ));
+    if let Some(addr) = config.http_addr {
+        // Bound before the worker goes on, so a taken port stops it at once.
+        let api = http_api::bind(addr, pool.clone())
+            .await
+            .with_context(|| format!("cannot serve the HTTP API on {addr}"))?;
+        tasks.spawn(api.serve(shutdown.clone()));
+    }
     tasks.close();
 
     shutdown.cancelled().await;

@@ -1,0 +1,191 @@
+//! Sending and reading messages: 201 after commit with the row, its
+//! status whatever the router decided (here a disabled channel); 422 naming the field; the same
+//! Idempotency-Key twice is one message; an account sees only its own.
+
+use super::*;
+
+#[tokio::test]
+async fn a_message_is_created_for_the_keys_account_and_read_back() {
+    let s = serve().await;
+    let key = key(&s.c, "acme", &["send", "read"]).await;
+    let created = s
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(
+                json!({"to": "+31612345678", "body": "Hello over HTTP", "from": "ACME",
+                        "priority": 2, "custom": {"order": 7}, "batch_id": "b1"}),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let row = created.json();
+    let id = row["id"].as_i64().unwrap();
+    // The account's channel, which is disabled: the message exists, with
+    // the status the router gave it and why.
+    assert_eq!(row["channel"], "kpn", "the account's channel");
+    assert_eq!(row["status"], "nochannel");
+    assert_eq!(row["last_error"], "channel \"kpn\" is disabled");
+    assert_eq!(
+        (row["segments"].as_i64(), row["encoding"].as_str()),
+        (Some(1), Some("gsm7"))
+    );
+    // Committed before the answer: the row is there, with its account.
+    let (account, body): (String, String) = {
+        let r =
+            s.c.query_one(
+                "SELECT account, body FROM smsbus.message WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (account.as_str(), body.as_str()),
+        ("acme", "Hello over HTTP")
+    );
+
+    let shown = s
+        .call("GET", &format!("/v1/messages/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    let shown = shown.json();
+    assert_eq!(shown["id"], id);
+    assert_eq!(shown["custom"], json!({"order": 7}));
+    assert_eq!(shown["parts"], json!([]));
+    let trace = shown["trace"].as_array().unwrap();
+    assert_eq!(trace.last().unwrap()["to"], "nochannel", "{trace:?}");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_naming_the_field_and_stores_nothing() {
+    let s = serve().await;
+    let key = key(&s.c, "acme", &["send"]).await;
+    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+        ("no destination", json!({"body": "x"}), Some("to")),
+        (
+            "an unknown field",
+            json!({"to": "+31612345678", "body": "x", "colour": "red"}),
+            Some("colour"),
+        ),
+        (
+            "a bad number",
+            json!({"to": "+31 6 12ab", "body": "x"}),
+            Some("to"),
+        ),
+        (
+            "an unknown encoding",
+            json!({"to": "+31612345678", "body": "x", "encoding": "utf8"}),
+            Some("encoding"),
+        ),
+        (
+            "too long",
+            json!({"to": "+31612345678", "body": "ж".repeat(671)}),
+            Some("body"),
+        ),
+        (
+            "an unknown channel",
+            json!({"to": "+31612345678", "body": "x", "channel": "nope"}),
+            Some("channel"),
+        ),
+        (
+            "a bad time",
+            json!({"to": "+31612345678", "body": "x", "scheduled_at": "tomorrow-ish"}),
+            Some("scheduled_at or valid_until"),
+        ),
+        (
+            "a wrong type",
+            json!({"to": "+31612345678", "body": "x", "priority": "high"}),
+            None,
+        ),
+    ];
+    for (what, body, field) in cases {
+        let answer = s.call("POST", "/v1/messages", Some(&key), Some(body)).await;
+        assert_eq!(answer.status, 422, "{what}: {}", answer.body);
+        let error = &answer.json()["error"];
+        assert_eq!(error["code"], "invalid", "{what}");
+        assert_eq!(error["field"].as_str(), field, "{what}: {error}");
+        assert!(!error["message"].as_str().unwrap().is_empty(), "{what}");
+    }
+    let not_json = s
+        .call_with("POST", "/v1/messages", Some(&key), &[], Some("{not json"))
+        .await;
+    assert_eq!(not_json.status, 422, "{}", not_json.body);
+    let huge = format!(
+        r#"{{"to": "+31612345678", "body": "{}"}}"#,
+        "x".repeat(300 * 1024)
+    );
+    let too_big = s
+        .call_with("POST", "/v1/messages", Some(&key), &[], Some(&huge))
+        .await;
+    assert_eq!(too_big.status, 413, "{}", too_big.body);
+    let count: i64 = scalar(&s.c, "SELECT count(*) FROM smsbus.message", &[]).await;
+    assert_eq!(count, 0, "nothing stored");
+    // The worker is still serving.
+    let ok = s
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some(message("+31612345678", "still here")),
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_is_the_same_message_and_keys_are_per_account() {
+    let s = serve().await;
+    let acme = key(&s.c, "acme", &["send", "read"]).await;
+    let other = key(&s.c, "other", &["send", "read"]).await;
+    let retry = [("idempotency-key", "order-42")];
+    let first = s
+        .call_with(
+            "POST",
+            "/v1/messages",
+            Some(&acme),
+            &retry,
+            Some(&message("+31612345678", "once").to_string()),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = s
+        .call_with(
+            "POST",
+            "/v1/messages",
+            Some(&acme),
+            &retry,
+            Some(&message("+31612345678", "once").to_string()),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    // The same key from another account is its own message.
+    let theirs = s
+        .call_with(
+            "POST",
+            "/v1/messages",
+            Some(&other),
+            &retry,
+            Some(&message("+31612345678", "once").to_string()),
+        )
+        .await;
+    assert_eq!(theirs.status, 201, "{}", theirs.body);
+    assert_ne!(theirs.json()["id"], first.json()["id"]);
+    let stored: i64 = scalar(&s.c, "SELECT count(*) FROM smsbus.message", &[]).await;
+    assert_eq!(stored, 2);
+
+    // Another account's message is not there for this key.
+    let id = first.json()["id"].as_i64().unwrap();
+    for path in [
+        format!("/v1/messages/{id}"),
+        "/v1/messages/999999".into(),
+        "/v1/messages/abc".into(),
+    ] {
+        let hidden = s.call("GET", &path, Some(&other), None).await;
+        assert_eq!(hidden.status, 404, "{path}: {}", hidden.body);
+        assert_eq!(hidden.json()["error"]["code"], "not_found");
+    }
+}

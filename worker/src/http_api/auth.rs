@@ -1,0 +1,127 @@
+//! Who is calling: the `Authorization: Bearer <key>` of a request, looked
+//! up with `smsbus._verify_api_key` (the database keeps only the key's
+//! SHA-256), and what the key may do. An unknown, disabled or malformed
+//! key, or one of a disabled account, is 401 alike; a key used outside
+//! its address ranges or beyond its scopes is 403. The key never reaches
+//! the log, only its id.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+
+use super::error::ApiError;
+use super::Api;
+
+/// What a key may do (`api_key.scopes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Send,
+    Read,
+    Admin,
+}
+
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Send => "send",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// The account a request acts for, and its key.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub key_id: i64,
+    pub account: String,
+    scopes: Vec<String>,
+}
+
+impl Caller {
+    /// Refuses (403) what the key's scopes do not allow.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.iter().any(|s| s == scope.as_str()) {
+            Ok(())
+        } else {
+            tracing::info!(
+                key = self.key_id,
+                scope = scope.as_str(),
+                "http api: scope refused"
+            );
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key may not {}", scope.as_str()),
+            ))
+        }
+    }
+}
+
+/// The longest key looked up: ours are 68 characters; anything much
+/// longer is refused without a query.
+const LONGEST_KEY: usize = 128;
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid API key is required (Authorization: Bearer <key>)",
+    )
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    Api: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Caller, ApiError> {
+        let api = Api::from_ref(state);
+        let key = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= LONGEST_KEY)
+            .ok_or_else(unauthorized)?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let client = api.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT k.key_id, k.account, k.scopes,
+                        k.allowed_ips IS NULL OR $2::text::inet <<= ANY (k.allowed_ips) AS here
+                 FROM smsbus._verify_api_key($1) k",
+                &[&key, &peer],
+            )
+            .await
+            .map_err(|e| ApiError::unavailable("cannot check an API key", &e))?
+            .ok_or_else(unauthorized)?;
+        let caller = Caller {
+            key_id: row.get(0),
+            account: row.get(1),
+            scopes: row.get(2),
+        };
+        // A key with address ranges is refused when the peer is unknown.
+        if row.get::<_, Option<bool>>(3) != Some(true) {
+            tracing::info!(
+                key = caller.key_id,
+                ?peer,
+                "http api: key used from outside its ranges"
+            );
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this key may not be used from this address",
+            ));
+        }
+        Ok(caller)
+    }
+}

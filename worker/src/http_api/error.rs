@@ -1,0 +1,70 @@
+//! Refusals as the API answers them: a status and a JSON body
+//! `{"error": {"code", "message", "field"?}}`. Nothing else leaves: no
+//! stack traces, no SQL, no internal error texts.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// The request field the refusal is about.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn invalid(field: Option<String>, message: impl Into<String>) -> ApiError {
+        ApiError {
+            field,
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+        }
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    }
+
+    /// The database could not be used: logged here, answered without its
+    /// text.
+    pub fn unavailable(what: &str, error: &dyn std::fmt::Display) -> ApiError {
+        tracing::warn!("http api: {what}: {error}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database is not available; try again",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            error["field"] = field.into();
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> ApiError {
+        ApiError::unavailable("no database connection", &e)
+    }
+}

@@ -1,0 +1,233 @@
+//! Messages over HTTP: `POST /v1/messages` inserts one row for the key's
+//! account and answers 201 with it once committed (a message the router
+//! blocked or found no channel for exists too: 201 with that status);
+//! `GET /v1/messages/{id}` shows one of the account's messages, live or
+//! archived, with its parts and trace. Another account's message is 404,
+//! as if it did not exist.
+//!
+//! An `Idempotency-Key` header is kept as `<account>:<key>` in
+//! `message.idempotency_key`: a retry with the same key answers 200 with
+//! the first message, and accounts cannot collide or probe each other's
+//! keys.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+
+use super::auth::{Caller, Scope};
+use super::error::ApiError;
+use super::Api;
+
+/// A message to send: the fields of `smsbus.message` a sender writes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    to: String,
+    body: String,
+    from: Option<String>,
+    channel: Option<String>,
+    /// RFC 3339 (or any form PostgreSQL reads as timestamptz).
+    scheduled_at: Option<String>,
+    valid_until: Option<String>,
+    priority: Option<i16>,
+    request_report: Option<bool>,
+    encoding: Option<String>,
+    custom: Option<Value>,
+    batch_id: Option<String>,
+}
+
+/// A message as the API shows it (`m` the row).
+const MESSAGE_JSON: &str = "jsonb_build_object(
+    'id', m.id, 'status', m.status, 'direction', m.direction,
+    'to', m.to_address, 'from', m.from_address, 'body', m.body, 'channel', m.channel,
+    'encoding', m.encoding, 'segments', m.segments, 'priority', m.priority,
+    'scheduled_at', m.scheduled_at, 'valid_until', m.valid_until, 'request_report', m.request_report,
+    'custom', m.custom, 'batch_id', m.batch_id, 'last_error', m.last_error, 'routed_by', m.routed_by,
+    'created_at', m.created_at, 'updated_at', m.updated_at, 'sent_at', m.sent_at,
+    'delivered_at', m.delivered_at, 'received_at', m.received_at)";
+
+fn insert_sql() -> String {
+    format!(
+        "INSERT INTO smsbus.message AS m (account, to_address, body, from_address, channel, scheduled_at,
+                                          valid_until, priority, request_report, encoding, custom, batch_id,
+                                          idempotency_key)
+         SELECT a.name, $2::text, $3::text, $4::text, coalesce($5::text, a.channel),
+                coalesce($6::text::timestamptz, now()), $7::text::timestamptz, coalesce($8::int2, 0),
+                coalesce($9::bool, true), $10::text, $11::jsonb, $12::text, $13::text
+         FROM smsbus.account a WHERE a.name = $1
+         RETURNING {MESSAGE_JSON}"
+    )
+}
+
+fn by_key_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_JSON} FROM smsbus.message m WHERE m.idempotency_key = $1 AND m.account = $2
+         UNION ALL
+         SELECT {MESSAGE_JSON} FROM smsbus.message_archive m WHERE m.idempotency_key = $1 AND m.account = $2
+         LIMIT 1"
+    )
+}
+
+fn show_sql() -> String {
+    format!(
+        "WITH found AS (
+             SELECT {MESSAGE_JSON} AS message FROM smsbus.message m WHERE m.id = $1 AND m.account = $2
+             UNION ALL
+             SELECT {MESSAGE_JSON} FROM smsbus.message_archive m WHERE m.id = $1 AND m.account = $2
+             LIMIT 1)
+         SELECT f.message || jsonb_build_object(
+             'parts', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                    'part', p.part, 'channel', p.channel, 'reference', p.reference,
+                                    'status', p.status, 'detail', p.detail, 'submitted_at', p.submitted_at,
+                                    'reported_at', p.reported_at) ORDER BY p.part)
+                                FROM (SELECT * FROM smsbus.message_part WHERE message_id = $1
+                                      UNION ALL
+                                      SELECT * FROM smsbus.message_part_archive WHERE message_id = $1) p),
+                               '[]'::jsonb),
+             'trace', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                    'at', e.at, 'from', e.from_status, 'to', e.to_status, 'actor', e.actor,
+                                    'detail', e.detail) ORDER BY e.id)
+                                FROM smsbus.message_event e WHERE e.message_id = $1), '[]'::jsonb))
+         FROM found f"
+    )
+}
+
+/// `POST /v1/messages`.
+pub async fn create(
+    State(api): State<Api>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Send)?;
+    let new: NewMessage = serde_json::from_slice(&body).map_err(read_error)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        Some("Idempotency-Key".into()),
+                        "the Idempotency-Key header must be 1-255 visible ASCII characters",
+                    )
+                })?;
+            Some(format!("{}:{key}", caller.account))
+        }
+    };
+    let client = api.pool.get().await?;
+    let inserted = client
+        .query_opt(
+            &insert_sql(),
+            &[
+                &caller.account,
+                &new.to,
+                &new.body,
+                &new.from,
+                &new.channel,
+                &new.scheduled_at,
+                &new.valid_until,
+                &new.priority,
+                &new.request_report,
+                &new.encoding,
+                &new.custom,
+                &new.batch_id,
+                &idempotency_key,
+            ],
+        )
+        .await;
+    match inserted {
+        Ok(Some(row)) => Ok((StatusCode::CREATED, Json(row.get::<_, Value>(0))).into_response()),
+        // The account went away since its key was checked.
+        Ok(None) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the key's account no longer exists",
+        )),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) && idempotency_key.is_some() => {
+            // The same key again: the first message, whatever this body said.
+            let first = client
+                .query_opt(&by_key_sql(), &[&idempotency_key, &caller.account])
+                .await
+                .map_err(|e| ApiError::unavailable("cannot read a message", &e))?
+                .ok_or_else(|| refusal(&e))?;
+            Ok((StatusCode::OK, Json(first.get::<_, Value>(0))).into_response())
+        }
+        Err(e) => Err(refusal(&e)),
+    }
+}
+
+/// `GET /v1/messages/{id}`.
+pub async fn show(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
+    let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
+    let client = api.pool.get().await?;
+    let row = client
+        .query_opt(&show_sql(), &[&id, &caller.account])
+        .await
+        .map_err(|e| ApiError::unavailable("cannot read a message", &e))?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(row.get(0)))
+}
+
+/// A body that is not a message: 422 naming the field where serde can.
+fn read_error(e: serde_json::Error) -> ApiError {
+    let text = e.to_string();
+    let field = text
+        .split('`')
+        .nth(1)
+        .filter(|_| text.starts_with("unknown field") || text.starts_with("missing field"))
+        .map(str::to_owned);
+    ApiError::invalid(field, format!("the body is not a message: {text}"))
+}
+
+/// The request fields, by the columns the database names in its errors.
+const FIELDS: [(&str, &str); 11] = [
+    ("to_address", "to"),
+    ("from_address", "from"),
+    ("scheduled_at", "scheduled_at"),
+    ("valid_until", "valid_until"),
+    ("idempotency_key", "Idempotency-Key"),
+    ("batch_id", "batch_id"),
+    ("priority", "priority"),
+    ("encoding", "encoding"),
+    ("channel", "channel"),
+    ("custom", "custom"),
+    ("body", "body"),
+];
+
+/// What the database said of an INSERT: the extension's refusal of the
+/// message (422, its text, the field it names), or unavailable.
+fn refusal(e: &tokio_postgres::Error) -> ApiError {
+    let Some(db) = e.as_db_error() else {
+        return ApiError::unavailable("cannot insert a message", e);
+    };
+    // Class 22 (data exceptions: the extension's refusals, bad times and
+    // numbers) and 23 (integrity: not null, unique, check).
+    let code = db.code().code();
+    if !(code.starts_with("22") || code.starts_with("23")) {
+        return ApiError::unavailable("cannot insert a message", e);
+    }
+    let message = db.message().to_owned();
+    let field = db
+        .column()
+        .and_then(|c| FIELDS.iter().find(|(column, _)| *column == c))
+        .or_else(|| FIELDS.iter().find(|(column, _)| message.contains(column)))
+        .map(|(_, field)| (*field).to_owned())
+        .or_else(|| {
+            // Bad times: PostgreSQL names the value, not the column.
+            matches!(code, "22007" | "22008").then(|| "scheduled_at or valid_until".to_owned())
+        });
+    ApiError::invalid(field, message)
+}
