@@ -189,3 +189,176 @@ async fn an_idempotent_retry_is_the_same_message_and_keys_are_per_account() {
         assert_eq!(hidden.json()["error"]["code"], "not_found");
     }
 }
+
+#[tokio::test]
+async fn pages_filters_cancels_and_the_queue_are_the_accounts_own() {
+    let s = serve().await;
+    let acme = key(&s.c, "acme", &["send", "read"]).await;
+    let other = key(&s.c, "other", &["send", "read"]).await;
+    let admin = key(&s.c, "acme", &["read", "admin"]).await;
+    let later = |body: &str| {
+        json!({"to": "+31612345678", "body": body, "batch_id": "b",
+                                    "scheduled_at": "2099-01-01T00:00:00Z"})
+    };
+    let mut ids = Vec::new();
+    for body in [
+        later("one"),
+        later("two"),
+        later("three"),
+        message("+31612345678", "four"),
+        message("+31612345678", "five"),
+    ] {
+        let created = s
+            .call("POST", "/v1/messages", Some(&acme), Some(body))
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        ids.push(created.json()["id"].as_i64().unwrap());
+    }
+    let theirs = s
+        .call("POST", "/v1/messages", Some(&other), Some(later("theirs")))
+        .await;
+    let theirs = theirs.json()["id"].as_i64().unwrap();
+
+    // Newest first, two a page; a message sent while paging does not
+    // shift the pages after the first.
+    let page = |cursor: Option<i64>| {
+        let path = match cursor {
+            Some(c) => format!("/v1/messages?limit=2&cursor={c}"),
+            None => "/v1/messages?limit=2".into(),
+        };
+        let key = acme.clone();
+        let s = &s;
+        async move {
+            let answer = s.call("GET", &path, Some(&key), None).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            let page = answer.json();
+            let ids: Vec<i64> = page["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_i64().unwrap())
+                .collect();
+            (ids, page["next_cursor"].as_i64())
+        }
+    };
+    let (first, cursor) = page(None).await;
+    assert_eq!(first, [ids[4], ids[3]]);
+    s.call(
+        "POST",
+        "/v1/messages",
+        Some(&acme),
+        Some(message("+31612345678", "six")),
+    )
+    .await;
+    let (second, cursor) = page(cursor).await;
+    assert_eq!(second, [ids[2], ids[1]]);
+    let (third, cursor) = page(cursor).await;
+    assert_eq!((third, cursor), (vec![ids[0]], None));
+
+    for (query, expected) in [
+        ("batch_id=b", 3),
+        ("status=scheduled", 3),
+        ("status=nochannel", 3),
+    ] {
+        let answer = s
+            .call("GET", &format!("/v1/messages?{query}"), Some(&acme), None)
+            .await;
+        assert_eq!(answer.status, 200, "{query}: {}", answer.body);
+        assert_eq!(
+            answer.json()["messages"].as_array().unwrap().len(),
+            expected,
+            "{query}"
+        );
+    }
+    for (query, field) in [
+        ("status=bogus", Some("status")),
+        ("limit=0", Some("limit")),
+        ("since=soon", Some("since")),
+        ("colour=red", None),
+    ] {
+        let answer = s
+            .call("GET", &format!("/v1/messages?{query}"), Some(&acme), None)
+            .await;
+        assert_eq!(answer.status, 422, "{query}: {}", answer.body);
+        assert_eq!(answer.json()["error"]["field"].as_str(), field, "{query}");
+    }
+
+    // Cancel: only what no channel took yet, only the account's own.
+    let cancelled = s
+        .call(
+            "DELETE",
+            &format!("/v1/messages/{}", ids[0]),
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.json()["status"], "cancelled");
+    let again = s
+        .call(
+            "DELETE",
+            &format!("/v1/messages/{}", ids[0]),
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.json()["error"]["code"].as_str()),
+        (409, Some("not_cancellable"))
+    );
+    let placed = s
+        .call(
+            "DELETE",
+            &format!("/v1/messages/{}", ids[3]),
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(placed.status, 409, "a nochannel message is past cancelling");
+    let foreign = s
+        .call(
+            "DELETE",
+            &format!("/v1/messages/{theirs}"),
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(foreign.status, 404);
+    let status: String = scalar(
+        &s.c,
+        "SELECT status::text FROM smsbus.message WHERE id = $1",
+        &[&theirs],
+    )
+    .await;
+    assert_eq!(
+        status, "scheduled",
+        "another account's message is untouched"
+    );
+
+    // The channels, without their configuration, and the queue: the
+    // account's own, or everyone's for an admin key.
+    let channels = s
+        .call("GET", "/v1/channels", Some(&acme), None)
+        .await
+        .json();
+    assert_eq!(channels["channels"][0]["name"], "kpn");
+    assert_eq!(channels["channels"][0]["link"], "disconnected");
+    assert!(channels["channels"][0].get("config").is_none());
+    let waiting = |answer: Answer| -> i64 {
+        answer.json()["queue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| q["status"] == "scheduled")
+            .map(|q| q["messages"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        waiting(s.call("GET", "/v1/queue", Some(&acme), None).await),
+        2
+    );
+    assert_eq!(
+        waiting(s.call("GET", "/v1/queue", Some(&admin), None).await),
+        3
+    );
+}

@@ -231,3 +231,122 @@ fn refusal(e: &tokio_postgres::Error) -> ApiError {
         });
     ApiError::invalid(field, message)
 }
+
+/// `DELETE /v1/messages/{id}`: cancels a message no channel has taken yet
+/// (status `cancelled`, its parts back to the account's credit); 409 for
+/// one already on its way or done, 404 for one not the account's.
+pub async fn cancel(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Send)?;
+    let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
+    let client = api.pool.get().await?;
+    let cancelled = client
+        .query_opt(
+            crate::smpp_server::queries::CANCEL_ONE,
+            &[&id, &caller.account, &"cancelled by the client (HTTP API)"],
+        )
+        .await
+        .map_err(|e| ApiError::unavailable("cannot cancel a message", &e))?;
+    let row = client
+        .query_opt(&show_sql(), &[&id, &caller.account])
+        .await
+        .map_err(|e| ApiError::unavailable("cannot read a message", &e))?
+        .ok_or_else(ApiError::not_found)?;
+    let message: Value = row.get(0);
+    if cancelled.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_cancellable",
+            format!(
+                "message {id} is {}: only scheduled or queued messages can be cancelled",
+                message["status"].as_str().unwrap_or("past that")
+            ),
+        ));
+    }
+    Ok(Json(message))
+}
+
+/// What `GET /v1/messages` filters and pages by.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    batch_id: Option<String>,
+    /// Created at or after (a timestamptz).
+    since: Option<String>,
+    /// The `next_cursor` of the page before.
+    cursor: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// The most messages one page holds.
+const PAGE_LIMIT: i64 = 1000;
+
+fn list_sql() -> String {
+    let filter = "m.account = $1 AND ($2::text IS NULL OR m.status = $2::text::smsbus.status)
+                  AND ($3::text IS NULL OR m.batch_id = $3)
+                  AND ($4::text IS NULL OR m.created_at >= $4::text::timestamptz)
+                  AND ($5::bigint IS NULL OR m.id < $5)";
+    format!(
+        "SELECT p.message FROM (
+             (SELECT m.id, {MESSAGE_JSON} AS message FROM smsbus.message m WHERE {filter}
+              ORDER BY m.id DESC LIMIT $6)
+             UNION ALL
+             (SELECT m.id, {MESSAGE_JSON} FROM smsbus.message_archive m WHERE {filter}
+              ORDER BY m.id DESC LIMIT $6)) p
+         ORDER BY p.id DESC LIMIT $6"
+    )
+}
+
+/// `GET /v1/messages`: the account's messages, newest first, a page at a
+/// time. The cursor is the last id shown, so rows inserted while a client
+/// pages (they get higher ids) never shift the pages after it.
+pub async fn list(
+    State(api): State<Api>,
+    caller: Caller,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
+    let axum::extract::Query(query) =
+        query.map_err(|e| ApiError::invalid(None, format!("bad query: {}", e.body_text())))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=PAGE_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            Some("limit".into()),
+            format!("limit must be between 1 and {PAGE_LIMIT}"),
+        ));
+    }
+    let client = api.pool.get().await?;
+    let rows = client
+        .query(
+            &list_sql(),
+            &[
+                &caller.account,
+                &query.status,
+                &query.batch_id,
+                &query.since,
+                &query.cursor,
+                &limit,
+            ],
+        )
+        .await
+        .map_err(|e| match e.as_db_error().map(|d| d.code().code()) {
+            // An unknown status or an unreadable time.
+            Some("22P02") => {
+                ApiError::invalid(Some("status".into()), "not a status of smsbus.status")
+            }
+            Some("22007" | "22008") => ApiError::invalid(Some("since".into()), "not a time"),
+            _ => ApiError::unavailable("cannot list messages", &e),
+        })?;
+    let messages: Vec<Value> = rows.iter().map(|r| r.get(0)).collect();
+    let next_cursor = (messages.len() as i64 == limit)
+        .then(|| messages.last().and_then(|m| m["id"].as_i64()))
+        .flatten();
+    Ok(Json(serde_json::json!({
+        "messages": messages,
+        "next_cursor": next_cursor,
+    })))
+}

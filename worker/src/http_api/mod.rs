@@ -6,7 +6,10 @@
 //!   `smsbus.api_key` (`smsbus._verify_api_key`), their scopes and address
 //!   ranges.
 //! - [`messages`]: `POST /v1/messages` (answered 201 once the row is
-//!   committed) and `GET /v1/messages/{id}`, for the key's account only.
+//!   committed), `GET /v1/messages` (keyset pages), `GET` and `DELETE
+//!   /v1/messages/{id}` (cancel), for the key's account only.
+//! - [`overview`]: `GET /v1/channels` (link states, no configuration) and
+//!   `GET /v1/queue` (depth per channel and status).
 //! - [`health`]: `/healthz` (the process answers) and `/readyz` (the
 //!   database answers and has this worker's version of the extension).
 //! - [`error`]: every refusal as JSON with a status that says why; a
@@ -30,6 +33,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod messages;
+pub mod overview;
 
 /// The largest request body taken (413 beyond it).
 const BODY_LIMIT: usize = 256 * 1024;
@@ -60,8 +64,13 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/v1/messages", post(messages::create))
-        .route("/v1/messages/{id}", get(messages::show))
+        .route("/v1/messages", post(messages::create).get(messages::list))
+        .route(
+            "/v1/messages/{id}",
+            get(messages::show).delete(messages::cancel),
+        )
+        .route("/v1/channels", get(overview::channels))
+        .route("/v1/queue", get(overview::queue))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)

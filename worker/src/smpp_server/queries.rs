@@ -68,11 +68,12 @@ pub async fn query_sm(
         .build())
 }
 
-/// Cancels message `$1` of account `$2` if no channel claimed it yet, and
-/// gives its parts back to the account's credit, if it keeps one.
-const CANCEL_ONE: &str = "
+/// Cancels message `$1` of account `$2` if no channel claimed it yet (why
+/// in `$3`), and gives its parts back to the account's credit, if it keeps
+/// one. The HTTP API's DELETE uses it too.
+pub const CANCEL_ONE: &str = "
     WITH cancelled AS (
-        UPDATE smsbus.message m SET status = 'cancelled', last_error = 'cancelled by the client (cancel_sm)'
+        UPDATE smsbus.message m SET status = 'cancelled', last_error = $3
         WHERE m.id = $1 AND m.account = $2 AND m.status IN ('scheduled', 'queued')
         RETURNING m.id, m.segments
     ), refunded AS (
@@ -141,7 +142,10 @@ pub async fn cancel_sm(
         .parse_message_id(message_id)
         .ok_or(CommandStatus::EsmeRinvmsgid)?;
     let cancelled = client
-        .query_opt(CANCEL_ONE, &[&id, &account.name])
+        .query_opt(
+            CANCEL_ONE,
+            &[&id, &account.name, &"cancelled by the client (cancel_sm)"],
+        )
         .await
         .map_err(|e| failed(&e))?;
     if cancelled.is_some() {

@@ -1,0 +1,55 @@
+//! What a key may see of the gateway: the channels with their link state
+//! (never their configuration) and the queue's depth, the account's own
+//! messages only unless the key has the admin scope.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::Value;
+
+use super::auth::{Caller, Scope};
+use super::error::ApiError;
+use super::Api;
+
+/// `GET /v1/channels`: `smsbus.channel_overview`, which senders read in
+/// SQL too.
+pub async fn channels(State(api): State<Api>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
+    let client = api.pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'name', c.name, 'kind', c.kind, 'enabled', c.enabled, 'can_send', c.can_send,
+                        'can_receive', c.can_receive, 'link', c.link, 'since', c.since,
+                        'last_error', c.last_error, 'queued', c.queued, 'sending', c.sending)
+                    ORDER BY c.name), '[]'::jsonb)
+             FROM smsbus.channel_overview c",
+            &[],
+        )
+        .await
+        .map_err(|e| ApiError::unavailable("cannot read the channels", &e))?;
+    Ok(Json(
+        serde_json::json!({"channels": row.get::<_, Value>(0)}),
+    ))
+}
+
+/// `GET /v1/queue`: messages waiting or in flight, per channel and
+/// status: the account's, or everyone's for an admin key.
+pub async fn queue(State(api): State<Api>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Scope::Read)?;
+    let everyone = caller.require(Scope::Admin).is_ok();
+    let client = api.pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT coalesce(jsonb_agg(jsonb_build_object(
+                        'channel', q.channel, 'status', q.status, 'messages', q.messages,
+                        'oldest', q.oldest) ORDER BY q.channel, q.status), '[]'::jsonb)
+             FROM (SELECT m.channel, m.status, count(*) AS messages, min(m.created_at) AS oldest
+                   FROM smsbus.message m
+                   WHERE m.status IN ('scheduled', 'queued', 'sending') AND ($2 OR m.account = $1)
+                   GROUP BY m.channel, m.status) q",
+            &[&caller.account, &everyone],
+        )
+        .await
+        .map_err(|e| ApiError::unavailable("cannot read the queue", &e))?;
+    Ok(Json(serde_json::json!({"queue": row.get::<_, Value>(0)})))
+}
