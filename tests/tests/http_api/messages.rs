@@ -362,3 +362,85 @@ async fn pages_filters_cancels_and_the_queue_are_the_accounts_own() {
         3
     );
 }
+
+#[tokio::test]
+async fn a_batch_is_one_transaction_with_a_result_per_item() {
+    let s = serve().await;
+    let key = key(&s.c, "acme", &["send"]).await;
+    let items = json!({"messages": [
+        message("+31612345678", "one"),
+        {"to": "+31612345678", "body": "x", "colour": "red"},
+        message("+31612345679", "two"),
+        {"to": "+31 6 12ab", "body": "x"},
+        message("+31612345670", "three"),
+    ]});
+    let answer = s
+        .call("POST", "/v1/messages/batch", Some(&key), Some(items))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let answer = answer.json();
+    assert_eq!(
+        (answer["created"].as_i64(), answer["refused"].as_i64()),
+        (Some(3), Some(2))
+    );
+    let results = answer["results"].as_array().unwrap();
+    let statuses: Vec<(i64, i64)> = results
+        .iter()
+        .map(|r| (r["index"].as_i64().unwrap(), r["status"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(statuses, [(0, 201), (1, 422), (2, 201), (3, 422), (4, 201)]);
+    assert_eq!(results[1]["error"]["field"], "colour");
+    assert_eq!(results[3]["error"]["field"], "to");
+    let bodies: Vec<String> =
+        s.c.query(
+            "SELECT body FROM smsbus.message WHERE account = 'acme' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(bodies, ["one", "two", "three"]);
+    assert_eq!(results[2]["message"]["body"], "two");
+
+    // Thousands at once, in order; beyond 10,000 the batch is refused whole.
+    let many: Vec<Value> = (0..2000)
+        .map(|i| message("+31612345678", &format!("m{i}")))
+        .collect();
+    let answer = s
+        .call(
+            "POST",
+            "/v1/messages/batch",
+            Some(&key),
+            Some(json!({ "messages": many })),
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        &answer.body[..answer.body.len().min(300)]
+    );
+    let answer = answer.json();
+    assert_eq!(answer["created"], 2000);
+    assert_eq!(answer["results"][1999]["message"]["body"], "m1999");
+    let too_many: Vec<Value> = (0..10_001).map(|_| message("+31612345678", "x")).collect();
+    let refused = s
+        .call(
+            "POST",
+            "/v1/messages/batch",
+            Some(&key),
+            Some(json!({ "messages": too_many })),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        422,
+        "{}",
+        &refused.body[..refused.body.len().min(300)]
+    );
+    assert_eq!(refused.json()["error"]["field"], "messages");
+    let stored: i64 = scalar(&s.c, "SELECT count(*) FROM smsbus.message", &[]).await;
+    assert_eq!(stored, 2003);
+}

@@ -27,22 +27,22 @@ use super::Api;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
-    to: String,
-    body: String,
-    from: Option<String>,
-    channel: Option<String>,
+    pub(super) to: String,
+    pub(super) body: String,
+    pub(super) from: Option<String>,
+    pub(super) channel: Option<String>,
     /// RFC 3339 (or any form PostgreSQL reads as timestamptz).
-    scheduled_at: Option<String>,
-    valid_until: Option<String>,
-    priority: Option<i16>,
-    request_report: Option<bool>,
-    encoding: Option<String>,
-    custom: Option<Value>,
-    batch_id: Option<String>,
+    pub(super) scheduled_at: Option<String>,
+    pub(super) valid_until: Option<String>,
+    pub(super) priority: Option<i16>,
+    pub(super) request_report: Option<bool>,
+    pub(super) encoding: Option<String>,
+    pub(super) custom: Option<Value>,
+    pub(super) batch_id: Option<String>,
 }
 
 /// A message as the API shows it (`m` the row).
-const MESSAGE_JSON: &str = "jsonb_build_object(
+pub(super) const MESSAGE_JSON: &str = "jsonb_build_object(
     'id', m.id, 'status', m.status, 'direction', m.direction,
     'to', m.to_address, 'from', m.from_address, 'body', m.body, 'channel', m.channel,
     'encoding', m.encoding, 'segments', m.segments, 'priority', m.priority,
@@ -182,7 +182,7 @@ pub async fn show(
 }
 
 /// A body that is not a message: 422 naming the field where serde can.
-fn read_error(e: serde_json::Error) -> ApiError {
+pub(super) fn read_error(e: serde_json::Error) -> ApiError {
     let text = e.to_string();
     let field = text
         .split('`')
@@ -209,7 +209,7 @@ const FIELDS: [(&str, &str); 11] = [
 
 /// What the database said of an INSERT: the extension's refusal of the
 /// message (422, its text, the field it names), or unavailable.
-fn refusal(e: &tokio_postgres::Error) -> ApiError {
+pub(super) fn refusal(e: &tokio_postgres::Error) -> ApiError {
     let Some(db) = e.as_db_error() else {
         return ApiError::unavailable("cannot insert a message", e);
     };

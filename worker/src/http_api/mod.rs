@@ -8,6 +8,8 @@
 //! - [`messages`]: `POST /v1/messages` (answered 201 once the row is
 //!   committed), `GET /v1/messages` (keyset pages), `GET` and `DELETE
 //!   /v1/messages/{id}` (cancel), for the key's account only.
+//! - [`batch`]: `POST /v1/messages/batch`, up to 10,000 in one
+//!   transaction, a result per item.
 //! - [`overview`]: `GET /v1/channels` (link states, no configuration) and
 //!   `GET /v1/queue` (depth per channel and status).
 //! - [`health`]: `/healthz` (the process answers) and `/readyz` (the
@@ -30,13 +32,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod auth;
+pub mod batch;
 pub mod error;
 pub mod health;
 pub mod messages;
 pub mod overview;
 
-/// The largest request body taken (413 beyond it).
+/// The largest request body taken (413 beyond it), and a batch's.
 const BODY_LIMIT: usize = 256 * 1024;
+const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// What every request handler may use.
 #[derive(Clone)]
@@ -68,6 +72,10 @@ pub fn router(api: Api) -> Router {
         .route(
             "/v1/messages/{id}",
             get(messages::show).delete(messages::cancel),
+        )
+        .route(
+            "/v1/messages/batch",
+            post(batch::create).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
         )
         .route("/v1/channels", get(overview::channels))
         .route("/v1/queue", get(overview::queue))

@@ -1,0 +1,160 @@
+//! `POST /v1/messages/batch`: up to 10,000 messages of the key's account
+//! in one transaction, answered once it is committed with a result per
+//! item, in order: 201 and the message, or 422 and why. A refused item
+//! does not refuse the others: the whole batch is tried in one statement,
+//! and when the extension refuses a row, again row by row under
+//! savepoints, so each refusal lands on its own item.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_postgres::Transaction;
+
+use super::auth::{Caller, Scope};
+use super::error::ApiError;
+use super::messages::{read_error, refusal, NewMessage, MESSAGE_JSON};
+use super::Api;
+
+/// The most messages one batch holds.
+pub const MOST: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    messages: Vec<Value>,
+}
+
+fn insert_sql() -> String {
+    format!(
+        "INSERT INTO smsbus.message AS m (account, to_address, body, from_address, channel, scheduled_at,
+                                          valid_until, priority, request_report, encoding, custom, batch_id)
+         SELECT a.name, u.to_address, u.body, u.from_address, coalesce(u.channel, a.channel),
+                coalesce(u.scheduled_at::timestamptz, now()), u.valid_until::timestamptz,
+                coalesce(u.priority, 0), coalesce(u.request_report, true), u.encoding, u.custom, u.batch_id
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int2[],
+                     $9::bool[], $10::text[], $11::jsonb[], $12::text[]) WITH ORDINALITY
+              AS u(to_address, body, from_address, channel, scheduled_at, valid_until, priority,
+                   request_report, encoding, custom, batch_id, n)
+         JOIN smsbus.account a ON a.name = $1
+         ORDER BY u.n
+         RETURNING {MESSAGE_JSON}"
+    )
+}
+
+/// Inserts `items` (all of them or none); the rows in order.
+async fn insert(
+    tx: &Transaction<'_>,
+    account: &str,
+    items: &[&NewMessage],
+) -> Result<Vec<Value>, tokio_postgres::Error> {
+    fn column<T: Clone>(items: &[&NewMessage], f: impl Fn(&NewMessage) -> T) -> Vec<T> {
+        items.iter().map(|m| f(m)).collect()
+    }
+    let rows = tx
+        .query(
+            &insert_sql(),
+            &[
+                &account,
+                &column(items, |m| m.to.clone()),
+                &column(items, |m| m.body.clone()),
+                &column(items, |m| m.from.clone()),
+                &column(items, |m| m.channel.clone()),
+                &column(items, |m| m.scheduled_at.clone()),
+                &column(items, |m| m.valid_until.clone()),
+                &column(items, |m| m.priority),
+                &column(items, |m| m.request_report),
+                &column(items, |m| m.encoding.clone()),
+                &column(items, |m| m.custom.clone()),
+                &column(items, |m| m.batch_id.clone()),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Whether the database refused a row of the request, rather than failed.
+fn refused(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| matches!(&d.code().code()[..2], "22" | "23"))
+}
+
+fn failure(index: usize, error: ApiError) -> Value {
+    json!({"index": index, "status": error.status.as_u16(),
+           "error": {"code": error.code, "message": error.message, "field": error.field}})
+}
+
+pub async fn create(
+    State(api): State<Api>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Scope::Send)?;
+    let batch: Batch = serde_json::from_slice(&body).map_err(read_error)?;
+    if batch.messages.is_empty() || batch.messages.len() > MOST {
+        return Err(ApiError::invalid(
+            Some("messages".into()),
+            format!("a batch holds 1 to {MOST} messages"),
+        ));
+    }
+    let mut results: Vec<Option<Value>> = vec![None; batch.messages.len()];
+    let mut readable = Vec::new();
+    for (i, item) in batch.messages.into_iter().enumerate() {
+        match serde_json::from_value::<NewMessage>(item) {
+            Ok(m) => readable.push((i, m)),
+            Err(e) => results[i] = Some(failure(i, read_error(e))),
+        }
+    }
+    let mut client = api.pool.get().await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| ApiError::unavailable("cannot begin a batch", &e))?;
+    let all: Vec<&NewMessage> = readable.iter().map(|(_, m)| m).collect();
+    tx.execute("SAVEPOINT whole", &[])
+        .await
+        .map_err(|e| ApiError::unavailable("cannot begin a batch", &e))?;
+    match insert(&tx, &caller.account, &all).await {
+        Ok(rows) => {
+            for ((i, _), row) in readable.iter().zip(rows) {
+                results[*i] = Some(json!({"index": i, "status": 201, "message": row}));
+            }
+        }
+        Err(e) if refused(&e) => {
+            tx.execute("ROLLBACK TO SAVEPOINT whole", &[])
+                .await
+                .map_err(|e| ApiError::unavailable("cannot write a batch", &e))?;
+            for (i, m) in &readable {
+                tx.execute("SAVEPOINT one", &[])
+                    .await
+                    .map_err(|e| ApiError::unavailable("cannot write a batch", &e))?;
+                match insert(&tx, &caller.account, &[m]).await {
+                    Ok(mut rows) => {
+                        results[*i] =
+                            Some(json!({"index": i, "status": 201, "message": rows.remove(0)}));
+                        tx.execute("RELEASE SAVEPOINT one", &[])
+                    }
+                    Err(e) if refused(&e) => {
+                        results[*i] = Some(failure(*i, refusal(&e)));
+                        tx.execute("ROLLBACK TO SAVEPOINT one", &[])
+                    }
+                    Err(e) => return Err(ApiError::unavailable("cannot write a batch", &e)),
+                }
+                .await
+                .map_err(|e| ApiError::unavailable("cannot write a batch", &e))?;
+            }
+        }
+        Err(e) => return Err(ApiError::unavailable("cannot write a batch", &e)),
+    }
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::unavailable("cannot commit a batch", &e))?;
+    let results: Vec<Value> = results.into_iter().flatten().collect();
+    let created = results.iter().filter(|r| r["status"] == 201).count();
+    Ok((
+        StatusCode::OK,
+        Json(json!({"created": created, "refused": results.len() - created, "results": results})),
+    ))
+}
