@@ -215,22 +215,3 @@ async fn keys_are_kept_as_hashes_no_role_reads_and_only_admins_make() {
     assert_eq!(db_error(&e).0, "23514", "{e}");
     roles.remove(db).await;
 }
-
-#[tokio::test]
-async fn health_and_readiness_need_no_key() {
-    let s = serve().await;
-    let health = s.call("GET", "/healthz", None, None).await;
-    assert_eq!(
-        (health.status, health.json()["status"].as_str()),
-        (200, Some("ok"))
-    );
-    let ready = s.call("GET", "/readyz", None, None).await;
-    assert_eq!(ready.status, 200, "{}", ready.body);
-    let installed: String = scalar(
-        &s.c,
-        "SELECT extversion FROM pg_extension WHERE extname = 'smsbus'",
-        &[],
-    )
-    .await;
-    assert_eq!(ready.json()["extension"], installed.as_str());
-}

@@ -4,6 +4,7 @@
 //! - [`messages`]: sending and reading, bad input, idempotent retries;
 //! - [`keys`]: who may call: keys, scopes, address ranges, and what the
 //!   roles can reach of them;
+//! - [`service`]: health, readiness and the OpenAPI document;
 //! - here: what they share: a worker serving the API, an account and a key.
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use smsbus_tests::worker::Worker;
 
 mod keys;
 mod messages;
+mod service;
 
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -14,16 +14,19 @@ use serde_json::{json, Value};
 use tokio_postgres::Transaction;
 
 use super::auth::{Caller, Scope};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::messages::{read_error, refusal, NewMessage, MESSAGE_JSON};
 use super::Api;
 
 /// The most messages one batch holds.
 pub const MOST: usize = 10_000;
 
-#[derive(Deserialize)]
+/// Messages to send in one transaction.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Batch {
+pub struct Batch {
+    /// 1 to 10,000 messages.
+    #[schema(value_type = Vec<NewMessage>)]
     messages: Vec<Value>,
 }
 
@@ -86,6 +89,13 @@ fn failure(index: usize, error: ApiError) -> Value {
            "error": {"code": error.code, "message": error.message, "field": error.field}})
 }
 
+/// Sends up to 10,000 messages in one transaction, answered once it is
+/// committed with a result per item, in order.
+#[utoipa::path(post, path = "/v1/messages/batch", tag = "messages", request_body = Batch,
+    responses(
+        (status = 200, description = "{created, refused, results: [{index, status, message | error}]}", body = Object),
+        (status = 422, description = "Not a batch, or more than 10,000", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn create(
     State(api): State<Api>,
     caller: Caller,

@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 use super::Api;
 
 /// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "{status: ok}", body = Object)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -15,6 +17,9 @@ pub async fn healthz() -> Json<Value> {
 /// The database answers and has the extension at the version this worker
 /// is (a database waiting for `ALTER EXTENSION smsbus UPDATE` is not
 /// ready).
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready", body = Object),
+              (status = 503, description = "Not ready, and why", body = Object)))]
 pub async fn readyz(State(api): State<Api>) -> (StatusCode, Json<Value>) {
     let own = env!("CARGO_PKG_VERSION");
     let installed = async {

@@ -20,23 +20,32 @@ use serde_json::Value;
 use tokio_postgres::error::SqlState;
 
 use super::auth::{Caller, Scope};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::Api;
 
 /// A message to send: the fields of `smsbus.message` a sender writes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
+    /// The destination, e.g. +31612345678.
     pub(super) to: String,
+    /// The text (or, with encoding binary, octets in hexadecimal digits).
     pub(super) body: String,
+    /// The sender: a number or an alphanumeric name.
     pub(super) from: Option<String>,
+    /// The channel to send through; none: the account's, else the router's.
     pub(super) channel: Option<String>,
     /// RFC 3339 (or any form PostgreSQL reads as timestamptz).
     pub(super) scheduled_at: Option<String>,
     pub(super) valid_until: Option<String>,
+    /// Higher goes first (default 0).
     pub(super) priority: Option<i16>,
+    /// Ask the provider for a delivery report (default true).
     pub(super) request_report: Option<bool>,
+    /// gsm7, ucs2, latin1 or binary; none: gsm7 when every character allows, else ucs2.
     pub(super) encoding: Option<String>,
+    /// Fields of your own, kept with the message.
+    #[schema(value_type = Option<Object>)]
     pub(super) custom: Option<Value>,
     pub(super) batch_id: Option<String>,
 }
@@ -97,7 +106,18 @@ fn show_sql() -> String {
     )
 }
 
-/// `POST /v1/messages`.
+/// Sends a message: answered once its row is committed, with the status
+/// the router gave it (blocked and nochannel messages exist too).
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = NewMessage,
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "The same key again answers 200 with the first message")),
+    responses(
+        (status = 201, description = "The message, committed", body = Object),
+        (status = 200, description = "A retry: the message first sent with this Idempotency-Key", body = Object),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "Not this key's scope or address", body = ErrorBody),
+        (status = 422, description = "Refused: the message and the field", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn create(
     State(api): State<Api>,
     caller: Caller,
@@ -164,7 +184,13 @@ pub async fn create(
     }
 }
 
-/// `GET /v1/messages/{id}`.
+/// One of the account's messages, with its parts and trace.
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = i64, Path, description = "The message's id")),
+    responses(
+        (status = 200, description = "The message, its parts and trace", body = Object),
+        (status = 404, description = "No message of this account has this id", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn show(
     State(api): State<Api>,
     caller: Caller,
@@ -232,9 +258,16 @@ pub(super) fn refusal(e: &tokio_postgres::Error) -> ApiError {
     ApiError::invalid(field, message)
 }
 
-/// `DELETE /v1/messages/{id}`: cancels a message no channel has taken yet
-/// (status `cancelled`, its parts back to the account's credit); 409 for
-/// one already on its way or done, 404 for one not the account's.
+/// Cancels a message no channel has taken yet (status `cancelled`, its
+/// parts back to the account's credit); 409 for one already on its way or
+/// done, 404 for one not the account's.
+#[utoipa::path(delete, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = i64, Path, description = "The message's id")),
+    responses(
+        (status = 200, description = "The message, cancelled", body = Object),
+        (status = 404, description = "No message of this account has this id", body = ErrorBody),
+        (status = 409, description = "Already taken by a channel, or done", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn cancel(
     State(api): State<Api>,
     caller: Caller,
@@ -270,15 +303,19 @@ pub async fn cancel(
 }
 
 /// What `GET /v1/messages` filters and pages by.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only messages with this status.
     status: Option<String>,
+    /// Only messages of this batch.
     batch_id: Option<String>,
     /// Created at or after (a timestamptz).
     since: Option<String>,
     /// The `next_cursor` of the page before.
     cursor: Option<i64>,
+    /// Messages a page, 1-1000 (default 100).
     limit: Option<i64>,
 }
 
@@ -301,9 +338,14 @@ fn list_sql() -> String {
     )
 }
 
-/// `GET /v1/messages`: the account's messages, newest first, a page at a
-/// time. The cursor is the last id shown, so rows inserted while a client
-/// pages (they get higher ids) never shift the pages after it.
+/// The account's messages, newest first, a page at a time. The cursor is
+/// the last id shown, so messages sent while a client pages (they get
+/// higher ids) never shift the pages after it.
+#[utoipa::path(get, path = "/v1/messages", tag = "messages", params(ListQuery),
+    responses(
+        (status = 200, description = "{messages, next_cursor}", body = Object),
+        (status = 422, description = "A filter that is not one", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(api): State<Api>,
     caller: Caller,

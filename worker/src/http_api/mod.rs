@@ -14,6 +14,8 @@
 //!   `GET /v1/queue` (depth per channel and status).
 //! - [`health`]: `/healthz` (the process answers) and `/readyz` (the
 //!   database answers and has this worker's version of the extension).
+//! - `/v1/openapi.json`: the OpenAPI 3 document, made by utoipa from the
+//!   handlers the router holds, so it lists exactly the routes served.
 //! - [`error`]: every refusal as JSON with a status that says why; a
 //!   database error's text only where it is the extension's refusal of
 //!   the request.
@@ -24,12 +26,17 @@
 
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use axum::Router;
+use axum::routing::get;
+use axum::{Json, Router};
 use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub mod auth;
 pub mod batch;
@@ -64,21 +71,51 @@ pub async fn bind(addr: SocketAddr, pool: Pool) -> std::io::Result<Bound> {
     })
 }
 
+/// The OpenAPI document's frame; the paths come from the handlers routed.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "smsbus HTTP API", description = "Send and follow SMS as the account of an API key."),
+    modifiers(&BearerKeys),
+    tags((name = "messages"), (name = "gateway"), (name = "health"))
+)]
+struct Document;
+
+/// `Authorization: Bearer <key>`, the keys of `smsbus.create_api_key`.
+struct BearerKeys;
+
+impl utoipa::Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
+/// The routes, and the OpenAPI document made from the same list.
 pub fn router(api: Api) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/v1/messages", post(messages::create).get(messages::list))
+    let (router, document) = OpenApiRouter::with_openapi(Document::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(messages::create, messages::list))
+        .routes(routes!(messages::show, messages::cancel))
+        .routes(routes!(batch::create).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)))
+        .routes(routes!(overview::channels))
+        .routes(routes!(overview::queue))
+        .split_for_parts();
+    let document = Arc::new(document);
+    router
         .route(
-            "/v1/messages/{id}",
-            get(messages::show).delete(messages::cancel),
+            "/v1/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
         )
-        .route(
-            "/v1/messages/batch",
-            post(batch::create).layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
-        )
-        .route("/v1/channels", get(overview::channels))
-        .route("/v1/queue", get(overview::queue))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(api)

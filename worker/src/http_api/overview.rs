@@ -10,8 +10,11 @@ use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::Api;
 
-/// `GET /v1/channels`: `smsbus.channel_overview`, which senders read in
-/// SQL too.
+/// The channels with their link state (`smsbus.channel_overview`, which
+/// senders read in SQL too); never their configuration.
+#[utoipa::path(get, path = "/v1/channels", tag = "gateway",
+    responses((status = 200, description = "{channels: [...]}", body = Object)),
+    security(("bearer" = [])))]
 pub async fn channels(State(api): State<Api>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let client = api.pool.get().await?;
@@ -32,8 +35,11 @@ pub async fn channels(State(api): State<Api>, caller: Caller) -> Result<Json<Val
     ))
 }
 
-/// `GET /v1/queue`: messages waiting or in flight, per channel and
-/// status: the account's, or everyone's for an admin key.
+/// Messages waiting or in flight, per channel and status: the account's,
+/// or everyone's for an admin key.
+#[utoipa::path(get, path = "/v1/queue", tag = "gateway",
+    responses((status = 200, description = "{queue: [...]}", body = Object)),
+    security(("bearer" = [])))]
 pub async fn queue(State(api): State<Api>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let everyone = caller.require(Scope::Admin).is_ok();
