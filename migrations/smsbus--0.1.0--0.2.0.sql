@@ -2471,6 +2471,246 @@ COMMENT ON COLUMN api_key.enabled IS 'A disabled key is refused (401) like an un
 COMMENT ON FUNCTION create_api_key(text, text[], cidr[], text)
     IS 'Makes an HTTP API key for an account and returns it, the only time it is shown (only its SHA-256 is kept).';
 
+-- Webhooks (sql/webhooks.sql).
+-- Webhooks: where an account's events go over HTTP (sql/webhooks.sql).
+-- The secret signs each call (X-Smsbus-Signature, HMAC-SHA256); smsbus
+-- must present it, so it is kept as given, in a column only admins and
+-- the worker read.
+CREATE TABLE webhook (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account       text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    url           text NOT NULL CONSTRAINT webhook_url CHECK (url ~ '^https?://[^[:space:]]+$'),
+    secret        text NOT NULL CONSTRAINT webhook_secret CHECK (length(secret) >= 16),
+    -- status: every status change of its messages; report: delivered and
+    -- notdelivered only; inbound: messages given to the account.
+    events        text[] NOT NULL DEFAULT '{status,inbound}'
+                  CONSTRAINT webhook_events CHECK (
+                      cardinality(events) > 0 AND events <@ ARRAY['status', 'report', 'inbound']),
+    enabled       boolean NOT NULL DEFAULT true,
+    -- Calls in flight to it at once.
+    concurrency   integer NOT NULL DEFAULT 4 CONSTRAINT webhook_concurrency CHECK (concurrency BETWEEN 1 AND 100),
+    timeout_s     real NOT NULL DEFAULT 10 CONSTRAINT webhook_timeout CHECK (timeout_s > 0 AND timeout_s <= 120),
+    -- How long an event is tried before it is kept as dead.
+    retry_horizon interval NOT NULL DEFAULT '24 hours'
+                  CONSTRAINT webhook_retry_horizon CHECK (retry_horizon > interval '0'),
+    description   text,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX webhook_account ON webhook (account) WHERE enabled;
+COMMENT ON TABLE webhook IS 'Where accounts'' events (status changes, reports, inbound messages) are sent over HTTP.';
+
+-- Events on their way to a webhook, written in the transaction of the
+-- change that caused them and deleted when the endpoint answered 2xx;
+-- dead ones (past the retry horizon) are kept with their last error until
+-- smsbus.retry_webhooks or an admin removes them.
+CREATE TABLE webhook_outbox (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    webhook_id      bigint NOT NULL REFERENCES webhook (id) ON DELETE CASCADE,
+    message_id      bigint NOT NULL,
+    event           text NOT NULL,
+    -- The body sent, as it was when the change happened.
+    payload         jsonb NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    expires_at      timestamptz NOT NULL,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    dead            boolean NOT NULL DEFAULT false,
+    claimed_by      text,
+    claimed_until   timestamptz
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE NOT dead;
+CREATE INDEX webhook_outbox_message ON webhook_outbox (webhook_id, message_id, id) WHERE NOT dead;
+COMMENT ON TABLE webhook_outbox IS 'Webhook events waiting for their endpoint''s 2xx, in order per message; dead ones kept.';
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhook TO smsbus_admin;
+GRANT SELECT, DELETE ON webhook_outbox TO smsbus_admin;
+GRANT SELECT ON webhook TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_outbox TO smsbus_worker;
+SELECT pg_catalog.pg_extension_config_dump('smsbus.webhook'::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump('smsbus.webhook_outbox'::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('smsbus.webhook', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('smsbus.webhook_outbox', 'id')::regclass, '');
+
+-- The message as a webhook shows it.
+CREATE FUNCTION _webhook_message(m message) RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'id', m.id, 'status', m.status, 'previous_status', m.previous_status, 'direction', m.direction,
+        'to', m.to_address, 'from', m.from_address, 'channel', m.channel, 'segments', m.segments,
+        'last_error', m.last_error, 'custom', m.custom, 'batch_id', m.batch_id,
+        'created_at', m.created_at, 'updated_at', m.updated_at, 'sent_at', m.sent_at,
+        'delivered_at', m.delivered_at, 'received_at', m.received_at,
+        -- An inbound message's text is what its webhook is for.
+        'body', CASE WHEN m.direction = 'in' THEN m.body END)
+$$;
+
+-- Writes the events that messages `p_ids` (outbound, of accounts, whose
+-- status just changed) owe their accounts' webhooks, and wakes the
+-- worker. A status change is message.status, a delivery report
+-- message.report; a webhook with both gets one.
+CREATE FUNCTION _queue_webhooks(p_ids bigint[]) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    WITH queued AS (
+        INSERT INTO smsbus.webhook_outbox (webhook_id, message_id, event, payload, expires_at)
+        SELECT w.id, m.id, e.event,
+               jsonb_build_object('event', e.event, 'at', now(), 'message', smsbus._webhook_message(m)),
+               now() + w.retry_horizon
+        FROM smsbus.message m
+        JOIN smsbus.webhook w ON w.account = m.account AND w.enabled
+        CROSS JOIN LATERAL (SELECT CASE WHEN m.status IN ('delivered', 'notdelivered') THEN 'message.report'
+                                        ELSE 'message.status' END AS event) e
+        WHERE m.id = ANY (p_ids) AND m.direction = 'out'
+          AND ('status' = ANY (w.events)
+               OR ('report' = ANY (w.events) AND m.status IN ('delivered', 'notdelivered')))
+        ORDER BY m.id, w.id
+        RETURNING 1
+    )
+    SELECT CASE WHEN EXISTS (SELECT FROM queued) THEN pg_notify('smsbus_webhooks', '') END
+$$;
+
+-- Writes inbound message p_id's event for its account's webhooks (when a
+-- trigger gave it an account); the trigger runner calls it when the
+-- message's chain ends.
+CREATE FUNCTION _queue_inbound_webhooks(p_id bigint) RETURNS void
+LANGUAGE sql
+AS $$
+    WITH queued AS (
+        INSERT INTO smsbus.webhook_outbox (webhook_id, message_id, event, payload, expires_at)
+        SELECT w.id, m.id, 'message.inbound',
+               jsonb_build_object('event', 'message.inbound', 'at', now(),
+                                  'message', smsbus._webhook_message(m)),
+               now() + w.retry_horizon
+        FROM smsbus.message m
+        JOIN smsbus.webhook w ON w.account = m.account AND w.enabled AND 'inbound' = ANY (w.events)
+        WHERE m.id = p_id AND m.direction = 'in'
+          AND NOT EXISTS (SELECT FROM smsbus.webhook_outbox o
+                          WHERE o.webhook_id = w.id AND o.message_id = m.id AND o.event = 'message.inbound')
+        RETURNING 1
+    )
+    SELECT CASE WHEN EXISTS (SELECT FROM queued) THEN pg_notify('smsbus_webhooks', '') END
+$$;
+
+-- Takes up to p_limit due events for p_lease, oldest first: for each
+-- webhook and message only the oldest waiting one, so a message's events
+-- arrive in order; and for each webhook no more than its concurrency less
+-- what is in flight to it already, on any worker.
+CREATE FUNCTION _claim_webhooks(p_worker text, p_limit integer, p_lease interval)
+RETURNS TABLE (id bigint, webhook_id bigint, url text, secret text, timeout_s real, event text,
+               payload text, attempts integer)
+LANGUAGE sql
+AS $$
+    WITH busy AS (
+        SELECT b.webhook_id, count(*) AS n FROM smsbus.webhook_outbox b
+        WHERE NOT b.dead AND b.claimed_until > now()
+        GROUP BY b.webhook_id
+    ), due AS (
+        SELECT x.id, x.webhook_id, row_number() OVER (PARTITION BY x.webhook_id ORDER BY x.id) AS k
+        FROM smsbus.webhook_outbox x
+        WHERE NOT x.dead AND x.next_attempt_at <= now()
+          AND (x.claimed_until IS NULL OR x.claimed_until < now())
+          AND NOT EXISTS (SELECT FROM smsbus.webhook_outbox y
+                          WHERE y.webhook_id = x.webhook_id AND y.message_id = x.message_id
+                            AND y.id < x.id AND NOT y.dead)
+    ), allowed AS (
+        SELECT d.id FROM due d
+        JOIN smsbus.webhook w ON w.id = d.webhook_id AND w.enabled
+        LEFT JOIN busy b ON b.webhook_id = d.webhook_id
+        WHERE d.k <= w.concurrency - coalesce(b.n, 0)
+        ORDER BY d.id
+        LIMIT p_limit
+    ), taken AS (
+        UPDATE smsbus.webhook_outbox o
+        SET claimed_by = p_worker, claimed_until = now() + p_lease, attempts = o.attempts + 1
+        FROM (SELECT l.id FROM smsbus.webhook_outbox l WHERE l.id IN (SELECT a.id FROM allowed a)
+              FOR UPDATE SKIP LOCKED) c
+        WHERE o.id = c.id
+        RETURNING o.id, o.webhook_id, o.event, o.payload, o.attempts
+    )
+    SELECT t.id, t.webhook_id, w.url, w.secret, w.timeout_s, t.event, t.payload::text, t.attempts
+    FROM taken t
+    JOIN smsbus.webhook w ON w.id = t.webhook_id
+    ORDER BY t.id
+$$;
+
+-- Events their endpoint took (2xx): done.
+CREATE FUNCTION _webhooks_delivered(p_ids bigint[]) RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH gone AS (DELETE FROM smsbus.webhook_outbox o WHERE o.id = ANY (p_ids) RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+-- Events their endpoint refused or did not answer: tried again after an
+-- exponential backoff with jitter (1 s doubling, at most an hour), or
+-- kept as dead once their retry horizon passed.
+CREATE FUNCTION _webhooks_failed(p_ids bigint[], p_errors text[]) RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH failed AS (
+        UPDATE smsbus.webhook_outbox o
+        SET last_error = left(f.error, 500), claimed_by = NULL, claimed_until = NULL,
+            dead = now() >= o.expires_at,
+            next_attempt_at = now() + least(power(2, least(o.attempts - 1, 12)), 3600)
+                                      * (0.5 + random()) * interval '1 second'
+        FROM unnest(p_ids, p_errors) AS f(id, error)
+        WHERE o.id = f.id
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM failed
+$$;
+
+-- Gives back the events this worker holds (at its start: those of a run
+-- that died; at its stop: those it did not finish).
+CREATE FUNCTION _release_webhooks(p_worker text) RETURNS integer
+LANGUAGE sql
+AS $$
+    WITH released AS (
+        UPDATE smsbus.webhook_outbox o SET claimed_by = NULL, claimed_until = NULL, attempts = greatest(o.attempts - 1, 0)
+        WHERE o.claimed_by = p_worker
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM released
+$$;
+
+-- Dead events (of one webhook, or all) tried again from now, with a new
+-- retry horizon; returns how many.
+CREATE FUNCTION retry_webhooks(webhook bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    WITH revived AS (
+        UPDATE smsbus.webhook_outbox o
+        SET dead = false, attempts = 0, next_attempt_at = now(), expires_at = now() + w.retry_horizon
+        FROM smsbus.webhook w
+        WHERE w.id = o.webhook_id AND o.dead AND (retry_webhooks.webhook IS NULL OR o.webhook_id = retry_webhooks.webhook)
+        RETURNING 1
+    )
+    SELECT count(*) FROM revived
+$$;
+
+GRANT EXECUTE ON FUNCTION _queue_inbound_webhooks(bigint), _claim_webhooks(text, integer, interval),
+    _webhooks_delivered(bigint[]), _webhooks_failed(bigint[], text[]), _release_webhooks(text)
+    TO smsbus_worker;
+GRANT EXECUTE ON FUNCTION retry_webhooks(bigint) TO smsbus_admin;
+REVOKE ALL ON FUNCTION _webhook_message(message), _queue_webhooks(bigint[]), _queue_inbound_webhooks(bigint),
+    _claim_webhooks(text, integer, interval), _webhooks_delivered(bigint[]), _webhooks_failed(bigint[], text[]),
+    _release_webhooks(text), retry_webhooks(bigint) FROM PUBLIC;
+COMMENT ON COLUMN webhook.account IS 'The account whose events it gets.';
+COMMENT ON COLUMN webhook.url IS 'Where events are POSTed (http or https).';
+COMMENT ON COLUMN webhook.secret IS 'Signs every call (X-Smsbus-Signature: t=<unix>,v1=<HMAC-SHA256 of "<t>.<body>">); 16 characters at least.';
+COMMENT ON COLUMN webhook.events IS 'status (every status change), report (delivered and notdelivered only), inbound (messages given to the account).';
+COMMENT ON COLUMN webhook.concurrency IS 'Calls in flight to it at once, across workers.';
+COMMENT ON COLUMN webhook.timeout_s IS 'Seconds a call may take before it counts as unanswered.';
+COMMENT ON COLUMN webhook.retry_horizon IS 'How long an event is tried (backoff from 1 s, doubling, at most an hour) before it is kept as dead.';
+COMMENT ON COLUMN webhook_outbox.dead IS 'Past its retry horizon: kept with its last_error until smsbus.retry_webhooks or a DELETE.';
+COMMENT ON FUNCTION retry_webhooks(bigint)
+    IS 'Tries dead webhook events again from now (of one webhook, or all), with a new retry horizon; returns how many.';
+
 -- A message its sender (SMPP cancel_sm) or an operator took back before it
 -- was claimed. Nothing in this script uses the value: a new enum value may
 -- not be used in the transaction that adds it.

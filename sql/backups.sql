@@ -11,13 +11,13 @@ DO $dump$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['channel', 'account', 'api_key', 'smpp_server', 'route', 'block', 'trigger', 'archiving', 'channel_usage',
+    FOREACH t IN ARRAY ARRAY['channel', 'account', 'api_key', 'webhook', 'webhook_outbox', 'smpp_server', 'route', 'block', 'trigger', 'archiving', 'channel_usage',
                              'message',
                              'message_event', 'message_part', 'pending_report', 'inbound_part',
                              'message_archive', 'message_part_archive', 'smpp_outbox', 'account_usage'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('smsbus.' || t)::regclass, '');
     END LOOP;
-    FOREACH t IN ARRAY ARRAY['message', 'message_event', 'route', 'block', 'trigger', 'smpp_outbox', 'api_key'] LOOP
+    FOREACH t IN ARRAY ARRAY['message', 'message_event', 'route', 'block', 'trigger', 'smpp_outbox', 'api_key', 'webhook', 'webhook_outbox'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(pg_get_serial_sequence('smsbus.' || t, 'id')::regclass, '');
     END LOOP;
 END

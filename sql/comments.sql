@@ -32,6 +32,14 @@ COMMENT ON COLUMN message.client_parts IS 'The parts its account sent it in, kep
 COMMENT ON COLUMN message.receipts IS 'The delivery receipts its account asked for (SMPP registered_delivery): 1 every final outcome, 2 failures, 3 successes, +16 an intermediate one when sent; null none.';
 COMMENT ON COLUMN message.account IS 'The account that submitted it (over SMPP); null for messages written in SQL.';
 
+COMMENT ON COLUMN webhook.account IS 'The account whose events it gets.';
+COMMENT ON COLUMN webhook.url IS 'Where events are POSTed (http or https).';
+COMMENT ON COLUMN webhook.secret IS 'Signs every call (X-Smsbus-Signature: t=<unix>,v1=<HMAC-SHA256 of "<t>.<body>">); 16 characters at least.';
+COMMENT ON COLUMN webhook.events IS 'status (every status change), report (delivered and notdelivered only), inbound (messages given to the account).';
+COMMENT ON COLUMN webhook.concurrency IS 'Calls in flight to it at once, across workers.';
+COMMENT ON COLUMN webhook.timeout_s IS 'Seconds a call may take before it counts as unanswered.';
+COMMENT ON COLUMN webhook.retry_horizon IS 'How long an event is tried (backoff from 1 s, doubling, at most an hour) before it is kept as dead.';
+COMMENT ON COLUMN webhook_outbox.dead IS 'Past its retry horizon: kept with its last_error until smsbus.retry_webhooks or a DELETE.';
 COMMENT ON COLUMN api_key.account IS 'The account whose key it is: requests made with it act for that account.';
 COMMENT ON COLUMN api_key.prefix IS 'The key''s first 12 characters, to tell keys apart (the key itself is not kept).';
 COMMENT ON COLUMN api_key.scopes IS 'What it may do: send (create and cancel messages), read (messages, channels, queue), admin.';
@@ -122,6 +130,8 @@ COMMENT ON FUNCTION archive(interval, integer)
     IS 'Moves up to batch_size finished messages unchanged for older_than to message_archive; returns how many.';
 COMMENT ON FUNCTION set_password(text, text)
     IS 'Sets an account''s password (kept as a salted argon2id hash), or an argon2id hash as given; null removes it.';
+COMMENT ON FUNCTION retry_webhooks(bigint)
+    IS 'Tries dead webhook events again from now (of one webhook, or all), with a new retry horizon; returns how many.';
 COMMENT ON FUNCTION create_api_key(text, text[], cidr[], text)
     IS 'Makes an HTTP API key for an account and returns it, the only time it is shown (only its SHA-256 is kept).';
 COMMENT ON FUNCTION reroute(bigint[], status[])

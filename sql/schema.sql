@@ -139,6 +139,57 @@ CREATE TABLE api_key (
 CREATE INDEX api_key_account ON api_key (account);
 COMMENT ON TABLE api_key IS 'HTTP API keys of accounts: SHA-256 of each key, scopes, address ranges.';
 
+-- Webhooks: where an account's events go over HTTP (sql/webhooks.sql).
+-- The secret signs each call (X-Smsbus-Signature, HMAC-SHA256); smsbus
+-- must present it, so it is kept as given, in a column only admins and
+-- the worker read.
+CREATE TABLE webhook (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account       text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    url           text NOT NULL CONSTRAINT webhook_url CHECK (url ~ '^https?://[^[:space:]]+$'),
+    secret        text NOT NULL CONSTRAINT webhook_secret CHECK (length(secret) >= 16),
+    -- status: every status change of its messages; report: delivered and
+    -- notdelivered only; inbound: messages given to the account.
+    events        text[] NOT NULL DEFAULT '{status,inbound}'
+                  CONSTRAINT webhook_events CHECK (
+                      cardinality(events) > 0 AND events <@ ARRAY['status', 'report', 'inbound']),
+    enabled       boolean NOT NULL DEFAULT true,
+    -- Calls in flight to it at once.
+    concurrency   integer NOT NULL DEFAULT 4 CONSTRAINT webhook_concurrency CHECK (concurrency BETWEEN 1 AND 100),
+    timeout_s     real NOT NULL DEFAULT 10 CONSTRAINT webhook_timeout CHECK (timeout_s > 0 AND timeout_s <= 120),
+    -- How long an event is tried before it is kept as dead.
+    retry_horizon interval NOT NULL DEFAULT '24 hours'
+                  CONSTRAINT webhook_retry_horizon CHECK (retry_horizon > interval '0'),
+    description   text,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX webhook_account ON webhook (account) WHERE enabled;
+COMMENT ON TABLE webhook IS 'Where accounts'' events (status changes, reports, inbound messages) are sent over HTTP.';
+
+-- Events on their way to a webhook, written in the transaction of the
+-- change that caused them and deleted when the endpoint answered 2xx;
+-- dead ones (past the retry horizon) are kept with their last error until
+-- smsbus.retry_webhooks or an admin removes them.
+CREATE TABLE webhook_outbox (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    webhook_id      bigint NOT NULL REFERENCES webhook (id) ON DELETE CASCADE,
+    message_id      bigint NOT NULL,
+    event           text NOT NULL,
+    -- The body sent, as it was when the change happened.
+    payload         jsonb NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    expires_at      timestamptz NOT NULL,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    dead            boolean NOT NULL DEFAULT false,
+    claimed_by      text,
+    claimed_until   timestamptz
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE NOT dead;
+CREATE INDEX webhook_outbox_message ON webhook_outbox (webhook_id, message_id, id) WHERE NOT dead;
+COMMENT ON TABLE webhook_outbox IS 'Webhook events waiting for their endpoint''s 2xx, in order per message; dead ones kept.';
+
 -- Where applications bind to smsbus over SMPP. Every worker opens every
 -- enabled listener (on one host they share the port: SO_REUSEPORT), so a
 -- bound account may be served by any worker (worker/src/smpp_server/).
@@ -570,6 +621,10 @@ GRANT SELECT (id, account, prefix, scopes, allowed_ips, enabled, description, cr
       UPDATE (scopes, allowed_ips, enabled, description),
       DELETE
     ON api_key TO smsbus_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhook TO smsbus_admin;
+GRANT SELECT, DELETE ON webhook_outbox TO smsbus_admin;
+GRANT SELECT ON webhook TO smsbus_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_outbox TO smsbus_worker;
 GRANT SELECT, UPDATE, DELETE ON account_usage TO smsbus_admin;
 GRANT SELECT, UPDATE, DELETE ON channel_usage TO smsbus_admin;
 GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;

@@ -38,11 +38,16 @@ pub const TAKE_QUOTA: &str = "
 /// (int8[]) that reached a final status (sql/smpp_outbox.sql).
 pub const QUEUE_RECEIPTS: &str = "SELECT smsbus._queue_receipts($1::pg_catalog.int8[])";
 
+/// Writes the webhook events owed to accounts for the messages `$1`
+/// (int8[]) whose status changed (sql/webhooks.sql).
+pub const QUEUE_WEBHOOKS: &str = "SELECT smsbus._queue_webhooks($1::pg_catalog.int8[])";
+
 /// Every owner-context statement, by name.
 pub const ALL: &[(&str, &str)] = &[
     ("WAKE", WAKE),
     ("TAKE_QUOTA", TAKE_QUOTA),
     ("QUEUE_RECEIPTS", QUEUE_RECEIPTS),
+    ("QUEUE_WEBHOOKS", QUEUE_WEBHOOKS),
 ];
 
 /// What makes a statement unsafe to run in the owner context: the first

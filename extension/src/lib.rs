@@ -130,6 +130,11 @@ extension_sql_file!(
     requires = ["accounts"]
 );
 extension_sql_file!(
+    "../../sql/webhooks.sql",
+    name = "webhooks",
+    requires = ["accounts"]
+);
+extension_sql_file!(
     "../../sql/smpp_server.sql",
     name = "smpp_server",
     requires = ["accounts", _restoring]
@@ -164,6 +169,7 @@ extension_sql_file!(
         "send",
         "accounts",
         "api_keys",
+        "webhooks",
         "smpp_server",
         "router_explain",
         "views",

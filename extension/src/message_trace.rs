@@ -38,6 +38,9 @@ struct Batch {
     /// Messages of an account that reached a final status, or were sent:
     /// their receipts may be owed (`smsbus._queue_receipts` decides).
     receipts: Vec<i64>,
+    /// Every message of an account whose status changed: its webhooks
+    /// may be owed an event (`smsbus._queue_webhooks` decides).
+    webhooks: Vec<i64>,
 }
 
 thread_local! {
@@ -102,6 +105,9 @@ fn _message_after_change<'a>(
     if !batch.receipts.is_empty() {
         owner::as_owner_fixed_path(owner, || queue_receipts(&batch.receipts));
     }
+    if !batch.webhooks.is_empty() {
+        owner::as_owner_fixed_path(owner, || queue_webhooks(&batch.webhooks));
+    }
     Ok(None)
 }
 
@@ -165,8 +171,11 @@ fn collect(
                 .unwrap_or_default();
             // Sent: an intermediate receipt, when one was asked for.
             let receipt_may_be_owed = status.is_final_outcome() || status == Status::Sent;
-            if receipt_may_be_owed && account.is_some_and(|a| get(slot, a).is_some()) {
-                batch.receipts.push(id);
+            if account.is_some_and(|a| get(slot, a).is_some()) {
+                if receipt_may_be_owed {
+                    batch.receipts.push(id);
+                }
+                batch.webhooks.push(id);
             }
             batch.ids.push(id);
             batch.from.push(previous.map(Status::as_str));
@@ -355,6 +364,17 @@ fn queue_receipts(ids: &[i64]) {
     let result = Spi::run_with_args(owner_sql::QUEUE_RECEIPTS, &[ids.into()]);
     if let Err(e) = result {
         crate::internal(format!("writing the delivery receipts failed: {e}"));
+    }
+}
+
+/// Writes the webhook events owed for `ids` (`smsbus._queue_webhooks`):
+/// one statement for all of them, which finds nothing at once for
+/// accounts without webhooks.
+fn queue_webhooks(ids: &[i64]) {
+    let ids = ids.to_vec();
+    let result = Spi::run_with_args(owner_sql::QUEUE_WEBHOOKS, &[ids.into()]);
+    if let Err(e) = result {
+        crate::internal(format!("writing the webhook events failed: {e}"));
     }
 }
 

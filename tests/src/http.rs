@@ -13,6 +13,8 @@ pub struct Seen {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The status it was answered with.
+    pub answered: u16,
 }
 
 impl Seen {
@@ -47,6 +49,7 @@ impl HttpServer {
             for mut request in server.incoming_requests() {
                 let mut body = String::new();
                 let _ = request.as_reader().read_to_string(&mut body);
+                let answered = answer_with.load(Ordering::SeqCst);
                 record.lock().unwrap().push(Seen {
                     method: request.method().to_string(),
                     url: request.url().to_owned(),
@@ -56,9 +59,10 @@ impl HttpServer {
                         .map(|h| (h.field.to_string(), h.value.to_string()))
                         .collect(),
                     body,
+                    answered,
                 });
                 let answer = tiny_http::Response::from_string(r#"{"accepted": true}"#)
-                    .with_status_code(answer_with.load(Ordering::SeqCst))
+                    .with_status_code(answered)
                     .with_header(
                         "X-Reply: yes"
                             .parse::<tiny_http::Header>()

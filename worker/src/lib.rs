@@ -30,6 +30,8 @@
 //!   against.
 //! - [`triggers`]: the trigger runner: chains of SQL and Lua scripts for
 //!   messages that reached a permanent status.
+//! - [`webhooks`]: accounts' events from `smsbus.webhook_outbox`, posted
+//!   signed, in order per message, with backoff.
 //!
 //! [`run`] wires them: it starts the listener and maintenance, waits for the
 //! shutdown signal, lets every task finish, hands back whatever this worker
@@ -50,6 +52,7 @@ pub mod polling;
 pub mod shutdown;
 pub mod smpp_server;
 pub mod triggers;
+pub mod webhooks;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -105,6 +108,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     tasks.spawn(smpp_server::run(
         config.clone(),
+        pool.clone(),
+        wakeups.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(webhooks::run(
+        config.worker_id.clone(),
         pool.clone(),
         wakeups.clone(),
         shutdown.clone(),

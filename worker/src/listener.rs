@@ -9,6 +9,7 @@
 //! - `smsbus_triggers`: messages were armed for their triggers.
 //! - `smsbus_smpp_outbox`, payload an account name: delivery receipts
 //!   wait for that account's receiver binds.
+//! - `smsbus_webhooks`: events wait in `smsbus.webhook_outbox`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub const CONFIG: &str = "smsbus_config";
 pub const MAINTENANCE: &str = "smsbus_maintenance";
 pub const TRIGGERS: &str = "smsbus_triggers";
 pub const SMPP_OUTBOX: &str = "smsbus_smpp_outbox";
+pub const WEBHOOKS: &str = "smsbus_webhooks";
 
 /// How many queue wake-ups may wait for slow receivers; a receiver that
 /// falls behind sees `Lagged` and polls its queue, which is what a wake-up
@@ -42,6 +44,8 @@ pub struct Wakeups {
     pub triggers: Arc<Notify>,
     /// Accounts with new receipts in `smsbus.smpp_outbox`.
     pub smpp_outbox: broadcast::Sender<Arc<str>>,
+    /// Events in `smsbus.webhook_outbox`.
+    pub webhooks: Arc<Notify>,
 }
 
 impl Default for Wakeups {
@@ -52,6 +56,7 @@ impl Default for Wakeups {
             maintenance: Arc::new(Notify::new()),
             triggers: Arc::new(Notify::new()),
             smpp_outbox: broadcast::channel(QUEUE_BACKLOG).0,
+            webhooks: Arc::new(Notify::new()),
         }
     }
 }
@@ -70,6 +75,7 @@ impl Wakeups {
                 // No bind listening is fine: a bind looks when it opens.
                 let _unheard = self.smpp_outbox.send(Arc::from(payload));
             }
+            WEBHOOKS => self.webhooks.notify_one(),
             other => tracing::debug!(channel = other, "ignoring notification"),
         }
     }
@@ -79,6 +85,7 @@ impl Wakeups {
         self.config.notify_waiters();
         self.maintenance.notify_one();
         self.triggers.notify_one();
+        self.webhooks.notify_one();
         // An empty account name wakes every bind; none listening is fine.
         let _unheard = self.smpp_outbox.send(Arc::from(""));
     }
@@ -127,7 +134,7 @@ async fn listen(config: &Config, wakeups: &Wakeups, backoff: &mut Backoff) -> an
     };
     tokio::pin!(pump);
     let subscribe =
-        format!("LISTEN {QUEUE}; LISTEN {CONFIG}; LISTEN {MAINTENANCE}; LISTEN {TRIGGERS}; LISTEN {SMPP_OUTBOX};");
+        format!("LISTEN {QUEUE}; LISTEN {CONFIG}; LISTEN {MAINTENANCE}; LISTEN {TRIGGERS}; LISTEN {SMPP_OUTBOX}; LISTEN {WEBHOOKS};");
     tokio::select! {
         result = &mut pump => return result,
         subscribed = client.batch_execute(&subscribe) => subscribed?,

@@ -35,6 +35,8 @@ pub const SMPP_SERVER_BIND_REFUSALS: &str = "smsbus_smpp_server_bind_refusals_to
 pub const SMPP_SERVER_BATCH: &str = "smsbus_smpp_server_commit_batch_size";
 pub const SMPP_SERVER_RECEIPTS: &str = "smsbus_smpp_server_receipts_delivered_total";
 pub const SMPP_SERVER_OUTBOX: &str = "smsbus_smpp_server_outbox_depth";
+pub const WEBHOOKS_DELIVERED: &str = "smsbus_webhooks_delivered_total";
+pub const WEBHOOKS_FAILED: &str = "smsbus_webhooks_failed_total";
 
 /// Latency buckets, in seconds: from a fast provider's milliseconds to a
 /// handset that was off for a day.
@@ -113,6 +115,14 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
     describe_gauge!(
         SMPP_SERVER_OUTBOX,
         "receipts and inbound messages waiting in smsbus.smpp_outbox, by account (the whole database's)"
+    );
+    describe_counter!(
+        WEBHOOKS_DELIVERED,
+        "webhook events their endpoints took (2xx)"
+    );
+    describe_counter!(
+        WEBHOOKS_FAILED,
+        "webhook calls refused or unanswered (each goes again, or dies past its horizon)"
     );
     describe_histogram!(
         SMPP_SERVER_BATCH,

@@ -110,7 +110,8 @@ pub async fn run(
     };
     if !outcome.is_empty() {
         // An inbound message a trigger gave to an account goes out to its
-        // SMPP binds (sql/smpp_outbox.sql), in the same transaction.
+        // SMPP binds (sql/smpp_outbox.sql) and its webhooks
+        // (sql/webhooks.sql), in the same transaction.
         tx.execute(
             "WITH ended AS (
                  UPDATE smsbus.message SET trigger_status = $2::text::smsbus.trigger_status,
@@ -118,15 +119,18 @@ pub async fn run(
                  WHERE id = $1 AND trigger_status IN ('processing', 'pending')
                  RETURNING id, direction, account
              )
-             SELECT smsbus._queue_inbound(e.id) FROM ended e
+             SELECT smsbus._queue_inbound(e.id), smsbus._queue_inbound_webhooks(e.id) FROM ended e
              WHERE e.direction = 'in' AND e.account IS NOT NULL",
             &[&id, &outcome, &error],
         )
         .await?;
     } else if matches!(end, End::LeftAlone) {
         // The script decided itself; its message may still be owed.
-        tx.execute("SELECT smsbus._queue_inbound($1)", &[&id])
-            .await?;
+        tx.execute(
+            "SELECT smsbus._queue_inbound($1), smsbus._queue_inbound_webhooks($1)",
+            &[&id],
+        )
+        .await?;
     }
     if let Some(e) = error {
         // The trace keeps it too: the status did not change, the chain failed.

@@ -1,0 +1,228 @@
+//! Webhooks: the worker delivers what waits in `smsbus.webhook_outbox`
+//! (sql/webhooks.sql). It takes due events under a lease, never more for
+//! one endpoint than its `concurrency` less what any worker has in flight
+//! to it, and for each message only the oldest waiting event, so a
+//! message's events arrive in order. Each goes out as a signed POST
+//! ([`signature`]); a 2xx deletes it, anything else (or no answer within
+//! the webhook's timeout) sends it back with a backoff, until its retry
+//! horizon makes it dead. At least once: an event whose answer was lost
+//! with a worker goes again when its lease ends.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_postgres::Pool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::listener::Wakeups;
+
+pub mod signature;
+
+/// Events in flight from this worker at most.
+const IN_FLIGHT: usize = 64;
+/// How long a taken event is this worker's: past its longest timeout.
+const LEASE: &str = "3 minutes";
+/// Looked for at least this often, wake-up or not.
+const POLL: Duration = Duration::from_secs(1);
+/// After a database error, wait this long.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// One event to send.
+#[derive(Debug)]
+struct Event {
+    id: i64,
+    url: String,
+    secret: String,
+    timeout: Duration,
+    name: String,
+    payload: String,
+    attempts: i32,
+}
+
+/// How one call went: None delivered, else why not.
+type Outcome = (i64, Option<String>);
+
+/// Runs until `shutdown`: what this worker held when it stopped goes back
+/// at once.
+pub async fn run(worker: String, pool: Pool, wakeups: Wakeups, shutdown: CancellationToken) {
+    release(&pool, &worker).await;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .user_agent(concat!("smsbus/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let mut calls: JoinSet<Outcome> = JoinSet::new();
+    let mut done: Vec<Outcome> = Vec::new();
+    loop {
+        if !done.is_empty() {
+            if let Err(e) = record(&pool, &done).await {
+                // Their leases run out and they go again: at least once.
+                tracing::warn!("webhooks: cannot record {} outcomes: {e}", done.len());
+            }
+            done.clear();
+        }
+        let room = IN_FLIGHT - calls.len();
+        let mut took_all = false;
+        if room > 0 {
+            match claim(&pool, &worker, room).await {
+                Ok(events) => {
+                    took_all = events.len() == room;
+                    for event in events {
+                        let agent = agent.clone();
+                        calls.spawn_blocking(move || (event.id, deliver(&agent, &event)));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("webhooks: cannot take events: {e}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(RETRY) => continue,
+                    }
+                }
+            }
+        }
+        let wake = wakeups.webhooks.notified();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(finished) = calls.join_next(), if !calls.is_empty() => {
+                match finished {
+                    Ok(outcome) => done.push(outcome),
+                    Err(e) => tracing::error!("webhooks: a call panicked: {e}"),
+                }
+                while let Some(finished) = calls.try_join_next() {
+                    match finished {
+                        Ok(outcome) => done.push(outcome),
+                        Err(e) => tracing::error!("webhooks: a call panicked: {e}"),
+                    }
+                }
+            }
+            _ = wake, if !took_all => {}
+            _ = tokio::time::sleep(POLL), if !took_all => {}
+        }
+    }
+    // Calls in flight are given up: their events go again (at least once).
+    calls.abort_all();
+    if !done.is_empty() {
+        if let Err(e) = record(&pool, &done).await {
+            tracing::warn!("webhooks: cannot record {} outcomes: {e}", done.len());
+        }
+    }
+    release(&pool, &worker).await;
+}
+
+async fn release(pool: &Pool, worker: &str) {
+    let released = async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .query_one("SELECT smsbus._release_webhooks($1)", &[&worker])
+            .await
+            .map(|r| r.get::<_, i32>(0))
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match released {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            events = n,
+            "webhooks: gave back the events this worker held"
+        ),
+        Err(e) => tracing::warn!("webhooks: cannot give back held events (their leases end): {e}"),
+    }
+}
+
+async fn claim(pool: &Pool, worker: &str, room: usize) -> anyhow::Result<Vec<Event>> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!("SELECT * FROM smsbus._claim_webhooks($1, $2, interval '{LEASE}')"),
+            &[&worker, &(room as i32)],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Event {
+                id: r.try_get("id")?,
+                url: r.try_get("url")?,
+                secret: r.try_get("secret")?,
+                timeout: Duration::from_secs_f32(r.try_get::<_, f32>("timeout_s")?),
+                name: r.try_get("event")?,
+                payload: r.try_get("payload")?,
+                attempts: r.try_get("attempts")?,
+            })
+        })
+        .collect()
+}
+
+/// Deletes the delivered events and backs off the others, in one
+/// transaction.
+async fn record(pool: &Pool, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    let delivered: Vec<i64> = outcomes
+        .iter()
+        .filter(|(_, e)| e.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    let (failed, errors): (Vec<i64>, Vec<String>) = outcomes
+        .iter()
+        .filter_map(|(id, e)| e.clone().map(|e| (*id, e)))
+        .unzip();
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    if !delivered.is_empty() {
+        tx.execute("SELECT smsbus._webhooks_delivered($1)", &[&delivered])
+            .await?;
+    }
+    if !failed.is_empty() {
+        tx.execute(
+            "SELECT smsbus._webhooks_failed($1, $2)",
+            &[&failed, &errors],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    metrics::counter!(crate::metrics::WEBHOOKS_DELIVERED).increment(delivered.len() as u64);
+    metrics::counter!(crate::metrics::WEBHOOKS_FAILED).increment(failed.len() as u64);
+    Ok(())
+}
+
+/// Posts one event; None when the endpoint answered 2xx, else why not
+/// (kept as the event's last_error, so never the secret).
+fn deliver(agent: &ureq::Agent, event: &Event) -> Option<String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let request = ureq::http::Request::post(&event.url)
+        .header("content-type", "application/json")
+        .header("x-smsbus-event", &event.name)
+        .header("x-smsbus-delivery", event.id.to_string())
+        .header("x-smsbus-attempt", event.attempts.to_string())
+        .header(
+            "x-smsbus-signature",
+            signature::sign(&event.secret, now, &event.payload),
+        )
+        .body(event.payload.clone());
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return Some(format!("not a request: {e}")),
+    };
+    let request = agent
+        .configure_request(request)
+        .timeout_global(Some(event.timeout))
+        .build();
+    match agent.run(request) {
+        Ok(response) if response.status().is_success() => None,
+        Ok(mut response) => {
+            let status = response.status().as_u16();
+            let text = response
+                .body_mut()
+                .with_config()
+                .limit(512)
+                .read_to_string()
+                .unwrap_or_default();
+            Some(format!(
+                "HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            ))
+        }
+        Err(e) => Some(format!("no answer: {e}")),
+    }
+}
