@@ -2564,6 +2564,8 @@ AS $$
         CROSS JOIN LATERAL (SELECT CASE WHEN m.status IN ('delivered', 'notdelivered') THEN 'message.report'
                                         ELSE 'message.status' END AS event) e
         WHERE m.id = ANY (p_ids) AND m.direction = 'out'
+          -- Evaluated once: with no webhook at all, no message is read.
+          AND EXISTS (SELECT FROM smsbus.webhook x WHERE x.enabled)
           AND ('status' = ANY (w.events)
                OR ('report' = ANY (w.events) AND m.status IN ('delivered', 'notdelivered')))
         ORDER BY m.id, w.id
