@@ -2405,6 +2405,8 @@ CREATE TABLE api_key (
                     cardinality(scopes) > 0 AND scopes <@ ARRAY['send', 'read', 'admin']),
     -- Where it may be used from (null: anywhere).
     allowed_ips cidr[],
+    -- Requests per second it may make on each worker (null: no limit).
+    rate_limit  real CONSTRAINT api_key_rate_limit CHECK (rate_limit > 0),
     enabled     boolean NOT NULL DEFAULT true,
     description text,
     created_at  timestamptz NOT NULL DEFAULT now()
@@ -2412,8 +2414,8 @@ CREATE TABLE api_key (
 CREATE INDEX api_key_account ON api_key (account);
 COMMENT ON TABLE api_key IS 'HTTP API keys of accounts: SHA-256 of each key, scopes, address ranges.';
 -- API keys: everything but the hash; new keys only by smsbus.create_api_key.
-GRANT SELECT (id, account, prefix, scopes, allowed_ips, enabled, description, created_at),
-      UPDATE (scopes, allowed_ips, enabled, description),
+GRANT SELECT (id, account, prefix, scopes, allowed_ips, rate_limit, enabled, description, created_at),
+      UPDATE (scopes, allowed_ips, rate_limit, enabled, description),
       DELETE
     ON api_key TO smsbus_admin;
 SELECT pg_catalog.pg_extension_config_dump('smsbus.api_key'::regclass, '');
@@ -2449,12 +2451,12 @@ $$;
 -- an enabled key of an enabled account (no row otherwise). For the worker,
 -- at every HTTP request.
 CREATE FUNCTION _verify_api_key(key text)
-RETURNS TABLE (key_id bigint, account text, scopes text[], allowed_ips cidr[])
+RETURNS TABLE (key_id bigint, account text, scopes text[], allowed_ips cidr[], rate_limit real)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, smsbus, pg_temp
 AS $$
-    SELECT k.id, k.account, k.scopes, k.allowed_ips
+    SELECT k.id, k.account, k.scopes, k.allowed_ips, k.rate_limit
     FROM smsbus.api_key k
     JOIN smsbus.account a ON a.name = k.account
     WHERE k.key_hash = sha256(convert_to(_verify_api_key.key, 'UTF8')) AND k.enabled AND a.enabled
@@ -2467,6 +2469,7 @@ COMMENT ON COLUMN api_key.account IS 'The account whose key it is: requests made
 COMMENT ON COLUMN api_key.prefix IS 'The key''s first 12 characters, to tell keys apart (the key itself is not kept).';
 COMMENT ON COLUMN api_key.scopes IS 'What it may do: send (create and cancel messages), read (messages, channels, queue), admin.';
 COMMENT ON COLUMN api_key.allowed_ips IS 'Address ranges it may be used from; null: anywhere.';
+COMMENT ON COLUMN api_key.rate_limit IS 'Requests per second it may make on each worker (429 with Retry-After beyond); null: no limit.';
 COMMENT ON COLUMN api_key.enabled IS 'A disabled key is refused (401) like an unknown one.';
 COMMENT ON FUNCTION create_api_key(text, text[], cidr[], text)
     IS 'Makes an HTTP API key for an account and returns it, the only time it is shown (only its SHA-256 is kept).';

@@ -5,7 +5,9 @@
 # a trigger, queues a few messages and shows them go out, come back
 # delivered, and inbound messages arrive and get answered, with the trace
 # and the channels' state; then an application binds to smsbus's own SMPP
-# server (smsbus-smpp-client), sends, and gets its delivery receipts.
+# server (smsbus-smpp-client), sends, and gets its delivery receipts, and
+# sends over the HTTP API with an API key while a local webhook endpoint
+# (smsbus-webhook-sink) hears the message's events.
 # Runs until Ctrl-C, which stops the worker and the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,7 @@ scripts/setup.sh
 echo "== building and installing the extension and the worker"
 scripts/install.sh
 cargo build --quiet -p smsbus-worker -p smsbus-tests --bin smsbus-worker --bin smsbus-smsc --bin smsbus-modem \
-    --bin smsbus-smpp-client
+    --bin smsbus-smpp-client --bin smsbus-webhook-sink
 scripts/cluster.sh start
 scripts/cluster.sh template >/dev/null
 scripts/cluster.sh createdb smsbus >/dev/null
@@ -36,12 +38,19 @@ MODEM_DIR=$PWD/.cluster/dev/modem
 MODEM_LOG=.cluster/dev/modem.log
 target/debug/smsbus-modem --dir "$MODEM_DIR" --inbound "+31611122233 Hallo via de modem" >"$MODEM_LOG" 2>&1 &
 MODEM=$!
+API_PORT=${API_PORT:-8080}
+SINK_PORT=${SINK_PORT:-8081}
+SINK_LOG=.cluster/dev/webhooks.log
+WEBHOOK_SECRET=demo-webhook-secret-0123
+target/debug/smsbus-webhook-sink --listen "127.0.0.1:$SINK_PORT" --secret "$WEBHOOK_SECRET" >"$SINK_LOG" 2>&1 &
+SINK=$!
 LOG=.cluster/dev/worker.log
-DATABASE_URL="$CONN" target/debug/smsbus-worker --worker-id demo-worker >"$LOG" 2>&1 &
+DATABASE_URL="$CONN" target/debug/smsbus-worker --worker-id demo-worker \
+    --http-addr "127.0.0.1:$API_PORT" >"$LOG" 2>&1 &
 WORKER=$!
 cleanup() {
     kill -TERM "$WORKER" 2>/dev/null && wait "$WORKER" 2>/dev/null || true
-    kill -TERM "$SMSC" "$MODEM" 2>/dev/null || true
+    kill -TERM "$SMSC" "$MODEM" "$SINK" 2>/dev/null || true
     scripts/cluster.sh stop
     echo "stopped the worker, the simulators and the dev cluster"
 }
@@ -117,19 +126,38 @@ target/debug/smsbus-smpp-client --addr "127.0.0.1:$SERVER_PORT" --system-id acme
 sql -c "SELECT id, account, to_address, status, channel, left(body, 28) AS body FROM smsbus.message
         WHERE account IS NOT NULL ORDER BY id"
 
+echo "== an application sends over the HTTP API (port $API_PORT); its webhook (port $SINK_PORT) hears the report"
+KEY=$(sql -t -A -v sink_port="$SINK_PORT" -v secret="$WEBHOOK_SECRET" <<'SQL'
+INSERT INTO smsbus.webhook (account, url, secret, events)
+VALUES ('acme', 'http://127.0.0.1:' || :sink_port || '/events', :'secret', '{status,report}');
+SELECT smsbus.create_api_key('acme', '{send,read}', description => 'the demo');
+SQL
+)
+CURL=(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json')
+echo "\$ curl -s -H 'Authorization: Bearer $KEY' -d '{\"to\": \"+31612345698\", \"body\": \"Sent over HTTP\"}' http://127.0.0.1:$API_PORT/v1/messages"
+"${CURL[@]}" -d '{"to": "+31612345698", "body": "Sent over HTTP"}' "http://127.0.0.1:$API_PORT/v1/messages"
+echo
+sleep 3
+echo "-- what the webhook heard:"
+cat "$SINK_LOG"
+
 cat <<INFO
 
 smsbus is running: database 'smsbus' on port $PORT, worker log in $LOG,
 the SMSC simulator on port $SMSC_PORT (log in $SMSC_LOG),
 the modem simulator at $MODEM_DIR/ttyGSM0 (log in $MODEM_LOG),
-smsbus's SMPP server on port $SERVER_PORT (account acme, password secret1).
+smsbus's SMPP server on port $SERVER_PORT (account acme, password secret1),
+the HTTP API on port $API_PORT (key $KEY), whose webhook events land in $SINK_LOG.
 Connect with:
     psql -h $HOST -p $PORT -U postgres smsbus
 Try:
     SELECT smsbus.send('+31612345678', 'hi', channel => 'demo');
     SELECT * FROM smsbus.queue_depth;
     SELECT * FROM smsbus.explain_route('{"to_address": "+32470000000"}'::jsonb);
-and send over SMPP:
+send over HTTP:
+    curl -s -H 'Authorization: Bearer $KEY' -d '{"to": "+31612345678", "body": "hi"}' \\
+        http://127.0.0.1:$API_PORT/v1/messages
+and over SMPP:
     target/debug/smsbus-smpp-client --addr 127.0.0.1:$SERVER_PORT --system-id acme --password secret1 \\
         --to +31612345678 --receipts
 Press Ctrl-C to stop the worker and the cluster.

@@ -6,7 +6,7 @@ set -euo pipefail
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGRX_VERSION=0.18.0
-PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo)
+PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo curl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

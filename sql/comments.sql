@@ -44,6 +44,7 @@ COMMENT ON COLUMN api_key.account IS 'The account whose key it is: requests made
 COMMENT ON COLUMN api_key.prefix IS 'The key''s first 12 characters, to tell keys apart (the key itself is not kept).';
 COMMENT ON COLUMN api_key.scopes IS 'What it may do: send (create and cancel messages), read (messages, channels, queue), admin.';
 COMMENT ON COLUMN api_key.allowed_ips IS 'Address ranges it may be used from; null: anywhere.';
+COMMENT ON COLUMN api_key.rate_limit IS 'Requests per second it may make on each worker (429 with Retry-After beyond); null: no limit.';
 COMMENT ON COLUMN api_key.enabled IS 'A disabled key is refused (401) like an unknown one.';
 COMMENT ON COLUMN account.name IS 'The account''s name, its SMPP system_id: letters, digits, _ . - (15 at most).';
 COMMENT ON COLUMN account.enabled IS 'Off: it cannot bind.';

@@ -132,6 +132,8 @@ CREATE TABLE api_key (
                     cardinality(scopes) > 0 AND scopes <@ ARRAY['send', 'read', 'admin']),
     -- Where it may be used from (null: anywhere).
     allowed_ips cidr[],
+    -- Requests per second it may make on each worker (null: no limit).
+    rate_limit  real CONSTRAINT api_key_rate_limit CHECK (rate_limit > 0),
     enabled     boolean NOT NULL DEFAULT true,
     description text,
     created_at  timestamptz NOT NULL DEFAULT now()
@@ -617,8 +619,8 @@ GRANT SELECT ON channel_state, message_event, message_part, pending_report, inbo
     TO smsbus_admin;
 GRANT SELECT, DELETE ON smpp_outbox TO smsbus_admin;
 -- API keys: everything but the hash; new keys only by smsbus.create_api_key.
-GRANT SELECT (id, account, prefix, scopes, allowed_ips, enabled, description, created_at),
-      UPDATE (scopes, allowed_ips, enabled, description),
+GRANT SELECT (id, account, prefix, scopes, allowed_ips, rate_limit, enabled, description, created_at),
+      UPDATE (scopes, allowed_ips, rate_limit, enabled, description),
       DELETE
     ON api_key TO smsbus_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook TO smsbus_admin;

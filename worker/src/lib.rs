@@ -24,6 +24,8 @@
 //!   names of what it serves.
 //! - [`polling`]: the timer-and-wake-up loop maintenance and the trigger
 //!   runner share.
+//! - [`rate`]: token buckets for SMPP accounts' throughput and API keys'
+//!   rate limits.
 //! - [`smpp_server`]: the SMPP server applications bind to: listeners,
 //!   sessions, binds across workers, group commit of submissions.
 //! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
@@ -49,6 +51,7 @@ pub mod listener;
 pub mod maintenance;
 pub mod metrics;
 pub mod polling;
+pub mod rate;
 pub mod shutdown;
 pub mod smpp_server;
 pub mod triggers;

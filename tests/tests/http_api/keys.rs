@@ -215,3 +215,46 @@ async fn keys_are_kept_as_hashes_no_role_reads_and_only_admins_make() {
     assert_eq!(db_error(&e).0, "23514", "{e}");
     roles.remove(db).await;
 }
+
+#[tokio::test]
+async fn a_key_beyond_its_rate_waits_and_the_log_names_keys_by_id_only() {
+    let s = serve().await;
+    let key = key(&s.c, "acme", &["read"]).await;
+    s.c.execute(
+        "UPDATE smsbus.api_key SET rate_limit = 2 WHERE prefix = left($1, 12)",
+        &[&key],
+    )
+    .await
+    .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let answer = s.call("GET", "/v1/queue", Some(&key), None).await;
+        if answer.status == 429 {
+            assert_eq!(answer.header("retry-after"), Some("1"));
+            assert_eq!(answer.json()["error"]["code"], "rate_limited");
+        }
+        statuses.push(answer.status);
+    }
+    assert_eq!(
+        &statuses[..2],
+        [200, 200],
+        "a second's worth at once: {statuses:?}"
+    );
+    assert!(statuses[2..].iter().all(|&s| s == 429), "{statuses:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        s.call("GET", "/v1/queue", Some(&key), None).await.status,
+        200
+    );
+
+    let id: i64 = scalar(
+        &s.c,
+        "SELECT id FROM smsbus.api_key WHERE prefix = left($1, 12)",
+        &[&key],
+    )
+    .await;
+    let log = s.worker.log();
+    assert!(log.contains("http api: request"), "{log}");
+    assert!(log.contains(&format!("key={id}")), "{log}");
+    assert!(!log.contains(&key[4..]), "the key itself is never logged");
+}

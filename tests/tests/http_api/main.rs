@@ -30,8 +30,8 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) struct Served {
     pub c: tokio_postgres::Client,
     pub base: String,
-    // Kept for their Drop: the worker stops, then the database goes.
-    _worker: Worker,
+    pub worker: Worker,
+    // Kept for its Drop: the database goes after the worker stopped.
     _db: TestDb,
 }
 
@@ -65,7 +65,7 @@ pub(crate) async fn serve() -> Served {
             return Served {
                 c,
                 base,
-                _worker: worker,
+                worker,
                 _db: db,
             };
         }

@@ -2,8 +2,9 @@
 //! up with `smsbus._verify_api_key` (the database keeps only the key's
 //! SHA-256), and what the key may do. An unknown, disabled or malformed
 //! key, or one of a disabled account, is 401 alike; a key used outside
-//! its address ranges or beyond its scopes is 403. The key never reaches
-//! the log, only its id.
+//! its address ranges or beyond its scopes is 403, and beyond its
+//! `rate_limit` 429 with `Retry-After`. The key never reaches the log,
+//! only its id.
 
 use std::net::SocketAddr;
 
@@ -97,7 +98,8 @@ where
         let row = client
             .query_opt(
                 "SELECT k.key_id, k.account, k.scopes,
-                        k.allowed_ips IS NULL OR $2::text::inet <<= ANY (k.allowed_ips) AS here
+                        k.allowed_ips IS NULL OR $2::text::inet <<= ANY (k.allowed_ips) AS here,
+                        k.rate_limit
                  FROM smsbus._verify_api_key($1) k",
                 &[&key, &peer],
             )
@@ -109,6 +111,21 @@ where
             account: row.get(1),
             scopes: row.get(2),
         };
+        if let Some(slot) = parts.extensions.get::<super::log::KeySlot>() {
+            slot.set(caller.key_id);
+        }
+        let rate: Option<f32> = row.get(4);
+        if !api.rates.allow(caller.key_id, rate.map(f64::from)) {
+            let per_second = f64::from(rate.unwrap_or(1.0));
+            return Err(ApiError {
+                retry_after: Some((1.0 / per_second).ceil().max(1.0) as u64),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("this key may make {per_second} requests a second"),
+                )
+            });
+        }
         // A key with address ranges is refused when the peer is unknown.
         if row.get::<_, Option<bool>>(3) != Some(true) {
             tracing::info!(
@@ -123,5 +140,29 @@ where
             ));
         }
         Ok(caller)
+    }
+}
+
+/// Each key's request rate on this worker: a token bucket per key id
+/// (holding a second's worth), following the key's `rate_limit`.
+#[derive(Default)]
+pub struct Rates {
+    buckets: std::sync::Mutex<std::collections::HashMap<i64, crate::rate::Rate>>,
+}
+
+impl Rates {
+    /// Whether key `id` may make a request now, at `per_second` (None:
+    /// no limit).
+    pub fn allow(&self, id: i64, per_second: Option<f64>) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(per_second) = per_second else {
+            buckets.remove(&id);
+            return true;
+        };
+        let bucket = buckets
+            .entry(id)
+            .or_insert_with(|| crate::rate::Rate::new(Some(per_second)));
+        bucket.set(Some(per_second));
+        bucket.take(std::time::Instant::now())
     }
 }

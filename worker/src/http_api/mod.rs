@@ -16,6 +16,7 @@
 //!   database answers and has this worker's version of the extension).
 //! - `/v1/openapi.json`: the OpenAPI 3 document, made by utoipa from the
 //!   handlers the router holds, so it lists exactly the routes served.
+//! - [`log`]: a line per request with the key's id, never the key.
 //! - [`error`]: every refusal as JSON with a status that says why; a
 //!   database error's text only where it is the extension's refusal of
 //!   the request.
@@ -42,6 +43,7 @@ pub mod auth;
 pub mod batch;
 pub mod error;
 pub mod health;
+pub mod log;
 pub mod messages;
 pub mod overview;
 
@@ -53,6 +55,7 @@ const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Api {
     pub pool: Pool,
+    pub rates: Arc<auth::Rates>,
 }
 
 /// The API's listening socket and its routes, bound and ready to serve.
@@ -67,7 +70,10 @@ pub async fn bind(addr: SocketAddr, pool: Pool) -> std::io::Result<Bound> {
     let listener = TcpListener::bind(addr).await?;
     Ok(Bound {
         listener,
-        router: router(Api { pool }),
+        router: router(Api {
+            pool,
+            rates: Arc::default(),
+        }),
     })
 }
 
@@ -118,6 +124,7 @@ pub fn router(api: Api) -> Router {
         )
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(log::requests))
         .with_state(api)
 }
 

@@ -12,12 +12,13 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
 use super::account::{Account, BindType};
+use crate::rate::Rate;
 
 /// How often open binds are renewed.
 pub const KEEP_EVERY: Duration = Duration::from_secs(5);
@@ -266,70 +267,5 @@ impl Binds {
         }
         *waiting = now;
         Ok(())
-    }
-}
-
-/// An account's submissions per second on this worker (a token bucket
-/// holding one second's worth, so a client's window may arrive at once).
-pub struct Rate {
-    state: Mutex<Bucket>,
-}
-
-struct Bucket {
-    per_second: Option<f64>,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Rate {
-    pub fn new(per_second: Option<f64>) -> Rate {
-        Rate {
-            state: Mutex::new(Bucket {
-                per_second,
-                tokens: per_second.unwrap_or(0.0).max(1.0),
-                at: Instant::now(),
-            }),
-        }
-    }
-
-    /// The rate changed (the account's throughput, or this worker's share).
-    pub fn set(&self, per_second: Option<f64>) {
-        self.state.lock().unwrap().per_second = per_second;
-    }
-
-    /// Takes one submission now, or says no (ESME_RTHROTTLED).
-    pub fn take(&self, now: Instant) -> bool {
-        let mut b = self.state.lock().unwrap();
-        let Some(rate) = b.per_second else {
-            return true;
-        };
-        let burst = rate.max(1.0);
-        b.tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate).min(burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_rate_allows_a_second_at_once_then_its_pace() {
-        let rate = Rate::new(Some(10.0));
-        let start = Instant::now();
-        let taken = (0..20).filter(|_| rate.take(start)).count();
-        assert_eq!(taken, 10);
-        assert!(!rate.take(start + Duration::from_millis(50)));
-        assert!(rate.take(start + Duration::from_millis(100)));
-        let unlimited = Rate::new(None);
-        assert!((0..10_000).all(|_| unlimited.take(start)));
-        rate.set(None);
-        assert!(rate.take(start + Duration::from_millis(100)));
     }
 }
