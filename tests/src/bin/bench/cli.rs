@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Result};
 use clap::{Parser, ValueEnum};
 
-use crate::{concurrent_insert, end_to_end, smpp_server};
+use crate::{concurrent_insert, end_to_end, http_api, smpp_server};
 
 /// What a run measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -29,6 +29,9 @@ pub enum Scenario {
     /// smsbus's SMPP server: submissions accepted against the simulator,
     /// the full loop with receipts, and paced latency.
     SmppServer,
+    /// smsbus's HTTP API: single POSTs against SQL INSERTs, batches, and
+    /// webhook delivery.
+    HttpApi,
     /// End-to-end throughput on empty tables and with --scale-finished /
     /// --scale-archived rows, then a long run and the queue table's bloat.
     /// Same as --only-scale.
@@ -122,6 +125,13 @@ pub struct Args {
     #[arg(long, default_value_t = 10.0, help_heading = "End to end")]
     pub e2e_throttle_seconds: f64,
 
+    /// POST /v1/messages of each round of the HTTP API (and as many SQL
+    /// INSERTs); batches and webhook events are multiples of it.
+    #[arg(long, default_value_t = 10_000, help_heading = "HTTP API")]
+    pub http_messages: usize,
+    /// Concurrent keep-alive clients of the HTTP API (and SQL connections).
+    #[arg(long, default_value_t = 32, help_heading = "HTTP API")]
+    pub http_clients: usize,
     /// submit_sm of each accept round of the SMPP server (and of the
     /// simulator's).
     #[arg(long, default_value_t = 100_000, help_heading = "SMPP server")]
@@ -231,6 +241,14 @@ impl Args {
             binds: self.smpp_binds,
             window: self.smpp_window,
             latency_seconds: self.smpp_latency_seconds,
+            rounds: self.rounds,
+        }
+    }
+
+    pub fn http_settings(&self) -> http_api::Settings {
+        http_api::Settings {
+            messages: self.http_messages,
+            clients: self.http_clients.max(1),
             rounds: self.rounds,
         }
     }

@@ -101,6 +101,11 @@ pub struct WorkerProcess(Child);
 
 impl WorkerProcess {
     pub fn start(conninfo: &str) -> Result<WorkerProcess> {
+        WorkerProcess::start_with(conninfo, &[])
+    }
+
+    /// With `extra` arguments (e.g. `--http-addr`).
+    pub fn start_with(conninfo: &str, extra: &[&str]) -> Result<WorkerProcess> {
         let log = std::fs::File::create(std::env::temp_dir().join("smsbus-bench-worker.log"))?;
         let mut command = Command::new(worker_binary()?);
         smsbus_tests::worker::die_with_parent(&mut command);
@@ -113,6 +118,7 @@ impl WorkerProcess {
                 "--maintenance-interval",
                 "0.5",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -23,6 +23,8 @@
 //!   simulator: throughput, latency, throttle, memory.
 //! - **GSM** (`gsm.rs`): the modem channel against the modem simulator.
 //! - **triggers** (`triggers.rs`): the worker's trigger runner.
+//! - **HTTP API** (`http_api.rs`): single POSTs against the same SQL
+//!   INSERTs, batches, and webhook events delivered.
 //! - **SMPP server** (`smpp_server.rs`): submissions accepted (against the
 //!   simulator, in alternating rounds), the full loop with receipts, and
 //!   paced latency.
@@ -58,6 +60,7 @@ mod common;
 mod concurrent_insert;
 mod end_to_end;
 mod gsm;
+mod http_api;
 mod lifecycle;
 mod queue;
 mod report;
@@ -132,6 +135,21 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
             Ok(true)
         }
         Scenario::Scale => scale_alone(args, &control, &conninfo, &server).await,
+        Scenario::HttpApi => {
+            eprintln!("HTTP API ...");
+            settle(&control).await?;
+            let settings = args.http_settings();
+            let figures = http_api::run(&control, &conninfo, &settings).await?;
+            println!();
+            print_table(&report::http_api_rows(&figures));
+            let results = json!({
+                "server": server,
+                "scenarios": { "http_api": figures.to_json(&settings) },
+                "pass": figures.pass(),
+            });
+            report::write_results(&args.output(), &results)?;
+            Ok(figures.pass())
+        }
         Scenario::SmppServer => {
             eprintln!("SMPP server ...");
             settle(&control).await?;

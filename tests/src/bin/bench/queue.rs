@@ -17,7 +17,7 @@ use crate::concurrent_insert::{self, InsertRun};
 use crate::lifecycle::{self, LifecycleRun};
 use crate::report::{self, Row};
 use crate::side::{side_order, Side};
-use crate::{end_to_end, gsm, routing, smpp_server, triggers};
+use crate::{end_to_end, gsm, http_api, routing, smpp_server, triggers};
 
 /// Every round's runs of the queue's scenarios, each side's apart.
 #[derive(Default)]
@@ -37,6 +37,7 @@ struct Workers {
     gsm: gsm::Figures,
     triggers: triggers::Figures,
     smpp_server: smpp_server::Figures,
+    http_api: http_api::Figures,
 }
 
 /// Runs the queue's scenarios (and the worker's if `with_workers`), prints
@@ -123,6 +124,7 @@ pub async fn run(
         rows.extend(report::gsm_rows(&w.gsm));
         rows.extend(report::trigger_rows(&w.triggers));
         rows.extend(report::smpp_server_rows(&w.smpp_server));
+        rows.extend(report::http_api_rows(&w.http_api));
     }
     println!();
     report::print_table(&rows);
@@ -138,8 +140,13 @@ pub async fn run(
     );
 
     let mut all_pass = life_pass && ins_pass && routing_pass;
-    let (mut e2e_json, mut gsm_json, mut triggers_json, mut smpp_server_json) =
-        (Value::Null, Value::Null, Value::Null, Value::Null);
+    let (mut e2e_json, mut gsm_json, mut triggers_json, mut smpp_server_json, mut http_api_json) = (
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+    );
     if let Some(w) = &workers {
         let e2e_pass = w.e2e.rate_pass() && w.e2e.latency_pass() && w.e2e.throttle_pass();
         all_pass &= e2e_pass;
@@ -152,6 +159,9 @@ pub async fn run(
         all_pass &= w.smpp_server.pass();
         smpp_server_json = w.smpp_server.to_json(&args.smpp_settings());
         smpp_server_json["pass"] = json!(w.smpp_server.pass());
+        all_pass &= w.http_api.pass();
+        http_api_json = w.http_api.to_json(&args.http_settings());
+        http_api_json["pass"] = json!(w.http_api.pass());
     }
     let results = json!({
         "measured_at_unix": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -193,6 +203,7 @@ pub async fn run(
             "gsm": gsm_json,
             "triggers": triggers_json,
             "smpp_server": smpp_server_json,
+            "http_api": http_api_json,
             "concurrent_insert_with_consumer": {
                 "smsbus": smsbus_con.to_json(),
                 "bare": bare_con.to_json(),
@@ -276,10 +287,14 @@ async fn measure_workers(args: &Args, control: &Client, conninfo: &str) -> Resul
     eprintln!("SMPP server ...");
     empty(control).await?;
     let smpp_server = smpp_server::run(control, conninfo, &args.smpp_settings()).await?;
+    eprintln!("HTTP API ...");
+    empty(control).await?;
+    let http_api = http_api::run(control, conninfo, &args.http_settings()).await?;
     Ok(Workers {
         e2e,
         gsm,
         triggers,
         smpp_server,
+        http_api,
     })
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::cli::Args;
 use crate::concurrent_insert::CONSUMER_BATCH;
-use crate::{end_to_end, gsm, scale, smpp_server, triggers};
+use crate::{end_to_end, gsm, http_api, scale, smpp_server, triggers};
 
 /// One line of the results table.
 pub struct Row {
@@ -140,6 +140,32 @@ pub fn end_to_end_rows(e2e: &end_to_end::Figures, ceiling: Option<f64>) -> Vec<R
 
 /// The SMPP server's figures as table rows: accepted submissions beside
 /// the simulator's (which commits nothing), the full loop, the latency.
+pub fn http_api_rows(f: &http_api::Figures) -> Vec<Row> {
+    vec![
+        Row {
+            scenario: "HTTP API POST /v1/messages".into(),
+            smsbus: f.single_rate,
+            bare: f.sql_rate,
+            target: format!(">= {:.1} of SQL INSERTs", http_api::MIN_RATIO),
+            pass: Some(f.single_pass()),
+        },
+        Row {
+            scenario: "  POST /v1/messages/batch".into(),
+            smsbus: f.batch_rate,
+            bare: f64::NAN,
+            target: format!(">= {:.0}/s", http_api::MIN_BATCH_RATE),
+            pass: Some(f.batch_pass()),
+        },
+        Row {
+            scenario: "  webhook events delivered".into(),
+            smsbus: f.webhook_rate,
+            bare: f64::NAN,
+            target: format!(">= {:.0}/s", http_api::MIN_WEBHOOK_RATE),
+            pass: Some(f.webhook_pass()),
+        },
+    ]
+}
+
 pub fn smpp_server_rows(f: &smpp_server::Figures) -> Vec<Row> {
     vec![
         Row {
