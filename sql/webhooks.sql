@@ -86,13 +86,18 @@ AS $$
         WHERE NOT b.dead AND b.claimed_until > now()
         GROUP BY b.webhook_id
     ), due AS (
+        -- The oldest due events first (a few times what is asked, so a
+        -- long backlog is not read whole at every claim), then each
+        -- webhook's share of them.
         SELECT x.id, x.webhook_id, row_number() OVER (PARTITION BY x.webhook_id ORDER BY x.id) AS k
-        FROM smsbus.webhook_outbox x
-        WHERE NOT x.dead AND x.next_attempt_at <= now()
-          AND (x.claimed_until IS NULL OR x.claimed_until < now())
-          AND NOT EXISTS (SELECT FROM smsbus.webhook_outbox y
-                          WHERE y.webhook_id = x.webhook_id AND y.message_id = x.message_id
-                            AND y.id < x.id AND NOT y.dead)
+        FROM (SELECT z.id, z.webhook_id FROM smsbus.webhook_outbox z
+              WHERE NOT z.dead AND z.next_attempt_at <= now()
+                AND (z.claimed_until IS NULL OR z.claimed_until < now())
+                AND NOT EXISTS (SELECT FROM smsbus.webhook_outbox y
+                                WHERE y.webhook_id = z.webhook_id AND y.message_id = z.message_id
+                                  AND y.id < z.id AND NOT y.dead)
+              ORDER BY z.id
+              LIMIT greatest(p_limit * 4, 256)) x
     ), allowed AS (
         SELECT d.id FROM due d
         JOIN smsbus.webhook w ON w.id = d.webhook_id AND w.enabled

@@ -54,16 +54,19 @@ pub async fn run(worker: String, pool: Pool, wakeups: Wakeups, shutdown: Cancell
     let mut calls: JoinSet<Outcome> = JoinSet::new();
     let mut done: Vec<Outcome> = Vec::new();
     loop {
-        if !done.is_empty() {
+        // Outcomes are written, and events taken, a quarter of the room at
+        // a time: a claim reads the outbox, so not one per finished call.
+        let room = IN_FLIGHT - calls.len();
+        let refill = calls.is_empty() || room >= IN_FLIGHT / 4;
+        if refill && !done.is_empty() {
             if let Err(e) = record(&pool, &done).await {
                 // Their leases run out and they go again: at least once.
                 tracing::warn!("webhooks: cannot record {} outcomes: {e}", done.len());
             }
             done.clear();
         }
-        let room = IN_FLIGHT - calls.len();
         let mut took_all = false;
-        if room > 0 {
+        if refill {
             match claim(&pool, &worker, room).await {
                 Ok(events) => {
                     took_all = events.len() == room;
@@ -96,8 +99,8 @@ pub async fn run(worker: String, pool: Pool, wakeups: Wakeups, shutdown: Cancell
                     }
                 }
             }
-            _ = wake, if !took_all => {}
-            _ = tokio::time::sleep(POLL), if !took_all => {}
+            _ = wake, if refill && !took_all => {}
+            _ = tokio::time::sleep(POLL), if refill && !took_all => {}
         }
     }
     // Calls in flight are given up: their events go again (at least once).

@@ -4,7 +4,8 @@
 //! - **single**: `POST /v1/messages` from `clients` keep-alive clients at
 //!   once, against the same single-row INSERTs made over SQL by as many
 //!   connections, in alternating rounds: the ratio is the HTTP layer's
-//!   cost (key check, JSON, the answer).
+//!   cost (key check, JSON, the answer). The worker gets as many
+//!   connections as the SQL side.
 //! - **batch**: `POST /v1/messages/batch` of 1,000 messages from 4
 //!   clients.
 //! - **webhooks**: messages of an account with a webhook to a local
@@ -248,8 +249,17 @@ pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Resul
         )
         .await?
         .get(0);
-    let _worker =
-        WorkerProcess::start_with(conninfo, &["--http-addr", &format!("127.0.0.1:{port}")])?;
+    // As many database connections as the SQL side has clients.
+    let pool = (settings.clients + 8).to_string();
+    let _worker = WorkerProcess::start_with(
+        conninfo,
+        &[
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--pool-size",
+            &pool,
+        ],
+    )?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
