@@ -277,3 +277,64 @@ async fn webhooks_are_out_of_reach_of_senders_and_their_outbox_of_admins_hands()
     }
     roles.remove(db).await;
 }
+
+#[tokio::test]
+async fn a_worker_killed_while_delivering_loses_no_event() {
+    let hook = HttpServer::start();
+    hook.answer_with(200);
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.execute("INSERT INTO smsbus.account (name) VALUES ('acme')", &[])
+        .await
+        .unwrap();
+    c.execute(
+        "INSERT INTO smsbus.webhook (account, url, secret, events, concurrency)
+         VALUES ('acme', $1, $2, '{status}', 1)",
+        &[&hook.url, &SECRET],
+    )
+    .await
+    .unwrap();
+    // No channel: each message becomes nochannel at once, one event each;
+    // one call at a time, so the kill lands in the middle.
+    c.batch_execute(
+        "INSERT INTO smsbus.message (to_address, body, account)
+         SELECT '+31612345678', 'm' || n, 'acme' FROM generate_series(1, 400) n",
+    )
+    .await
+    .unwrap();
+    let expected: Vec<i64> = c
+        .query("SELECT id FROM smsbus.webhook_outbox ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(expected.len(), 400);
+    let mut first = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let started = eventually(Duration::from_secs(15), || async {
+        !hook.seen().is_empty()
+    })
+    .await;
+    assert!(started, "delivery began");
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(first.wait_exit(Duration::from_secs(10)).is_some());
+    let left = count(&c, "SELECT count(*) FROM smsbus.webhook_outbox").await;
+    assert!(left > 0, "the kill came before the end");
+    // The same worker id again: it gives back what the killed run held.
+    let _second = Worker::start(&db.conninfo(), &["--worker-id", "w1"]);
+    let emptied = eventually(Duration::from_secs(30), || async {
+        count(&c, "SELECT count(*) FROM smsbus.webhook_outbox").await == 0
+    })
+    .await;
+    assert!(emptied, "every event delivered after the kill");
+    let delivered: std::collections::BTreeSet<i64> = hook
+        .seen()
+        .iter()
+        .filter_map(|s| s.header("x-smsbus-delivery")?.parse().ok())
+        .collect();
+    let missing: Vec<&i64> = expected
+        .iter()
+        .filter(|id| !delivered.contains(id))
+        .collect();
+    assert!(missing.is_empty(), "events never delivered: {missing:?}");
+}
