@@ -64,6 +64,8 @@ async fn keys_are_checked_for_account_scope_and_address() {
         404
     );
 
+    // A key check is reused for a second: changes show within one.
+    let settle = || tokio::time::sleep(Duration::from_millis(1100));
     // Address ranges: this test's client is 127.0.0.1.
     s.c.execute(
         "UPDATE smsbus.api_key SET allowed_ips = '{10.0.0.0/8}' WHERE prefix = left($1, 12)",
@@ -71,6 +73,7 @@ async fn keys_are_checked_for_account_scope_and_address() {
     )
     .await
     .unwrap();
+    settle().await;
     refused(
         &s.call("POST", "/v1/messages", Some(&good), body.clone())
             .await,
@@ -83,6 +86,7 @@ async fn keys_are_checked_for_account_scope_and_address() {
     )
     .await
     .unwrap();
+    settle().await;
     assert_eq!(
         s.call("POST", "/v1/messages", Some(&good), body.clone())
             .await
@@ -97,6 +101,7 @@ async fn keys_are_checked_for_account_scope_and_address() {
     )
     .await
     .unwrap();
+    settle().await;
     refused(
         &s.call("POST", "/v1/messages", Some(&good), body.clone())
             .await,
@@ -108,6 +113,7 @@ async fn keys_are_checked_for_account_scope_and_address() {
     )
     .await
     .unwrap();
+    settle().await;
     refused(
         &s.call("POST", "/v1/messages", Some(&good), body.clone())
             .await,

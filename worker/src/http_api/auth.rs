@@ -4,7 +4,8 @@
 //! key, or one of a disabled account, is 401 alike; a key used outside
 //! its address ranges or beyond its scopes is 403, and beyond its
 //! `rate_limit` 429 with `Retry-After`. The key never reaches the log,
-//! only its id.
+//! only its id. A check is reused for a second ([`Keys`]), so changes to
+//! a key or its account take effect within one.
 
 use std::net::SocketAddr;
 
@@ -94,27 +95,40 @@ where
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_string());
-        let client = api.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT k.key_id, k.account, k.scopes,
-                        k.allowed_ips IS NULL OR $2::text::inet <<= ANY (k.allowed_ips) AS here,
-                        k.rate_limit
-                 FROM smsbus._verify_api_key($1) k",
-                &[&key, &peer],
-            )
-            .await
-            .map_err(|e| ApiError::unavailable("cannot check an API key", &e))?
-            .ok_or_else(unauthorized)?;
-        let caller = Caller {
-            key_id: row.get(0),
-            account: row.get(1),
-            scopes: row.get(2),
+        let known = match api.keys.get(key, peer.as_deref()) {
+            Some(known) => known,
+            None => {
+                let client = api.pool.get().await?;
+                let row = client
+                    .query_opt(
+                        "SELECT k.key_id, k.account, k.scopes,
+                                k.allowed_ips IS NULL OR $2::text::inet <<= ANY (k.allowed_ips) AS here,
+                                k.rate_limit
+                         FROM smsbus._verify_api_key($1) k",
+                        &[&key, &peer],
+                    )
+                    .await
+                    .map_err(|e| ApiError::unavailable("cannot check an API key", &e))?
+                    .ok_or_else(unauthorized)?;
+                let known = Known {
+                    caller: Caller {
+                        key_id: row.get(0),
+                        account: row.get(1),
+                        scopes: row.get(2),
+                    },
+                    // A key with address ranges is refused when the peer is unknown.
+                    here: row.get::<_, Option<bool>>(3) == Some(true),
+                    rate: row.get::<_, Option<f32>>(4),
+                };
+                api.keys.put(key, peer.as_deref(), known.clone());
+                known
+            }
         };
+        let caller = known.caller;
         if let Some(slot) = parts.extensions.get::<super::log::KeySlot>() {
             slot.set(caller.key_id);
         }
-        let rate: Option<f32> = row.get(4);
+        let rate = known.rate;
         if !api.rates.allow(caller.key_id, rate.map(f64::from)) {
             let per_second = f64::from(rate.unwrap_or(1.0));
             return Err(ApiError {
@@ -126,8 +140,7 @@ where
                 )
             });
         }
-        // A key with address ranges is refused when the peer is unknown.
-        if row.get::<_, Option<bool>>(3) != Some(true) {
+        if !known.here {
             tracing::info!(
                 key = caller.key_id,
                 ?peer,
@@ -164,5 +177,48 @@ impl Rates {
             .or_insert_with(|| crate::rate::Rate::new(Some(per_second)));
         bucket.set(Some(per_second));
         bucket.take(std::time::Instant::now())
+    }
+}
+
+/// What a key check found, for one key from one address.
+#[derive(Clone)]
+pub struct Known {
+    caller: Caller,
+    here: bool,
+    rate: Option<f32>,
+}
+
+/// How long a key check is reused: a disabled key, an account disabled,
+/// new scopes, ranges or rate take effect on every worker within it.
+const KEY_CHECK_KEPT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most checks kept; beyond, the cache starts afresh.
+const KEY_CHECKS: usize = 10_000;
+
+/// Recent key checks, so a client's requests do not each cost a query.
+/// Only keys that exist are kept: a wrong key is looked up every time.
+#[derive(Default)]
+pub struct Keys {
+    checks: std::sync::Mutex<std::collections::HashMap<KeyFrom, (std::time::Instant, Known)>>,
+}
+
+/// A key, and the address it was used from.
+type KeyFrom = (String, Option<String>);
+
+impl Keys {
+    fn get(&self, key: &str, peer: Option<&str>) -> Option<Known> {
+        let checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, known) = checks.get(&(key.to_owned(), peer.map(str::to_owned)))?;
+        (at.elapsed() < KEY_CHECK_KEPT).then(|| known.clone())
+    }
+
+    fn put(&self, key: &str, peer: Option<&str>, known: Known) {
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        if checks.len() >= KEY_CHECKS {
+            checks.clear();
+        }
+        checks.insert(
+            (key.to_owned(), peer.map(str::to_owned)),
+            (std::time::Instant::now(), known),
+        );
     }
 }

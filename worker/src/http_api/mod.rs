@@ -56,6 +56,7 @@ const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
 pub struct Api {
     pub pool: Pool,
     pub rates: Arc<auth::Rates>,
+    pub keys: Arc<auth::Keys>,
 }
 
 /// The API's listening socket and its routes, bound and ready to serve.
@@ -73,6 +74,7 @@ pub async fn bind(addr: SocketAddr, pool: Pool) -> std::io::Result<Bound> {
         router: router(Api {
             pool,
             rates: Arc::default(),
+            keys: Arc::default(),
         }),
     })
 }
