@@ -2524,6 +2524,8 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE NOT dead;
 CREATE INDEX webhook_outbox_message ON webhook_outbox (webhook_id, message_id, id) WHERE NOT dead;
+-- What is taken: a claim counts it per webhook without reading the backlog.
+CREATE INDEX webhook_outbox_taken ON webhook_outbox (webhook_id) WHERE claimed_by IS NOT NULL AND NOT dead;
 COMMENT ON TABLE webhook_outbox IS 'Webhook events waiting for their endpoint''s 2xx, in order per message; dead ones kept.';
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook TO smsbus_admin;
 GRANT SELECT, DELETE ON webhook_outbox TO smsbus_admin;
@@ -2610,7 +2612,7 @@ LANGUAGE sql
 AS $$
     WITH busy AS (
         SELECT b.webhook_id, count(*) AS n FROM smsbus.webhook_outbox b
-        WHERE NOT b.dead AND b.claimed_until > now()
+        WHERE b.claimed_by IS NOT NULL AND NOT b.dead AND b.claimed_until > now()
         GROUP BY b.webhook_id
     ), due AS (
         -- The oldest due events first (a few times what is asked, so a

@@ -190,6 +190,8 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE NOT dead;
 CREATE INDEX webhook_outbox_message ON webhook_outbox (webhook_id, message_id, id) WHERE NOT dead;
+-- What is taken: a claim counts it per webhook without reading the backlog.
+CREATE INDEX webhook_outbox_taken ON webhook_outbox (webhook_id) WHERE claimed_by IS NOT NULL AND NOT dead;
 COMMENT ON TABLE webhook_outbox IS 'Webhook events waiting for their endpoint''s 2xx, in order per message; dead ones kept.';
 
 -- Where applications bind to smsbus over SMPP. Every worker opens every

@@ -83,7 +83,7 @@ LANGUAGE sql
 AS $$
     WITH busy AS (
         SELECT b.webhook_id, count(*) AS n FROM smsbus.webhook_outbox b
-        WHERE NOT b.dead AND b.claimed_until > now()
+        WHERE b.claimed_by IS NOT NULL AND NOT b.dead AND b.claimed_until > now()
         GROUP BY b.webhook_id
     ), due AS (
         -- The oldest due events first (a few times what is asked, so a

@@ -15,7 +15,7 @@ use tokio_postgres::Transaction;
 
 use super::auth::{Caller, Scope};
 use super::error::{ApiError, ErrorBody};
-use super::messages::{read_error, refusal, NewMessage, MESSAGE_JSON};
+use super::messages::{read_error, refusal, refused, NewMessage, MESSAGE_JSON};
 use super::Api;
 
 /// The most messages one batch holds.
@@ -30,7 +30,9 @@ pub struct Batch {
     messages: Vec<Value>,
 }
 
-fn insert_sql() -> String {
+static INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(insert_sql_text);
+
+fn insert_sql_text() -> String {
     format!(
         "INSERT INTO smsbus.message AS m (account, to_address, body, from_address, channel, scheduled_at,
                                           valid_until, priority, request_report, encoding, custom, batch_id)
@@ -58,7 +60,7 @@ async fn insert(
     }
     let rows = tx
         .query(
-            &insert_sql(),
+            &*INSERT_SQL,
             &[
                 &account,
                 &column(items, |m| m.to.clone()),
@@ -78,15 +80,10 @@ async fn insert(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Whether the database refused a row of the request, rather than failed.
-fn refused(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|d| matches!(&d.code().code()[..2], "22" | "23"))
-}
-
+/// An item's refusal, its `error` the body a refusal of a whole request has.
 fn failure(index: usize, error: ApiError) -> Value {
-    json!({"index": index, "status": error.status.as_u16(),
-           "error": {"code": error.code, "message": error.message, "field": error.field}})
+    let status = error.status.as_u16();
+    json!({"index": index, "status": status, "error": error.into_body().error})
 }
 
 /// Sends up to 10,000 messages in one transaction, answered once it is

@@ -10,6 +10,8 @@
 //! the first message, and accounts cannot collide or probe each other's
 //! keys.
 
+use std::sync::LazyLock;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -60,7 +62,13 @@ pub(super) const MESSAGE_JSON: &str = "jsonb_build_object(
     'created_at', m.created_at, 'updated_at', m.updated_at, 'sent_at', m.sent_at,
     'delivered_at', m.delivered_at, 'received_at', m.received_at)";
 
-fn insert_sql() -> String {
+/// The statements, built once from [`MESSAGE_JSON`].
+static INSERT_SQL: LazyLock<String> = LazyLock::new(insert_sql_text);
+static BY_KEY_SQL: LazyLock<String> = LazyLock::new(by_key_sql_text);
+static SHOW_SQL: LazyLock<String> = LazyLock::new(show_sql_text);
+static LIST_SQL: LazyLock<String> = LazyLock::new(list_sql_text);
+
+fn insert_sql_text() -> String {
     format!(
         "INSERT INTO smsbus.message AS m (account, to_address, body, from_address, channel, scheduled_at,
                                           valid_until, priority, request_report, encoding, custom, batch_id,
@@ -73,7 +81,7 @@ fn insert_sql() -> String {
     )
 }
 
-fn by_key_sql() -> String {
+fn by_key_sql_text() -> String {
     format!(
         "SELECT {MESSAGE_JSON} FROM smsbus.message m WHERE m.idempotency_key = $1 AND m.account = $2
          UNION ALL
@@ -82,7 +90,7 @@ fn by_key_sql() -> String {
     )
 }
 
-fn show_sql() -> String {
+fn show_sql_text() -> String {
     format!(
         "WITH found AS (
              SELECT {MESSAGE_JSON} AS message FROM smsbus.message m WHERE m.id = $1 AND m.account = $2
@@ -145,7 +153,7 @@ pub async fn create(
     let client = api.pool.get().await?;
     let inserted = client
         .query_opt(
-            &insert_sql(),
+            &*INSERT_SQL,
             &[
                 &caller.account,
                 &new.to,
@@ -174,7 +182,7 @@ pub async fn create(
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) && idempotency_key.is_some() => {
             // The same key again: the first message, whatever this body said.
             let first = client
-                .query_opt(&by_key_sql(), &[&idempotency_key, &caller.account])
+                .query_opt(&*BY_KEY_SQL, &[&idempotency_key, &caller.account])
                 .await
                 .map_err(|e| ApiError::unavailable("cannot read a message", &e))?
                 .ok_or_else(|| refusal(&e))?;
@@ -200,7 +208,7 @@ pub async fn show(
     let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
     let client = api.pool.get().await?;
     let row = client
-        .query_opt(&show_sql(), &[&id, &caller.account])
+        .query_opt(&*SHOW_SQL, &[&id, &caller.account])
         .await
         .map_err(|e| ApiError::unavailable("cannot read a message", &e))?
         .ok_or_else(ApiError::not_found)?;
@@ -233,18 +241,21 @@ const FIELDS: [(&str, &str); 11] = [
     ("body", "body"),
 ];
 
+/// Whether the database refused a row of the request, rather than failed:
+/// class 22 (data exceptions: the extension's refusals, bad times and
+/// numbers) and 23 (integrity: not null, unique, check).
+pub(super) fn refused(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| matches!(&d.code().code()[..2], "22" | "23"))
+}
+
 /// What the database said of an INSERT: the extension's refusal of the
 /// message (422, its text, the field it names), or unavailable.
 pub(super) fn refusal(e: &tokio_postgres::Error) -> ApiError {
-    let Some(db) = e.as_db_error() else {
+    let Some(db) = e.as_db_error().filter(|_| refused(e)) else {
         return ApiError::unavailable("cannot insert a message", e);
     };
-    // Class 22 (data exceptions: the extension's refusals, bad times and
-    // numbers) and 23 (integrity: not null, unique, check).
     let code = db.code().code();
-    if !(code.starts_with("22") || code.starts_with("23")) {
-        return ApiError::unavailable("cannot insert a message", e);
-    }
     let message = db.message().to_owned();
     let field = db
         .column()
@@ -284,7 +295,7 @@ pub async fn cancel(
         .await
         .map_err(|e| ApiError::unavailable("cannot cancel a message", &e))?;
     let row = client
-        .query_opt(&show_sql(), &[&id, &caller.account])
+        .query_opt(&*SHOW_SQL, &[&id, &caller.account])
         .await
         .map_err(|e| ApiError::unavailable("cannot read a message", &e))?
         .ok_or_else(ApiError::not_found)?;
@@ -322,7 +333,7 @@ pub struct ListQuery {
 /// The most messages one page holds.
 const PAGE_LIMIT: i64 = 1000;
 
-fn list_sql() -> String {
+fn list_sql_text() -> String {
     let filter = "m.account = $1 AND ($2::text IS NULL OR m.status = $2::text::smsbus.status)
                   AND ($3::text IS NULL OR m.batch_id = $3)
                   AND ($4::text IS NULL OR m.created_at >= $4::text::timestamptz)
@@ -364,7 +375,7 @@ pub async fn list(
     let client = api.pool.get().await?;
     let rows = client
         .query(
-            &list_sql(),
+            &*LIST_SQL,
             &[
                 &caller.account,
                 &query.status,

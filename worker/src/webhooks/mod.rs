@@ -27,8 +27,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// After a database error, wait this long.
 const RETRY: Duration = Duration::from_secs(2);
 
-/// One event to send.
-#[derive(Debug)]
+/// One event to send. No Debug: it holds the webhook's secret.
 struct Event {
     id: i64,
     url: String,
