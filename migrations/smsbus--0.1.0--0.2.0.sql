@@ -2526,6 +2526,10 @@ CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE NOT de
 CREATE INDEX webhook_outbox_message ON webhook_outbox (webhook_id, message_id, id) WHERE NOT dead;
 -- What is taken: a claim counts it per webhook without reading the backlog.
 CREATE INDEX webhook_outbox_taken ON webhook_outbox (webhook_id) WHERE claimed_by IS NOT NULL AND NOT dead;
+
+-- Events by time, for the status page's last hour: a BRIN index, as the
+-- rows come in time order, costs an insert next to nothing.
+CREATE INDEX message_event_at ON message_event USING brin (at) WITH (autosummarize = on);
 COMMENT ON TABLE webhook_outbox IS 'Webhook events waiting for their endpoint''s 2xx, in order per message; dead ones kept.';
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook TO smsbus_admin;
 GRANT SELECT, DELETE ON webhook_outbox TO smsbus_admin;

@@ -46,7 +46,7 @@ target/debug/smsbus-webhook-sink --listen "127.0.0.1:$SINK_PORT" --secret "$WEBH
 SINK=$!
 LOG=.cluster/dev/worker.log
 DATABASE_URL="$CONN" target/debug/smsbus-worker --worker-id demo-worker \
-    --http-addr "127.0.0.1:$API_PORT" >"$LOG" 2>&1 &
+    --http-addr "127.0.0.1:$API_PORT" --status-page-local >"$LOG" 2>&1 &
 WORKER=$!
 cleanup() {
     kill -TERM "$WORKER" 2>/dev/null && wait "$WORKER" 2>/dev/null || true
@@ -148,6 +148,8 @@ the SMSC simulator on port $SMSC_PORT (log in $SMSC_LOG),
 the modem simulator at $MODEM_DIR/ttyGSM0 (log in $MODEM_LOG),
 smsbus's SMPP server on port $SERVER_PORT (account acme, password secret1),
 the HTTP API on port $API_PORT (key $KEY), whose webhook events land in $SINK_LOG.
+The status page: http://127.0.0.1:$API_PORT/ (open to this machine; elsewhere
+it asks for an admin key as the password).
 Connect with:
     psql -h $HOST -p $PORT -U postgres smsbus
 Try:

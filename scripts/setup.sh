@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what smsbus needs on a fresh Debian machine, skipping what is
 # already there: PostgreSQL 15 with its server headers, clang (for pgrx's
-# bindgen), sudo, cargo-pgrx 0.18.0 and pgrx's registration of PostgreSQL 15.
+# bindgen), sudo, curl, Chromium (the status page test), cargo-pgrx 0.18.0
+# and pgrx's registration of PostgreSQL 15.
 set -euo pipefail
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGRX_VERSION=0.18.0
-PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo curl)
+PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo curl chromium)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

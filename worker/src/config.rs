@@ -70,6 +70,20 @@ pub struct Args {
     #[arg(long, env = "SMSBUS_HTTP_ADDR")]
     pub http_addr: Option<std::net::SocketAddr>,
 
+    /// Serve the HTTP API over TLS with this certificate chain (PEM);
+    /// needs --http-tls-key.
+    #[arg(long, env = "SMSBUS_HTTP_TLS_CERT", requires = "http_tls_key")]
+    pub http_tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --http-tls-cert.
+    #[arg(long, env = "SMSBUS_HTTP_TLS_KEY", requires = "http_tls_cert")]
+    pub http_tls_key: Option<std::path::PathBuf>,
+
+    /// Show the status page (`/` of the HTTP API) without a key to
+    /// clients on a loopback address; others always need an admin key.
+    #[arg(long, env = "SMSBUS_STATUS_PAGE_LOCAL")]
+    pub status_page_local: bool,
+
     /// Most connections the worker opens (the listener's is extra).
     #[arg(long, env = "SMSBUS_POOL_SIZE", default_value_t = 8)]
     pub pool_size: usize,
@@ -107,7 +121,7 @@ pub struct Config {
     pub hang_timeout: Duration,
     pub pool_size: usize,
     pub metrics_addr: Option<std::net::SocketAddr>,
-    pub http_addr: Option<std::net::SocketAddr>,
+    pub http: Option<crate::http_api::Settings>,
     pub lua: crate::triggers::lua::Settings,
     pub claims: crate::channels::outbox::ClaimSettings,
 }
@@ -162,7 +176,17 @@ impl Config {
                 n => bail!("--pool-size must be between 1 and 256, not {n}"),
             },
             metrics_addr: args.metrics_addr,
-            http_addr: args.http_addr,
+            http: match args.http_addr {
+                Some(addr) => Some(crate::http_api::Settings {
+                    addr,
+                    tls: args.http_tls_cert.zip(args.http_tls_key),
+                    status_page_local: args.status_page_local,
+                }),
+                None if args.http_tls_cert.is_some() || args.status_page_local => {
+                    bail!("--http-tls-cert and --status-page-local need --http-addr")
+                }
+                None => None,
+            },
             claims: crate::channels::outbox::ClaimSettings {
                 min_lease: seconds("--min-lease", args.min_lease, 1.0, 86400.0)?,
                 outcome_retry_horizon: seconds(

@@ -14,7 +14,8 @@
 //!   actor of the changes it makes (`smsbus.actor`), so the trace says who.
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 //! - [`http_api`]: the HTTP API (`--http-addr`): messages for API keys'
-//!   accounts, health and readiness.
+//!   accounts, the Kannel and Jasmin endpoints, health and readiness, and
+//!   the status page.
 //! - [`listener`]: one dedicated connection that LISTENs for the database's
 //!   wake-ups and reconnects on its own; a missed notification only delays
 //!   work, because every loop also polls on a timer.
@@ -28,6 +29,8 @@
 //!   rate limits.
 //! - [`smpp_server`]: the SMPP server applications bind to: listeners,
 //!   sessions, binds across workers, group commit of submissions.
+//! - [`server_tls`]: certificates and keys for the TLS of smsbus's own
+//!   listeners (SMPP server, HTTP API).
 //! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
 //!   against.
 //! - [`triggers`]: the trigger runner: chains of SQL and Lua scripts for
@@ -52,6 +55,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod polling;
 pub mod rate;
+pub mod server_tls;
 pub mod shutdown;
 pub mod smpp_server;
 pub mod triggers;
@@ -121,11 +125,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         wakeups.clone(),
         shutdown.clone(),
     ));
-    if let Some(addr) = config.http_addr {
-        // Bound before the worker goes on, so a taken port stops it at once.
-        let api = http_api::bind(addr, pool.clone())
+    if let Some(http) = &config.http {
+        // Bound before the worker goes on, so a taken port or a bad
+        // certificate stops it at once.
+        let api = http_api::bind(http, pool.clone())
             .await
-            .with_context(|| format!("cannot serve the HTTP API on {addr}"))?;
+            .with_context(|| format!("cannot serve the HTTP API on {}", http.addr))?;
         tasks.spawn(api.serve(shutdown.clone()));
     }
     tasks.close();

@@ -5,6 +5,9 @@
 //! - [`keys`]: who may call: keys, scopes, address ranges, and what the
 //!   roles can reach of them;
 //! - [`service`]: health, readiness and the OpenAPI document;
+//! - [`status_page`]: who may see the status page, and what it shows;
+//! - [`browser`]: the status page in headless Chromium;
+//! - [`tls`]: the API over HTTPS;
 //! - here: what they share: a worker serving the API, an account and a key.
 
 use std::time::Duration;
@@ -14,9 +17,12 @@ use smsbus_tests::api_client::{request, Answer};
 use smsbus_tests::db::{scalar, TestDb};
 use smsbus_tests::worker::Worker;
 
+mod browser;
 mod keys;
 mod messages;
 mod service;
+mod status_page;
+mod tls;
 
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -38,6 +44,11 @@ pub(crate) struct Served {
 /// A database with account `acme` (and `other`), a channel `kpn` (not
 /// enabled: messages stay queued) and a worker serving the API.
 pub(crate) async fn serve() -> Served {
+    serve_with(&[]).await
+}
+
+/// The same, the worker started with `flags` too.
+pub(crate) async fn serve_with(flags: &[&str]) -> Served {
     let db = TestDb::new().await;
     let c = db.connect().await;
     c.batch_execute(
@@ -47,15 +58,10 @@ pub(crate) async fn serve() -> Served {
     .await
     .unwrap();
     let port = free_port();
-    let worker = Worker::start(
-        &db.conninfo(),
-        &[
-            "--worker-id",
-            "w1",
-            "--http-addr",
-            &format!("127.0.0.1:{port}"),
-        ],
-    );
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["--worker-id", "w1", "--http-addr", &addr];
+    args.extend_from_slice(flags);
+    let worker = Worker::start(&db.conninfo(), &args);
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..200 {
         if request("GET", &format!("{base}/healthz"), &[], None)

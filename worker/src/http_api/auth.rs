@@ -14,6 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 
 use super::error::ApiError;
+use super::listener::Peer;
 use super::Api;
 
 /// What a key may do (`api_key.scopes`).
@@ -66,7 +67,7 @@ impl Caller {
 /// longer is refused without a query.
 const LONGEST_KEY: usize = 128;
 
-fn unauthorized() -> ApiError {
+pub fn unauthorized() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
@@ -83,77 +84,98 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Caller, ApiError> {
         let api = Api::from_ref(state);
-        let key = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty() && k.len() <= LONGEST_KEY)
-            .ok_or_else(unauthorized)?;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
-        let known = match api.keys.get(key, peer.as_deref()) {
-            Some(known) => known,
-            None => {
-                let client = api.pool.get().await?;
-                let row = client
-                    .query_opt(
-                        "SELECT k.key_id, k.account, k.scopes,
-                                k.allowed_ips IS NULL OR $2::text::inet <<= ANY (k.allowed_ips) AS here,
-                                k.rate_limit
-                         FROM smsbus._verify_api_key($1) k",
-                        &[&key, &peer],
-                    )
-                    .await
-                    .map_err(|e| ApiError::unavailable("cannot check an API key", &e))?
-                    .ok_or_else(unauthorized)?;
-                let known = Known {
-                    caller: Caller {
-                        key_id: row.get(0),
-                        account: row.get(1),
-                        scopes: row.get(2),
-                    },
-                    // A key with address ranges is refused when the peer is unknown.
-                    here: row.get::<_, Option<bool>>(3) == Some(true),
-                    rate: row.get::<_, Option<f32>>(4),
-                };
-                api.keys.put(key, peer.as_deref(), known.clone());
-                known
-            }
-        };
-        let caller = known.caller;
-        if let Some(slot) = parts.extensions.get::<super::log::KeySlot>() {
-            slot.set(caller.key_id);
-        }
-        let rate = known.rate;
-        if !api.rates.allow(caller.key_id, rate.map(f64::from)) {
-            let per_second = f64::from(rate.unwrap_or(1.0));
-            return Err(ApiError {
-                retry_after: Some((1.0 / per_second).ceil().max(1.0) as u64),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("this key may make {per_second} requests a second"),
-                )
-            });
-        }
-        if !known.here {
-            tracing::info!(
-                key = caller.key_id,
-                ?peer,
-                "http api: key used from outside its ranges"
-            );
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this key may not be used from this address",
-            ));
-        }
-        Ok(caller)
+        let key = bearer(parts).ok_or_else(unauthorized)?.to_owned();
+        authenticate(&api, parts, &key).await
     }
+}
+
+/// The key of an `Authorization: Bearer <key>` header, if it has one of a
+/// length worth looking up.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| plausible(k))
+}
+
+/// Whether `key` is worth a query: not empty, and not much longer than ours.
+pub fn plausible(key: &str) -> bool {
+    !key.is_empty() && key.len() <= LONGEST_KEY
+}
+
+/// The address a request came from.
+pub fn peer(parts: &Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(Peer(addr))| *addr)
+}
+
+/// The caller of `key`, checked against its account, address ranges and
+/// request rate; the key's id goes into the request's log line.
+pub async fn authenticate(api: &Api, parts: &Parts, key: &str) -> Result<Caller, ApiError> {
+    let peer = peer(parts).map(|addr| addr.ip().to_string());
+    let known = match api.keys.get(key, peer.as_deref()) {
+        Some(known) => known,
+        None => {
+            let client = api.pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT k.key_id, k.account, k.scopes,
+                            k.allowed_ips IS NULL OR $2::text::inet <<= ANY (k.allowed_ips) AS here,
+                            k.rate_limit
+                     FROM smsbus._verify_api_key($1) k",
+                    &[&key, &peer],
+                )
+                .await
+                .map_err(|e| ApiError::unavailable("cannot check an API key", &e))?
+                .ok_or_else(unauthorized)?;
+            let known = Known {
+                caller: Caller {
+                    key_id: row.get(0),
+                    account: row.get(1),
+                    scopes: row.get(2),
+                },
+                // A key with address ranges is refused when the peer is unknown.
+                here: row.get::<_, Option<bool>>(3) == Some(true),
+                rate: row.get::<_, Option<f32>>(4),
+            };
+            api.keys.put(key, peer.as_deref(), known.clone());
+            known
+        }
+    };
+    let caller = known.caller;
+    if let Some(slot) = parts.extensions.get::<super::log::KeySlot>() {
+        slot.set(caller.key_id);
+    }
+    let rate = known.rate;
+    if !api.rates.allow(caller.key_id, rate.map(f64::from)) {
+        let per_second = f64::from(rate.unwrap_or(1.0));
+        return Err(ApiError {
+            retry_after: Some((1.0 / per_second).ceil().max(1.0) as u64),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("this key may make {per_second} requests a second"),
+            )
+        });
+    }
+    if !known.here {
+        tracing::info!(
+            key = caller.key_id,
+            ?peer,
+            "http api: key used from outside its ranges"
+        );
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this key may not be used from this address",
+        ));
+    }
+    Ok(caller)
 }
 
 /// Each key's request rate on this worker: a token bucket per key id

@@ -16,6 +16,9 @@
 //!   database answers and has this worker's version of the extension).
 //! - `/v1/openapi.json`: the OpenAPI 3 document, made by utoipa from the
 //!   handlers the router holds, so it lists exactly the routes served.
+//! - [`status_page`]: `/`, the gateway at work in a browser, for admin
+//!   keys (or loopback peers with `--status-page-local`).
+//! - [`listener`]: the socket, plain or TLS (rustls).
 //! - [`log`]: a line per request with the key's id, never the key.
 //! - [`error`]: every refusal as JSON with a status that says why; a
 //!   database error's text only where it is the extension's refusal of
@@ -26,7 +29,7 @@
 //! another account's.
 
 use std::net::SocketAddr;
-
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -34,22 +37,37 @@ use axum::routing::get;
 use axum::{Json, Router};
 use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+use listener::{Peer, TlsListener};
+
 pub mod auth;
 pub mod batch;
 pub mod error;
 pub mod health;
+pub mod listener;
 pub mod log;
 pub mod messages;
 pub mod overview;
+pub mod status_page;
 
 /// The largest request body taken (413 beyond it), and a batch's.
 const BODY_LIMIT: usize = 256 * 1024;
 const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// How the API is served (`--http-addr` and the flags beside it).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    /// A certificate chain and its key, PEM files: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Whether loopback peers see the status page without a key.
+    pub status_page_local: bool,
+}
 
 /// What every request handler may use.
 #[derive(Clone)]
@@ -57,25 +75,42 @@ pub struct Api {
     pub pool: Pool,
     pub rates: Arc<auth::Rates>,
     pub keys: Arc<auth::Keys>,
+    pub status: Arc<status_page::Board>,
+}
+
+impl Api {
+    pub fn new(pool: Pool, status_page_local: bool) -> Api {
+        Api {
+            pool,
+            rates: Arc::default(),
+            keys: Arc::default(),
+            status: Arc::new(status_page::Board::new(status_page_local)),
+        }
+    }
 }
 
 /// The API's listening socket and its routes, bound and ready to serve.
 pub struct Bound {
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: Router,
 }
 
-/// Binds `addr` (so a taken port is an error at start) and builds the
-/// routes.
-pub async fn bind(addr: SocketAddr, pool: Pool) -> std::io::Result<Bound> {
-    let listener = TcpListener::bind(addr).await?;
+/// Binds the address and reads the TLS files (so a taken port or a bad
+/// certificate is an error at start), and builds the routes.
+pub async fn bind(settings: &Settings, pool: Pool) -> anyhow::Result<Bound> {
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(crate::server_tls::acceptor(
+            ("--http-tls-cert", &cert.to_string_lossy()),
+            ("--http-tls-key", &key.to_string_lossy()),
+        )?),
+        None => None,
+    };
+    let listener = TcpListener::bind(settings.addr).await?;
     Ok(Bound {
         listener,
-        router: router(Api {
-            pool,
-            rates: Arc::default(),
-            keys: Arc::default(),
-        }),
+        tls,
+        router: router(Api::new(pool, settings.status_page_local)),
     })
 }
 
@@ -117,6 +152,7 @@ pub fn router(api: Api) -> Router {
         .split_for_parts();
     let document = Arc::new(document);
     router
+        .merge(status_page::routes())
         .route(
             "/v1/openapi.json",
             get(move || {
@@ -134,14 +170,24 @@ impl Bound {
     /// Serves until `shutdown`, then lets the requests in progress finish.
     pub async fn serve(self, shutdown: CancellationToken) {
         let addr = self.listener.local_addr().ok();
-        tracing::info!(?addr, "http api: listening");
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-        {
+        tracing::info!(?addr, tls = self.tls.is_some(), "http api: listening");
+        let service = self.router.into_make_service_with_connect_info::<Peer>();
+        let served = match self.tls {
+            None => {
+                axum::serve(self.listener, service)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            }
+            Some(tls) => match TlsListener::new(self.listener, tls) {
+                Ok(listener) => {
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = served {
             tracing::error!("http api: the listener failed: {e}");
         }
     }

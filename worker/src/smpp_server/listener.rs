@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use rustls::pki_types::PrivateKeyDer;
+use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -52,30 +51,9 @@ impl Settings {
     }
 }
 
-/// The TLS acceptor for a certificate chain and key in PEM files; errors
-/// name the file at fault.
+/// The TLS acceptor of a listener's `tls_cert_file` and `tls_key_file`.
 pub fn acceptor(cert_file: &str, key_file: &str) -> anyhow::Result<TlsAcceptor> {
-    let pem = std::fs::read(cert_file)
-        .with_context(|| format!("tls_cert_file: cannot read {cert_file}"))?;
-    let chain = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("tls_cert_file: {cert_file} is not PEM"))?;
-    if chain.is_empty() {
-        bail!("tls_cert_file: {cert_file} holds no certificate");
-    }
-    let pem =
-        std::fs::read(key_file).with_context(|| format!("tls_key_file: cannot read {key_file}"))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
-        .with_context(|| format!("tls_key_file: {key_file} is not PEM"))?
-        .with_context(|| format!("tls_key_file: {key_file} holds no private key"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("tls: no usable protocol version")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("tls: the certificate and the key do not go together")?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    crate::server_tls::acceptor(("tls_cert_file", cert_file), ("tls_key_file", key_file))
 }
 
 /// Opens the socket, shared with the other workers of this host.
