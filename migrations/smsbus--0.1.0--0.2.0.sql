@@ -1440,6 +1440,9 @@ CREATE TABLE account (
     -- Send its messages' parts on with the user data headers it gave them
     -- (message.client_parts), instead of the channel's own.
     keep_udh        boolean NOT NULL DEFAULT false,
+    -- The database role its HTTP API requests run as (SET LOCAL ROLE), so
+    -- grants and row security apply to them as to that role's own SQL.
+    db_role         text CONSTRAINT account_db_role UNIQUE,
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
@@ -1493,8 +1496,62 @@ BEGIN
                       HINT = 'For example ''^(ACME|\+3161234)'': the source addresses the account may use.';
         END;
     END IF;
+    IF NEW.db_role IS NOT NULL AND NEW.db_role IS DISTINCT FROM (CASE WHEN TG_OP = 'UPDATE' THEN OLD.db_role END) THEN
+        PERFORM smsbus._check_account_role(NEW.name, NEW.db_role);
+    END IF;
     RETURN NEW;
 END
+$$;
+
+-- Refuses a db_role that is not a plain sender: it must exist and be a
+-- member of smsbus_sender, and neither a superuser, nor able to bypass
+-- row security, nor a member of an admin, worker or rules role (an
+-- account's requests would see everything).
+CREATE FUNCTION _check_account_role(account text, role text) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+DECLARE
+    r pg_roles;
+BEGIN
+    SELECT * INTO r FROM pg_roles WHERE rolname = _check_account_role.role;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account %: db_role "%" does not exist', smsbus._excerpt(account), smsbus._excerpt(role)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT pg_has_role(r.oid, 'smsbus_sender', 'MEMBER') THEN
+        RAISE EXCEPTION 'account %: db_role "%" is not a member of smsbus_sender', smsbus._excerpt(account),
+            smsbus._excerpt(role)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('GRANT smsbus_sender TO %I;', role);
+    END IF;
+    IF r.rolsuper OR r.rolbypassrls OR pg_has_role(r.oid, 'smsbus_admin', 'MEMBER')
+       OR pg_has_role(r.oid, 'smsbus_worker', 'MEMBER') OR pg_has_role(r.oid, 'smsbus_rules', 'MEMBER') THEN
+        RAISE EXCEPTION 'account %: db_role "%" may see more than its own messages', smsbus._excerpt(account),
+            smsbus._excerpt(role)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a role that is only a sender: not a superuser, not BYPASSRLS, not an admin, worker or rules role.';
+    END IF;
+END
+$$;
+
+-- The account whose db_role the current role is (null: none). For row
+-- security policies: USING (account = smsbus.current_account()). Only a
+-- role the session may become can be asked about.
+CREATE FUNCTION current_account() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    SELECT smsbus._account_of_role(current_user::text)
+$$;
+
+CREATE FUNCTION _account_of_role(role text) RETURNS text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    SELECT a.name FROM smsbus.account a
+    WHERE a.db_role = _account_of_role.role AND pg_has_role(session_user, _account_of_role.role, 'MEMBER')
 $$;
 
 CREATE FUNCTION _account_changed() RETURNS trigger
@@ -1512,13 +1569,13 @@ $$;
 CREATE TRIGGER account_check BEFORE INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        long_message, report_parts, keep_udh, description, created_at, updated_at
+        long_message, report_parts, keep_udh, db_role, description, created_at, updated_at
     ON account
     FOR EACH ROW EXECUTE FUNCTION _account_check();
 CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        long_message, report_parts, keep_udh, description, created_at, updated_at
+        long_message, report_parts, keep_udh, db_role, description, created_at, updated_at
     OR DELETE OR TRUNCATE ON account
     FOR EACH STATEMENT EXECUTE FUNCTION _account_changed();
 
@@ -1560,6 +1617,14 @@ GRANT EXECUTE ON FUNCTION set_password(text, text) TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION _verify_password(text, text) TO smsbus_worker;
 REVOKE ALL ON FUNCTION _account_check(), _account_changed(), set_password(text, text), _verify_password(text, text)
     FROM PUBLIC;
+-- The role an account's HTTP requests run as: admins set it, the worker
+-- reads it with the key (_verify_api_key).
+GRANT SELECT (db_role), INSERT (db_role), UPDATE (db_role) ON account TO smsbus_admin;
+GRANT EXECUTE ON FUNCTION _check_account_role(text, text) TO smsbus_admin;
+GRANT EXECUTE ON FUNCTION current_account(), _account_of_role(text) TO smsbus_sender, smsbus_admin, smsbus_worker;
+REVOKE ALL ON FUNCTION _check_account_role(text, text), current_account(), _account_of_role(text) FROM PUBLIC;
+COMMENT ON COLUMN account.db_role IS 'The database role its HTTP API requests run as, so grants and row security apply (null: the worker''s role, every statement naming the account).';
+COMMENT ON FUNCTION current_account() IS 'The account whose db_role the current role is: for row security policies.';
 SELECT pg_catalog.pg_extension_config_dump('smsbus.account'::regclass, '');
 COMMENT ON COLUMN message.account IS 'The account that submitted it (over SMPP); null for messages written in SQL.';
 COMMENT ON COLUMN account.name IS 'The account''s name, its SMPP system_id: letters, digits, _ . - (15 at most).';
@@ -2451,12 +2516,12 @@ $$;
 -- an enabled key of an enabled account (no row otherwise). For the worker,
 -- at every HTTP request.
 CREATE FUNCTION _verify_api_key(key text)
-RETURNS TABLE (key_id bigint, account text, scopes text[], allowed_ips cidr[], rate_limit real)
+RETURNS TABLE (key_id bigint, account text, scopes text[], allowed_ips cidr[], rate_limit real, db_role text)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, smsbus, pg_temp
 AS $$
-    SELECT k.id, k.account, k.scopes, k.allowed_ips, k.rate_limit
+    SELECT k.id, k.account, k.scopes, k.allowed_ips, k.rate_limit, a.db_role
     FROM smsbus.api_key k
     JOIN smsbus.account a ON a.name = k.account
     WHERE k.key_hash = sha256(convert_to(_verify_api_key.key, 'UTF8')) AND k.enabled AND a.enabled

@@ -23,8 +23,62 @@ BEGIN
                       HINT = 'For example ''^(ACME|\+3161234)'': the source addresses the account may use.';
         END;
     END IF;
+    IF NEW.db_role IS NOT NULL AND NEW.db_role IS DISTINCT FROM (CASE WHEN TG_OP = 'UPDATE' THEN OLD.db_role END) THEN
+        PERFORM smsbus._check_account_role(NEW.name, NEW.db_role);
+    END IF;
     RETURN NEW;
 END
+$$;
+
+-- Refuses a db_role that is not a plain sender: it must exist and be a
+-- member of smsbus_sender, and neither a superuser, nor able to bypass
+-- row security, nor a member of an admin, worker or rules role (an
+-- account's requests would see everything).
+CREATE FUNCTION _check_account_role(account text, role text) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+DECLARE
+    r pg_roles;
+BEGIN
+    SELECT * INTO r FROM pg_roles WHERE rolname = _check_account_role.role;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account %: db_role "%" does not exist', smsbus._excerpt(account), smsbus._excerpt(role)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT pg_has_role(r.oid, 'smsbus_sender', 'MEMBER') THEN
+        RAISE EXCEPTION 'account %: db_role "%" is not a member of smsbus_sender', smsbus._excerpt(account),
+            smsbus._excerpt(role)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('GRANT smsbus_sender TO %I;', role);
+    END IF;
+    IF r.rolsuper OR r.rolbypassrls OR pg_has_role(r.oid, 'smsbus_admin', 'MEMBER')
+       OR pg_has_role(r.oid, 'smsbus_worker', 'MEMBER') OR pg_has_role(r.oid, 'smsbus_rules', 'MEMBER') THEN
+        RAISE EXCEPTION 'account %: db_role "%" may see more than its own messages', smsbus._excerpt(account),
+            smsbus._excerpt(role)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a role that is only a sender: not a superuser, not BYPASSRLS, not an admin, worker or rules role.';
+    END IF;
+END
+$$;
+
+-- The account whose db_role the current role is (null: none). For row
+-- security policies: USING (account = smsbus.current_account()). Only a
+-- role the session may become can be asked about.
+CREATE FUNCTION current_account() RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    SELECT smsbus._account_of_role(current_user::text)
+$$;
+
+CREATE FUNCTION _account_of_role(role text) RETURNS text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    SELECT a.name FROM smsbus.account a
+    WHERE a.db_role = _account_of_role.role AND pg_has_role(session_user, _account_of_role.role, 'MEMBER')
 $$;
 
 CREATE FUNCTION _account_changed() RETURNS trigger
@@ -42,13 +96,13 @@ $$;
 CREATE TRIGGER account_check BEFORE INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        long_message, report_parts, keep_udh, description, created_at, updated_at
+        long_message, report_parts, keep_udh, db_role, description, created_at, updated_at
     ON account
     FOR EACH ROW EXECUTE FUNCTION _account_check();
 CREATE TRIGGER account_changed AFTER INSERT OR UPDATE OF
         name, enabled, password_hash, bind_types, max_binds, allowed_ips, allowed_sources,
         default_source, throughput, deliver_window, daily_limit, channel, message_id_format, report_keep,
-        long_message, report_parts, keep_udh, description, created_at, updated_at
+        long_message, report_parts, keep_udh, db_role, description, created_at, updated_at
     OR DELETE OR TRUNCATE ON account
     FOR EACH STATEMENT EXECUTE FUNCTION _account_changed();
 
@@ -88,6 +142,11 @@ $$;
 
 GRANT EXECUTE ON FUNCTION set_password(text, text) TO smsbus_admin;
 GRANT EXECUTE ON FUNCTION _verify_password(text, text) TO smsbus_worker;
+-- The role an account's HTTP requests run as: admins set it, the worker
+-- reads it with the key (_verify_api_key).
+GRANT SELECT (db_role), INSERT (db_role), UPDATE (db_role) ON account TO smsbus_admin;
+GRANT EXECUTE ON FUNCTION _check_account_role(text, text) TO smsbus_admin;
+GRANT EXECUTE ON FUNCTION current_account(), _account_of_role(text) TO smsbus_sender, smsbus_admin, smsbus_worker;
 
 -- Takes what submissions p_parts (in order, by account p_accounts) use of
 -- their accounts' credit (parts) and daily limit (messages, UTC day), in

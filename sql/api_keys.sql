@@ -33,12 +33,12 @@ $$;
 -- an enabled key of an enabled account (no row otherwise). For the worker,
 -- at every HTTP request.
 CREATE FUNCTION _verify_api_key(key text)
-RETURNS TABLE (key_id bigint, account text, scopes text[], allowed_ips cidr[], rate_limit real)
+RETURNS TABLE (key_id bigint, account text, scopes text[], allowed_ips cidr[], rate_limit real, db_role text)
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, smsbus, pg_temp
 AS $$
-    SELECT k.id, k.account, k.scopes, k.allowed_ips, k.rate_limit
+    SELECT k.id, k.account, k.scopes, k.allowed_ips, k.rate_limit, a.db_role
     FROM smsbus.api_key k
     JOIN smsbus.account a ON a.name = k.account
     WHERE k.key_hash = sha256(convert_to(_verify_api_key.key, 'UTF8')) AND k.enabled AND a.enabled

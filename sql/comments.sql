@@ -63,6 +63,8 @@ COMMENT ON COLUMN account.message_id_format IS 'How it is told message ids: dec 
 COMMENT ON COLUMN account.report_keep IS 'How long a delivery receipt waits in smsbus.smpp_outbox for a receiver bind of it.';
 COMMENT ON COLUMN account.long_message IS 'How long inbound messages go to it: payload (whole, in message_payload), udh or sar (in parts).';
 COMMENT ON COLUMN account.keep_udh IS 'Send its messages on in the parts it sent, each with its own user data header (message.client_parts), over SMPP channels.';
+COMMENT ON COLUMN account.db_role IS 'The database role its HTTP API requests run as, so grants and row security apply (null: the worker''s role, every statement naming the account).';
+COMMENT ON FUNCTION current_account() IS 'The account whose db_role the current role is: for row security policies.';
 COMMENT ON COLUMN account.report_parts IS 'Receipts for a message sent in parts: message (one, for the whole) or each (one per part, with its own outcome).';
 
 COMMENT ON COLUMN smpp_server.name IS 'The listener''s name, as smpp_bind.server shows it.';

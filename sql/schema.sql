@@ -108,6 +108,9 @@ CREATE TABLE account (
     -- Send its messages' parts on with the user data headers it gave them
     -- (message.client_parts), instead of the channel's own.
     keep_udh        boolean NOT NULL DEFAULT false,
+    -- The database role its HTTP API requests run as (SET LOCAL ROLE), so
+    -- grants and row security apply to them as to that role's own SQL.
+    db_role         text CONSTRAINT account_db_role UNIQUE,
     description     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()

@@ -8,6 +8,7 @@
 //! - [`status_page`]: who may see the status page, and what it shows;
 //! - [`browser`]: the status page in headless Chromium;
 //! - [`tls`]: the API over HTTPS;
+//! - [`db_role`]: reads as an account's database role, under row security;
 //! - here: what they share: a worker serving the API, an account and a key.
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ use smsbus_tests::db::{scalar, TestDb};
 use smsbus_tests::worker::Worker;
 
 mod browser;
+mod db_role;
 mod keys;
 mod messages;
 mod service;

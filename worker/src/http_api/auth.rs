@@ -40,6 +40,8 @@ impl Scope {
 pub struct Caller {
     pub key_id: i64,
     pub account: String,
+    /// The role the account's reads run as (`account.db_role`).
+    pub db_role: Option<String>,
     scopes: Vec<String>,
 }
 
@@ -126,7 +128,7 @@ pub async fn authenticate(api: &Api, parts: &Parts, key: &str) -> Result<Caller,
                 .query_opt(
                     "SELECT k.key_id, k.account, k.scopes,
                             k.allowed_ips IS NULL OR $2::text::inet <<= ANY (k.allowed_ips) AS here,
-                            k.rate_limit
+                            k.rate_limit, k.db_role
                      FROM smsbus._verify_api_key($1) k",
                     &[&key, &peer],
                 )
@@ -137,6 +139,7 @@ pub async fn authenticate(api: &Api, parts: &Parts, key: &str) -> Result<Caller,
                 caller: Caller {
                     key_id: row.get(0),
                     account: row.get(1),
+                    db_role: row.get(5),
                     scopes: row.get(2),
                 },
                 // A key with address ranges is refused when the peer is unknown.

@@ -206,11 +206,14 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
-    let client = api.pool.get().await?;
-    let row = client
-        .query_opt(&*SHOW_SQL, &[&id, &caller.account])
-        .await
-        .map_err(|e| ApiError::unavailable("cannot read a message", &e))?
+    let row = api
+        .read_one_as(
+            &caller,
+            "cannot read a message",
+            &SHOW_SQL,
+            &[&id, &caller.account],
+        )
+        .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(Json(row.get(0)))
 }
@@ -294,10 +297,15 @@ pub async fn cancel(
         )
         .await
         .map_err(|e| ApiError::unavailable("cannot cancel a message", &e))?;
-    let row = client
-        .query_opt(&*SHOW_SQL, &[&id, &caller.account])
-        .await
-        .map_err(|e| ApiError::unavailable("cannot read a message", &e))?
+    drop(client);
+    let row = api
+        .read_one_as(
+            &caller,
+            "cannot read a message",
+            &SHOW_SQL,
+            &[&id, &caller.account],
+        )
+        .await?
         .ok_or_else(ApiError::not_found)?;
     let message: Value = row.get(0);
     if cancelled.is_none() {
@@ -372,10 +380,10 @@ pub async fn list(
             format!("limit must be between 1 and {PAGE_LIMIT}"),
         ));
     }
-    let client = api.pool.get().await?;
-    let rows = client
-        .query(
-            &*LIST_SQL,
+    let rows = api
+        .read_as(
+            &caller,
+            &LIST_SQL,
             &[
                 &caller.account,
                 &query.status,
@@ -384,16 +392,16 @@ pub async fn list(
                 &query.cursor,
                 &limit,
             ],
+            |e| match e.as_db_error().map(|d| d.code().code()) {
+                // An unknown status or an unreadable time.
+                Some("22P02") => {
+                    ApiError::invalid(Some("status".into()), "not a status of smsbus.status")
+                }
+                Some("22007" | "22008") => ApiError::invalid(Some("since".into()), "not a time"),
+                _ => ApiError::unavailable("cannot list messages", &e),
+            },
         )
-        .await
-        .map_err(|e| match e.as_db_error().map(|d| d.code().code()) {
-            // An unknown status or an unreadable time.
-            Some("22P02") => {
-                ApiError::invalid(Some("status".into()), "not a status of smsbus.status")
-            }
-            Some("22007" | "22008") => ApiError::invalid(Some("since".into()), "not a time"),
-            _ => ApiError::unavailable("cannot list messages", &e),
-        })?;
+        .await?;
     let messages: Vec<Value> = rows.iter().map(|r| r.get(0)).collect();
     let next_cursor = (messages.len() as i64 == limit)
         .then(|| messages.last().and_then(|m| m["id"].as_i64()))

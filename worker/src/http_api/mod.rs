@@ -26,7 +26,8 @@
 //!
 //! Requests run on the worker's pool, and every statement names the key's
 //! account in its WHERE clause or its row: a key reaches nothing of
-//! another account's.
+//! another account's. Reads of an account with a `db_role` run as that
+//! role ([`reads`]), under its grants and row security.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,7 @@ pub mod listener;
 pub mod log;
 pub mod messages;
 pub mod overview;
+pub mod reads;
 pub mod status_page;
 
 /// The largest request body taken (413 beyond it), and a batch's.

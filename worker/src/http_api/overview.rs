@@ -17,9 +17,10 @@ use super::Api;
     security(("bearer" = [])))]
 pub async fn channels(State(api): State<Api>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
-    let client = api.pool.get().await?;
-    let row = client
-        .query_one(
+    let row = api
+        .read_one_as(
+            &caller,
+            "cannot read the channels",
             "SELECT coalesce(jsonb_agg(jsonb_build_object(
                         'name', c.name, 'kind', c.kind, 'enabled', c.enabled, 'can_send', c.can_send,
                         'can_receive', c.can_receive, 'link', c.link, 'since', c.since,
@@ -28,8 +29,8 @@ pub async fn channels(State(api): State<Api>, caller: Caller) -> Result<Json<Val
              FROM smsbus.channel_overview c",
             &[],
         )
-        .await
-        .map_err(|e| ApiError::unavailable("cannot read the channels", &e))?;
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok(Json(
         serde_json::json!({"channels": row.get::<_, Value>(0)}),
     ))
@@ -43,9 +44,10 @@ pub async fn channels(State(api): State<Api>, caller: Caller) -> Result<Json<Val
 pub async fn queue(State(api): State<Api>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let everyone = caller.require(Scope::Admin).is_ok();
-    let client = api.pool.get().await?;
-    let row = client
-        .query_one(
+    let row = api
+        .read_one_as(
+            &caller,
+            "cannot read the queue",
             "SELECT coalesce(jsonb_agg(jsonb_build_object(
                         'channel', q.channel, 'status', q.status, 'messages', q.messages,
                         'oldest', q.oldest) ORDER BY q.channel, q.status), '[]'::jsonb)
@@ -55,7 +57,7 @@ pub async fn queue(State(api): State<Api>, caller: Caller) -> Result<Json<Value>
                    GROUP BY m.channel, m.status) q",
             &[&caller.account, &everyone],
         )
-        .await
-        .map_err(|e| ApiError::unavailable("cannot read the queue", &e))?;
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok(Json(serde_json::json!({"queue": row.get::<_, Value>(0)})))
 }
