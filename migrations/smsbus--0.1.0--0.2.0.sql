@@ -2548,7 +2548,8 @@ CREATE TABLE webhook (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account       text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
     url           text NOT NULL CONSTRAINT webhook_url CHECK (url ~ '^https?://[^[:space:]]+$'),
-    secret        text NOT NULL CONSTRAINT webhook_secret CHECK (length(secret) >= 16),
+    -- Signs smsbus-style calls; compatibility callbacks are not signed.
+    secret        text CONSTRAINT webhook_secret CHECK (length(secret) >= 16),
     -- status: every status change of its messages; report: delivered and
     -- notdelivered only; inbound: messages given to the account.
     events        text[] NOT NULL DEFAULT '{status,inbound}'
@@ -2561,10 +2562,27 @@ CREATE TABLE webhook (
     -- How long an event is tried before it is kept as dead.
     retry_horizon interval NOT NULL DEFAULT '24 hours'
                   CONSTRAINT webhook_retry_horizon CHECK (retry_horizon > interval '0'),
+    -- A callback of one message (the dlr-url of a Kannel or Jasmin send)
+    -- instead of the account's messages: dropped once the message is done
+    -- and its events are taken (_prune_callbacks).
+    message_id    bigint,
+    -- How a call looks: smsbus (signed JSON), kannel (the url with its
+    -- %-escapes filled in), jasmin (the receipt as form fields, answered
+    -- ACK/Jasmin).
+    style         text NOT NULL DEFAULT 'smsbus'
+                  CONSTRAINT webhook_style CHECK (style IN ('smsbus', 'kannel', 'jasmin')),
+    method        text NOT NULL DEFAULT 'POST' CONSTRAINT webhook_method CHECK (method IN ('GET', 'POST')),
+    -- Which reports a callback wants, as Kannel's dlr-mask: 1 delivered,
+    -- 2 not delivered, 8 taken by the SMSC, 16 refused by it.
+    report_mask   integer CONSTRAINT webhook_report_mask CHECK (report_mask BETWEEN 1 AND 31),
     description   text,
-    created_at    timestamptz NOT NULL DEFAULT now()
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT webhook_callback CHECK ((message_id IS NULL) = (style = 'smsbus')
+                                       AND (style = 'smsbus') = (report_mask IS NULL)),
+    CONSTRAINT webhook_signed CHECK (style <> 'smsbus' OR secret IS NOT NULL)
 );
-CREATE INDEX webhook_account ON webhook (account) WHERE enabled;
+CREATE INDEX webhook_account ON webhook (account) WHERE enabled AND message_id IS NULL;
+CREATE INDEX webhook_message ON webhook (message_id) WHERE message_id IS NOT NULL;
 COMMENT ON TABLE webhook IS 'Where accounts'' events (status changes, reports, inbound messages) are sent over HTTP.';
 
 -- Events on their way to a webhook, written in the transaction of the
@@ -2630,22 +2648,114 @@ SET search_path = pg_catalog, smsbus, pg_temp
 AS $$
     WITH queued AS (
         INSERT INTO smsbus.webhook_outbox (webhook_id, message_id, event, payload, expires_at)
-        SELECT w.id, m.id, e.event,
-               jsonb_build_object('event', e.event, 'at', now(), 'message', smsbus._webhook_message(m)),
-               now() + w.retry_horizon
+        SELECT w.id, m.id, e.event, smsbus._webhook_payload(w.style, e.event, m), now() + w.retry_horizon
         FROM smsbus.message m
-        JOIN smsbus.webhook w ON w.account = m.account AND w.enabled
+        -- The account's webhooks, and the message's own callbacks.
+        CROSS JOIN LATERAL (
+            SELECT x.id, x.events, x.style, x.report_mask, x.retry_horizon FROM smsbus.webhook x
+            WHERE x.account = m.account AND x.enabled AND x.message_id IS NULL
+            UNION ALL
+            SELECT x.id, x.events, x.style, x.report_mask, x.retry_horizon FROM smsbus.webhook x
+            WHERE x.message_id = m.id AND x.enabled) w
         CROSS JOIN LATERAL (SELECT CASE WHEN m.status IN ('delivered', 'notdelivered') THEN 'message.report'
                                         ELSE 'message.status' END AS event) e
         WHERE m.id = ANY (p_ids) AND m.direction = 'out'
           -- Evaluated once: with no webhook at all, no message is read.
           AND EXISTS (SELECT FROM smsbus.webhook x WHERE x.enabled)
-          AND ('status' = ANY (w.events)
-               OR ('report' = ANY (w.events) AND m.status IN ('delivered', 'notdelivered')))
+          AND CASE WHEN w.style = 'smsbus'
+                   THEN 'status' = ANY (w.events)
+                        OR ('report' = ANY (w.events) AND m.status IN ('delivered', 'notdelivered'))
+                   ELSE smsbus._dlr_type(m.status) & w.report_mask <> 0 END
         ORDER BY m.id, w.id
         RETURNING 1
     )
     SELECT CASE WHEN EXISTS (SELECT FROM queued) THEN pg_notify('smsbus_webhooks', '') END
+$$;
+
+-- The report type a status is to Kannel's dlr-mask: 1 delivered, 2 not
+-- delivered, 8 taken by the SMSC, 16 refused (failed, or never sent:
+-- blocked); 0 for a status no report is about.
+CREATE FUNCTION _dlr_type(s status) RETURNS integer
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE s WHEN 'delivered' THEN 1 WHEN 'notdelivered' THEN 2 WHEN 'expired' THEN 2
+                  WHEN 'sent' THEN 8 WHEN 'failed' THEN 16 WHEN 'blocked' THEN 16 ELSE 0 END
+$$;
+
+-- The body of an event: what smsbus-style webhooks are sent, and for a
+-- Kannel or Jasmin callback also what its call is made of (the report
+-- type, the SMSC's reference and report, parts, the first 20
+-- characters, the Kannel billing fields given with the message).
+CREATE FUNCTION _webhook_payload(style text, event text, m message) RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    SELECT jsonb_build_object('event', event, 'at', now(), 'message', smsbus._webhook_message(m))
+        || CASE WHEN style = 'smsbus' THEN '{}'::jsonb ELSE jsonb_build_object('callback', (
+               SELECT jsonb_build_object(
+                   'dlr', smsbus._dlr_type(m.status), 'at', extract(epoch FROM now())::bigint,
+                   'at_text', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                   'subdate', to_char(coalesce(m.sent_at, m.created_at) AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
+                   'donedate', to_char(coalesce(m.delivered_at, now()) AT TIME ZONE 'UTC', 'YYMMDDHH24MI'),
+                   'text', left(m.body, 20), 'reference', p.reference, 'report', p.detail,
+                   'parts', p.parts, 'delivered_parts', p.delivered, 'kannel', m.custom->'kannel')
+               FROM (SELECT (array_agg(x.reference ORDER BY x.part))[1] AS reference,
+                            (array_agg(x.detail ORDER BY x.reported_at DESC NULLS LAST))[1] AS detail,
+                            count(*) AS parts, count(*) FILTER (WHERE x.status = 'delivered') AS delivered
+                     FROM smsbus.message_part x WHERE x.message_id = m.id) p)) END
+$$;
+
+-- A Kannel or Jasmin send's dlr-url: a callback of message p_message
+-- (of account p_account) for the reports of p_mask, called in p_style
+-- with p_method. Its message's status now is queued for it at once if
+-- the mask wants it (a blocked message's 16): the events of the INSERT
+-- that made the message were written before the callback existed.
+CREATE FUNCTION _add_callback(p_message bigint, p_account text, p_style text, p_url text, p_method text,
+                              p_mask integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+DECLARE
+    callback bigint;
+    m smsbus.message;
+BEGIN
+    SELECT * INTO m FROM smsbus.message x WHERE x.id = p_message AND x.account = p_account;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'message % is not of account "%"', p_message, smsbus._excerpt(p_account)
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    INSERT INTO smsbus.webhook (account, url, message_id, style, method, report_mask, events)
+    VALUES (p_account, p_url, p_message, p_style, p_method, p_mask, '{status}')
+    RETURNING id INTO callback;
+    IF smsbus._dlr_type(m.status) & p_mask <> 0 THEN
+        INSERT INTO smsbus.webhook_outbox (webhook_id, message_id, event, payload, expires_at)
+        VALUES (callback, m.id, 'message.status', smsbus._webhook_payload(p_style, 'message.status', m),
+                now() + interval '24 hours');
+        PERFORM pg_notify('smsbus_webhooks', '');
+    END IF;
+    RETURN callback;
+END
+$$;
+
+-- Drops the callbacks whose message is done (or archived) and whose
+-- events are all taken; dead events keep theirs for retry_webhooks.
+CREATE FUNCTION _prune_callbacks() RETURNS integer
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, smsbus, pg_temp
+AS $$
+    WITH gone AS (
+        DELETE FROM smsbus.webhook w
+        WHERE w.message_id IS NOT NULL
+          AND NOT EXISTS (SELECT FROM smsbus.webhook_outbox o WHERE o.webhook_id = w.id)
+          AND NOT EXISTS (SELECT FROM smsbus.message m
+                          WHERE m.id = w.message_id AND NOT smsbus.status_is_permanent(m.status::text)
+                            AND NOT (m.status = 'sent' AND NOT m.request_report))
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone
 $$;
 
 -- Writes inbound message p_id's event for its account's webhooks (when a
@@ -2676,7 +2786,7 @@ $$;
 -- what is in flight to it already, on any worker.
 CREATE FUNCTION _claim_webhooks(p_worker text, p_limit integer, p_lease interval)
 RETURNS TABLE (id bigint, webhook_id bigint, url text, secret text, timeout_s real, event text,
-               payload text, attempts integer)
+               payload text, attempts integer, style text, method text)
 LANGUAGE sql
 AS $$
     WITH busy AS (
@@ -2711,7 +2821,8 @@ AS $$
         WHERE o.id = c.id
         RETURNING o.id, o.webhook_id, o.event, o.payload, o.attempts
     )
-    SELECT t.id, t.webhook_id, w.url, w.secret, w.timeout_s, t.event, t.payload::text, t.attempts
+    SELECT t.id, t.webhook_id, w.url, w.secret, w.timeout_s, t.event, t.payload::text, t.attempts, w.style,
+           w.method
     FROM taken t
     JOIN smsbus.webhook w ON w.id = t.webhook_id
     ORDER BY t.id
@@ -2774,20 +2885,28 @@ AS $$
     SELECT count(*) FROM revived
 $$;
 
+GRANT EXECUTE ON FUNCTION _add_callback(bigint, text, text, text, text, integer), _prune_callbacks()
+    TO smsbus_worker;
 GRANT EXECUTE ON FUNCTION _queue_inbound_webhooks(bigint), _claim_webhooks(text, integer, interval),
     _webhooks_delivered(bigint[]), _webhooks_failed(bigint[], text[]), _release_webhooks(text)
     TO smsbus_worker;
 GRANT EXECUTE ON FUNCTION retry_webhooks(bigint) TO smsbus_admin;
+REVOKE ALL ON FUNCTION _dlr_type(status), _webhook_payload(text, text, message),
+    _add_callback(bigint, text, text, text, text, integer), _prune_callbacks() FROM PUBLIC;
 REVOKE ALL ON FUNCTION _webhook_message(message), _queue_webhooks(bigint[]), _queue_inbound_webhooks(bigint),
     _claim_webhooks(text, integer, interval), _webhooks_delivered(bigint[]), _webhooks_failed(bigint[], text[]),
     _release_webhooks(text), retry_webhooks(bigint) FROM PUBLIC;
 COMMENT ON COLUMN webhook.account IS 'The account whose events it gets.';
 COMMENT ON COLUMN webhook.url IS 'Where events are POSTed (http or https).';
-COMMENT ON COLUMN webhook.secret IS 'Signs every call (X-Smsbus-Signature: t=<unix>,v1=<HMAC-SHA256 of "<t>.<body>">); 16 characters at least.';
+COMMENT ON COLUMN webhook.secret IS 'Signs every smsbus-style call (X-Smsbus-Signature: t=<unix>,v1=<HMAC-SHA256 of "<t>.<body>">); 16 characters at least; none for Kannel and Jasmin callbacks.';
 COMMENT ON COLUMN webhook.events IS 'status (every status change), report (delivered and notdelivered only), inbound (messages given to the account).';
 COMMENT ON COLUMN webhook.concurrency IS 'Calls in flight to it at once, across workers.';
 COMMENT ON COLUMN webhook.timeout_s IS 'Seconds a call may take before it counts as unanswered.';
 COMMENT ON COLUMN webhook.retry_horizon IS 'How long an event is tried (backoff from 1 s, doubling, at most an hour) before it is kept as dead.';
+COMMENT ON COLUMN webhook.message_id IS 'A callback of this one message (a Kannel or Jasmin dlr-url) rather than of the account''s messages; null: the account''s.';
+COMMENT ON COLUMN webhook.style IS 'smsbus (signed JSON POST), kannel (a GET of the url with its %-escapes filled in) or jasmin (form fields, answered ACK/Jasmin).';
+COMMENT ON COLUMN webhook.method IS 'GET or POST (jasmin callbacks; kannel ones are always GET, smsbus ones POST).';
+COMMENT ON COLUMN webhook.report_mask IS 'The reports a callback wants, as Kannel''s dlr-mask: 1 delivered, 2 not delivered, 8 taken by the SMSC, 16 refused.';
 COMMENT ON COLUMN webhook_outbox.dead IS 'Past its retry horizon: kept with its last_error until smsbus.retry_webhooks or a DELETE.';
 COMMENT ON FUNCTION retry_webhooks(bigint)
     IS 'Tries dead webhook events again from now (of one webhook, or all), with a new retry horizon; returns how many.';

@@ -34,11 +34,15 @@ COMMENT ON COLUMN message.account IS 'The account that submitted it (over SMPP);
 
 COMMENT ON COLUMN webhook.account IS 'The account whose events it gets.';
 COMMENT ON COLUMN webhook.url IS 'Where events are POSTed (http or https).';
-COMMENT ON COLUMN webhook.secret IS 'Signs every call (X-Smsbus-Signature: t=<unix>,v1=<HMAC-SHA256 of "<t>.<body>">); 16 characters at least.';
+COMMENT ON COLUMN webhook.secret IS 'Signs every smsbus-style call (X-Smsbus-Signature: t=<unix>,v1=<HMAC-SHA256 of "<t>.<body>">); 16 characters at least; none for Kannel and Jasmin callbacks.';
 COMMENT ON COLUMN webhook.events IS 'status (every status change), report (delivered and notdelivered only), inbound (messages given to the account).';
 COMMENT ON COLUMN webhook.concurrency IS 'Calls in flight to it at once, across workers.';
 COMMENT ON COLUMN webhook.timeout_s IS 'Seconds a call may take before it counts as unanswered.';
 COMMENT ON COLUMN webhook.retry_horizon IS 'How long an event is tried (backoff from 1 s, doubling, at most an hour) before it is kept as dead.';
+COMMENT ON COLUMN webhook.message_id IS 'A callback of this one message (a Kannel or Jasmin dlr-url) rather than of the account''s messages; null: the account''s.';
+COMMENT ON COLUMN webhook.style IS 'smsbus (signed JSON POST), kannel (a GET of the url with its %-escapes filled in) or jasmin (form fields, answered ACK/Jasmin).';
+COMMENT ON COLUMN webhook.method IS 'GET or POST (jasmin callbacks; kannel ones are always GET, smsbus ones POST).';
+COMMENT ON COLUMN webhook.report_mask IS 'The reports a callback wants, as Kannel''s dlr-mask: 1 delivered, 2 not delivered, 8 taken by the SMSC, 16 refused.';
 COMMENT ON COLUMN webhook_outbox.dead IS 'Past its retry horizon: kept with its last_error until smsbus.retry_webhooks or a DELETE.';
 COMMENT ON COLUMN api_key.account IS 'The account whose key it is: requests made with it act for that account.';
 COMMENT ON COLUMN api_key.prefix IS 'The key''s first 12 characters, to tell keys apart (the key itself is not kept).';

@@ -152,7 +152,8 @@ CREATE TABLE webhook (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     account       text NOT NULL REFERENCES account (name) ON UPDATE CASCADE ON DELETE CASCADE,
     url           text NOT NULL CONSTRAINT webhook_url CHECK (url ~ '^https?://[^[:space:]]+$'),
-    secret        text NOT NULL CONSTRAINT webhook_secret CHECK (length(secret) >= 16),
+    -- Signs smsbus-style calls; compatibility callbacks are not signed.
+    secret        text CONSTRAINT webhook_secret CHECK (length(secret) >= 16),
     -- status: every status change of its messages; report: delivered and
     -- notdelivered only; inbound: messages given to the account.
     events        text[] NOT NULL DEFAULT '{status,inbound}'
@@ -165,10 +166,27 @@ CREATE TABLE webhook (
     -- How long an event is tried before it is kept as dead.
     retry_horizon interval NOT NULL DEFAULT '24 hours'
                   CONSTRAINT webhook_retry_horizon CHECK (retry_horizon > interval '0'),
+    -- A callback of one message (the dlr-url of a Kannel or Jasmin send)
+    -- instead of the account's messages: dropped once the message is done
+    -- and its events are taken (_prune_callbacks).
+    message_id    bigint,
+    -- How a call looks: smsbus (signed JSON), kannel (the url with its
+    -- %-escapes filled in), jasmin (the receipt as form fields, answered
+    -- ACK/Jasmin).
+    style         text NOT NULL DEFAULT 'smsbus'
+                  CONSTRAINT webhook_style CHECK (style IN ('smsbus', 'kannel', 'jasmin')),
+    method        text NOT NULL DEFAULT 'POST' CONSTRAINT webhook_method CHECK (method IN ('GET', 'POST')),
+    -- Which reports a callback wants, as Kannel's dlr-mask: 1 delivered,
+    -- 2 not delivered, 8 taken by the SMSC, 16 refused by it.
+    report_mask   integer CONSTRAINT webhook_report_mask CHECK (report_mask BETWEEN 1 AND 31),
     description   text,
-    created_at    timestamptz NOT NULL DEFAULT now()
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT webhook_callback CHECK ((message_id IS NULL) = (style = 'smsbus')
+                                       AND (style = 'smsbus') = (report_mask IS NULL)),
+    CONSTRAINT webhook_signed CHECK (style <> 'smsbus' OR secret IS NOT NULL)
 );
-CREATE INDEX webhook_account ON webhook (account) WHERE enabled;
+CREATE INDEX webhook_account ON webhook (account) WHERE enabled AND message_id IS NULL;
+CREATE INDEX webhook_message ON webhook (message_id) WHERE message_id IS NOT NULL;
 COMMENT ON TABLE webhook IS 'Where accounts'' events (status changes, reports, inbound messages) are sent over HTTP.';
 
 -- Events on their way to a webhook, written in the transaction of the

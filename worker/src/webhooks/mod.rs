@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::listener::Wakeups;
 
+pub mod callbacks;
 pub mod signature;
 
 /// Events in flight from this worker at most.
@@ -26,16 +27,30 @@ const LEASE: &str = "3 minutes";
 const POLL: Duration = Duration::from_secs(1);
 /// After a database error, wait this long.
 const RETRY: Duration = Duration::from_secs(2);
+/// How often the callbacks of finished messages are dropped.
+const PRUNE: Duration = Duration::from_secs(30);
 
 /// One event to send. No Debug: it holds the webhook's secret.
 struct Event {
     id: i64,
     url: String,
-    secret: String,
+    /// smsbus-style webhooks only: compatibility callbacks are not signed.
+    secret: Option<String>,
     timeout: Duration,
     name: String,
     payload: String,
     attempts: i32,
+    style: Style,
+    /// POST or GET (Jasmin callbacks choose).
+    post: bool,
+}
+
+/// How a call is made (`webhook.style`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Style {
+    Smsbus,
+    Kannel,
+    Jasmin,
 }
 
 /// How one call went: None delivered, else why not.
@@ -52,7 +67,12 @@ pub async fn run(worker: String, pool: Pool, wakeups: Wakeups, shutdown: Cancell
         .into();
     let mut calls: JoinSet<Outcome> = JoinSet::new();
     let mut done: Vec<Outcome> = Vec::new();
+    let mut pruned = std::time::Instant::now();
     loop {
+        if pruned.elapsed() >= PRUNE {
+            pruned = std::time::Instant::now();
+            prune(&pool).await;
+        }
         // Outcomes are written, and events taken, a quarter of the room at
         // a time: a claim reads the outbox, so not one per finished call.
         let room = IN_FLIGHT - calls.len();
@@ -112,6 +132,24 @@ pub async fn run(worker: String, pool: Pool, wakeups: Wakeups, shutdown: Cancell
     release(&pool, &worker).await;
 }
 
+/// Drops the dlr-url callbacks of messages that are done.
+async fn prune(pool: &Pool) {
+    let pruned = async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .query_one("SELECT smsbus._prune_callbacks()", &[])
+            .await
+            .map(|row| row.get::<_, i32>(0))
+            .map_err(|e| e.to_string())
+    };
+    match pruned.await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!("webhooks: dropped {n} callbacks of finished messages"),
+        // Tried again at the next round; a callback kept longer harms nothing.
+        Err(e) => tracing::warn!("webhooks: cannot drop finished callbacks: {e}"),
+    }
+}
+
 async fn release(pool: &Pool, worker: &str) {
     let released = async {
         let client = pool.get().await.map_err(|e| e.to_string())?;
@@ -150,6 +188,12 @@ async fn claim(pool: &Pool, worker: &str, room: usize) -> anyhow::Result<Vec<Eve
                 name: r.try_get("event")?,
                 payload: r.try_get("payload")?,
                 attempts: r.try_get("attempts")?,
+                style: match r.try_get::<_, &str>("style")? {
+                    "kannel" => Style::Kannel,
+                    "jasmin" => Style::Jasmin,
+                    _ => Style::Smsbus,
+                },
+                post: r.try_get::<_, &str>("method")? == "POST",
             })
         })
         .collect()
@@ -186,23 +230,11 @@ async fn record(pool: &Pool, outcomes: &[Outcome]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Posts one event; None when the endpoint answered 2xx, else why not
-/// (kept as the event's last_error, so never the secret).
+/// Makes one event's call; None when the endpoint took it (a 2xx; for
+/// Jasmin callbacks a 2xx answering `ACK/Jasmin`), else why not (kept as
+/// the event's last_error, so never the secret).
 fn deliver(agent: &ureq::Agent, event: &Event) -> Option<String> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let request = ureq::http::Request::post(&event.url)
-        .header("content-type", "application/json")
-        .header("x-smsbus-event", &event.name)
-        .header("x-smsbus-delivery", event.id.to_string())
-        .header("x-smsbus-attempt", event.attempts.to_string())
-        .header(
-            "x-smsbus-signature",
-            signature::sign(&event.secret, now, &event.payload),
-        )
-        .body(event.payload.clone());
-    let request = match request {
+    let request = match build(event) {
         Ok(r) => r,
         Err(e) => return Some(format!("not a request: {e}")),
     };
@@ -210,21 +242,72 @@ fn deliver(agent: &ureq::Agent, event: &Event) -> Option<String> {
         .configure_request(request)
         .timeout_global(Some(event.timeout))
         .build();
-    match agent.run(request) {
-        Ok(response) if response.status().is_success() => None,
-        Ok(mut response) => {
-            let status = response.status().as_u16();
-            let text = response
-                .body_mut()
-                .with_config()
-                .limit(512)
-                .read_to_string()
-                .unwrap_or_default();
-            Some(format!(
-                "HTTP {status}: {}",
-                text.chars().take(200).collect::<String>()
-            ))
-        }
-        Err(e) => Some(format!("no answer: {e}")),
+    let mut response = match agent.run(request) {
+        Ok(response) => response,
+        Err(e) => return Some(format!("no answer: {e}")),
+    };
+    let status = response.status();
+    let wants_body = event.style == Style::Jasmin || !status.is_success();
+    let text = if wants_body {
+        response
+            .body_mut()
+            .with_config()
+            .limit(512)
+            .read_to_string()
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    if status.is_success()
+        && (event.style != Style::Jasmin || callbacks::jasmin_acknowledged(&text))
+    {
+        return None;
     }
+    Some(format!(
+        "HTTP {}: {}",
+        status.as_u16(),
+        text.chars().take(200).collect::<String>()
+    ))
+}
+
+/// The request of an event, in its webhook's style.
+fn build(event: &Event) -> Result<ureq::http::Request<String>, String> {
+    let payload = || -> Result<serde_json::Value, String> {
+        serde_json::from_str(&event.payload).map_err(|e| format!("payload: {e}"))
+    };
+    let request = match event.style {
+        Style::Smsbus => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let secret = event.secret.as_deref().ok_or("a webhook without its secret")?;
+            ureq::http::Request::post(&event.url)
+                .header("content-type", "application/json")
+                .header("x-smsbus-event", &event.name)
+                .header("x-smsbus-delivery", event.id.to_string())
+                .header("x-smsbus-attempt", event.attempts.to_string())
+                .header(
+                    "x-smsbus-signature",
+                    signature::sign(secret, now, &event.payload),
+                )
+                .body(event.payload.clone())
+        }
+        Style::Kannel => ureq::http::Request::get(callbacks::kannel_url(&event.url, &payload()?))
+            .body(String::new()),
+        Style::Jasmin => {
+            let form = callbacks::form(&callbacks::jasmin_fields(&payload()?));
+            if event.post {
+                ureq::http::Request::post(&event.url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("accept", "text/plain")
+                    .body(form)
+            } else {
+                let joint = if event.url.contains('?') { '&' } else { '?' };
+                ureq::http::Request::get(format!("{}{joint}{form}", event.url))
+                    .header("accept", "text/plain")
+                    .body(String::new())
+            }
+        }
+    };
+    request.map_err(|e| e.to_string())
 }
