@@ -1,6 +1,6 @@
-//! A local HTTP endpoint for trigger scripts to call: it records every
-//! request and answers with the status it is told (201 at first) and a
-//! small JSON body.
+//! A local HTTP endpoint for trigger scripts, webhooks and callbacks to
+//! call: it records every request and answers with the status and body
+//! it is told (201 and a small JSON body at first).
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,7 @@ pub struct HttpServer {
     pub url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     status: Arc<AtomicU16>,
+    body: Arc<Mutex<String>>,
 }
 
 impl HttpServer {
@@ -44,7 +45,8 @@ impl HttpServer {
         );
         let seen = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(201));
-        let (record, answer_with) = (seen.clone(), status.clone());
+        let body = Arc::new(Mutex::new(r#"{"accepted": true}"#.to_owned()));
+        let (record, answer_with, reply) = (seen.clone(), status.clone(), body.clone());
         std::thread::spawn(move || {
             for mut request in server.incoming_requests() {
                 let mut body = String::new();
@@ -61,7 +63,8 @@ impl HttpServer {
                     body,
                     answered,
                 });
-                let answer = tiny_http::Response::from_string(r#"{"accepted": true}"#)
+                let text = reply.lock().unwrap().clone();
+                let answer = tiny_http::Response::from_string(text)
                     .with_status_code(answered)
                     .with_header(
                         "X-Reply: yes"
@@ -71,7 +74,12 @@ impl HttpServer {
                 let _ = request.respond(answer);
             }
         });
-        HttpServer { url, seen, status }
+        HttpServer {
+            url,
+            seen,
+            status,
+            body,
+        }
     }
 
     /// The requests so far.
@@ -82,5 +90,10 @@ impl HttpServer {
     /// Answers with `status` from now on.
     pub fn answer_with(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers with `body` from now on.
+    pub fn reply_with(&self, body: &str) {
+        *self.body.lock().unwrap() = body.to_owned();
     }
 }

@@ -8,6 +8,7 @@
 //! - [`status_page`]: who may see the status page, and what it shows;
 //! - [`browser`]: the status page in headless Chromium;
 //! - [`tls`]: the API over HTTPS;
+//! - [`compat`]: Kannel's and Jasmin's send endpoints and their dlr-urls;
 //! - [`db_role`]: reads as an account's database role, under row security;
 //! - here: what they share: a worker serving the API, an account and a key.
 
@@ -19,6 +20,7 @@ use smsbus_tests::db::{scalar, TestDb};
 use smsbus_tests::worker::Worker;
 
 mod browser;
+mod compat;
 mod db_role;
 mod keys;
 mod messages;

@@ -156,8 +156,21 @@ async fn what_outsiders_wrote_shows_as_text() {
     )
     .await
     .unwrap();
+    // A Kannel dlr-url: counted with the others, its address not shown.
+    s.c.execute(
+        "SELECT smsbus._add_callback($1, 'acme', 'kannel', 'http://hooks.example/dlr?secret=CALLBACK-TOKEN', 'GET', 1)",
+        &[&id],
+    )
+    .await
+    .unwrap();
     let page = get(&s, "/", Some(&format!("Bearer {admin}"))).await;
     assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("dlr-url callbacks of 1 messages"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("CALLBACK-TOKEN"));
     assert!(
         page.body.contains("&lt;img src=x onerror=alert(1)&gt;"),
         "{}",

@@ -155,7 +155,7 @@ pub async fn authenticate(api: &Api, parts: &Parts, key: &str) -> Result<Caller,
         slot.set(caller.key_id);
     }
     let rate = known.rate;
-    if !api.rates.allow(caller.key_id, rate.map(f64::from)) {
+    if !api.rates.allow(&caller.key_id, rate.map(f64::from)) {
         let per_second = f64::from(rate.unwrap_or(1.0));
         return Err(ApiError {
             retry_after: Some((1.0 / per_second).ceil().max(1.0) as u64),
@@ -181,24 +181,32 @@ pub async fn authenticate(api: &Api, parts: &Parts, key: &str) -> Result<Caller,
     Ok(caller)
 }
 
-/// Each key's request rate on this worker: a token bucket per key id
-/// (holding a second's worth), following the key's `rate_limit`.
-#[derive(Default)]
-pub struct Rates {
-    buckets: std::sync::Mutex<std::collections::HashMap<i64, crate::rate::Rate>>,
+/// Each caller's request rate on this worker: a token bucket per key id
+/// (or account, for the compatibility endpoints), holding a second's
+/// worth and following its `rate_limit` (or `throughput`).
+pub struct Rates<K = i64> {
+    buckets: std::sync::Mutex<std::collections::HashMap<K, crate::rate::Rate>>,
 }
 
-impl Rates {
-    /// Whether key `id` may make a request now, at `per_second` (None:
-    /// no limit).
-    pub fn allow(&self, id: i64, per_second: Option<f64>) -> bool {
+impl<K> Default for Rates<K> {
+    fn default() -> Self {
+        Rates {
+            buckets: std::sync::Mutex::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Rates<K> {
+    /// Whether `id` may make a request now, at `per_second` (None: no
+    /// limit).
+    pub fn allow(&self, id: &K, per_second: Option<f64>) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let Some(per_second) = per_second else {
-            buckets.remove(&id);
+            buckets.remove(id);
             return true;
         };
         let bucket = buckets
-            .entry(id)
+            .entry(id.clone())
             .or_insert_with(|| crate::rate::Rate::new(Some(per_second)));
         bucket.set(Some(per_second));
         bucket.take(std::time::Instant::now())

@@ -10,6 +10,8 @@
 //!   /v1/messages/{id}` (cancel), for the key's account only.
 //! - [`batch`]: `POST /v1/messages/batch`, up to 10,000 in one
 //!   transaction, a result per item.
+//! - [`compat`]: Kannel's `/cgi-bin/sendsms` and Jasmin's `/send`, with
+//!   their answers and their `dlr-url` callbacks.
 //! - [`overview`]: `GET /v1/channels` (link states, no configuration) and
 //!   `GET /v1/queue` (depth per channel and status).
 //! - [`health`]: `/healthz` (the process answers) and `/readyz` (the
@@ -48,6 +50,7 @@ use listener::{Peer, TlsListener};
 
 pub mod auth;
 pub mod batch;
+pub mod compat;
 pub mod error;
 pub mod health;
 pub mod listener;
@@ -78,6 +81,9 @@ pub struct Api {
     pub rates: Arc<auth::Rates>,
     pub keys: Arc<auth::Keys>,
     pub status: Arc<status_page::Board>,
+    /// The compatibility endpoints' password checks and account rates.
+    pub passwords: Arc<compat::Passwords>,
+    pub account_rates: Arc<auth::Rates<String>>,
 }
 
 impl Api {
@@ -87,6 +93,8 @@ impl Api {
             rates: Arc::default(),
             keys: Arc::default(),
             status: Arc::new(status_page::Board::new(status_page_local)),
+            passwords: Arc::default(),
+            account_rates: Arc::default(),
         }
     }
 }
@@ -155,6 +163,14 @@ pub fn router(api: Api) -> Router {
     let document = Arc::new(document);
     router
         .merge(status_page::routes())
+        .route(
+            "/cgi-bin/sendsms",
+            get(compat::kannel::sendsms).post(compat::kannel::sendsms),
+        )
+        .route(
+            "/send",
+            get(compat::jasmin::send_message).post(compat::jasmin::send_message),
+        )
         .route(
             "/v1/openapi.json",
             get(move || {

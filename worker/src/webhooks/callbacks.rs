@@ -96,10 +96,7 @@ fn receipt_text(payload: &Value) -> String {
 
 /// The receipt state of a report: DELIVRD, EXPIRED or UNDELIV.
 fn final_state(payload: &Value) -> &'static str {
-    match (
-        report_type(payload),
-        text(payload, &["message", "status"]),
-    ) {
+    match (report_type(payload), text(payload, &["message", "status"])) {
         (1, _) => "DELIVRD",
         (_, "expired") => "EXPIRED",
         _ => "UNDELIV",
@@ -183,14 +180,26 @@ pub fn jasmin_fields(payload: &Value) -> Vec<(&'static str, String)> {
                 ("id", id),
                 ("message_status", final_state(payload).to_owned()),
                 ("level", "2".to_owned()),
-                ("id_smsc", text(payload, &["callback", "reference"]).to_owned()),
-                ("sub", format!("{:03}", number(payload, &["callback", "parts"]))),
+                (
+                    "id_smsc",
+                    text(payload, &["callback", "reference"]).to_owned(),
+                ),
+                (
+                    "sub",
+                    format!("{:03}", number(payload, &["callback", "parts"])),
+                ),
                 (
                     "dlvrd",
                     format!("{:03}", number(payload, &["callback", "delivered_parts"])),
                 ),
-                ("subdate", text(payload, &["callback", "subdate"]).to_owned()),
-                ("donedate", text(payload, &["callback", "donedate"]).to_owned()),
+                (
+                    "subdate",
+                    text(payload, &["callback", "subdate"]).to_owned(),
+                ),
+                (
+                    "donedate",
+                    text(payload, &["callback", "donedate"]).to_owned(),
+                ),
                 ("err", if delivered { "000" } else { "ND" }.to_owned()),
                 ("text", text(payload, &["callback", "text"]).to_owned()),
             ]
@@ -281,7 +290,10 @@ mod tests {
         );
         let mut taken = delivered();
         taken["callback"]["dlr"] = json!(8);
-        assert_eq!(form(&jasmin_fields(&taken)), "id=42&message_status=ESME_ROK&level=1");
+        assert_eq!(
+            form(&jasmin_fields(&taken)),
+            "id=42&message_status=ESME_ROK&level=1"
+        );
         let mut refused = delivered();
         refused["callback"]["dlr"] = json!(16);
         refused["message"]["last_error"] = json!("submit_sm refused: ESME_RTHROTTLED");

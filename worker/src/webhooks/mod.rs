@@ -280,7 +280,10 @@ fn build(event: &Event) -> Result<ureq::http::Request<String>, String> {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let secret = event.secret.as_deref().ok_or("a webhook without its secret")?;
+            let secret = event
+                .secret
+                .as_deref()
+                .ok_or("a webhook without its secret")?;
             ureq::http::Request::post(&event.url)
                 .header("content-type", "application/json")
                 .header("x-smsbus-event", &event.name)

@@ -133,6 +133,8 @@ const TRACE: &str = concat!(
      FROM smsbus.message_event WHERE message_id = ANY ($1) ORDER BY message_id, id"
 );
 
+/// Each account webhook, and the dlr-url callbacks of the Kannel and
+/// Jasmin endpoints together in one row (id 0): there is one a message.
 const WEBHOOKS: &str = concat!(
     "SELECT w.id, w.account,
             regexp_replace(w.url, '^([a-z]+://)(?:[^@/]*@)?([^?#]*).*$', '\\1\\2'),
@@ -144,7 +146,20 @@ const WEBHOOKS: &str = concat!(
     ", (SELECT e.last_error FROM smsbus.webhook_outbox e
         WHERE e.webhook_id = w.id AND e.last_error IS NOT NULL ORDER BY e.id DESC LIMIT 1)
      FROM smsbus.webhook w LEFT JOIN smsbus.webhook_outbox o ON o.webhook_id = w.id
-     GROUP BY w.id ORDER BY w.account, w.id"
+     WHERE w.message_id IS NULL
+     GROUP BY w.id
+     UNION ALL
+     SELECT 0, '(callbacks)', 'dlr-url callbacks of ' || count(DISTINCT w.id) || ' messages', true,
+            count(o.id) FILTER (WHERE NOT o.dead AND o.claimed_by IS NULL),
+            count(o.id) FILTER (WHERE NOT o.dead AND o.claimed_by IS NOT NULL),
+            count(o.id) FILTER (WHERE o.dead), ",
+    utc!("min(o.created_at) FILTER (WHERE NOT o.dead)"),
+    ", (SELECT e.last_error FROM smsbus.webhook_outbox e JOIN smsbus.webhook x ON x.id = e.webhook_id
+        WHERE x.message_id IS NOT NULL AND e.last_error IS NOT NULL ORDER BY e.id DESC LIMIT 1)
+     FROM smsbus.webhook w LEFT JOIN smsbus.webhook_outbox o ON o.webhook_id = w.id
+     WHERE w.message_id IS NOT NULL
+     HAVING count(DISTINCT w.id) > 0
+     ORDER BY 2, 1"
 );
 
 const BINDS: &str = concat!(
