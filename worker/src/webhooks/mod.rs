@@ -7,6 +7,10 @@
 //! the webhook's timeout) sends it back with a backoff, until its retry
 //! horizon makes it dead. At least once: an event whose answer was lost
 //! with a worker goes again when its lease ends.
+//!
+//! - [`signature`]: `X-Smsbus-Signature`, HMAC-SHA256 over time and body.
+//! - [`callbacks`]: the dlr-urls of the Kannel and Jasmin endpoints,
+//!   called as those gateways call them (their calls are not signed).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
