@@ -7,10 +7,10 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio_postgres::Transaction;
 
 use super::auth::{Caller, Scope};
@@ -25,9 +25,29 @@ pub const MOST: usize = 10_000;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
-    /// 1 to 10,000 messages.
+    /// 1 to 10,000 messages. Each is read on its own, so one that is
+    /// not a message refuses only itself.
     #[schema(value_type = Vec<NewMessage>)]
-    messages: Vec<Value>,
+    messages: Vec<Box<RawValue>>,
+}
+
+/// One item's result: 201 and the message (its JSON as the database wrote
+/// it), or its refusal.
+#[derive(Serialize)]
+struct Outcome {
+    index: usize,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<super::error::ErrorDetail>,
+}
+
+#[derive(Serialize)]
+struct Results {
+    created: usize,
+    refused: usize,
+    results: Vec<Outcome>,
 }
 
 static INSERT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(insert_sql_text);
@@ -45,7 +65,7 @@ fn insert_sql_text() -> String {
                    request_report, encoding, custom, batch_id, n)
          JOIN smsbus.account a ON a.name = $1
          ORDER BY u.n
-         RETURNING {MESSAGE_JSON}"
+         RETURNING ({MESSAGE_JSON})::text"
     )
 }
 
@@ -54,7 +74,7 @@ async fn insert(
     tx: &Transaction<'_>,
     account: &str,
     items: &[&NewMessage],
-) -> Result<Vec<Value>, tokio_postgres::Error> {
+) -> Result<Vec<String>, tokio_postgres::Error> {
     fn column<T: Clone>(items: &[&NewMessage], f: impl Fn(&NewMessage) -> T) -> Vec<T> {
         items.iter().map(|m| f(m)).collect()
     }
@@ -81,9 +101,25 @@ async fn insert(
 }
 
 /// An item's refusal, its `error` the body a refusal of a whole request has.
-fn failure(index: usize, error: ApiError) -> Value {
-    let status = error.status.as_u16();
-    json!({"index": index, "status": status, "error": error.into_body().error})
+fn failure(index: usize, error: ApiError) -> Outcome {
+    Outcome {
+        index,
+        status: error.status.as_u16(),
+        message: None,
+        error: Some(error.into_body().error),
+    }
+}
+
+/// An item inserted: `message` the row's JSON text, as jsonb wrote it.
+fn created(index: usize, message: String) -> Result<Outcome, ApiError> {
+    let message = RawValue::from_string(message)
+        .map_err(|e| ApiError::unavailable("a message row that is not JSON", &e))?;
+    Ok(Outcome {
+        index,
+        status: 201,
+        message: Some(message),
+        error: None,
+    })
 }
 
 /// Sends up to 10,000 messages in one transaction, answered once it is
@@ -97,7 +133,7 @@ pub async fn create(
     State(api): State<Api>,
     caller: Caller,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Scope::Send)?;
     let batch: Batch = serde_json::from_slice(&body).map_err(read_error)?;
     if batch.messages.is_empty() || batch.messages.len() > MOST {
@@ -106,10 +142,10 @@ pub async fn create(
             format!("a batch holds 1 to {MOST} messages"),
         ));
     }
-    let mut results: Vec<Option<Value>> = vec![None; batch.messages.len()];
+    let mut results: Vec<Option<Outcome>> = (0..batch.messages.len()).map(|_| None).collect();
     let mut readable = Vec::new();
-    for (i, item) in batch.messages.into_iter().enumerate() {
-        match serde_json::from_value::<NewMessage>(item) {
+    for (i, item) in batch.messages.iter().enumerate() {
+        match serde_json::from_str::<NewMessage>(item.get()) {
             Ok(m) => readable.push((i, m)),
             Err(e) => results[i] = Some(failure(i, read_error(e))),
         }
@@ -126,7 +162,7 @@ pub async fn create(
     match insert(&tx, &caller.account, &all).await {
         Ok(rows) => {
             for ((i, _), row) in readable.iter().zip(rows) {
-                results[*i] = Some(json!({"index": i, "status": 201, "message": row}));
+                results[*i] = Some(created(*i, row)?);
             }
         }
         Err(e) if refused(&e) => {
@@ -139,8 +175,7 @@ pub async fn create(
                     .map_err(|e| ApiError::unavailable("cannot write a batch", &e))?;
                 match insert(&tx, &caller.account, &[m]).await {
                     Ok(mut rows) => {
-                        results[*i] =
-                            Some(json!({"index": i, "status": 201, "message": rows.remove(0)}));
+                        results[*i] = Some(created(*i, rows.remove(0))?);
                         tx.execute("RELEASE SAVEPOINT one", &[])
                     }
                     Err(e) if refused(&e) => {
@@ -158,10 +193,19 @@ pub async fn create(
     tx.commit()
         .await
         .map_err(|e| ApiError::unavailable("cannot commit a batch", &e))?;
-    let results: Vec<Value> = results.into_iter().flatten().collect();
-    let created = results.iter().filter(|r| r["status"] == 201).count();
+    let results: Vec<Outcome> = results.into_iter().flatten().collect();
+    let created = results.iter().filter(|r| r.status == 201).count();
+    let body = Results {
+        created,
+        refused: results.len() - created,
+        results,
+    };
+    let body = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::unavailable("cannot write a batch's answer", &e))?;
     Ok((
         StatusCode::OK,
-        Json(json!({"created": created, "refused": results.len() - created, "results": results})),
-    ))
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }

@@ -14,12 +14,13 @@ use std::sync::LazyLock;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 
 use super::auth::{Caller, Scope};
 use super::error::{ApiError, ErrorBody};
@@ -77,7 +78,7 @@ fn insert_sql_text() -> String {
                 coalesce($6::text::timestamptz, now()), $7::text::timestamptz, coalesce($8::int2, 0),
                 coalesce($9::bool, true), $10::text, $11::jsonb, $12::text, $13::text
          FROM smsbus.account a WHERE a.name = $1
-         RETURNING {MESSAGE_JSON}"
+         RETURNING ({MESSAGE_JSON})::text"
     )
 }
 
@@ -151,28 +152,38 @@ pub async fn create(
         }
     };
     let client = api.pool.get().await?;
+    // Typed, so the statement is parsed, bound and run in one round trip,
+    // with no prepared statement left on the connection (a pooler in
+    // transaction mode could not keep one).
     let inserted = client
-        .query_opt(
-            &*INSERT_SQL,
+        .query_typed(
+            &INSERT_SQL,
             &[
-                &caller.account,
-                &new.to,
-                &new.body,
-                &new.from,
-                &new.channel,
-                &new.scheduled_at,
-                &new.valid_until,
-                &new.priority,
-                &new.request_report,
-                &new.encoding,
-                &new.custom,
-                &new.batch_id,
-                &idempotency_key,
+                (&caller.account, Type::TEXT),
+                (&new.to, Type::TEXT),
+                (&new.body, Type::TEXT),
+                (&new.from, Type::TEXT),
+                (&new.channel, Type::TEXT),
+                (&new.scheduled_at, Type::TEXT),
+                (&new.valid_until, Type::TEXT),
+                (&new.priority, Type::INT2),
+                (&new.request_report, Type::BOOL),
+                (&new.encoding, Type::TEXT),
+                (&new.custom, Type::JSONB),
+                (&new.batch_id, Type::TEXT),
+                (&idempotency_key, Type::TEXT),
             ],
         )
-        .await;
+        .await
+        .map(|rows| rows.into_iter().next());
     match inserted {
-        Ok(Some(row)) => Ok((StatusCode::CREATED, Json(row.get::<_, Value>(0))).into_response()),
+        // The row as the database wrote it, passed on as it is.
+        Ok(Some(row)) => Ok((
+            StatusCode::CREATED,
+            [(header::CONTENT_TYPE, "application/json")],
+            row.get::<_, String>(0),
+        )
+            .into_response()),
         // The account went away since its key was checked.
         Ok(None) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -24,7 +24,7 @@ pub mod callbacks;
 pub mod signature;
 
 /// Events in flight from this worker at most.
-const IN_FLIGHT: usize = 64;
+const IN_FLIGHT: usize = 128;
 /// How long a taken event is this worker's: past its longest timeout.
 const LEASE: &str = "3 minutes";
 /// Looked for at least this often, wake-up or not.
@@ -64,9 +64,13 @@ type Outcome = (i64, Option<String>);
 /// at once.
 pub async fn run(worker: String, pool: Pool, wakeups: Wakeups, shutdown: CancellationToken) {
     release(&pool, &worker).await;
+    // Keep-alive connections for every call in flight, to one endpoint or
+    // many: without, most calls would open a connection of their own.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .user_agent(concat!("smsbus/", env!("CARGO_PKG_VERSION")))
+        .max_idle_connections(IN_FLIGHT * 4)
+        .max_idle_connections_per_host(IN_FLIGHT)
         .build()
         .into();
     let mut calls: JoinSet<Outcome> = JoinSet::new();
@@ -174,14 +178,23 @@ async fn release(pool: &Pool, worker: &str) {
     }
 }
 
+/// The outbox's own writes (claims, outcomes) commit without waiting for
+/// the WAL flush: a claim lost in a crash of the database is taken again,
+/// an outcome lost is a call made again, both within at least once, and
+/// no message's state depends on them. Each would otherwise cost a flush.
+const UNFLUSHED: &str = "SET LOCAL synchronous_commit = off";
+
 async fn claim(pool: &Pool, worker: &str, room: usize) -> anyhow::Result<Vec<Event>> {
-    let client = pool.get().await?;
-    let rows = client
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute(UNFLUSHED).await?;
+    let rows = tx
         .query(
             &format!("SELECT * FROM smsbus._claim_webhooks($1, $2, interval '{LEASE}')"),
             &[&worker, &(room as i32)],
         )
         .await?;
+    tx.commit().await?;
     rows.iter()
         .map(|r| {
             Ok(Event {
@@ -217,6 +230,7 @@ async fn record(pool: &Pool, outcomes: &[Outcome]) -> anyhow::Result<()> {
         .unzip();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    tx.batch_execute(UNFLUSHED).await?;
     if !delivered.is_empty() {
         tx.execute("SELECT smsbus._webhooks_delivered($1)", &[&delivered])
             .await?;

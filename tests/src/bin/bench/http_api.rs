@@ -9,8 +9,11 @@
 //! - **batch**: `POST /v1/messages/batch` of 1,000 messages from 4
 //!   clients.
 //! - **webhooks**: messages of an account with a webhook to a local
-//!   receiver that answers 204 at once; the rate at which the outbox
+//!   receiver (axum) that answers 204 at once; the rate at which the outbox
 //!   empties, events included in every message's INSERT.
+//! - **webhook latency**: 500 status changes a second (50 messages every
+//!   100 ms) for 10 seconds; from each INSERT's return to its event's
+//!   arrival at the receiver, p50 and p99.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +29,9 @@ use crate::end_to_end::WorkerProcess;
 pub const MIN_RATIO: f64 = 0.6;
 pub const MIN_BATCH_RATE: f64 = 30_000.0;
 pub const MIN_WEBHOOK_RATE: f64 = 5_000.0;
+pub const MAX_WEBHOOK_P99_MS: f64 = 100.0;
+/// Status changes a second of the latency run.
+const LATENCY_RATE: usize = 500;
 
 const ACCOUNT: &str = "api";
 const BATCH: usize = 1_000;
@@ -42,6 +48,8 @@ pub struct Figures {
     pub sql_rate: f64,
     pub batch_rate: f64,
     pub webhook_rate: f64,
+    pub webhook_p50_ms: f64,
+    pub webhook_p99_ms: f64,
 }
 
 impl Figures {
@@ -57,8 +65,11 @@ impl Figures {
     pub fn webhook_pass(&self) -> bool {
         self.webhook_rate >= MIN_WEBHOOK_RATE
     }
+    pub fn latency_pass(&self) -> bool {
+        self.webhook_p99_ms <= MAX_WEBHOOK_P99_MS
+    }
     pub fn pass(&self) -> bool {
-        self.single_pass() && self.batch_pass() && self.webhook_pass()
+        self.single_pass() && self.batch_pass() && self.webhook_pass() && self.latency_pass()
     }
 
     pub fn to_json(&self, settings: &Settings) -> Value {
@@ -71,8 +82,10 @@ impl Figures {
             "ratio": self.ratio(),
             "batch_messages_per_s": self.batch_rate,
             "webhook_events_per_s": self.webhook_rate,
+            "webhook_latency_ms": { "rate_per_s": LATENCY_RATE, "p50": self.webhook_p50_ms,
+                                    "p99": self.webhook_p99_ms },
             "targets": { "min_ratio": MIN_RATIO, "min_batch_per_s": MIN_BATCH_RATE,
-                         "min_webhook_per_s": MIN_WEBHOOK_RATE },
+                         "min_webhook_per_s": MIN_WEBHOOK_RATE, "max_webhook_p99_ms": MAX_WEBHOOK_P99_MS },
         })
     }
 }
@@ -203,28 +216,119 @@ fn post_batches(base: &str, key: &str, messages: usize) -> Result<f64> {
     Ok((batches * BATCH * clients) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// A receiver that answers 204 to everything, on threads of its own; how
+/// A receiver that answers 204 to everything (axum, on the bench's
+/// runtime: a receiver slower than the worker would measure itself); how
 /// many it took.
-fn receiver() -> Result<(String, Arc<AtomicU64>)> {
-    let server = Arc::new(
-        tiny_http::Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("receiver: {e}"))?,
-    );
-    let url = format!(
-        "http://{}/events",
-        server.server_addr().to_ip().context("an IP address")?
-    );
+async fn receiver() -> Result<(String, Arc<AtomicU64>)> {
     let taken = Arc::new(AtomicU64::new(0));
-    for _ in 0..4 {
-        let (server, taken) = (server.clone(), taken.clone());
-        std::thread::spawn(move || {
-            for request in server.incoming_requests() {
-                taken.fetch_add(1, Ordering::Relaxed);
-                // A caller that hung up has nothing more to hear.
-                let _ = request.respond(tiny_http::Response::empty(204));
+    let counter = taken.clone();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                axum::http::StatusCode::NO_CONTENT
             }
-        });
-    }
+        }),
+    );
+    let url = serve(app, "events").await?;
     Ok((url, taken))
+}
+
+/// A receiver that notes when each message's event arrived.
+type Arrivals = Arc<std::sync::Mutex<std::collections::HashMap<i64, Instant>>>;
+
+async fn timed_receiver() -> Result<(String, Arrivals)> {
+    let arrivals: Arrivals = Arc::default();
+    let noted = arrivals.clone();
+    let app = axum::Router::new().route(
+        "/timed",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let noted = noted.clone();
+            async move {
+                let at = Instant::now();
+                let id = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["message"]["id"].as_i64());
+                if let Some(id) = id {
+                    noted.lock().unwrap().entry(id).or_insert(at);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let url = serve(app, "timed").await?;
+    Ok((url, arrivals))
+}
+
+/// Serves `app` on a free local port for the rest of the run; its URL at
+/// `path`.
+async fn serve(app: axum::Router, path: &str) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/{path}", listener.local_addr()?);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("receiver failed: {e}");
+        }
+    });
+    Ok(url)
+}
+
+/// 500 status changes a second for ten seconds: p50 and p99 in ms from
+/// each INSERT's return (its commit) to its event's arrival.
+async fn webhook_latency(control: &Client) -> Result<(f64, f64)> {
+    let (url, arrivals) = timed_receiver().await?;
+    control
+        .batch_execute("UPDATE smsbus.webhook SET enabled = false")
+        .await?;
+    control
+        .execute(
+            "INSERT INTO smsbus.webhook (account, url, secret, events, concurrency)
+             VALUES ($1, $2, 'bench-webhook-secret', '{status}', 64)",
+            &[&ACCOUNT, &url],
+        )
+        .await?;
+    let per_tick = LATENCY_RATE / 10;
+    let mut committed: Vec<(i64, Instant)> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    for _ in 0..100 {
+        tick.tick().await;
+        let rows = control
+            .query(
+                "INSERT INTO smsbus.message (account, to_address, body)
+                 SELECT $1, '+31612345678', 'timed ' || n FROM generate_series(1, $2) n RETURNING id",
+                &[&ACCOUNT, &(per_tick as i32)],
+            )
+            .await?;
+        let at = Instant::now();
+        committed.extend(rows.iter().map(|r| (r.get::<_, i64>(0), at)));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrivals.lock().unwrap().len() < committed.len() {
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {} timed events arrived",
+                arrivals.lock().unwrap().len(),
+                committed.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let arrivals = arrivals.lock().unwrap();
+    let mut latencies: Vec<f64> = committed
+        .iter()
+        .map(|(id, at)| {
+            arrivals[id]
+                .checked_duration_since(*at)
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1000.0
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    Ok((at(0.5), at(0.99)))
 }
 
 async fn empty(control: &Client) -> Result<()> {
@@ -306,7 +410,7 @@ pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Resul
     empty(control).await?;
 
     eprintln!("  webhook events ...");
-    let (url, taken) = receiver()?;
+    let (url, taken) = receiver().await?;
     control
         .execute(
             "INSERT INTO smsbus.webhook (account, url, secret, events, concurrency)
@@ -345,10 +449,16 @@ pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Resul
     if received < (events / BATCH * BATCH) as u64 {
         bail!("the receiver took {received} events of {events}");
     }
+    empty(control).await?;
+    eprintln!("  webhook latency at {LATENCY_RATE} status changes a second ...");
+    let (webhook_p50_ms, webhook_p99_ms) = webhook_latency(control).await?;
+    eprintln!("  webhook latency p50 {webhook_p50_ms:.1} ms, p99 {webhook_p99_ms:.1} ms");
     Ok(Figures {
         single_rate,
         sql_rate,
         batch_rate,
         webhook_rate,
+        webhook_p50_ms,
+        webhook_p99_ms,
     })
 }

@@ -163,6 +163,13 @@ pub fn http_api_rows(f: &http_api::Figures) -> Vec<Row> {
             target: format!(">= {:.0}/s", http_api::MIN_WEBHOOK_RATE),
             pass: Some(f.webhook_pass()),
         },
+        Row {
+            scenario: "  webhook p99 ms at 500/s (p50 in bare)".into(),
+            smsbus: f.webhook_p99_ms,
+            bare: f.webhook_p50_ms,
+            target: format!("<= {:.0} ms", http_api::MAX_WEBHOOK_P99_MS),
+            pass: Some(f.latency_pass()),
+        },
     ]
 }
 
