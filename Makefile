@@ -21,8 +21,9 @@ run: ## Start a local database, the worker and example messages; show them flowi
 test: ## Lint, install, start a test cluster and run every test
 	@scripts/test.sh
 
-test-faults: ## The crash-safety suite at full size (100,000 messages, ten faults of each kind)
+test-faults: ## The crash-safety suite at full size (100,000 messages, ten faults of each kind) and a failover mid-flood of 20,000
 	@SMSBUS_FAULT_MESSAGES=100000 SMSBUS_FAULT_ROUNDS=10 scripts/test.sh -p smsbus-tests --test crash_safety -- --nocapture
+	@SMSBUS_FAILOVER_MESSAGES=20000 scripts/test.sh -p smsbus-tests --test failover -- --nocapture
 
 fuzz: ## Fuzz every input parser (FUZZ_SECONDS each, default 60); keeps what breaks them
 	@scripts/fuzz.sh

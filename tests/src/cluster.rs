@@ -60,7 +60,8 @@ fn chown_to_postgres(path: &Path) {
 }
 
 impl OwnCluster {
-    pub async fn start() -> OwnCluster {
+    /// A directory and a port for a cluster, not made yet.
+    fn place() -> OwnCluster {
         let dir = std::env::temp_dir().join(format!(
             "smsbus-cluster-{}-{}",
             std::process::id(),
@@ -74,21 +75,31 @@ impl OwnCluster {
             .local_addr()
             .unwrap()
             .port();
-        let cluster = OwnCluster { dir, port };
+        OwnCluster { dir, port }
+    }
+
+    /// Appends this cluster's port and socket directory to its settings.
+    fn configure(&self) {
+        let conf = format!(
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             max_connections = 100\nshared_buffers = 64MB\nfsync = off\n",
+            self.port,
+            self.dir.join("run").display()
+        );
+        let conf_file = Path::new(&self.data()).join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_file).unwrap();
+        text.push_str(&conf);
+        std::fs::write(&conf_file, text).unwrap();
+    }
+
+    pub async fn start() -> OwnCluster {
+        let cluster = OwnCluster::place();
         let data = cluster.data();
         run_as_owner(
             "initdb",
             &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
         );
-        let conf = format!(
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             max_connections = 100\nshared_buffers = 64MB\nfsync = off\n",
-            cluster.dir.join("run").display()
-        );
-        let conf_file = Path::new(&data).join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_file).unwrap();
-        text.push_str(&conf);
-        std::fs::write(&conf_file, text).unwrap();
+        cluster.configure();
         cluster.pg_ctl(&["start"]);
         let admin = connect_to(&cluster.conninfo_of("postgres")).await;
         admin.batch_execute("CREATE DATABASE smsbus").await.unwrap();
@@ -129,6 +140,53 @@ impl OwnCluster {
     /// cut) and starts it again, which then recovers from its WAL.
     pub fn crash_and_restart(&self) {
         self.pg_ctl(&["-m", "immediate", "restart"]);
+    }
+
+    /// A hot standby streaming from this cluster (`pg_basebackup -R`),
+    /// started.
+    pub fn standby(&self) -> OwnCluster {
+        let standby = OwnCluster::place();
+        let data = standby.data();
+        let port = self.port.to_string();
+        let host = self.dir.join("run").display().to_string();
+        run_as_owner(
+            "pg_basebackup",
+            &[
+                "-D",
+                &data,
+                "-h",
+                &host,
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        standby.configure();
+        standby.pg_ctl(&["start"]);
+        standby
+    }
+
+    /// Stops the server at once, as a crash or a pulled plug would.
+    pub fn stop_immediately(&self) {
+        self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+
+    /// Promotes a standby to primary, and waits until it is one.
+    pub fn promote(&self) {
+        self.pg_ctl(&["promote"]);
+    }
+
+    /// The `host` and `port` of this cluster, for a connection string
+    /// naming several.
+    pub fn address(&self) -> (String, u16) {
+        (self.dir.join("run").display().to_string(), self.port)
     }
 }
 

@@ -1,0 +1,156 @@
+//! Following the primary: a worker given both hosts of a primary and its
+//! streaming standby (`target_session_attrs=read-write`) carries on by
+//! itself when the primary is stopped at once mid-flood and the standby
+//! promoted. Every message ends sent or delivered on the new primary, none
+//! lost; what the old primary had sent but not yet replicated is sent
+//! again, and the test reports how many (asynchronous replication).
+//! SMSBUS_FAILOVER_MESSAGES sets the flood (`make test-faults` runs it
+//! larger).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use smsbus_tests::cluster::OwnCluster;
+use smsbus_tests::db::{connect_to, count, scalar};
+use smsbus_tests::scenario::{add_channel, smpp_config, smsc};
+use smsbus_tests::smsc::Behaviour;
+use smsbus_tests::worker::{eventually, Worker};
+
+#[tokio::test]
+async fn the_worker_follows_the_primary_through_a_failover() {
+    let messages: i64 = std::env::var("SMSBUS_FAILOVER_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000);
+    let primary = OwnCluster::start().await;
+    let standby = primary.standby();
+    let c = connect_to(&primary.conninfo()).await;
+    let sim = smsc(Behaviour {
+        report_delay: Duration::from_millis(20),
+        ..Behaviour::default()
+    })
+    .await;
+    add_channel(&c, "provider", &smpp_config(&sim, json!({"window": 50}))).await;
+    let ((h1, p1), (h2, p2)) = (primary.address(), standby.address());
+    let both = format!(
+        "host={h1},{h2} port={p1},{p2} user=postgres dbname=smsbus target_session_attrs=read-write \
+         connect_timeout=2"
+    );
+    let worker = Worker::start(
+        &both,
+        &[
+            "--worker-id",
+            "w1",
+            "--maintenance-interval",
+            "0.2",
+            "--min-lease",
+            "2",
+        ],
+    );
+    c.execute(
+        "INSERT INTO smsbus.message (to_address, body, channel)
+         SELECT '+3161' || lpad(n::text, 7, '0'), 'flood ' || n, 'provider' FROM generate_series(1, $1::bigint) n",
+        &[&messages],
+    )
+    .await
+    .unwrap();
+    // The flood is on the standby before the primary goes, so what can
+    // be lost is only the progress of its messages.
+    let s = connect_to(&standby.conninfo()).await;
+    let target: String = scalar(&c, "SELECT pg_current_wal_lsn()::text", &[]).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            scalar::<bool>(
+                &s,
+                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                &[&target],
+            )
+            .await
+        })
+        .await,
+        "the standby never replayed the flood"
+    );
+    let quarter = messages / 4;
+    let flood = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            count(
+                &c,
+                "SELECT count(*) FROM smsbus.message WHERE status IN ('sent', 'delivered')",
+            )
+            .await
+                >= quarter
+        })
+        .await,
+        "the flood never got going:\n{}",
+        worker.log()
+    );
+    let done_before = count(
+        &c,
+        "SELECT count(*) FROM smsbus.message WHERE status IN ('sent', 'delivered')",
+    )
+    .await;
+    let rate_before = done_before as f64 / flood.elapsed().as_secs_f64();
+    drop(c);
+    let stopped_at: f64 = scalar(
+        &s,
+        "SELECT extract(epoch FROM clock_timestamp())::float8",
+        &[],
+    )
+    .await;
+    let stopped = Instant::now();
+    primary.stop_immediately();
+    standby.promote();
+
+    // The worker finds the new primary by itself: the first message it
+    // records as sent there.
+    let sent_there =
+        format!("SELECT count(*) FROM smsbus.message WHERE sent_at > to_timestamp({stopped_at})");
+    let first_sent = eventually(Duration::from_secs(60), || async {
+        count(&s, &sent_there).await > 0
+    })
+    .await;
+    let failover = stopped.elapsed();
+    assert!(
+        first_sent,
+        "nothing was sent after the failover:\n{}",
+        worker.log()
+    );
+    let finished = eventually(Duration::from_secs(120), || async {
+        count(
+            &s,
+            "SELECT count(*) FROM smsbus.message WHERE status NOT IN ('sent', 'delivered')",
+        )
+        .await
+            == 0
+    })
+    .await;
+    let stragglers: Vec<String> = smsbus_tests::db::strings(
+        &s,
+        "SELECT status::text || ' ' || count(*) FROM smsbus.message GROUP BY status",
+        &[],
+    )
+    .await;
+    assert!(finished, "left over: {stragglers:?}\n{}", worker.log());
+    assert_eq!(
+        count(&s, "SELECT count(*) FROM smsbus.message").await,
+        messages,
+        "no message lost"
+    );
+    let all_done = stopped.elapsed();
+    let again = sim.submit_count() as i64 - messages;
+    eprintln!(
+        "failover: {messages} messages; the first sent through the new primary {:.2} s after the old \
+         one stopped, all done {:.1} s after (the old primary's leases ran out first); {rate_before:.0} \
+         msg/s before; {again} sent twice (their progress was not replicated yet)",
+        failover.as_secs_f64(),
+        all_done.as_secs_f64()
+    );
+    assert!(again >= 0, "fewer submissions than messages");
+    assert!(
+        again <= messages / 2,
+        "{again} of {messages} sent twice: more than the replication lag explains"
+    );
+    drop(worker);
+    drop(sim);
+}
