@@ -249,12 +249,14 @@ async fn handle(
     if source.get(&["udh"]).is_some() {
         return Err(bad("UDH field is not supported by smsbus, rejected"));
     }
-    ranged(&source, "mclass", 0..=3, "MClass field misformed, rejected")?.map_or(Ok(()), |_| {
-        Err(bad("MClass field is not supported by smsbus, rejected"))
-    })?;
-    ranged(&source, "mwi", 0..=7, "MWI field misformed, rejected")?.map_or(Ok(()), |_| {
-        Err(bad("MWI field is not supported by smsbus, rejected"))
-    })?;
+    // Flash messages and message-waiting indications smsbus cannot send:
+    // refused, whatever the value, rather than sent as plain text.
+    if ranged(&source, "mclass", 0..=3, "MClass field misformed, rejected")?.is_some() {
+        return Err(bad("MClass field is not supported by smsbus, rejected"));
+    }
+    if ranged(&source, "mwi", 0..=7, "MWI field misformed, rejected")?.is_some() {
+        return Err(bad("MWI field is not supported by smsbus, rejected"));
+    }
     for (name, range, refusal) in [
         ("pid", 0..=255, "PID field misformed, rejected"),
         ("rpi", 0..=2, "RPI field misformed, rejected"),
