@@ -1,7 +1,7 @@
 //! Following the primary: a worker given both hosts of a primary and its
 //! streaming standby (`target_session_attrs=read-write`) carries on by
-//! itself when the primary is stopped at once mid-flood and the standby
-//! promoted. Every message ends sent or delivered on the new primary, none
+//! itself when, mid-flood, the primary is stopped at once or left up
+//! read-only, and the standby promoted. Every message ends sent or delivered on the new primary, none
 //! lost; what the old primary had sent but not yet replicated is sent
 //! again, and the test reports how many (asynchronous replication).
 //! SMSBUS_FAILOVER_MESSAGES sets the flood (`make test-faults` runs it
@@ -16,8 +16,27 @@ use smsbus_tests::scenario::{add_channel, smpp_config, smsc};
 use smsbus_tests::smsc::Behaviour;
 use smsbus_tests::worker::{eventually, Worker};
 
+/// How the old primary goes away.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Stopped at once, every connection cut.
+    Stopped,
+    /// Left up but taking no writes, as a switchover that makes it a
+    /// standby leaves it: its connections stay open and fail each write.
+    ReadOnly,
+}
+
 #[tokio::test]
-async fn the_worker_follows_the_primary_through_a_failover() {
+async fn the_worker_follows_the_primary_when_it_stops() {
+    fail_over(Failure::Stopped).await;
+}
+
+#[tokio::test]
+async fn the_worker_follows_the_primary_when_it_turns_read_only() {
+    fail_over(Failure::ReadOnly).await;
+}
+
+async fn fail_over(failure: Failure) {
     let messages: i64 = std::env::var("SMSBUS_FAILOVER_MESSAGES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -99,7 +118,18 @@ async fn the_worker_follows_the_primary_through_a_failover() {
     )
     .await;
     let stopped = Instant::now();
-    primary.stop_immediately();
+    match failure {
+        Failure::Stopped => primary.stop_immediately(),
+        Failure::ReadOnly => {
+            let old = connect_to(&primary.conninfo()).await;
+            for sql in [
+                "ALTER SYSTEM SET default_transaction_read_only = on",
+                "SELECT pg_reload_conf()",
+            ] {
+                old.batch_execute(sql).await.unwrap();
+            }
+        }
+    }
     standby.promote();
 
     // The worker finds the new primary by itself: the first message it
@@ -140,9 +170,10 @@ async fn the_worker_follows_the_primary_through_a_failover() {
     let all_done = stopped.elapsed();
     let again = sim.submit_count() as i64 - messages;
     eprintln!(
-        "failover: {messages} messages; the first sent through the new primary {:.2} s after the old \
+        "failover ({}): {messages} messages; the first sent through the new primary {:.2} s after the old \
          one stopped, all done {:.1} s after (the old primary's leases ran out first); {rate_before:.0} \
          msg/s before; {again} sent twice (their progress was not replicated yet)",
+        if failure == Failure::Stopped { "stopped" } else { "read-only" },
         failover.as_secs_f64(),
         all_done.as_secs_f64()
     );
@@ -151,6 +182,13 @@ async fn the_worker_follows_the_primary_through_a_failover() {
         again <= messages / 2,
         "{again} of {messages} sent twice: more than the replication lag explains"
     );
+    if failure == Failure::ReadOnly {
+        assert!(
+            worker.log().contains("no longer takes writes"),
+            "{}",
+            worker.log()
+        );
+    }
     drop(worker);
     drop(sim);
 }

@@ -1,7 +1,11 @@
 //! The connection pool and the few queries the worker's core makes.
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use anyhow::{bail, Context};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::Notify;
 use tokio_postgres::NoTls;
 
 use crate::Config;
@@ -19,7 +23,47 @@ pub fn connection_config(config: &Config, role: &str) -> tokio_postgres::Config 
     pg
 }
 
-pub fn pool(config: &Config) -> anyhow::Result<Pool> {
+/// Whether the worker's connections are still on the primary. A failover
+/// that stops the old primary cuts its connections, and new ones find the
+/// promoted standby (with `target_session_attrs=read-write`). One that
+/// leaves it up, read-only, does not: the channel supervisor asks its
+/// server every second whether it still takes writes ([`WRITABLE`]), and
+/// when it does not, [`Primary::lost`] retires every pooled connection
+/// made before (a pre-recycle hook) and reconnects the listener, so that
+/// new connections go to the primary.
+#[derive(Default)]
+pub struct Primary {
+    lost_at: Mutex<Option<Instant>>,
+    moved: Notify,
+}
+
+impl Primary {
+    /// The server connections were made to takes no writes any more.
+    pub fn lost(&self) {
+        *self.lost_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.moved.notify_waiters();
+    }
+
+    /// Whether a connection made at `created` is to a server known to have
+    /// stopped taking writes.
+    fn outdated(&self, created: Instant) -> bool {
+        self.lost_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|lost| created <= lost)
+    }
+
+    /// Waits until [`Primary::lost`] is next called.
+    pub async fn moved(&self) {
+        self.moved.notified().await
+    }
+}
+
+/// Whether the server takes writes: not a standby, not read-only.
+pub const WRITABLE: &str =
+    "SELECT NOT pg_is_in_recovery() AND NOT current_setting('transaction_read_only')::bool";
+
+pub fn pool(config: &Config, primary: Arc<Primary>) -> anyhow::Result<Pool> {
     let manager = Manager::from_config(
         connection_config(config, "pool"),
         NoTls,
@@ -29,6 +73,15 @@ pub fn pool(config: &Config) -> anyhow::Result<Pool> {
     );
     Pool::builder(manager)
         .max_size(config.pool_size)
+        .pre_recycle(Hook::sync_fn(move |_, metrics| {
+            if primary.outdated(metrics.created) {
+                Err(HookError::Message(
+                    "connected to a server that no longer takes writes".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        }))
         .build()
         .context("building the pool")
 }

@@ -72,7 +72,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Some(addr) = config.metrics_addr {
         metrics::serve(addr)?;
     }
-    let pool = db::pool(&config).context("cannot set up the database pool")?;
+    let wakeups = listener::Wakeups::default();
+    let pool =
+        db::pool(&config, wakeups.primary.clone()).context("cannot set up the database pool")?;
     let extension = db::check_extension(&pool)
         .await
         .context("cannot start: the database is not ready for smsbus")?;
@@ -88,7 +90,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         );
     }
 
-    let wakeups = listener::Wakeups::default();
     let tasks = TaskTracker::new();
     tasks.spawn(listener::run(
         config.clone(),

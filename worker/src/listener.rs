@@ -46,6 +46,9 @@ pub struct Wakeups {
     pub smpp_outbox: broadcast::Sender<Arc<str>>,
     /// Events in `smsbus.webhook_outbox`.
     pub webhooks: Arc<Notify>,
+    /// Whether connections are still on the primary (not a wake-up from
+    /// the database, but one every connection holder follows).
+    pub primary: Arc<crate::db::Primary>,
 }
 
 impl Default for Wakeups {
@@ -57,6 +60,7 @@ impl Default for Wakeups {
             triggers: Arc::new(Notify::new()),
             smpp_outbox: broadcast::channel(QUEUE_BACKLOG).0,
             webhooks: Arc::new(Notify::new()),
+            primary: Arc::default(),
         }
     }
 }
@@ -142,7 +146,12 @@ async fn listen(config: &Config, wakeups: &Wakeups, backoff: &mut Backoff) -> an
     tracing::info!("listening for notifications");
     backoff.reset();
     wakeups.everyone();
-    let result = pump.await;
+    let result = tokio::select! {
+        result = pump => result,
+        _ = wakeups.primary.moved() => Err(anyhow::anyhow!(
+            "the server no longer takes writes: following the primary"
+        )),
+    };
     drop(client);
     result
 }

@@ -89,6 +89,20 @@ async fn supervise(
             _ = tick.tick() => {}
             _ = wakeups.config.notified() => {}
         }
+        // Ownership is held on the primary: on a server that took writes
+        // and takes none now (a switchover left it up as a standby, or
+        // read-only), every channel stops and the connections follow the
+        // primary.
+        match locks.query_one(db::WRITABLE, &[]).await {
+            Ok(row) if !row.get::<_, bool>(0) => {
+                wakeups.primary.lost();
+                break Err(anyhow::anyhow!(
+                    "the database no longer takes writes (no longer the primary)"
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => break Err(anyhow::Error::from(e).context("ownership connection lost")),
+        }
         if let Err(e) = reconcile(config, pool, wakeups, &locks, &mut running).await {
             tracing::warn!("cannot follow the channel table: {e:#}");
         }
