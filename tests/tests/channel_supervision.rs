@@ -255,7 +255,7 @@ async fn a_panicking_or_hanging_driver_is_restarted() {
     ])
     .unwrap();
     let config = smsbus_worker::Config::from_args(args).unwrap();
-    let pool = smsbus_worker::db::pool(&config).unwrap();
+    let pool = smsbus_worker::db::pool(&config, std::sync::Arc::default()).unwrap();
     let row = |name: &str| ChannelRow {
         name: name.into(),
         kind: "smpp".into(),

@@ -365,7 +365,11 @@ async fn messages_the_runner_could_not_run_are_failed_with_the_reason() {
         &db.conninfo(),
     ])
     .unwrap();
-    let pool = smsbus_worker::db::pool(&smsbus_worker::Config::from_args(args).unwrap()).unwrap();
+    let pool = smsbus_worker::db::pool(
+        &smsbus_worker::Config::from_args(args).unwrap(),
+        std::sync::Arc::default(),
+    )
+    .unwrap();
     let mut client = pool.get().await.unwrap();
     let reason = "the trigger runner panicked: boom";
     let mut failed = chain::fail(&mut client, &ids[..2], reason).await.unwrap();
