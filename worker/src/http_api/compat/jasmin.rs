@@ -161,8 +161,14 @@ async fn handle(
             return Err(bad(&format!("Argument [{name}] is unknown.")));
         };
         if !valid(value) {
+            // Jasmin echoes the value; a password is never echoed here.
+            let shown = if name == "password" {
+                "(not shown)"
+            } else {
+                value
+            };
             return Err(bad(&format!(
-                "Argument [{name}] has an invalid value: [{value}]."
+                "Argument [{name}] has an invalid value: [{shown}]."
             )));
         }
     }
