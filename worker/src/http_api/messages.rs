@@ -217,16 +217,22 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Scope::Read)?;
     let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
+    Ok(Json(read_message(&api, &caller, id).await?))
+}
+
+/// Message `id` of the caller's account, with its parts and trace, read
+/// as the caller; 404 for one it may not see.
+async fn read_message(api: &Api, caller: &Caller, id: i64) -> Result<Value, ApiError> {
     let row = api
         .read_one_as(
-            &caller,
+            caller,
             "cannot read a message",
             &SHOW_SQL,
             &[&id, &caller.account],
         )
         .await?
         .ok_or_else(ApiError::not_found)?;
-    Ok(Json(row.get(0)))
+    Ok(row.get(0))
 }
 
 /// A body that is not a message: 422 naming the field where serde can.
@@ -309,16 +315,7 @@ pub async fn cancel(
         .await
         .map_err(|e| ApiError::unavailable("cannot cancel a message", &e))?;
     drop(client);
-    let row = api
-        .read_one_as(
-            &caller,
-            "cannot read a message",
-            &SHOW_SQL,
-            &[&id, &caller.account],
-        )
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    let message: Value = row.get(0);
+    let message = read_message(&api, &caller, id).await?;
     if cancelled.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

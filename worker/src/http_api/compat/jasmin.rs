@@ -22,7 +22,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{fields, minutes_from_now, send, sign_in, Callback, Denied, Outgoing, Refused};
+use super::{
+    fields, hex, latin1, minutes_from_now, send, sign_in, utf16be, Callback, Denied, Outgoing,
+    Refused,
+};
 use crate::http_api::listener::Peer;
 use crate::http_api::Api;
 use crate::smpp_server::smpp_time;
@@ -319,32 +322,14 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 /// The body and smsbus encoding of the content in Jasmin's `coding`;
 /// None for a coding smsbus does not send.
 fn body_of(content: Content, coding: &str) -> Option<(String, Option<&'static str>)> {
-    let hex = |octets: &[u8]| {
-        octets
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
     match (content, coding) {
         (Content::Text(text), "") => Some((text, None)),
         (Content::Text(text), "0" | "1") => Some((text, Some("gsm7"))),
         (Content::Text(text), "3") => Some((text, Some("latin1"))),
         (Content::Text(text), "8") => Some((text, Some("ucs2"))),
         (Content::Text(text), "2" | "4") => Some((hex(text.as_bytes()), Some("binary"))),
-        (Content::Octets(octets), "8") => {
-            if !octets.len().is_multiple_of(2) {
-                return None;
-            }
-            let units: Vec<u16> = octets
-                .chunks_exact(2)
-                .map(|p| u16::from_be_bytes([p[0], p[1]]))
-                .collect();
-            Some((String::from_utf16(&units).ok()?, Some("ucs2")))
-        }
-        (Content::Octets(octets), "3") => Some((
-            octets.iter().map(|&b| char::from(b)).collect(),
-            Some("latin1"),
-        )),
+        (Content::Octets(octets), "8") => Some((utf16be(&octets)?, Some("ucs2"))),
+        (Content::Octets(octets), "3") => Some((latin1(&octets), Some("latin1"))),
         (Content::Octets(octets), "" | "0" | "1" | "2" | "4") => {
             Some((hex(&octets), Some("binary")))
         }

@@ -26,7 +26,10 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{fields, minutes_from_now, send, sign_in, Callback, Denied, Outgoing, Refused};
+use super::{
+    fields, hex, latin1, minutes_from_now, send, sign_in, utf16be, Callback, Denied, Outgoing,
+    Refused,
+};
 use crate::http_api::listener::Peer;
 use crate::http_api::Api;
 
@@ -133,8 +136,7 @@ fn body_of(
     coding: Coding,
 ) -> Option<(String, Option<&'static str>)> {
     if coding == Coding::EightBit {
-        let hex: String = octets.iter().map(|b| format!("{b:02x}")).collect();
-        return Some((hex, Some("binary")));
+        return Some((hex(octets), Some("binary")));
     }
     let default = if coding == Coding::Ucs2 {
         "utf-16be"
@@ -143,17 +145,8 @@ fn body_of(
     };
     let text = match charset.unwrap_or(default).to_ascii_lowercase().as_str() {
         "utf-8" | "utf8" => String::from_utf8(octets.to_vec()).ok()?,
-        "iso-8859-1" | "iso8859-1" | "latin1" => octets.iter().map(|&b| char::from(b)).collect(),
-        "utf-16be" | "utf-16" | "ucs-2" | "ucs2" => {
-            if !octets.len().is_multiple_of(2) {
-                return None;
-            }
-            let units: Vec<u16> = octets
-                .chunks_exact(2)
-                .map(|p| u16::from_be_bytes([p[0], p[1]]))
-                .collect();
-            String::from_utf16(&units).ok()?
-        }
+        "iso-8859-1" | "iso8859-1" | "latin1" => latin1(octets),
+        "utf-16be" | "utf-16" | "ucs-2" | "ucs2" => utf16be(octets)?,
         _ => return None,
     };
     let encoding = match coding {

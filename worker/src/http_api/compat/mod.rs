@@ -300,6 +300,29 @@ fn decode(octets: &[u8]) -> Vec<u8> {
     percent_encoding::percent_decode(&spaced).collect()
 }
 
+/// Octets as the hexadecimal digits of an `encoding = 'binary'` body.
+pub fn hex(octets: &[u8]) -> String {
+    octets.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// UTF-16BE (UCS-2) octets as text; None for an odd length or a lone
+/// surrogate.
+pub fn utf16be(octets: &[u8]) -> Option<String> {
+    if !octets.len().is_multiple_of(2) {
+        return None;
+    }
+    let units: Vec<u16> = octets
+        .chunks_exact(2)
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
+/// ISO-8859-1 octets as text (each octet is its code point).
+pub fn latin1(octets: &[u8]) -> String {
+    octets.iter().map(|&b| char::from(b)).collect()
+}
+
 /// Minutes from now as the `+interval` form of [`Outgoing`].
 pub fn minutes_from_now(minutes: i64) -> String {
     format!("+{minutes} minutes")
