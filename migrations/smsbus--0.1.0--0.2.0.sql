@@ -1192,9 +1192,157 @@ REVOKE ALL ON FUNCTION _promote(bigint[]), _set_aside_scheduled(bigint, text), _
 GRANT EXECUTE ON FUNCTION _promote(bigint[]), _set_aside_scheduled(bigint, text), _requeue_expired(bigint[]), _set_aside_lease(bigint, text),
     _batch_or_each(text, bigint[], text), _noreport(bigint[]), _drop_old_reports(), _drop_old_usage() TO smsbus_worker, smsbus_admin;
 
+-- Who made a change: smsbus.actor, or a worker named in its connection's
+-- application_name (PgBouncer 1.18 takes no startup options, and keeps no
+-- session setting across transactions in transaction pooling).
+CREATE FUNCTION "_actor"() RETURNS TEXT /* alloc::string::String */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_actor_wrapper';
+CREATE FUNCTION "_actor_login"() RETURNS TEXT /* core::option::Option<alloc::string::String> */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_actor_login_wrapper';
+REVOKE ALL ON FUNCTION _actor(), _actor_login() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _actor(), _actor_login() TO PUBLIC;
+
 -- The trace names the login role behind an actor a session named itself.
-ALTER TABLE message_event ADD COLUMN session_role text
-    DEFAULT CASE WHEN coalesce(current_setting('smsbus.actor', true), '') <> '' THEN session_user::text END;
+ALTER TABLE message_event ADD COLUMN session_role text DEFAULT _actor_login();
+
+-- Intermediate reports name their actor as the trace does everywhere.
+CREATE OR REPLACE FUNCTION _apply_reports(p_channel text, p_references text[], p_statuses text[], p_details text[],
+                               p_alternates text[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+SET enable_seqscan = off
+AS $$
+DECLARE
+    matched integer := 0;
+    step integer;
+    touched bigint[];
+    found bigint[];
+    refs text[] := p_references;
+    statuses text[] := p_statuses;
+    details text[] := p_details;
+    alternates text[] := coalesce(p_alternates, array_fill(NULL::text, ARRAY[cardinality(p_references)]));
+    missing record;
+BEGIN
+    FOR attempt IN 1..2 LOOP
+        WITH report AS (
+            SELECT * FROM unnest(refs, statuses, details, alternates) WITH ORDINALITY
+                          AS r(reference, status, detail, alternate, ord)
+        ), probed AS (
+            -- One index probe per report, whatever the statistics say:
+            -- OFFSET 0 keeps the planner from flattening the probe into a
+            -- join that scans the channel's parts.
+            -- Each spelling of the id is its own equality probe on
+            -- (channel, reference): with `reference IN (...)` the planner
+            -- may probe by channel alone and filter, which scans every part
+            -- of the channel per report when the statistics are stale.
+            -- A report applies to one part: the one its own spelling names;
+            -- only if that names no part at all, one in the other base
+            -- (dlr_id_format auto), which may be another message's id.
+            -- Among parts sharing a reference (a modem's TP-MR wraps at
+            -- 256), the latest submitted.
+            SELECT DISTINCT ON (r.ord) t.message_id, t.part, r.status, r.detail, r.ord
+            FROM report r
+            CROSS JOIN LATERAL unnest(
+                CASE WHEN r.alternate IS NULL
+                          OR EXISTS (SELECT 1 FROM smsbus.message_part o
+                                     WHERE o.channel = p_channel AND o.reference = r.reference OFFSET 0)
+                     THEN ARRAY[r.reference]
+                     ELSE ARRAY[r.reference, r.alternate, upper(r.alternate)] END)
+                 WITH ORDINALITY AS c(ref, rank)
+            CROSS JOIN LATERAL (
+                SELECT x.message_id, x.part, x.submitted_at FROM smsbus.message_part x
+                WHERE x.channel = p_channel AND x.reference = c.ref AND x.status IN ('sent', 'enroute')
+                OFFSET 0
+            ) t
+            ORDER BY r.ord, c.rank, t.submitted_at DESC
+        ), target AS (
+            -- Several reports for one part in one batch (an early ENROUTE
+            -- and DELIVRD picked up together): a final one wins, the latest.
+            SELECT DISTINCT ON (p.message_id, p.part) p.message_id, p.part, p.status, p.detail
+            FROM probed p
+            ORDER BY p.message_id, p.part, p.status = 'enroute', p.ord DESC
+        ), applied AS (
+            UPDATE smsbus.message_part p
+            SET status = t.status, detail = t.detail, reported_at = now()
+            FROM target t
+            WHERE p.message_id = t.message_id AND p.part = t.part
+            RETURNING p.message_id, p.reference, p.status, p.detail
+        ), intermediate AS (
+            -- ENROUTE, ACCEPTD: the message stays sent; the trace says so.
+            INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, session_role, detail)
+            SELECT p.message_id, 'sent', 'sent', smsbus._actor(), smsbus._actor_login(),
+                   'intermediate report: ' || coalesce(p.detail, p.status)
+            FROM probed p WHERE p.status = 'enroute'
+            ORDER BY p.ord
+        )
+        SELECT (SELECT count(*) FROM applied), (SELECT array_agg(DISTINCT a.message_id) FROM applied a),
+               (SELECT coalesce(array_agg(DISTINCT p.ord), '{}') FROM probed p)
+        INTO step, touched, found;
+        matched := matched + step;
+
+        IF touched IS NOT NULL THEN
+            UPDATE smsbus.message m
+            SET status = CASE WHEN s.any_failed THEN 'notdelivered'::smsbus.status
+                              ELSE 'delivered'::smsbus.status END,
+                last_error = CASE WHEN s.any_failed THEN s.failed_detail END
+            FROM (SELECT p.message_id,
+                         bool_or(p.status = 'notdelivered') AS any_failed,
+                         bool_and(p.status = 'delivered') AS all_delivered,
+                         min(p.detail) FILTER (WHERE p.status = 'notdelivered') AS failed_detail
+                  FROM smsbus.message_part p
+                  WHERE p.message_id = ANY (touched)
+                  GROUP BY p.message_id) s
+            WHERE m.id = s.message_id AND m.status::text = 'sent'
+              AND (s.any_failed OR s.all_delivered);
+        END IF;
+
+        -- The reports that found no part to apply to. One whose own
+        -- spelling names a final part is a repeat and is dropped (the other
+        -- base may name another message). After the first attempt,
+        -- one whose part has been committed since (not final yet) gets a
+        -- second attempt; the rest are parked, and _apply_parked_reports
+        -- applies them once their part is recorded. Probes as above: one
+        -- equality probe per spelling, never a join the planner may turn
+        -- into a scan of the channel's parts.
+        SELECT array_agg(r.reference) AS refs, array_agg(r.status) AS statuses,
+               array_agg(r.detail) AS details, array_agg(r.alternate) AS alternates,
+               coalesce(bool_or(k.live), false) AS retry
+        INTO missing
+        FROM unnest(refs, statuses, details, alternates) WITH ORDINALITY
+             AS r(reference, status, detail, alternate, ord)
+        CROSS JOIN LATERAL (
+            SELECT bool_or(x.status IN ('sent', 'enroute')) AS live,
+                   bool_or(x.status IN ('delivered', 'notdelivered') AND c.rank = 1) AS final
+            FROM unnest(ARRAY[r.reference, r.alternate, upper(r.alternate)]) WITH ORDINALITY AS c(ref, rank)
+            CROSS JOIN LATERAL (
+                SELECT p.status FROM smsbus.message_part p
+                WHERE p.channel = p_channel AND p.reference = c.ref
+                OFFSET 0
+            ) x
+        ) k
+        WHERE r.ord <> ALL (found) AND NOT coalesce(k.final, false);
+        EXIT WHEN missing.refs IS NULL;
+        IF attempt = 1 AND missing.retry THEN
+            refs := missing.refs;
+            statuses := missing.statuses;
+            details := missing.details;
+            alternates := missing.alternates;
+        ELSE
+            INSERT INTO smsbus.pending_report (channel, reference, alternate, status, detail)
+            SELECT p_channel, u.reference, u.alternate, u.status, u.detail
+            FROM unnest(missing.refs, missing.alternates, missing.statuses, missing.details)
+                 AS u(reference, alternate, status, detail);
+            EXIT;
+        END IF;
+    END LOOP;
+    RETURN matched;
+END
+$$;
 
 -- The worker disables a trigger had to give up on (threads of its script
 -- stuck outside Lua), the reason at the top of its description. The
@@ -1369,7 +1517,7 @@ COMMENT ON COLUMN archiving.older_than IS 'Finished messages unchanged this long
 COMMENT ON COLUMN archiving.batch_size IS 'How many move per transaction.';
 COMMENT ON COLUMN archiving.every IS 'How often the worker looks; batch after batch while a backlog lasts.';
 
-COMMENT ON COLUMN message_event.actor IS 'Who made the change: smsbus.actor (worker:<id>) or the role.';
+COMMENT ON COLUMN message_event.actor IS 'Who made the change: smsbus.actor, a worker by its application name (worker:<id>), or the role.';
 COMMENT ON COLUMN message_event.session_role IS 'The login role behind an actor the session named itself.';
 
 COMMENT ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean, text, jsonb, text, text)

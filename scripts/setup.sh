@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what smsbus needs on a fresh Debian machine, skipping what is
 # already there: PostgreSQL 15 with its server headers, clang (for pgrx's
-# bindgen), sudo, curl, Chromium (the status page test), cargo-pgrx 0.18.0
+# bindgen), sudo, curl, Chromium (the status page test), PgBouncer (the
+# pooler tests), cargo-pgrx 0.18.0
 # and pgrx's registration of PostgreSQL 15.
 set -euo pipefail
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGRX_VERSION=0.18.0
-PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo curl chromium)
+PACKAGES=(postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo curl chromium pgbouncer)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -128,7 +128,7 @@ COMMENT ON COLUMN archiving.older_than IS 'Finished messages unchanged this long
 COMMENT ON COLUMN archiving.batch_size IS 'How many move per transaction.';
 COMMENT ON COLUMN archiving.every IS 'How often the worker looks; batch after batch while a backlog lasts.';
 
-COMMENT ON COLUMN message_event.actor IS 'Who made the change: smsbus.actor (worker:<id>) or the role.';
+COMMENT ON COLUMN message_event.actor IS 'Who made the change: smsbus.actor, a worker by its application name (worker:<id>), or the role.';
 COMMENT ON COLUMN message_event.session_role IS 'The login role behind an actor the session named itself.';
 
 COMMENT ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean, text, jsonb, text, text)

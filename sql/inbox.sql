@@ -80,9 +80,8 @@ BEGIN
             RETURNING p.message_id, p.reference, p.status, p.detail
         ), intermediate AS (
             -- ENROUTE, ACCEPTD: the message stays sent; the trace says so.
-            INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
-            SELECT p.message_id, 'sent', 'sent',
-                   coalesce(nullif(current_setting('smsbus.actor', true), ''), current_user),
+            INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, session_role, detail)
+            SELECT p.message_id, 'sent', 'sent', smsbus._actor(), smsbus._actor_login(),
                    'intermediate report: ' || coalesce(p.detail, p.status)
             FROM probed p WHERE p.status = 'enroute'
             ORDER BY p.ord

@@ -6,7 +6,7 @@
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA smsbus FROM PUBLIC;
 -- Helpers anyone may call; the triggers call some as the inserting role.
 GRANT EXECUTE ON FUNCTION sms_encoding(text), sms_segments(text, text), status_is_permanent(text), _restoring(),
-    _in_extension_script()
+    _in_extension_script(), _actor(), _actor_login()
     TO PUBLIC;
 -- The worker names itself in the trace; no one else may claim a name.
 GRANT SET ON PARAMETER smsbus.actor TO smsbus_worker;

@@ -38,3 +38,7 @@ CREATE TRIGGER channel_touch BEFORE UPDATE ON channel
     FOR EACH ROW EXECUTE FUNCTION _channel_touch();
 CREATE TRIGGER channel_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON channel
     FOR EACH STATEMENT EXECUTE FUNCTION _channel_changed();
+
+-- Who is behind an actor a session named itself (see extension/src/actor.rs);
+-- set here, as the function comes after the schema.
+ALTER TABLE message_event ALTER COLUMN session_role SET DEFAULT smsbus._actor_login();

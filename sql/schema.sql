@@ -466,9 +466,9 @@ CREATE TABLE message_event (
     actor       text NOT NULL,
     detail      text,
     -- The login role of the session, when it named its actor itself
-    -- (smsbus.actor): who is behind 'worker:w1'.
-    session_role text DEFAULT CASE WHEN coalesce(current_setting('smsbus.actor', true), '') <> ''
-                                   THEN session_user::text END
+    -- (smsbus.actor, or a worker's application_name): who is behind
+    -- 'worker:w1'. smsbus._actor() and _actor_login() give both.
+    session_role text
 );
 -- One index, not a primary key on id beside it: every transition writes a
 -- row here, and this key is both unique and the one the trace is read by.

@@ -3,6 +3,8 @@
 //! The parts of smsbus that are plain Rust and shared by the PostgreSQL
 //! extension and the worker:
 //!
+//! - [`actor`]: how a worker names itself in its connections'
+//!   `application_name`, so the trace says which worker made a change.
 //! - [`gsm7`]: the GSM 03.38 default alphabet and its extension table.
 //! - [`text`]: choosing an encoding for a body and counting the segments it
 //!   needs (160/153 septets, 70/67 UCS-2 units, 140/134 octets), never
@@ -18,6 +20,7 @@
 //!   rights, every name in them qualified (and the check that says so).
 #![forbid(unsafe_code)]
 
+pub mod actor;
 pub mod address;
 pub mod excerpt;
 pub mod gsm7;

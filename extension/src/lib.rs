@@ -18,6 +18,7 @@
 //!   wakes the channels whose owners wait; [`direct_insert`]: the trace's
 //!   rows written without an SQL statement; [`direct_read`]: the channel
 //!   and wake-up rows read likewise.
+//! - [`actor`]: who the trace says made a change (a worker by its id).
 //! - [`owner`]: the owner context those writes (and daily quotas) run in:
 //!   the tables' owner's rights under a fixed `search_path`.
 //! - [`router`]: calls the compiled router (`sql/router_compile.sql`) for a message
@@ -43,6 +44,7 @@
 
 use pgrx::prelude::*;
 
+mod actor;
 mod arming;
 mod channels;
 mod direct_insert;
@@ -73,7 +75,8 @@ extension_sql_file!(
         "schema",
         _message_before_insert,
         _message_before_update,
-        _message_after_change
+        _message_after_change,
+        _actor_login
     ]
 );
 extension_sql_file!("../../sql/send.sql", name = "send", requires = ["schema"]);
@@ -149,7 +152,11 @@ extension_sql_file!(
     name = "outbox",
     requires = ["schema"]
 );
-extension_sql_file!("../../sql/inbox.sql", name = "inbox", requires = ["schema"]);
+extension_sql_file!(
+    "../../sql/inbox.sql",
+    name = "inbox",
+    requires = ["schema", _actor, _actor_login]
+);
 extension_sql_file!(
     "../../sql/maintenance.sql",
     name = "maintenance",

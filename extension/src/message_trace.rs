@@ -22,6 +22,7 @@ use pgrx::{pg_sys, PgSqlErrorCode};
 use smsbus_core::owner_sql;
 use smsbus_core::status::Status;
 
+use crate::actor::{self, Actor};
 use crate::direct_insert::Inserter;
 use crate::direct_read;
 use crate::message_row::{enum_status, enum_value, Columns};
@@ -92,7 +93,7 @@ fn _message_after_change<'a>(
     if batch.ids.is_empty() && batch.wake.is_empty() {
         return Ok(None);
     }
-    let actor = actor();
+    let actor = actor::current();
     // The trace is the system's: senders cannot write message_event
     // themselves, so this runs as the table's owner, like a SECURITY
     // DEFINER function (crate::owner).
@@ -186,41 +187,6 @@ fn collect(
         pg_sys::ExecDropSingleTupleTableSlot(slot);
     }
     batch
-}
-
-/// Who is changing messages, as the trace names them.
-struct Actor {
-    /// `smsbus.actor` when set (the worker sets it to `worker:<id>`), else
-    /// the current role.
-    name: String,
-    /// The session's login role when the actor was named by the setting.
-    session_role: Option<String>,
-}
-
-fn actor() -> Actor {
-    let role_name = |oid| {
-        // SAFETY: the name of a role that exists (this session's).
-        unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(oid, false)) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    // SAFETY: a plain read of a setting.
-    let setting = unsafe { pg_sys::GetConfigOption(c"smsbus.actor".as_ptr(), true, false) };
-    if !setting.is_null() && unsafe { *setting } != 0 {
-        return Actor {
-            // SAFETY: a NUL-terminated setting value.
-            name: unsafe { CStr::from_ptr(setting) }
-                .to_string_lossy()
-                .into_owned(),
-            // SAFETY: the session's login role is set for its lifetime.
-            session_role: Some(role_name(unsafe { pg_sys::GetSessionUserId() })),
-        };
-    }
-    Actor {
-        // SAFETY: the current role is set for the session's lifetime.
-        name: role_name(unsafe { pg_sys::GetUserId() }),
-        session_role: None,
-    }
 }
 
 /// Appends the statement's events to `smsbus.message_event`, a row each,

@@ -9,6 +9,8 @@
 //!   has the extension and dropped afterwards, so tests run in parallel.
 //! - [`fixtures`]: a database holding everything smsbus keeps, its
 //!   contents and schema as text (backup and upgrade tests).
+//! - [`pgbouncer`]: PgBouncer in front of the test cluster, in session or
+//!   transaction mode.
 //! - [`roles`]: login roles granted smsbus roles, for attack tests.
 //! - [`scenario`]: a channel, a simulated provider and a worker, set up
 //!   the way most end-to-end tests need them.
@@ -29,6 +31,7 @@ pub mod fixtures;
 pub mod http;
 pub mod metrics;
 pub mod modem;
+pub mod pgbouncer;
 pub mod roles;
 pub mod scenario;
 pub mod smpp_client;

@@ -359,6 +359,8 @@ async fn catalogue_audit() {
     assert_eq!(
         public,
         [
+            "_actor",
+            "_actor_login",
             "_in_extension_script",
             "_restoring",
             "sms_encoding",
@@ -501,6 +503,58 @@ async fn only_superusers_and_the_worker_set_what_the_trace_and_the_caps_say() {
             .all(|n| n.starts_with("worker:1 ") && n.ends_with("_worker")),
         "{named:?}"
     );
+    drop((sender, worker, c));
+    logins.remove(db).await;
+}
+
+#[tokio::test]
+async fn only_a_worker_is_named_by_its_application_name() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let mut logins = LoginRoles::default();
+    let sender_role = logins.create(&db, "sender", "smsbus_sender").await;
+    let worker_role = logins.create(&db, "worker", "smsbus_worker").await;
+    // Both claim to be worker w9, as a worker's connections say they are.
+    let claiming = |role: &str| {
+        format!(
+            "{} user={role} application_name='smsbus-worker pool w9'",
+            db.conninfo()
+        )
+    };
+    let sender = smsbus_tests::db::connect_to(&claiming(&sender_role)).await;
+    let worker = smsbus_tests::db::connect_to(&claiming(&worker_role)).await;
+    c.batch_execute("INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp')")
+        .await
+        .unwrap();
+    sender
+        .batch_execute(
+            "INSERT INTO smsbus.message (to_address, body) VALUES ('+31612345678', 'hi')",
+        )
+        .await
+        .unwrap();
+    let trace = |status: &'static str| {
+        let c = &c;
+        async move {
+            smsbus_tests::db::strings(
+                c,
+                "SELECT actor || ' ' || coalesce(session_role, '-') FROM smsbus.message_event
+                 WHERE to_status::text = $1",
+                &[&status],
+            )
+            .await
+        }
+    };
+    assert_eq!(trace("queued").await, [format!("{sender_role} -")]);
+    assert_eq!(
+        scalar::<String>(&sender, "SELECT smsbus._actor()", &[]).await,
+        sender_role
+    );
+    // The worker's claim is named after it, with the login role behind.
+    worker
+        .batch_execute("SELECT smsbus._claim('kpn', 'w9', 10, interval '1 minute')")
+        .await
+        .unwrap();
+    assert_eq!(trace("sending").await, [format!("worker:w9 {worker_role}")]);
     drop((sender, worker, c));
     logins.remove(db).await;
 }

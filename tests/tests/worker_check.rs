@@ -99,7 +99,12 @@ async fn check_says_what_is_wrong_and_what_is_fine() {
         line(&output, "trigger lua-ok").starts_with("ok"),
         "{output}"
     );
-    assert!(output.contains("5 of 9 checks failed"), "{output}");
+    assert_eq!(
+        line(&output, "wake-ups"),
+        "ok    wake-ups: notifications: LISTEN on the listen connection",
+        "{output}"
+    );
+    assert!(output.contains("5 of 10 checks failed"), "{output}");
     // Passwords are not printed.
     assert!(!output.contains("secret"), "{output}");
 
@@ -112,7 +117,7 @@ async fn check_says_what_is_wrong_and_what_is_fine() {
     .unwrap();
     let (ok, output) = check(&db);
     assert!(ok, "{output}");
-    assert!(output.contains("all 6 checks passed"), "{output}");
+    assert!(output.contains("all 7 checks passed"), "{output}");
 }
 
 #[tokio::test]
@@ -169,5 +174,5 @@ async fn check_names_a_listener_whose_tls_files_cannot_be_loaded() {
     );
     // Plain TCP has no files to check.
     assert!(!output.contains("smpp server plain"), "{output}");
-    assert!(output.contains("1 of 2 checks failed"), "{output}");
+    assert!(output.contains("1 of 3 checks failed"), "{output}");
 }

@@ -65,7 +65,7 @@ async fn wakes_on_notification_and_survives_losing_its_listener() {
         count(
             c2,
             "SELECT count(*) FROM pg_stat_activity
-             WHERE application_name = 'smsbus-worker listener' AND datname = current_database()",
+             WHERE application_name LIKE 'smsbus-worker listener %' AND datname = current_database()",
         )
         .await
             == 1
@@ -99,7 +99,7 @@ async fn wakes_on_notification_and_survives_losing_its_listener() {
     // Kill the listener's backend: the worker reconnects and listens again.
     c.batch_execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE application_name = 'smsbus-worker listener' AND datname = current_database()",
+         WHERE application_name LIKE 'smsbus-worker listener %' AND datname = current_database()",
     )
     .await
     .unwrap();
@@ -153,7 +153,7 @@ async fn hands_back_its_claims_on_sigterm() {
     let c2 = &c;
     assert!(
         eventually(Duration::from_secs(10), || async move {
-            count(c2, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'smsbus-worker listener' AND datname = current_database()").await == 1
+            count(c2, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'smsbus-worker listener %' AND datname = current_database()").await == 1
         })
         .await
     );

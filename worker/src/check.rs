@@ -4,18 +4,20 @@
 //! enabled channel, route, blocking rule, trigger and SMPP server
 //! listener still hold up (a provider that answers, a modem device that
 //! exists, a condition whose table was not dropped since, TLS files the
-//! listener can load). One line per item; the exit status says whether
+//! listener can load), and whether the worker would LISTEN or poll
+//! ([`crate::sessions`]). One line per item; the exit status says whether
 //! any failed.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
 use crate::channels::gsm::config::GsmConfig;
 use crate::channels::smpp::config::SmppConfig;
 use crate::smpp_server::listener;
-use crate::{db, Config};
+use crate::{db, sessions, Config};
 
 /// How long a provider gets to accept a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,6 +61,7 @@ pub async fn run(config: &Config) -> anyhow::Result<usize> {
     tokio::spawn(connection);
     let mut findings = vec![database(&client).await?];
     if findings[0].problem.is_none() {
+        findings.push(wake_ups(config, &client).await);
         findings.extend(channels(&client).await?);
         findings.extend(rules(&client).await?);
         findings.extend(triggers(&client).await?);
@@ -79,13 +82,17 @@ pub async fn run(config: &Config) -> anyhow::Result<usize> {
 }
 
 async fn database(client: &Client) -> anyhow::Result<Finding> {
-    let server: String = client.query_one("SHOW server_version", &[]).await?.get(0);
+    let server: String = client
+        .query_typed("SELECT current_setting('server_version')", &[])
+        .await?[0]
+        .get(0);
     let installed: Option<String> = client
-        .query_opt(
+        .query_typed(
             "SELECT extversion FROM pg_extension WHERE extname = 'smsbus'",
             &[],
         )
         .await?
+        .first()
         .map(|r| r.get(0));
     let ours = env!("CARGO_PKG_VERSION");
     let problem = match &installed {
@@ -104,9 +111,23 @@ async fn database(client: &Client) -> anyhow::Result<Finding> {
     })
 }
 
+/// How the worker would learn of new work: notifications, or poll-only
+/// and why (not a failure: the worker works either way, later).
+async fn wake_ups(config: &Config, client: &Client) -> Finding {
+    let (problem, detail) = match sessions::probe(config, client).await {
+        Ok(sessions) => (None, sessions.to_string()),
+        Err(e) => (Some(format!("{e:#}")), String::new()),
+    };
+    Finding {
+        what: "wake-ups".into(),
+        problem,
+        detail,
+    }
+}
+
 async fn channels(client: &Client) -> anyhow::Result<Vec<Finding>> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT name, kind, config FROM smsbus.channel WHERE enabled ORDER BY name",
             &[],
         )
@@ -166,7 +187,7 @@ async fn rules(client: &Client) -> anyhow::Result<Vec<Finding>> {
     let mut findings = Vec::new();
     for (table, extra) in [("route", ", function"), ("block", ", NULL::text")] {
         let rows = client
-            .query(
+            .query_typed(
                 &format!(
                     "SELECT id, condition{extra} FROM smsbus.{table} WHERE enabled ORDER BY id"
                 ),
@@ -180,16 +201,17 @@ async fn rules(client: &Client) -> anyhow::Result<Vec<Finding>> {
             let mut problem = checked(
                 client,
                 "SELECT smsbus._check_condition($1, $2)",
-                &[&condition, &what],
+                &condition,
+                &what,
             )
             .await;
             if let (None, Some(f)) = (&problem, &function) {
                 let exists: bool = client
-                    .query_one(
+                    .query_typed(
                         "SELECT to_regprocedure($1 || '(smsbus.message)') IS NOT NULL",
-                        &[f],
+                        &[(f, Type::TEXT)],
                     )
-                    .await?
+                    .await?[0]
                     .get(0);
                 if !exists {
                     problem = Some(format!("function {f}(smsbus.message) does not exist"));
@@ -207,7 +229,7 @@ async fn rules(client: &Client) -> anyhow::Result<Vec<Finding>> {
 
 async fn triggers(client: &Client) -> anyhow::Result<Vec<Finding>> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT name, condition, language, script FROM smsbus.trigger WHERE enabled ORDER BY position, id",
             &[],
         )
@@ -220,7 +242,8 @@ async fn triggers(client: &Client) -> anyhow::Result<Vec<Finding>> {
         let mut problem = checked(
             client,
             "SELECT smsbus._check_condition($1, $2)",
-            &[&condition, &what],
+            &condition,
+            &what,
         )
         .await;
         if problem.is_none() {
@@ -228,7 +251,7 @@ async fn triggers(client: &Client) -> anyhow::Result<Vec<Finding>> {
                 "sql" => "SELECT smsbus._check_sql_script($1, $2)",
                 _ => "SELECT smsbus._check_lua_script($1, $2)",
             };
-            problem = checked(client, check, &[&script, &name]).await;
+            problem = checked(client, check, &script, &name).await;
         }
         findings.push(Finding {
             what,
@@ -246,7 +269,7 @@ async fn triggers(client: &Client) -> anyhow::Result<Vec<Finding>> {
 /// may hold it.)
 async fn smpp_servers(client: &Client) -> anyhow::Result<Vec<Finding>> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT name, tls_cert_file, tls_key_file FROM smsbus.smpp_server
              WHERE enabled AND tls_cert_file IS NOT NULL AND tls_key_file IS NOT NULL ORDER BY name",
             &[],
@@ -269,14 +292,11 @@ fn tls_files(name: &str, cert_file: &str, key_file: &str) -> Finding {
     }
 }
 
-/// Runs a check function; its error, if it raised one.
-async fn checked(
-    client: &Client,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Option<String> {
+/// Runs a check function of two text arguments; its error, if it raised
+/// one.
+async fn checked(client: &Client, sql: &str, subject: &str, what: &str) -> Option<String> {
     client
-        .query_one(sql, params)
+        .query_typed(sql, &[(&subject, Type::TEXT), (&what, Type::TEXT)])
         .await
         .err()
         .map(|e| crate::triggers::chain::error_text(&e))

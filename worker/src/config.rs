@@ -21,6 +21,19 @@ pub struct Args {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
+    /// Connection for what must keep its server session: LISTEN and the
+    /// channel ownership locks. Give a direct one to the primary when
+    /// --database-url goes through a pooler in transaction mode
+    /// (default: --database-url).
+    #[arg(long, env = "SMSBUS_LISTEN_URL", hide_env_values = true)]
+    pub listen_url: Option<String>,
+
+    /// Never LISTEN: look for work on a short timer instead. Chosen by
+    /// itself, with a warning, when notifications do not come through
+    /// (a pooler in transaction mode and no --listen-url).
+    #[arg(long, env = "SMSBUS_POLL_ONLY")]
+    pub poll_only: bool,
+
     /// This worker's name in leases, channel ownership and the trace
     /// (default: host name and process id).
     #[arg(long, env = "SMSBUS_WORKER_ID")]
@@ -114,6 +127,9 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: tokio_postgres::Config,
+    /// Where LISTEN and channel ownership connect (--listen-url).
+    pub listen: tokio_postgres::Config,
+    pub poll_only: bool,
     pub worker_id: String,
     pub maintenance_interval: Duration,
     pub report_timeout: Duration,
@@ -136,16 +152,25 @@ impl Config {
             .database_url
             .parse()
             .context("--database-url / DATABASE_URL is not a PostgreSQL connection string")?;
+        let listen = match &args.listen_url {
+            Some(url) => url.parse().context(
+                "--listen-url / SMSBUS_LISTEN_URL is not a PostgreSQL connection string",
+            )?,
+            None => database.clone(),
+        };
         let worker_id = match args.worker_id {
             Some(id) => id,
             None => default_worker_id(),
         };
-        if worker_id.is_empty() || worker_id.len() > 100 || worker_id.chars().any(char::is_control)
-        {
-            bail!("--worker-id must be 1 to 100 printable characters");
+        // The id travels in application_name (smsbus_core::actor), which
+        // PostgreSQL cuts at 63 bytes and keeps only in ASCII.
+        if worker_id.is_empty() || !smsbus_core::actor::fits(&worker_id) {
+            bail!("--worker-id must be 1 to {WORKER_ID_MAX} printable ASCII characters");
         }
         Ok(Config {
             database,
+            listen,
+            poll_only: args.poll_only,
             worker_id,
             maintenance_interval: seconds(
                 "--maintenance-interval",
@@ -220,10 +245,36 @@ fn seconds(flag: &str, value: f64, min: f64, max: f64) -> anyhow::Result<Duratio
     Ok(Duration::from_secs_f64(value))
 }
 
+/// The longest worker id [`smsbus_core::actor::fits`].
+const WORKER_ID_MAX: usize = 40;
+
+/// `host:pid`, the host name cut short enough to fit.
 fn default_worker_id() -> String {
-    let host = nix::unistd::gethostname()
+    let pid = std::process::id().to_string();
+    let host: String = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "worker".to_owned());
-    format!("{host}:{}", std::process::id())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(WORKER_ID_MAX - pid.len() - 1)
+        .collect();
+    let host = if host.is_empty() {
+        "worker".to_owned()
+    } else {
+        host
+    };
+    format!("{host}:{pid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_ids_fit_up_to_the_limit_and_the_default_fits() {
+        assert!(smsbus_core::actor::fits(&"x".repeat(WORKER_ID_MAX)));
+        assert!(!smsbus_core::actor::fits(&"x".repeat(WORKER_ID_MAX + 1)));
+        assert!(smsbus_core::actor::fits(&default_worker_id()));
+    }
 }

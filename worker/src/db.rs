@@ -6,20 +6,30 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::Notify;
+use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 
 use crate::Config;
 
-/// The database connection settings with this worker's identity: the
-/// application name shows in pg_stat_activity, the actor in the trace.
+/// The database connection settings with this worker's identity, in the
+/// application name: it shows in pg_stat_activity, and the extension
+/// names the worker as the actor of its changes in the trace
+/// (smsbus_core::actor says why not a startup option).
 pub fn connection_config(config: &Config, role: &str) -> tokio_postgres::Config {
-    let mut pg = config.database.clone();
-    pg.application_name(format!("smsbus-worker {role}"));
-    // The actor is a plain GUC; quote it for the server's options parser.
-    let actor = format!("worker:{}", config.worker_id)
-        .replace('\\', "\\\\")
-        .replace(' ', "\\ ");
-    pg.options(format!("-c smsbus.actor={actor}"));
+    named(config.database.clone(), config, role)
+}
+
+/// The same for a connection that must keep its server session (LISTEN,
+/// the ownership locks): to --listen-url.
+pub fn session_config(config: &Config, role: &str) -> tokio_postgres::Config {
+    named(config.listen.clone(), config, role)
+}
+
+fn named(mut pg: tokio_postgres::Config, config: &Config, role: &str) -> tokio_postgres::Config {
+    pg.application_name(smsbus_core::actor::application_name(
+        role,
+        &config.worker_id,
+    ));
     pg
 }
 
@@ -59,9 +69,11 @@ impl Primary {
     }
 }
 
-/// Whether the server takes writes: not a standby, not read-only.
-pub const WRITABLE: &str =
-    "SELECT NOT pg_is_in_recovery() AND NOT current_setting('transaction_read_only')::bool";
+/// Whether the server takes writes: not a standby, not read-only (the
+/// default too, for a transaction held open since before it changed).
+pub const WRITABLE: &str = "SELECT NOT pg_is_in_recovery() \
+     AND NOT current_setting('transaction_read_only')::bool \
+     AND NOT current_setting('default_transaction_read_only')::bool";
 
 pub fn pool(config: &Config, primary: Arc<Primary>) -> anyhow::Result<Pool> {
     let manager = Manager::from_config(
@@ -91,12 +103,14 @@ pub fn pool(config: &Config, primary: Arc<Primary>) -> anyhow::Result<Pool> {
 pub async fn check_extension(pool: &Pool) -> anyhow::Result<String> {
     let client = pool.get().await.context("cannot connect to the database")?;
     let row = client
-        .query_opt(
+        .query_typed(
             "SELECT extversion FROM pg_extension WHERE extname = 'smsbus'",
             &[],
         )
         .await
-        .context("cannot read pg_extension")?;
+        .context("cannot read pg_extension")?
+        .into_iter()
+        .next();
     match row {
         Some(row) => Ok(row.get(0)),
         None => {
@@ -109,8 +123,10 @@ pub async fn check_extension(pool: &Pool) -> anyhow::Result<String> {
 /// ALTER DATABASE) after a restore, it would keep every new message as
 /// given, unchecked and unrouted.
 pub async fn restoring(client: &tokio_postgres::Client) -> anyhow::Result<bool> {
-    let row = client.query_one("SELECT smsbus._restoring()", &[]).await?;
-    Ok(row.get(0))
+    let rows = client
+        .query_typed("SELECT smsbus._restoring()", &[])
+        .await?;
+    Ok(rows[0].get(0))
 }
 
 /// What to tell an operator about it.
@@ -121,8 +137,8 @@ pub const RESTORING_LEFT_ON: &str = "smsbus.restoring is on: new messages are st
 /// Hands back every message this worker claimed and did not submit.
 pub async fn release_claims(pool: &Pool, worker_id: &str) -> anyhow::Result<i32> {
     let client = pool.get().await?;
-    let row = client
-        .query_one("SELECT smsbus._release($1)", &[&worker_id])
+    let rows = client
+        .query_typed("SELECT smsbus._release($1)", &[(&worker_id, Type::TEXT)])
         .await?;
-    Ok(row.get(0))
+    Ok(rows[0].get(0))
 }

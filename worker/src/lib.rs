@@ -10,8 +10,9 @@
 //! - [`channels`]: the channel supervisor, each channel's outbox and inbox,
 //!   and the drivers (SMPP, GSM).
 //! - [`config`]: the worker's settings (from flags and the environment).
-//! - [`db`]: the connection pool; every connection names its worker as the
-//!   actor of the changes it makes (`smsbus.actor`), so the trace says who.
+//! - [`db`]: the connection pool; every connection names its worker in its
+//!   application name, the actor of the changes it makes, so the trace
+//!   says who.
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 //! - [`http_api`]: the HTTP API (`--http-addr`): messages for API keys'
 //!   accounts, the Kannel and Jasmin endpoints, health and readiness, and
@@ -31,6 +32,9 @@
 //!   sessions, binds across workers, group commit of submissions.
 //! - [`server_tls`]: certificates and keys for the TLS of smsbus's own
 //!   listeners (SMPP server, HTTP API).
+//! - [`sessions`]: whether LISTEN and session locks work on the
+//!   connections the worker has (a pooler in transaction mode keeps no
+//!   session), else poll-only.
 //! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
 //!   against.
 //! - [`triggers`]: the trigger runner: chains of SQL and Lua scripts for
@@ -56,6 +60,7 @@ pub mod metrics;
 pub mod polling;
 pub mod rate;
 pub mod server_tls;
+pub mod sessions;
 pub mod shutdown;
 pub mod smpp_server;
 pub mod triggers;
@@ -64,6 +69,8 @@ pub mod webhooks;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use sessions::Sessions;
 
 pub use config::Config;
 
@@ -90,12 +97,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         );
     }
 
+    let sessions = sessions::probe(&config, &*pool.get().await?)
+        .await
+        .context("cannot start")?;
+    match &sessions {
+        Sessions::Kept => tracing::info!("{sessions}"),
+        Sessions::PollOnly(_) => tracing::warn!("{sessions}"),
+    }
+
     let tasks = TaskTracker::new();
-    tasks.spawn(listener::run(
-        config.clone(),
-        wakeups.clone(),
-        shutdown.clone(),
-    ));
+    match sessions {
+        Sessions::Kept => tasks.spawn(listener::run(
+            config.clone(),
+            wakeups.clone(),
+            shutdown.clone(),
+        )),
+        Sessions::PollOnly(_) => {
+            tasks.spawn(listener::poll_only(wakeups.clone(), shutdown.clone()))
+        }
+    };
     tasks.spawn(maintenance::run(
         config.clone(),
         pool.clone(),
@@ -112,6 +132,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.clone(),
         pool.clone(),
         wakeups.clone(),
+        sessions,
         shutdown.clone(),
     ));
     tasks.spawn(smpp_server::run(

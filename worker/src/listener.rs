@@ -10,6 +10,9 @@
 //! - `smsbus_smpp_outbox`, payload an account name: delivery receipts
 //!   wait for that account's receiver binds.
 //! - `smsbus_webhooks`: events wait in `smsbus.webhook_outbox`.
+//!
+//! Poll-only ([`crate::sessions`]), [`poll_only`] takes its place: every
+//! [`POLL_ONLY_TICK`] it wakes every task that waits on the database.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +31,10 @@ pub const MAINTENANCE: &str = "smsbus_maintenance";
 pub const TRIGGERS: &str = "smsbus_triggers";
 pub const SMPP_OUTBOX: &str = "smsbus_smpp_outbox";
 pub const WEBHOOKS: &str = "smsbus_webhooks";
+
+/// How often poll-only wakes everyone: the latency a notification would
+/// have saved, at a query per channel and task each time.
+pub const POLL_ONLY_TICK: Duration = Duration::from_millis(200);
 
 /// How many queue wake-ups may wait for slow receivers; a receiver that
 /// falls behind sees `Lagged` and polls its queue, which is what a wake-up
@@ -86,12 +93,36 @@ impl Wakeups {
 
     /// After a reconnect notifications may have been missed: wake everyone.
     fn everyone(&self) {
-        self.config.notify_waiters();
         self.maintenance.notify_one();
+        self.every_waiter();
+    }
+
+    /// Every task that waits for work to appear (maintenance keeps its own
+    /// timer).
+    fn every_waiter(&self) {
+        self.config.notify_waiters();
         self.triggers.notify_one();
         self.webhooks.notify_one();
-        // An empty account name wakes every bind; none listening is fine.
-        let _unheard = self.smpp_outbox.send(Arc::from(""));
+        // An empty name wakes every channel and every bind; none listening
+        // is fine.
+        let _unheard = self.queue.send(Arc::from(ALL));
+        let _unheard = self.smpp_outbox.send(Arc::from(ALL));
+    }
+}
+
+/// The channel or account name of a wake-up for every one of them.
+pub const ALL: &str = "";
+
+/// Runs in the listener's place when sessions are not kept, until
+/// `shutdown`.
+pub async fn poll_only(wakeups: Wakeups, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(POLL_ONLY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => wakeups.every_waiter(),
+        }
     }
 }
 
@@ -117,7 +148,7 @@ pub async fn run(config: Config, wakeups: Wakeups, shutdown: CancellationToken) 
 
 /// One connection's life: connect, LISTEN, forward until it ends.
 async fn listen(config: &Config, wakeups: &Wakeups, backoff: &mut Backoff) -> anyhow::Result<()> {
-    let (client, mut connection) = db::connection_config(config, "listener")
+    let (client, mut connection) = db::session_config(config, "listener")
         .connect(NoTls)
         .await?;
     let wake = wakeups.clone();

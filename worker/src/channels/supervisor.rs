@@ -2,12 +2,17 @@
 //! notifications and every second) and runs one task per enabled channel
 //! this worker owns.
 //!
-//! Ownership is a session advisory lock per channel, all held on one
-//! dedicated connection: when a worker dies, PostgreSQL drops its
+//! Ownership is an advisory lock per channel, all held on one dedicated
+//! connection (to --listen-url): when a worker dies, PostgreSQL drops its
 //! connection and its locks, and another worker's next pass takes them,
 //! with the messages the dead one left in flight (`smsbus._take_over`).
 //! If that connection is lost, this worker may no longer own anything, so
-//! every channel stops before it reconnects.
+//! every channel stops before it reconnects. Where sessions are not kept
+//! ([`crate::sessions`]), the locks are transaction locks in one
+//! transaction held open for the connection's life (a pooler keeps it on
+//! one server connection), and a channel's lock is only let go with the
+//! connection; session and transaction locks on one key exclude each
+//! other, so workers of both kinds share channels safely.
 //!
 //! Each channel task restarts its driver with backoff when it fails,
 //! panics (the driver runs as its own tokio task) or hangs (its heartbeat
@@ -20,6 +25,7 @@ use std::time::Duration;
 use anyhow::Context;
 use deadpool_postgres::Pool;
 use tokio::task::JoinHandle;
+use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +33,7 @@ use super::state::{LinkStatus, StateHandle};
 use super::{run_driver, ChannelContext, ChannelRow, Heartbeat};
 use crate::backoff::Backoff;
 use crate::listener::Wakeups;
+use crate::sessions::Sessions;
 use crate::{db, Config};
 
 /// How often the channel table is read without a notification.
@@ -44,10 +51,16 @@ struct Running {
     task: JoinHandle<()>,
 }
 
-pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: CancellationToken) {
+pub async fn run(
+    config: Config,
+    pool: Pool,
+    wakeups: Wakeups,
+    sessions: Sessions,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
-        let result = supervise(&config, &pool, &wakeups, &shutdown, &mut backoff).await;
+        let result = supervise(&config, &pool, &wakeups, &sessions, &shutdown, &mut backoff).await;
         if shutdown.is_cancelled() {
             return;
         }
@@ -62,19 +75,88 @@ pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: Cancell
     }
 }
 
+/// The connection that holds this worker's ownership locks.
+struct Ownership {
+    client: tokio_postgres::Client,
+    /// Locks are transaction locks in a transaction held open.
+    held_transaction: bool,
+}
+
+impl Ownership {
+    async fn open(
+        config: &Config,
+        sessions: &Sessions,
+    ) -> anyhow::Result<(Ownership, JoinHandle<Result<(), tokio_postgres::Error>>)> {
+        let (client, connection) = db::session_config(config, "owner")
+            .connect(NoTls)
+            .await
+            .context("cannot open the channel ownership connection")?;
+        let connection = tokio::spawn(connection);
+        let held_transaction = matches!(sessions, Sessions::PollOnly(_));
+        if held_transaction {
+            // Idle in this transaction on purpose: a timeout would end the
+            // ownership of every channel.
+            client
+                .batch_execute("BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0")
+                .await
+                .context("cannot open the ownership transaction")?;
+        }
+        Ok((
+            Ownership {
+                client,
+                held_transaction,
+            },
+            connection,
+        ))
+    }
+
+    async fn writable(&self) -> Result<bool, tokio_postgres::Error> {
+        Ok(self.client.query_typed(db::WRITABLE, &[]).await?[0].get(0))
+    }
+
+    async fn try_take(&self, channel: &str) -> Result<bool, tokio_postgres::Error> {
+        let sql = if self.held_transaction {
+            "SELECT pg_try_advisory_xact_lock($1, hashtext($2))"
+        } else {
+            "SELECT pg_try_advisory_lock($1, hashtext($2))"
+        };
+        let rows = self
+            .client
+            .query_typed(sql, &[(&LOCK_SPACE, Type::INT4), (&channel, Type::TEXT)])
+            .await?;
+        Ok(rows[0].get(0))
+    }
+
+    /// Lets go of `channel`; a transaction lock stays until the
+    /// connection ends (this worker takes the channel again if it comes
+    /// back, no other worker can).
+    async fn release(&self, channel: &str) {
+        if self.held_transaction {
+            return;
+        }
+        if let Err(e) = self
+            .client
+            .query_typed(
+                "SELECT pg_advisory_unlock($1, hashtext($2))",
+                &[(&LOCK_SPACE, Type::INT4), (&channel, Type::TEXT)],
+            )
+            .await
+        {
+            tracing::warn!(%channel, "cannot release ownership: {e}");
+        }
+    }
+}
+
 /// One life of the ownership connection.
 async fn supervise(
     config: &Config,
     pool: &Pool,
     wakeups: &Wakeups,
+    sessions: &Sessions,
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
-    let (locks, connection) = db::connection_config(config, "channel owner")
-        .connect(NoTls)
-        .await
-        .context("cannot open the channel ownership connection")?;
-    let mut connection = tokio::spawn(connection);
+    let (locks, mut connection) = Ownership::open(config, sessions).await?;
     backoff.reset();
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut tick = tokio::time::interval(RESCAN);
@@ -93,14 +175,14 @@ async fn supervise(
         // and takes none now (a switchover left it up as a standby, or
         // read-only), every channel stops and the connections follow the
         // primary.
-        match locks.query_one(db::WRITABLE, &[]).await {
-            Ok(row) if !row.get::<_, bool>(0) => {
+        match locks.writable().await {
+            Ok(false) => {
                 wakeups.primary.lost();
                 break Err(anyhow::anyhow!(
                     "the database no longer takes writes (no longer the primary)"
                 ));
             }
-            Ok(_) => {}
+            Ok(true) => {}
             Err(e) => break Err(anyhow::Error::from(e).context("ownership connection lost")),
         }
         if let Err(e) = reconcile(config, pool, wakeups, &locks, &mut running).await {
@@ -115,10 +197,12 @@ async fn reconcile(
     config: &Config,
     pool: &Pool,
     wakeups: &Wakeups,
-    locks: &tokio_postgres::Client,
+    locks: &Ownership,
     running: &mut HashMap<String, Running>,
 ) -> anyhow::Result<()> {
-    let rows = read_channels(locks).await?;
+    // Read through the pool: a table read in the held ownership
+    // transaction would lock smsbus.channel against DDL for its life.
+    let rows = read_channels(&**pool.get().await?).await?;
     let wanted: HashMap<&str, &ChannelRow> = rows
         .iter()
         .filter(|r| r.enabled)
@@ -146,24 +230,19 @@ async fn reconcile(
         if running.contains_key(name) {
             continue;
         }
-        let locked: bool = locks
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                &[&LOCK_SPACE, &name],
-            )
-            .await?
-            .get(0);
-        if !locked {
+        if !locks.try_take(name).await? {
             continue;
         }
         // What a dead owner left in flight goes back to the queue now,
         // not when its leases run out.
-        let orphans: i32 = locks
-            .query_one(
-                "SELECT smsbus._take_over($1, $2)",
-                &[&name, &config.worker_id],
-            )
+        let orphans: i32 = pool
+            .get()
             .await?
+            .query_typed(
+                "SELECT smsbus._take_over($1, $2)",
+                &[(&name, Type::TEXT), (&config.worker_id, Type::TEXT)],
+            )
+            .await?[0]
             .get(0);
         tracing::info!(channel = %name, kind = %row.kind, orphans, "owning channel");
         let stop = CancellationToken::new();
@@ -188,7 +267,7 @@ async fn reconcile(
 
 async fn read_channels(client: &tokio_postgres::Client) -> anyhow::Result<Vec<ChannelRow>> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT name, kind, enabled, can_send, can_receive, config, updated_at FROM smsbus.channel",
             &[],
         )
@@ -209,7 +288,7 @@ async fn read_channels(client: &tokio_postgres::Client) -> anyhow::Result<Vec<Ch
         .collect()
 }
 
-async fn stop_one(locks: &tokio_postgres::Client, name: &str, run: Running) {
+async fn stop_one(locks: &Ownership, name: &str, run: Running) {
     run.stop.cancel();
     let mut task = run.task;
     if tokio::time::timeout(STOP_GRACE + Duration::from_secs(5), &mut task)
@@ -219,18 +298,10 @@ async fn stop_one(locks: &tokio_postgres::Client, name: &str, run: Running) {
         tracing::warn!(channel = %name, "channel did not stop in time; aborting it");
         task.abort();
     }
-    if let Err(e) = locks
-        .execute(
-            "SELECT pg_advisory_unlock($1, hashtext($2))",
-            &[&LOCK_SPACE, &name],
-        )
-        .await
-    {
-        tracing::warn!(channel = %name, "cannot release ownership: {e}");
-    }
+    locks.release(name).await;
 }
 
-async fn stop_all(locks: &tokio_postgres::Client, running: HashMap<String, Running>) {
+async fn stop_all(locks: &Ownership, running: HashMap<String, Running>) {
     for run in running.values() {
         run.stop.cancel();
     }

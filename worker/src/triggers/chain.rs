@@ -27,9 +27,8 @@ pub const MAX_DEPTH: usize = 8;
 
 /// The trace's line for a chain that failed: the status did not change.
 const TRACE_FAILURE: &str =
-    "INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, detail)
-     SELECT id, status, status, coalesce(nullif(current_setting('smsbus.actor', true), ''), current_user),
-            'triggers failed: ' || $2
+    "INSERT INTO smsbus.message_event (message_id, from_status, to_status, actor, session_role, detail)
+     SELECT id, status, status, smsbus._actor(), smsbus._actor_login(), 'triggers failed: ' || $2
      FROM smsbus.message WHERE id = $1";
 
 /// Fails the chains of messages `ids` that are still processing, outside

@@ -179,7 +179,7 @@ impl Claimer {
 async fn wait_for_work(channel: &str, wakeups: &mut broadcast::Receiver<Arc<str>>) {
     loop {
         match wakeups.recv().await {
-            Ok(name) if &*name == channel => return,
+            Ok(name) if &*name == channel || &*name == crate::listener::ALL => return,
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => return,
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
