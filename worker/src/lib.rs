@@ -33,6 +33,9 @@
 //!   listeners (SMPP server, HTTP API).
 //! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
 //!   against.
+//! - [`statements`]: statements sent unnamed with typed parameters, one
+//!   round trip each, so that they work through PgBouncer in transaction
+//!   mode.
 //! - [`triggers`]: the trigger runner: chains of SQL and Lua scripts for
 //!   messages that reached a permanent status.
 //! - [`webhooks`]: accounts' events from `smsbus.webhook_outbox`, posted
@@ -58,6 +61,7 @@ pub mod rate;
 pub mod server_tls;
 pub mod shutdown;
 pub mod smpp_server;
+pub mod statements;
 pub mod triggers;
 pub mod webhooks;
 
