@@ -44,14 +44,14 @@ impl Api {
         )
         .await
         .map_err(|e| {
-                ApiError::unavailable(
-                    &format!(
-                        "cannot become db_role {role:?} of account {:?} (is it granted to the worker's login role?)",
-                        caller.account
-                    ),
-                    &e,
-                )
-            })?;
+            ApiError::unavailable(
+                &format!(
+                    "cannot become db_role {role:?} of account {:?} (is it granted to the worker's login role?)",
+                    caller.account
+                ),
+                &e,
+            )
+        })?;
         let rows = statements::query(&transaction, sql, params)
             .await
             .map_err(failed)?;
