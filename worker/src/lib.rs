@@ -37,6 +37,9 @@
 //!   session), else poll-only.
 //! - [`shutdown`]: SIGTERM/SIGINT become one cancellation every task races
 //!   against.
+//! - [`statements`]: statements sent unnamed with typed parameters, one
+//!   round trip each, so that they work through PgBouncer in transaction
+//!   mode.
 //! - [`triggers`]: the trigger runner: chains of SQL and Lua scripts for
 //!   messages that reached a permanent status.
 //! - [`webhooks`]: accounts' events from `smsbus.webhook_outbox`, posted
@@ -63,6 +66,7 @@ pub mod server_tls;
 pub mod sessions;
 pub mod shutdown;
 pub mod smpp_server;
+pub mod statements;
 pub mod triggers;
 pub mod webhooks;
 

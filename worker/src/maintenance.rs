@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::MAINTENANCE_BATCH;
 use crate::listener::Wakeups;
+use crate::statements::{self, params};
 use crate::Config;
 
 pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: CancellationToken) {
@@ -26,21 +27,16 @@ pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: Cancell
 /// One pass; returns whether any step hit its batch limit.
 async fn pass(pool: &Pool, config: &Config) -> anyhow::Result<bool> {
     let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT smsbus._maintain(make_interval(secs => $1), $2, make_interval(secs => $3))",
-        )
-        .await?;
-    let row = client
-        .query_one(
-            &statement,
-            &[
-                &config.report_timeout.as_secs_f64(),
-                &MAINTENANCE_BATCH,
-                &config.inbound_part_timeout.as_secs_f64(),
-            ],
-        )
-        .await?;
+    let row = statements::query_one(
+        &client,
+        "SELECT smsbus._maintain(make_interval(secs => $1), $2, make_interval(secs => $3))",
+        &params![
+            config.report_timeout.as_secs_f64(),
+            MAINTENANCE_BATCH,
+            config.inbound_part_timeout.as_secs_f64()
+        ],
+    )
+    .await?;
     let done: serde_json::Value = row.get(0);
     let mut full = false;
     if let Some(steps) = done.as_object() {

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::outbox::Progress;
 use super::state::Count;
 use super::ChannelContext;
+use crate::statements::{self, params};
 
 /// Most items one write carries.
 const MAX_BATCH: usize = 1000;
@@ -225,24 +226,21 @@ async fn write_parts<'a>(
         custom.push(m.custom.clone());
     }
     let client = ctx.pool.get().await?;
-    let statement = client
-        .prepare_cached("SELECT smsbus._record_inbound_parts($1, $2, $3, $4, $5, $6, $7, $8)")
-        .await?;
-    let row = client
-        .query_one(
-            &statement,
-            &[
-                &ctx.row.name,
-                &from,
-                &to,
-                &references,
-                &totals,
-                &seqs,
-                &bodies,
-                &custom,
-            ],
-        )
-        .await?;
+    let row = statements::query_one(
+        &client,
+        "SELECT smsbus._record_inbound_parts($1, $2, $3, $4, $5, $6, $7, $8)",
+        &params![
+            ctx.row.name,
+            from,
+            to,
+            references,
+            totals,
+            seqs,
+            bodies,
+            custom
+        ],
+    )
+    .await?;
     let ids: Vec<Option<i64>> = row.get(0);
     anyhow::ensure!(
         ids.len() == bodies.len(),
@@ -266,16 +264,13 @@ async fn write_reports<'a>(
         alternates.push(r.alternate.as_deref());
     }
     let client = ctx.pool.get().await?;
-    let statement = client
-        .prepare_cached("SELECT smsbus._apply_reports($1, $2, $3, $4, $5)")
-        .await?;
-    let matched: i32 = client
-        .query_one(
-            &statement,
-            &[&ctx.row.name, &references, &statuses, &details, &alternates],
-        )
-        .await?
-        .get(0);
+    let matched: i32 = statements::query_one(
+        &client,
+        "SELECT smsbus._apply_reports($1, $2, $3, $4, $5)",
+        &params![ctx.row.name, references, statuses, details, alternates],
+    )
+    .await?
+    .get(0);
     tracing::debug!(channel = %ctx.row.name, reports = references.len(), matched, ?references, "reports recorded");
     Ok(())
 }
@@ -294,15 +289,12 @@ async fn write_inbound<'a>(
         custom.push(m.custom.clone());
     }
     let client = ctx.pool.get().await?;
-    let statement = client
-        .prepare_cached("SELECT smsbus._record_inbound($1, $2, $3, $4, $5, NULL, $6)")
-        .await?;
-    let row = client
-        .query_one(
-            &statement,
-            &[&ctx.row.name, &from, &to, &bodies, &references, &custom],
-        )
-        .await?;
+    let row = statements::query_one(
+        &client,
+        "SELECT smsbus._record_inbound($1, $2, $3, $4, $5, NULL, $6)",
+        &params![ctx.row.name, from, to, bodies, references, custom],
+    )
+    .await?;
     let ids: Vec<i64> = row.get(0);
     anyhow::ensure!(
         ids.len() == bodies.len(),

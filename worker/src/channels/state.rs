@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 
 use crate::metrics;
+use crate::statements::{self, params};
 
 /// `channel_state.status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,30 +219,25 @@ impl StateHandle {
 
     async fn write_status(&self, status: LinkStatus, error: Option<&str>) -> anyhow::Result<()> {
         let client = self.inner.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "INSERT INTO smsbus.channel_state AS s (channel, status, owner, last_error)
-                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM smsbus.channel WHERE name = $1)
-                 ON CONFLICT (channel) DO UPDATE SET
-                     since = CASE WHEN s.status = EXCLUDED.status AND s.owner IS NOT DISTINCT FROM EXCLUDED.owner
-                                  THEN s.since ELSE now() END,
-                     status = EXCLUDED.status, owner = EXCLUDED.owner,
-                     last_error = coalesce(EXCLUDED.last_error, s.last_error),
-                     window_in_use = CASE WHEN EXCLUDED.status = 'connected' THEN s.window_in_use ELSE 0 END,
-                     updated_at = now()",
-            )
-            .await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &self.inner.channel,
-                    &status.as_str(),
-                    &self.inner.owner,
-                    &error,
-                ],
-            )
-            .await?;
+        statements::execute(
+            &client,
+            "INSERT INTO smsbus.channel_state AS s (channel, status, owner, last_error)
+             SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM smsbus.channel WHERE name = $1)
+             ON CONFLICT (channel) DO UPDATE SET
+                 since = CASE WHEN s.status = EXCLUDED.status AND s.owner IS NOT DISTINCT FROM EXCLUDED.owner
+                              THEN s.since ELSE now() END,
+                 status = EXCLUDED.status, owner = EXCLUDED.owner,
+                 last_error = coalesce(EXCLUDED.last_error, s.last_error),
+                 window_in_use = CASE WHEN EXCLUDED.status = 'connected' THEN s.window_in_use ELSE 0 END,
+                 updated_at = now()",
+            &params![
+                self.inner.channel,
+                status.as_str(),
+                self.inner.owner,
+                error
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -252,15 +248,13 @@ impl StateHandle {
     pub async fn note(&self, text: &str) {
         let written = async {
             let client = self.inner.pool.get().await?;
-            let statement = client
-                .prepare_cached(
-                    "UPDATE smsbus.channel_state SET last_error = $2, updated_at = now()
-                     WHERE channel = $1 AND owner = $3",
-                )
-                .await?;
-            client
-                .execute(&statement, &[&self.inner.channel, &text, &self.inner.owner])
-                .await?;
+            statements::execute(
+                &client,
+                "UPDATE smsbus.channel_state SET last_error = $2, updated_at = now()
+                 WHERE channel = $1 AND owner = $3",
+                &params![self.inner.channel, text, self.inner.owner],
+            )
+            .await?;
             anyhow::Ok(())
         };
         if let Err(e) = written.await {
@@ -273,18 +267,13 @@ impl StateHandle {
     pub async fn set_detail(&self, detail: serde_json::Value) {
         let written = async {
             let client = self.inner.pool.get().await?;
-            let statement = client
-                .prepare_cached(
-                    "UPDATE smsbus.channel_state SET detail = $2, updated_at = now()
-                     WHERE channel = $1 AND owner = $3",
-                )
-                .await?;
-            client
-                .execute(
-                    &statement,
-                    &[&self.inner.channel, &detail, &self.inner.owner],
-                )
-                .await?;
+            statements::execute(
+                &client,
+                "UPDATE smsbus.channel_state SET detail = $2, updated_at = now()
+                 WHERE channel = $1 AND owner = $3",
+                &params![self.inner.channel, detail, self.inner.owner],
+            )
+            .await?;
             anyhow::Ok(())
         };
         if let Err(e) = written.await {
@@ -334,33 +323,28 @@ impl StateHandle {
             (deltas, deltas[0] as f64 / elapsed)
         };
         let client = self.inner.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "UPDATE smsbus.channel_state SET
-                     submitted = submitted + $2, sent = sent + $3, failed = failed + $4,
-                     reports = reports + $5, inbound = inbound + $6,
-                     window_in_use = $7, rate = $8, updated_at = now()
-                 WHERE channel = $1 AND owner = $9",
-            )
-            .await?;
         let d: Vec<i64> = deltas.iter().map(|&d| d as i64).collect();
         let window = c.window_in_use.load(Ordering::Relaxed).max(0) as i32;
-        client
-            .execute(
-                &statement,
-                &[
-                    &self.inner.channel,
-                    &d[0],
-                    &d[1],
-                    &d[2],
-                    &d[3],
-                    &d[4],
-                    &window,
-                    &(rate as f32),
-                    &self.inner.owner,
-                ],
-            )
-            .await?;
+        statements::execute(
+            &client,
+            "UPDATE smsbus.channel_state SET
+                 submitted = submitted + $2, sent = sent + $3, failed = failed + $4,
+                 reports = reports + $5, inbound = inbound + $6,
+                 window_in_use = $7, rate = $8, updated_at = now()
+             WHERE channel = $1 AND owner = $9",
+            &params![
+                self.inner.channel,
+                d[0],
+                d[1],
+                d[2],
+                d[3],
+                d[4],
+                window,
+                rate as f32,
+                self.inner.owner
+            ],
+        )
+        .await?;
         let mut f = self.inner.flushed.lock().unwrap();
         (f.submitted, f.sent, f.failed, f.reports, f.inbound) = now;
         f.at = Instant::now();

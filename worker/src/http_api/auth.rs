@@ -16,6 +16,7 @@ use axum::http::{header, StatusCode};
 use super::error::ApiError;
 use super::listener::Peer;
 use super::Api;
+use crate::statements::{self, params};
 
 /// What a key may do (`api_key.scopes`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,17 +125,17 @@ pub async fn authenticate(api: &Api, parts: &Parts, key: &str) -> Result<Caller,
         Some(known) => known,
         None => {
             let client = api.pool.get().await?;
-            let row = client
-                .query_opt(
-                    "SELECT k.key_id, k.account, k.scopes,
-                            k.allowed_ips IS NULL OR $2::text::inet <<= ANY (k.allowed_ips) AS here,
-                            k.rate_limit, k.db_role
-                     FROM smsbus._verify_api_key($1) k",
-                    &[&key, &peer],
-                )
-                .await
-                .map_err(|e| ApiError::unavailable("cannot check an API key", &e))?
-                .ok_or_else(unauthorized)?;
+            let row = statements::query_opt(
+                &client,
+                "SELECT k.key_id, k.account, k.scopes,
+                        k.allowed_ips IS NULL OR $2::text::inet <<= ANY (k.allowed_ips) AS here,
+                        k.rate_limit, k.db_role
+                 FROM smsbus._verify_api_key($1) k",
+                &params![key, peer],
+            )
+            .await
+            .map_err(|e| ApiError::unavailable("cannot check an API key", &e))?
+            .ok_or_else(unauthorized)?;
             let known = Known {
                 caller: Caller {
                     key_id: row.get(0),

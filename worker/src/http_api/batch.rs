@@ -17,6 +17,7 @@ use super::auth::{Caller, Scope};
 use super::error::{ApiError, ErrorBody};
 use super::messages::{read_error, refusal, refused, NewMessage, MESSAGE_JSON};
 use super::Api;
+use crate::statements::{self, params};
 
 /// The most messages one batch holds.
 pub const MOST: usize = 10_000;
@@ -78,25 +79,25 @@ async fn insert(
     fn column<T: Clone>(items: &[&NewMessage], f: impl Fn(&NewMessage) -> T) -> Vec<T> {
         items.iter().map(|m| f(m)).collect()
     }
-    let rows = tx
-        .query(
-            &*INSERT_SQL,
-            &[
-                &account,
-                &column(items, |m| m.to.clone()),
-                &column(items, |m| m.body.clone()),
-                &column(items, |m| m.from.clone()),
-                &column(items, |m| m.channel.clone()),
-                &column(items, |m| m.scheduled_at.clone()),
-                &column(items, |m| m.valid_until.clone()),
-                &column(items, |m| m.priority),
-                &column(items, |m| m.request_report),
-                &column(items, |m| m.encoding.clone()),
-                &column(items, |m| m.custom.clone()),
-                &column(items, |m| m.batch_id.clone()),
-            ],
-        )
-        .await?;
+    let rows = statements::query(
+        tx,
+        &INSERT_SQL,
+        &params![
+            account,
+            column(items, |m| m.to.clone()),
+            column(items, |m| m.body.clone()),
+            column(items, |m| m.from.clone()),
+            column(items, |m| m.channel.clone()),
+            column(items, |m| m.scheduled_at.clone()),
+            column(items, |m| m.valid_until.clone()),
+            column(items, |m| m.priority),
+            column(items, |m| m.request_report),
+            column(items, |m| m.encoding.clone()),
+            column(items, |m| m.custom.clone()),
+            column(items, |m| m.batch_id.clone())
+        ],
+    )
+    .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -156,7 +157,7 @@ pub async fn create(
         .await
         .map_err(|e| ApiError::unavailable("cannot begin a batch", &e))?;
     let all: Vec<&NewMessage> = readable.iter().map(|(_, m)| m).collect();
-    tx.execute("SAVEPOINT whole", &[])
+    tx.batch_execute("SAVEPOINT whole")
         .await
         .map_err(|e| ApiError::unavailable("cannot begin a batch", &e))?;
     match insert(&tx, &caller.account, &all).await {
@@ -166,21 +167,21 @@ pub async fn create(
             }
         }
         Err(e) if refused(&e) => {
-            tx.execute("ROLLBACK TO SAVEPOINT whole", &[])
+            tx.batch_execute("ROLLBACK TO SAVEPOINT whole")
                 .await
                 .map_err(|e| ApiError::unavailable("cannot write a batch", &e))?;
             for (i, m) in &readable {
-                tx.execute("SAVEPOINT one", &[])
+                tx.batch_execute("SAVEPOINT one")
                     .await
                     .map_err(|e| ApiError::unavailable("cannot write a batch", &e))?;
                 match insert(&tx, &caller.account, &[m]).await {
                     Ok(mut rows) => {
                         results[*i] = Some(created(*i, rows.remove(0))?);
-                        tx.execute("RELEASE SAVEPOINT one", &[])
+                        tx.batch_execute("RELEASE SAVEPOINT one")
                     }
                     Err(e) if refused(&e) => {
                         results[*i] = Some(failure(*i, refusal(&e)));
-                        tx.execute("ROLLBACK TO SAVEPOINT one", &[])
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT one")
                     }
                     Err(e) => return Err(ApiError::unavailable("cannot write a batch", &e)),
                 }

@@ -6,6 +6,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::Api;
+use crate::statements;
 
 /// The process answers.
 #[utoipa::path(get, path = "/healthz", tag = "health",
@@ -24,13 +25,13 @@ pub async fn readyz(State(api): State<Api>) -> (StatusCode, Json<Value>) {
     let own = env!("CARGO_PKG_VERSION");
     let installed = async {
         let client = api.pool.get().await.map_err(|e| e.to_string())?;
-        let row = client
-            .query_opt(
-                "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'smsbus'",
-                &[],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let row = statements::query_opt(
+            &client,
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'smsbus'",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok::<_, String>(row.map(|r| r.get::<_, String>(0)))
     }
     .await;

@@ -25,6 +25,7 @@ use tokio_postgres::types::Type;
 use super::auth::{Caller, Scope};
 use super::error::{ApiError, ErrorBody};
 use super::Api;
+use crate::statements::{self, params};
 
 /// A message to send: the fields of `smsbus.message` a sender writes.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -192,11 +193,14 @@ pub async fn create(
         )),
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) && idempotency_key.is_some() => {
             // The same key again: the first message, whatever this body said.
-            let first = client
-                .query_opt(&*BY_KEY_SQL, &[&idempotency_key, &caller.account])
-                .await
-                .map_err(|e| ApiError::unavailable("cannot read a message", &e))?
-                .ok_or_else(|| refusal(&e))?;
+            let first = statements::query_opt(
+                &client,
+                &BY_KEY_SQL,
+                &params![idempotency_key, caller.account],
+            )
+            .await
+            .map_err(|e| ApiError::unavailable("cannot read a message", &e))?
+            .ok_or_else(|| refusal(&e))?;
             Ok((StatusCode::OK, Json(first.get::<_, Value>(0))).into_response())
         }
         Err(e) => Err(refusal(&e)),
@@ -228,7 +232,7 @@ async fn read_message(api: &Api, caller: &Caller, id: i64) -> Result<Value, ApiE
             caller,
             "cannot read a message",
             &SHOW_SQL,
-            &[&id, &caller.account],
+            &params![id, caller.account],
         )
         .await?
         .ok_or_else(ApiError::not_found)?;
@@ -307,13 +311,13 @@ pub async fn cancel(
     caller.require(Scope::Send)?;
     let id: i64 = id.parse().map_err(|_| ApiError::not_found())?;
     let client = api.pool.get().await?;
-    let cancelled = client
-        .query_opt(
-            crate::smpp_server::queries::CANCEL_ONE,
-            &[&id, &caller.account, &"cancelled by the client (HTTP API)"],
-        )
-        .await
-        .map_err(|e| ApiError::unavailable("cannot cancel a message", &e))?;
+    let cancelled = statements::query_opt(
+        &client,
+        crate::smpp_server::queries::CANCEL_ONE,
+        &params![id, caller.account, "cancelled by the client (HTTP API)"],
+    )
+    .await
+    .map_err(|e| ApiError::unavailable("cannot cancel a message", &e))?;
     drop(client);
     let message = read_message(&api, &caller, id).await?;
     if cancelled.is_none() {
@@ -392,13 +396,13 @@ pub async fn list(
         .read_as(
             &caller,
             &LIST_SQL,
-            &[
-                &caller.account,
-                &query.status,
-                &query.batch_id,
-                &query.since,
-                &query.cursor,
-                &limit,
+            &params![
+                caller.account,
+                query.status,
+                query.batch_id,
+                query.since,
+                query.cursor,
+                limit
             ],
             |e| match e.as_db_error().map(|d| d.code().code()) {
                 // An unknown status or an unreadable time.

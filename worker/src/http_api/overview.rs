@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::Api;
+use crate::statements::params;
 
 /// The channels with their link state (`smsbus.channel_overview`, which
 /// senders read in SQL too); never their configuration.
@@ -55,7 +56,7 @@ pub async fn queue(State(api): State<Api>, caller: Caller) -> Result<Json<Value>
                    FROM smsbus.message m
                    WHERE m.status IN ('scheduled', 'queued', 'sending') AND ($2 OR m.account = $1)
                    GROUP BY m.channel, m.status) q",
-            &[&caller.account, &everyone],
+            &params![caller.account, everyone],
         )
         .await?
         .ok_or_else(ApiError::not_found)?;

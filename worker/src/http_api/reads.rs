@@ -6,12 +6,12 @@
 //! statement names the key's account. The worker's login role must be a
 //! member of each db_role (`GRANT <db_role> TO <worker's login>`).
 
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::Api;
+use crate::statements::{self, params, Params};
 
 impl Api {
     /// The rows of `sql`, read as `caller`; `failed` says what the
@@ -20,12 +20,14 @@ impl Api {
         &self,
         caller: &Caller,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &Params<'_>,
         failed: impl Fn(tokio_postgres::Error) -> ApiError,
     ) -> Result<Vec<Row>, ApiError> {
         let mut client = self.pool.get().await?;
         let Some(role) = &caller.db_role else {
-            return client.query(sql, params).await.map_err(failed);
+            return statements::query(&client, sql, params)
+                .await
+                .map_err(failed);
         };
         let unavailable =
             |e: tokio_postgres::Error| ApiError::unavailable("cannot read as a db_role", &e);
@@ -35,19 +37,24 @@ impl Api {
             .start()
             .await
             .map_err(unavailable)?;
-        transaction
-            .execute("SELECT set_config('role', $1, true)", &[role])
+        statements::execute(
+            &transaction,
+            "SELECT set_config('role', $1, true)",
+            &params![role],
+        )
+        .await
+        .map_err(|e| {
+            ApiError::unavailable(
+                &format!(
+                    "cannot become db_role {role:?} of account {:?} (is it granted to the worker's login role?)",
+                    caller.account
+                ),
+                &e,
+            )
+        })?;
+        let rows = statements::query(&transaction, sql, params)
             .await
-            .map_err(|e| {
-                ApiError::unavailable(
-                    &format!(
-                        "cannot become db_role {role:?} of account {:?} (is it granted to the worker's login role?)",
-                        caller.account
-                    ),
-                    &e,
-                )
-            })?;
-        let rows = transaction.query(sql, params).await.map_err(failed)?;
+            .map_err(failed)?;
         transaction.commit().await.map_err(unavailable)?;
         Ok(rows)
     }
@@ -59,7 +66,7 @@ impl Api {
         caller: &Caller,
         what: &str,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &Params<'_>,
     ) -> Result<Option<Row>, ApiError> {
         let rows = self
             .read_as(caller, sql, params, |e| ApiError::unavailable(what, &e))

@@ -27,6 +27,7 @@ use tokio_postgres::Transaction;
 use super::account::Account;
 use super::submission::{Refusal, Submission};
 use crate::channels::client_parts;
+use crate::statements::{self, params};
 
 /// Most rows in one transaction.
 const MAX_BATCH: usize = 500;
@@ -266,7 +267,7 @@ async fn insert_batch(
             .iter()
             .map(|p| p.account.allowed_sources.as_deref())
             .collect();
-        for row in tx.query(SOURCES_REFUSED, &[&sources, &patterns]).await? {
+        for row in statements::query(tx, SOURCES_REFUSED, &params![sources, patterns]).await? {
             let p = &batch[row.get::<_, i32>(0) as usize - 1];
             refused[row.get::<_, i32>(0) as usize - 1] = Some(Refusal {
                 status: CommandStatus::EsmeRinvsrcadr,
@@ -285,7 +286,7 @@ async fn insert_batch(
         .map(|&i| batch[i].account.name.as_str())
         .collect();
     let parts: Vec<i32> = open.iter().map(|&i| batch[i].submission.parts()).collect();
-    for row in tx.query(QUOTA_REFUSED, &[&accounts, &parts]).await? {
+    for row in statements::query(tx, QUOTA_REFUSED, &params![accounts, parts]).await? {
         refused[open[row.get::<_, i32>(0) as usize - 1]] = Some(Refusal {
             status: CommandStatus::EsmeRsubmitfail,
             reason: row.get(1),
@@ -318,24 +319,24 @@ async fn insert_batch(
         });
         // RETURNING yields the rows in the order the SELECT produced
         // them, which is the order of the arrays.
-        let rows = tx
-            .query(
-                INSERT,
-                &[
-                    &accounts,
-                    &to,
-                    &from,
-                    &body,
-                    &encoding,
-                    &channel,
-                    &priority,
-                    &scheduled,
-                    &validity,
-                    &receipts,
-                    &client_parts,
-                ],
-            )
-            .await?;
+        let rows = statements::query(
+            tx,
+            INSERT,
+            &params![
+                accounts,
+                to,
+                from,
+                body,
+                encoding,
+                channel,
+                priority,
+                scheduled,
+                validity,
+                receipts,
+                client_parts
+            ],
+        )
+        .await?;
         ids = rows
             .iter()
             .map(|r| (r.get::<_, i64>(0), r.get::<_, i32>(1)))

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 
 use rusmpp::CommandStatus;
 
+use crate::statements::{self, params};
+
 /// The account of a bind, as its submissions need it.
 #[derive(Clone, Debug)]
 pub struct Account {
@@ -102,7 +104,7 @@ pub async fn authenticate(
     bind_type: BindType,
     peer: IpAddr,
 ) -> Result<Result<Account, BindRefused>, tokio_postgres::Error> {
-    let Some(row) = client.query_opt(ACCOUNT, &[&system_id, &peer]).await? else {
+    let Some(row) = statements::query_opt(client, ACCOUNT, &params![system_id, peer]).await? else {
         return Ok(Err(refused(
             CommandStatus::EsmeRinvsysid,
             format!("no account {system_id:?}"),
@@ -114,13 +116,13 @@ pub async fn authenticate(
             format!("account {system_id} may not connect from {peer}"),
         )));
     }
-    let matches: bool = client
-        .query_one(
-            "SELECT smsbus._verify_password($1, $2)",
-            &[&system_id, &password],
-        )
-        .await?
-        .get(0);
+    let matches: bool = statements::query_one(
+        client,
+        "SELECT smsbus._verify_password($1, $2)",
+        &params![system_id, password],
+    )
+    .await?
+    .get(0);
     if !matches {
         return Ok(Err(refused(
             CommandStatus::EsmeRinvpaswd,

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::account::{Account, BindType};
 use crate::rate::Rate;
+use crate::statements::{self, params};
 
 /// How often open binds are renewed.
 pub const KEEP_EVERY: Duration = Duration::from_secs(5);
@@ -79,13 +80,19 @@ impl Binds {
     /// gives back the receipts they had taken.
     pub async fn forget_previous(&self) -> Result<u64, OpenError> {
         let client = self.pool.get().await?;
-        let gone: i32 = client
-            .query_one("SELECT smsbus._close_binds($1, NULL)", &[&self.worker])
-            .await?
-            .get(0);
-        client
-            .execute("SELECT smsbus._release_outbox($1)", &[&self.worker])
-            .await?;
+        let gone: i32 = statements::query_one(
+            &client,
+            "SELECT smsbus._close_binds($1, NULL)",
+            &params![self.worker],
+        )
+        .await?
+        .get(0);
+        statements::execute(
+            &client,
+            "SELECT smsbus._release_outbox($1)",
+            &params![self.worker],
+        )
+        .await?;
         Ok(gone as u64)
     }
 
@@ -98,23 +105,21 @@ impl Binds {
         peer: SocketAddr,
     ) -> Result<Arc<Bind>, OpenError> {
         let client = self.pool.get().await?;
-        let id: Option<i64> = client
-            .query_one(
-                &format!(
-                    "SELECT smsbus._open_bind($1, $2, $3, $4, $5, $6, $7, interval '{ALIVE}')"
-                ),
-                &[
-                    &account.name,
-                    &server,
-                    &self.worker,
-                    &bind_type.as_str(),
-                    &interface_version,
-                    &peer.ip(),
-                    &i32::from(peer.port()),
-                ],
-            )
-            .await?
-            .get(0);
+        let id: Option<i64> = statements::query_one(
+            &client,
+            &format!("SELECT smsbus._open_bind($1, $2, $3, $4, $5, $6, $7, interval '{ALIVE}')"),
+            &params![
+                account.name,
+                server,
+                self.worker,
+                bind_type.as_str(),
+                interface_version,
+                peer.ip(),
+                i32::from(peer.port())
+            ],
+        )
+        .await?
+        .get(0);
         let Some(id) = id else {
             return Err(OpenError::TooMany(account.name));
         };
@@ -146,12 +151,12 @@ impl Binds {
         }
         let closed = async {
             let client = self.pool.get().await?;
-            client
-                .execute(
-                    "SELECT smsbus._close_binds($1, ARRAY[$2::bigint])",
-                    &[&self.worker, &bind.id],
-                )
-                .await?;
+            statements::execute(
+                &client,
+                "SELECT smsbus._close_binds($1, ARRAY[$2::bigint])",
+                &params![self.worker, bind.id],
+            )
+            .await?;
             Ok::<_, OpenError>(())
         }
         .await;
@@ -182,24 +187,24 @@ impl Binds {
             .map(|b| b.counters.window.load(Ordering::Relaxed))
             .collect();
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT k.account, k.here, k.total, a.enabled, a.throughput
-                     FROM smsbus._keep_binds($1, $2, $3, $4, $5, $6, $7, interval '{ALIVE}') k
-                     JOIN smsbus.account a ON a.name = k.account"
-                ),
-                &[
-                    &self.worker,
-                    &ids,
-                    &submitted,
-                    &refused,
-                    &throttled,
-                    &delivered,
-                    &window,
-                ],
-            )
-            .await?;
+        let rows = statements::query(
+            &client,
+            &format!(
+                "SELECT k.account, k.here, k.total, a.enabled, a.throughput
+                 FROM smsbus._keep_binds($1, $2, $3, $4, $5, $6, $7, interval '{ALIVE}') k
+                 JOIN smsbus.account a ON a.name = k.account"
+            ),
+            &params![
+                self.worker,
+                ids,
+                submitted,
+                refused,
+                throttled,
+                delivered,
+                window
+            ],
+        )
+        .await?;
         let mut live = HashMap::new();
         for row in rows {
             let account: String = row.get(0);
@@ -248,12 +253,12 @@ impl Binds {
     /// not, and 0 for the accounts `waiting` had that have none now.
     async fn measure_outbox(&self, waiting: &mut HashSet<String>) -> Result<(), OpenError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT account, count(*) FROM smsbus.smpp_outbox GROUP BY account",
-                &[],
-            )
-            .await?;
+        let rows = statements::query(
+            &client,
+            "SELECT account, count(*) FROM smsbus.smpp_outbox GROUP BY account",
+            &[],
+        )
+        .await?;
         let mut now = HashSet::with_capacity(rows.len());
         for row in rows {
             let (account, depth): (String, i64) = (row.get(0), row.get(1));

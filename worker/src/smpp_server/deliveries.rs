@@ -31,6 +31,7 @@ use rusmpp::pdus::DeliverSm;
 use super::account::Account;
 use super::mo::{Inbound, LongMessage};
 use super::receipt::Receipt;
+use crate::statements::{self, params};
 
 /// One row of `smsbus.smpp_outbox`, to go out as deliver_sm.
 pub enum Outgoing {
@@ -236,12 +237,12 @@ impl Deliveries {
         }
         let client = self.pool.get().await?;
         if !self.acknowledged.is_empty() {
-            client
-                .execute(
-                    "SELECT smsbus._outbox_acknowledged($1)",
-                    &[&self.acknowledged],
-                )
-                .await?;
+            statements::execute(
+                &client,
+                "SELECT smsbus._outbox_acknowledged($1)",
+                &params![self.acknowledged],
+            )
+            .await?;
             self.acknowledged.clear();
         }
         if !self.returned.is_empty() {
@@ -253,12 +254,12 @@ impl Deliveries {
                 .iter()
                 .map(|r| r.delay.as_secs_f32())
                 .collect();
-            client
-                .execute(
-                    "SELECT smsbus._outbox_returned($1, $2, $3, $4)",
-                    &[&self.worker, &ids, &errors, &delays],
-                )
-                .await?;
+            statements::execute(
+                &client,
+                "SELECT smsbus._outbox_returned($1, $2, $3, $4)",
+                &params![self.worker, ids, errors, delays],
+            )
+            .await?;
             self.returned.clear();
         }
         Ok(())
@@ -289,12 +290,12 @@ impl Deliveries {
 
     async fn take(&self, room: usize) -> Result<Vec<Outgoing>, DeliveryError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!("SELECT * FROM smsbus._claim_outbox($1, $2, $3, interval '{LEASE}')"),
-                &[&self.account.name, &self.worker, &(room as i32)],
-            )
-            .await?;
+        let rows = statements::query(
+            &client,
+            &format!("SELECT * FROM smsbus._claim_outbox($1, $2, $3, interval '{LEASE}')"),
+            &params![self.account.name, self.worker, room as i32],
+        )
+        .await?;
         let mut receipts = rows
             .iter()
             .map(|r| {

@@ -46,6 +46,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::Wakeups;
+use crate::statements;
 use crate::Config;
 use accept::Accepter;
 use binds::Binds;
@@ -109,7 +110,7 @@ pub async fn run(config: Config, pool: Pool, wakeups: Wakeups, shutdown: Cancell
 
 async fn read_settings(pool: &Pool) -> anyhow::Result<Vec<Settings>> {
     let client = pool.get().await?;
-    let rows = client.query(listener::SETTINGS, &[]).await?;
+    let rows = statements::query(&client, listener::SETTINGS, &[]).await?;
     Ok(rows.iter().map(Settings::from_row).collect())
 }
 

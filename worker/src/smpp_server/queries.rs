@@ -16,6 +16,7 @@ use super::receipt::smpp_state;
 use super::smpp_time;
 use crate::channels::smpp::carried::Carried;
 use crate::channels::smpp::inbound;
+use crate::statements::{self, params};
 use smsbus_core::address;
 use smsbus_core::text::Encoding;
 
@@ -45,8 +46,7 @@ pub async fn query_sm(
         CommandStatus::EsmeRqueryfail
     };
     let client = pool.get().await.map_err(|e| unavailable(&e))?;
-    let row = client
-        .query_opt(QUERY, &[&id, &account.name])
+    let row = statements::query_opt(&client, QUERY, &params![id, account.name])
         .await
         .map_err(|e| unavailable(&e))?
         .ok_or(CommandStatus::EsmeRinvmsgid)?;
@@ -129,8 +129,7 @@ pub async fn cancel_sm(
                     .text,
             )
         };
-        let rows = client
-            .query(CANCEL_MATCHING, &[&account.name, &to, &from])
+        let rows = statements::query(&client, CANCEL_MATCHING, &params![account.name, to, from])
             .await
             .map_err(|e| failed(&e))?;
         return match rows.len() {
@@ -141,18 +140,17 @@ pub async fn cancel_sm(
     let id = account
         .parse_message_id(message_id)
         .ok_or(CommandStatus::EsmeRinvmsgid)?;
-    let cancelled = client
-        .query_opt(
-            CANCEL_ONE,
-            &[&id, &account.name, &"cancelled by the client (cancel_sm)"],
-        )
-        .await
-        .map_err(|e| failed(&e))?;
+    let cancelled = statements::query_opt(
+        &client,
+        CANCEL_ONE,
+        &params![id, account.name, "cancelled by the client (cancel_sm)"],
+    )
+    .await
+    .map_err(|e| failed(&e))?;
     if cancelled.is_some() {
         return Ok(1);
     }
-    let exists: bool = client
-        .query_one(EXISTS, &[&id, &account.name])
+    let exists: bool = statements::query_one(&client, EXISTS, &params![id, account.name])
         .await
         .map_err(|e| failed(&e))?
         .get(0);
@@ -212,13 +210,11 @@ pub async fn replace_sm(
         smpp_time::parse(replacement.validity).map_err(|_| CommandStatus::EsmeRinvexpiry)?;
     let mut client = pool.get().await.map_err(|e| failed(&e))?;
     let tx = client.transaction().await.map_err(|e| failed(&e))?;
-    let Some(row) = tx
-        .query_opt(LOCK, &[&id, &account.name])
+    let Some(row) = statements::query_opt(&tx, LOCK, &params![id, account.name])
         .await
         .map_err(|e| failed(&e))?
     else {
-        let exists: bool = tx
-            .query_one(EXISTS, &[&id, &account.name])
+        let exists: bool = statements::query_one(&tx, EXISTS, &params![id, account.name])
             .await
             .map_err(|e| failed(&e))?
             .get(0);
@@ -256,19 +252,19 @@ pub async fn replace_sm(
         Some(decoded.text)
     };
     let receipts = i16::from(replacement.registered_delivery & 0x03);
-    let replaced = tx
-        .execute(
-            REPLACE,
-            &[
-                &id,
-                &account.name,
-                &body,
-                &schedule.map(|t| t.to_string()),
-                &validity.map(|t| t.to_string()),
-                &receipts,
-            ],
-        )
-        .await;
+    let replaced = statements::execute(
+        &tx,
+        REPLACE,
+        &params![
+            id,
+            account.name,
+            body,
+            schedule.map(|t| t.to_string()),
+            validity.map(|t| t.to_string()),
+            receipts
+        ],
+    )
+    .await;
     match replaced {
         Ok(_) => {}
         // The extension refuses what it refuses at INSERT too (a text

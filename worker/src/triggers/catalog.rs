@@ -2,6 +2,8 @@
 
 use deadpool_postgres::Object;
 
+use crate::statements;
+
 #[derive(Clone, Debug)]
 pub struct Trigger {
     pub id: i64,
@@ -32,14 +34,14 @@ impl Trigger {
 }
 
 pub async fn load(client: &Object) -> anyhow::Result<Vec<Trigger>> {
-    let statement = client
-        .prepare_cached(
-            "SELECT id, name, updated_at::text, on_status::text[], direction, condition, language,
-                    CASE WHEN language = 'sql' THEN smsbus._split_sql_script(script) END, script, final
-             FROM smsbus.trigger WHERE enabled ORDER BY position, id",
-        )
-        .await?;
-    let rows = client.query(&statement, &[]).await?;
+    let rows = statements::query(
+        client,
+        "SELECT id, name, updated_at::text, on_status::text[], direction, condition, language,
+                CASE WHEN language = 'sql' THEN smsbus._split_sql_script(script) END, script, final
+         FROM smsbus.trigger WHERE enabled ORDER BY position, id",
+        &[],
+    )
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(Trigger {

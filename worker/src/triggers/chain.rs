@@ -19,6 +19,7 @@ use deadpool_postgres::Transaction;
 use super::catalog::Trigger;
 use super::lua::LuaTriggers;
 use crate::metrics;
+use crate::statements::{self, params};
 
 /// Chains run back to back for one message (a script moved it to another
 /// permanent status, whose triggers move it again, ...) before the runner
@@ -40,18 +41,18 @@ pub async fn fail(
     error: &str,
 ) -> Result<Vec<i64>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let failed: Vec<i64> = tx
-        .query(
-            "UPDATE smsbus.message SET trigger_status = 'failed', last_error = $2
-             WHERE id = ANY($1) AND trigger_status = 'processing' RETURNING id",
-            &[&ids, &error],
-        )
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+    let failed: Vec<i64> = statements::query(
+        &tx,
+        "UPDATE smsbus.message SET trigger_status = 'failed', last_error = $2
+         WHERE id = ANY($1) AND trigger_status = 'processing' RETURNING id",
+        &params![ids, error],
+    )
+    .await?
+    .iter()
+    .map(|r| r.try_get(0))
+    .collect::<Result<_, _>>()?;
     for id in &failed {
-        tx.execute(TRACE_FAILURE, &[id, &error]).await?;
+        statements::execute(&tx, TRACE_FAILURE, &params![id, error]).await?;
     }
     tx.commit().await?;
     Ok(failed)
@@ -84,10 +85,11 @@ pub async fn run(
         match chain(&mut tx, triggers, lua, id).await? {
             End::Rearmed if depth < MAX_DEPTH => {
                 depth += 1;
-                tx.execute(
+                statements::execute(
+                    &tx,
                     "UPDATE smsbus.message SET trigger_status = 'processing'
                      WHERE id = $1 AND trigger_status = 'pending'",
-                    &[&id],
+                    &params![id],
                 )
                 .await?;
             }
@@ -111,7 +113,8 @@ pub async fn run(
         // An inbound message a trigger gave to an account goes out to its
         // SMPP binds (sql/smpp_outbox.sql) and its webhooks
         // (sql/webhooks.sql), in the same transaction.
-        tx.execute(
+        statements::execute(
+            &tx,
             "WITH ended AS (
                  UPDATE smsbus.message SET trigger_status = $2::text::smsbus.trigger_status,
                         last_error = coalesce($3, last_error)
@@ -120,20 +123,21 @@ pub async fn run(
              )
              SELECT smsbus._queue_inbound(e.id), smsbus._queue_inbound_webhooks(e.id) FROM ended e
              WHERE e.direction = 'in' AND e.account IS NOT NULL",
-            &[&id, &outcome, &error],
+            &params![id, outcome, error],
         )
         .await?;
     } else if matches!(end, End::LeftAlone) {
         // The script decided itself; its message may still be owed.
-        tx.execute(
+        statements::execute(
+            &tx,
             "SELECT smsbus._queue_inbound($1), smsbus._queue_inbound_webhooks($1)",
-            &[&id],
+            &params![id],
         )
         .await?;
     }
     if let Some(e) = error {
         // The trace keeps it too: the status did not change, the chain failed.
-        tx.execute(TRACE_FAILURE, &[&id, &e]).await?;
+        statements::execute(&tx, TRACE_FAILURE, &params![id, e]).await?;
         tracing::warn!(message = id, "{e}");
     }
     tx.commit().await?;
@@ -149,12 +153,13 @@ async fn chain(
 ) -> anyhow::Result<End> {
     let mut end = End::NoMatch;
     for trigger in triggers {
-        let current = tx
-            .prepare_cached(
-                "SELECT status::text, direction, trigger_status::text FROM smsbus.message WHERE id = $1",
-            )
-            .await?;
-        let Some(row) = tx.query_opt(&current, &[&id]).await? else {
+        let current = statements::query_opt(
+            tx,
+            "SELECT status::text, direction, trigger_status::text FROM smsbus.message WHERE id = $1",
+            &params![id],
+        )
+        .await?;
+        let Some(row) = current else {
             return Ok(End::LeftAlone); // deleted by a script
         };
         let (status, direction, trigger_status): (String, String, String) =
@@ -190,10 +195,13 @@ async fn chain(
         }
     }
     // The last script may have moved the message on.
-    let statement = tx
-        .prepare_cached("SELECT trigger_status::text FROM smsbus.message WHERE id = $1")
-        .await?;
-    let now: Option<String> = match tx.query_opt(&statement, &[&id]).await? {
+    let now: Option<String> = match statements::query_opt(
+        tx,
+        "SELECT trigger_status::text FROM smsbus.message WHERE id = $1",
+        &params![id],
+    )
+    .await?
+    {
         Some(row) => Some(row.try_get(0)?),
         None => None,
     };
@@ -229,11 +237,7 @@ async fn step(
             ""
         }
     );
-    let evaluated = async {
-        let statement = sp.prepare_cached(&condition).await?;
-        sp.query_opt(&statement, &[&id]).await
-    };
-    let row = match evaluated.await {
+    let row = match statements::query_opt(&sp, &condition, &params![id]).await {
         Ok(row) => row,
         Err(e) => {
             sp.rollback().await?;
@@ -308,10 +312,7 @@ async fn sql_script(
     for statement in &trigger.statements {
         // $1 is a bigint, as when the script was checked, even where the
         // statement alone would not say (`SELECT $1`).
-        let prepared = sp
-            .prepare_typed_cached(statement, &[tokio_postgres::types::Type::INT8])
-            .await?;
-        sp.execute(&prepared, &[&id]).await?;
+        statements::execute(sp, statement, &params![id]).await?;
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::Wakeups;
+use crate::statements::{self, params};
 
 /// Messages taken at once.
 const BATCH: i32 = 100;
@@ -61,15 +62,15 @@ async fn batch(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<bool> {
     let client = pool.get().await?;
-    let statement = client
-        .prepare_cached("SELECT smsbus._claim_triggers($1)")
-        .await?;
-    let ids: Vec<i64> = client
-        .query(&statement, &[&BATCH])
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+    let ids: Vec<i64> = statements::query(
+        &client,
+        "SELECT smsbus._claim_triggers($1)",
+        &params![BATCH],
+    )
+    .await?
+    .iter()
+    .map(|r| r.try_get(0))
+    .collect::<Result<_, _>>()?;
     if ids.is_empty() {
         return Ok(false);
     }
@@ -106,14 +107,13 @@ async fn batch(
         // The runner is stopping, or a group could not be recorded: the
         // rest go back to pending at once rather than after the resume
         // timeout.
-        pool.get()
-            .await?
-            .execute(
-                "UPDATE smsbus.message SET trigger_status = 'pending'
-                 WHERE id = ANY($1) AND trigger_status = 'processing'",
-                &[&rest],
-            )
-            .await?;
+        statements::execute(
+            &pool.get().await?,
+            "UPDATE smsbus.message SET trigger_status = 'pending'
+             WHERE id = ANY($1) AND trigger_status = 'processing'",
+            &params![rest],
+        )
+        .await?;
     }
     disable_triggers(pool, lua).await;
     match failure {
@@ -248,13 +248,13 @@ async fn disable_triggers(pool: &Pool, lua: &lua::LuaTriggers) {
         let updated = async {
             let client = pool.get().await?;
             // The worker's role writes no trigger rows but this.
-            client
-                .execute(
-                    "SELECT smsbus._disable_trigger($1, $2)",
-                    &[&disable.trigger, &disable.reason],
-                )
-                .await
-                .map_err(anyhow::Error::from)
+            statements::execute(
+                &client,
+                "SELECT smsbus._disable_trigger($1, $2)",
+                &params![disable.trigger, disable.reason],
+            )
+            .await
+            .map_err(anyhow::Error::from)
         };
         if let Err(e) = updated.await {
             tracing::error!(

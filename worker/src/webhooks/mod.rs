@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::Wakeups;
+use crate::statements::{self, params};
 
 pub mod callbacks;
 pub mod signature;
@@ -144,8 +145,7 @@ pub async fn run(worker: String, pool: Pool, wakeups: Wakeups, shutdown: Cancell
 async fn prune(pool: &Pool) {
     let pruned = async {
         let client = pool.get().await.map_err(|e| e.to_string())?;
-        client
-            .query_one("SELECT smsbus._prune_callbacks()", &[])
+        statements::query_one(&client, "SELECT smsbus._prune_callbacks()", &[])
             .await
             .map(|row| row.get::<_, i32>(0))
             .map_err(|e| e.to_string())
@@ -161,11 +161,14 @@ async fn prune(pool: &Pool) {
 async fn release(pool: &Pool, worker: &str) {
     let released = async {
         let client = pool.get().await.map_err(|e| e.to_string())?;
-        client
-            .query_one("SELECT smsbus._release_webhooks($1)", &[&worker])
-            .await
-            .map(|r| r.get::<_, i32>(0))
-            .map_err(|e| e.to_string())
+        statements::query_one(
+            &client,
+            "SELECT smsbus._release_webhooks($1)",
+            &params![worker],
+        )
+        .await
+        .map(|r| r.get::<_, i32>(0))
+        .map_err(|e| e.to_string())
     }
     .await;
     match released {
@@ -188,12 +191,12 @@ async fn claim(pool: &Pool, worker: &str, room: usize) -> anyhow::Result<Vec<Eve
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.batch_execute(UNFLUSHED).await?;
-    let rows = tx
-        .query(
-            &format!("SELECT * FROM smsbus._claim_webhooks($1, $2, interval '{LEASE}')"),
-            &[&worker, &(room as i32)],
-        )
-        .await?;
+    let rows = statements::query(
+        &tx,
+        &format!("SELECT * FROM smsbus._claim_webhooks($1, $2, interval '{LEASE}')"),
+        &params![worker, room as i32],
+    )
+    .await?;
     tx.commit().await?;
     rows.iter()
         .map(|r| {
@@ -232,13 +235,18 @@ async fn record(pool: &Pool, outcomes: &[Outcome]) -> anyhow::Result<()> {
     let tx = client.transaction().await?;
     tx.batch_execute(UNFLUSHED).await?;
     if !delivered.is_empty() {
-        tx.execute("SELECT smsbus._webhooks_delivered($1)", &[&delivered])
-            .await?;
+        statements::execute(
+            &tx,
+            "SELECT smsbus._webhooks_delivered($1)",
+            &params![delivered],
+        )
+        .await?;
     }
     if !failed.is_empty() {
-        tx.execute(
+        statements::execute(
+            &tx,
             "SELECT smsbus._webhooks_failed($1, $2)",
-            &[&failed, &errors],
+            &params![failed, errors],
         )
         .await?;
     }

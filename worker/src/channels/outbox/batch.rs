@@ -3,6 +3,7 @@
 
 use super::{Finished, Outcome};
 use crate::channels::ChannelContext;
+use crate::statements::{self, params, Connection};
 
 /// What a write committed, as the functions counted it.
 #[derive(Default)]
@@ -81,57 +82,51 @@ impl<'a> Batch<'a> {
 
     async fn statements(
         &self,
-        client: &impl deadpool_postgres::GenericClient,
+        client: &impl Connection,
         ctx: &ChannelContext,
     ) -> anyhow::Result<Committed> {
         tracing::debug!(channel = %ctx.row.name, sent = ?self.sent_ids, references = ?self.part_references, "writing outcomes");
         let mut committed = Committed::default();
         if !self.part_ids.is_empty() {
-            let s = client
-                .prepare_cached("SELECT smsbus._mark_sent($1, $2, $3, $4)")
-                .await?;
-            let done: i32 = client
-                .query_one(
-                    &s,
-                    &[
-                        &ctx.row.name,
-                        &self.part_ids,
-                        &self.part_numbers,
-                        &self.part_references,
-                    ],
-                )
-                .await?
-                .get(0);
+            let done: i32 = statements::query_one(
+                client,
+                "SELECT smsbus._mark_sent($1, $2, $3, $4)",
+                &params![
+                    ctx.row.name,
+                    self.part_ids,
+                    self.part_numbers,
+                    self.part_references
+                ],
+            )
+            .await?
+            .get(0);
             committed.sent = done.max(0) as u64;
         }
         if !self.failed_ids.is_empty() {
-            let s = client
-                .prepare_cached("SELECT smsbus._mark_failed($1, $2)")
-                .await?;
-            let done: i32 = client
-                .query_one(&s, &[&self.failed_ids, &self.failed_errors])
-                .await?
-                .get(0);
+            let done: i32 = statements::query_one(
+                client,
+                "SELECT smsbus._mark_failed($1, $2)",
+                &params![self.failed_ids, self.failed_errors],
+            )
+            .await?
+            .get(0);
             committed.failed = done.max(0) as u64;
         }
         if !self.retry_ids.is_empty() {
-            let s = client
-                .prepare_cached("SELECT smsbus._mark_retry($1, $2, $3)")
-                .await?;
-            client
-                .execute(
-                    &s,
-                    &[&self.retry_ids, &self.retry_errors, &self.retry_delays],
-                )
-                .await?;
+            statements::execute(
+                client,
+                "SELECT smsbus._mark_retry($1, $2, $3)",
+                &params![self.retry_ids, self.retry_errors, self.retry_delays],
+            )
+            .await?;
         }
         if !self.released.is_empty() {
-            let s = client
-                .prepare_cached("SELECT smsbus._release($1, $2)")
-                .await?;
-            client
-                .execute(&s, &[&&*ctx.worker_id, &self.released])
-                .await?;
+            statements::execute(
+                client,
+                "SELECT smsbus._release($1, $2)",
+                &params![&*ctx.worker_id, self.released],
+            )
+            .await?;
         }
         Ok(committed)
     }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Claimed, Held};
 use crate::backoff::Backoff;
 use crate::channels::{client_parts, ChannelContext, OutMessage};
+use crate::statements::{self, params};
 
 /// Most messages one claim takes.
 const MAX_CLAIM: usize = 1000;
@@ -193,25 +194,20 @@ async fn claim(
     lease: Duration,
 ) -> anyhow::Result<Vec<OutMessage>> {
     let client = ctx.pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT id, to_address, from_address, body, encoding, segments, priority,
-                    request_report, valid_until, to_ton, to_npi, from_ton, from_npi, client_parts,
-                    greatest(created_at, scheduled_at) AS due_at
-             FROM smsbus._claim($1, $2, $3, make_interval(secs => $4))",
-        )
-        .await?;
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &ctx.row.name,
-                &&*ctx.worker_id,
-                &(limit as i32),
-                &lease.as_secs_f64(),
-            ],
-        )
-        .await?;
+    let rows = statements::query(
+        &client,
+        "SELECT id, to_address, from_address, body, encoding, segments, priority,
+                request_report, valid_until, to_ton, to_npi, from_ton, from_npi, client_parts,
+                greatest(created_at, scheduled_at) AS due_at
+         FROM smsbus._claim($1, $2, $3, make_interval(secs => $4))",
+        &params![
+            ctx.row.name,
+            &*ctx.worker_id,
+            limit as i32,
+            lease.as_secs_f64()
+        ],
+    )
+    .await?;
     rows.iter()
         .map(|r| {
             let encoding: Option<String> = r.try_get("encoding")?;

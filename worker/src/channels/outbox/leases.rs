@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Held;
 use crate::channels::ChannelContext;
+use crate::statements::{self, params};
 
 /// Renews the leases of held messages at a third of the lease.
 pub(super) async fn renew_loop(
@@ -28,12 +29,12 @@ pub(super) async fn renew_loop(
         }
         let renewed = async {
             let client = ctx.pool.get().await?;
-            let s = client
-                .prepare_cached("SELECT smsbus._renew_leases($1, $2, make_interval(secs => $3))")
-                .await?;
-            client
-                .execute(&s, &[&&*ctx.worker_id, &ids, &lease.as_secs_f64()])
-                .await?;
+            statements::execute(
+                &client,
+                "SELECT smsbus._renew_leases($1, $2, make_interval(secs => $3))",
+                &params![&*ctx.worker_id, ids, lease.as_secs_f64()],
+            )
+            .await?;
             anyhow::Ok(())
         };
         if let Err(e) = renewed.await {

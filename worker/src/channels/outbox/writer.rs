@@ -13,6 +13,7 @@ use super::{Finished, Held, Outcome, STOP};
 use crate::backoff::Backoff;
 use crate::channels::state::Count;
 use crate::channels::ChannelContext;
+use crate::statements::{self, params};
 
 /// Most outcomes one write carries.
 const MAX_WRITE: usize = 2000;
@@ -222,10 +223,13 @@ impl Writer {
             .collect();
         let marked = async {
             let client = self.ctx.pool.get().await?;
-            let s = client
-                .prepare_cached("SELECT smsbus._mark_failed($1, $2)")
-                .await?;
-            let done: i32 = client.query_one(&s, &[&ids, &errors]).await?.get(0);
+            let done: i32 = statements::query_one(
+                &client,
+                "SELECT smsbus._mark_failed($1, $2)",
+                &params![ids, errors],
+            )
+            .await?
+            .get(0);
             anyhow::Ok(done)
         };
         match marked.await {

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 
 use super::Api;
+use crate::statements::{self, params};
 
 pub mod jasmin;
 pub mod kannel;
@@ -90,23 +91,23 @@ pub async fn sign_in(
                 Denied::Unavailable
             })?;
             let peer_text = peer.map(|ip| ip.to_string());
-            let row = client
-                .query_opt(
-                    "SELECT a.name, a.throughput FROM smsbus.account a
-                     WHERE a.name = $1 AND a.enabled
-                       AND (a.allowed_ips IS NULL OR $3::text::inet <<= ANY (a.allowed_ips))
-                       AND smsbus._verify_password($1, $2)",
-                    &[&account, &password, &peer_text],
-                )
-                .await
-                .map_err(|e| {
-                    tracing::warn!("http api: cannot check a password: {e}");
-                    Denied::Unavailable
-                })?
-                .ok_or_else(|| {
-                    tracing::info!(account, ?peer, "http api: sign-in refused");
-                    Denied::Credentials
-                })?;
+            let row = statements::query_opt(
+                &client,
+                "SELECT a.name, a.throughput FROM smsbus.account a
+                 WHERE a.name = $1 AND a.enabled
+                   AND (a.allowed_ips IS NULL OR $3::text::inet <<= ANY (a.allowed_ips))
+                   AND smsbus._verify_password($1, $2)",
+                &params![account, password, peer_text],
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!("http api: cannot check a password: {e}");
+                Denied::Unavailable
+            })?
+            .ok_or_else(|| {
+                tracing::info!(account, ?peer, "http api: sign-in refused");
+                Denied::Credentials
+            })?;
             let signed_in = Account {
                 name: row.get(0),
                 throughput: row.get(1),
@@ -206,49 +207,42 @@ pub async fn send(
     let transaction = client.transaction().await.map_err(|e| unavailable(&e))?;
     let mut inserted = Vec::with_capacity(messages.len());
     for m in messages {
-        let row = transaction
-            .query_opt(
-                INSERT,
-                &[
-                    &account.name,
-                    &m.to,
-                    &m.body,
-                    &m.from,
-                    &m.channel,
-                    &m.scheduled,
-                    &m.validity,
-                    &m.priority,
-                    &m.request_report,
-                    &m.encoding,
-                    &m.custom,
-                ],
-            )
-            .await
-            .map_err(|e| refusal(&e))?
-            // The account went away since its password was checked.
-            .ok_or_else(|| Refused::Message {
-                text: format!("account {} does not exist", account.name),
-                column: None,
-            })?;
+        let row = statements::query_opt(
+            &transaction,
+            INSERT,
+            &params![
+                account.name,
+                m.to,
+                m.body,
+                m.from,
+                m.channel,
+                m.scheduled,
+                m.validity,
+                m.priority,
+                m.request_report,
+                m.encoding,
+                m.custom
+            ],
+        )
+        .await
+        .map_err(|e| refusal(&e))?
+        // The account went away since its password was checked.
+        .ok_or_else(|| Refused::Message {
+            text: format!("account {} does not exist", account.name),
+            column: None,
+        })?;
         let message = Inserted {
             id: row.get(0),
             status: row.get(1),
         };
         if let Some(c) = callback {
-            transaction
-                .execute(
-                    "SELECT smsbus._add_callback($1, $2, $3, $4, $5, $6)",
-                    &[
-                        &message.id,
-                        &account.name,
-                        &c.style,
-                        &c.url,
-                        &c.method,
-                        &c.mask,
-                    ],
-                )
-                .await
-                .map_err(|e| refusal(&e))?;
+            statements::execute(
+                &transaction,
+                "SELECT smsbus._add_callback($1, $2, $3, $4, $5, $6)",
+                &params![message.id, account.name, c.style, c.url, c.method, c.mask],
+            )
+            .await
+            .map_err(|e| refusal(&e))?;
         }
         inserted.push(message);
     }

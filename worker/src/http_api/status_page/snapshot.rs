@@ -5,6 +5,8 @@
 
 use tokio_postgres::{Client, Row};
 
+use crate::statements::{self, params};
+
 /// How many of the newest messages the page shows, with their trace.
 pub const RECENT_MESSAGES: i64 = 10;
 
@@ -170,12 +172,10 @@ const BINDS: &str = concat!(
 );
 
 pub async fn read(client: &Client) -> Result<Snapshot, tokio_postgres::Error> {
-    let taken_at: String = client
-        .query_one(concat!("SELECT ", utc!("now()")), &[])
+    let taken_at: String = statements::query_one(client, concat!("SELECT ", utc!("now()")), &[])
         .await?
         .get(0);
-    let channels = client
-        .query(CHANNELS, &[])
+    let channels = statements::query(client, CHANNELS, &[])
         .await?
         .iter()
         .map(|r| Channel {
@@ -196,8 +196,7 @@ pub async fn read(client: &Client) -> Result<Snapshot, tokio_postgres::Error> {
             sending: r.get(14),
         })
         .collect();
-    let queue = client
-        .query(QUEUE, &[])
+    let queue = statements::query(client, QUEUE, &[])
         .await?
         .iter()
         .map(|r| Depth {
@@ -207,8 +206,7 @@ pub async fn read(client: &Client) -> Result<Snapshot, tokio_postgres::Error> {
             oldest: r.get(3),
         })
         .collect();
-    let mut messages: Vec<Recent> = client
-        .query(MESSAGES, &[&RECENT_MESSAGES])
+    let mut messages: Vec<Recent> = statements::query(client, MESSAGES, &params![RECENT_MESSAGES])
         .await?
         .iter()
         .map(|r| Recent {
@@ -225,14 +223,13 @@ pub async fn read(client: &Client) -> Result<Snapshot, tokio_postgres::Error> {
         })
         .collect();
     let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
-    for row in client.query(TRACE, &[&ids]).await? {
+    for row in statements::query(client, TRACE, &params![ids]).await? {
         let id: i64 = row.get(0);
         if let Some(message) = messages.iter_mut().find(|m| m.id == id) {
             message.trace.push(step(&row));
         }
     }
-    let webhooks = client
-        .query(WEBHOOKS, &[])
+    let webhooks = statements::query(client, WEBHOOKS, &[])
         .await?
         .iter()
         .map(|r| Webhook {
@@ -247,8 +244,7 @@ pub async fn read(client: &Client) -> Result<Snapshot, tokio_postgres::Error> {
             last_error: r.get(8),
         })
         .collect();
-    let binds = client
-        .query(BINDS, &[])
+    let binds = statements::query(client, BINDS, &[])
         .await?
         .iter()
         .map(|r| Bind {

@@ -12,6 +12,8 @@ use std::sync::Mutex;
 
 use tokio_postgres::Client;
 
+use crate::statements::{self, params};
+
 /// Seconds in a bucket.
 pub const BUCKET: i64 = 10;
 /// Seconds shown.
@@ -55,10 +57,10 @@ impl Series {
     /// bucket for every ten seconds (empty ones too), ending with the
     /// bucket of now.
     pub async fn refresh(&self, client: &Client) -> Result<Vec<Bucket>, tokio_postgres::Error> {
-        let now: f64 = client
-            .query_one("SELECT extract(epoch FROM now())::float8", &[])
-            .await?
-            .get(0);
+        let now: f64 =
+            statements::query_one(client, "SELECT extract(epoch FROM now())::float8", &[])
+                .await?
+                .get(0);
         let current = bucket_of(now as i64);
         let first = current - WINDOW + BUCKET;
         let from = {
@@ -68,9 +70,7 @@ impl Series {
                 _ => first,
             }
         };
-        let rows = client
-            .query(COUNT, &[&(from as f64), &(BUCKET as f64)])
-            .await?;
+        let rows = statements::query(client, COUNT, &params![from as f64, BUCKET as f64]).await?;
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         buckets.retain(|&start, _| start >= first && start < from);
         for row in rows {

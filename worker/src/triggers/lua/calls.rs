@@ -15,6 +15,8 @@ use tokio_postgres::types::private::BytesMut;
 
 use deadpool_postgres::Transaction;
 
+use crate::statements::{self, params, PgParam};
+
 /// What travels from a running script to the chain's task.
 pub enum FromLua {
     /// The script's thread took the job: its time limit runs from now.
@@ -87,6 +89,17 @@ impl ToSql for Param {
     }
 
     postgres_types::to_sql_checked!();
+}
+
+/// Of the type the statement needs there: `unknown` in Parse is what an
+/// unspecified type is, so the server infers each parameter as it does for
+/// a prepared statement (and for a quoted literal), and reads the text as
+/// that type. Scripts' statements need no named prepare to learn their
+/// parameters' types, and run in one round trip.
+impl PgParam for Param {
+    fn pg_type() -> Type {
+        Type::UNKNOWN
+    }
 }
 
 /// The fields `smsbus.send{...}` takes, as named in Lua, in the order of
@@ -258,8 +271,7 @@ async fn query(tx: &Transaction<'_>, sql: &str, params: &[Param]) -> Result<Vec<
         "WITH smsbus_rows AS (\n{}\n) SELECT to_jsonb(smsbus_rows) FROM smsbus_rows",
         trim_statement(sql)
     );
-    let statement = tx.prepare_cached(&wrapped).await?;
-    let rows = tx.query(&statement, &as_params(params)).await?;
+    let rows = statements::query(tx, &wrapped, &as_params(params)).await?;
     column(&rows)
 }
 
@@ -268,8 +280,7 @@ async fn execute(
     sql: &str,
     params: &[Param],
 ) -> Result<u64, tokio_postgres::Error> {
-    let statement = tx.prepare_cached(trim_statement(sql)).await?;
-    tx.execute(&statement, &as_params(params)).await
+    statements::execute(tx, trim_statement(sql), &as_params(params)).await
 }
 
 async fn send(tx: &Transaction<'_>, fields: &Map<String, Json>) -> Result<i64, CallError> {
@@ -282,20 +293,19 @@ async fn send(tx: &Transaction<'_>, fields: &Map<String, Json>) -> Result<i64, C
         .iter()
         .map(|field| json_param(fields.get(*field)))
         .collect();
-    let statement = tx.prepare_cached(SQL).await?;
-    let row = tx.query_one(&statement, &as_params(&params)).await?;
+    let row = statements::query_one(tx, SQL, &as_params(&params)).await?;
     row.try_get(0).map_err(CallError::Unreadable)
 }
 
 async fn message(tx: &Transaction<'_>, id: i64) -> Result<Option<Json>, CallError> {
-    let statement = tx
-        .prepare_cached("SELECT to_jsonb(m) FROM smsbus.message m WHERE id = $1")
-        .await?;
-    let rows: Vec<_> = tx
-        .query_opt(&statement, &[&id])
-        .await?
-        .into_iter()
-        .collect();
+    let rows: Vec<_> = statements::query_opt(
+        tx,
+        "SELECT to_jsonb(m) FROM smsbus.message m WHERE id = $1",
+        &params![id],
+    )
+    .await?
+    .into_iter()
+    .collect();
     Ok(column(&rows)?.pop())
 }
 
@@ -309,8 +319,8 @@ pub fn json_param(value: Option<&Json>) -> Param {
     })
 }
 
-fn as_params(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
-    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+fn as_params(params: &[Param]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    params.iter().map(statements::typed).collect()
 }
 
 /// Without the trailing semicolon a script may well write.

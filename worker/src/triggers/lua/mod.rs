@@ -36,6 +36,7 @@ use serde_json::{Map, Value as Json};
 use tokio::time::Instant;
 
 use super::catalog::Trigger;
+use crate::statements::{self, params};
 use calls::{FromLua, Server};
 use state::Job;
 pub use state::Settings;
@@ -313,11 +314,7 @@ async fn save(tx: &Transaction<'_>, id: i64, changed: &Map<String, Json>) -> Res
         set.join(", ")
     );
     let fields = Json::Object(changed.clone());
-    let result = async {
-        let statement = tx.prepare_cached(&sql).await?;
-        tx.execute(&statement, &[&id, &fields]).await
-    }
-    .await;
+    let result = statements::execute(tx, &sql, &params![id, fields]).await;
     result.map(drop).map_err(|e| RunError::Save {
         columns: changed.keys().cloned().collect(),
         error: super::chain::error_text(&e),
