@@ -3063,3 +3063,343 @@ COMMENT ON FUNCTION retry_webhooks(bigint)
 -- was claimed. Nothing in this script uses the value: a new enum value may
 -- not be used in the transaction that adds it.
 ALTER TYPE status ADD VALUE 'cancelled';
+
+-- The archive is partitioned by month, and takes the trace of its
+-- messages along (sql/archive.sql). The archive of the release before
+-- becomes one partition of the new one as it is, no row copied: its
+-- rows up to the end of the month of its newest, dropped whole once that
+-- month is past archiving.keep. Its tables leave the extension, as the
+-- months do not belong to it either: pg_dump carries them with their rows.
+ALTER EXTENSION smsbus DROP TABLE message_archive;
+ALTER EXTENSION smsbus DROP TABLE message_part_archive;
+ALTER TABLE message_archive RENAME TO message_archive_legacy;
+ALTER INDEX message_archive_pkey RENAME TO message_archive_legacy_pkey;
+ALTER INDEX message_archive_idempotency_key RENAME TO message_archive_legacy_idempotency_key;
+ALTER INDEX message_archive_created RENAME TO message_archive_legacy_created;
+ALTER TABLE message_part_archive RENAME TO message_part_archive_legacy;
+ALTER INDEX message_part_archive_pkey RENAME TO message_part_archive_legacy_pkey;
+-- Reached through the archive only, where row security applies.
+REVOKE ALL ON message_archive_legacy, message_part_archive_legacy FROM smsbus_sender, smsbus_admin, smsbus_worker;
+
+CREATE TABLE message_archive (LIKE message INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (created_at);
+CREATE TABLE message_part_archive (LIKE message_part INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (submitted_at);
+CREATE TABLE message_event_archive (LIKE message_event INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (at);
+GRANT SELECT ON message_archive, message_part_archive, message_event_archive TO smsbus_sender;
+GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
+GRANT SELECT ON message_event_archive TO smsbus_admin;
+GRANT SELECT, INSERT, DELETE ON message_archive, message_part_archive TO smsbus_worker;
+GRANT SELECT ON message_event_archive TO smsbus_worker;
+
+DO $attach$
+DECLARE
+    newest timestamptz;
+BEGIN
+    SELECT max(created_at) INTO newest FROM smsbus.message_archive_legacy;
+    IF newest IS NULL THEN
+        DROP TABLE smsbus.message_archive_legacy;
+    ELSE
+        EXECUTE format('ALTER TABLE smsbus.message_archive ATTACH PARTITION smsbus.message_archive_legacy
+                        FOR VALUES FROM (MINVALUE) TO (%L)',
+                       (date_trunc('month', newest AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC');
+    END IF;
+    SELECT max(submitted_at) INTO newest FROM smsbus.message_part_archive_legacy;
+    IF newest IS NULL THEN
+        DROP TABLE smsbus.message_part_archive_legacy;
+    ELSE
+        EXECUTE format('ALTER TABLE smsbus.message_part_archive ATTACH PARTITION smsbus.message_part_archive_legacy
+                        FOR VALUES FROM (MINVALUE) TO (%L)',
+                       (date_trunc('month', newest AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC');
+    END IF;
+END
+$attach$;
+
+ALTER TABLE archiving ADD COLUMN keep interval CONSTRAINT archiving_keep CHECK (keep > interval '0');
+COMMENT ON COLUMN archiving.keep IS 'How long the archive keeps a month (null: for ever); older months are dropped whole.';
+
+-- Each partition of an archive table with its range; MINVALUE and
+-- MAXVALUE as -infinity and infinity.
+CREATE FUNCTION _archive_bounds(p_table regclass)
+RETURNS TABLE (partition regclass, lower_bound timestamptz, upper_bound timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT b.partition,
+           CASE WHEN b.bounds[1] = 'MINVALUE' THEN '-infinity' ELSE btrim(b.bounds[1], '''') END::timestamptz,
+           CASE WHEN b.bounds[2] = 'MAXVALUE' THEN 'infinity' ELSE btrim(b.bounds[2], '''') END::timestamptz
+    FROM (
+        SELECT i.inhrelid::regclass AS partition,
+               regexp_match(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                            '^FOR VALUES FROM \((MINVALUE|''[^'']*'')\) TO \((MAXVALUE|''[^'']*'')\)$') AS bounds
+        FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = p_table
+    ) b
+    WHERE b.bounds IS NOT NULL
+$$;
+
+-- Makes the months from p_from to p_to (UTC) in every archive table that
+-- no partition covers yet, each with its indexes; returns how many it
+-- made. Months more than a year ahead are refused: they would only be
+-- empty tables.
+CREATE FUNCTION _archive_partitions(p_from timestamptz, p_to timestamptz) RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    month timestamp;
+    last_month timestamp;
+    month_start timestamptz;
+    month_end timestamptz;
+    archive record;
+    name text;
+    definition text;
+    made integer := 0;
+BEGIN
+    IF p_from IS NULL OR p_to IS NULL OR p_to > now() + interval '1 year' THEN
+        RAISE EXCEPTION 'archive months are made from a known time up to a year ahead, not % to %', p_from, p_to
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    month := date_trunc('month', p_from AT TIME ZONE 'UTC');
+    last_month := date_trunc('month', p_to AT TIME ZONE 'UTC');
+    -- Workers making the same month at once: one at a time.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('smsbus archive partitions'));
+    WHILE month <= last_month LOOP
+        month_start := month AT TIME ZONE 'UTC';
+        month_end := (month + interval '1 month') AT TIME ZONE 'UTC';
+        FOR archive IN
+            SELECT * FROM (VALUES
+                ('message_archive', ARRAY['PRIMARY KEY (id)'],
+                 ARRAY['(idempotency_key) WHERE idempotency_key IS NOT NULL', 'USING brin (created_at)']),
+                ('message_part_archive', ARRAY['PRIMARY KEY (message_id, part)'], ARRAY['(channel, reference)']),
+                ('message_event_archive', ARRAY[]::text[], ARRAY['(message_id, id)'])
+            ) AS a (parent, constraints, indexes)
+        LOOP
+            CONTINUE WHEN EXISTS (
+                SELECT FROM smsbus._archive_bounds(('smsbus.' || archive.parent)::regclass) b
+                WHERE b.lower_bound < month_end AND b.upper_bound > month_start);
+            name := archive.parent || to_char(month, '"_y"YYYY"m"MM');
+            EXECUTE format('CREATE TABLE smsbus.%I PARTITION OF smsbus.%I FOR VALUES FROM (%L) TO (%L)',
+                           name, archive.parent, month_start, month_end);
+            FOREACH definition IN ARRAY archive.constraints LOOP
+                EXECUTE format('ALTER TABLE smsbus.%I ADD %s', name, definition);
+            END LOOP;
+            FOREACH definition IN ARRAY archive.indexes LOOP
+                EXECUTE format('CREATE INDEX ON smsbus.%I %s', name, definition);
+            END LOOP;
+            made := made + 1;
+        END LOOP;
+        month := month + interval '1 month';
+    END LOOP;
+    RETURN made;
+END
+$$;
+
+-- Drops every archive partition whose range ended more than p_keep ago;
+-- returns how many.
+CREATE FUNCTION _drop_expired_archive(p_keep interval) RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    expired regclass;
+    dropped integer := 0;
+BEGIN
+    IF p_keep IS NULL OR p_keep <= interval '0' THEN
+        RAISE EXCEPTION 'keep must be a positive interval, not %', p_keep USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR expired IN
+        SELECT b.partition
+        FROM unnest(ARRAY['smsbus.message_archive', 'smsbus.message_part_archive',
+                          'smsbus.message_event_archive']::regclass[]) t,
+             smsbus._archive_bounds(t) b
+        WHERE b.upper_bound <= now() - p_keep
+        ORDER BY b.upper_bound
+    LOOP
+        EXECUTE format('DROP TABLE %s', expired);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+
+-- The trace of messages just archived (p_ids, in message_archive and no
+-- longer in the queue) follows them; returns how many events moved. Only
+-- this moves or removes events: no role may delete from the trace.
+CREATE FUNCTION _archive_events(p_ids bigint[]) RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH archived AS (
+        SELECT a.id FROM smsbus.message_archive a
+        WHERE a.id = ANY (p_ids) AND NOT EXISTS (SELECT FROM smsbus.message m WHERE m.id = a.id)
+    ), gone AS (
+        DELETE FROM smsbus.message_event e USING archived a WHERE e.message_id = a.id RETURNING e.*
+    ), kept AS (
+        INSERT INTO smsbus.message_event_archive SELECT * FROM gone RETURNING 1
+    )
+    SELECT count(*) FROM kept
+$$;
+
+-- Moves up to batch_size finished messages (permanent statuses, or sent
+-- without a report requested) that have not changed for older_than into
+-- smsbus.message_archive, with their parts and trace. Returns how many
+-- moved; call again while it returns batch_size.
+CREATE OR REPLACE FUNCTION archive(older_than interval, batch_size integer DEFAULT 10000) RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    moved bigint;
+    ids bigint[];
+    oldest timestamptz;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a positive interval, not %', older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1, not %', batch_size
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The months the batch needs, made first.
+    SELECT min(v.created_at) INTO oldest FROM (
+        SELECT m.created_at FROM smsbus.message m
+        WHERE (m.status NOT IN ('scheduled', 'queued', 'sending', 'sent')
+               OR (m.status = 'sent' AND NOT m.request_report))
+          AND m.trigger_status NOT IN ('pending', 'processing')
+          AND m.updated_at < now() - older_than
+        ORDER BY m.updated_at
+        LIMIT batch_size
+    ) v;
+    IF oldest IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM smsbus._archive_partitions(least(oldest, now()), now());
+    WITH victims AS (
+        SELECT m.id FROM smsbus.message m
+        WHERE (m.status NOT IN ('scheduled', 'queued', 'sending', 'sent')
+               OR (m.status = 'sent' AND NOT m.request_report))
+          AND m.trigger_status NOT IN ('pending', 'processing')
+          AND m.updated_at < now() - older_than
+        ORDER BY m.updated_at
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM smsbus.message m USING victims v WHERE m.id = v.id RETURNING m.*
+    ), kept AS (
+        INSERT INTO smsbus.message_archive SELECT * FROM gone RETURNING id
+    ), gone_parts AS (
+        DELETE FROM smsbus.message_part p USING victims v WHERE p.message_id = v.id RETURNING p.*
+    ), kept_parts AS (
+        INSERT INTO smsbus.message_part_archive SELECT * FROM gone_parts
+    )
+    SELECT count(*), array_agg(id) INTO moved, ids FROM kept;
+    IF moved > 0 THEN
+        PERFORM smsbus._archive_events(ids);
+    END IF;
+    RETURN moved;
+END
+$$;
+
+REVOKE ALL ON FUNCTION _archive_bounds(regclass), _archive_partitions(timestamptz, timestamptz),
+    _drop_expired_archive(interval), _archive_events(bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _archive_bounds(regclass), _archive_partitions(timestamptz, timestamptz),
+    _drop_expired_archive(interval), _archive_events(bigint[]) TO smsbus_worker, smsbus_admin;
+
+
+COMMENT ON FUNCTION archive(interval, integer)
+    IS 'Moves up to batch_size finished messages unchanged for older_than, with their parts and trace, to the archive; returns how many.';
+
+-- Archiving makes its months ahead and drops those past keep.
+DROP FUNCTION _archive_scheduled();
+-- Archiving as smsbus.archiving says: one batch when due, or while the
+-- last batch was full; this month's and next month's partitions made
+-- ahead; months past keep dropped. Returns how many moved, whether more
+-- wait, and how many months were dropped.
+CREATE FUNCTION _archive_scheduled(OUT moved bigint, OUT more boolean, OUT dropped integer)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    policy smsbus.archiving;
+BEGIN
+    moved := 0;
+    more := false;
+    dropped := 0;
+    SELECT * INTO policy FROM smsbus.archiving FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND OR NOT policy.enabled THEN
+        RETURN; -- off, or another worker is at it
+    END IF;
+    IF policy.last_run IS NOT NULL AND policy.last_moved < policy.batch_size
+       AND policy.last_run > now() - policy.every THEN
+        RETURN;
+    END IF;
+    PERFORM smsbus._archive_partitions(now(), now() + interval '1 month');
+    moved := smsbus.archive(policy.older_than, policy.batch_size);
+    more := moved >= policy.batch_size;
+    IF policy.keep IS NOT NULL THEN
+        dropped := smsbus._drop_expired_archive(policy.keep);
+    END IF;
+    UPDATE smsbus.archiving SET last_run = now(), last_moved = moved;
+END
+$$;
+REVOKE ALL ON FUNCTION _archive_scheduled() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION _archive_scheduled() TO smsbus_worker, smsbus_admin;
+
+-- One pass of the worker's maintenance; returns what each step did. Each
+-- step runs in a subtransaction of its own: one that fails is logged and
+-- named under "errors" (step: error), and the others still run.
+CREATE OR REPLACE FUNCTION _maintain(p_report_timeout interval DEFAULT interval '48 hours', p_limit integer DEFAULT 10000,
+                          p_part_timeout interval DEFAULT interval '1 hour')
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    result jsonb := '{}';
+    errors jsonb := '{}';
+    step text;
+    done jsonb;
+BEGIN
+    FOREACH step IN ARRAY ARRAY['promoted', 'leases_expired', 'queued_expired', 'noreport', 'triggers_resumed', 'archived',
+                                'reports_dropped', 'usage_dropped', 'inbound_incomplete',
+                                'parked_reports_applied', 'binds_expired', 'receipts_expired',
+                                'account_usage_dropped'] LOOP
+        BEGIN
+            done := CASE step
+                WHEN 'promoted' THEN to_jsonb(smsbus._promote_scheduled(p_limit))
+                WHEN 'leases_expired' THEN to_jsonb(smsbus._expire_leases(p_limit))
+                WHEN 'queued_expired' THEN to_jsonb(smsbus._expire_queued(p_limit))
+                WHEN 'noreport' THEN to_jsonb(smsbus._mark_noreport(p_report_timeout, p_limit))
+                WHEN 'triggers_resumed' THEN to_jsonb(smsbus._resume_triggers(interval '5 minutes', p_limit))
+                WHEN 'archived' THEN (SELECT jsonb_build_object('archived', a.moved, 'archive_more', a.more,
+                                                                'archive_months_dropped', a.dropped)
+                                      FROM smsbus._archive_scheduled() a)
+                -- Reports whose submission never got recorded are kept a day.
+                WHEN 'reports_dropped' THEN to_jsonb(smsbus._drop_old_reports())
+                -- Daily-limit counters are kept a month, for operators to look back.
+                WHEN 'usage_dropped' THEN to_jsonb(smsbus._drop_old_usage())
+                WHEN 'inbound_incomplete' THEN to_jsonb(smsbus._expire_inbound_parts(p_part_timeout))
+                WHEN 'parked_reports_applied' THEN to_jsonb(smsbus._apply_parked_reports())
+                -- SMPP binds of workers that died (sql/smpp_server.sql).
+                WHEN 'binds_expired' THEN to_jsonb(smsbus._expire_binds())
+                -- Delivery receipts no bind took in time (sql/smpp_outbox.sql).
+                WHEN 'receipts_expired' THEN to_jsonb(smsbus._expire_outbox())
+                -- Daily counts of accounts (sql/accounts.sql).
+                WHEN 'account_usage_dropped' THEN to_jsonb(smsbus._drop_old_account_usage())
+            END;
+            result := result || CASE WHEN jsonb_typeof(done) = 'object' THEN done
+                                     ELSE jsonb_build_object(step, done) END;
+        EXCEPTION WHEN OTHERS THEN
+            errors := errors || jsonb_build_object(step, SQLERRM);
+            RAISE WARNING 'smsbus maintenance: step % failed: %', step, SQLERRM;
+        END;
+    END LOOP;
+    IF errors <> '{}' THEN
+        result := result || jsonb_build_object('errors', errors);
+    END IF;
+    RETURN result;
+END
+$$;

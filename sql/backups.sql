@@ -5,7 +5,8 @@
 -- dump carries them and their identity counters. Worker state
 -- (channel_state, channel_wakeup) starts afresh. Restoring runs with
 -- smsbus.restoring = on, under which the queue's triggers keep each row
--- as it was dumped (README: Backups).
+-- as it was dumped (README: Backups). The archive's months are tables of
+-- their own (sql/archive.sql), which pg_dump carries as any other.
 -- One call per statement: each rewrites the pg_extension row.
 DO $dump$
 DECLARE
@@ -14,7 +15,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['channel', 'account', 'api_key', 'webhook', 'webhook_outbox', 'smpp_server', 'route', 'block', 'trigger', 'archiving', 'channel_usage',
                              'message',
                              'message_event', 'message_part', 'pending_report', 'inbound_part',
-                             'message_archive', 'message_part_archive', 'smpp_outbox', 'account_usage'] LOOP
+                             'smpp_outbox', 'account_usage'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('smsbus.' || t)::regclass, '');
     END LOOP;
     FOREACH t IN ARRAY ARRAY['message', 'message_event', 'route', 'block', 'trigger', 'smpp_outbox', 'api_key', 'webhook', 'webhook_outbox'] LOOP

@@ -127,6 +127,7 @@ COMMENT ON COLUMN archiving.enabled IS 'Off: the worker archives nothing.';
 COMMENT ON COLUMN archiving.older_than IS 'Finished messages unchanged this long move to message_archive.';
 COMMENT ON COLUMN archiving.batch_size IS 'How many move per transaction.';
 COMMENT ON COLUMN archiving.every IS 'How often the worker looks; batch after batch while a backlog lasts.';
+COMMENT ON COLUMN archiving.keep IS 'How long the archive keeps a month (null: for ever); older months are dropped whole.';
 
 COMMENT ON COLUMN message_event.actor IS 'Who made the change: smsbus.actor, a worker by its application name (worker:<id>), or the role.';
 COMMENT ON COLUMN message_event.session_role IS 'The login role behind an actor the session named itself.';
@@ -134,7 +135,7 @@ COMMENT ON COLUMN message_event.session_role IS 'The login role behind an actor 
 COMMENT ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean, text, jsonb, text, text)
     IS 'Queues one SMS and returns its id; with an idempotency_key used before, the first message''s id.';
 COMMENT ON FUNCTION archive(interval, integer)
-    IS 'Moves up to batch_size finished messages unchanged for older_than to message_archive; returns how many.';
+    IS 'Moves up to batch_size finished messages unchanged for older_than, with their parts and trace, to the archive; returns how many.';
 COMMENT ON FUNCTION set_password(text, text)
     IS 'Sets an account''s password (kept as a salted argon2id hash), or an argon2id hash as given; null removes it.';
 COMMENT ON FUNCTION retry_webhooks(bigint)

@@ -42,7 +42,8 @@ BEGIN
                 WHEN 'queued_expired' THEN to_jsonb(smsbus._expire_queued(p_limit))
                 WHEN 'noreport' THEN to_jsonb(smsbus._mark_noreport(p_report_timeout, p_limit))
                 WHEN 'triggers_resumed' THEN to_jsonb(smsbus._resume_triggers(interval '5 minutes', p_limit))
-                WHEN 'archived' THEN (SELECT jsonb_build_object('archived', a.moved, 'archive_more', a.more)
+                WHEN 'archived' THEN (SELECT jsonb_build_object('archived', a.moved, 'archive_more', a.more,
+                                                                'archive_months_dropped', a.dropped)
                                       FROM smsbus._archive_scheduled() a)
                 -- Reports whose submission never got recorded are kept a day.
                 WHEN 'reports_dropped' THEN to_jsonb(smsbus._drop_old_reports())
@@ -86,8 +87,10 @@ AS $$
 $$;
 
 -- Archiving as smsbus.archiving says: one batch when due, or while the
--- last batch was full. Returns how many moved and whether more wait.
-CREATE FUNCTION _archive_scheduled(OUT moved bigint, OUT more boolean)
+-- last batch was full; this month's and next month's partitions made
+-- ahead; months past keep dropped. Returns how many moved, whether more
+-- wait, and how many months were dropped.
+CREATE FUNCTION _archive_scheduled(OUT moved bigint, OUT more boolean, OUT dropped integer)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -95,6 +98,7 @@ DECLARE
 BEGIN
     moved := 0;
     more := false;
+    dropped := 0;
     SELECT * INTO policy FROM smsbus.archiving FOR UPDATE SKIP LOCKED;
     IF NOT FOUND OR NOT policy.enabled THEN
         RETURN; -- off, or another worker is at it
@@ -103,8 +107,12 @@ BEGIN
        AND policy.last_run > now() - policy.every THEN
         RETURN;
     END IF;
+    PERFORM smsbus._archive_partitions(now(), now() + interval '1 month');
     moved := smsbus.archive(policy.older_than, policy.batch_size);
     more := moved >= policy.batch_size;
+    IF policy.keep IS NOT NULL THEN
+        dropped := smsbus._drop_expired_archive(policy.keep);
+    END IF;
     UPDATE smsbus.archiving SET last_run = now(), last_moved = moved;
 END
 $$;

@@ -540,14 +540,20 @@ CREATE TABLE channel_wakeup (
     armed_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Finished messages moved out of the queue by smsbus.archive().
-CREATE TABLE message_archive (LIKE message INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-ALTER TABLE message_archive ADD PRIMARY KEY (id);
-CREATE UNIQUE INDEX message_archive_idempotency_key ON message_archive (idempotency_key)
-    WHERE idempotency_key IS NOT NULL;
-CREATE INDEX message_archive_created ON message_archive (created_at);
-CREATE TABLE message_part_archive (LIKE message_part INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-ALTER TABLE message_part_archive ADD PRIMARY KEY (message_id, part);
+-- Finished messages moved out of the queue by smsbus.archive(), with
+-- their parts and trace: partitioned by month (UTC) of the message's
+-- created_at, the part's submitted_at and the event's at, so that
+-- retention (archiving.keep) drops whole months instead of deleting rows.
+-- The months are tables of their own, made by sql/archive.sql
+-- (_archive_partitions) with their indexes: not members of the extension,
+-- so pg_dump carries each with its rows, and no index here for a dump's
+-- to collide with.
+CREATE TABLE message_archive (LIKE message INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (created_at);
+CREATE TABLE message_part_archive (LIKE message_part INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (submitted_at);
+CREATE TABLE message_event_archive (LIKE message_event INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (at);
 
 -- When the worker archives (one row): finished messages unchanged for
 -- older_than move to the archive, batch_size at a time (short
@@ -562,7 +568,10 @@ CREATE TABLE archiving (
     every      interval NOT NULL DEFAULT interval '1 minute' CONSTRAINT archiving_every CHECK (every >= interval '0'),
     -- Written by the worker.
     last_run   timestamptz,
-    last_moved bigint NOT NULL DEFAULT 0
+    last_moved bigint NOT NULL DEFAULT 0,
+    -- How long the archive keeps a month (null: for ever): a month whose
+    -- end is longer ago than this is dropped whole.
+    keep       interval CONSTRAINT archiving_keep CHECK (keep > interval '0')
 );
 INSERT INTO archiving DEFAULT VALUES;
 COMMENT ON TABLE archiving IS 'smsbus: when the worker moves finished messages to message_archive.';
@@ -614,7 +623,8 @@ GRANT SELECT ON message TO smsbus_sender;
 GRANT INSERT (to_address, body, from_address, channel, priority, scheduled_at, valid_until,
               request_report, encoding, custom, batch_id, idempotency_key)
     ON message TO smsbus_sender;
-GRANT SELECT ON message_event, message_part, message_archive, message_part_archive, channel_state
+GRANT SELECT ON message_event, message_part, message_archive, message_part_archive, message_event_archive,
+    channel_state
     TO smsbus_sender;
 GRANT SELECT (name, kind, enabled, can_send, can_receive, daily_limit, description, created_at, updated_at)
     ON channel TO smsbus_sender;
@@ -656,6 +666,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_outbox TO smsbus_worker;
 GRANT SELECT, UPDATE, DELETE ON account_usage TO smsbus_admin;
 GRANT SELECT, UPDATE, DELETE ON channel_usage TO smsbus_admin;
 GRANT SELECT, DELETE ON message_archive, message_part_archive TO smsbus_admin;
+GRANT SELECT ON message_event_archive TO smsbus_admin;
 
 -- The worker: runs the queue.
 GRANT SELECT ON channel, smpp_server TO smsbus_worker;
@@ -674,5 +685,6 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON channel_state, message_part, pending_rep
 GRANT SELECT, DELETE ON channel_usage TO smsbus_worker;
 GRANT SELECT, INSERT ON message_event TO smsbus_worker;
 GRANT SELECT, INSERT, DELETE ON message_archive, message_part_archive TO smsbus_worker;
+GRANT SELECT ON message_event_archive TO smsbus_worker;
 GRANT SELECT, UPDATE (last_run, last_moved) ON archiving TO smsbus_worker;
 GRANT DELETE ON message TO smsbus_worker;

@@ -61,46 +61,5 @@ BEGIN
 END
 $$;
 
--- Moves up to batch_size finished messages (and their parts) that have not
--- changed for older_than into smsbus.message_archive. Returns how many moved;
--- call it again until it returns 0.
-CREATE FUNCTION archive(older_than interval, batch_size integer DEFAULT 10000) RETURNS bigint
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    moved bigint;
-BEGIN
-    IF older_than IS NULL OR older_than < interval '0' THEN
-        RAISE EXCEPTION 'older_than must be a positive interval, not %', older_than
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF batch_size IS NULL OR batch_size < 1 THEN
-        RAISE EXCEPTION 'batch_size must be at least 1, not %', batch_size
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    WITH victims AS (
-        SELECT m.id FROM smsbus.message m
-        WHERE (m.status NOT IN ('scheduled', 'queued', 'sending', 'sent')
-               OR (m.status = 'sent' AND NOT m.request_report))
-          AND m.trigger_status NOT IN ('pending', 'processing')
-          AND m.updated_at < now() - older_than
-        ORDER BY m.updated_at
-        LIMIT batch_size
-        FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM smsbus.message m USING victims v WHERE m.id = v.id RETURNING m.*
-    ), kept AS (
-        INSERT INTO smsbus.message_archive SELECT * FROM gone RETURNING id
-    ), gone_parts AS (
-        DELETE FROM smsbus.message_part p USING victims v WHERE p.message_id = v.id RETURNING p.*
-    ), kept_parts AS (
-        INSERT INTO smsbus.message_part_archive SELECT * FROM gone_parts
-    )
-    SELECT count(*) INTO moved FROM kept;
-    RETURN moved;
-END
-$$;
-
 GRANT EXECUTE ON FUNCTION send(text, text, text, text, smallint, timestamptz, timestamptz, boolean,
     text, jsonb, text, text) TO smsbus_sender, smsbus_admin;
-GRANT EXECUTE ON FUNCTION archive(interval, integer) TO smsbus_admin, smsbus_worker;

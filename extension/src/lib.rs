@@ -2,6 +2,7 @@
 //!
 //! The schema lives in SQL, a file a concern: `sql/schema.sql` (types,
 //! tables, indexes, roles), `queue.sql` (the queue's triggers), `send.sql`,
+//! `archive.sql` (the archive's months and retention),
 //! `accounts.sql`, `smpp_server.sql`, `smpp_outbox.sql`,
 //! `router_check.sql`, `router_compile.sql`, `router_explain.sql`,
 //! `triggers.sql`, `outbox.sql`, `inbox.sql`, `maintenance.sql`,
@@ -80,6 +81,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../../sql/send.sql", name = "send", requires = ["schema"]);
+extension_sql_file!(
+    "../../sql/archive.sql",
+    name = "archive",
+    requires = ["schema"]
+);
 extension_sql_file!(
     "../../sql/router_check.sql",
     name = "router_check",
@@ -174,6 +180,7 @@ extension_sql_file!(
     requires = [
         "triggers",
         "send",
+        "archive",
         "accounts",
         "api_keys",
         "webhooks",

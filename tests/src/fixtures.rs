@@ -187,7 +187,7 @@ pub async fn schema(c: &Client) -> Vec<String> {
                                      pg_get_expr(ad.adbin, ad.adrelid), a.attacl::text))
              FROM relation r JOIN pg_attribute a ON a.attrelid = r.oid
              LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-             WHERE r.relkind IN ('r', 'v') AND a.attnum > 0 AND NOT a.attisdropped
+             WHERE r.relkind IN ('r', 'p', 'v') AND a.attnum > 0 AND NOT a.attisdropped
              UNION ALL
              SELECT format('constraint %s.%s: %s', r.oid::regclass, co.conname, pg_get_constraintdef(co.oid))
              FROM relation r JOIN pg_constraint co ON co.conrelid = r.oid

@@ -79,6 +79,15 @@ async fn a_dump_restores_as_it_was() {
     for ((table, was), (_, is)) in before.iter().zip(&after) {
         assert_eq!(was, is, "smsbus.{table} differs after the restore");
     }
+    // The archive's months come back as months, the trace's too.
+    let archive = "SELECT string_agg(p.tableoid::regclass || ' ' || p, E'\\n' ORDER BY p::text)
+                   FROM smsbus.message_event_archive p";
+    let archived_trace: String = scalar(&c, archive, &[]).await;
+    assert!(
+        archived_trace.contains("message_event_archive_y"),
+        "{archived_trace}"
+    );
+    assert_eq!(scalar::<String>(&r, archive, &[]).await, archived_trace);
     // What the worker writes about its links starts afresh.
     assert_eq!(
         count(&r, "SELECT count(*) FROM smsbus.channel_state").await,

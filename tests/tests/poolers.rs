@@ -30,7 +30,6 @@ async fn session_mode_works_as_direct() {
 }
 
 #[tokio::test]
-#[ignore = "until every worker statement is unnamed"]
 async fn transaction_mode_with_a_direct_listen_url() {
     // Four server connections for a pool of eight: every worker
     // connection runs its statements on whichever is free.
@@ -39,7 +38,6 @@ async fn transaction_mode_with_a_direct_listen_url() {
 }
 
 #[tokio::test]
-#[ignore = "until every worker statement is unnamed"]
 async fn transaction_mode_without_one_polls_and_owns_channels_alone() {
     let bouncer = PgBouncer::start(PoolMode::Transaction, 4).await;
     flood(&bouncer, Listen::ThroughThePooler, POLL_ONLY).await;

@@ -57,6 +57,16 @@ async fn a_message_is_created_for_the_keys_account_and_read_back() {
     assert_eq!(shown["parts"], json!([]));
     let trace = shown["trace"].as_array().unwrap();
     assert_eq!(trace.last().unwrap()["to"], "nochannel", "{trace:?}");
+
+    // Archived, with its trace: read back the same.
+    s.c.batch_execute("SELECT smsbus.archive(interval '0')")
+        .await
+        .unwrap();
+    let archived = s
+        .call("GET", &format!("/v1/messages/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(archived.status, 200, "{}", archived.body);
+    assert_eq!(archived.json(), shown);
 }
 
 #[tokio::test]

@@ -111,7 +111,10 @@ fn show_sql_text() -> String {
              'trace', coalesce((SELECT jsonb_agg(jsonb_build_object(
                                     'at', e.at, 'from', e.from_status, 'to', e.to_status, 'actor', e.actor,
                                     'detail', e.detail) ORDER BY e.id)
-                                FROM smsbus.message_event e WHERE e.message_id = $1), '[]'::jsonb))
+                                FROM (SELECT * FROM smsbus.message_event WHERE message_id = $1
+                                      UNION ALL
+                                      SELECT * FROM smsbus.message_event_archive WHERE message_id = $1) e),
+                               '[]'::jsonb))
          FROM found f"
     )
 }
