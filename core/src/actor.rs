@@ -31,8 +31,8 @@ pub fn actor_of(application_name: &str) -> Option<String> {
     (!worker_id.is_empty()).then(|| format!("worker:{worker_id}"))
 }
 
-/// The longest worker id that reaches the database whole in every
-/// role's `application_name`, and only as printable ASCII.
+/// Whether a worker id reaches the database whole in every role's
+/// `application_name`: printable ASCII, short enough.
 pub fn fits(worker_id: &str) -> bool {
     worker_id.bytes().all(|b| (0x20..0x7f).contains(&b))
         && application_name("listener", worker_id).len() <= APPLICATION_NAME_MAX
@@ -68,7 +68,7 @@ mod tests {
     #[test]
     fn ids_that_postgresql_would_cut_or_mangle_do_not_fit() {
         assert!(fits("host-1:4242"));
-        assert!(!fits(&"x".repeat(40)));
+        assert!(!fits(&"x".repeat(41)));
         assert!(fits(
             &"x".repeat(APPLICATION_NAME_MAX - "smsbus-worker listener ".len())
         ));

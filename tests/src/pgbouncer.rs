@@ -37,6 +37,11 @@ impl PgBouncer {
     /// A pooler for every database of the test cluster, `pool_size`
     /// server connections per database and user.
     pub async fn start(mode: PoolMode, pool_size: u32) -> PgBouncer {
+        PgBouncer::start_for(&base_conninfo(), mode, pool_size).await
+    }
+
+    /// The same in front of the server `server` names (`host=... port=...`).
+    pub async fn start_for(server: &str, mode: PoolMode, pool_size: u32) -> PgBouncer {
         let dir = std::env::temp_dir().join(format!(
             "smsbus-pgbouncer-{}-{}",
             std::process::id(),
@@ -48,7 +53,7 @@ impl PgBouncer {
             .local_addr()
             .unwrap()
             .port();
-        let (host, server_port) = server_address();
+        let (host, server_port) = server_address(server);
         let ini = format!(
             "[databases]\n\
              * = host={host} port={server_port}\n\
@@ -121,9 +126,8 @@ impl Drop for PgBouncer {
     }
 }
 
-/// The test cluster's socket directory (or host) and port.
-fn server_address() -> (String, String) {
-    let conninfo = base_conninfo();
+/// The socket directory (or host) and port of a `key=value` string.
+fn server_address(conninfo: &str) -> (String, String) {
     let field = |key: &str| {
         conninfo
             .split_whitespace()

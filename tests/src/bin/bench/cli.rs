@@ -32,6 +32,12 @@ pub enum Scenario {
     /// smsbus's HTTP API: single POSTs against SQL INSERTs, batches, and
     /// webhook delivery.
     HttpApi,
+    /// The end-to-end throughput directly and through PgBouncer (session
+    /// mode; transaction mode with --listen-url, and poll-only).
+    Poolers,
+    /// Dropping a month of --retention-rows archived messages against
+    /// deleting as many: time, WAL, size after.
+    Retention,
     /// End-to-end throughput on empty tables and with --scale-finished /
     /// --scale-archived rows, then a long run and the queue table's bloat.
     /// Same as --only-scale.
@@ -112,6 +118,14 @@ pub struct Args {
     /// Messages of the end-to-end throughput run.
     #[arg(long, default_value_t = 100_000, help_heading = "End to end")]
     pub e2e_messages: usize,
+
+    /// Messages of each end-to-end run of the pooler scenario.
+    #[arg(long, default_value_t = 20_000, help_heading = "Poolers")]
+    pub pooler_messages: usize,
+
+    /// Archived messages in each of the retention scenario's two months.
+    #[arg(long, default_value_t = 10_000_000, help_heading = "Retention")]
+    pub retention_rows: usize,
     /// SMPP sessions of the end-to-end channel.
     #[arg(long, default_value_t = 2, help_heading = "End to end")]
     pub e2e_sessions: u32,

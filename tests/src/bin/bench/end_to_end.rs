@@ -195,6 +195,16 @@ pub async fn wait_connected(client: &Client, name: &str) -> Result<()> {
 }
 
 pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Result<Figures> {
+    run_with(control, conninfo, &[], settings).await
+}
+
+/// The same with the worker given `worker_args` too (e.g. `--listen-url`).
+pub async fn run_with(
+    control: &Client,
+    conninfo: &str,
+    worker_args: &[&str],
+    settings: &Settings,
+) -> Result<Figures> {
     let simulator_rate = simulator_rate().await?;
     eprintln!("  simulator: {simulator_rate:.0} submit_sm/s");
 
@@ -207,7 +217,7 @@ pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Resul
         },
     )
     .await;
-    let worker = WorkerProcess::start(conninfo)?;
+    let worker = WorkerProcess::start_with(conninfo, worker_args)?;
     let window = json!({"sessions": settings.sessions, "window": settings.window});
     add_channel(control, "e2e", &smsc, window.clone()).await?;
     wait_connected(control, "e2e").await?;

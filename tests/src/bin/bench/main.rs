@@ -30,6 +30,11 @@
 //!   paced latency.
 //! - **scale** (`scale.rs`, only with `--scenario scale`): end to end on
 //!   empty tables against tables of millions, then a long run and the bloat.
+//! - **poolers** (`poolers.rs`, only with `--scenario poolers`): end to end
+//!   directly and through PgBouncer in session and transaction mode, as
+//!   ratios to direct.
+//! - **retention** (`retention.rs`, only with `--scenario retention`): a
+//!   month of the archive dropped against as many rows deleted.
 //!
 //! # Layout
 //!
@@ -62,8 +67,10 @@ mod end_to_end;
 mod gsm;
 mod http_api;
 mod lifecycle;
+mod poolers;
 mod queue;
 mod report;
+mod retention;
 mod routing;
 mod scale;
 mod side;
@@ -135,6 +142,37 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
             Ok(true)
         }
         Scenario::Scale => scale_alone(args, &control, &conninfo, &server).await,
+        Scenario::Poolers => {
+            eprintln!("poolers ...");
+            settle(&control).await?;
+            let settings = end_to_end::Settings {
+                messages: args.pooler_messages,
+                ..args.e2e_settings()
+            };
+            let figures =
+                poolers::run(&control, &args.pg, DATABASE, &settings, args.rounds).await?;
+            println!();
+            print_table(&figures.rows());
+            let results = json!({
+                "server": server,
+                "scenarios": { "poolers": figures.to_json() },
+            });
+            report::write_results(&args.output(), &results)?;
+            Ok(true)
+        }
+        Scenario::Retention => {
+            eprintln!("retention ...");
+            settle(&control).await?;
+            let figures = retention::run(&control, args.retention_rows).await?;
+            println!();
+            print_table(&figures.rows());
+            let results = json!({
+                "server": server,
+                "scenarios": { "retention": figures.to_json() },
+            });
+            report::write_results(&args.output(), &results)?;
+            Ok(true)
+        }
         Scenario::HttpApi => {
             eprintln!("HTTP API ...");
             settle(&control).await?;
