@@ -201,10 +201,22 @@ async fn fail_over(failure: Failure) {
     );
     let all_done = stopped.elapsed();
     let again = sim.submit_count() as i64 - messages;
+    // The rate on the new primary, apart from the messages that waited for
+    // the old primary's leases: those claimed there once and never before.
+    let rate_after: f64 = scalar(
+        &s,
+        &format!(
+            "SELECT coalesce(count(*) / nullif(extract(epoch FROM max(sent_at) - min(sent_at)), 0), 0)::float8
+             FROM smsbus.message WHERE sent_at > to_timestamp({stopped_at}) AND attempts = 1"
+        ),
+        &[],
+    )
+    .await;
     eprintln!(
         "failover ({}): {messages} messages; the first sent through the new primary {:.2} s after the old \
          one stopped, all done {:.1} s after (the old primary's leases ran out first); {rate_before:.0} \
-         msg/s before; {again} sent twice (their progress was not replicated yet)",
+         msg/s before, {rate_after:.0} msg/s after (those not waiting for a lease); {again} sent twice \
+         (their progress was not replicated yet)",
         match failure {
             Failure::Stopped => "stopped",
             Failure::StoppedSynchronous => "stopped, synchronous standby",
