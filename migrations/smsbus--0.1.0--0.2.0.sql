@@ -3141,8 +3141,8 @@ $$;
 
 -- Makes the months from p_from to p_to (UTC) in every archive table that
 -- no partition covers yet, each with its indexes; returns how many it
--- made. Months more than a year ahead are refused: they would only be
--- empty tables.
+-- made. Months more than a year ahead or 25 years back are refused:
+-- whoever may call this makes a bounded number of tables.
 CREATE FUNCTION _archive_partitions(p_from timestamptz, p_to timestamptz) RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -3158,8 +3158,9 @@ DECLARE
     definition text;
     made integer := 0;
 BEGIN
-    IF p_from IS NULL OR p_to IS NULL OR p_to > now() + interval '1 year' THEN
-        RAISE EXCEPTION 'archive months are made from a known time up to a year ahead, not % to %', p_from, p_to
+    IF p_from IS NULL OR p_to IS NULL OR p_to > now() + interval '1 year'
+       OR p_from < now() - interval '25 years' THEN
+        RAISE EXCEPTION 'archive months are made from 25 years back up to a year ahead, not % to %', p_from, p_to
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     month := date_trunc('month', p_from AT TIME ZONE 'UTC');

@@ -77,14 +77,15 @@ impl PgBouncer {
         std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
         std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").unwrap();
         give_to_postgres(&dir);
-        // PgBouncer refuses to run as root.
-        let mut command = if nix::unistd::geteuid().is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", BINARY]);
-            c
-        } else {
-            Command::new(BINARY)
-        };
+        // PgBouncer refuses to run as root: it runs as postgres, as the
+        // child itself (not under runuser), so that dropping this kills it
+        // and it dies with the test (the parent-death signal is set after
+        // the change of user, which would clear it).
+        let mut command = Command::new(BINARY);
+        if let Some(user) = postgres_user() {
+            use std::os::unix::process::CommandExt;
+            command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
         die_with_parent(&mut command);
         let child = command
             .arg(dir.join("pgbouncer.ini"))
@@ -119,7 +120,7 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
-        // runuser passes the signal on; gone already is fine.
+        // Gone already is fine.
         let _gone = self.child.kill();
         let _reaped = self.child.wait();
         let _removed = std::fs::remove_dir_all(&self.dir);
@@ -140,11 +141,17 @@ fn server_address(conninfo: &str) -> (String, String) {
     )
 }
 
-fn give_to_postgres(dir: &Path) {
-    if nix::unistd::geteuid().is_root() {
-        let user = nix::unistd::User::from_name("postgres")
+/// The user PgBouncer runs as when the tests run as root.
+fn postgres_user() -> Option<nix::unistd::User> {
+    nix::unistd::geteuid().is_root().then(|| {
+        nix::unistd::User::from_name("postgres")
             .unwrap()
-            .expect("a postgres user");
+            .expect("a postgres user")
+    })
+}
+
+fn give_to_postgres(dir: &Path) {
+    if let Some(user) = postgres_user() {
         for path in [
             dir.to_path_buf(),
             dir.join("pgbouncer.ini"),

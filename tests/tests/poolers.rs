@@ -1,11 +1,12 @@
 //! The worker behind PgBouncer 1.18 (Debian's): in session mode as it is
 //! directly; in transaction mode with --listen-url (a direct connection
-//! for LISTEN and the ownership locks), and without one, poll-only. In
-//! each, a flood goes out through the SMSC simulator and its receipts come
-//! back, a Lua and an SQL trigger run on every delivered message (user
-//! SQL with parameters), and the trace names the worker: nothing relies on
-//! session state that transaction pooling loses (prepared statements,
-//! startup options, LISTEN, session locks).
+//! for LISTEN and the ownership locks), and without one, poll-only; and
+//! poll-only when asked, without a pooler. In each, a flood goes out
+//! through the SMSC simulator and its receipts come back, a Lua and an SQL
+//! trigger run on every delivered message (user SQL with parameters), and
+//! the trace names the worker: nothing relies on session state that
+//! transaction pooling loses (prepared statements, startup options,
+//! LISTEN, session locks).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -26,7 +27,7 @@ const POLL_ONLY: &str = "poll-only: a notification sent through --database-url d
 #[tokio::test]
 async fn session_mode_works_as_direct() {
     let bouncer = PgBouncer::start(PoolMode::Session, 20).await;
-    flood(&bouncer, Listen::ThroughThePooler, LISTENING).await;
+    flood(Some(&bouncer), Listen::ThroughThePooler, LISTENING).await;
 }
 
 #[tokio::test]
@@ -34,22 +35,29 @@ async fn transaction_mode_with_a_direct_listen_url() {
     // Four server connections for a pool of eight: every worker
     // connection runs its statements on whichever is free.
     let bouncer = PgBouncer::start(PoolMode::Transaction, 4).await;
-    flood(&bouncer, Listen::Direct, LISTENING).await;
+    flood(Some(&bouncer), Listen::Direct, LISTENING).await;
 }
 
 #[tokio::test]
 async fn transaction_mode_without_one_polls_and_owns_channels_alone() {
     let bouncer = PgBouncer::start(PoolMode::Transaction, 4).await;
-    flood(&bouncer, Listen::ThroughThePooler, POLL_ONLY).await;
+    flood(Some(&bouncer), Listen::ThroughThePooler, POLL_ONLY).await;
+}
+
+#[tokio::test]
+async fn poll_only_when_asked_without_a_pooler() {
+    flood(None, Listen::PollOnly, "poll-only (--poll-only)").await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Listen {
     ThroughThePooler,
     Direct,
+    /// --poll-only.
+    PollOnly,
 }
 
-async fn flood(bouncer: &PgBouncer, listen: Listen, mode: &str) {
+async fn flood(bouncer: Option<&PgBouncer>, listen: Listen, mode: &str) {
     let db = TestDb::new().await;
     let c = db.connect().await;
     let sim = smsc(Behaviour {
@@ -75,11 +83,13 @@ $$),
     .await
     .unwrap();
 
-    let through = bouncer.conninfo(&db.name);
     let direct = db.conninfo();
+    let through = bouncer.map_or_else(|| direct.clone(), |b| b.conninfo(&db.name));
     let mut args = vec!["--maintenance-interval", "0.2"];
-    if listen == Listen::Direct {
-        args.extend(["--listen-url", &direct]);
+    match listen {
+        Listen::Direct => args.extend(["--listen-url", &direct]),
+        Listen::PollOnly => args.push("--poll-only"),
+        Listen::ThroughThePooler => {}
     }
     let checked = check(&through, &args[2..]);
     assert!(checked.contains(mode), "{checked}");
@@ -169,11 +179,13 @@ $$),
     )
     .await;
     assert_eq!(owners, 1);
-    assert!(
-        !bouncer.log().contains("ERROR"),
-        "PgBouncer logged errors:\n{}",
-        bouncer.log()
-    );
+    if let Some(bouncer) = bouncer {
+        assert!(
+            !bouncer.log().contains("ERROR"),
+            "PgBouncer logged errors:\n{}",
+            bouncer.log()
+        );
+    }
 }
 
 fn worker(conninfo: &str, id: &str, args: &[&str]) -> Worker {

@@ -11,12 +11,12 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
 use crate::channels::gsm::config::GsmConfig;
 use crate::channels::smpp::config::SmppConfig;
 use crate::smpp_server::listener;
+use crate::statements::{self, params};
 use crate::{db, sessions, Config};
 
 /// How long a provider gets to accept a TCP connection.
@@ -206,13 +206,13 @@ async fn rules(client: &Client) -> anyhow::Result<Vec<Finding>> {
             )
             .await;
             if let (None, Some(f)) = (&problem, &function) {
-                let exists: bool = client
-                    .query_typed(
-                        "SELECT to_regprocedure($1 || '(smsbus.message)') IS NOT NULL",
-                        &[(f, Type::TEXT)],
-                    )
-                    .await?[0]
-                    .get(0);
+                let exists: bool = statements::query_one(
+                    client,
+                    "SELECT to_regprocedure($1 || '(smsbus.message)') IS NOT NULL",
+                    &params![f],
+                )
+                .await?
+                .get(0);
                 if !exists {
                     problem = Some(format!("function {f}(smsbus.message) does not exist"));
                 }
@@ -295,8 +295,7 @@ fn tls_files(name: &str, cert_file: &str, key_file: &str) -> Finding {
 /// Runs a check function of two text arguments; its error, if it raised
 /// one.
 async fn checked(client: &Client, sql: &str, subject: &str, what: &str) -> Option<String> {
-    client
-        .query_typed(sql, &[(&subject, Type::TEXT), (&what, Type::TEXT)])
+    statements::query(client, sql, &params![subject, what])
         .await
         .err()
         .map(|e| crate::triggers::chain::error_text(&e))

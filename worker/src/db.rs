@@ -6,9 +6,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::Notify;
-use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 
+use crate::statements::{self, params};
 use crate::Config;
 
 /// The database connection settings with this worker's identity, in the
@@ -137,8 +137,9 @@ pub const RESTORING_LEFT_ON: &str = "smsbus.restoring is on: new messages are st
 /// Hands back every message this worker claimed and did not submit.
 pub async fn release_claims(pool: &Pool, worker_id: &str) -> anyhow::Result<i32> {
     let client = pool.get().await?;
-    let rows = client
-        .query_typed("SELECT smsbus._release($1)", &[(&worker_id, Type::TEXT)])
-        .await?;
-    Ok(rows[0].get(0))
+    Ok(
+        statements::query_one(&client, "SELECT smsbus._release($1)", &params![worker_id])
+            .await?
+            .get(0),
+    )
 }

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::future::poll_fn;
-use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use crate::statements::{self, params};
 use crate::{db, Config};
 
 /// The notification channel of the probe.
@@ -89,12 +89,7 @@ pub async fn probe(config: &Config, notifier: &tokio_postgres::Client) -> anyhow
     let outcome = async {
         listener.batch_execute(&format!("LISTEN {PROBE}")).await?;
         let token = format!("{}:{}", config.worker_id, std::process::id());
-        notifier
-            .query_typed(
-                "SELECT pg_notify($1, $2)",
-                &[(&PROBE, Type::TEXT), (&token, Type::TEXT)],
-            )
-            .await?;
+        statements::execute(notifier, "SELECT pg_notify($1, $2)", &params![PROBE, token]).await?;
         let arrived = tokio::time::timeout(PROBE_WAIT, async {
             while let Some(payload) = hear.recv().await {
                 if payload == token {

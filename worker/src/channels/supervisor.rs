@@ -25,7 +25,6 @@ use std::time::Duration;
 use anyhow::Context;
 use deadpool_postgres::Pool;
 use tokio::task::JoinHandle;
-use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +33,7 @@ use super::{run_driver, ChannelContext, ChannelRow, Heartbeat};
 use crate::backoff::Backoff;
 use crate::listener::Wakeups;
 use crate::sessions::Sessions;
+use crate::statements::{self, params};
 use crate::{db, Config};
 
 /// How often the channel table is read without a notification.
@@ -111,7 +111,9 @@ impl Ownership {
     }
 
     async fn writable(&self) -> Result<bool, tokio_postgres::Error> {
-        Ok(self.client.query_typed(db::WRITABLE, &[]).await?[0].get(0))
+        Ok(statements::query_one(&self.client, db::WRITABLE, &[])
+            .await?
+            .get(0))
     }
 
     async fn try_take(&self, channel: &str) -> Result<bool, tokio_postgres::Error> {
@@ -120,11 +122,11 @@ impl Ownership {
         } else {
             "SELECT pg_try_advisory_lock($1, hashtext($2))"
         };
-        let rows = self
-            .client
-            .query_typed(sql, &[(&LOCK_SPACE, Type::INT4), (&channel, Type::TEXT)])
-            .await?;
-        Ok(rows[0].get(0))
+        Ok(
+            statements::query_one(&self.client, sql, &params![LOCK_SPACE, channel])
+                .await?
+                .get(0),
+        )
     }
 
     /// Lets go of `channel`; a transaction lock stays until the
@@ -134,13 +136,12 @@ impl Ownership {
         if self.held_transaction {
             return;
         }
-        if let Err(e) = self
-            .client
-            .query_typed(
-                "SELECT pg_advisory_unlock($1, hashtext($2))",
-                &[(&LOCK_SPACE, Type::INT4), (&channel, Type::TEXT)],
-            )
-            .await
+        if let Err(e) = statements::query_one(
+            &self.client,
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &params![LOCK_SPACE, channel],
+        )
+        .await
         {
             tracing::warn!(%channel, "cannot release ownership: {e}");
         }
@@ -235,15 +236,13 @@ async fn reconcile(
         }
         // What a dead owner left in flight goes back to the queue now,
         // not when its leases run out.
-        let orphans: i32 = pool
-            .get()
-            .await?
-            .query_typed(
-                "SELECT smsbus._take_over($1, $2)",
-                &[(&name, Type::TEXT), (&config.worker_id, Type::TEXT)],
-            )
-            .await?[0]
-            .get(0);
+        let orphans: i32 = statements::query_one(
+            &pool.get().await?,
+            "SELECT smsbus._take_over($1, $2)",
+            &params![name, config.worker_id],
+        )
+        .await?
+        .get(0);
         tracing::info!(channel = %name, kind = %row.kind, orphans, "owning channel");
         let stop = CancellationToken::new();
         let task = tokio::spawn(channel_task(

@@ -49,6 +49,9 @@ pub struct Figures {
     messages: usize,
     /// Per path, each round's rate.
     rates: Vec<Vec<f64>>,
+    /// Per path, each round's p50 and p99 latency (commit to submit_sm),
+    /// which poll-only pays for in its tick.
+    latencies_ms: Vec<Vec<(f64, f64)>>,
 }
 
 fn median(rates: &[f64]) -> f64 {
@@ -90,6 +93,8 @@ impl Figures {
                         "delivered_msg_per_s": self.rate(path),
                         "rounds_msg_per_s": self.rates[path as usize],
                         "ratio_to_direct": self.rate(path) / direct,
+                        "latency_p50_ms": median(&self.latencies_ms[path as usize].iter().map(|l| l.0).collect::<Vec<_>>()),
+                        "latency_p99_ms": median(&self.latencies_ms[path as usize].iter().map(|l| l.1).collect::<Vec<_>>()),
                     }),
                 )
             })
@@ -112,7 +117,7 @@ pub async fn run(
     rounds: usize,
 ) -> Result<Figures> {
     let settings = Settings {
-        latency_seconds: 0.5,
+        latency_seconds: 2.0,
         throttle_seconds: 0.5,
         ..base.clone()
     };
@@ -120,24 +125,35 @@ pub async fn run(
     let session = PgBouncer::start_for(server, PoolMode::Session, SESSION_POOL).await;
     let transaction = PgBouncer::start_for(server, PoolMode::Transaction, TRANSACTION_POOL).await;
     let mut rates = vec![Vec::new(); PATHS.len()];
+    let mut latencies_ms = vec![Vec::new(); PATHS.len()];
     for round in 1..=rounds {
         for path in PATHS {
             eprintln!("  {}, round {round} of {rounds} ...", path.name());
-            let (conninfo, args): (String, Vec<&str>) = match path {
-                Path::Direct => (direct.clone(), vec![]),
-                Path::Session => (session.conninfo(database), vec![]),
-                Path::TransactionListening => (
-                    transaction.conninfo(database),
-                    vec!["--listen-url", &direct],
-                ),
-                Path::TransactionPolling => (transaction.conninfo(database), vec![]),
+            // The worker's connection; the harness's own clients (the
+            // paced inserts) connect directly, as applications would not
+            // share the worker's pooler settings.
+            let pooled = match path {
+                Path::Direct => None,
+                Path::Session => Some(session.conninfo(database)),
+                Path::TransactionListening | Path::TransactionPolling => {
+                    Some(transaction.conninfo(database))
+                }
             };
-            let figures = end_to_end::run_with(control, &conninfo, &args, &settings).await?;
+            let mut args: Vec<&str> = Vec::new();
+            if let Some(pooled) = &pooled {
+                args.extend(["--database-url", pooled]);
+            }
+            if path == Path::TransactionListening {
+                args.extend(["--listen-url", &direct]);
+            }
+            let figures = end_to_end::run_with(control, &direct, &args, &settings).await?;
             eprintln!("    {:.0} msg/s", figures.rate);
             rates[path as usize].push(figures.rate);
+            latencies_ms[path as usize].push((figures.p50_ms, figures.p99_ms));
             control
                 .batch_execute(
-                    "DELETE FROM smsbus.channel_state; DELETE FROM smsbus.channel WHERE name = 'e2e'",
+                    "DELETE FROM smsbus.channel_state;
+                     DELETE FROM smsbus.channel WHERE name IN ('e2e', 'throttled')",
                 )
                 .await?;
             crate::common::empty(control).await?;
@@ -146,5 +162,6 @@ pub async fn run(
     Ok(Figures {
         messages: settings.messages,
         rates,
+        latencies_ms,
     })
 }

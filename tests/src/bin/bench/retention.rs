@@ -107,9 +107,14 @@ pub async fn run(control: &Client, rows: usize) -> Result<Figures> {
                 .await?;
         }
     }
-    control
-        .batch_execute("DROP TABLE template; CHECKPOINT; VACUUM ANALYZE smsbus.message_archive")
-        .await?;
+    // One statement each: VACUUM runs outside a transaction block.
+    for sql in [
+        "DROP TABLE template",
+        "CHECKPOINT",
+        "VACUUM ANALYZE smsbus.message_archive",
+    ] {
+        control.batch_execute(sql).await?;
+    }
     let partition = |ago: &str| {
         format!(
             "SELECT b.partition::text FROM smsbus._archive_bounds('smsbus.message_archive') b
