@@ -4,7 +4,7 @@ PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 export PG_CONFIG
 
 .DEFAULT_GOAL := help
-.PHONY: help setup install run test test-faults fuzz bench bench-scale lint stop clean
+.PHONY: help setup install run test test-faults fuzz bench bench-scale bench-poolers bench-retention lint stop clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,6 +33,12 @@ bench: ## Run the benchmarks (release build) and write bench-results.json
 
 bench-scale: ## The end-to-end benchmark with 1M finished and 10M archived messages, and bloat after a long run
 	@scripts/bench.sh --only-scale
+
+bench-poolers: ## End to end directly and through PgBouncer (session; transaction with --listen-url; poll-only)
+	@scripts/bench.sh --scenario poolers
+
+bench-retention: ## A month of 10M archived messages dropped against as many deleted (time, WAL, size)
+	@scripts/bench.sh --scenario retention
 
 lint: ## cargo fmt --check and clippy -D warnings
 	cargo fmt --all -- --check

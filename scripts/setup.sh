@@ -2,8 +2,7 @@
 # Installs what smsbus needs on a fresh Debian machine, skipping what is
 # already there: PostgreSQL 15 with its server headers, clang (for pgrx's
 # bindgen), sudo, curl, Chromium (the status page test), PgBouncer (the
-# pooler tests), cargo-pgrx 0.18.0
-# and pgrx's registration of PostgreSQL 15.
+# pooler tests), cargo-pgrx 0.18.0 and pgrx's registration of PostgreSQL 15.
 set -euo pipefail
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}

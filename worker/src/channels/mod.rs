@@ -13,6 +13,7 @@
 //! - [`smpp`]: the SMPP driver: sessions, each a link to the provider and
 //!   a window of submissions in flight.
 //! - [`gsm`]: the GSM modem driver.
+//! - [`http`]: REST provider channels (under way: webhook signatures).
 //! - [`client_parts`]: the parts an SMPP client sent a message in, kept
 //!   with their user data headers for the SMPP channel to send as they came.
 //!
@@ -22,6 +23,7 @@
 pub mod client_parts;
 pub mod config_json;
 pub mod gsm;
+pub mod http;
 pub mod inbox;
 pub mod outbox;
 pub mod smpp;
