@@ -154,22 +154,9 @@ BEGIN
         RAISE EXCEPTION 'batch_size must be at least 1, not %', batch_size
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The months the batch needs, made first.
-    SELECT min(v.created_at) INTO oldest FROM (
-        SELECT m.created_at FROM smsbus.message m
-        WHERE (m.status NOT IN ('scheduled', 'queued', 'sending', 'sent')
-               OR (m.status = 'sent' AND NOT m.request_report))
-          AND m.trigger_status NOT IN ('pending', 'processing')
-          AND m.updated_at < now() - older_than
-        ORDER BY m.updated_at
-        LIMIT batch_size
-    ) v;
-    IF oldest IS NULL THEN
-        RETURN 0;
-    END IF;
-    PERFORM smsbus._archive_partitions(least(oldest, now()), now());
-    WITH victims AS (
-        SELECT m.id FROM smsbus.message m
+    -- The batch, locked; the months it needs made; then the move.
+    SELECT array_agg(v.id), min(v.created_at) INTO ids, oldest FROM (
+        SELECT m.id, m.created_at FROM smsbus.message m
         WHERE (m.status NOT IN ('scheduled', 'queued', 'sending', 'sent')
                OR (m.status = 'sent' AND NOT m.request_report))
           AND m.trigger_status NOT IN ('pending', 'processing')
@@ -177,19 +164,22 @@ BEGIN
         ORDER BY m.updated_at
         LIMIT batch_size
         FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM smsbus.message m USING victims v WHERE m.id = v.id RETURNING m.*
+    ) v;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM smsbus._archive_partitions(least(oldest, now()), now());
+    WITH gone AS (
+        DELETE FROM smsbus.message m WHERE m.id = ANY (ids) RETURNING m.*
     ), kept AS (
         INSERT INTO smsbus.message_archive SELECT * FROM gone RETURNING id
     ), gone_parts AS (
-        DELETE FROM smsbus.message_part p USING victims v WHERE p.message_id = v.id RETURNING p.*
+        DELETE FROM smsbus.message_part p WHERE p.message_id = ANY (ids) RETURNING p.*
     ), kept_parts AS (
         INSERT INTO smsbus.message_part_archive SELECT * FROM gone_parts
     )
-    SELECT count(*), array_agg(id) INTO moved, ids FROM kept;
-    IF moved > 0 THEN
-        PERFORM smsbus._archive_events(ids);
-    END IF;
+    SELECT count(*) INTO moved FROM kept;
+    PERFORM smsbus._archive_events(ids);
     RETURN moved;
 END
 $$;
