@@ -2,7 +2,9 @@
 //! sends, taken the way the channels and the SMPP server take it: what
 //! providers and modems send (`smpp_stream`, `smpp_receipt_text`,
 //! `gsm_pdu`, `modem_lines`), what clients bound to the SMPP server send
-//! (`smpp_server_pdus`), and what scripts hold (`lua_values`). Each must
+//! (`smpp_server_pdus`), what scripts hold (`lua_values`), and what REST
+//! providers answer and post, read by a channel's mapping (`http_extract`).
+//! Each must
 //! return, whatever the bytes; an error is fine, a panic or a hang is a
 //! bug. The cargo-fuzz targets in `fuzz/` call these, and the inputs that
 //! once broke them are kept in `fuzz/regressions/<target>/` and replayed
@@ -28,13 +30,14 @@ use crate::smpp_server::submission::{self, Submission};
 pub type Target = fn(&[u8]);
 
 /// The targets, by the name of their folder in `fuzz/regressions/`.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("smpp_stream", smpp_stream),
     ("smpp_server_pdus", smpp_server_pdus),
     ("smpp_receipt_text", smpp_receipt_text),
     ("gsm_pdu", gsm_pdu),
     ("modem_lines", modem_lines),
     ("lua_values", lua_values),
+    ("http_extract", http_extract),
 ];
 
 /// Bytes from an SMSC: framed into PDUs, each deliver_sm and data_sm read
@@ -240,6 +243,18 @@ pub fn lua_values(data: &[u8]) {
         before.insert("custom".into(), json);
         let after = serde_json::json!({"id": 1, "custom": back});
         let _ = crate::triggers::lua::values::changes(&before, &after);
+    }
+}
+
+/// A mapping's path or pattern (the first line) applied to a provider's
+/// body (the rest), as an HTTP channel reads answers and webhooks.
+pub fn http_extract(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (extractor, body) = text.split_once('\n').unwrap_or((&text, ""));
+    if let Ok(extractor) = crate::channels::http::extract::Extractor::parse(extractor) {
+        let found = extractor.values(body);
+        assert!(found.len() <= crate::channels::http::extract::VALUES_MAX);
+        let _ = extractor.matches(body);
     }
 }
 
