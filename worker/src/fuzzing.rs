@@ -3,7 +3,8 @@
 //! providers and modems send (`smpp_stream`, `smpp_receipt_text`,
 //! `gsm_pdu`, `modem_lines`), what clients bound to the SMPP server send
 //! (`smpp_server_pdus`), what scripts hold (`lua_values`), and what REST
-//! providers answer and post, read by a channel's mapping (`http_extract`).
+//! providers answer and post, read by a channel's mapping (`http_extract`),
+//! and the request templates operators write (`http_template`).
 //! Each must
 //! return, whatever the bytes; an error is fine, a panic or a hang is a
 //! bug. The cargo-fuzz targets in `fuzz/` call these, and the inputs that
@@ -30,7 +31,7 @@ use crate::smpp_server::submission::{self, Submission};
 pub type Target = fn(&[u8]);
 
 /// The targets, by the name of their folder in `fuzz/regressions/`.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("smpp_stream", smpp_stream),
     ("smpp_server_pdus", smpp_server_pdus),
     ("smpp_receipt_text", smpp_receipt_text),
@@ -38,6 +39,7 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("modem_lines", modem_lines),
     ("lua_values", lua_values),
     ("http_extract", http_extract),
+    ("http_template", http_template),
 ];
 
 /// Bytes from an SMSC: framed into PDUs, each deliver_sm and data_sm read
@@ -256,6 +258,30 @@ pub fn http_extract(data: &[u8]) {
         assert!(found.len() <= crate::channels::http::extract::VALUES_MAX);
         let _ = extractor.matches(body);
     }
+}
+
+/// A request template (the first line) rendered with a value (the rest)
+/// in every escaping: whatever the value, a JSON string stays one string.
+pub fn http_template(data: &[u8]) {
+    use crate::channels::http::template::{Escape, Template};
+    let text = String::from_utf8_lossy(data);
+    let (template, value) = text.split_once('\n').unwrap_or((&text, ""));
+    if let Ok(template) = Template::parse(template, &["to", "body"]) {
+        for escape in [
+            Escape::None,
+            Escape::Url,
+            Escape::Form,
+            Escape::Json,
+            Escape::Xml,
+        ] {
+            let _ = template.render(escape, |_| Some(value.into()));
+        }
+    }
+    let json = Template::parse(r#"{"text": "${body}"}"#, &["body"])
+        .expect("a fixed template")
+        .render(Escape::Json, |_| Some(value.into()));
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("one JSON object");
+    assert_eq!(parsed["text"], value);
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! Channels that send through REST providers (`kind = 'http'`), built in
-//! steps; so far the pieces that read what providers send:
+//! steps; so far the pieces that read what providers send and write what they
+//! are sent:
 //!
 //! - [`signatures`]: Twilio's `X-Twilio-Signature` and Vonage's `sig`,
 //!   checked against the vectors the providers publish.
 //! - [`extract`]: values found in providers' answers and webhooks by JSON
 //!   path or regular expression, bounded on hostile input.
+//! - [`template`]: the URL, headers and body of a request, with `${name}`
+//!   values escaped for their place (URL, form, JSON, XML).
 
 pub mod extract;
 pub mod signatures;
+pub mod template;
