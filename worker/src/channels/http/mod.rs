@@ -8,7 +8,10 @@
 //!   path or regular expression, bounded on hostile input.
 //! - [`template`]: the URL, headers and body of a request, with `${name}`
 //!   values escaped for their place (URL, form, JSON, XML).
+//! - [`response`]: what an answer to a send means (accepted with the
+//!   parts' ids, refused for good or for now, or not known).
 
 pub mod extract;
+pub mod response;
 pub mod signatures;
 pub mod template;
