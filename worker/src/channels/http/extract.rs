@@ -123,6 +123,12 @@ impl JsonPath {
 
     /// The scalars the path reaches in `json`, in document order.
     pub fn values(&self, json: &Value) -> Vec<String> {
+        self.nodes(json).into_iter().filter_map(scalar).collect()
+    }
+
+    /// Whatever the path reaches in `json` (objects too: a webhook's
+    /// entries), in document order.
+    pub fn nodes<'j>(&self, json: &'j Value) -> Vec<&'j Value> {
         let mut found = vec![json];
         for step in &self.0 {
             found = found
@@ -146,7 +152,7 @@ impl JsonPath {
                 .take(VALUES_MAX)
                 .collect();
         }
-        found.into_iter().filter_map(scalar).collect()
+        found
     }
 }
 

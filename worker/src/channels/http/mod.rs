@@ -10,8 +10,11 @@
 //!   values escaped for their place (URL, form, JSON, XML).
 //! - [`response`]: what an answer to a send means (accepted with the
 //!   parts' ids, refused for good or for now, or not known).
+//! - [`reports`]: the delivery reports a provider posts, each with its
+//!   part's id and what its status word means.
 
 pub mod extract;
+pub mod reports;
 pub mod response;
 pub mod signatures;
 pub mod template;
