@@ -1209,7 +1209,8 @@ GRANT EXECUTE ON FUNCTION _actor(), _actor_login() TO PUBLIC;
 -- The trace names the login role behind an actor a session named itself.
 ALTER TABLE message_event ADD COLUMN session_role text DEFAULT _actor_login();
 
--- Intermediate reports name their actor as the trace does everywhere.
+-- Intermediate reports name their actor as the trace does everywhere, and
+-- a channel's report_parts says which parts' reports decide a long message.
 CREATE OR REPLACE FUNCTION _apply_reports(p_channel text, p_references text[], p_statuses text[], p_details text[],
                                p_alternates text[] DEFAULT NULL)
 RETURNS integer
@@ -1227,6 +1228,11 @@ DECLARE
     details text[] := p_details;
     alternates text[] := coalesce(p_alternates, array_fill(NULL::text, ARRAY[cardinality(p_references)]));
     missing record;
+    -- Which parts' reports decide a long message (the channel's
+    -- report_parts): all (any failed part fails it, all delivered deliver
+    -- it), first, last, or any (the first final report), for providers
+    -- that report only one part.
+    policy text := coalesce((SELECT c.config->>'report_parts' FROM smsbus.channel c WHERE c.name = p_channel), 'all');
 BEGIN
     FOR attempt IN 1..2 LOOP
         WITH report AS (
@@ -1287,18 +1293,29 @@ BEGIN
 
         IF touched IS NOT NULL THEN
             UPDATE smsbus.message m
-            SET status = CASE WHEN s.any_failed THEN 'notdelivered'::smsbus.status
-                              ELSE 'delivered'::smsbus.status END,
-                last_error = CASE WHEN s.any_failed THEN s.failed_detail END
-            FROM (SELECT p.message_id,
-                         bool_or(p.status = 'notdelivered') AS any_failed,
-                         bool_and(p.status = 'delivered') AS all_delivered,
-                         min(p.detail) FILTER (WHERE p.status = 'notdelivered') AS failed_detail
-                  FROM smsbus.message_part p
-                  WHERE p.message_id = ANY (touched)
-                  GROUP BY p.message_id) s
-            WHERE m.id = s.message_id AND m.status::text = 'sent'
-              AND (s.any_failed OR s.all_delivered);
+            SET status = d.outcome::smsbus.status,
+                last_error = CASE WHEN d.outcome = 'notdelivered' THEN d.failed_detail END
+            FROM (SELECT s.message_id, s.failed_detail,
+                         CASE policy
+                         WHEN 'first' THEN s.first_status
+                         WHEN 'last' THEN s.last_status
+                         WHEN 'any' THEN CASE WHEN s.any_failed THEN 'notdelivered'
+                                              WHEN s.any_delivered THEN 'delivered' END
+                         ELSE CASE WHEN s.any_failed THEN 'notdelivered'
+                                   WHEN s.all_delivered THEN 'delivered' END
+                         END AS outcome
+                  FROM (SELECT p.message_id,
+                               bool_or(p.status = 'notdelivered') AS any_failed,
+                               bool_or(p.status = 'delivered') AS any_delivered,
+                               bool_and(p.status = 'delivered') AS all_delivered,
+                               (array_agg(p.status ORDER BY p.part))[1] AS first_status,
+                               (array_agg(p.status ORDER BY p.part DESC))[1] AS last_status,
+                               min(p.detail) FILTER (WHERE p.status = 'notdelivered') AS failed_detail
+                        FROM smsbus.message_part p
+                        WHERE p.message_id = ANY (touched)
+                        GROUP BY p.message_id) s) d
+            WHERE m.id = d.message_id AND m.status::text = 'sent'
+              AND d.outcome IN ('delivered', 'notdelivered');
         END IF;
 
         -- The reports that found no part to apply to. One whose own

@@ -312,6 +312,83 @@ async fn delivery_reports_per_part() {
     );
 }
 
+/// A part's number, its report, and the message's status after it.
+type Step = (i32, &'static str, &'static str);
+
+/// A channel's `report_parts` says which parts' reports decide a message
+/// sent in three parts, for providers that report only one of them.
+#[tokio::test]
+async fn report_parts_decides_which_receipts_count() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    // Per policy, each part's report in turn and the message's status
+    // after it.
+    let cases: [(&str, &[Step]); 5] = [
+        (
+            "all",
+            &[
+                (1, "delivered", "sent"),
+                (3, "delivered", "sent"),
+                (2, "delivered", "delivered"),
+            ],
+        ),
+        (
+            "first",
+            &[(2, "notdelivered", "sent"), (1, "delivered", "delivered")],
+        ),
+        (
+            "last",
+            &[
+                (1, "delivered", "sent"),
+                (3, "notdelivered", "notdelivered"),
+            ],
+        ),
+        (
+            "any",
+            &[(2, "enroute", "sent"), (2, "delivered", "delivered")],
+        ),
+        (
+            "any",
+            &[
+                (3, "notdelivered", "notdelivered"),
+                (1, "delivered", "notdelivered"),
+            ],
+        ),
+    ];
+    for (n, (policy, steps)) in cases.iter().enumerate() {
+        let channel = format!("c{n}");
+        c.execute(
+            "INSERT INTO smsbus.channel (name, kind, config) VALUES ($1, 'smpp', jsonb_build_object('report_parts', $2::text))",
+            &[&channel, policy],
+        )
+        .await
+        .unwrap();
+        let id = queue(&c, 1, &channel).await[0];
+        claim(&c, &channel, "w", 10).await;
+        let refs: Vec<String> = (1..=3).map(|p| format!("{channel}-{p}")).collect();
+        c.execute(
+            "SELECT smsbus._mark_sent($1, $2, $3, $4)",
+            &[&channel, &vec![id, id, id], &vec![1i32, 2, 3], &refs],
+        )
+        .await
+        .unwrap();
+        for (part, status, expected) in steps.iter() {
+            report(
+                &c,
+                &channel,
+                &[refs[*part as usize - 1].as_str()],
+                &[status],
+            )
+            .await;
+            assert_eq!(
+                status_of(&c, id).await,
+                *expected,
+                "{policy}: after part {part} {status}"
+            );
+        }
+    }
+}
+
 /// A report that arrives while the _mark_sent recording its part is still
 /// uncommitted sees no part and is parked; _mark_sent looked for parked
 /// reports before that one existed. Maintenance applies it once the part

@@ -51,6 +51,21 @@ pub enum DlrIdFormat {
     DecHex,
 }
 
+/// Which parts' receipts decide a message sent in parts, for providers
+/// that report only some of them (read by `smsbus._apply_reports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportParts {
+    /// Delivered when every part is; not delivered when any part is not.
+    All,
+    /// The first part's receipt decides.
+    First,
+    /// The last part's receipt decides.
+    Last,
+    /// The first final receipt of any part decides.
+    Any,
+}
+
 /// What to do with a message whose submit_sm got no answer: it may or may
 /// not have been accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -97,6 +112,7 @@ pub struct SmppConfig {
     pub source_addr: Option<String>,
     /// Seconds a sent message waits for its receipt (read by maintenance).
     pub report_timeout_s: Option<f64>,
+    pub report_parts: ReportParts,
     pub service_type: String,
 }
 
@@ -127,6 +143,7 @@ impl Default for SmppConfig {
             on_unknown_outcome: UnknownOutcome::Retry,
             source_addr: None,
             report_timeout_s: None,
+            report_parts: ReportParts::All,
             service_type: String::new(),
         }
     }
