@@ -1501,7 +1501,6 @@ COMMENT ON COLUMN message.claimed_by IS 'The worker whose channel holds it while
 COMMENT ON COLUMN message.claimed_until IS 'When that worker''s lease ends (system).';
 
 COMMENT ON COLUMN channel.name IS 'The channel''s name: letters, digits, _ . - (63 at most).';
-COMMENT ON COLUMN channel.kind IS 'smpp or gsm.';
 COMMENT ON COLUMN channel.enabled IS 'Off: the worker disconnects it and the router skips it.';
 COMMENT ON COLUMN channel.can_send IS 'Off: it only receives.';
 COMMENT ON COLUMN channel.can_receive IS 'Off: it only sends.';
@@ -3411,3 +3410,69 @@ BEGIN
     RETURN result;
 END
 $$;
+
+-- HTTP channels (REST providers): a third kind of channel, and received
+-- messages the provider names stored once however often it posts them.
+ALTER TABLE channel DROP CONSTRAINT channel_kind,
+    ADD CONSTRAINT channel_kind CHECK (kind IN ('smpp', 'gsm', 'http'));
+CREATE UNIQUE INDEX message_inbound_reference ON message (channel, reference)
+    WHERE direction = 'in' AND reference IS NOT NULL;
+
+-- Records received messages (arrays of equal length, one element per
+-- message) and returns their ids in the same order. The channel acknowledges
+-- them to the peer only after this commits. A message with the provider's
+-- id as its reference is stored once per channel: a provider that posts it
+-- again (its webhook's answer was lost) gets the first row's id.
+CREATE OR REPLACE FUNCTION _record_inbound(
+    p_channel text, p_from text[], p_to text[], p_bodies text[], p_references text[],
+    p_received_at timestamptz[] DEFAULT NULL, p_custom jsonb[] DEFAULT NULL
+) RETURNS bigint[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    plain bigint[];
+    ids bigint[];
+    received_at timestamptz[] := coalesce(p_received_at,
+                                          array_fill(NULL::timestamptz, ARRAY[cardinality(p_bodies)]));
+    custom jsonb[] := coalesce(p_custom, array_fill(NULL::jsonb, ARRAY[cardinality(p_bodies)]));
+BEGIN
+    -- Without a reference: one row each, ids in the order given.
+    WITH ins AS (
+        INSERT INTO smsbus.message (direction, channel, from_address, to_address, body, reference,
+                                    received_at, custom)
+        SELECT 'in', p_channel, u.from_address, u.to_address, u.body, NULL, u.received_at, u.custom
+        FROM unnest(p_from, p_to, p_bodies, p_references, received_at, custom) WITH ORDINALITY
+             AS u(from_address, to_address, body, reference, received_at, custom, ord)
+        WHERE u.reference IS NULL
+        ORDER BY u.ord
+        RETURNING id
+    )
+    SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO plain FROM ins;
+    IF NOT EXISTS (SELECT FROM unnest(p_references) AS r(reference) WHERE r.reference IS NOT NULL) THEN
+        RETURN plain;
+    END IF;
+
+    -- With one: once per (channel, reference), whoever posted it first.
+    INSERT INTO smsbus.message (direction, channel, from_address, to_address, body, reference,
+                                received_at, custom)
+    SELECT DISTINCT ON (u.reference) 'in', p_channel, u.from_address, u.to_address, u.body, u.reference,
+           u.received_at, u.custom
+    FROM unnest(p_from, p_to, p_bodies, p_references, received_at, custom) WITH ORDINALITY
+         AS u(from_address, to_address, body, reference, received_at, custom, ord)
+    WHERE u.reference IS NOT NULL
+    ORDER BY u.reference, u.ord
+    ON CONFLICT (channel, reference) WHERE direction = 'in' AND reference IS NOT NULL DO NOTHING;
+
+    SELECT array_agg(CASE WHEN x.reference IS NULL THEN plain[x.nth::integer]
+                          ELSE (SELECT m.id FROM smsbus.message m
+                                WHERE m.channel = p_channel AND m.reference = x.reference
+                                  AND m.direction = 'in')
+                     END ORDER BY x.ord)
+    INTO ids
+    FROM (SELECT u.reference, u.ord,
+                 count(*) FILTER (WHERE u.reference IS NULL) OVER (ORDER BY u.ord) AS nth
+          FROM unnest(p_references) WITH ORDINALITY AS u(reference, ord)) x;
+    RETURN ids;
+END
+$$;
+COMMENT ON COLUMN channel.kind IS 'smpp, gsm or http (a REST provider).';

@@ -95,7 +95,7 @@ COMMENT ON COLUMN smpp_bind.delivered IS 'deliver_sm the client acknowledged.';
 COMMENT ON COLUMN smpp_bind.window_in_use IS 'Submissions waiting for their submit_sm_resp when last written.';
 
 COMMENT ON COLUMN channel.name IS 'The channel''s name: letters, digits, _ . - (63 at most).';
-COMMENT ON COLUMN channel.kind IS 'smpp or gsm.';
+COMMENT ON COLUMN channel.kind IS 'smpp, gsm or http (a REST provider).';
 COMMENT ON COLUMN channel.enabled IS 'Off: the worker disconnects it and the router skips it.';
 COMMENT ON COLUMN channel.can_send IS 'Off: it only receives.';
 COMMENT ON COLUMN channel.can_receive IS 'Off: it only sends.';

@@ -18,11 +18,12 @@ CREATE TYPE trigger_status AS ENUM (
     'none', 'pending', 'processing', 'processed', 'failed', 'notriggers', 'nomatch'
 );
 
--- A connection to the outside world: an SMPP provider or a GSM modem.
+-- A connection to the outside world: an SMPP provider, a GSM modem or a REST
+-- provider (HTTP).
 CREATE TABLE channel (
     name        text PRIMARY KEY
                 CONSTRAINT channel_name_format CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$'),
-    kind        text NOT NULL CONSTRAINT channel_kind CHECK (kind IN ('smpp', 'gsm')),
+    kind        text NOT NULL CONSTRAINT channel_kind CHECK (kind IN ('smpp', 'gsm', 'http')),
     enabled     boolean NOT NULL DEFAULT true,
     can_send    boolean NOT NULL DEFAULT true,
     can_receive boolean NOT NULL DEFAULT true,
@@ -409,6 +410,10 @@ CREATE INDEX message_awaiting_report ON message (sent_at) WHERE status = 'sent';
 -- Messages armed for their triggers, or being run by a worker.
 CREATE INDEX message_triggers ON message (id) WHERE trigger_status IN ('pending', 'processing');
 CREATE INDEX message_batch ON message (batch_id) WHERE batch_id IS NOT NULL;
+-- A received message the provider names (an HTTP channel's webhook) is
+-- stored once, however often the provider posts it.
+CREATE UNIQUE INDEX message_inbound_reference ON message (channel, reference)
+    WHERE direction = 'in' AND reference IS NOT NULL;
 CREATE INDEX message_finished ON message (updated_at)
     WHERE status NOT IN ('scheduled', 'queued', 'sending', 'sent');
 

@@ -11,6 +11,8 @@
 //!   contents and schema as text (backup and upgrade tests).
 //! - [`pgbouncer`]: PgBouncer in front of the test cluster, in session or
 //!   transaction mode.
+//! - [`providers`]: the REST provider simulator (Twilio, Vonage,
+//!   Infobip, Kannel generic) over real HTTP.
 //! - [`roles`]: login roles granted smsbus roles, for attack tests.
 //! - [`scenario`]: a channel, a simulated provider and a worker, set up
 //!   the way most end-to-end tests need them.
@@ -32,6 +34,7 @@ pub mod http;
 pub mod metrics;
 pub mod modem;
 pub mod pgbouncer;
+pub mod providers;
 pub mod roles;
 pub mod scenario;
 pub mod smpp_client;

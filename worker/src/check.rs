@@ -14,6 +14,7 @@ use anyhow::Context;
 use tokio_postgres::{Client, NoTls};
 
 use crate::channels::gsm::config::GsmConfig;
+use crate::channels::http::config::HttpConfig;
 use crate::channels::smpp::config::SmppConfig;
 use crate::smpp_server::listener;
 use crate::statements::{self, params};
@@ -139,6 +140,7 @@ async fn channels(client: &Client) -> anyhow::Result<Vec<Finding>> {
         let result = match kind.as_str() {
             "smpp" => smpp(&config).await,
             "gsm" => gsm(&config),
+            "http" => http(&config),
             other => Err(ChannelProblem::UnknownKind(other.to_owned())),
         };
         let (detail, problem) = match result {
@@ -165,6 +167,22 @@ async fn smpp(config: &serde_json::Value) -> Result<String, ChannelProblem> {
         Ok(Err(source)) => Err(ChannelProblem::Unreachable { address, source }),
         Err(_) => Err(ChannelProblem::Timeout { address }),
     }
+}
+
+/// The mapping reads: what it sends to. Its provider is not called (a
+/// request would send a message).
+fn http(config: &serde_json::Value) -> Result<String, ChannelProblem> {
+    let config = HttpConfig::parse(config).map_err(ChannelProblem::Config)?;
+    Ok(format!(
+        "preset {}, up to {} requests at once, webhooks {}",
+        config.preset,
+        config.concurrency,
+        if config.webhook_url.is_empty() {
+            "at the provider's own setting"
+        } else {
+            "at webhook_url"
+        }
+    ))
 }
 
 /// The modem's device exists: what was found.

@@ -4,7 +4,9 @@
 //! `gsm_pdu`, `modem_lines`), what clients bound to the SMPP server send
 //! (`smpp_server_pdus`), what scripts hold (`lua_values`), and what REST
 //! providers answer and post, read by a channel's mapping (`http_extract`),
-//! and the request templates operators write (`http_template`).
+//! and the request templates operators write (`http_template`), and
+//! whole webhooks and answers read by every preset's mappings
+//! (`http_webhook`).
 //! Each must
 //! return, whatever the bytes; an error is fine, a panic or a hang is a
 //! bug. The cargo-fuzz targets in `fuzz/` call these, and the inputs that
@@ -31,7 +33,7 @@ use crate::smpp_server::submission::{self, Submission};
 pub type Target = fn(&[u8]);
 
 /// The targets, by the name of their folder in `fuzz/regressions/`.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("smpp_stream", smpp_stream),
     ("smpp_server_pdus", smpp_server_pdus),
     ("smpp_receipt_text", smpp_receipt_text),
@@ -40,6 +42,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("lua_values", lua_values),
     ("http_extract", http_extract),
     ("http_template", http_template),
+    ("http_webhook", http_webhook),
 ];
 
 /// Bytes from an SMSC: framed into PDUs, each deliver_sm and data_sm read
@@ -282,6 +285,45 @@ pub fn http_template(data: &[u8]) {
         .render(Escape::Json, |_| Some(value.into()));
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("one JSON object");
     assert_eq!(parsed["text"], value);
+}
+
+/// A webhook (the first byte picks its content type, the rest is its body)
+/// and an answer to a send (the same bytes, with a status from the second
+/// byte) read by every preset's mappings, as the HTTP API and the driver
+/// read them.
+pub fn http_webhook(data: &[u8]) {
+    use crate::channels::http::config::{HttpConfig, PRESETS};
+    use crate::channels::http::reports::as_json;
+    use std::sync::OnceLock;
+    static CONFIGS: OnceLock<Vec<HttpConfig>> = OnceLock::new();
+    let configs = CONFIGS.get_or_init(|| {
+        PRESETS
+            .iter()
+            .map(|(name, _)| {
+                let config = serde_json::json!({"preset": name, "base_url": "http://p",
+                    "account": "a", "username": "u", "password": "p", "token": "t",
+                    "webhook_url": "http://s", "signature": "none"});
+                HttpConfig::parse(&config).expect("every preset reads")
+            })
+            .collect()
+    });
+    let (kind, body) = data.split_first().map_or((0, data), |(k, b)| (*k, b));
+    let content_type = match kind % 3 {
+        0 => "application/json",
+        1 => "application/x-www-form-urlencoded",
+        _ => "text/plain",
+    };
+    let status = 100 + u16::from(data.get(1).copied().unwrap_or(0)) * 2;
+    let text = String::from_utf8_lossy(body);
+    for config in configs {
+        if let Some(json) = as_json(Some(content_type), body, Some(&text)) {
+            let _ = config.reports.reports(&json);
+            let _ = config.inbound.messages(&json);
+        }
+        let _ = config
+            .response
+            .outcome(status, Some(&text), &text, std::time::SystemTime::now());
+    }
 }
 
 #[cfg(test)]

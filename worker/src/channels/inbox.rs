@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use deadpool_postgres::Pool;
+
 use super::outbox::Progress;
-use super::state::Count;
+use super::state::{Count, StateHandle};
 use super::ChannelContext;
 use crate::statements::{self, params};
 
@@ -80,8 +82,30 @@ impl Inbox {
     /// Starts the writer. With the channel's outbox `progress`, a report is
     /// written only after the outcomes handed over before it arrived.
     pub fn start(ctx: &ChannelContext, progress: Option<Progress>) -> Inbox {
+        let target = Target {
+            pool: ctx.pool.clone(),
+            channel: ctx.row.name.as_str().into(),
+            state: Some(ctx.state.clone()),
+        };
+        Inbox::to(target, progress)
+    }
+
+    /// The writer for reports and messages that reach a channel outside
+    /// its driver (a provider's webhooks, received by whichever worker
+    /// serves the HTTP API): they are recorded alike, counted by the
+    /// channel's owner in its own time.
+    pub fn detached(pool: Pool, channel: &str) -> Inbox {
+        let target = Target {
+            pool,
+            channel: channel.into(),
+            state: None,
+        };
+        Inbox::to(target, None)
+    }
+
+    fn to(target: Target, progress: Option<Progress>) -> Inbox {
         let (items, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(ctx.clone(), rx, progress.clone()));
+        tokio::spawn(write_loop(target, rx, progress.clone()));
         Inbox {
             items,
             outbox: progress,
@@ -109,8 +133,24 @@ impl Inbox {
     }
 }
 
+/// Where an inbox writes: the channel, and its state when the driver owns
+/// the inbox.
+struct Target {
+    pool: Pool,
+    channel: Arc<str>,
+    state: Option<StateHandle>,
+}
+
+impl Target {
+    fn count(&self, what: Count, n: u64) {
+        if let Some(state) = &self.state {
+            state.count(what, n);
+        }
+    }
+}
+
 async fn write_loop(
-    ctx: ChannelContext,
+    ctx: Target,
     mut items: mpsc::UnboundedReceiver<Item>,
     outbox: Option<Progress>,
 ) {
@@ -140,12 +180,14 @@ async fn write_loop(
             }
             let result = write_reports(&ctx, reports.iter().map(|(r, _)| r)).await;
             if result.is_ok() {
-                ctx.state.count(Count::Reports, reports.len() as u64);
+                ctx.count(Count::Reports, reports.len() as u64);
                 let delivered = reports.iter().filter(|(r, _)| r.status == "delivered");
-                ctx.state.count(Count::Delivered, delivered.count() as u64);
-                for (report, _) in &reports {
-                    if report.status != "enroute" {
-                        ctx.state.reported(&report.reference);
+                ctx.count(Count::Delivered, delivered.count() as u64);
+                if let Some(state) = &ctx.state {
+                    for (report, _) in &reports {
+                        if report.status != "enroute" {
+                            state.reported(&report.reference);
+                        }
                     }
                 }
             }
@@ -180,15 +222,11 @@ fn tell<T>(waiting: oneshot::Sender<T>, answer: T) {
 
 type InboundItems = Vec<(Inbound, oneshot::Sender<Result<Option<i64>, InboxError>>)>;
 
-fn answer_inbound(
-    ctx: &ChannelContext,
-    items: InboundItems,
-    written: anyhow::Result<Vec<Option<i64>>>,
-) {
+fn answer_inbound(ctx: &Target, items: InboundItems, written: anyhow::Result<Vec<Option<i64>>>) {
     match written {
         Ok(ids) => {
             let messages = ids.iter().flatten().count();
-            ctx.state.count(Count::Inbound, messages as u64);
+            ctx.count(Count::Inbound, messages as u64);
             for ((_, tx), id) in items.into_iter().zip(ids) {
                 tell(tx, Ok(id));
             }
@@ -203,7 +241,7 @@ fn answer_inbound(
 }
 
 async fn write_parts<'a>(
-    ctx: &ChannelContext,
+    ctx: &Target,
     parts: impl Iterator<Item = &'a Inbound>,
 ) -> anyhow::Result<Vec<Option<i64>>> {
     let (mut from, mut to, mut references, mut totals, mut seqs, mut bodies, mut custom) = (
@@ -230,7 +268,7 @@ async fn write_parts<'a>(
         &client,
         "SELECT smsbus._record_inbound_parts($1, $2, $3, $4, $5, $6, $7, $8)",
         &params![
-            ctx.row.name,
+            &*ctx.channel,
             from,
             to,
             references,
@@ -252,7 +290,7 @@ async fn write_parts<'a>(
 }
 
 async fn write_reports<'a>(
-    ctx: &ChannelContext,
+    ctx: &Target,
     reports: impl Iterator<Item = &'a Report>,
 ) -> anyhow::Result<()> {
     let (mut references, mut statuses, mut details, mut alternates) =
@@ -267,16 +305,16 @@ async fn write_reports<'a>(
     let matched: i32 = statements::query_one(
         &client,
         "SELECT smsbus._apply_reports($1, $2, $3, $4, $5)",
-        &params![ctx.row.name, references, statuses, details, alternates],
+        &params![&*ctx.channel, references, statuses, details, alternates],
     )
     .await?
     .get(0);
-    tracing::debug!(channel = %ctx.row.name, reports = references.len(), matched, ?references, "reports recorded");
+    tracing::debug!(channel = %ctx.channel, reports = references.len(), matched, ?references, "reports recorded");
     Ok(())
 }
 
 async fn write_inbound<'a>(
-    ctx: &ChannelContext,
+    ctx: &Target,
     messages: impl Iterator<Item = &'a Inbound>,
 ) -> anyhow::Result<Vec<i64>> {
     let (mut from, mut to, mut bodies, mut references, mut custom) =
@@ -292,7 +330,7 @@ async fn write_inbound<'a>(
     let row = statements::query_one(
         &client,
         "SELECT smsbus._record_inbound($1, $2, $3, $4, $5, NULL, $6)",
-        &params![ctx.row.name, from, to, bodies, references, custom],
+        &params![&*ctx.channel, from, to, bodies, references, custom],
     )
     .await?;
     let ids: Vec<i64> = row.get(0);

@@ -13,7 +13,10 @@
 //! - [`smpp`]: the SMPP driver: sessions, each a link to the provider and
 //!   a window of submissions in flight.
 //! - [`gsm`]: the GSM modem driver.
-//! - [`http`]: REST provider channels (under way: webhook signatures).
+//! - [`http`]: the REST provider driver (Twilio, Vonage, Infobip, or a
+//!   generic mapping): requests in flight up to its concurrency; reports
+//!   and inbound messages by webhook to the HTTP API.
+//! - [`tls`]: TLS to providers, SMPP and HTTP alike.
 //! - [`client_parts`]: the parts an SMPP client sent a message in, kept
 //!   with their user data headers for the SMPP channel to send as they came.
 //!
@@ -29,6 +32,7 @@ pub mod outbox;
 pub mod smpp;
 pub mod state;
 pub mod supervisor;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -116,6 +120,7 @@ pub async fn run_driver(ctx: ChannelContext) -> anyhow::Result<()> {
     match ctx.row.kind.as_str() {
         "smpp" => smpp::run(ctx).await,
         "gsm" => gsm::run(ctx).await,
+        "http" => http::run(ctx).await,
         other => anyhow::bail!("channel kind {other:?} is not supported by this worker"),
     }
 }

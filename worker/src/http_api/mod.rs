@@ -14,6 +14,9 @@
 //!   their answers and their `dlr-url` callbacks.
 //! - [`overview`]: `GET /v1/channels` (link states, no configuration) and
 //!   `GET /v1/queue` (depth per channel and status).
+//! - [`providers`]: webhooks of HTTP channels' providers,
+//!   `/v1/providers/{channel}/reports` and `/inbound`, signature checked,
+//!   answered once committed.
 //! - [`health`]: `/healthz` (the process answers) and `/readyz` (the
 //!   database answers and has this worker's version of the extension).
 //! - `/v1/openapi.json`: the OpenAPI 3 document, made by utoipa from the
@@ -57,6 +60,7 @@ pub mod listener;
 pub mod log;
 pub mod messages;
 pub mod overview;
+pub mod providers;
 pub mod reads;
 pub mod status_page;
 
@@ -84,6 +88,8 @@ pub struct Api {
     /// The compatibility endpoints' password checks and account rates.
     pub passwords: Arc<compat::Passwords>,
     pub account_rates: Arc<auth::Rates<String>>,
+    /// HTTP channels whose providers' webhooks came in.
+    pub hooks: Arc<providers::Hooks>,
 }
 
 impl Api {
@@ -95,6 +101,7 @@ impl Api {
             status: Arc::new(status_page::Board::new(status_page_local)),
             passwords: Arc::default(),
             account_rates: Arc::default(),
+            hooks: Arc::default(),
         }
     }
 }
@@ -170,6 +177,14 @@ pub fn router(api: Api) -> Router {
         .route(
             "/send",
             get(compat::jasmin::send_message).post(compat::jasmin::send_message),
+        )
+        .route(
+            "/v1/providers/{channel}/reports",
+            get(providers::reports).post(providers::reports),
+        )
+        .route(
+            "/v1/providers/{channel}/inbound",
+            get(providers::inbound).post(providers::inbound),
         )
         .route(
             "/v1/openapi.json",

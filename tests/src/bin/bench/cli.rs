@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{ensure, Result};
 use clap::{Parser, ValueEnum};
 
-use crate::{concurrent_insert, end_to_end, http_api, smpp_server};
+use crate::{concurrent_insert, end_to_end, http_api, http_channel, smpp_server};
 
 /// What a run measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -32,6 +32,9 @@ pub enum Scenario {
     /// smsbus's HTTP API: single POSTs against SQL INSERTs, batches, and
     /// webhook delivery.
     HttpApi,
+    /// The HTTP channel end to end against the provider simulator, reports
+    /// by webhook, as a ratio to the SMPP channel in the same rounds.
+    HttpChannel,
     /// The end-to-end throughput directly and through PgBouncer (session
     /// mode; transaction mode with --listen-url, and poll-only).
     Poolers,
@@ -118,6 +121,11 @@ pub struct Args {
     /// Messages of the end-to-end throughput run.
     #[arg(long, default_value_t = 100_000, help_heading = "End to end")]
     pub e2e_messages: usize,
+
+    /// Messages of each run of the HTTP channel scenario (and of the SMPP
+    /// run it is compared with).
+    #[arg(long, default_value_t = 20_000, help_heading = "HTTP channel")]
+    pub http_channel_messages: usize,
 
     /// Messages of each end-to-end run of the pooler scenario.
     #[arg(long, default_value_t = 20_000, help_heading = "Poolers")]
@@ -264,6 +272,15 @@ impl Args {
             messages: self.http_messages,
             clients: self.http_clients.max(1),
             rounds: self.rounds,
+        }
+    }
+
+    pub fn http_channel_settings(&self) -> http_channel::Settings {
+        http_channel::Settings {
+            messages: self.http_channel_messages,
+            rounds: self.rounds,
+            sessions: self.e2e_sessions,
+            window: self.e2e_window,
         }
     }
 

@@ -25,6 +25,8 @@
 //! - **triggers** (`triggers.rs`): the worker's trigger runner.
 //! - **HTTP API** (`http_api.rs`): single POSTs against the same SQL
 //!   INSERTs, batches, and webhook events delivered.
+//! - **HTTP channel** (`http_channel.rs`): the HTTP channel against the
+//!   provider simulator, reports by webhook, as a ratio to SMPP.
 //! - **SMPP server** (`smpp_server.rs`): submissions accepted (against the
 //!   simulator, in alternating rounds), the full loop with receipts, and
 //!   paced latency.
@@ -66,6 +68,7 @@ mod concurrent_insert;
 mod end_to_end;
 mod gsm;
 mod http_api;
+mod http_channel;
 mod lifecycle;
 mod poolers;
 mod queue;
@@ -183,6 +186,21 @@ async fn run(args: &Args, bench: &Config) -> Result<bool> {
             let results = json!({
                 "server": server,
                 "scenarios": { "http_api": figures.to_json(&settings) },
+                "pass": figures.pass(),
+            });
+            report::write_results(&args.output(), &results)?;
+            Ok(figures.pass())
+        }
+        Scenario::HttpChannel => {
+            eprintln!("HTTP channel ...");
+            settle(&control).await?;
+            let settings = args.http_channel_settings();
+            let figures = http_channel::run(&control, &conninfo, &settings).await?;
+            println!();
+            print_table(&figures.rows());
+            let results = json!({
+                "server": server,
+                "scenarios": { "http_channel": figures.to_json(&settings) },
                 "pass": figures.pass(),
             });
             report::write_results(&args.output(), &results)?;

@@ -17,7 +17,7 @@ use crate::concurrent_insert::{self, InsertRun};
 use crate::lifecycle::{self, LifecycleRun};
 use crate::report::{self, Row};
 use crate::side::{side_order, Side};
-use crate::{end_to_end, gsm, http_api, routing, smpp_server, triggers};
+use crate::{end_to_end, gsm, http_api, http_channel, routing, smpp_server, triggers};
 
 /// Every round's runs of the queue's scenarios, each side's apart.
 #[derive(Default)]
@@ -38,6 +38,7 @@ struct Workers {
     triggers: triggers::Figures,
     smpp_server: smpp_server::Figures,
     http_api: http_api::Figures,
+    http_channel: http_channel::Figures,
 }
 
 /// Runs the queue's scenarios (and the worker's if `with_workers`), prints
@@ -125,6 +126,7 @@ pub async fn run(
         rows.extend(report::trigger_rows(&w.triggers));
         rows.extend(report::smpp_server_rows(&w.smpp_server));
         rows.extend(report::http_api_rows(&w.http_api));
+        rows.extend(w.http_channel.rows());
     }
     println!();
     report::print_table(&rows);
@@ -147,6 +149,7 @@ pub async fn run(
         Value::Null,
         Value::Null,
     );
+    let mut http_channel_json = Value::Null;
     if let Some(w) = &workers {
         let e2e_pass = w.e2e.rate_pass() && w.e2e.latency_pass() && w.e2e.throttle_pass();
         all_pass &= e2e_pass;
@@ -162,6 +165,9 @@ pub async fn run(
         all_pass &= w.http_api.pass();
         http_api_json = w.http_api.to_json(&args.http_settings());
         http_api_json["pass"] = json!(w.http_api.pass());
+        all_pass &= w.http_channel.pass();
+        http_channel_json = w.http_channel.to_json(&args.http_channel_settings());
+        http_channel_json["pass"] = json!(w.http_channel.pass());
     }
     let results = json!({
         "measured_at_unix": SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -204,6 +210,7 @@ pub async fn run(
             "triggers": triggers_json,
             "smpp_server": smpp_server_json,
             "http_api": http_api_json,
+            "http_channel": http_channel_json,
             "concurrent_insert_with_consumer": {
                 "smsbus": smsbus_con.to_json(),
                 "bare": bare_con.to_json(),
@@ -290,11 +297,15 @@ async fn measure_workers(args: &Args, control: &Client, conninfo: &str) -> Resul
     eprintln!("HTTP API ...");
     empty(control).await?;
     let http_api = http_api::run(control, conninfo, &args.http_settings()).await?;
+    eprintln!("HTTP channel ...");
+    empty(control).await?;
+    let http_channel = http_channel::run(control, conninfo, &args.http_channel_settings()).await?;
     Ok(Workers {
         e2e,
         gsm,
         triggers,
         smpp_server,
         http_api,
+        http_channel,
     })
 }

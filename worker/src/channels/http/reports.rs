@@ -141,7 +141,7 @@ pub fn as_json(content_type: Option<&str>, body: &[u8], query: Option<&str>) -> 
 
 /// `application/x-www-form-urlencoded` pairs (`+` as space, then percent
 /// decoding, lossy UTF-8).
-fn form_urlencoded_pairs(form: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
+pub fn form_urlencoded_pairs(form: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
     form.split(|&b| b == b'&')
         .filter(|p| !p.is_empty())
         .map(|pair| {

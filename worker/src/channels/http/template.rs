@@ -117,13 +117,23 @@ impl Template {
         escape: Escape,
         value: impl Fn(&str) -> Option<Cow<'v, str>>,
     ) -> String {
+        self.render_each(|_| escape, value)
+    }
+
+    /// The same, each value escaped as `escape_of` its name says (a URL's
+    /// base is the operator's own and goes in as it is).
+    pub fn render_each<'v>(
+        &self,
+        escape_of: impl Fn(&str) -> Escape,
+        value: impl Fn(&str) -> Option<Cow<'v, str>>,
+    ) -> String {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
                 Piece::Text(text) => out.push_str(text),
                 Piece::Value(name) => {
                     if let Some(v) = value(name) {
-                        push_escaped(&mut out, &v, escape);
+                        push_escaped(&mut out, &v, escape_of(name));
                     }
                 }
             }

@@ -72,6 +72,16 @@ impl Throttle {
         pause
     }
 
+    /// The provider said when to come back (HTTP `Retry-After`): pause
+    /// that long, whatever the current pause.
+    pub fn pause_for(&self, now: Instant, wait: Duration) {
+        let mut s = self.state.lock().unwrap();
+        let until = now + wait;
+        if s.paused_until.is_none_or(|u| u < until) {
+            s.paused_until = Some(until);
+        }
+    }
+
     /// A submission was accepted: the next throttling starts small again.
     pub fn accepted(&self) {
         self.state.lock().unwrap().pause = FIRST_PAUSE;

@@ -1,0 +1,574 @@
+//! HTTP channels end to end: a worker sending through the provider
+//! simulator (tests/src/providers.rs) of each preset over real TCP, the
+//! simulator posting reports and inbound messages to the worker's HTTP API.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use smsbus_tests::db::TestDb;
+use smsbus_tests::providers::{Answer, Preset, Provider, Signing};
+use smsbus_tests::scenario::{add_channel_of_kind, send, wait_for};
+use smsbus_tests::worker::{eventually, Worker};
+use tokio_postgres::Client;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A database, a worker serving the HTTP API (where the providers' webhooks
+/// go), and its base URL.
+struct Setup {
+    c: Client,
+    api: String,
+    worker: Worker,
+    _db: TestDb,
+}
+
+async fn setup() -> Setup {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let worker = Worker::start(
+        &db.conninfo(),
+        &[
+            "--worker-id",
+            "w1",
+            "--maintenance-interval",
+            "0.2",
+            "--http-addr",
+            &addr,
+        ],
+    );
+    let api = format!("http://127.0.0.1:{port}");
+    Setup {
+        c,
+        api,
+        worker,
+        _db: db,
+    }
+}
+
+async fn add_http(s: &Setup, name: &str, provider: &Provider, extra: Value) {
+    let config = provider.channel_config(&s.api, extra);
+    add_channel_of_kind(&s.c, name, "http", &config).await;
+}
+
+fn hook(s: &Setup, channel: &str, hook: &str) -> String {
+    format!("{}/v1/providers/{channel}/{hook}", s.api)
+}
+
+async fn status_of(c: &Client, id: i64) -> (String, Option<String>) {
+    let row = c
+        .query_one(
+            "SELECT status::text, last_error FROM smsbus.message WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn every_preset_sends_and_its_reports_deliver() {
+    let s = setup().await;
+    for preset in Preset::ALL {
+        let provider = Provider::start(preset).await;
+        let name = preset.name();
+        add_http(&s, name, &provider, json!({})).await;
+        let long = "Long GSM text. ".repeat(20);
+        let bodies = ["Hello from smsbus & co", "Привет, мир", long.as_str()];
+        let mut ids = Vec::new();
+        for body in bodies {
+            ids.push(send(&s.c, name, "+31612345678", body).await);
+        }
+        wait_for(
+            &s.c,
+            &ids,
+            &["delivered"],
+            Duration::from_secs(30),
+            &s.worker,
+        )
+        .await;
+        let taken = provider.taken();
+        assert_eq!(taken.len(), 3, "{name}: {taken:?}");
+        for (t, body) in taken.iter().zip(bodies) {
+            assert_eq!(t.text, body, "{name}");
+            let to = match preset {
+                Preset::Twilio | Preset::Generic => "+31612345678",
+                _ => "31612345678",
+            };
+            assert_eq!(t.to, to, "{name}");
+            assert!(
+                t.report_url
+                    .ends_with(&format!("/v1/providers/{name}/reports")),
+                "{name}: {}",
+                t.report_url
+            );
+        }
+        // Each part's id is recorded as a part: Vonage's two for the
+        // long text, one for the others.
+        let parts: i64 = s
+            .c
+            .query_one(
+                "SELECT count(*) FROM smsbus.message_part WHERE message_id = $1 AND status = 'delivered'",
+                &[&ids[2]],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let expected = if preset == Preset::Vonage { 2 } else { 1 };
+        assert_eq!(parts, expected, "{name}");
+        let references: Vec<String> = s
+            .c
+            .query(
+                "SELECT reference FROM smsbus.message_part WHERE message_id = ANY($1) ORDER BY message_id, part",
+                &[&ids],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let given: Vec<String> = taken.iter().flat_map(|t| t.ids.clone()).collect();
+        assert_eq!(references, given, "{name}");
+        assert!(provider
+            .hook_answers()
+            .iter()
+            .all(|a| (200..300).contains(a)));
+    }
+}
+
+#[tokio::test]
+async fn refusals_for_now_wait_and_refusals_for_good_fail() {
+    let s = setup().await;
+    let provider = Provider::start(Preset::Twilio).await;
+    provider.script([
+        Answer::TooMany(Some(1)),
+        Answer::Temporary,
+        Answer::Accept,
+        Answer::Permanent,
+    ]);
+    add_http(&s, "tw", &provider, json!({"concurrency": 1})).await;
+    let later = send(&s.c, "tw", "+31612345678", "after two refusals").await;
+    wait_for(
+        &s.c,
+        &[later],
+        &["delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    let never = send(&s.c, "tw", "+31612345678", "refused").await;
+    wait_for(
+        &s.c,
+        &[never],
+        &["failed"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    let (_, error) = status_of(&s.c, never).await;
+    let error = error.unwrap();
+    assert!(
+        error.contains("HTTP 400") && error.contains("not a valid phone number"),
+        "{error}"
+    );
+    let attempts: i32 =
+        s.c.query_one(
+            "SELECT attempts FROM smsbus.message WHERE id = $1",
+            &[&later],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 3, "a 429 and a 503 before it went");
+    let trace: Vec<String> = s
+        .c
+        .query(
+            "SELECT coalesce(detail, '') FROM smsbus.message_event WHERE message_id = $1 ORDER BY id",
+            &[&later],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        trace.iter().any(|d| d.contains("HTTP 429"))
+            && trace.iter().any(|d| d.contains("HTTP 503")),
+        "{trace:?}"
+    );
+    assert_eq!(provider.requests(), 4);
+}
+
+#[tokio::test]
+async fn a_provider_that_does_not_answer_is_an_unknown_outcome() {
+    let s = setup().await;
+    let provider = Provider::start(Preset::Vonage).await;
+    provider.script([Answer::Hang, Answer::Slow(Duration::from_millis(300))]);
+    add_http(
+        &s,
+        "vg",
+        &provider,
+        json!({"request_timeout_s": 1, "on_unknown_outcome": "retry"}),
+    )
+    .await;
+    let id = send(&s.c, "vg", "+447700900000", "slowly").await;
+    wait_for(
+        &s.c,
+        &[id],
+        &["delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    let retried: i64 = s
+        .c
+        .query_one(
+            "SELECT count(*) FROM smsbus.message_event WHERE message_id = $1 AND detail LIKE '%may arrive twice%'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(retried, 1, "the timed-out attempt is marked in the trace");
+    assert_eq!(provider.taken().len(), 2);
+
+    // With fail, the message that may be out is not sent again.
+    s.c.execute(
+        "UPDATE smsbus.channel SET config = config || '{\"on_unknown_outcome\": \"fail\"}' WHERE name = 'vg'",
+        &[],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    provider.script([Answer::Hang]);
+    let id = send(&s.c, "vg", "+447700900000", "once at most").await;
+    wait_for(&s.c, &[id], &["failed"], Duration::from_secs(30), &s.worker).await;
+    assert!(status_of(&s.c, id)
+        .await
+        .1
+        .unwrap()
+        .contains("outcome unknown"));
+}
+
+#[tokio::test]
+async fn reports_twice_out_of_order_and_before_the_answer_apply_once() {
+    let s = setup().await;
+    let provider = Provider::start(Preset::Twilio).await;
+    provider.auto_report(None);
+    add_http(&s, "tw", &provider, json!({})).await;
+    let id = send(&s.c, "tw", "+31612345678", "reported by hand").await;
+    wait_for(&s.c, &[id], &["sent"], Duration::from_secs(30), &s.worker).await;
+    let sid = provider.taken()[0].ids[0].clone();
+    let url = hook(&s, "tw", "reports");
+    // An intermediate report, the final one twice, then a late
+    // intermediate one: delivered once, never back.
+    for word in ["sent", "delivered", "delivered", "sent"] {
+        assert_eq!(provider.report(&url, &sid, word, Signing::Right).await, 200);
+    }
+    assert_eq!(status_of(&s.c, id).await.0, "delivered");
+    let delivered: i64 = s
+        .c
+        .query_one(
+            "SELECT count(*) FROM smsbus.message_event WHERE message_id = $1 AND to_status = 'delivered'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(delivered, 1);
+
+    // The report may come before the answer to the send was recorded.
+    provider.auto_report(Some("delivered"));
+    provider.script([Answer::AcceptReportFirst]);
+    let early = send(&s.c, "tw", "+31612345678", "reported early").await;
+    wait_for(
+        &s.c,
+        &[early],
+        &["delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    assert_eq!(provider.hook_answers(), vec![200]);
+}
+
+#[tokio::test]
+async fn webhooks_with_a_wrong_or_no_signature_are_refused_and_stored_nowhere() {
+    let s = setup().await;
+    for preset in Preset::ALL {
+        let provider = Provider::start(preset).await;
+        let name = preset.name();
+        provider.auto_report(None);
+        add_http(&s, name, &provider, json!({})).await;
+        let id = send(&s.c, name, "+31612345678", "signed?").await;
+        wait_for(&s.c, &[id], &["sent"], Duration::from_secs(30), &s.worker).await;
+        let reference = provider.taken()[0].ids[0].clone();
+        let word = match preset {
+            Preset::Infobip => "DELIVERED_TO_HANDSET",
+            Preset::Generic => "1",
+            _ => "delivered",
+        };
+        let reports = hook(&s, name, "reports");
+        let inbound = hook(&s, name, "inbound");
+        for sign in [Signing::Wrong, Signing::Unsigned] {
+            assert_eq!(
+                provider.report(&reports, &reference, word, sign).await,
+                401,
+                "{name} {sign:?}"
+            );
+            assert_eq!(
+                provider
+                    .inbound(&inbound, "+31611111111", "+3197000", "forged", "f1", sign)
+                    .await,
+                401,
+                "{name} {sign:?}"
+            );
+        }
+        assert_eq!(status_of(&s.c, id).await.0, "sent", "{name}");
+        let forged: i64 =
+            s.c.query_one(
+                "SELECT count(*) FROM smsbus.message WHERE direction = 'in' AND channel = $1",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(forged, 0, "{name}");
+        assert_eq!(
+            provider
+                .report(&reports, &reference, word, Signing::Right)
+                .await,
+            if preset == Preset::Generic { 202 } else { 200 },
+            "{name}"
+        );
+        assert_eq!(status_of(&s.c, id).await.0, "delivered", "{name}");
+    }
+    assert!(s.worker.log().contains("signature does not match"));
+}
+
+#[tokio::test]
+async fn an_inbound_webhook_is_a_received_row_once_and_a_trigger_answers_it() {
+    let s = setup().await;
+    let provider = Provider::start(Preset::Twilio).await;
+    add_http(&s, "tw", &provider, json!({})).await;
+    s.c.execute(
+        "INSERT INTO smsbus.trigger (name, on_status, language, script) VALUES
+         ('echo', '{received}', 'sql',
+          $$SELECT smsbus.send(m.from_address, 'echo: ' || m.body, channel => 'tw')
+            FROM smsbus.message m WHERE m.id = $1$$)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let url = hook(&s, "tw", "inbound");
+    let sid = provider.new_id();
+    for _ in 0..2 {
+        // Twilio posts again when its first request's answer is lost.
+        assert_eq!(
+            provider
+                .inbound(
+                    &url,
+                    "+31687654321",
+                    "+3197001",
+                    "ping",
+                    &sid,
+                    Signing::Right
+                )
+                .await,
+            200
+        );
+    }
+    let rows =
+        s.c.query(
+            "SELECT id, from_address, to_address, body, reference FROM smsbus.message
+             WHERE direction = 'in' AND channel = 'tw'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "stored once");
+    let received: i64 = rows[0].get(0);
+    assert_eq!(rows[0].get::<_, String>(1), "+31687654321");
+    assert_eq!(rows[0].get::<_, String>(3), "ping");
+    assert_eq!(rows[0].get::<_, Option<String>>(4), Some(sid));
+    let answered = eventually(Duration::from_secs(30), || async {
+        provider
+            .taken()
+            .iter()
+            .any(|t| t.text == "echo: ping" && t.to == "+31687654321")
+    })
+    .await;
+    assert!(answered, "no answer went out: {}", s.worker.log());
+    let trigger: String =
+        s.c.query_one(
+            "SELECT trigger_status::text FROM smsbus.message WHERE id = $1",
+            &[&received],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(trigger, "processed");
+}
+
+#[tokio::test]
+async fn bad_webhooks_get_clear_refusals_and_the_worker_keeps_going() {
+    let s = setup().await;
+    let provider = Provider::start(Preset::Infobip).await;
+    add_http(&s, "ib", &provider, json!({})).await;
+    let client = reqwest_client();
+    let post = |url: String, body: &'static str, content_type: &'static str| {
+        let client = client.clone();
+        async move {
+            let answer = client
+                .post(url)
+                .header("Content-Type", content_type)
+                .header(
+                    "Authorization",
+                    format!(
+                        "Basic {}",
+                        base64_of(smsbus_tests::providers::SIGNATURE_SECRET)
+                    ),
+                )
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.text().await.unwrap())
+        }
+    };
+    let (status, _) = post(hook(&s, "nosuch", "reports"), "{}", "application/json").await;
+    assert_eq!(status, 404);
+    let (status, text) = post(hook(&s, "ib", "reports"), "{not json", "application/json").await;
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = post(
+        hook(&s, "ib", "reports"),
+        r#"{"results": []}"#,
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(text.contains("no report"), "{text}");
+    let (status, text) = post(
+        hook(&s, "ib", "reports"),
+        r#"{"results": [{"status": {"name": "DELIVERED_TO_HANDSET"}}]}"#,
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(text.contains("no message id"), "{text}");
+    let (status, _) = post(
+        hook(&s, "ib", "inbound"),
+        r#"{"results": [{"text": "no sender"}]}"#,
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 400);
+    // A report for an id nobody sent is taken (the provider would only
+    // send it again) and kept aside.
+    let (status, _) = post(
+        hook(&s, "ib", "reports"),
+        r#"{"results": [{"messageId": "unknown-1", "status": {"name": "DELIVERED_TO_HANDSET"}}]}"#,
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The worker still sends.
+    let id = send(&s.c, "ib", "+41793026727", "still here").await;
+    wait_for(
+        &s.c,
+        &[id],
+        &["delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn routes_fail_over_between_an_smpp_and_an_http_channel() {
+    let s = setup().await;
+    let smsc = smsbus_tests::scenario::smsc(smsbus_tests::smsc::Behaviour::default()).await;
+    let smpp = smsbus_tests::scenario::smpp_config(&smsc, json!({}));
+    add_channel_of_kind(&s.c, "kpn", "smpp", &smpp).await;
+    let provider = Provider::start(Preset::Vonage).await;
+    add_http(&s, "vg", &provider, json!({})).await;
+    s.c.batch_execute(
+        "INSERT INTO smsbus.route (position, condition, channel) VALUES (1, 'true', 'kpn'), (2, 'true', 'vg');",
+    )
+    .await
+    .unwrap();
+    let insert = |body: &'static str| {
+        let c = &s.c;
+        async move {
+            let row = c
+                .query_one(
+                    "INSERT INTO smsbus.message (to_address, body) VALUES ('+31612345678', $1) RETURNING id, channel",
+                    &[&body],
+                )
+                .await
+                .unwrap();
+            (row.get::<_, i64>(0), row.get::<_, Option<String>>(1))
+        }
+    };
+    let (first, channel) = insert("by smpp").await;
+    assert_eq!(channel.as_deref(), Some("kpn"));
+    s.c.execute(
+        "UPDATE smsbus.channel SET enabled = false WHERE name = 'kpn'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (second, channel) = insert("by http").await;
+    assert_eq!(channel.as_deref(), Some("vg"));
+    s.c.execute(
+        "UPDATE smsbus.channel SET enabled = true WHERE name = 'kpn'",
+        &[],
+    )
+    .await
+    .unwrap();
+    s.c.execute(
+        "UPDATE smsbus.channel SET enabled = false WHERE name = 'vg'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (third, channel) = insert("by smpp again").await;
+    assert_eq!(channel.as_deref(), Some("kpn"));
+    s.c.execute(
+        "UPDATE smsbus.channel SET enabled = true WHERE name = 'vg'",
+        &[],
+    )
+    .await
+    .unwrap();
+    wait_for(
+        &s.c,
+        &[first, second, third],
+        &["sent", "delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    let taken: Vec<String> = provider.taken().into_iter().map(|t| t.text).collect();
+    assert_eq!(taken, vec!["by http".to_owned()]);
+}
+
+fn reqwest_client() -> reqwest::Client {
+    let tls = smsbus_worker::channels::tls::client_config(None).unwrap();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap()
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
