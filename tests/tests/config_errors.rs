@@ -59,6 +59,19 @@ async fn config_errors_name_the_key_and_type_never_the_value() {
             "invalid GSM config: `pin` must be a string, not a number".to_owned(),
         ),
         (
+            "http_password",
+            "http",
+            json!({"preset": "twilio", "account": "AC1", "username": "AC1",
+                   "password": 43218765, "webhook_url": "https://x"}),
+            "invalid HTTP config: `password` must be a string, not a number".to_owned(),
+        ),
+        (
+            "http_typo",
+            "http",
+            json!({"preset": "infobip", "base_url": "https://x", "tokn": "hunter2"}),
+            "invalid HTTP config: unknown key `tokn`".to_owned(),
+        ),
+        (
             "long",
             "gsm",
             gsm_config(

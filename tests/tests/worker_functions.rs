@@ -463,6 +463,60 @@ async fn a_report_before_the_submit_outcome_is_applied_later() {
 }
 
 #[tokio::test]
+async fn an_inbound_message_the_provider_names_is_stored_once() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let record = |bodies: Vec<&'static str>, references: Vec<Option<&'static str>>| {
+        let c = &c;
+        async move {
+            let from = vec!["+31612345678"; bodies.len()];
+            let to = vec![Some("4455"); bodies.len()];
+            scalar::<Vec<i64>>(
+                c,
+                "SELECT smsbus._record_inbound('kpn', $1, $2, $3, $4)",
+                &[&from, &to, &bodies, &references],
+            )
+            .await
+        }
+    };
+    // Named and unnamed side by side, one name twice in the batch.
+    let first = record(
+        vec!["a", "b", "a again", "c"],
+        vec![Some("p-1"), None, Some("p-1"), None],
+    )
+    .await;
+    assert_eq!(first.len(), 4);
+    assert_eq!(first[0], first[2], "one row for p-1: {first:?}");
+    assert!(first[1] != first[3] && first[1] != first[0]);
+    // Posted again later: the first row's id, no new row.
+    let again = record(vec!["a", "d"], vec![Some("p-1"), None]).await;
+    assert_eq!(again[0], first[0]);
+    let rows: Vec<(String, Option<String>)> = c
+        .query(
+            "SELECT body, reference FROM smsbus.message WHERE direction = 'in' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let bodies: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(bodies, ["b", "c", "a", "d"]);
+    // Another channel may use the same name for its own message.
+    c.batch_execute("INSERT INTO smsbus.channel (name, kind) VALUES ('rest', 'http')")
+        .await
+        .unwrap();
+    let other: Vec<i64> = scalar(
+        &c,
+        "SELECT smsbus._record_inbound('rest', ARRAY['+31612345678'], ARRAY['4455'], ARRAY['x'], ARRAY['p-1'])",
+        &[],
+    )
+    .await;
+    assert_ne!(other[0], first[0]);
+}
+
+#[tokio::test]
 async fn inbound_messages_are_recorded() {
     let db = TestDb::new().await;
     let c = setup(&db).await;

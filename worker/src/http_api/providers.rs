@@ -33,8 +33,12 @@ use crate::channels::http::signatures;
 use crate::channels::inbox::{Inbox, Report};
 use crate::statements::{self, params};
 
-/// How long a channel's config is used before it is read again.
+/// How long a channel's config (or its absence) is used before it is read
+/// again.
 const FRESH: Duration = Duration::from_secs(1);
+/// Most channels remembered: names that name no channel are remembered
+/// too (so a flood of them costs no queries), and the memory stays bounded.
+const REMEMBERED: usize = 1024;
 
 /// A channel as its webhooks need it.
 struct Hooked {
@@ -44,9 +48,19 @@ struct Hooked {
     inbox: Inbox,
 }
 
-/// The HTTP channels webhooks came for, read again once a second.
+/// The HTTP channels webhooks came for (None: no such channel), read again
+/// once a second.
 #[derive(Default)]
-pub struct Hooks(Mutex<HashMap<String, (Instant, Arc<Hooked>)>>);
+pub struct Hooks(Mutex<HashMap<String, (Instant, Option<Arc<Hooked>>)>>);
+
+/// What `smsbus.channel.name` allows: anything else names no channel and
+/// costs no query.
+fn is_channel_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
 
 /// Why a channel's webhook cannot be taken.
 enum Lookup {
@@ -57,9 +71,15 @@ enum Lookup {
 
 impl Hooks {
     async fn channel(&self, api: &Api, name: &str) -> Result<Lookup, ApiError> {
+        if !is_channel_name(name) {
+            return Ok(Lookup::Missing);
+        }
         if let Some((read, hooked)) = self.0.lock().unwrap().get(name) {
             if read.elapsed() < FRESH {
-                return Ok(Lookup::Found(hooked.clone()));
+                return Ok(match hooked {
+                    Some(hooked) => Lookup::Found(hooked.clone()),
+                    None => Lookup::Missing,
+                });
             }
         }
         let client = api
@@ -74,14 +94,17 @@ impl Hooks {
         )
         .await
         .map_err(|e| ApiError::unavailable("provider webhook", &e))?;
+        let mut hooks = self.0.lock().unwrap();
+        if hooks.len() >= REMEMBERED {
+            hooks.clear();
+        }
         let Some(row) = row else {
-            self.0.lock().unwrap().remove(name);
+            hooks.insert(name.to_owned(), (Instant::now(), None));
             return Ok(Lookup::Missing);
         };
         let (config, can_receive, updated_at): (serde_json::Value, bool, SystemTime) =
             (row.get(0), row.get(1), row.get(2));
-        let mut hooks = self.0.lock().unwrap();
-        if let Some((read, hooked)) = hooks.get_mut(name) {
+        if let Some((read, Some(hooked))) = hooks.get_mut(name) {
             if hooked.updated_at == updated_at && hooked.can_receive == can_receive {
                 *read = Instant::now();
                 return Ok(Lookup::Found(hooked.clone()));
@@ -97,7 +120,7 @@ impl Hooks {
             updated_at,
             inbox: Inbox::detached(api.pool.clone(), name),
         });
-        hooks.insert(name.to_owned(), (Instant::now(), hooked.clone()));
+        hooks.insert(name.to_owned(), (Instant::now(), Some(hooked.clone())));
         Ok(Lookup::Found(hooked))
     }
 }
