@@ -212,6 +212,48 @@ async fn refusals_for_now_wait_and_refusals_for_good_fail() {
 }
 
 #[tokio::test]
+async fn refused_credentials_are_the_channels_fault_not_the_messages() {
+    let s = setup().await;
+    let provider = Provider::start(Preset::Infobip).await;
+    add_http(&s, "ib", &provider, json!({"token": "not-the-key"})).await;
+    let id = send(&s.c, "ib", "+41793026727", "waits for the key").await;
+    let shown = eventually(Duration::from_secs(15), || async {
+        smsbus_tests::scenario::link_state(&s.c, "ib")
+            .await
+            .and_then(|(status, error)| (status == "error").then_some(error))
+            .flatten()
+            .is_some_and(|e| e.contains("HTTP 401"))
+    })
+    .await;
+    assert!(shown, "{}", s.worker.log());
+    let (status, _) = status_of(&s.c, id).await;
+    assert!(matches!(status.as_str(), "queued" | "sending"), "{status}");
+    let error: String =
+        s.c.query_one(
+            "SELECT last_error FROM smsbus.channel_state WHERE channel = 'ib'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!error.contains("not-the-key"), "{error}");
+    s.c.execute(
+        "UPDATE smsbus.channel SET config = config - 'token' || jsonb_build_object('token', $1::text) WHERE name = 'ib'",
+        &[&smsbus_tests::providers::PASSWORD],
+    )
+    .await
+    .unwrap();
+    wait_for(
+        &s.c,
+        &[id],
+        &["delivered"],
+        Duration::from_secs(60),
+        &s.worker,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_provider_that_does_not_answer_is_an_unknown_outcome() {
     let s = setup().await;
     let provider = Provider::start(Preset::Vonage).await;

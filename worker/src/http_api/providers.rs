@@ -48,10 +48,12 @@ struct Hooked {
     inbox: Inbox,
 }
 
-/// The HTTP channels webhooks came for (None: no such channel), read again
-/// once a second.
+/// A channel as last read (None: there is none of that name), and when.
+type Remembered = (Instant, Option<Arc<Hooked>>);
+
+/// The HTTP channels webhooks came for, read again once a second.
 #[derive(Default)]
-pub struct Hooks(Mutex<HashMap<String, (Instant, Option<Arc<Hooked>>)>>);
+pub struct Hooks(Mutex<HashMap<String, Remembered>>);
 
 /// What `smsbus.channel.name` allows: anything else names no channel and
 /// costs no query.

@@ -7,8 +7,9 @@
 //!   after `Retry-After` or the channel's backoff, and the whole channel
 //!   pauses as long, so one provider's limit does not fail a queue;
 //! - refused for good: `failed`, with the provider's words;
-//! - not reached (refused connection, DNS): back to the queue, the channel
-//!   in `error` until a request goes through again;
+//! - not reached (refused connection, DNS), or our credentials refused
+//!   (401, 403, 407: the channel's fault, not the message's): back to the
+//!   queue, the channel in `error` until a request goes through again;
 //! - not known (a timeout after the request left, an answer the mapping
 //!   does not recognise): the message may be out, so
 //!   `on_unknown_outcome` decides, as for SMPP.
@@ -207,6 +208,11 @@ impl Sender {
             Err(e) => return Exchange::Unknown(describe(e)),
         };
         let status = answer.status().as_u16();
+        if matches!(status, 401 | 403 | 407) {
+            return Exchange::NotSent(format!(
+                "HTTP {status}: the provider refuses the channel's credentials"
+            ));
+        }
         let retry_after = answer
             .headers()
             .get(reqwest::header::RETRY_AFTER)
