@@ -31,8 +31,11 @@ use crate::channels::http::config::{Answer, HttpConfig, Signature};
 use crate::channels::http::reports::{as_json, form_urlencoded_pairs};
 use crate::channels::http::signatures;
 use crate::channels::inbox::{Inbox, Report};
+use crate::channels::outbox;
 use crate::statements::{self, params};
 
+/// Longest a report waits for its channel's outcomes to be written.
+const OUTCOMES_WAIT: Duration = Duration::from_secs(5);
 /// How long a channel's config (or its absence) is used before it is read
 /// again.
 const FRESH: Duration = Duration::from_secs(1);
@@ -252,6 +255,12 @@ async fn handle(
     let answer = match hook {
         Hook::Reports => {
             let reports = config.reports.reports(&json).map_err(|e| refused(&e))?;
+            // The provider answered the send before it reported on it: with
+            // the outcomes this process handed over by now written, the
+            // report finds its part instead of being parked for later.
+            if let Some(progress) = outbox::progress_of(channel) {
+                progress.written(progress.mark(), OUTCOMES_WAIT).await;
+            }
             let written = futures_util::future::join_all(reports.into_iter().map(|r| {
                 hooked.inbox.report(Report {
                     reference: r.reference,

@@ -46,8 +46,11 @@ use super::ChannelContext;
 use config::{HttpConfig, Signature};
 use send::Sender;
 
-/// Messages claimed per request slot: those in flight and as many ready.
-const HELD_PER_SLOT: usize = 2;
+/// Messages held per request slot: in flight, ready behind them, and on
+/// their way to the database. Claims come in chunks of a quarter of what
+/// is held, so a larger hold means fewer, larger claims (measured: at 2 per
+/// slot, 64 slots, the claims held the channel to 2,700 msg/s; at 8, 3,400).
+const HELD_PER_SLOT: usize = 8;
 
 pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
     let config = HttpConfig::parse(&ctx.row.config)?;
@@ -66,11 +69,9 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
     }
     let client = client(&config)?;
     let concurrency = config.concurrency as usize;
-    // A lease long enough for a message to wait behind those in flight.
-    let lease = ctx
-        .claims
-        .min_lease
-        .max(send::longest_request(&config) * (HELD_PER_SLOT as u32 + 2));
+    // Held messages' leases are renewed while they wait; the lease covers
+    // a request that is slow to come back, and is what a crash leaves.
+    let lease = ctx.claims.min_lease.max(send::longest_request(&config) * 2);
     let outbox = Outbox::start(&ctx, HELD_PER_SLOT * concurrency, lease);
     let sender = Arc::new(Sender::new(config, name.clone(), client, ctx.state.clone()));
     outbox.set_active(true);

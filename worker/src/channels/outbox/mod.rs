@@ -86,6 +86,7 @@ pub enum Outcome {
 }
 
 pub struct Outbox {
+    channel: String,
     ready: tokio::sync::Mutex<mpsc::Receiver<Claimed>>,
     /// The outcome queue. Outcomes are numbered and sent under its lock,
     /// so they arrive in the order of their numbers.
@@ -125,6 +126,7 @@ impl Outbox {
             .run(active_rx),
         );
         let (written_tx, written) = watch::channel(0);
+        let issued: Arc<AtomicU64> = Arc::default();
         let writer = tokio::spawn(write_loop(
             ctx.clone(),
             held.clone(),
@@ -139,10 +141,16 @@ impl Outbox {
             lease,
             stop_claiming.clone(),
         ));
+        let progress = Progress {
+            issued: issued.clone(),
+            written: written.clone(),
+        };
+        OWN.lock().unwrap().insert(ctx.row.name.clone(), progress);
         Arc::new(Outbox {
+            channel: ctx.row.name.clone(),
             ready: tokio::sync::Mutex::new(ready_rx),
             outcomes: std::sync::Mutex::new(outcomes_tx),
-            issued: Arc::default(),
+            issued,
             written,
             active,
             stop_claiming,
@@ -198,6 +206,16 @@ impl Outbox {
     /// the outbox died, so that promise does not hold; the claimer's
     /// error is reported once the writer has finished.
     pub async fn shut_down(&self) -> Result<(), OutboxError> {
+        {
+            // Only this outbox's entry: a successor may have taken its place.
+            let mut own = OWN.lock().unwrap();
+            if own
+                .get(&self.channel)
+                .is_some_and(|p| Arc::ptr_eq(&p.issued, &self.issued))
+            {
+                own.remove(&self.channel);
+            }
+        }
         self.stop_claiming.cancel();
         let claimer = self.claimer.lock().unwrap().take();
         let claimed = match claimer {
@@ -275,6 +293,17 @@ impl Progress {
         // watch closed), the report goes on without them.
         let _ = tokio::time::timeout(limit, written.wait_for(|w| *w >= mark)).await;
     }
+}
+
+/// The outboxes of the channels this process runs, by channel: a delivery
+/// report that reaches the HTTP API (a provider's webhook) waits for the
+/// outcomes its channel had handed over, as a driver's own reports do.
+static OWN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Progress>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The progress of `channel`'s outbox, when this process runs it.
+pub fn progress_of(channel: &str) -> Option<Progress> {
+    OWN.lock().unwrap().get(channel).cloned()
 }
 
 /// Outcome id that stops the writer (message ids start at 1).
