@@ -149,6 +149,52 @@ async fn every_preset_sends_and_its_reports_deliver() {
 }
 
 #[tokio::test]
+async fn a_provider_that_does_not_split_gets_each_part_and_reports_on_each() {
+    let s = setup().await;
+    let provider = Provider::start(Preset::Generic).await;
+    add_http(
+        &s,
+        "kannel",
+        &provider,
+        json!({"parts": "split",
+               "request": {"url": "${base_url}?to=${to}&text=${body}&udh=${udh}&dlr-url=${report_url}"}}),
+    )
+    .await;
+    let body = "Long GSM text. ".repeat(20);
+    let id = send(&s.c, "kannel", "+31612345678", &body).await;
+    wait_for(
+        &s.c,
+        &[id],
+        &["delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    let taken = provider.taken();
+    assert_eq!(taken.len(), 2, "{taken:?}");
+    assert_eq!(format!("{}{}", taken[0].text, taken[1].text), body);
+    assert_eq!(taken[0].text.chars().count(), 153);
+    let parts: Vec<(i32, String, String)> = s
+        .c
+        .query(
+            "SELECT part::int, reference, status::text FROM smsbus.message_part WHERE message_id = $1 ORDER BY part",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        parts,
+        vec![
+            (1, taken[0].ids[0].clone(), "delivered".to_owned()),
+            (2, taken[1].ids[0].clone(), "delivered".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn refusals_for_now_wait_and_refusals_for_good_fail() {
     let s = setup().await;
     let provider = Provider::start(Preset::Twilio).await;
