@@ -112,8 +112,10 @@ struct Shared {
 
 pub struct Provider {
     pub preset: Preset,
-    /// `http://127.0.0.1:<port>`
+    /// `http://127.0.0.1:<port>`, or `https://localhost:<port>`.
     pub url: String,
+    /// With TLS: the throwaway CA that signed its certificate.
+    tls: Option<crate::smsc::tls::Tls>,
     shared: Arc<Mutex<Shared>>,
     client: reqwest::Client,
     ids: Arc<AtomicU64>,
@@ -140,10 +142,30 @@ struct Ctx {
 impl Provider {
     /// Listens on a free local port.
     pub async fn start(preset: Preset) -> Provider {
+        Provider::listen(preset, None).await
+    }
+
+    /// The same over TLS, its certificate signed by a throwaway CA
+    /// ([`Provider::ca_file`]).
+    pub async fn start_tls(preset: Preset) -> Provider {
+        let tls = crate::smsc::tls::Tls::generate().expect("a throwaway CA");
+        Provider::listen(preset, Some(tls)).await
+    }
+
+    /// The PEM file of the CA of a TLS simulator.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|t| t.ca_file.as_path())
+    }
+
+    async fn listen(preset: Preset, tls: Option<crate::smsc::tls::Tls>) -> Provider {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a local port");
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://127.0.0.1:{port}"),
+        };
         let shared = Arc::new(Mutex::new(Shared {
             auto_report: Some(delivered_word(preset).to_owned()),
             ..Shared::default()
@@ -155,13 +177,24 @@ impl Provider {
             ids: Arc::new(AtomicU64::new(1)),
         };
         let app = axum::Router::new().fallback(serve).with_state(ctx.clone());
-        tokio::spawn(async move {
-            // The simulator lives as long as the test's runtime.
-            let _ = axum::serve(listener, app).await;
-        });
+        // The simulator lives as long as the test's runtime.
+        match &tls {
+            None => {
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            }
+            Some(tls) => {
+                let listener = smsbus_worker::http_api::listener::TlsListener::new(
+                    listener,
+                    tls.acceptor.clone(),
+                )
+                .expect("a TLS listener");
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            }
+        }
         Provider {
             preset,
             url,
+            tls,
             shared,
             client: ctx.client,
             ids: ctx.ids,

@@ -195,6 +195,44 @@ async fn a_provider_that_does_not_split_gets_each_part_and_reports_on_each() {
 }
 
 #[tokio::test]
+async fn a_provider_over_tls_is_trusted_by_its_ca_only() {
+    let s = setup().await;
+    let provider = Provider::start_tls(Preset::Twilio).await;
+    let ca = provider.ca_file().unwrap().to_string_lossy().into_owned();
+    // The system's roots do not know the simulator's CA.
+    add_http(&s, "untrusted", &provider, json!({})).await;
+    let refused = send(&s.c, "untrusted", "+31612345678", "not to a stranger").await;
+    let shown = eventually(Duration::from_secs(15), || async {
+        smsbus_tests::scenario::link_state(&s.c, "untrusted")
+            .await
+            .is_some_and(|(status, error)| {
+                status == "error" && error.is_some_and(|e| e.contains("certificate"))
+            })
+    })
+    .await;
+    assert!(
+        shown,
+        "{:?}
+{}",
+        smsbus_tests::scenario::link_state(&s.c, "untrusted").await,
+        s.worker.log()
+    );
+    assert!(provider.taken().is_empty());
+    assert_ne!(status_of(&s.c, refused).await.0, "sent");
+    add_http(&s, "trusted", &provider, json!({"tls_ca": ca})).await;
+    let id = send(&s.c, "trusted", "+31612345678", "over TLS").await;
+    wait_for(
+        &s.c,
+        &[id],
+        &["delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    assert_eq!(provider.taken()[0].text, "over TLS");
+}
+
+#[tokio::test]
 async fn refusals_for_now_wait_and_refusals_for_good_fail() {
     let s = setup().await;
     let provider = Provider::start(Preset::Twilio).await;

@@ -19,7 +19,7 @@ pub mod behaviour;
 pub mod record;
 mod session;
 pub mod text;
-mod tls;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
