@@ -97,6 +97,8 @@ pub struct Taken {
     /// Where its reports go (empty: none asked).
     pub report_url: String,
     pub authorization: Option<String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -672,6 +674,7 @@ async fn serve(State(ctx): State<Ctx>, request: Request) -> Response {
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            at: std::time::Instant::now(),
         });
         shared.auto_report.clone()
     };

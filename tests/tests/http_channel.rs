@@ -233,6 +233,36 @@ async fn a_provider_over_tls_is_trusted_by_its_ca_only() {
 }
 
 #[tokio::test]
+async fn throughput_paces_the_requests() {
+    let s = setup().await;
+    let provider = Provider::start(Preset::Vonage).await;
+    add_http(
+        &s,
+        "vg",
+        &provider,
+        json!({"throughput": 10, "concurrency": 8}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..25 {
+        ids.push(send(&s.c, "vg", "+447700900000", &format!("paced {n}")).await);
+    }
+    wait_for(
+        &s.c,
+        &ids,
+        &["delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    let at: Vec<std::time::Instant> = provider.taken().iter().map(|t| t.at).collect();
+    let spread = *at.iter().max().unwrap() - *at.iter().min().unwrap();
+    // 25 at 10 a second, a burst of 2 allowed: at least 2.2 s apart from
+    // first to last (a slow machine only spreads them more).
+    assert!(spread >= Duration::from_millis(2000), "{spread:?}");
+}
+
+#[tokio::test]
 async fn refusals_for_now_wait_and_refusals_for_good_fail() {
     let s = setup().await;
     let provider = Provider::start(Preset::Twilio).await;
@@ -759,6 +789,77 @@ async fn routes_fail_over_between_an_smpp_and_an_http_channel() {
     .await;
     let taken: Vec<String> = provider.taken().into_iter().map(|t| t.text).collect();
     assert_eq!(taken, vec!["by http".to_owned()]);
+}
+
+#[tokio::test]
+async fn senders_neither_read_nor_make_http_channels_nor_forge_what_they_bring() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let provider = Provider::start(Preset::Twilio).await;
+    let config = provider.channel_config("https://smsbus.example", json!({}));
+    add_channel_of_kind(&c, "tw", "http", &config).await;
+    let mut logins = smsbus_tests::roles::LoginRoles::default();
+    let (_, sender) = logins.login(&db, "sender", "smsbus_sender").await;
+    let (_, admin) = logins.login(&db, "admin", "smsbus_admin").await;
+    let denied = |e: tokio_postgres::Error| {
+        let text = e
+            .as_db_error()
+            .map(|d| d.message().to_owned())
+            .unwrap_or_default();
+        assert!(text.contains("permission denied"), "{text}");
+        assert!(!text.contains(smsbus_tests::providers::PASSWORD), "{text}");
+    };
+    denied(
+        sender
+            .query("SELECT config FROM smsbus.channel WHERE name = 'tw'", &[])
+            .await
+            .unwrap_err(),
+    );
+    denied(
+        sender
+            .execute(
+                "INSERT INTO smsbus.channel (name, kind, config) VALUES ('mine', 'http', $1)",
+                &[&config],
+            )
+            .await
+            .unwrap_err(),
+    );
+    denied(
+        sender
+            .query(
+                "SELECT smsbus._record_inbound('tw', ARRAY['+31600000000'], ARRAY['1'], ARRAY['forged'], ARRAY['SM1'])",
+                &[],
+            )
+            .await
+            .unwrap_err(),
+    );
+    denied(
+        sender
+            .query(
+                "SELECT smsbus._apply_reports('tw', ARRAY['SM1'], ARRAY['delivered'], ARRAY['forged'])",
+                &[],
+            )
+            .await
+            .unwrap_err(),
+    );
+    // A sender sends through it like through any channel.
+    sender
+        .execute(
+            "INSERT INTO smsbus.message (to_address, body, channel) VALUES ('+31612345678', 'hi', 'tw')",
+            &[],
+        )
+        .await
+        .unwrap();
+    // Admins configure it.
+    admin
+        .execute(
+            "UPDATE smsbus.channel SET config = config || '{\"concurrency\": 4}' WHERE name = 'tw'",
+            &[],
+        )
+        .await
+        .unwrap();
+    drop((sender, admin, c));
+    logins.remove(db).await;
 }
 
 fn reqwest_client() -> reqwest::Client {
