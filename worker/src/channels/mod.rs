@@ -76,6 +76,8 @@ pub struct OutMessage {
     pub from_npi: Option<i16>,
     /// The parts its client sent it in, to send as they came.
     pub client_parts: Option<Vec<client_parts::ClientPart>>,
+    /// Its user fields (`message.custom`), for HTTP channels' templates.
+    pub custom: Option<serde_json::Value>,
 }
 
 /// What a driver gets to work with.

@@ -47,6 +47,8 @@ pub const VALUES: &[&str] = &[
     "username",
     "password",
     "token",
+    // `${custom.<key>}`: a user field of the message.
+    "custom.",
 ];
 
 /// The presets, as shipped.
@@ -266,8 +268,9 @@ pub struct InboundMapping {
     pub concat_part: Option<JsonPath>,
 }
 
-/// A channel's settings, checked and compiled.
-#[derive(Debug, Clone)]
+/// A channel's settings, checked and compiled. Its `Debug` leaves the
+/// credentials out.
+#[derive(Clone)]
 pub struct HttpConfig {
     pub preset: String,
     pub base_url: String,
@@ -300,6 +303,20 @@ pub struct HttpConfig {
     pub inbound: InboundMapping,
     pub reports_answer: Answer,
     pub inbound_answer: Answer,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("preset", &self.preset)
+            .field("base_url", &self.base_url)
+            .field("auth", &self.auth)
+            .field("signature", &self.signature)
+            .field("concurrency", &self.concurrency)
+            .field("throughput", &self.throughput)
+            .field("parts", &self.parts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a config was refused: the key and what is wrong, never its value.
@@ -685,6 +702,89 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("signature_secret"), "{e}");
+    }
+
+    /// Each preset reads its provider's documented answer to a send
+    /// (docs/provider-apis.md: Twilio's Message resource, Vonage's
+    /// two-part answer, Infobip's v3 fixture, Kannel generic's `OK <id>`).
+    #[test]
+    fn every_preset_reads_its_providers_documented_answer() {
+        use crate::channels::http::response::Outcome;
+        let now = std::time::SystemTime::now();
+        let read = |config: Value, status: u16, body: &str| {
+            HttpConfig::parse(&config)
+                .unwrap()
+                .response
+                .outcome(status, None, body, now)
+        };
+        let twilio = read(
+            twilio(),
+            201,
+            r#"{"account_sid": "ACXX", "sid": "SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "status": "queued"}"#,
+        );
+        assert_eq!(
+            twilio,
+            Outcome::Accepted {
+                ids: vec!["SMaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into()],
+                refused: None
+            }
+        );
+        let vonage = read(
+            json!({"preset": "vonage", "username": "k", "signature": "none"}),
+            200,
+            r#"{"message-count": "2", "messages": [
+                {"to": "1234567890", "message-id": "62dfdf68-6c7c-479a-a190-5c52f798a787", "status": "0"},
+                {"to": "1234567890", "message-id": "72ff9536-62d6-455a-9f0b-65f3c265b423", "status": "0"}]}"#,
+        );
+        assert!(matches!(vonage, Outcome::Accepted { ids, refused: None } if ids.len() == 2));
+        let infobip = read(
+            json!({"preset": "infobip", "base_url": "https://x", "token": "k", "signature": "none"}),
+            200,
+            r#"{"bulkId": "2034072219640523072", "messages": [{
+                "messageId": "2250be2d4219-3af1-78856-aabe-1362af1edfd2",
+                "status": {"groupId": 1, "groupName": "PENDING", "id": 26, "name": "MESSAGE_ACCEPTED",
+                           "description": "Message sent to next instance"},
+                "destination": "41793026727", "details": {"messageCount": 1}}]}"#,
+        );
+        assert_eq!(
+            infobip,
+            Outcome::Accepted {
+                ids: vec!["2250be2d4219-3af1-78856-aabe-1362af1edfd2".into()],
+                refused: None
+            }
+        );
+        let refused = read(
+            json!({"preset": "infobip", "base_url": "https://x", "token": "k", "signature": "none"}),
+            400,
+            r#"{"requestError":{"serviceException":{"messageId":"BAD_REQUEST","text":"Bad Request"}}}"#,
+        );
+        assert_eq!(
+            refused,
+            Outcome::Permanent {
+                reason: "HTTP 400: Bad Request".into()
+            }
+        );
+        let kannel = read(
+            json!({"preset": "generic", "base_url": "http://k", "signature": "none"}),
+            202,
+            "OK 5f2d7c1e-2b1a-4c39-9c1e-7a0d3c4b5e6f",
+        );
+        assert_eq!(
+            kannel,
+            Outcome::Accepted {
+                ids: vec!["5f2d7c1e-2b1a-4c39-9c1e-7a0d3c4b5e6f".into()],
+                refused: None
+            }
+        );
+    }
+
+    #[test]
+    fn its_debug_form_shows_no_credential() {
+        let shown = format!("{:?}", HttpConfig::parse(&twilio()).unwrap());
+        assert!(
+            !shown.contains("tok3n-secret") && !shown.contains("AC123"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -102,7 +102,16 @@ impl Values<'_> {
             "username" => Some(Cow::Borrowed(c.username.as_str())),
             "password" => Some(Cow::Borrowed(c.password.as_str())),
             "token" => Some(Cow::Borrowed(c.token.as_str())),
-            _ => None,
+            _ => {
+                // A user field: text as it is, numbers and booleans as
+                // written, objects and lists as JSON; null or absent: none.
+                let key = name.strip_prefix("custom.")?;
+                match m.custom.as_ref()?.get(key)? {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(text) => Some(Cow::Borrowed(text.as_str())),
+                    other => owned(other.to_string()),
+                }
+            }
         }
     }
 }
@@ -252,6 +261,7 @@ mod tests {
             from_ton: None,
             from_npi: None,
             client_parts: None,
+            custom: None,
         }
     }
 
@@ -336,6 +346,31 @@ mod tests {
         assert!(r[1]
             .url
             .ends_with(&format!("text={}&udh=0500032A0202", "x".repeat(47))));
+    }
+
+    #[test]
+    fn user_fields_fill_templates() {
+        let c = config(
+            json!({"preset": "generic", "base_url": "http://k/send", "signature": "none",
+                              "request": {"method": "POST", "url": "${base_url}",
+                                          "content_type": "application/json",
+                                          "body": "{\"ref\":\"${custom.order}\",\"n\":${custom.n},\"x\":\"${custom.none}\"}"}}),
+        );
+        let mut m = message("x");
+        m.custom = Some(json!({"order": "A\"1", "n": 7, "none": null}));
+        let body = render(&c, "k", &m, SystemTime::now()).unwrap()[0]
+            .body
+            .clone()
+            .unwrap()
+            .1;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json, json!({"ref": "A\"1", "n": 7, "x": ""}));
+        let e = HttpConfig::parse(
+            &json!({"preset": "generic", "base_url": "http://k", "signature": "none",
+                                           "request": {"url": "${base_url}?o=${custom.}"}}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("${custom.}"), "{e}");
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub enum TemplateError {
 }
 
 impl Template {
-    /// `text`, whose `${...}` must each be one of `known`.
+    /// `text`, whose `${...}` must each be one of `known`, or begin with
+    /// one of them that ends in `.` (`custom.` names any user field).
     pub fn parse(text: &str, known: &[&str]) -> Result<Template, TemplateError> {
         let mut pieces = Vec::new();
         let mut literal = String::new();
@@ -80,7 +81,10 @@ impl Template {
             } else if let Some(after) = after.strip_prefix('{') {
                 let end = after.find('}').ok_or(TemplateError::Unclosed(offset))?;
                 let name = &after[..end];
-                if !known.contains(&name) {
+                let prefixed =
+                    |k: &&str| k.ends_with('.') && name.len() > k.len() && name.starts_with(*k);
+                let exact = known.contains(&name) && !name.ends_with('.');
+                if !exact && !known.iter().any(prefixed) {
                     return Err(TemplateError::Unknown {
                         name: smsbus_core::excerpt::excerpt(name).into_owned(),
                         known: known.join(", "),

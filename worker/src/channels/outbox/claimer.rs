@@ -198,7 +198,7 @@ async fn claim(
         &client,
         "SELECT id, to_address, from_address, body, encoding, segments, priority,
                 request_report, valid_until, to_ton, to_npi, from_ton, from_npi, client_parts,
-                greatest(created_at, scheduled_at) AS due_at
+                custom, greatest(created_at, scheduled_at) AS due_at
          FROM smsbus._claim($1, $2, $3, make_interval(secs => $4))",
         &params![
             ctx.row.name,
@@ -235,6 +235,7 @@ async fn claim(
                     .try_get::<_, Option<serde_json::Value>>("client_parts")?
                     .as_ref()
                     .and_then(client_parts::from_json),
+                custom: r.try_get("custom")?,
             })
         })
         .collect()

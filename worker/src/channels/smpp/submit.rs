@@ -253,6 +253,7 @@ mod tests {
             from_ton: Some(5),
             from_npi: Some(0),
             client_parts: None,
+            custom: None,
         }
     }
 
