@@ -111,7 +111,10 @@ impl Sender {
                     self.went_through().await;
                     let now = Instant::now();
                     let delay = match retry_after {
+                        // At least retry_min_s: "Retry-After: 0" from a
+                        // provider under load must not make a busy loop.
                         Some(wait) => {
+                            let wait = wait.max(self.config.retry_min);
                             self.throttle.pause_for(now, wait);
                             wait
                         }
