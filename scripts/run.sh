@@ -7,7 +7,9 @@
 # and the channels' state; then an application binds to smsbus's own SMPP
 # server (smsbus-smpp-client), sends, and gets its delivery receipts, and
 # sends over the HTTP API with an API key while a local webhook endpoint
-# (smsbus-webhook-sink) hears the message's events.
+# (smsbus-webhook-sink) hears the message's events; then a message goes
+# through an HTTP channel (the Twilio preset) to the REST provider simulator
+# (smsbus-provider), delivered by the report it posts back.
 # Runs until Ctrl-C, which stops the worker and the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ scripts/setup.sh
 echo "== building and installing the extension and the worker"
 scripts/install.sh
 cargo build --quiet -p smsbus-worker -p smsbus-tests --bin smsbus-worker --bin smsbus-smsc --bin smsbus-modem \
-    --bin smsbus-smpp-client --bin smsbus-webhook-sink
+    --bin smsbus-smpp-client --bin smsbus-webhook-sink --bin smsbus-provider
 scripts/cluster.sh start
 scripts/cluster.sh template >/dev/null
 scripts/cluster.sh createdb smsbus >/dev/null
@@ -44,13 +46,18 @@ SINK_LOG=.cluster/dev/webhooks.log
 WEBHOOK_SECRET=demo-webhook-secret-0123
 target/debug/smsbus-webhook-sink --listen "127.0.0.1:$SINK_PORT" --secret "$WEBHOOK_SECRET" >"$SINK_LOG" 2>&1 &
 SINK=$!
+PROVIDER_PORT=${PROVIDER_PORT:-8082}
+PROVIDER_LOG=.cluster/dev/provider.log
+target/debug/smsbus-provider --preset twilio --listen "127.0.0.1:$PROVIDER_PORT" \
+    --webhook-url "http://127.0.0.1:$API_PORT" --print-config >"$PROVIDER_LOG" 2>&1 &
+PROVIDER=$!
 LOG=.cluster/dev/worker.log
 DATABASE_URL="$CONN" target/debug/smsbus-worker --worker-id demo-worker \
     --http-addr "127.0.0.1:$API_PORT" --status-page-local >"$LOG" 2>&1 &
 WORKER=$!
 cleanup() {
     kill -TERM "$WORKER" 2>/dev/null && wait "$WORKER" 2>/dev/null || true
-    kill -TERM "$SMSC" "$MODEM" "$SINK" 2>/dev/null || true
+    kill -TERM "$SMSC" "$MODEM" "$SINK" "$PROVIDER" 2>/dev/null || true
     scripts/cluster.sh stop
     echo "stopped the worker, the simulators and the dev cluster"
 }
@@ -141,13 +148,27 @@ sleep 3
 echo "-- what the webhook heard:"
 cat "$SINK_LOG"
 
+echo "== an HTTP channel: the Twilio preset against the REST provider simulator (port $PROVIDER_PORT), reports by webhook"
+for _ in $(seq 50); do [ -s "$PROVIDER_LOG" ] && break; sleep 0.1; done
+PROVIDER_CONFIG=$(head -1 "$PROVIDER_LOG")
+sql -v config="$PROVIDER_CONFIG" <<'SQL'
+INSERT INTO smsbus.channel (name, kind, config, description)
+VALUES ('rest', 'http', :'config'::jsonb, 'the REST provider simulator (smsbus-provider), Twilio''s API');
+INSERT INTO smsbus.message (to_address, from_address, body, channel) VALUES
+    ('+31612345697', '+15017122661', 'Through a REST provider', 'rest');
+SQL
+sleep 3
+sql -c "SELECT m.id, m.to_address, m.status, m.channel, p.reference, p.status AS part
+        FROM smsbus.message m JOIN smsbus.message_part p ON p.message_id = m.id WHERE m.channel = 'rest'"
+
 cat <<INFO
 
 smsbus is running: database 'smsbus' on port $PORT, worker log in $LOG,
 the SMSC simulator on port $SMSC_PORT (log in $SMSC_LOG),
 the modem simulator at $MODEM_DIR/ttyGSM0 (log in $MODEM_LOG),
 smsbus's SMPP server on port $SERVER_PORT (account acme, password secret1),
-the HTTP API on port $API_PORT (key $KEY), whose webhook events land in $SINK_LOG.
+the HTTP API on port $API_PORT (key $KEY), whose webhook events land in $SINK_LOG,
+the REST provider simulator on port $PROVIDER_PORT (channel 'rest', log in $PROVIDER_LOG).
 The status page: http://127.0.0.1:$API_PORT/ (open to this machine; elsewhere
 it asks for an admin key as the password).
 Connect with:

@@ -44,6 +44,11 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// The preset of a name (`twilio`, `vonage`, `infobip`, `generic`).
+    pub fn named(name: &str) -> Option<Preset> {
+        Preset::ALL.into_iter().find(|p| p.name() == name)
+    }
+
     pub const ALL: [Preset; 4] = [
         Preset::Twilio,
         Preset::Vonage,
@@ -144,14 +149,19 @@ struct Ctx {
 impl Provider {
     /// Listens on a free local port.
     pub async fn start(preset: Preset) -> Provider {
-        Provider::listen(preset, None).await
+        Provider::listen(preset, "127.0.0.1:0", None).await
+    }
+
+    /// The same on `addr` (`smsbus-provider`, `make run`).
+    pub async fn start_on(preset: Preset, addr: &str) -> Provider {
+        Provider::listen(preset, addr, None).await
     }
 
     /// The same over TLS, its certificate signed by a throwaway CA
     /// ([`Provider::ca_file`]).
     pub async fn start_tls(preset: Preset) -> Provider {
         let tls = crate::smsc::tls::Tls::generate().expect("a throwaway CA");
-        Provider::listen(preset, Some(tls)).await
+        Provider::listen(preset, "127.0.0.1:0", Some(tls)).await
     }
 
     /// The PEM file of the CA of a TLS simulator.
@@ -159,10 +169,10 @@ impl Provider {
         self.tls.as_ref().map(|t| t.ca_file.as_path())
     }
 
-    async fn listen(preset: Preset, tls: Option<crate::smsc::tls::Tls>) -> Provider {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    async fn listen(preset: Preset, addr: &str, tls: Option<crate::smsc::tls::Tls>) -> Provider {
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .expect("a local port");
+            .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
         let port = listener.local_addr().unwrap().port();
         let url = match tls {
             Some(_) => format!("https://localhost:{port}"),
