@@ -756,34 +756,14 @@ async fn routes_fail_over_between_an_smpp_and_an_http_channel() {
     };
     let (first, channel) = insert("by smpp").await;
     assert_eq!(channel.as_deref(), Some("kpn"));
-    s.c.execute(
-        "UPDATE smsbus.channel SET enabled = false WHERE name = 'kpn'",
-        &[],
-    )
-    .await
-    .unwrap();
+    set_enabled(&s.c, "kpn", false).await;
     let (second, channel) = insert("by http").await;
     assert_eq!(channel.as_deref(), Some("vg"));
-    s.c.execute(
-        "UPDATE smsbus.channel SET enabled = true WHERE name = 'kpn'",
-        &[],
-    )
-    .await
-    .unwrap();
-    s.c.execute(
-        "UPDATE smsbus.channel SET enabled = false WHERE name = 'vg'",
-        &[],
-    )
-    .await
-    .unwrap();
+    set_enabled(&s.c, "kpn", true).await;
+    set_enabled(&s.c, "vg", false).await;
     let (third, channel) = insert("by smpp again").await;
     assert_eq!(channel.as_deref(), Some("kpn"));
-    s.c.execute(
-        "UPDATE smsbus.channel SET enabled = true WHERE name = 'vg'",
-        &[],
-    )
-    .await
-    .unwrap();
+    set_enabled(&s.c, "vg", true).await;
     wait_for(
         &s.c,
         &[first, second, third],
@@ -865,6 +845,15 @@ async fn senders_neither_read_nor_make_http_channels_nor_forge_what_they_bring()
         .unwrap();
     drop((sender, admin, c));
     logins.remove(db).await;
+}
+
+async fn set_enabled(c: &Client, channel: &str, enabled: bool) {
+    c.execute(
+        "UPDATE smsbus.channel SET enabled = $2 WHERE name = $1",
+        &[&channel, &enabled],
+    )
+    .await
+    .unwrap();
 }
 
 fn reqwest_client() -> reqwest::Client {
