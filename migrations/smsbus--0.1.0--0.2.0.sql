@@ -1292,6 +1292,15 @@ BEGIN
         matched := matched + step;
 
         IF touched IS NOT NULL THEN
+            -- Two reports for two parts of one message, applied at once
+            -- (two webhook calls, two binds): each transaction's snapshot
+            -- misses the other's part, and neither would decide the
+            -- message. Locking the message serialises them, and the
+            -- statement below takes its snapshot after the lock, so the
+            -- later one sees both parts. In id order, so two batches
+            -- cannot deadlock on each other's messages.
+            PERFORM 1 FROM smsbus.message m WHERE m.id = ANY (touched)
+            ORDER BY m.id FOR NO KEY UPDATE;
             UPDATE smsbus.message m
             SET status = d.outcome::smsbus.status,
                 last_error = CASE WHEN d.outcome = 'notdelivered' THEN d.failed_detail END

@@ -312,6 +312,50 @@ async fn delivery_reports_per_part() {
     );
 }
 
+/// Reports for the two parts of one message applied at the same time, in
+/// two transactions (two webhook calls): the second waits for the first,
+/// then sees both parts delivered and delivers the message. Without the
+/// wait each would miss the other's part and the message stay sent.
+#[tokio::test]
+async fn reports_for_two_parts_at_once_deliver_the_message() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids = queue(&c, 1, "kpn").await;
+    claim(&c, "kpn", "w", 10).await;
+    c.execute(
+        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+        &[&vec![ids[0], ids[0]], &vec![1i32, 2], &vec!["p1", "p2"]],
+    )
+    .await
+    .unwrap();
+    let first = db.connect().await;
+    let second = db.connect().await;
+    first.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(report(&first, "kpn", &["p1"], &["delivered"]).await, 1);
+    second.batch_execute("BEGIN").await.unwrap();
+    let second_pid: i32 = scalar(&second, "SELECT pg_backend_pid()", &[]).await;
+    let applying = tokio::spawn(async move {
+        let matched = report(&second, "kpn", &["p2"], &["delivered"]).await;
+        second.batch_execute("COMMIT").await.unwrap();
+        matched
+    });
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'";
+    let mut waited = false;
+    for _ in 0..100 {
+        let n: i64 = scalar(&c, waiting, &[&second_pid]).await;
+        if n == 1 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(waited, "the second report did not wait for the first");
+    first.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(applying.await.unwrap(), 1);
+    assert_eq!(status_of(&c, ids[0]).await, "delivered");
+}
+
 /// A part's number, its report, and the message's status after it.
 type Step = (i32, &'static str, &'static str);
 
