@@ -70,11 +70,7 @@ impl OwnCluster {
         std::fs::create_dir_all(dir.join("run")).unwrap();
         chown_to_postgres(&dir);
         chown_to_postgres(&dir.join("run"));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::net::free_port();
         OwnCluster { dir, port }
     }
 

@@ -23,6 +23,7 @@
 //! - [`triggers`]: what trigger tests share.
 //! - [`http`]: a local HTTP endpoint for `smsbus.http`.
 //! - [`metrics`]: the worker's Prometheus endpoint, scraped.
+//! - [`net`]: free local ports for the servers tests start.
 //! - [`worker`]: starting `smsbus-worker` as a child process.
 //! - `src/bin/bench/`: the benchmark harness (`make bench`).
 
@@ -33,6 +34,7 @@ pub mod fixtures;
 pub mod http;
 pub mod metrics;
 pub mod modem;
+pub mod net;
 pub mod pgbouncer;
 pub mod providers;
 pub mod roles;

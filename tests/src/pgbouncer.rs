@@ -48,11 +48,7 @@ impl PgBouncer {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::net::free_port();
         let (host, server_port) = server_address(server);
         let ini = format!(
             "[databases]\n\

@@ -6,18 +6,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use smsbus_tests::db::TestDb;
+use smsbus_tests::net::free_port;
 use smsbus_tests::providers::{Answer, Preset, Provider, Signing};
 use smsbus_tests::scenario::{add_channel_of_kind, send, wait_for};
 use smsbus_tests::worker::{eventually, Worker};
 use tokio_postgres::Client;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A database, a worker serving the HTTP API (where the providers' webhooks
 /// go), and its base URL.

@@ -7,18 +7,10 @@ use std::time::Duration;
 use serde_json::json;
 use smsbus_tests::db::TestDb;
 use smsbus_tests::metrics::{sample, scrape};
+use smsbus_tests::net::free_port;
 use smsbus_tests::scenario::{add_channel, send, smpp_config, smsc, wait_for, wait_link};
 use smsbus_tests::smsc::{Behaviour, InboundText};
 use smsbus_tests::worker::{eventually, Worker};
-
-/// A local port nobody listens on (yet).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn the_worker_serves_prometheus_metrics() {

@@ -7,18 +7,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use smsbus_tests::db::TestDb;
+use smsbus_tests::net::free_port;
 use smsbus_tests::scenario::{add_channel, smpp_config, smsc, wait_link};
 use smsbus_tests::smsc::Behaviour;
 use smsbus_tests::worker::{eventually, Worker};
-
-/// A local port nobody listens on (yet).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// GET /metrics; the body, or None while nothing answers.
 fn scrape(port: u16) -> Option<String> {

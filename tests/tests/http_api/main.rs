@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use smsbus_tests::api_client::{request, Answer};
 use smsbus_tests::db::{scalar, TestDb};
+pub(crate) use smsbus_tests::net::free_port;
 use smsbus_tests::worker::Worker;
 
 mod browser;
@@ -27,14 +28,6 @@ mod messages;
 mod service;
 mod status_page;
 mod tls;
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A worker serving the API, and its base URL.
 pub(crate) struct Served {

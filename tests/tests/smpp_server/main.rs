@@ -26,6 +26,7 @@ use rusmpp::values::{
 use rusmpp::{Command, CommandId, CommandStatus, Pdu};
 use serde_json::json;
 use smsbus_tests::db::{count, scalar, TestDb};
+pub(crate) use smsbus_tests::net::free_port;
 use smsbus_tests::scenario::{add_channel, smpp_config, smsc, wait_for};
 use smsbus_tests::smsc::Behaviour;
 use smsbus_tests::worker::{eventually, Worker};
@@ -39,14 +40,6 @@ mod observability;
 mod operations;
 mod receipts;
 mod submissions;
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 pub(crate) type Client = Framed<TcpStream, CommandCodec>;
 

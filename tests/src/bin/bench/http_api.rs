@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use smsbus_tests::net::free_port;
 use tokio_postgres::Client;
 
 use crate::common::median_by;
@@ -88,12 +89,6 @@ impl Figures {
                          "min_webhook_per_s": MIN_WEBHOOK_RATE, "max_webhook_p99_ms": MAX_WEBHOOK_P99_MS },
         })
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// `clients` threads, each posting its share of `messages` over one
@@ -339,7 +334,7 @@ async fn empty(control: &Client) -> Result<()> {
 }
 
 pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Result<Figures> {
-    let port = free_port()?;
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     control
         .batch_execute(&format!(

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use smsbus_tests::net::free_port;
 use smsbus_tests::providers::{Preset, Provider};
 use smsbus_tests::smsc::{Behaviour, Smsc};
 use tokio_postgres::Client;
@@ -86,14 +87,8 @@ fn median(rates: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Result<Figures> {
-    let port = free_port()?;
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let api = format!("http://{addr}");
     let worker = WorkerProcess::start_with(conninfo, &["--http-addr", &addr])?;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use smsbus_tests::net::free_port;
 use smsbus_tests::smpp_client::{text_submit, BindKind, Client as SmppClient, Run};
 use smsbus_tests::smsc::{Behaviour, Smsc};
 use tokio_postgres::Client;
@@ -149,14 +150,8 @@ async fn wait_listening(addr: &str) -> Result<()> {
     Ok(())
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 pub async fn run(control: &Client, conninfo: &str, settings: &Settings) -> Result<Figures> {
-    let port = free_port()?;
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let smsc = Smsc::start(
         SIMULATOR_ID,
