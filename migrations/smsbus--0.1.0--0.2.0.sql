@@ -1273,10 +1273,16 @@ BEGIN
             FROM probed p
             ORDER BY p.message_id, p.part, p.status = 'enroute', p.ord DESC
         ), applied AS (
+            -- The status test again here, where it is checked against the
+            -- row as it is once locked: a report applied at the same time
+            -- by another transaction (a worker's inbox, maintenance's
+            -- parked reports) may have made the part final since this
+            -- statement's snapshot, and a late ENROUTE must not undo its
+            -- DELIVRD.
             UPDATE smsbus.message_part p
             SET status = t.status, detail = t.detail, reported_at = now()
             FROM target t
-            WHERE p.message_id = t.message_id AND p.part = t.part
+            WHERE p.message_id = t.message_id AND p.part = t.part AND p.status IN ('sent', 'enroute')
             RETURNING p.message_id, p.reference, p.status, p.detail
         ), intermediate AS (
             -- ENROUTE, ACCEPTD: the message stays sent; the trace says so.
@@ -1299,7 +1305,9 @@ BEGIN
             -- statement below takes its snapshot after the lock, so the
             -- later one sees both parts. In id order, so two batches
             -- cannot deadlock on each other's messages.
-            PERFORM 1 FROM smsbus.message m WHERE m.id = ANY (touched)
+            -- Only messages still to decide: archive() locks finished
+            -- ones before their parts, the opposite order.
+            PERFORM 1 FROM smsbus.message m WHERE m.id = ANY (touched) AND m.status::text = 'sent'
             ORDER BY m.id FOR NO KEY UPDATE;
             UPDATE smsbus.message m
             SET status = d.outcome::smsbus.status,
@@ -2563,7 +2571,9 @@ SELECT pg_catalog.pg_extension_config_dump('smsbus.account_usage'::regclass, '')
 -- their accounts' credit (parts) and daily limit (messages, UTC day), in
 -- the transaction that inserts them; returns those refused, by ordinal
 -- (from 1), with the reason. Accounts are locked in name order, so
--- concurrent writers wait for each other instead of deadlocking.
+-- concurrent writers wait for each other instead of deadlocking; with
+-- NO KEY UPDATE, which rows that refer to the account (a receipt queued
+-- for it in smsbus.smpp_outbox) do not wait for.
 CREATE FUNCTION _take_account_quota(p_accounts text[], p_parts integer[])
 RETURNS TABLE (n integer, reason text)
 LANGUAGE plpgsql
@@ -2578,7 +2588,7 @@ BEGIN
     FOR a IN SELECT x.name, x.credit, x.daily_limit FROM smsbus.account x
              WHERE x.name = ANY (p_accounts) AND (x.credit IS NOT NULL OR x.daily_limit IS NOT NULL)
              ORDER BY x.name
-             FOR UPDATE LOOP
+             FOR NO KEY UPDATE LOOP
         credit_left := a.credit;
         used := 0;
         IF a.daily_limit IS NOT NULL THEN
@@ -2913,7 +2923,9 @@ END
 $$;
 
 -- Drops the callbacks whose message is done (or archived) and whose
--- events are all taken; dead events keep theirs for retry_webhooks.
+-- events are all taken; dead events keep theirs for retry_webhooks. A
+-- message sent with a report requested is not done: its report, hours
+-- later, is what a dlr-url waits for most.
 CREATE FUNCTION _prune_callbacks() RETURNS integer
 LANGUAGE sql
 SECURITY DEFINER
@@ -2924,8 +2936,9 @@ AS $$
         WHERE w.message_id IS NOT NULL
           AND NOT EXISTS (SELECT FROM smsbus.webhook_outbox o WHERE o.webhook_id = w.id)
           AND NOT EXISTS (SELECT FROM smsbus.message m
-                          WHERE m.id = w.message_id AND NOT smsbus.status_is_permanent(m.status::text)
-                            AND NOT (m.status = 'sent' AND NOT m.request_report))
+                          WHERE m.id = w.message_id
+                            AND (NOT smsbus.status_is_permanent(m.status::text)
+                                 OR (m.status = 'sent' AND m.request_report)))
         RETURNING 1
     )
     SELECT count(*)::integer FROM gone
@@ -2957,11 +2970,20 @@ $$;
 -- webhook and message only the oldest waiting one, so a message's events
 -- arrive in order; and for each webhook no more than its concurrency less
 -- what is in flight to it already, on any worker.
+--
+-- Workers woken by one notification claim at once. The lock makes them
+-- take turns, and the claim below takes its snapshot after it, so each
+-- sees what the one before took: no event goes to two workers, and no
+-- webhook gets more than its concurrency in flight. (SKIP LOCKED alone
+-- would let the second take a row the first had just claimed and
+-- committed: the row is no longer locked, and `allowed` came from the
+-- older snapshot.)
 CREATE FUNCTION _claim_webhooks(p_worker text, p_limit integer, p_lease interval)
 RETURNS TABLE (id bigint, webhook_id bigint, url text, secret text, timeout_s real, event text,
                payload text, attempts integer, style text, method text)
 LANGUAGE sql
 AS $$
+    SELECT pg_advisory_xact_lock(hashtext('smsbus._claim_webhooks'));
     WITH busy AS (
         SELECT b.webhook_id, count(*) AS n FROM smsbus.webhook_outbox b
         WHERE b.claimed_by IS NOT NULL AND NOT b.dead AND b.claimed_until > now()
@@ -2989,7 +3011,10 @@ AS $$
     ), taken AS (
         UPDATE smsbus.webhook_outbox o
         SET claimed_by = p_worker, claimed_until = now() + p_lease, attempts = o.attempts + 1
-        FROM (SELECT l.id FROM smsbus.webhook_outbox l WHERE l.id IN (SELECT a.id FROM allowed a)
+        FROM (SELECT l.id FROM smsbus.webhook_outbox l
+              WHERE l.id IN (SELECT a.id FROM allowed a)
+                AND NOT l.dead AND l.next_attempt_at <= now()
+                AND (l.claimed_until IS NULL OR l.claimed_until < now())
               FOR UPDATE SKIP LOCKED) c
         WHERE o.id = c.id
         RETURNING o.id, o.webhook_id, o.event, o.payload, o.attempts
@@ -3485,3 +3510,121 @@ BEGIN
 END
 $$;
 COMMENT ON COLUMN channel.kind IS 'smpp, gsm or http (a REST provider).';
+
+-- Inbound parts: one lock key per set, taken in key order by the writer
+-- and by expiry (sql/inbox.sql).
+-- The advisory lock key of one set of inbound parts. Whoever adds a part
+-- to a set, assembles it or expires it holds the set's lock, and takes
+-- several sets' locks in key order, so two writers cannot deadlock.
+CREATE FUNCTION _inbound_set_key(p_channel text, p_source text, p_destination text, p_reference integer)
+RETURNS integer
+LANGUAGE sql STABLE
+AS $$
+    SELECT hashtext(format('smsbus.inbound %s %s %s %s', p_channel, p_source, p_destination, p_reference))
+$$;
+
+-- Records parts of concatenated inbound messages (arrays of equal length,
+-- one element per part). Returns, per part, the id of the message it
+-- completed, or null while its set is still incomplete. A part received
+-- twice (the peer resent it) is stored once.
+CREATE OR REPLACE FUNCTION _record_inbound_parts(
+    p_channel text, p_from text[], p_to text[], p_references integer[], p_totals integer[],
+    p_seqs integer[], p_bodies text[], p_custom jsonb[] DEFAULT NULL
+) RETURNS bigint[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    result bigint[] := '{}';
+    done bigint;
+    stored integer;
+    whole text;
+    first_custom jsonb;
+    set_key integer;
+BEGIN
+    -- One set at a time: two sessions delivering its last parts at once,
+    -- or one and maintenance expiring the set, must not both assemble it.
+    FOR set_key IN
+        SELECT DISTINCT smsbus._inbound_set_key(p_channel, u.source, u.destination, u.reference)
+        FROM unnest(p_from, p_to, p_references) AS u(source, destination, reference)
+        ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(set_key);
+    END LOOP;
+    FOR i IN 1 .. coalesce(cardinality(p_bodies), 0) LOOP
+        INSERT INTO smsbus.inbound_part (channel, source, destination, reference, total, seq, body, custom)
+        VALUES (p_channel, p_from[i], p_to[i], p_references[i], p_totals[i], p_seqs[i], p_bodies[i],
+                CASE WHEN p_custom IS NULL THEN NULL ELSE p_custom[i] END)
+        ON CONFLICT DO NOTHING;
+        SELECT count(*), string_agg(body, '' ORDER BY seq), (array_agg(custom ORDER BY seq))[1]
+        INTO stored, whole, first_custom
+        FROM smsbus.inbound_part
+        WHERE channel = p_channel AND source = p_from[i] AND destination = p_to[i]
+          AND reference = p_references[i] AND total = p_totals[i];
+        done := NULL;
+        IF stored = p_totals[i] THEN
+            INSERT INTO smsbus.message (direction, channel, from_address, to_address, body, custom)
+            VALUES ('in', p_channel, p_from[i], p_to[i], whole,
+                    coalesce(first_custom, '{}') || jsonb_build_object('parts', p_totals[i]))
+            RETURNING id INTO done;
+            DELETE FROM smsbus.inbound_part
+            WHERE channel = p_channel AND source = p_from[i] AND destination = p_to[i]
+              AND reference = p_references[i] AND total = p_totals[i];
+        END IF;
+        result := result || done;
+    END LOOP;
+    RETURN result;
+END
+$$;
+
+-- Turns sets of inbound parts that stayed incomplete for p_timeout into
+-- received messages with the parts that came (in order), marked incomplete
+-- in last_error and custom, so nothing received is lost. Each set under
+-- its lock, and only if it is still stale then: a part that came in the
+-- meantime may have completed it, or made it fresh again.
+CREATE OR REPLACE FUNCTION _expire_inbound_parts(p_timeout interval DEFAULT interval '1 hour') RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    stale record;
+    done integer := 0;
+    assembled integer;
+BEGIN
+    FOR stale IN
+        SELECT DISTINCT channel, source, destination, reference,
+               smsbus._inbound_set_key(channel, source, destination, reference) AS set_key
+        FROM smsbus.inbound_part
+        GROUP BY channel, source, destination, reference, total
+        HAVING max(received_at) < now() - p_timeout
+        ORDER BY set_key
+    LOOP
+        PERFORM pg_advisory_xact_lock(stale.set_key);
+        WITH gone AS (
+            DELETE FROM smsbus.inbound_part p
+            WHERE p.channel = stale.channel AND p.source = stale.source
+              AND p.destination = stale.destination AND p.reference = stale.reference
+              AND NOT EXISTS (SELECT FROM smsbus.inbound_part q
+                              WHERE q.channel = p.channel AND q.source = p.source
+                                AND q.destination = p.destination AND q.reference = p.reference
+                                AND q.total = p.total AND q.received_at >= now() - p_timeout)
+            RETURNING p.*
+        ), messages AS (
+            INSERT INTO smsbus.message (direction, channel, from_address, to_address, body, custom,
+                                        last_error)
+            SELECT 'in', g.channel, g.source, g.destination, string_agg(g.body, '' ORDER BY g.seq),
+                   coalesce((array_agg(g.custom ORDER BY g.seq))[1], '{}')
+                       || jsonb_build_object('parts', g.total, 'incomplete', true,
+                                             'parts_received', array_agg(g.seq ORDER BY g.seq)),
+                   format('incomplete: parts %s of %s received',
+                          string_agg(g.seq::text, ', ' ORDER BY g.seq), g.total)
+            FROM gone g
+            GROUP BY g.channel, g.source, g.destination, g.reference, g.total
+            RETURNING id
+        )
+        SELECT count(*) INTO assembled FROM messages;
+        done := done + assembled;
+    END LOOP;
+    RETURN done;
+END
+$$;
+GRANT EXECUTE ON FUNCTION _inbound_set_key(text, text, text, integer) TO smsbus_worker, smsbus_admin;
+REVOKE ALL ON FUNCTION _inbound_set_key(text, text, text, integer) FROM PUBLIC;

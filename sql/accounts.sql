@@ -152,7 +152,9 @@ GRANT EXECUTE ON FUNCTION current_account(), _account_of_role(text) TO smsbus_se
 -- their accounts' credit (parts) and daily limit (messages, UTC day), in
 -- the transaction that inserts them; returns those refused, by ordinal
 -- (from 1), with the reason. Accounts are locked in name order, so
--- concurrent writers wait for each other instead of deadlocking.
+-- concurrent writers wait for each other instead of deadlocking; with
+-- NO KEY UPDATE, which rows that refer to the account (a receipt queued
+-- for it in smsbus.smpp_outbox) do not wait for.
 CREATE FUNCTION _take_account_quota(p_accounts text[], p_parts integer[])
 RETURNS TABLE (n integer, reason text)
 LANGUAGE plpgsql
@@ -167,7 +169,7 @@ BEGIN
     FOR a IN SELECT x.name, x.credit, x.daily_limit FROM smsbus.account x
              WHERE x.name = ANY (p_accounts) AND (x.credit IS NOT NULL OR x.daily_limit IS NOT NULL)
              ORDER BY x.name
-             FOR UPDATE LOOP
+             FOR NO KEY UPDATE LOOP
         credit_left := a.credit;
         used := 0;
         IF a.daily_limit IS NOT NULL THEN

@@ -78,10 +78,16 @@ BEGIN
             FROM probed p
             ORDER BY p.message_id, p.part, p.status = 'enroute', p.ord DESC
         ), applied AS (
+            -- The status test again here, where it is checked against the
+            -- row as it is once locked: a report applied at the same time
+            -- by another transaction (a worker's inbox, maintenance's
+            -- parked reports) may have made the part final since this
+            -- statement's snapshot, and a late ENROUTE must not undo its
+            -- DELIVRD.
             UPDATE smsbus.message_part p
             SET status = t.status, detail = t.detail, reported_at = now()
             FROM target t
-            WHERE p.message_id = t.message_id AND p.part = t.part
+            WHERE p.message_id = t.message_id AND p.part = t.part AND p.status IN ('sent', 'enroute')
             RETURNING p.message_id, p.reference, p.status, p.detail
         ), intermediate AS (
             -- ENROUTE, ACCEPTD: the message stays sent; the trace says so.
@@ -104,7 +110,9 @@ BEGIN
             -- statement below takes its snapshot after the lock, so the
             -- later one sees both parts. In id order, so two batches
             -- cannot deadlock on each other's messages.
-            PERFORM 1 FROM smsbus.message m WHERE m.id = ANY (touched)
+            -- Only messages still to decide: archive() locks finished
+            -- ones before their parts, the opposite order.
+            PERFORM 1 FROM smsbus.message m WHERE m.id = ANY (touched) AND m.status::text = 'sent'
             ORDER BY m.id FOR NO KEY UPDATE;
             UPDATE smsbus.message m
             SET status = d.outcome::smsbus.status,
@@ -274,6 +282,16 @@ BEGIN
 END
 $$;
 
+-- The advisory lock key of one set of inbound parts. Whoever adds a part
+-- to a set, assembles it or expires it holds the set's lock, and takes
+-- several sets' locks in key order, so two writers cannot deadlock.
+CREATE FUNCTION _inbound_set_key(p_channel text, p_source text, p_destination text, p_reference integer)
+RETURNS integer
+LANGUAGE sql STABLE
+AS $$
+    SELECT hashtext(format('smsbus.inbound %s %s %s %s', p_channel, p_source, p_destination, p_reference))
+$$;
+
 -- Records parts of concatenated inbound messages (arrays of equal length,
 -- one element per part). Returns, per part, the id of the message it
 -- completed, or null while its set is still incomplete. A part received
@@ -290,12 +308,18 @@ DECLARE
     stored integer;
     whole text;
     first_custom jsonb;
+    set_key integer;
 BEGIN
+    -- One set at a time: two sessions delivering its last parts at once,
+    -- or one and maintenance expiring the set, must not both assemble it.
+    FOR set_key IN
+        SELECT DISTINCT smsbus._inbound_set_key(p_channel, u.source, u.destination, u.reference)
+        FROM unnest(p_from, p_to, p_references) AS u(source, destination, reference)
+        ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(set_key);
+    END LOOP;
     FOR i IN 1 .. coalesce(cardinality(p_bodies), 0) LOOP
-        -- One set at a time: two sessions delivering its last parts at once
-        -- must not both assemble it.
-        PERFORM pg_advisory_xact_lock(hashtext(format('smsbus.inbound %s %s %s %s',
-                                                      p_channel, p_from[i], p_to[i], p_references[i])));
         INSERT INTO smsbus.inbound_part (channel, source, destination, reference, total, seq, body, custom)
         VALUES (p_channel, p_from[i], p_to[i], p_references[i], p_totals[i], p_seqs[i], p_bodies[i],
                 CASE WHEN p_custom IS NULL THEN NULL ELSE p_custom[i] END)
@@ -323,35 +347,51 @@ $$;
 
 -- Turns sets of inbound parts that stayed incomplete for p_timeout into
 -- received messages with the parts that came (in order), marked incomplete
--- in last_error and custom, so nothing received is lost.
+-- in last_error and custom, so nothing received is lost. Each set under
+-- its lock, and only if it is still stale then: a part that came in the
+-- meantime may have completed it, or made it fresh again.
 CREATE FUNCTION _expire_inbound_parts(p_timeout interval DEFAULT interval '1 hour') RETURNS integer
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    done integer;
+    stale record;
+    done integer := 0;
+    assembled integer;
 BEGIN
-    WITH stale AS (
-        SELECT channel, source, destination, reference, total
+    FOR stale IN
+        SELECT DISTINCT channel, source, destination, reference,
+               smsbus._inbound_set_key(channel, source, destination, reference) AS set_key
         FROM smsbus.inbound_part
         GROUP BY channel, source, destination, reference, total
         HAVING max(received_at) < now() - p_timeout
-    ), gone AS (
-        DELETE FROM smsbus.inbound_part p USING stale s
-        WHERE p.channel = s.channel AND p.source = s.source AND p.destination = s.destination
-          AND p.reference = s.reference AND p.total = s.total
-        RETURNING p.*
-    ), assembled AS (
-        INSERT INTO smsbus.message (direction, channel, from_address, to_address, body, custom, last_error)
-        SELECT 'in', g.channel, g.source, g.destination, string_agg(g.body, '' ORDER BY g.seq),
-               coalesce((array_agg(g.custom ORDER BY g.seq))[1], '{}')
-                   || jsonb_build_object('parts', g.total, 'incomplete', true,
-                                         'parts_received', array_agg(g.seq ORDER BY g.seq)),
-               format('incomplete: parts %s of %s received', string_agg(g.seq::text, ', ' ORDER BY g.seq), g.total)
-        FROM gone g
-        GROUP BY g.channel, g.source, g.destination, g.reference, g.total
-        RETURNING id
-    )
-    SELECT count(*) INTO done FROM assembled;
+        ORDER BY set_key
+    LOOP
+        PERFORM pg_advisory_xact_lock(stale.set_key);
+        WITH gone AS (
+            DELETE FROM smsbus.inbound_part p
+            WHERE p.channel = stale.channel AND p.source = stale.source
+              AND p.destination = stale.destination AND p.reference = stale.reference
+              AND NOT EXISTS (SELECT FROM smsbus.inbound_part q
+                              WHERE q.channel = p.channel AND q.source = p.source
+                                AND q.destination = p.destination AND q.reference = p.reference
+                                AND q.total = p.total AND q.received_at >= now() - p_timeout)
+            RETURNING p.*
+        ), messages AS (
+            INSERT INTO smsbus.message (direction, channel, from_address, to_address, body, custom,
+                                        last_error)
+            SELECT 'in', g.channel, g.source, g.destination, string_agg(g.body, '' ORDER BY g.seq),
+                   coalesce((array_agg(g.custom ORDER BY g.seq))[1], '{}')
+                       || jsonb_build_object('parts', g.total, 'incomplete', true,
+                                             'parts_received', array_agg(g.seq ORDER BY g.seq)),
+                   format('incomplete: parts %s of %s received',
+                          string_agg(g.seq::text, ', ' ORDER BY g.seq), g.total)
+            FROM gone g
+            GROUP BY g.channel, g.source, g.destination, g.reference, g.total
+            RETURNING id
+        )
+        SELECT count(*) INTO assembled FROM messages;
+        done := done + assembled;
+    END LOOP;
     RETURN done;
 END
 $$;
@@ -359,5 +399,5 @@ $$;
 GRANT EXECUTE ON FUNCTION _apply_reports(text, text[], text[], text[], text[]), _apply_parked_reports(),
     _record_inbound(text, text[], text[], text[], text[], timestamptz[], jsonb[]),
     _record_inbound_parts(text, text[], text[], integer[], integer[], integer[], text[], jsonb[]),
-    _expire_inbound_parts(interval)
+    _expire_inbound_parts(interval), _inbound_set_key(text, text, text, integer)
     TO smsbus_worker, smsbus_admin;

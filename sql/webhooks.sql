@@ -124,7 +124,9 @@ END
 $$;
 
 -- Drops the callbacks whose message is done (or archived) and whose
--- events are all taken; dead events keep theirs for retry_webhooks.
+-- events are all taken; dead events keep theirs for retry_webhooks. A
+-- message sent with a report requested is not done: its report, hours
+-- later, is what a dlr-url waits for most.
 CREATE FUNCTION _prune_callbacks() RETURNS integer
 LANGUAGE sql
 SECURITY DEFINER
@@ -135,8 +137,9 @@ AS $$
         WHERE w.message_id IS NOT NULL
           AND NOT EXISTS (SELECT FROM smsbus.webhook_outbox o WHERE o.webhook_id = w.id)
           AND NOT EXISTS (SELECT FROM smsbus.message m
-                          WHERE m.id = w.message_id AND NOT smsbus.status_is_permanent(m.status::text)
-                            AND NOT (m.status = 'sent' AND NOT m.request_report))
+                          WHERE m.id = w.message_id
+                            AND (NOT smsbus.status_is_permanent(m.status::text)
+                                 OR (m.status = 'sent' AND m.request_report)))
         RETURNING 1
     )
     SELECT count(*)::integer FROM gone
@@ -168,11 +171,20 @@ $$;
 -- webhook and message only the oldest waiting one, so a message's events
 -- arrive in order; and for each webhook no more than its concurrency less
 -- what is in flight to it already, on any worker.
+--
+-- Workers woken by one notification claim at once. The lock makes them
+-- take turns, and the claim below takes its snapshot after it, so each
+-- sees what the one before took: no event goes to two workers, and no
+-- webhook gets more than its concurrency in flight. (SKIP LOCKED alone
+-- would let the second take a row the first had just claimed and
+-- committed: the row is no longer locked, and `allowed` came from the
+-- older snapshot.)
 CREATE FUNCTION _claim_webhooks(p_worker text, p_limit integer, p_lease interval)
 RETURNS TABLE (id bigint, webhook_id bigint, url text, secret text, timeout_s real, event text,
                payload text, attempts integer, style text, method text)
 LANGUAGE sql
 AS $$
+    SELECT pg_advisory_xact_lock(hashtext('smsbus._claim_webhooks'));
     WITH busy AS (
         SELECT b.webhook_id, count(*) AS n FROM smsbus.webhook_outbox b
         WHERE b.claimed_by IS NOT NULL AND NOT b.dead AND b.claimed_until > now()
@@ -200,7 +212,10 @@ AS $$
     ), taken AS (
         UPDATE smsbus.webhook_outbox o
         SET claimed_by = p_worker, claimed_until = now() + p_lease, attempts = o.attempts + 1
-        FROM (SELECT l.id FROM smsbus.webhook_outbox l WHERE l.id IN (SELECT a.id FROM allowed a)
+        FROM (SELECT l.id FROM smsbus.webhook_outbox l
+              WHERE l.id IN (SELECT a.id FROM allowed a)
+                AND NOT l.dead AND l.next_attempt_at <= now()
+                AND (l.claimed_until IS NULL OR l.claimed_until < now())
               FOR UPDATE SKIP LOCKED) c
         WHERE o.id = c.id
         RETURNING o.id, o.webhook_id, o.event, o.payload, o.attempts

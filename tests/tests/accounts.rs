@@ -253,6 +253,41 @@ async fn taking_credit_is_not_a_configuration_change() {
     );
 }
 
+/// Taking an account's credit holds the account against other quota
+/// takers until the submissions commit, but not rows that only refer to
+/// it: a receipt queued for the account (a report on another channel's
+/// transaction) goes in without waiting.
+#[tokio::test]
+async fn a_quota_taken_does_not_hold_up_receipts_for_the_account() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute("INSERT INTO smsbus.account (name, credit) VALUES ('acme', 10)")
+        .await
+        .unwrap();
+    let taking = db.connect().await;
+    taking.batch_execute("BEGIN").await.unwrap();
+    let refused = taking
+        .query(
+            "SELECT * FROM smsbus._take_account_quota(ARRAY['acme'], ARRAY[1])",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(refused.is_empty());
+    let receipts = db.connect().await;
+    receipts
+        .batch_execute(
+            "SET lock_timeout = '2s';
+             INSERT INTO smsbus.smpp_outbox (account, message_id, status, submitted_at, done_at, expires_at)
+             VALUES ('acme', 1, 'delivered', now(), now(), now() + interval '1 day')",
+        )
+        .await
+        .expect("a receipt for the account does not wait for its quota");
+    taking.batch_execute("COMMIT").await.unwrap();
+    let credit: i64 = scalar(&c, "SELECT credit FROM smsbus.account", &[]).await;
+    assert_eq!(credit, 9);
+}
+
 /// The receipts outbox and the daily counts are the worker's: a sender can
 /// neither read nor forge them, nor make its messages owe receipts to an
 /// account; an admin reads and clears them but cannot take credit or

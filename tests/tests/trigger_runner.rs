@@ -3,9 +3,12 @@
 //! are armed by the extension and run by the worker; what the scripts did
 //! is read back from the database.
 
-use smsbus_tests::db::{status_of, strings, trigger_status_of, TestDb};
+use std::time::Duration;
+
+use smsbus_tests::db::{count, scalar, status_of, strings, trigger_status_of, TestDb};
 use smsbus_tests::scenario::worker;
 use smsbus_tests::triggers::{log_of, outcome, receive, receive_many, setup};
+use smsbus_tests::worker::eventually;
 
 #[tokio::test]
 async fn chains_run_in_order_see_earlier_changes_and_stop_where_told() {
@@ -240,4 +243,40 @@ async fn a_script_gets_the_message_id_as_bigint_even_where_untyped() {
     let id = receive(&c, "hello").await;
     assert_eq!(outcome(&c, id, &w).await, ("processed".into(), None));
     assert_eq!(log_of(&c, id).await, ["untyped"]);
+}
+
+/// A slow group's messages stay locked while it runs: maintenance, arming
+/// again the chains a dead worker left processing, skips them, so none
+/// runs twice.
+#[tokio::test]
+async fn a_slow_groups_chains_are_not_armed_again_while_it_runs() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    c.batch_execute(
+        r#"INSERT INTO smsbus.trigger (name, on_status, language, script) VALUES
+            ('slow', '{received}', 'sql',
+             $$INSERT INTO public.log (trigger, message_id) VALUES ('slow', $1); SELECT pg_sleep(1)$$);"#,
+    )
+    .await
+    .unwrap();
+    let first = receive(&c, "one").await;
+    let second = receive(&c, "two").await;
+    let w = worker(&db, "w1");
+    let sleeping = eventually(Duration::from_secs(20), || async {
+        count(
+            &c,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event = 'PgSleep'",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(sleeping, "the first script never ran\n{}", w.log());
+    let armed: i32 = scalar(&c, "SELECT smsbus._resume_triggers(interval '0')", &[]).await;
+    assert_eq!(armed, 0, "chains of a running group armed again");
+    for id in [first, second] {
+        assert_eq!(outcome(&c, id, &w).await.0, "processed");
+        assert_eq!(log_of(&c, id).await, ["slow"]);
+    }
 }

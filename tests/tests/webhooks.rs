@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smsbus_tests::db::{count, db_error, scalar, TestDb};
+use smsbus_tests::db::{count, db_error, scalar, wait_until_blocked, TestDb};
 use smsbus_tests::http::{HttpServer, Seen};
 use smsbus_tests::roles::LoginRoles;
 use smsbus_tests::scenario::{add_channel, smpp_config, smsc, wait_for};
@@ -212,6 +212,131 @@ async fn events_past_the_horizon_are_kept_dead_until_retried() {
     assert!(delivered, "the retried event was delivered");
     assert_eq!(hook.seen().last().unwrap().answered, 200);
     roles.remove(db).await;
+}
+
+/// A dlr-url callback outlives the events taken so far while its message
+/// waits for its report (which may come hours later), and goes once the
+/// report's event is taken too.
+#[tokio::test]
+async fn a_callback_waits_for_its_messages_report() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute(
+        "INSERT INTO smsbus.channel (name, kind) VALUES ('kpn', 'smpp');
+         INSERT INTO smsbus.account (name) VALUES ('acme');",
+    )
+    .await
+    .unwrap();
+    let id: i64 = scalar(
+        &c,
+        "INSERT INTO smsbus.message (to_address, body, account, channel)
+         VALUES ('+31612345678', 'x', 'acme', 'kpn') RETURNING id",
+        &[],
+    )
+    .await;
+    c.execute(
+        "SELECT smsbus._add_callback($1, 'acme', 'kannel', 'http://127.0.0.1:9/dlr?type=%d', 'GET', 31)",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT id FROM smsbus._claim('kpn', 'w', 10, interval '1 minute')",
+        &[],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT smsbus._mark_sent('kpn', ARRAY[$1::bigint], ARRAY[1], ARRAY['ref-1'])",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let taken = "DELETE FROM smsbus.webhook_outbox";
+    let callbacks = "SELECT count(*) FROM smsbus.webhook";
+    // Queued and sent taken: the message waits for its report.
+    c.batch_execute(taken).await.unwrap();
+    let pruned: i32 = scalar(&c, "SELECT smsbus._prune_callbacks()", &[]).await;
+    assert_eq!(pruned, 0);
+    assert_eq!(count(&c, callbacks).await, 1);
+    c.batch_execute(
+        "SELECT smsbus._apply_reports('kpn', ARRAY['ref-1'], ARRAY['delivered'], ARRAY['DELIVRD'])",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.webhook_outbox").await,
+        1,
+        "the report's event"
+    );
+    c.batch_execute(taken).await.unwrap();
+    let pruned: i32 = scalar(&c, "SELECT smsbus._prune_callbacks()", &[]).await;
+    assert_eq!(pruned, 1);
+    assert_eq!(count(&c, callbacks).await, 0);
+}
+
+/// Workers woken by one notification claim at once: they take turns, so
+/// the second sees what the first took. No event goes to both, and the
+/// webhook's concurrency holds across them.
+#[tokio::test]
+async fn claims_at_once_take_turns_and_keep_the_concurrency() {
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    c.batch_execute(
+        "INSERT INTO smsbus.account (name) VALUES ('acme');
+         INSERT INTO smsbus.webhook (account, url, secret, concurrency)
+         VALUES ('acme', 'http://127.0.0.1:9/', 'whsec_0123456789abcdef', 2);
+         INSERT INTO smsbus.message (to_address, body, account)
+         SELECT '+3161234567' || g, 'x', 'acme' FROM generate_series(1, 3) g;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.webhook_outbox").await,
+        3
+    );
+    let claim = "SELECT id FROM smsbus._claim_webhooks($1, $2, interval '1 hour')";
+    let first = db.connect().await;
+    first.batch_execute("BEGIN").await.unwrap();
+    let one: Vec<i64> = first
+        .query(claim, &[&"w1", &1i32])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(one.len(), 1);
+    let second = db.connect().await;
+    let second_pid: i32 = scalar(&second, "SELECT pg_backend_pid()", &[]).await;
+    let claiming = tokio::spawn(async move {
+        second
+            .query(claim, &[&"w2", &10i32])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect::<Vec<i64>>()
+    });
+    wait_until_blocked(&c, second_pid).await;
+    first.batch_execute("COMMIT").await.unwrap();
+    let other = claiming.await.unwrap();
+    assert_eq!(
+        other.len(),
+        1,
+        "the concurrency of 2 less the one in flight"
+    );
+    assert!(!other.contains(&one[0]), "{one:?} went to both workers");
+    let claimed: Vec<String> = c
+        .query(
+            "SELECT claimed_by FROM smsbus.webhook_outbox WHERE claimed_by IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(claimed, ["w1", "w2"]);
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! batches, delivery reports (also early ones), inbound messages, and the
 //! maintenance steps.
 
-use smsbus_tests::db::{count, scalar, status_of, TestDb};
+use smsbus_tests::db::{count, scalar, status_of, wait_until_blocked, TestDb};
 use tokio_postgres::Client;
 
 async fn setup(db: &TestDb) -> Client {
@@ -339,21 +339,109 @@ async fn reports_for_two_parts_at_once_deliver_the_message() {
         second.batch_execute("COMMIT").await.unwrap();
         matched
     });
-    let waiting =
-        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'";
-    let mut waited = false;
-    for _ in 0..100 {
-        let n: i64 = scalar(&c, waiting, &[&second_pid]).await;
-        if n == 1 {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(waited, "the second report did not wait for the first");
+    wait_until_blocked(&c, second_pid).await;
     first.batch_execute("COMMIT").await.unwrap();
     assert_eq!(applying.await.unwrap(), 1);
     assert_eq!(status_of(&c, ids[0]).await, "delivered");
+}
+
+/// A part's DELIVRD and a late ENROUTE for it applied at the same time
+/// (a provider posts "sent" and "delivered" milliseconds apart, to two
+/// workers): the ENROUTE, waiting for the DELIVRD's transaction, then
+/// finds the part final and leaves it so; the other part's report still
+/// delivers the message.
+#[tokio::test]
+async fn a_late_intermediate_report_does_not_undo_a_final_one_applied_at_once() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let ids = queue(&c, 1, "kpn").await;
+    claim(&c, "kpn", "w", 10).await;
+    c.execute(
+        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+        &[&vec![ids[0], ids[0]], &vec![1i32, 2], &vec!["p1", "p2"]],
+    )
+    .await
+    .unwrap();
+    let first = db.connect().await;
+    let second = db.connect().await;
+    first.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(report(&first, "kpn", &["p1"], &["delivered"]).await, 1);
+    let second_pid: i32 = scalar(&second, "SELECT pg_backend_pid()", &[]).await;
+    let applying = tokio::spawn(async move { report(&second, "kpn", &["p1"], &["enroute"]).await });
+    wait_until_blocked(&c, second_pid).await;
+    first.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(applying.await.unwrap(), 0);
+    let part1: String = scalar(
+        &c,
+        "SELECT status FROM smsbus.message_part WHERE message_id = $1 AND part = 1",
+        &[&ids[0]],
+    )
+    .await;
+    assert_eq!(part1, "delivered");
+    assert_eq!(report(&c, "kpn", &["p2"], &["delivered"]).await, 1);
+    assert_eq!(status_of(&c, ids[0]).await, "delivered");
+    // Not parked either: its part exists and is final.
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM smsbus.pending_report").await,
+        0
+    );
+}
+
+/// A set of inbound parts expired by maintenance just as its last part
+/// arrives: the part waits for the expiry, then finds the set gone and
+/// starts a new one. One message for the parts that came, never also the
+/// whole text a second time.
+#[tokio::test]
+async fn a_set_expired_while_its_last_part_arrives_is_received_once() {
+    let db = TestDb::new().await;
+    let c = setup(&db).await;
+    let part = "SELECT smsbus._record_inbound_parts('kpn', ARRAY['+31612345678'], ARRAY['4455'], \
+                ARRAY[7], ARRAY[3], ARRAY[$1::int], ARRAY[$2::text])";
+    for (seq, body) in [(1i32, "one "), (2, "two ")] {
+        c.execute(part, &[&seq, &body]).await.unwrap();
+    }
+    let expiring = db.connect().await;
+    expiring.batch_execute("BEGIN").await.unwrap();
+    let expired: i32 = scalar(
+        &expiring,
+        "SELECT smsbus._expire_inbound_parts(interval '0')",
+        &[],
+    )
+    .await;
+    assert_eq!(expired, 1);
+    let late = db.connect().await;
+    let late_pid: i32 = scalar(&late, "SELECT pg_backend_pid()", &[]).await;
+    let arriving = tokio::spawn(async move {
+        late.execute(part, &[&3i32, &"three"]).await.unwrap();
+    });
+    wait_until_blocked(&c, late_pid).await;
+    expiring.batch_execute("COMMIT").await.unwrap();
+    arriving.await.unwrap();
+    let received: Vec<(String, Option<String>)> = c
+        .query(
+            "SELECT body, last_error FROM smsbus.message WHERE direction = 'in'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        received,
+        [(
+            "one two ".to_owned(),
+            Some("incomplete: parts 1, 2 of 3 received".to_owned())
+        )]
+    );
+    let waiting: Vec<i32> = c
+        .query("SELECT seq FROM smsbus.inbound_part", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(waiting, [3]);
 }
 
 /// A part's number, its report, and the message's status after it.

@@ -204,7 +204,23 @@ async fn run_group(
     let mut client = pool.get().await?;
     let mut tx = client.transaction().await?;
     tx.batch_execute(&statement_timeout).await?;
-    for id in group {
+    // The group's messages stay locked until it commits: maintenance arms
+    // again the chains left processing for minutes (a worker that died),
+    // skipping locked rows, so a slow group's later messages are not run
+    // a second time elsewhere. One armed again and taken by another worker
+    // before this point is run by whichever locks it first; the other
+    // finds it no longer processing.
+    let mine: Vec<i64> = statements::query(
+        &tx,
+        "SELECT id FROM smsbus.message WHERE id = ANY($1) AND trigger_status = 'processing'
+         ORDER BY id FOR NO KEY UPDATE",
+        &params![group],
+    )
+    .await?
+    .iter()
+    .map(|r| r.try_get(0))
+    .collect::<Result<_, _>>()?;
+    for id in mine {
         chain::run(&mut tx, &triggers, &lua, id).await?;
     }
     tx.commit().await?;
