@@ -1304,10 +1304,14 @@ BEGIN
             -- message. Locking the message serialises them, and the
             -- statement below takes its snapshot after the lock, so the
             -- later one sees both parts. In id order, so two batches
-            -- cannot deadlock on each other's messages.
-            -- Only messages still to decide: archive() locks finished
-            -- ones before their parts, the opposite order.
-            PERFORM 1 FROM smsbus.message m WHERE m.id = ANY (touched) AND m.status::text = 'sent'
+            -- cannot deadlock on each other's messages. Only messages
+            -- still to decide (archive() locks finished ones before their
+            -- parts, the opposite order), and only those of several parts:
+            -- one part's report decides its message alone, and most
+            -- messages are one part (a lock is a WAL record).
+            PERFORM 1 FROM smsbus.message m
+            WHERE m.id = ANY (touched) AND m.status::text = 'sent'
+              AND EXISTS (SELECT FROM smsbus.message_part o WHERE o.message_id = m.id AND o.part = 2)
             ORDER BY m.id FOR NO KEY UPDATE;
             UPDATE smsbus.message m
             SET status = d.outcome::smsbus.status,
