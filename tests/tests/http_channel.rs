@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use smsbus_tests::db::TestDb;
+use smsbus_tests::db::{scalar, TestDb};
 use smsbus_tests::net::free_port;
 use smsbus_tests::providers::{Answer, Preset, Provider, Signing};
 use smsbus_tests::scenario::{add_channel_of_kind, send, wait_for};
@@ -49,6 +49,19 @@ async fn setup() -> Setup {
 async fn add_http(s: &Setup, name: &str, provider: &Provider, extra: Value) {
     let config = provider.channel_config(&s.api, extra);
     add_channel_of_kind(&s.c, name, "http", &config).await;
+}
+
+/// The generic preset as a Kannel-like provider that takes one part a
+/// request (its user data header in `udh`), with `extra` keys.
+fn split_by_smsbus(extra: Value) -> Value {
+    let mut config = json!({
+        "parts": "split",
+        "request": {"url": "${base_url}?to=${to}&text=${body}&udh=${udh}&dlr-url=${report_url}"}
+    });
+    for (key, value) in extra.as_object().expect("an object") {
+        config[key] = value.clone();
+    }
+    config
 }
 
 fn hook(s: &Setup, channel: &str, hook: &str) -> String {
@@ -145,14 +158,7 @@ async fn every_preset_sends_and_its_reports_deliver() {
 async fn a_provider_that_does_not_split_gets_each_part_and_reports_on_each() {
     let s = setup().await;
     let provider = Provider::start(Preset::Generic).await;
-    add_http(
-        &s,
-        "kannel",
-        &provider,
-        json!({"parts": "split",
-               "request": {"url": "${base_url}?to=${to}&text=${body}&udh=${udh}&dlr-url=${report_url}"}}),
-    )
-    .await;
+    add_http(&s, "kannel", &provider, split_by_smsbus(json!({}))).await;
     let body = "Long GSM text. ".repeat(20);
     let id = send(&s.c, "kannel", "+31612345678", &body).await;
     wait_for(
@@ -185,6 +191,74 @@ async fn a_provider_that_does_not_split_gets_each_part_and_reports_on_each() {
             (2, taken[1].ids[0].clone(), "delivered".to_owned()),
         ]
     );
+}
+
+/// A later part refused for now is tried again in place: sending the
+/// message again would send its first part twice. One refused for good
+/// fails the message, naming the part, as an SMPP channel does.
+#[tokio::test]
+async fn a_later_part_refused_is_tried_again_in_place_or_fails_the_message() {
+    let s = setup().await;
+    let provider = Provider::start(Preset::Generic).await;
+    provider.script([
+        Answer::Accept,
+        Answer::Temporary,
+        Answer::Accept,
+        Answer::Accept,
+        Answer::Permanent,
+    ]);
+    add_http(
+        &s,
+        "kannel",
+        &provider,
+        split_by_smsbus(json!({"concurrency": 1, "retry_min_s": 0.2})),
+    )
+    .await;
+    let body = "Long GSM text. ".repeat(20);
+    let again = send(&s.c, "kannel", "+31612345678", &body).await;
+    wait_for(
+        &s.c,
+        &[again],
+        &["delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    let attempts: i32 = scalar(
+        &s.c,
+        "SELECT attempts FROM smsbus.message WHERE id = $1",
+        &[&again],
+    )
+    .await;
+    assert_eq!(attempts, 1, "the message was not sent again");
+    let taken = provider.taken();
+    assert_eq!(taken.len(), 2, "{taken:?}");
+    assert_eq!(format!("{}{}", taken[0].text, taken[1].text), body);
+    assert_eq!(provider.requests(), 3);
+
+    let refused = send(&s.c, "kannel", "+31612345678", &body).await;
+    wait_for(
+        &s.c,
+        &[refused],
+        &["failed"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    let (_, error) = status_of(&s.c, refused).await;
+    let error = error.unwrap();
+    assert!(
+        error.starts_with("part 2 of 2 not sent, 1 before it sent: "),
+        "{error}"
+    );
+    assert_eq!(provider.requests(), 5);
+    let parts: i64 = scalar(
+        &s.c,
+        "SELECT count(*) FROM smsbus.message_part WHERE message_id = $1",
+        &[&refused],
+    )
+    .await;
+    assert_eq!(parts, 0);
 }
 
 #[tokio::test]
@@ -252,6 +326,39 @@ async fn throughput_paces_the_requests() {
     let spread = *at.iter().max().unwrap() - *at.iter().min().unwrap();
     // 25 at 10 a second, a burst of 2 allowed: at least 2.2 s apart from
     // first to last (a slow machine only spreads them more).
+    assert!(spread >= Duration::from_millis(2000), "{spread:?}");
+}
+
+/// `throughput` counts requests: each part of a message the channel
+/// splits takes its turn.
+#[tokio::test]
+async fn throughput_paces_each_part_of_a_split_message() {
+    let s = setup().await;
+    let provider = Provider::start(Preset::Generic).await;
+    add_http(
+        &s,
+        "kannel",
+        &provider,
+        split_by_smsbus(json!({"throughput": 10, "concurrency": 8})),
+    )
+    .await;
+    let body = "Long GSM text. ".repeat(20);
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(send(&s.c, "kannel", "+31612345678", &body).await);
+    }
+    wait_for(
+        &s.c,
+        &ids,
+        &["delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    let at: Vec<std::time::Instant> = provider.taken().iter().map(|t| t.at).collect();
+    assert_eq!(at.len(), 24);
+    let spread = *at.iter().max().unwrap() - *at.iter().min().unwrap();
+    // 24 requests at 10 a second, a burst of 2 allowed: 2.2 s at least.
     assert!(spread >= Duration::from_millis(2000), "{spread:?}");
 }
 

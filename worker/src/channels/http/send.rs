@@ -12,7 +12,12 @@
 //!   queue, the channel in `error` until a request goes through again;
 //! - not known (a timeout after the request left, an answer the mapping
 //!   does not recognise): the message may be out, so
-//!   `on_unknown_outcome` decides, as for SMPP.
+//!   `on_unknown_outcome` decides, as for SMPP;
+//! - some parts out, but not all (a later part refused, or a provider
+//!   that took only some of the parts it split): `failed`, naming the
+//!   part, as for SMPP; a later part refused for now is first tried again
+//!   in place, since sending the message again would repeat the parts
+//!   that went.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -30,6 +35,10 @@ use crate::channels::OutMessage;
 
 /// Most bytes of an answer read; the rest is not waited for.
 const ANSWER_MAX: usize = 256 * 1024;
+
+/// How many times a later part of a split message refused for now is
+/// tried again in place before the message fails.
+const PART_RETRIES: u32 = 3;
 
 /// What one request came to.
 #[derive(Debug)]
@@ -71,6 +80,13 @@ impl Sender {
     }
 
     /// Sends `message` and says what became of it.
+    ///
+    /// A message the channel splits goes in one request a part. Once a
+    /// part is out, sending the message again would send it twice: a
+    /// later part refused for now is tried again in place (at most
+    /// [`PART_RETRIES`] times, its lease renewed meanwhile), and one that
+    /// still does not go makes the message `failed`, naming the part, as
+    /// an SMPP channel does when a provider refuses a part.
     pub async fn send(&self, message: &OutMessage) -> Outcome {
         let requests =
             match request::render(&self.config, &self.channel, message, SystemTime::now()) {
@@ -84,80 +100,115 @@ impl Sender {
         let total = requests.len();
         let mut references = Vec::new();
         for (n, request) in requests.iter().enumerate() {
-            let exchange = self.exchange(request).await;
-            let outcome = match exchange {
-                Exchange::Answered(response::Outcome::Accepted { mut ids, refused }) => {
-                    self.went_through().await;
-                    if let Some(refused) = refused {
-                        // The parts it took are out and cannot be taken
-                        // back; the others never get a report.
+            let mut retries = 0;
+            let mut ids = loop {
+                if n > 0 {
+                    // The first request took its turn before the message
+                    // was handed here; `throughput` counts requests.
+                    self.wait_turn().await;
+                }
+                let outcome = match self.part(request).await {
+                    Ok(ids) => break ids,
+                    Err(outcome) if n == 0 => return outcome,
+                    Err(outcome) => outcome,
+                };
+                match outcome {
+                    Outcome::Retry { error, delay } if retries < PART_RETRIES => {
+                        retries += 1;
                         tracing::warn!(channel = %self.channel, message = message.id,
-                            "the provider took only some parts: {refused}");
+                            "part {} of {total} not taken for now ({error}); again in {delay:?}", n + 1);
+                        tokio::time::sleep(delay).await;
                     }
-                    if ids.is_empty() {
-                        ids.push(if total == 1 {
-                            format!("smsbus-{}", message.id)
-                        } else {
-                            format!("smsbus-{}-{}", message.id, n + 1)
-                        });
-                    }
-                    references.extend(ids);
-                    continue;
-                }
-                Exchange::Answered(response::Outcome::Temporary {
-                    reason,
-                    retry_after,
-                }) => {
-                    self.went_through().await;
-                    let now = Instant::now();
-                    let delay = match retry_after {
-                        // At least retry_min_s: "Retry-After: 0" from a
-                        // provider under load must not make a busy loop.
-                        Some(wait) => {
-                            let wait = wait.max(self.config.retry_min);
-                            self.throttle.pause_for(now, wait);
-                            wait
+                    outcome => {
+                        return Outcome::Failed {
+                            error: format!(
+                                "part {} of {total} not sent, {n} before it sent: {}",
+                                n + 1,
+                                outcome.error().unwrap_or_default()
+                            ),
                         }
-                        None => {
-                            self.throttle.slow_down(now);
-                            self.backoff.lock().unwrap().next_delay()
-                        }
-                    };
-                    Outcome::Retry {
-                        error: reason,
-                        delay,
                     }
                 }
-                Exchange::Answered(response::Outcome::Permanent { reason }) => {
-                    self.went_through().await;
-                    Outcome::Failed { error: reason }
-                }
-                Exchange::Answered(response::Outcome::Unknown { reason }) => {
-                    self.went_through().await;
-                    self.unknown(reason)
-                }
-                Exchange::NotSent(reason) => {
-                    self.cannot_reach(&reason).await;
-                    let delay = self.backoff.lock().unwrap().next_delay();
-                    Outcome::Retry {
-                        error: reason,
-                        delay,
-                    }
-                }
-                Exchange::Unknown(reason) => self.unknown(reason),
             };
-            if references.is_empty() {
-                return outcome;
+            if ids.is_empty() {
+                ids.push(if total == 1 {
+                    format!("smsbus-{}", message.id)
+                } else {
+                    format!("smsbus-{}-{}", message.id, n + 1)
+                });
             }
-            // Earlier parts are out: the message is sent, short of the
-            // parts that were not taken.
-            tracing::warn!(channel = %self.channel, message = message.id,
-                "part {} of {total} was not sent: {outcome:?}", n + 1);
-            break;
+            references.extend(ids);
         }
         self.backoff.lock().unwrap().reset();
         self.throttle.accepted();
         Outcome::Sent { references }
+    }
+
+    /// Waits until the channel's `throughput` allows another request.
+    async fn wait_turn(&self) {
+        while let Err(wait) = self.throttle.take(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One request: the provider's ids of what it took (none when it
+    /// names none), or what its refusal comes to for the message.
+    async fn part(&self, request: &Rendered) -> Result<Vec<String>, Outcome> {
+        match self.exchange(request).await {
+            Exchange::Answered(response::Outcome::Accepted { ids, refused }) => {
+                self.went_through().await;
+                match refused {
+                    None => Ok(ids),
+                    // A provider that split the message itself took only
+                    // some of its parts: those are out and cannot be taken
+                    // back, the others will not be sent.
+                    Some(refused) => Err(Outcome::Failed {
+                        error: format!("the provider took only some parts, not {refused}"),
+                    }),
+                }
+            }
+            Exchange::Answered(response::Outcome::Temporary {
+                reason,
+                retry_after,
+            }) => {
+                self.went_through().await;
+                let now = Instant::now();
+                let delay = match retry_after {
+                    // At least retry_min_s: "Retry-After: 0" from a
+                    // provider under load must not make a busy loop.
+                    Some(wait) => {
+                        let wait = wait.max(self.config.retry_min);
+                        self.throttle.pause_for(now, wait);
+                        wait
+                    }
+                    None => {
+                        self.throttle.slow_down(now);
+                        self.backoff.lock().unwrap().next_delay()
+                    }
+                };
+                Err(Outcome::Retry {
+                    error: reason,
+                    delay,
+                })
+            }
+            Exchange::Answered(response::Outcome::Permanent { reason }) => {
+                self.went_through().await;
+                Err(Outcome::Failed { error: reason })
+            }
+            Exchange::Answered(response::Outcome::Unknown { reason }) => {
+                self.went_through().await;
+                Err(self.unknown(reason))
+            }
+            Exchange::NotSent(reason) => {
+                self.cannot_reach(&reason).await;
+                let delay = self.backoff.lock().unwrap().next_delay();
+                Err(Outcome::Retry {
+                    error: reason,
+                    delay,
+                })
+            }
+            Exchange::Unknown(reason) => Err(self.unknown(reason)),
+        }
     }
 
     fn unknown(&self, reason: String) -> Outcome {

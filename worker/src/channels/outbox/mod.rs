@@ -85,6 +85,16 @@ pub enum Outcome {
     Release,
 }
 
+impl Outcome {
+    /// The error it records, if it records one.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed { error } | Outcome::Retry { error, .. } => Some(error),
+            Outcome::Sent { .. } | Outcome::Release => None,
+        }
+    }
+}
+
 pub struct Outbox {
     channel: String,
     ready: tokio::sync::Mutex<mpsc::Receiver<Claimed>>,
