@@ -312,6 +312,19 @@ async fn delivery_reports_per_part() {
     );
 }
 
+/// A message on `kpn` sent in two parts, `p1` and `p2`; its id.
+async fn sent_in_two_parts(c: &Client) -> i64 {
+    let ids = queue(c, 1, "kpn").await;
+    claim(c, "kpn", "w", 10).await;
+    c.execute(
+        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
+        &[&vec![ids[0], ids[0]], &vec![1i32, 2], &vec!["p1", "p2"]],
+    )
+    .await
+    .unwrap();
+    ids[0]
+}
+
 /// Reports for the two parts of one message applied at the same time, in
 /// two transactions (two webhook calls): the second waits for the first,
 /// then sees both parts delivered and delivers the message. Without the
@@ -320,14 +333,7 @@ async fn delivery_reports_per_part() {
 async fn reports_for_two_parts_at_once_deliver_the_message() {
     let db = TestDb::new().await;
     let c = setup(&db).await;
-    let ids = queue(&c, 1, "kpn").await;
-    claim(&c, "kpn", "w", 10).await;
-    c.execute(
-        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
-        &[&vec![ids[0], ids[0]], &vec![1i32, 2], &vec!["p1", "p2"]],
-    )
-    .await
-    .unwrap();
+    let id = sent_in_two_parts(&c).await;
     let first = db.connect().await;
     let second = db.connect().await;
     first.batch_execute("BEGIN").await.unwrap();
@@ -342,7 +348,7 @@ async fn reports_for_two_parts_at_once_deliver_the_message() {
     wait_until_blocked(&c, second_pid).await;
     first.batch_execute("COMMIT").await.unwrap();
     assert_eq!(applying.await.unwrap(), 1);
-    assert_eq!(status_of(&c, ids[0]).await, "delivered");
+    assert_eq!(status_of(&c, id).await, "delivered");
 }
 
 /// A part's DELIVRD and a late ENROUTE for it applied at the same time
@@ -354,14 +360,7 @@ async fn reports_for_two_parts_at_once_deliver_the_message() {
 async fn a_late_intermediate_report_does_not_undo_a_final_one_applied_at_once() {
     let db = TestDb::new().await;
     let c = setup(&db).await;
-    let ids = queue(&c, 1, "kpn").await;
-    claim(&c, "kpn", "w", 10).await;
-    c.execute(
-        "SELECT smsbus._mark_sent('kpn', $1, $2, $3)",
-        &[&vec![ids[0], ids[0]], &vec![1i32, 2], &vec!["p1", "p2"]],
-    )
-    .await
-    .unwrap();
+    let id = sent_in_two_parts(&c).await;
     let first = db.connect().await;
     let second = db.connect().await;
     first.batch_execute("BEGIN").await.unwrap();
@@ -374,12 +373,12 @@ async fn a_late_intermediate_report_does_not_undo_a_final_one_applied_at_once() 
     let part1: String = scalar(
         &c,
         "SELECT status FROM smsbus.message_part WHERE message_id = $1 AND part = 1",
-        &[&ids[0]],
+        &[&id],
     )
     .await;
     assert_eq!(part1, "delivered");
     assert_eq!(report(&c, "kpn", &["p2"], &["delivered"]).await, 1);
-    assert_eq!(status_of(&c, ids[0]).await, "delivered");
+    assert_eq!(status_of(&c, id).await, "delivered");
     // Not parked either: its part exists and is final.
     assert_eq!(
         count(&c, "SELECT count(*) FROM smsbus.pending_report").await,

@@ -90,12 +90,20 @@ pub async fn run(ctx: ChannelContext) -> anyhow::Result<()> {
         let Some(claimed) = paced(&ctx, &sender, &outbox, claimed).await else {
             break;
         };
-        let slot = tokio::select! {
-            _ = ctx.stop.cancelled() => {
-                outbox.finish(claimed, Outcome::Release);
-                break;
+        // Waiting for a slot while every request is slow (or a part waits
+        // to be tried again) is progress, not a hang.
+        let slot = loop {
+            tokio::select! {
+                _ = ctx.stop.cancelled() => break None,
+                _ = beat.tick() => ctx.heartbeat.beat(),
+                slot = slots.clone().acquire_owned() => {
+                    break Some(slot.expect("the semaphore is never closed"))
+                }
             }
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let Some(slot) = slot else {
+            outbox.finish(claimed, Outcome::Release);
+            break;
         };
         let sender = sender.clone();
         let outbox = outbox.clone();
