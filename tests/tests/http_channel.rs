@@ -22,21 +22,25 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+/// As [`setup`], the worker given `args` too.
+async fn setup_with(args: &[&str]) -> Setup {
     let db = TestDb::new().await;
     let c = db.connect().await;
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let worker = Worker::start(
-        &db.conninfo(),
-        &[
-            "--worker-id",
-            "w1",
-            "--maintenance-interval",
-            "0.2",
-            "--http-addr",
-            &addr,
-        ],
-    );
+    let mut all = vec![
+        "--worker-id",
+        "w1",
+        "--maintenance-interval",
+        "0.2",
+        "--http-addr",
+        &addr,
+    ];
+    all.extend_from_slice(args);
+    let worker = Worker::start(&db.conninfo(), &all);
     let api = format!("http://127.0.0.1:{port}");
     Setup {
         c,
@@ -360,6 +364,40 @@ async fn throughput_paces_each_part_of_a_split_message() {
     let spread = *at.iter().max().unwrap() - *at.iter().min().unwrap();
     // 24 requests at 10 a second, a burst of 2 allowed: 2.2 s at least.
     assert!(spread >= Duration::from_millis(2000), "{spread:?}");
+}
+
+/// Every request slot busy with a slow provider for longer than the hang
+/// timeout: the channel waits for a slot, alive, and is not restarted as
+/// hung.
+#[tokio::test]
+async fn a_channel_waiting_for_a_free_slot_is_not_hung() {
+    let s = setup_with(&["--channel-hang-timeout", "1"]).await;
+    let provider = Provider::start(Preset::Twilio).await;
+    // Within the simulator's request timeout of 2 s, beyond the hang
+    // timeout of 1 s.
+    provider.script([
+        Answer::Slow(Duration::from_millis(1600)),
+        Answer::Slow(Duration::from_millis(1600)),
+    ]);
+    add_http(&s, "tw", &provider, json!({"concurrency": 1})).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(send(&s.c, "tw", "+31612345678", &format!("slow {n}")).await);
+    }
+    wait_for(
+        &s.c,
+        &ids,
+        &["delivered"],
+        Duration::from_secs(30),
+        &s.worker,
+    )
+    .await;
+    assert!(
+        !s.worker.log().contains("driver hung"),
+        "{}",
+        s.worker.log()
+    );
+    assert_eq!(provider.requests(), 3, "none timed out and went again");
 }
 
 #[tokio::test]
