@@ -187,12 +187,12 @@ pub async fn trigger_status_of(client: &Client, id: i64) -> String {
 
 /// Waits until the backend `pid` waits on a lock (a row or an advisory
 /// lock another transaction holds), as seen from `observer`; panics after
-/// 2 s. Tests of two transactions at once use it to know the second has
+/// 10 s. Tests of two transactions at once use it to know the second has
 /// reached the point where it must wait for the first.
 pub async fn wait_until_blocked(observer: &Client, pid: i32) {
     let blocked =
         "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'";
-    for _ in 0..100 {
+    for _ in 0..500 {
         let n: i64 = scalar(observer, blocked, &[&pid]).await;
         if n == 1 {
             return;

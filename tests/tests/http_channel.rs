@@ -215,7 +215,7 @@ async fn a_later_part_refused_is_tried_again_in_place_or_fails_the_message() {
         &s,
         "kannel",
         &provider,
-        split_by_smsbus(json!({"concurrency": 1, "retry_min_s": 0.2})),
+        split_by_smsbus(json!({"concurrency": 1})),
     )
     .await;
     let body = "Long GSM text. ".repeat(20);
@@ -371,15 +371,21 @@ async fn throughput_paces_each_part_of_a_split_message() {
 /// hung.
 #[tokio::test]
 async fn a_channel_waiting_for_a_free_slot_is_not_hung() {
-    let s = setup_with(&["--channel-hang-timeout", "1"]).await;
+    let s = setup_with(&["--channel-hang-timeout", "2"]).await;
     let provider = Provider::start(Preset::Twilio).await;
-    // Within the simulator's request timeout of 2 s, beyond the hang
-    // timeout of 1 s.
+    // Each answer longer than the hang timeout, well within the request
+    // timeout: the channel waits for its one slot longer than 2 s.
     provider.script([
-        Answer::Slow(Duration::from_millis(1600)),
-        Answer::Slow(Duration::from_millis(1600)),
+        Answer::Slow(Duration::from_millis(3000)),
+        Answer::Slow(Duration::from_millis(3000)),
     ]);
-    add_http(&s, "tw", &provider, json!({"concurrency": 1})).await;
+    add_http(
+        &s,
+        "tw",
+        &provider,
+        json!({"concurrency": 1, "request_timeout_s": 10}),
+    )
+    .await;
     let mut ids = Vec::new();
     for n in 0..3 {
         ids.push(send(&s.c, "tw", "+31612345678", &format!("slow {n}")).await);
