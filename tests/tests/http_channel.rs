@@ -68,6 +68,13 @@ fn split_by_smsbus(extra: Value) -> Value {
     config
 }
 
+/// From the first request the provider took to the last, of `expected`.
+fn spread_of(provider: &Provider, expected: usize) -> Duration {
+    let at: Vec<std::time::Instant> = provider.taken().iter().map(|t| t.at).collect();
+    assert_eq!(at.len(), expected);
+    *at.iter().max().unwrap() - *at.iter().min().unwrap()
+}
+
 fn hook(s: &Setup, channel: &str, hook: &str) -> String {
     format!("{}/v1/providers/{channel}/{hook}", s.api)
 }
@@ -326,8 +333,7 @@ async fn throughput_paces_the_requests() {
         &s.worker,
     )
     .await;
-    let at: Vec<std::time::Instant> = provider.taken().iter().map(|t| t.at).collect();
-    let spread = *at.iter().max().unwrap() - *at.iter().min().unwrap();
+    let spread = spread_of(&provider, 25);
     // 25 at 10 a second, a burst of 2 allowed: at least 2.2 s apart from
     // first to last (a slow machine only spreads them more).
     assert!(spread >= Duration::from_millis(2000), "{spread:?}");
@@ -359,9 +365,7 @@ async fn throughput_paces_each_part_of_a_split_message() {
         &s.worker,
     )
     .await;
-    let at: Vec<std::time::Instant> = provider.taken().iter().map(|t| t.at).collect();
-    assert_eq!(at.len(), 24);
-    let spread = *at.iter().max().unwrap() - *at.iter().min().unwrap();
+    let spread = spread_of(&provider, 24);
     // 24 requests at 10 a second, a burst of 2 allowed: 2.2 s at least.
     assert!(spread >= Duration::from_millis(2000), "{spread:?}");
 }
